@@ -1,0 +1,150 @@
+#include "core/config.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "core/base/check.h"
+
+namespace loom {
+
+namespace pb = google::protobuf;
+
+namespace {
+
+// Collects the first parse error with its position, so the user sees file:line:column.
+class FirstErrorCollector : public pb::io::ErrorCollector {
+ public:
+  explicit FirstErrorCollector(std::string source) : source_(std::move(source)) {}
+  void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
+    if (first_.empty()) {
+      first_ = str_cat(source_ + ":" + std::to_string(line + 1) + ":" + std::to_string(column + 1) +
+                       ":", message);
+    }
+  }
+  void AddWarning(int, pb::io::ColumnNumber, const std::string&) override {}
+  const std::string& first() const { return first_; }
+
+ private:
+  std::string source_;
+  std::string first_;
+};
+
+void require_positive(const char* field, int64_t value) {
+  if (value <= 0) fail_user(field, "is", value, "but must be a positive integer");
+}
+
+}  // namespace
+
+config::RunConfig parse_config_text(const std::string& text, const std::string& source_name) {
+  config::RunConfig cfg;
+  FirstErrorCollector errors(source_name);
+  pb::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &cfg)) {
+    fail_user(errors.first().empty() ? source_name + ": not a valid config" : errors.first(),
+              "(the schema is core/config.proto, documented in docs/config.md)");
+  }
+  return cfg;
+}
+
+config::RunConfig load_config_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail_user("cannot read config file", path, "(does it exist?)");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return parse_config_text(buffer.str(), path);
+}
+
+void apply_config_override(config::RunConfig& cfg, std::string_view assignment) {
+  size_t eq = assignment.find('=');
+  if (eq == std::string_view::npos || eq == 0) {
+    fail_user("--set expects field.path=value, got '" + std::string(assignment) + "'");
+  }
+  std::string path(assignment.substr(0, eq));
+  std::string value(assignment.substr(eq + 1));
+
+  std::vector<std::string> parts;
+  std::stringstream ss(path);
+  for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
+
+  pb::Message* message = &cfg;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const pb::Descriptor* descriptor = message->GetDescriptor();
+    const pb::FieldDescriptor* field = descriptor->FindFieldByName(parts[i]);
+    if (field == nullptr) {
+      fail_user("--set " + path + ": no field '" + parts[i] + "' in " + descriptor->name(),
+                "(see docs/config.md for the fields)");
+    }
+    const pb::Reflection* reflection = message->GetReflection();
+    bool last = i + 1 == parts.size();
+    if (field->is_repeated()) fail_user("--set " + path + ": repeated fields cannot be set");
+    if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (last) fail_user("--set " + path + ": '" + parts[i] + "' is a section, not a value");
+      message = reflection->MutableMessage(message, field);
+      continue;
+    }
+    if (!last) fail_user("--set " + path + ": '" + parts[i] + "' is a value, not a section");
+    if (!pb::TextFormat::ParseFieldValueFromString(value, field, message)) {
+      fail_user("--set " + path + ": '" + value + "' is not a valid", field->type_name(),
+                "value");
+    }
+  }
+}
+
+void validate_config(const config::RunConfig& cfg) {
+  const config::ModelConfig& m = cfg.model();
+  require_positive("model.n_layer", m.n_layer());
+  require_positive("model.n_head", m.n_head());
+  require_positive("model.n_embd", m.n_embd());
+  if (m.has_vocab_size()) require_positive("model.vocab_size", m.vocab_size());
+  if (m.has_seq_len()) require_positive("model.seq_len", m.seq_len());
+  if (m.n_embd() % m.n_head() != 0) {
+    fail_user("model.n_head =", m.n_head(), "must divide model.n_embd =", m.n_embd(),
+              "(each head gets n_embd / n_head channels)");
+  }
+
+  const config::OptimizerConfig& o = cfg.optimizer();
+  if (!(o.lr() > 0)) fail_user("optimizer.lr is", o.lr(), "but must be > 0");
+  if (o.warmup_steps() < 0) fail_user("optimizer.warmup_steps is", o.warmup_steps(), "but must be >= 0");
+  if (!(o.min_lr_ratio() >= 0 && o.min_lr_ratio() <= 1)) {
+    fail_user("optimizer.min_lr_ratio is", o.min_lr_ratio(), "but must be in [0, 1]");
+  }
+  if (!(o.beta1() >= 0 && o.beta1() < 1)) fail_user("optimizer.beta1 is", o.beta1(), "but must be in [0, 1)");
+  if (!(o.beta2() >= 0 && o.beta2() < 1)) fail_user("optimizer.beta2 is", o.beta2(), "but must be in [0, 1)");
+  if (!(o.eps() > 0)) fail_user("optimizer.eps is", o.eps(), "but must be > 0");
+  if (!(o.weight_decay() >= 0)) fail_user("optimizer.weight_decay is", o.weight_decay(), "but must be >= 0");
+  if (!(o.grad_clip() >= 0)) fail_user("optimizer.grad_clip is", o.grad_clip(), "but must be >= 0 (0 disables clipping)");
+
+  if (!cfg.data().has_addition()) {
+    fail_user("data has no source: set one, e.g. data { addition { digits: 3 } }");
+  }
+  const config::AdditionData& a = cfg.data().addition();
+  if (a.digits() < 1 || a.digits() > 9) {
+    fail_user("data.addition.digits is", a.digits(), "but must be in 1..9");
+  }
+  require_positive("data.addition.test_problems", a.test_problems());
+
+  const config::TrainConfig& t = cfg.train();
+  require_positive("train.steps", t.steps());
+  require_positive("train.micro_batch_size", t.micro_batch_size());
+  require_positive("train.grad_accum_steps", t.grad_accum_steps());
+  require_positive("train.log_every", t.log_every());
+  if (t.eval_every() < 0) fail_user("train.eval_every is", t.eval_every(), "but must be >= 0");
+  if (t.threads() < 0) fail_user("train.threads is", t.threads(), "but must be >= 0 (0: every core)");
+  if (t.samples() < 0) fail_user("train.samples is", t.samples(), "but must be >= 0");
+  if (t.out_dir().empty()) fail_user("train.out_dir is empty but must name a directory");
+}
+
+std::string config_to_text(const config::RunConfig& cfg) {
+  std::string out;
+  pb::TextFormat::Printer printer;
+  printer.PrintToString(cfg, &out);
+  return out;
+}
+
+}  // namespace loom

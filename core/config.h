@@ -1,0 +1,29 @@
+// Reading, overriding and validating the run configuration (schema: core/config.proto).
+//
+// Every problem is a loom::UserError with one sentence naming the input: a parse error carries
+// "file:line:column", an override names the field path, a bad value names the field, the value
+// and what was expected.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "core/config.pb.h"
+
+namespace loom {
+
+// Parses protobuf text format. `source_name` (a path, or "<default>") prefixes error messages.
+config::RunConfig parse_config_text(const std::string& text, const std::string& source_name);
+config::RunConfig load_config_file(const std::string& path);
+
+// Applies one "a.b.c=value" override (the `--set` flag). Scalar fields only; a message field on
+// the path is created if absent. Selecting a oneof member (data.addition.digits=4) switches it.
+void apply_config_override(config::RunConfig& config, std::string_view assignment);
+
+// Checks every value for range and consistency; throws UserError for the first problem found.
+void validate_config(const config::RunConfig& config);
+
+// Protobuf text format of the config, every field set or defaulted written out.
+std::string config_to_text(const config::RunConfig& config);
+
+}  // namespace loom

@@ -1,0 +1,158 @@
+#include "data/addition.h"
+
+#include "core/decoder.h"
+#include "core/rng.h"
+#include "kernels/cpu/cross_entropy.h"
+
+namespace loom {
+
+namespace {
+constexpr int32_t kPlus = 10;
+constexpr int32_t kEquals = 11;
+const char kAlphabet[] = "0123456789+=";
+}  // namespace
+
+AdditionTask::AdditionTask(int digits, int test_problems, uint64_t seed)
+    : digits_(digits), seed_(seed) {
+  if (digits < 1 || digits > 9) fail_user("addition digits is", digits, "but must be in 1..9");
+  limit_ = 1;
+  for (int i = 0; i < digits; ++i) limit_ *= 10;
+  const int64_t all = limit_ * limit_;
+  if (test_problems <= 0 || test_problems > all / 4) {
+    fail_user("addition test_problems is", test_problems, "but must be in 1 ..", all / 4,
+              "for", digits, "digits (at most a quarter of all", all, "problems)");
+  }
+  const uint64_t stream = stream_id_of("addition.test");
+  for (uint64_t i = 0; static_cast<int>(test_.size()) < test_problems; ++i) {
+    Problem p = draw(stream, i);
+    if (test_keys_.insert(p.a * limit_ + p.b).second) test_.push_back(p);
+  }
+}
+
+AdditionTask::Problem AdditionTask::draw(uint64_t stream, uint64_t index) const {
+  std::array<uint32_t, 4> bits = CounterRng(seed_, stream).bits(index);
+  uint64_t x = (static_cast<uint64_t>(bits[0]) << 32) | bits[1];
+  uint64_t y = (static_cast<uint64_t>(bits[2]) << 32) | bits[3];
+  return {static_cast<int64_t>(x % static_cast<uint64_t>(limit_)),
+          static_cast<int64_t>(y % static_cast<uint64_t>(limit_))};
+}
+
+bool AdditionTask::is_test(const Problem& p) const {
+  return test_keys_.count(p.a * limit_ + p.b) != 0;
+}
+
+void AdditionTask::write_problem(const Problem& p, int32_t* tokens, int32_t* targets) const {
+  // Full sequence: a (d) + b (d) = sum reversed (d+1); the model sees all but the last token.
+  std::vector<int32_t> seq = prompt_tokens(p);
+  int64_t sum = p.a + p.b;
+  for (int i = 0; i <= digits_; ++i) {
+    seq.push_back(static_cast<int32_t>(sum % 10));
+    sum /= 10;
+  }
+  const int T = sequence_length();
+  for (int t = 0; t < T; ++t) {
+    tokens[t] = seq[static_cast<size_t>(t)];
+    // Position t predicts token t+1; only answer tokens (after '=') are trained on.
+    targets[t] = t + 1 >= prompt_length() ? seq[static_cast<size_t>(t) + 1] : kernels::cpu::kIgnoreTarget;
+  }
+}
+
+void AdditionTask::train_batch(uint64_t batch_index, int B, int32_t* tokens, int32_t* targets) const {
+  const uint64_t stream = stream_id_of("addition.train");
+  const int T = sequence_length();
+  for (int i = 0; i < B; ++i) {
+    // Each sequence owns a block of 2^16 draws; held-out problems are skipped within it.
+    uint64_t index = (batch_index * static_cast<uint64_t>(B) + static_cast<uint64_t>(i)) << 16;
+    Problem p = draw(stream, index);
+    while (is_test(p)) p = draw(stream, ++index);
+    write_problem(p, tokens + static_cast<int64_t>(i) * T, targets + static_cast<int64_t>(i) * T);
+  }
+}
+
+std::vector<int32_t> AdditionTask::prompt_tokens(const Problem& p) const {
+  std::vector<int32_t> out;
+  auto put_number = [&out, this](int64_t v) {
+    std::vector<int32_t> digits_rev;
+    for (int i = 0; i < digits_; ++i) {
+      digits_rev.push_back(static_cast<int32_t>(v % 10));
+      v /= 10;
+    }
+    out.insert(out.end(), digits_rev.rbegin(), digits_rev.rend());
+  };
+  put_number(p.a);
+  out.push_back(kPlus);
+  put_number(p.b);
+  out.push_back(kEquals);
+  return out;
+}
+
+int64_t AdditionTask::answer_value(const int32_t* answer) const {
+  int64_t value = 0;
+  for (int i = answer_length() - 1; i >= 0; --i) {
+    if (answer[i] < 0 || answer[i] > 9) return -1;
+    value = value * 10 + answer[i];
+  }
+  return value;
+}
+
+std::vector<int32_t> AdditionTask::encode(const std::string& text) const {
+  std::vector<int32_t> out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char* at = std::char_traits<char>::find(kAlphabet, kVocabSize, text[i]);
+    if (at == nullptr) {
+      fail_user("character '" + std::string(1, text[i]) + "' at offset", i,
+                "is not in the addition vocabulary \"0123456789+=\"");
+    }
+    out.push_back(static_cast<int32_t>(at - kAlphabet));
+  }
+  return out;
+}
+
+std::string AdditionTask::decode(const int32_t* tokens, int n) const {
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    out += (tokens[i] >= 0 && tokens[i] < kVocabSize) ? kAlphabet[tokens[i]] : '?';
+  }
+  return out;
+}
+
+double addition_accuracy(const GPT& model, const AdditionTask& task,
+                         const std::vector<AdditionTask::Problem>& problems,
+                         std::vector<int64_t>* answers) {
+  const int B = static_cast<int>(problems.size());
+  if (B == 0) return 0.0;
+  const int V = model.config().vocab_size;
+  Decoder decoder(model, B);
+  const int P = task.prompt_length(), A = task.answer_length();
+  std::vector<int32_t> prompts(static_cast<size_t>(B) * P);
+  for (int i = 0; i < B; ++i) {
+    std::vector<int32_t> p = task.prompt_tokens(problems[static_cast<size_t>(i)]);
+    std::copy(p.begin(), p.end(), prompts.begin() + static_cast<int64_t>(i) * P);
+  }
+  std::vector<int32_t> column(static_cast<size_t>(B));
+  std::vector<int32_t> generated(static_cast<size_t>(B) * A);
+  const float* logits = nullptr;
+  for (int t = 0; t < P; ++t) {
+    for (int i = 0; i < B; ++i) column[static_cast<size_t>(i)] = prompts[static_cast<size_t>(i) * P + t];
+    logits = decoder.step(column.data());
+  }
+  for (int t = 0; t < A; ++t) {
+    for (int i = 0; i < B; ++i) {
+      int32_t tok = sample_token(logits + static_cast<int64_t>(i) * V, V, 0.0f, 0, 0.0f);
+      generated[static_cast<size_t>(i) * A + t] = tok;
+      column[static_cast<size_t>(i)] = tok;
+    }
+    if (t + 1 < A) logits = decoder.step(column.data());
+  }
+  int correct = 0;
+  if (answers) answers->assign(static_cast<size_t>(B), -1);
+  for (int i = 0; i < B; ++i) {
+    int64_t got = task.answer_value(generated.data() + static_cast<int64_t>(i) * A);
+    const AdditionTask::Problem& p = problems[static_cast<size_t>(i)];
+    correct += got == p.a + p.b;
+    if (answers) (*answers)[static_cast<size_t>(i)] = got;
+  }
+  return static_cast<double>(correct) / B;
+}
+
+}  // namespace loom

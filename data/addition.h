@@ -1,0 +1,67 @@
+// The demo dataset: multi-digit addition that Loom generates itself (no download).
+//
+// A problem with d-digit operands is written "a+b=" (operands zero-padded to d digits) followed by
+// the d+1 digits of the sum least-significant first ("123+456=9750" is 123+456=579): reversed
+// digits let a left-to-right model carry the way people do. Tokens: '0'..'9' are 0..9, '+' is
+// 10, '=' is 11. A training sequence is one problem; only the answer digits carry a target.
+// A fixed held-out set of problems is never trained on and measures exact-match accuracy.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "core/gpt.h"
+
+namespace loom {
+
+class AdditionTask {
+ public:
+  static constexpr int kVocabSize = 12;
+
+  struct Problem {
+    int64_t a = 0;
+    int64_t b = 0;
+  };
+
+  // Throws UserError if digits is outside 1..9 or test_problems is more than a quarter of all
+  // problems (training would then see too few distinct ones).
+  AdditionTask(int digits, int test_problems, uint64_t seed);
+
+  int digits() const { return digits_; }
+  int prompt_length() const { return 2 * digits_ + 2; }       // "aaa+bbb="
+  int answer_length() const { return digits_ + 1; }           // reversed sum
+  int sequence_length() const { return 3 * digits_ + 2; }     // model inputs per problem
+
+  // Fills tokens and targets (B, T = sequence_length()) for the training batch with global index
+  // `batch_index`: a pure function of (seed, batch_index), never a held-out problem.
+  void train_batch(uint64_t batch_index, int B, int32_t* tokens, int32_t* targets) const;
+  const std::vector<Problem>& test_problems() const { return test_; }
+
+  std::vector<int32_t> prompt_tokens(const Problem& p) const;
+  // The sum read back from answer_length() generated tokens; -1 if a token is not a digit.
+  int64_t answer_value(const int32_t* answer) const;
+  // Text <-> tokens over the alphabet "0123456789+=". An unknown character is a UserError.
+  std::vector<int32_t> encode(const std::string& text) const;
+  std::string decode(const int32_t* tokens, int n) const;
+
+ private:
+  Problem draw(uint64_t stream, uint64_t index) const;
+  bool is_test(const Problem& p) const;
+  void write_problem(const Problem& p, int32_t* tokens, int32_t* targets) const;
+
+  int digits_;
+  int64_t limit_;  // 10^digits
+  uint64_t seed_;
+  std::vector<Problem> test_;
+  std::unordered_set<int64_t> test_keys_;
+};
+
+// Exact-match accuracy of greedy answers on `problems`, decoded with the KV cache. If `answers`
+// is given it receives the model's answer for each problem (-1 when not a number).
+double addition_accuracy(const GPT& model, const AdditionTask& task,
+                         const std::vector<AdditionTask::Problem>& problems,
+                         std::vector<int64_t>* answers = nullptr);
+
+}  // namespace loom

@@ -1,0 +1,26 @@
+// Causal multi-head self-attention, tiled (CPU reference path).
+//
+// qkv holds, for each position, [q | k | v], each C wide; head h uses columns [h*HS, (h+1)*HS)
+// of each part, HS = C / NH. Scores are scaled by 1/sqrt(HS). The whole T x T score matrix is
+// never materialised for all heads at once: work is split into (batch, head, query tile) units,
+// each of which holds at most one tile of scores, and the backward recomputes scores from the
+// saved log-sum-exp (as flash attention does) instead of storing probabilities.
+#pragma once
+
+namespace loom::kernels::cpu {
+
+// qkv (B, T, 3C); out (B, T, C) overwritten; lse (B, NH, T) overwritten: the log-sum-exp of
+// each query's scaled scores, kept for backward.
+void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH);
+
+// Accumulates: dqkv (B, T, 3C) += d(loss)/d(qkv). out and lse are those of the forward.
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                        const float* lse, int B, int T, int C, int NH);
+
+// One decoding step with a KV cache. q (B, C) is the query of the token at position `pos`;
+// k_cache, v_cache (B, max_T, C) hold keys and values of positions 0..pos (pos included).
+// out (B, C) is overwritten.
+void attention_decode(float* out, const float* q, const float* k_cache, const float* v_cache,
+                      int B, int pos, int max_T, int C, int NH);
+
+}  // namespace loom::kernels::cpu

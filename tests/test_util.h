@@ -1,0 +1,85 @@
+// Shared helpers for tests: random inputs, poisoned outputs, and comparisons that print where and
+// by how much two arrays differ (index, got, expected, max error).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace loom::testing {
+
+inline std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> out(n);
+  for (float& x : out) x = dist(gen);
+  return out;
+}
+
+inline std::vector<int32_t> random_ints(size_t n, uint32_t seed, int32_t lo, int32_t hi_exclusive) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int32_t> dist(lo, hi_exclusive - 1);
+  std::vector<int32_t> out(n);
+  for (int32_t& x : out) x = dist(gen);
+  return out;
+}
+
+// A buffer filled with NaN: an element the kernel forgot to write makes the comparison fail.
+inline std::vector<float> poisoned(size_t n) {
+  return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN());
+}
+
+// Passes when |got - expected| <= atol + rtol * |expected| everywhere (NaN never passes).
+template <typename Got, typename Expected>
+::testing::AssertionResult all_close(const Got& got, const Expected& expected, double rtol,
+                                     double atol) {
+  if (got.size() != expected.size()) {
+    return ::testing::AssertionFailure()
+           << "size mismatch: got " << got.size() << " expected " << expected.size();
+  }
+  double max_err = 0;
+  size_t worst = 0;
+  size_t bad = 0;
+  size_t first_bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    double g = static_cast<double>(got[i]);
+    double e = static_cast<double>(expected[i]);
+    double err = std::fabs(g - e);
+    bool ok = err <= atol + rtol * std::fabs(e);  // false for NaN
+    if (!ok) {
+      if (bad == 0) first_bad = i;
+      ++bad;
+    }
+    if (!(err <= max_err)) {
+      max_err = err;
+      worst = i;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  std::ostringstream msg;
+  msg << bad << " of " << got.size() << " elements differ; first at index " << first_bad
+      << ": got " << got[first_bad] << " expected " << expected[first_bad]
+      << "; max error " << max_err << " at index " << worst << " (got " << got[worst]
+      << " expected " << expected[worst] << "), rtol " << rtol << " atol " << atol;
+  return ::testing::AssertionFailure() << msg.str();
+}
+
+// ||got - expected|| / ||expected||, in double.
+template <typename Got, typename Expected>
+double relative_l2(const Got& got, const Expected& expected) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    double d = static_cast<double>(got[i]) - static_cast<double>(expected[i]);
+    num += d * d;
+    den += static_cast<double>(expected[i]) * static_cast<double>(expected[i]);
+  }
+  return std::sqrt(num) / std::sqrt(den > 0 ? den : 1.0);
+}
+
+}  // namespace loom::testing
