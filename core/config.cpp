@@ -89,7 +89,15 @@ void apply_config_override(config::RunConfig& cfg, std::string_view assignment) 
       continue;
     }
     if (!last) fail_user("--set " + path + ": '" + parts[i] + "' is a value, not a section");
-    if (!pb::TextFormat::ParseFieldValueFromString(value, field, message)) {
+    if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING) {
+      reflection->SetString(message, field, value);  // plain text; no quoting needed on a shell
+      continue;
+    }
+    // A parser with a collector reports through us instead of logging to stderr.
+    FirstErrorCollector errors("--set " + path);
+    pb::TextFormat::Parser parser;
+    parser.RecordErrorsTo(&errors);
+    if (!parser.ParseFieldValueFromString(value, field, message)) {
       fail_user("--set " + path + ": '" + value + "' is not a valid", field->type_name(),
                 "value");
     }

@@ -1,0 +1,291 @@
+// Causal attention on the CPU, tiled like flash attention.
+//
+// A (batch, head, query tile) unit holds one tile of scores (at most kQueryTile x T floats, in a
+// per-thread scratch allocated once per call), so memory stays O(T) per thread instead of
+// O(B NH T^2). Every product is a small row-major GEMM done by one register-blocked helper whose
+// inner loop runs along contiguous memory; keys and values are transposed once per unit so that
+// holds for Q K^T and dO V^T too. We avoid cblas here: the OpenBLAS build is the pthread one and
+// would oversubscribe when called from inside our OpenMP units.
+//
+// The backward parallelises over (batch, head) only: dK and dV of one head sum contributions from
+// every query tile, and giving the whole head to one thread keeps that sum race-free and in a
+// fixed order, so results are bitwise identical for any thread count. exp is a vectorisable
+// polynomial (about 2 ulp) because scalar expf would dominate the softmax.
+#include "kernels/cpu/attention.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "core/base/check.h"
+
+namespace loom::kernels::cpu {
+namespace {
+
+constexpr int kQueryTile = 32;  // 32 beat 16, 64 and 128 at T=256, HS=64 (less masked work)
+
+// exp(x) for x <= 88, Cephes polynomial after range reduction x = n ln2 + r. Inputs below -87
+// return ~1e-38 instead of a denormal, which no softmax sum can notice. NaN propagates.
+inline float exp_approx(float x) {
+  x = x > 88.0f ? 88.0f : x;
+  x = x < -87.0f ? -87.0f : x;
+  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
+  float t = x * 1.44269504088896341f + shifter;
+  float n = t - shifter;
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = (std::bit_cast<int32_t>(t) - std::bit_cast<int32_t>(shifter) + 127) << 23;
+  return p * std::bit_cast<float>(bits);
+}
+
+// c (M, N; row stride ldc) = (accumulate ? c : 0) + alpha * A B, where A(i, k) is
+// a[i * a_row + k * a_col] and b (K, N) is row-major with row stride ldb. A is read one scalar
+// at a time (broadcast), so any A layout is fast, including a transposed one.
+void gemm(float* c, int ldc, const float* a, int a_row, int a_col, const float* b, int ldb,
+          int M, int N, int K, float alpha, bool accumulate) {
+  constexpr int MR = 4;
+  constexpr int NR = 16;
+  int i = 0;
+  for (; i + MR <= M; i += MR) {
+    int j = 0;
+    for (; j + NR <= N; j += NR) {
+      float acc[MR][NR] = {};
+      for (int k = 0; k < K; ++k) {
+        const float* b_row = b + k * ldb + j;
+#pragma GCC unroll 4  // keeps acc in registers at -O2 as well as -O3
+        for (int r = 0; r < MR; ++r) {
+          const float a_ik = a[(i + r) * a_row + k * a_col];
+#pragma omp simd
+          for (int q = 0; q < NR; ++q) acc[r][q] += a_ik * b_row[q];
+        }
+      }
+      for (int r = 0; r < MR; ++r) {
+        float* c_row = c + (i + r) * ldc + j;
+        for (int q = 0; q < NR; ++q) c_row[q] = (accumulate ? c_row[q] : 0.0f) + alpha * acc[r][q];
+      }
+    }
+    if (j < N) {
+      const int nr = N - j;
+      float acc[MR][NR] = {};
+      for (int k = 0; k < K; ++k) {
+        const float* b_row = b + k * ldb + j;
+        for (int r = 0; r < MR; ++r) {
+          const float a_ik = a[(i + r) * a_row + k * a_col];
+          for (int q = 0; q < nr; ++q) acc[r][q] += a_ik * b_row[q];
+        }
+      }
+      for (int r = 0; r < MR; ++r) {
+        float* c_row = c + (i + r) * ldc + j;
+        for (int q = 0; q < nr; ++q) c_row[q] = (accumulate ? c_row[q] : 0.0f) + alpha * acc[r][q];
+      }
+    }
+  }
+  for (; i < M; ++i) {  // leftover rows, one at a time
+    for (int j = 0; j < N; j += NR) {
+      const int nr = std::min(NR, N - j);
+      float acc[NR] = {};
+      for (int k = 0; k < K; ++k) {
+        const float* b_row = b + k * ldb + j;
+        const float a_ik = a[i * a_row + k * a_col];
+        for (int q = 0; q < nr; ++q) acc[q] += a_ik * b_row[q];
+      }
+      float* c_row = c + i * ldc + j;
+      for (int q = 0; q < nr; ++q) c_row[q] = (accumulate ? c_row[q] : 0.0f) + alpha * acc[q];
+    }
+  }
+}
+
+// dst (HS, n) = src rows 0..n-1 (each HS wide, row stride ld) transposed.
+void transpose_rows(float* dst, const float* src, int n, int HS, int ld) {
+  for (int j = 0; j < n; ++j) {
+    for (int d = 0; d < HS; ++d) dst[d * n + j] = src[j * ld + d];
+  }
+}
+
+// Turns one row of scaled scores into probabilities over keys 0..last (later keys get 0) and
+// returns the row's log-sum-exp.
+float softmax_row(float* s, int last, int n) {
+  float max = s[0];
+  for (int j = 1; j <= last; ++j) max = std::max(max, s[j]);
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int j = 0; j <= last; ++j) {
+    s[j] = exp_approx(s[j] - max);
+    sum += s[j];
+  }
+  const float inv = 1.0f / sum;
+#pragma omp simd
+  for (int j = 0; j <= last; ++j) s[j] *= inv;
+  for (int j = last + 1; j < n; ++j) s[j] = 0.0f;
+  return max + std::log(sum);
+}
+
+void check_shapes(int B, int T, int C, int NH) {
+  LOOM_CHECK(B > 0 && T > 0 && C > 0 && NH > 0, "attention: sizes must be positive, got B", B,
+             "T", T, "C", C, "NH", NH);
+  LOOM_CHECK(C % NH == 0, "attention: n_head", NH, "must divide n_embd", C);
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH) {
+  check_shapes(B, T, C, NH);
+  const int HS = C / NH;
+  const int C3 = 3 * C;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  const int n_tiles = (T + kQueryTile - 1) / kQueryTile;
+  const int n_units = B * NH * n_tiles;
+#pragma omp parallel
+  {
+    std::vector<float> q_tile(static_cast<size_t>(kQueryTile) * HS);  // (tile, HS), scaled
+    std::vector<float> k_t(static_cast<size_t>(HS) * T);              // (HS, keys)
+    std::vector<float> scores(static_cast<size_t>(kQueryTile) * T);   // (tile, keys)
+#pragma omp for schedule(dynamic)
+    for (int unit = 0; unit < n_units; ++unit) {
+      // Heaviest (last) tiles first so the dynamic schedule ends balanced.
+      const int tile = n_tiles - 1 - unit % n_tiles;
+      const int h = (unit / n_tiles) % NH;
+      const int b = unit / (n_tiles * NH);
+      const int i0 = tile * kQueryTile;
+      const int m = std::min(kQueryTile, T - i0);
+      const int n_keys = i0 + m;  // causal: this tile sees keys 0..i0+m-1
+      const float* q = qkv + static_cast<size_t>(b) * T * C3 + h * HS;  // (T, HS), stride 3C
+      const float* k = q + C;
+      const float* v = q + 2 * C;
+      for (int r = 0; r < m; ++r) {
+        for (int d = 0; d < HS; ++d) q_tile[r * HS + d] = q[(i0 + r) * C3 + d] * scale;
+      }
+      transpose_rows(k_t.data(), k, n_keys, HS, C3);
+      gemm(scores.data(), n_keys, q_tile.data(), HS, 1, k_t.data(), n_keys, m, n_keys, HS, 1.0f,
+           false);
+      float* lse_bh = lse + (static_cast<size_t>(b) * NH + h) * T;  // (T)
+      for (int r = 0; r < m; ++r) {
+        lse_bh[i0 + r] = softmax_row(scores.data() + r * n_keys, i0 + r, n_keys);
+      }
+      float* o = out + (static_cast<size_t>(b) * T + i0) * C + h * HS;  // (m, HS), stride C
+      gemm(o, C, scores.data(), n_keys, 1, v, C3, m, HS, n_keys, 1.0f, false);
+    }
+  }
+}
+
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                        const float* lse, int B, int T, int C, int NH) {
+  check_shapes(B, T, C, NH);
+  const int HS = C / NH;
+  const int C3 = 3 * C;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  const int n_units = B * NH;
+#pragma omp parallel
+  {
+    const size_t tile_keys = static_cast<size_t>(kQueryTile) * T;
+    std::vector<float> q_tile(static_cast<size_t>(kQueryTile) * HS);  // (tile, HS), scaled
+    std::vector<float> k_t(static_cast<size_t>(HS) * T);              // (HS, T)
+    std::vector<float> v_t(static_cast<size_t>(HS) * T);              // (HS, T)
+    std::vector<float> probs(tile_keys);                              // (tile, keys)
+    std::vector<float> dscores(tile_keys);                            // (tile, keys)
+    std::vector<float> dk(static_cast<size_t>(T) * HS);               // (T, HS)
+    std::vector<float> dv(static_cast<size_t>(T) * HS);               // (T, HS)
+#pragma omp for schedule(dynamic)
+    for (int unit = 0; unit < n_units; ++unit) {
+      const int h = unit % NH;
+      const int b = unit / NH;
+      const size_t row0 = static_cast<size_t>(b) * T;
+      const float* q = qkv + row0 * C3 + h * HS;  // (T, HS), stride 3C; k, v follow
+      const float* k = q + C;
+      const float* v = q + 2 * C;
+      const float* o = out + row0 * C + h * HS;     // (T, HS), stride C
+      const float* d_o = dout + row0 * C + h * HS;  // (T, HS), stride C
+      const float* lse_bh = lse + (static_cast<size_t>(b) * NH + h) * T;  // (T)
+      float* dq = dqkv + row0 * C3 + h * HS;  // (T, HS), stride 3C; dk, dv follow
+      transpose_rows(k_t.data(), k, T, HS, C3);
+      transpose_rows(v_t.data(), v, T, HS, C3);
+      std::fill(dk.begin(), dk.end(), 0.0f);
+      std::fill(dv.begin(), dv.end(), 0.0f);
+      for (int i0 = 0; i0 < T; i0 += kQueryTile) {
+        const int m = std::min(kQueryTile, T - i0);
+        const int n_keys = i0 + m;
+        for (int r = 0; r < m; ++r) {
+          for (int d = 0; d < HS; ++d) q_tile[r * HS + d] = q[(i0 + r) * C3 + d] * scale;
+        }
+        // Transposed keys have row stride T here (all T keys), of which we use n_keys columns.
+        gemm(probs.data(), n_keys, q_tile.data(), HS, 1, k_t.data(), T, m, n_keys, HS, 1.0f,
+             false);
+        gemm(dscores.data(), n_keys, d_o + i0 * C, C, 1, v_t.data(), T, m, n_keys, HS, 1.0f,
+             false);
+        for (int r = 0; r < m; ++r) {
+          const int i = i0 + r;
+          float* p = probs.data() + r * n_keys;
+          float* ds = dscores.data() + r * n_keys;
+          const float row_lse = lse_bh[i];
+          float dot = 0.0f;  // D_i = dO_i . O_i
+#pragma omp simd reduction(+ : dot)
+          for (int d = 0; d < HS; ++d) dot += d_o[i * C + d] * o[i * C + d];
+#pragma omp simd
+          for (int j = 0; j <= i; ++j) {
+            p[j] = exp_approx(p[j] - row_lse);
+            ds[j] = p[j] * (ds[j] - dot);
+          }
+          for (int j = i + 1; j < n_keys; ++j) {
+            p[j] = 0.0f;
+            ds[j] = 0.0f;
+          }
+        }
+        // dQ = dS K scale goes straight into dqkv: each query row belongs to this unit alone.
+        gemm(dq + i0 * C3, C3, dscores.data(), n_keys, 1, k, C3, m, HS, n_keys, scale, true);
+        // dK += dS^T (Q scale) and dV += P^T dO, summed over query tiles in order.
+        gemm(dk.data(), HS, dscores.data(), 1, n_keys, q_tile.data(), HS, n_keys, HS, m, 1.0f,
+             true);
+        gemm(dv.data(), HS, probs.data(), 1, n_keys, d_o + i0 * C, C, n_keys, HS, m, 1.0f, true);
+      }
+      for (int j = 0; j < T; ++j) {
+        float* dk_row = dq + j * C3 + C;
+        float* dv_row = dq + j * C3 + 2 * C;
+        for (int d = 0; d < HS; ++d) {
+          dk_row[d] += dk[j * HS + d];
+          dv_row[d] += dv[j * HS + d];
+        }
+      }
+    }
+  }
+}
+
+void attention_decode(float* out, const float* q, const float* k_cache, const float* v_cache,
+                      int B, int pos, int max_T, int C, int NH) {
+  check_shapes(B, max_T, C, NH);
+  LOOM_CHECK(pos >= 0 && pos < max_T, "attention_decode: position", pos, "outside the cache of",
+             max_T, "positions");
+  const int HS = C / NH;
+  const int n_keys = pos + 1;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  const int n_units = B * NH;
+#pragma omp parallel
+  {
+    std::vector<float> q_row(HS);                                  // (1, HS), scaled
+    std::vector<float> k_t(static_cast<size_t>(HS) * n_keys);     // (HS, keys)
+    std::vector<float> scores(n_keys);                             // (1, keys)
+#pragma omp for schedule(static)
+    for (int unit = 0; unit < n_units; ++unit) {
+      const int h = unit % NH;
+      const int b = unit / NH;
+      for (int d = 0; d < HS; ++d) q_row[d] = q[static_cast<size_t>(b) * C + h * HS + d] * scale;
+      const size_t cache0 = static_cast<size_t>(b) * max_T * C + h * HS;
+      transpose_rows(k_t.data(), k_cache + cache0, n_keys, HS, C);
+      gemm(scores.data(), n_keys, q_row.data(), HS, 1, k_t.data(), n_keys, 1, n_keys, HS, 1.0f,
+           false);
+      softmax_row(scores.data(), pos, n_keys);
+      gemm(out + static_cast<size_t>(b) * C + h * HS, C, scores.data(), n_keys, 1,
+           v_cache + cache0, C, 1, HS, n_keys, 1.0f, false);
+    }
+  }
+}
+
+}  // namespace loom::kernels::cpu

@@ -1,0 +1,98 @@
+#include "core/config.h"
+
+#include "core/base/check.h"
+
+#include <functional>
+#include <string>
+
+#include "test_util.h"
+
+namespace loom {
+namespace {
+
+std::string user_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+config::RunConfig valid() {
+  return parse_config_text("data { addition { digits: 2 } }", "test");
+}
+
+TEST(ConfigTest, DefaultsComeFromTheSchema) {
+  config::RunConfig c = valid();
+  EXPECT_EQ(c.model().n_layer(), 2);
+  EXPECT_EQ(c.model().n_embd(), 128);
+  EXPECT_FALSE(c.model().has_vocab_size());
+  EXPECT_FLOAT_EQ(c.optimizer().lr(), 0.001f);
+  EXPECT_NO_THROW(validate_config(c));
+}
+
+TEST(ConfigTest, ParseErrorsNameFileLineAndColumn) {
+  std::string e = user_error_of([] { parse_config_text("model {\n  n_layr: 3\n}\n", "my.pbtxt"); });
+  EXPECT_NE(e.find("my.pbtxt:2:"), std::string::npos) << e;
+  EXPECT_NE(e.find("n_layr"), std::string::npos) << e;
+  e = user_error_of([] { parse_config_text("model { n_layer: \"x\" }", "c.pbtxt"); });
+  EXPECT_NE(e.find("c.pbtxt:1:"), std::string::npos) << e;
+}
+
+TEST(ConfigTest, OverridesSetNestedFieldsAndRejectUnknownOnes) {
+  config::RunConfig c = valid();
+  apply_config_override(c, "model.n_layer=6");
+  apply_config_override(c, "optimizer.lr=3e-4");
+  apply_config_override(c, "train.out_dir=/tmp/x");
+  apply_config_override(c, "data.addition.digits=4");
+  EXPECT_EQ(c.model().n_layer(), 6);
+  EXPECT_FLOAT_EQ(c.optimizer().lr(), 3e-4f);
+  EXPECT_EQ(c.train().out_dir(), "/tmp/x");
+  EXPECT_EQ(c.data().addition().digits(), 4);
+  std::string e = user_error_of([&] { apply_config_override(c, "model.width=3"); });
+  EXPECT_NE(e.find("no field 'width' in ModelConfig"), std::string::npos) << e;
+  e = user_error_of([&] { apply_config_override(c, "model.n_layer=two"); });
+  EXPECT_NE(e.find("'two' is not a valid"), std::string::npos) << e;
+  e = user_error_of([&] { apply_config_override(c, "model=3"); });
+  EXPECT_NE(e.find("section"), std::string::npos) << e;
+  e = user_error_of([&] { apply_config_override(c, "n_layer"); });
+  EXPECT_NE(e.find("field.path=value"), std::string::npos) << e;
+}
+
+TEST(ConfigTest, ValidationNamesTheFieldTheValueAndTheExpectation) {
+  struct Case {
+    const char* set;
+    const char* expect;
+  };
+  const Case cases[] = {
+      {"model.n_layer=0", "model.n_layer is 0 but must be a positive integer"},
+      {"model.n_embd=-8", "model.n_embd is -8"},
+      {"model.n_head=3", "model.n_head = 3 must divide model.n_embd = 128"},
+      {"model.vocab_size=0", "model.vocab_size is 0"},
+      {"optimizer.lr=0", "optimizer.lr is 0 but must be > 0"},
+      {"optimizer.beta2=1", "optimizer.beta2 is 1"},
+      {"train.steps=0", "train.steps is 0"},
+      {"train.micro_batch_size=-1", "train.micro_batch_size is -1"},
+      {"data.addition.digits=12", "data.addition.digits is 12 but must be in 1..9"},
+  };
+  for (const Case& c : cases) {
+    config::RunConfig cfg = valid();
+    apply_config_override(cfg, c.set);
+    std::string e = user_error_of([&] { validate_config(cfg); });
+    EXPECT_NE(e.find(c.expect), std::string::npos) << c.set << " gave: " << e;
+  }
+  std::string e = user_error_of([] { validate_config(parse_config_text("", "empty")); });
+  EXPECT_NE(e.find("data has no source"), std::string::npos) << e;
+}
+
+TEST(ConfigTest, TextRoundTrips) {
+  config::RunConfig c = valid();
+  apply_config_override(c, "model.n_head=8");
+  config::RunConfig back = parse_config_text(config_to_text(c), "round trip");
+  EXPECT_EQ(back.model().n_head(), 8);
+  EXPECT_EQ(back.data().addition().digits(), 2);
+}
+
+}  // namespace
+}  // namespace loom

@@ -1,0 +1,147 @@
+#include "core/gpt.h"
+
+#include <cmath>
+#include <vector>
+
+#include "core/decoder.h"
+#include "core/optimizer.h"
+#include "core/rng.h"
+#include "test_util.h"
+
+namespace loom {
+namespace {
+
+GPTConfig small() { return GPTConfig{2, 4, 32, 29, 12}; }
+
+TEST(GptTest, InitialWeightsFollowGpt2AndTheCounterRng) {
+  GPT model(small());
+  model.init_weights(5);
+  const Parameter& fc = model.parameter("h.1.mlp.c_fc.weight");
+  CounterRng rng(5, stream_id_of("h.1.mlp.c_fc.weight"));
+  for (int64_t i = 0; i < fc.value.numel(); i += 97) {
+    ASSERT_EQ(fc.value.f32()[i], 0.02f * rng.normal(static_cast<uint64_t>(i))) << "element " << i;
+  }
+  double sum_sq = 0;
+  const Parameter& proj = model.parameter("h.0.attn.c_proj.weight");
+  for (int64_t i = 0; i < proj.value.numel(); ++i) sum_sq += proj.value.f32()[i] * proj.value.f32()[i];
+  EXPECT_NEAR(std::sqrt(sum_sq / static_cast<double>(proj.value.numel())), 0.02 / std::sqrt(4.0), 0.002);
+  EXPECT_EQ(model.parameter("ln_f.weight").value.f32()[3], 1.0f);
+  EXPECT_EQ(model.parameter("h.0.mlp.c_fc.bias").value.f32()[3], 0.0f);
+  EXPECT_TRUE(model.parameter("wte").decay);
+  EXPECT_FALSE(model.parameter("h.0.ln_2.bias").decay);
+  // 12 tensors per block + wte, wpe, ln_f.{weight,bias}
+  EXPECT_EQ(model.parameters().size(), 2u * 12 + 4);
+  const int64_t C = 32, V = 29, T = 12, L = 2;
+  EXPECT_EQ(model.num_parameters(), V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C);
+}
+
+// The KV-cache decoder must reproduce the full forward's logits at every position.
+TEST(GptTest, DecoderLogitsEqualFullForwardAtEveryPosition) {
+  GPT model(small());
+  model.init_weights(9);
+  const int B = 3, T = 12, V = 29;
+  std::vector<int32_t> tokens = testing::random_ints(static_cast<size_t>(B) * T, 1, 0, V);
+  model.forward(tokens.data(), nullptr, B, T);
+  std::vector<float> full(model.logits(), model.logits() + B * T * V);
+  Decoder decoder(model, B);
+  std::vector<int32_t> column(B);
+  for (int t = 0; t < T; ++t) {
+    for (int b = 0; b < B; ++b) column[static_cast<size_t>(b)] = tokens[static_cast<size_t>(b * T + t)];
+    const float* step = decoder.step(column.data());
+    for (int b = 0; b < B; ++b) {
+      std::vector<float> got(step + b * V, step + (b + 1) * V);
+      std::vector<float> want(full.begin() + (b * T + t) * V, full.begin() + (b * T + t + 1) * V);
+      ASSERT_TRUE(testing::all_close(got, want, 1e-4, 1e-5)) << "position " << t << " row " << b;
+    }
+  }
+  EXPECT_THROW(decoder.step(column.data()), UserError);  // past max_seq_len
+}
+
+// Two micro-batches of B with loss scale 1/2 give the gradient of one batch of 2B (no ignored
+// targets, so the mean of the two means is the mean over all).
+TEST(GptTest, GradientAccumulationEqualsOneLargeBatch) {
+  const int B = 2, T = 10, V = 29;
+  std::vector<int32_t> tokens = testing::random_ints(2 * B * T, 2, 0, V);
+  std::vector<int32_t> targets = testing::random_ints(2 * B * T, 3, 0, V);
+  GPT big(small()), acc(small());
+  big.init_weights(1);
+  acc.init_weights(1);
+  big.zero_grad();
+  float big_loss = big.forward(tokens.data(), targets.data(), 2 * B, T);
+  big.backward(1.0f);
+  acc.zero_grad();
+  float l0 = acc.forward(tokens.data(), targets.data(), B, T);
+  acc.backward(0.5f);
+  float l1 = acc.forward(tokens.data() + B * T, targets.data() + B * T, B, T);
+  acc.backward(0.5f);
+  EXPECT_NEAR((l0 + l1) / 2, big_loss, 1e-6);
+  Tensor g1 = big.gradient_arena(), g2 = acc.gradient_arena();
+  std::vector<float> a(g1.f32(), g1.f32() + g1.numel()), b(g2.f32(), g2.f32() + g2.numel());
+  EXPECT_LE(testing::relative_l2(b, a), 1e-5);
+}
+
+TEST(GptTest, FiniteDifferenceOfTheLossMatchesTheGradient) {
+  GPT model(GPTConfig{1, 2, 8, 11, 6});
+  model.init_weights(3);
+  const int B = 2, T = 6;
+  std::vector<int32_t> tokens = testing::random_ints(B * T, 4, 0, 11);
+  std::vector<int32_t> targets = testing::random_ints(B * T, 5, 0, 11);
+  model.zero_grad();
+  model.forward(tokens.data(), targets.data(), B, T);
+  model.backward();
+  std::vector<float> grad(model.gradient_arena().f32(), model.gradient_arena().f32() + model.num_parameters());
+  float* w = model.parameter_arena().f32();
+  int checked = 0;
+  for (int64_t i = 0; i < model.num_parameters(); i += 37) {
+    const float saved = w[i], h = 2e-3f;  // weights are ~0.02: keep the step well inside
+    w[i] = saved + h;
+    double plus = model.forward(tokens.data(), targets.data(), B, T);
+    w[i] = saved - h;
+    double minus = model.forward(tokens.data(), targets.data(), B, T);
+    w[i] = saved;
+    double numeric = (plus - minus) / (2 * h);
+    // float32 losses (~2.4, eps 2.4e-7) divided by 2h leave ~1e-4 of noise in `numeric`.
+    EXPECT_NEAR(grad[static_cast<size_t>(i)], numeric, 1e-2 * std::fabs(numeric) + 3e-4) << "parameter element " << i;
+    ++checked;
+  }
+  EXPECT_GT(checked, 20);
+}
+
+TEST(GptTest, BadShapesAndTokensAreClearErrors) {
+  EXPECT_THROW(GPT(GPTConfig{2, 3, 32, 29, 12}), UserError);   // 3 heads do not divide 32
+  EXPECT_THROW(GPT(GPTConfig{0, 4, 32, 29, 12}), UserError);
+  EXPECT_THROW(GPT(GPTConfig{2, 4, 32, -1, 12}), UserError);
+  GPT model(small());
+  std::vector<int32_t> tokens(12, 1);
+  EXPECT_THROW(model.forward(tokens.data(), nullptr, 1, 13), UserError);  // longer than seq_len
+  tokens[4] = 29;  // == vocab size
+  try {
+    model.forward(tokens.data(), nullptr, 1, 12);
+    FAIL() << "expected an error for token 29";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("29"), std::string::npos) << e.what();
+  }
+}
+
+TEST(GptTest, LearningRateScheduleWarmsUpThenDecaysToTheFloor) {
+  EXPECT_FLOAT_EQ(lr_at_step(0, 100, 1.0f, 10, 0.1f), 0.1f);
+  EXPECT_FLOAT_EQ(lr_at_step(9, 100, 1.0f, 10, 0.1f), 1.0f);
+  EXPECT_FLOAT_EQ(lr_at_step(10, 100, 1.0f, 10, 0.1f), 1.0f);
+  EXPECT_NEAR(lr_at_step(99, 100, 1.0f, 10, 0.1f), 0.1f, 1e-6);
+  EXPECT_NEAR(lr_at_step(10 + 89 / 2.0 > 54 ? 54 : 54, 100, 1.0f, 10, 0.1f), 0.55f + 0.45f * std::cos(M_PI * 44 / 89.0), 1e-5);
+  for (int s = 10; s < 99; ++s) EXPECT_GE(lr_at_step(s, 100, 1.0f, 10, 0.1f), lr_at_step(s + 1, 100, 1.0f, 10, 0.1f));
+}
+
+TEST(GptTest, SamplingIsGreedyAtZeroTemperatureAndRespectsTopK) {
+  std::vector<float> logits = {0.1f, 2.0f, -1.0f, 1.9f, 0.0f};
+  EXPECT_EQ(sample_token(logits.data(), 5, 0.0f, 0, 0.7f), 1);
+  for (int i = 0; i < 100; ++i) {
+    int32_t t = sample_token(logits.data(), 5, 1.0f, 2, static_cast<float>(i) / 100.0f);
+    EXPECT_TRUE(t == 1 || t == 3) << t;
+  }
+  // With top_k = all and u just below 1 the least likely token can be drawn.
+  EXPECT_EQ(sample_token(logits.data(), 5, 1.0f, 0, 0.9999f), 2);
+}
+
+}  // namespace
+}  // namespace loom

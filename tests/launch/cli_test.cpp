@@ -1,0 +1,116 @@
+// End-to-end runs of the `loom` executable: a tiny training run and generation, and every kind of
+// bad input answered with one sentence on stderr and exit code 2 (never a crash).
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "test_util.h"
+
+namespace loom {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;  // stdout and stderr together
+  std::string err;  // stderr alone
+};
+
+RunResult run_loom(const std::string& args) {
+  const fs::path err_file = fs::temp_directory_path() / ("loom_cli_err_" + std::to_string(::getpid()));
+  const std::string command = std::string(LOOM_BINARY) + " " + args + " 2>" + err_file.string();
+  RunResult r;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
+  int status = ::pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream in(err_file);
+  r.err.assign((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  fs::remove(err_file);
+  r.out += r.err;
+  return r;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("loom_cli_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  // The contract for bad input: exit 2, one line on stderr that contains `needle`.
+  void expect_user_error(const std::string& args, const std::string& needle) {
+    RunResult r = run_loom(args);
+    EXPECT_EQ(r.exit_code, 2) << "loom " << args << "\n" << r.out;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << "loom " << args << "\nstderr: " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line expected:\n" << r.err;
+    EXPECT_EQ(r.err.find("terminate"), std::string::npos) << r.err;
+  }
+  fs::path dir_;
+};
+
+TEST_F(CliTest, TinyTrainingRunLearnsSavesAndGenerates) {
+  const std::string out = (dir_ / "run").string();
+  RunResult r = run_loom("train --set train.steps=60 --set train.log_every=20 --set train.eval_every=0 "
+                         "--set data.addition.digits=2 --set data.addition.test_problems=50 "
+                         "--set train.micro_batch_size=32 --set train.out_dir=" + out);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("step    20/60 | loss"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("held-out exact match"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("samples"), std::string::npos) << r.out;
+  ASSERT_TRUE(fs::exists(out + "/model.loom"));
+
+  r = run_loom("generate --model " + out + "/model.loom --prompt 12+34= --num-samples 3 --temperature 1 --top-k 3 --seed 5");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3) << r.out;
+  EXPECT_EQ(r.out.rfind("12+34=", 0), 0u) << r.out;
+  RunResult again = run_loom("generate --model " + out + "/model.loom --prompt 12+34= --num-samples 3 --temperature 1 --top-k 3 --seed 5");
+  EXPECT_EQ(again.out, r.out) << "same seed, same samples";
+
+  expect_user_error("generate --model " + out + "/model.loom --prompt 12*34=", "'*' at offset 2");
+  expect_user_error("generate --model " + out + "/model.loom --prompt 12+34= --max-new-tokens 50", "--max-new-tokens is 50");
+  expect_user_error("generate --model " + out + "/model.loom --prompt 12+34= --top-k -1", "--top-k is -1");
+}
+
+TEST_F(CliTest, BadConfigsAndFlagsAreOneClearSentence) {
+  const fs::path bad = dir_ / "bad.pbtxt";
+  std::ofstream(bad) << "model {\n  n_layer: 2\n  widht: 64\n}\n";
+  expect_user_error("train " + bad.string(), bad.string() + ":3:");
+  expect_user_error("train " + bad.string(), "widht");
+  expect_user_error("train " + (dir_ / "missing.pbtxt").string(), "cannot read config file");
+  expect_user_error("train --set model.n_embd=0", "model.n_embd is 0 but must be a positive integer");
+  expect_user_error("train --set model.n_layer=-2", "model.n_layer is -2");
+  expect_user_error("train --set model.n_head=5", "model.n_head = 5 must divide model.n_embd = 128");
+  expect_user_error("train --set model.vocab_size=8", "model.vocab_size is 8");
+  expect_user_error("train --set model.seq_len=4", "model.seq_len is 4");
+  expect_user_error("train --set model.colour=red", "no field 'colour'");
+  expect_user_error("train --set train.steps=ten", "'ten' is not a valid");
+  expect_user_error("train --frobnicate", "unknown option --frobnicate");
+  expect_user_error("generate --prompt 1+1= --model " + (dir_ / "none.loom").string(), "cannot read model file");
+  expect_user_error("generate", "needs --prompt");
+
+  const fs::path garbage = dir_ / "garbage.loom";
+  std::ofstream(garbage) << "this is not a model";
+  expect_user_error("generate --prompt 1+1= --model " + garbage.string(), "is not a Loom model file");
+  std::ofstream(garbage) << "LOOM";
+  expect_user_error("generate --prompt 1+1= --model " + garbage.string(), "is truncated or corrupt");
+
+  RunResult r = run_loom("frobnicate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown command 'frobnicate'"), std::string::npos) << r.err;
+  r = run_loom("train --help");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("--set"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace loom
