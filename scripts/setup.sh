@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git
-  libopenblas-dev            # sgemm for the CPU kernels
+  libopenblas-openmp-dev     # sgemm for the CPU kernels (OpenMP build: one thread pool)
   openmpi-bin libopenmpi-dev # multi-process runs
   libprotobuf-dev protobuf-compiler  # configs and checkpoint manifests
   libsentencepiece-dev sentencepiece # tokenizer
