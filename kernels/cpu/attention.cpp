@@ -4,48 +4,28 @@
 // per-thread scratch allocated once per call), so memory stays O(T) per thread instead of
 // O(B NH T^2). Every product is a small row-major GEMM done by one register-blocked helper whose
 // inner loop runs along contiguous memory; keys and values are transposed once per unit so that
-// holds for Q K^T and dO V^T too. We avoid cblas here: the OpenBLAS build is the pthread one and
-// would oversubscribe when called from inside our OpenMP units.
+// holds for Q K^T and dO V^T too. No cblas here: called from inside our OpenMP units, OpenBLAS
+// would open nested parallel regions, and the tiles are too small to gain from it.
 //
 // The backward parallelises over (batch, head) only: dK and dV of one head sum contributions from
 // every query tile, and giving the whole head to one thread keeps that sum race-free and in a
-// fixed order, so results are bitwise identical for any thread count. exp is a vectorisable
-// polynomial (about 2 ulp) because scalar expf would dominate the softmax.
+// fixed order, so results are bitwise identical for any thread count. exp is fast_exp
+// (kernels/cpu/fast_exp.h) because scalar expf would dominate the softmax.
 #include "kernels/cpu/attention.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "core/base/check.h"
+#include "kernels/cpu/fast_exp.h"
 
 namespace loom::kernels::cpu {
 namespace {
 
 constexpr int kQueryTile = 32;  // 32 beat 16, 64 and 128 at T=256, HS=64 (less masked work)
 
-// exp(x) for x <= 88, Cephes polynomial after range reduction x = n ln2 + r. Inputs below -87
-// return ~1e-38 instead of a denormal, which no softmax sum can notice. NaN propagates.
-inline float exp_approx(float x) {
-  x = x > 88.0f ? 88.0f : x;
-  x = x < -87.0f ? -87.0f : x;
-  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
-  float t = x * 1.44269504088896341f + shifter;
-  float n = t - shifter;
-  float r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t bits = (std::bit_cast<int32_t>(t) - std::bit_cast<int32_t>(shifter) + 127) << 23;
-  return p * std::bit_cast<float>(bits);
-}
 
 // c (M, N; row stride ldc) = (accumulate ? c : 0) + alpha * A B, where A(i, k) is
 // a[i * a_row + k * a_col] and b (K, N) is row-major with row stride ldb. A is read one scalar
@@ -119,7 +99,7 @@ float softmax_row(float* s, int last, int n) {
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
   for (int j = 0; j <= last; ++j) {
-    s[j] = exp_approx(s[j] - max);
+    s[j] = fast_exp(s[j] - max);
     sum += s[j];
   }
   const float inv = 1.0f / sum;
@@ -231,7 +211,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
           for (int d = 0; d < HS; ++d) dot += d_o[i * C + d] * o[i * C + d];
 #pragma omp simd
           for (int j = 0; j <= i; ++j) {
-            p[j] = exp_approx(p[j] - row_lse);
+            p[j] = fast_exp(p[j] - row_lse);
             ds[j] = p[j] * (ds[j] - dot);
           }
           for (int j = i + 1; j < n_keys; ++j) {

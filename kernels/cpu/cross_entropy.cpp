@@ -1,43 +1,22 @@
 // Fused softmax + cross-entropy on the CPU.
 //
 // With V up to ~50k, the exps dominate: forward and backward each take one per logit, so exp is
-// a vectorisable polynomial (about 2 ulp) rather than scalar expf, and each row is a few
+// fast_exp (kernels/cpu/fast_exp.h) rather than scalar expf, and each row is a few
 // streaming passes (max, sum, write) that stay in cache. Rows are independent, so OpenMP splits
 // rows and every result is the same whatever the thread count. Targets are validated before the
 // parallel loop because an exception cannot leave an OpenMP region.
 #include "kernels/cpu/cross_entropy.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstddef>
 
 #include "core/base/check.h"
+#include "kernels/cpu/fast_exp.h"
 
 namespace loom::kernels::cpu {
 namespace {
 
-// exp(x) for x <= 88, Cephes polynomial after range reduction x = n ln2 + r. Inputs below -87
-// return ~1e-38 instead of a denormal, which no softmax sum can notice. NaN propagates.
-// (Same polynomial as attention.cpp.)
-inline float exp_approx(float x) {
-  x = x > 88.0f ? 88.0f : x;
-  x = x < -87.0f ? -87.0f : x;
-  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
-  float t = x * 1.44269504088896341f + shifter;
-  float n = t - shifter;
-  float r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t bits = (std::bit_cast<int32_t>(t) - std::bit_cast<int32_t>(shifter) + 127) << 23;
-  return p * std::bit_cast<float>(bits);
-}
 
 struct RowStats {
   float max;
@@ -50,7 +29,7 @@ RowStats row_stats(const float* x, int V) {
   for (int j = 0; j < V; ++j) max = std::max(max, x[j]);
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-  for (int j = 0; j < V; ++j) sum += exp_approx(x[j] - max);
+  for (int j = 0; j < V; ++j) sum += fast_exp(x[j] - max);
   return {max, sum};
 }
 
@@ -100,8 +79,8 @@ void cross_entropy_backward(float* dlogits, const float* logits, const int32_t* 
     // omp simd: element j is read before it is written, so in place (dx == x) is safe and
     // needs no runtime alias check to vectorise.
 #pragma omp simd
-    for (int j = 0; j < V; ++j) dx[j] = exp_approx(x[j] - max) * factor;
-    dx[target] = exp_approx(target_logit - max) * factor - dloss;
+    for (int j = 0; j < V; ++j) dx[j] = fast_exp(x[j] - max) * factor;
+    dx[target] = fast_exp(target_logit - max) * factor - dloss;
   }
 }
 

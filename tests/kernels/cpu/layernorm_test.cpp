@@ -1,0 +1,202 @@
+// LayerNorm against a double-precision reference: forward (outputs, mean, rstd), backward
+// (analytic and finite differences), accumulation, thread independence of the backward.
+#include "kernels/cpu/layernorm.h"
+
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "test_util.h"
+
+namespace loom::kernels::cpu {
+namespace {
+
+using loom::testing::all_close;
+using loom::testing::poisoned;
+using loom::testing::random_floats;
+
+// fp32 row statistics over <= 257 elements and O(1) outputs: errors ~1e-6 at worst, so rtol 1e-5
+// and atol 1e-5 for values near zero. The backward has more cancellation (dnorm - mean(dnorm)
+// - ...) and sums over up to 100 rows for dweight/dbias: rtol 1e-4, atol 2e-5.
+constexpr double kForwardRtol = 1e-5;
+constexpr double kForwardAtol = 1e-5;
+constexpr double kBackwardRtol = 1e-4;
+constexpr double kBackwardAtol = 2e-5;
+constexpr double kEps = kLayerNormEps;
+
+struct Shape {
+  int N, C;
+};
+const Shape kShapes[] = {{1, 1}, {1, 3}, {7, 3}, {7, 33}, {13, 64}, {100, 257}};
+
+struct ForwardRef {
+  std::vector<double> out, mean, rstd;
+};
+
+ForwardRef forward_ref(const std::vector<double>& x, const std::vector<double>& w,
+                       const std::vector<double>& b, int N, int C) {
+  ForwardRef r{std::vector<double>(x.size()), std::vector<double>(N), std::vector<double>(N)};
+  for (int i = 0; i < N; ++i) {
+    double m = 0, v = 0;
+    for (int c = 0; c < C; ++c) m += x[i * C + c];
+    m /= C;
+    for (int c = 0; c < C; ++c) v += (x[i * C + c] - m) * (x[i * C + c] - m);
+    const double s = 1.0 / std::sqrt(v / C + kEps);
+    for (int c = 0; c < C; ++c) r.out[i * C + c] = (x[i * C + c] - m) * s * w[c] + b[c];
+    r.mean[i] = m;
+    r.rstd[i] = s;
+  }
+  return r;
+}
+
+std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+struct Inputs {
+  std::vector<float> inp, weight, bias, dout;
+};
+
+// Rows get an offset so the mean is not ~0 and the centring matters.
+Inputs make_inputs(int N, int C, uint32_t seed) {
+  Inputs in{random_floats(static_cast<size_t>(N) * C, seed, 0.5f, 2.5f),
+            random_floats(C, seed + 1, 0.5f, 1.5f), random_floats(C, seed + 2),
+            random_floats(static_cast<size_t>(N) * C, seed + 3)};
+  return in;
+}
+
+TEST(LayerNormTest, ForwardMatchesDoubleReference) {
+  for (const Shape& s : kShapes) {
+    SCOPED_TRACE(::testing::Message() << "N=" << s.N << " C=" << s.C);
+    Inputs in = make_inputs(s.N, s.C, 1);
+    std::vector<float> out = poisoned(in.inp.size());
+    std::vector<float> mean = poisoned(s.N), rstd = poisoned(s.N);
+    layernorm_forward(out.data(), mean.data(), rstd.data(), in.inp.data(), in.weight.data(),
+                      in.bias.data(), s.N, s.C);
+    ForwardRef ref =
+        forward_ref(to_double(in.inp), to_double(in.weight), to_double(in.bias), s.N, s.C);
+    EXPECT_TRUE(all_close(out, ref.out, kForwardRtol, kForwardAtol));
+    EXPECT_TRUE(all_close(mean, ref.mean, kForwardRtol, kForwardAtol));
+    // rstd can reach 1/sqrt(eps) ~ 316 (C = 1): relative tolerance only.
+    EXPECT_TRUE(all_close(rstd, ref.rstd, kForwardRtol, 0.0));
+
+    // mean and rstd are optional (inference).
+    std::vector<float> out2 = poisoned(in.inp.size());
+    layernorm_forward(out2.data(), nullptr, nullptr, in.inp.data(), in.weight.data(),
+                      in.bias.data(), s.N, s.C);
+    EXPECT_EQ(0, std::memcmp(out.data(), out2.data(), sizeof(float) * out.size()));
+  }
+}
+
+TEST(LayerNormTest, BackwardMatchesAnalyticReferenceAndAccumulates) {
+  for (const Shape& s : kShapes) {
+    SCOPED_TRACE(::testing::Message() << "N=" << s.N << " C=" << s.C);
+    const int N = s.N, C = s.C;
+    Inputs in = make_inputs(N, C, 2);
+    std::vector<float> out(in.inp.size()), mean(N), rstd(N);
+    layernorm_forward(out.data(), mean.data(), rstd.data(), in.inp.data(), in.weight.data(),
+                      in.bias.data(), N, C);
+    std::vector<float> dinp = random_floats(in.inp.size(), 10);
+    std::vector<float> dweight = random_floats(C, 11);
+    std::vector<float> dbias = random_floats(C, 12);
+    std::vector<double> dinp_expected = to_double(dinp);
+    std::vector<double> dweight_expected = to_double(dweight);
+    std::vector<double> dbias_expected = to_double(dbias);
+    ForwardRef ref =
+        forward_ref(to_double(in.inp), to_double(in.weight), to_double(in.bias), N, C);
+    for (int i = 0; i < N; ++i) {
+      // dx = rstd * (g - mean(g) - norm * mean(g * norm)), g = weight * dout.
+      double g_mean = 0, g_norm_mean = 0;
+      for (int c = 0; c < C; ++c) {
+        const double norm = (in.inp[i * C + c] - ref.mean[i]) * ref.rstd[i];
+        const double g = static_cast<double>(in.weight[c]) * in.dout[i * C + c];
+        g_mean += g / C;
+        g_norm_mean += g * norm / C;
+        dweight_expected[c] += norm * in.dout[i * C + c];
+        dbias_expected[c] += in.dout[i * C + c];
+      }
+      for (int c = 0; c < C; ++c) {
+        const double norm = (in.inp[i * C + c] - ref.mean[i]) * ref.rstd[i];
+        const double g = static_cast<double>(in.weight[c]) * in.dout[i * C + c];
+        dinp_expected[i * C + c] += ref.rstd[i] * (g - g_mean - norm * g_norm_mean);
+      }
+    }
+    layernorm_backward(dinp.data(), dweight.data(), dbias.data(), in.dout.data(), in.inp.data(),
+                       in.weight.data(), mean.data(), rstd.data(), N, C);
+    EXPECT_TRUE(all_close(dinp, dinp_expected, kBackwardRtol, kBackwardAtol));
+    EXPECT_TRUE(all_close(dweight, dweight_expected, kBackwardRtol, kBackwardAtol));
+    EXPECT_TRUE(all_close(dbias, dbias_expected, kBackwardRtol, kBackwardAtol));
+  }
+}
+
+TEST(LayerNormTest, BackwardMatchesFiniteDifferences) {
+  // L = sum(out * R) with the double forward; central differences with h = 1e-5 (truncation
+  // ~1e-10, far below the fp32 kernel's error).
+  for (const Shape& s : {Shape{7, 33}, Shape{3, 5}}) {
+    SCOPED_TRACE(::testing::Message() << "N=" << s.N << " C=" << s.C);
+    const int N = s.N, C = s.C;
+    const double h = 1e-5;
+    Inputs in = make_inputs(N, C, 3);  // in.dout plays R
+    std::vector<float> out(in.inp.size()), mean(N), rstd(N);
+    layernorm_forward(out.data(), mean.data(), rstd.data(), in.inp.data(), in.weight.data(),
+                      in.bias.data(), N, C);
+    std::vector<float> dinp(in.inp.size(), 0.0f), dweight(C, 0.0f), dbias(C, 0.0f);
+    layernorm_backward(dinp.data(), dweight.data(), dbias.data(), in.dout.data(), in.inp.data(),
+                       in.weight.data(), mean.data(), rstd.data(), N, C);
+
+    std::vector<double> x = to_double(in.inp), w = to_double(in.weight), b = to_double(in.bias);
+    auto loss = [&] {
+      std::vector<double> y = forward_ref(x, w, b, N, C).out;
+      double L = 0;
+      for (size_t i = 0; i < y.size(); ++i) L += y[i] * in.dout[i];
+      return L;
+    };
+    auto check = [&](std::vector<double>& param, const std::vector<float>& grad,
+                     const char* name) {
+      for (size_t i = 0; i < param.size(); i += 3) {  // a sample of elements
+        const double saved = param[i];
+        param[i] = saved + h;
+        const double plus = loss();
+        param[i] = saved - h;
+        const double minus = loss();
+        param[i] = saved;
+        const double fd = (plus - minus) / (2 * h);
+        EXPECT_NEAR(grad[i], fd, kBackwardAtol + kBackwardRtol * std::abs(fd))
+            << name << " index " << i;
+      }
+    };
+    check(x, dinp, "dinp");
+    check(w, dweight, "dweight");
+    check(b, dbias, "dbias");
+  }
+}
+
+TEST(LayerNormTest, BackwardDoesNotDependOnThreadCount) {
+  const int N = 1000, C = 77;
+  Inputs in = make_inputs(N, C, 4);
+  std::vector<float> out(in.inp.size()), mean(N), rstd(N);
+  layernorm_forward(out.data(), mean.data(), rstd.data(), in.inp.data(), in.weight.data(),
+                    in.bias.data(), N, C);
+  const int saved = omp_get_max_threads();
+  const int threads[3] = {1, 2, 3};
+  std::vector<float> dinp[3], dweight[3], dbias[3];
+  for (int k = 0; k < 3; ++k) {
+    omp_set_num_threads(threads[k]);
+    dinp[k] = std::vector<float>(in.inp.size(), 0.5f);
+    dweight[k] = std::vector<float>(C, 0.5f);
+    dbias[k] = std::vector<float>(C, 0.5f);
+    layernorm_backward(dinp[k].data(), dweight[k].data(), dbias[k].data(), in.dout.data(),
+                       in.inp.data(), in.weight.data(), mean.data(), rstd.data(), N, C);
+  }
+  omp_set_num_threads(saved);
+  for (int k = 1; k < 3; ++k) {
+    SCOPED_TRACE(::testing::Message() << threads[k] << " threads vs 1");
+    EXPECT_EQ(0, std::memcmp(dinp[0].data(), dinp[k].data(), sizeof(float) * dinp[0].size()));
+    EXPECT_EQ(0, std::memcmp(dweight[0].data(), dweight[k].data(), sizeof(float) * C));
+    EXPECT_EQ(0, std::memcmp(dbias[0].data(), dbias[k].data(), sizeof(float) * C));
+  }
+}
+
+}  // namespace
+}  // namespace loom::kernels::cpu
