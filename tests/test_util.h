@@ -82,4 +82,23 @@ double relative_l2(const Got& got, const Expected& expected) {
   return std::sqrt(num) / std::sqrt(den > 0 ? den : 1.0);
 }
 
+// Checks grad[i] against the central difference (loss(p + h) - loss(p - h)) / 2h for every
+// `stride`-th element i of `param` (a double copy of the inputs that `loss` reads), within
+// atol + rtol * |difference|. `param` is restored after each probe.
+template <typename Loss>
+void expect_finite_differences(std::vector<double>& param, const std::vector<float>& grad,
+                               Loss&& loss, double h, size_t stride, double rtol, double atol,
+                               const char* name) {
+  for (size_t i = 0; i < param.size(); i += stride) {
+    const double saved = param[i];
+    param[i] = saved + h;
+    const double plus = loss();
+    param[i] = saved - h;
+    const double minus = loss();
+    param[i] = saved;
+    const double difference = (plus - minus) / (2 * h);
+    EXPECT_NEAR(grad[i], difference, atol + rtol * std::fabs(difference)) << name << " index " << i;
+  }
+}
+
 }  // namespace loom::testing

@@ -136,21 +136,8 @@ TEST(EmbeddingTest, BackwardMatchesFiniteDifferences) {
     for (size_t i = 0; i < out.size(); ++i) L += out[i] * R[i];
     return L;
   };
-  auto check = [&](std::vector<double>& param, const std::vector<float>& grad, const char* name) {
-    for (size_t i = 0; i < param.size(); i += 2) {  // a sample of elements
-      const double saved = param[i];
-      param[i] = saved + h;
-      const double plus = loss();
-      param[i] = saved - h;
-      const double minus = loss();
-      param[i] = saved;
-      const double fd = (plus - minus) / (2 * h);
-      EXPECT_NEAR(grad[i], fd, kBackwardAtol + kBackwardRtol * std::abs(fd))
-          << name << " index " << i;
-    }
-  };
-  check(te, dwte, "dwte");
-  check(pe, dwpe, "dwpe");
+  loom::testing::expect_finite_differences(te, dwte, loss, h, 2, kBackwardRtol, kBackwardAtol, "dwte");
+  loom::testing::expect_finite_differences(pe, dwpe, loss, h, 2, kBackwardRtol, kBackwardAtol, "dwpe");
 }
 
 TEST(EmbeddingTest, BackwardDoesNotDependOnThreadCount) {

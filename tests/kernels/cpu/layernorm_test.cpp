@@ -152,23 +152,9 @@ TEST(LayerNormTest, BackwardMatchesFiniteDifferences) {
       for (size_t i = 0; i < y.size(); ++i) L += y[i] * in.dout[i];
       return L;
     };
-    auto check = [&](std::vector<double>& param, const std::vector<float>& grad,
-                     const char* name) {
-      for (size_t i = 0; i < param.size(); i += 3) {  // a sample of elements
-        const double saved = param[i];
-        param[i] = saved + h;
-        const double plus = loss();
-        param[i] = saved - h;
-        const double minus = loss();
-        param[i] = saved;
-        const double fd = (plus - minus) / (2 * h);
-        EXPECT_NEAR(grad[i], fd, kBackwardAtol + kBackwardRtol * std::abs(fd))
-            << name << " index " << i;
-      }
-    };
-    check(x, dinp, "dinp");
-    check(w, dweight, "dweight");
-    check(b, dbias, "dbias");
+    loom::testing::expect_finite_differences(x, dinp, loss, h, 3, kBackwardRtol, kBackwardAtol, "dinp");
+    loom::testing::expect_finite_differences(w, dweight, loss, h, 3, kBackwardRtol, kBackwardAtol, "dweight");
+    loom::testing::expect_finite_differences(b, dbias, loss, h, 3, kBackwardRtol, kBackwardAtol, "dbias");
   }
 }
 

@@ -122,21 +122,9 @@ TEST(MatmulTest, BackwardMatchesFiniteDifferences) {
     for (size_t i = 0; i < out.size(); ++i) L += out[i] * R[i];
     return L;
   };
-  auto check = [&](std::vector<double>& param, const std::vector<float>& grad, const char* name) {
-    for (size_t i = 0; i < param.size(); i += 7) {  // a sample of elements
-      const double saved = param[i];
-      param[i] = saved + h;
-      const double plus = loss();
-      param[i] = saved - h;
-      const double minus = loss();
-      param[i] = saved;
-      const double fd = (plus - minus) / (2 * h);
-      EXPECT_NEAR(grad[i], fd, kAtol + kRtol * std::abs(fd)) << name << " index " << i;
-    }
-  };
-  check(x, dinp, "dinp");
-  check(w, dweight, "dweight");
-  check(b, dbias, "dbias");
+  loom::testing::expect_finite_differences(x, dinp, loss, h, 7, kRtol, kAtol, "dinp");
+  loom::testing::expect_finite_differences(w, dweight, loss, h, 7, kRtol, kAtol, "dweight");
+  loom::testing::expect_finite_differences(b, dbias, loss, h, 7, kRtol, kAtol, "dbias");
 }
 
 TEST(MatmulTest, NullGradientsAreSkipped) {
