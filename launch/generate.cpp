@@ -63,15 +63,15 @@ int run_generate(const std::vector<std::string>& args) {
 
   std::vector<int32_t> prompt = task.encode(a.get("prompt", ""));
   if (prompt.empty()) fail_user("--prompt is empty; give at least one token");
-  if (static_cast<int>(prompt.size()) >= T) {
-    fail_user("--prompt has", prompt.size(), "tokens but the model sees at most", T,
-              "positions, leaving no room to generate");
+  if (static_cast<int>(prompt.size()) > T) {
+    fail_user("--prompt has", prompt.size(), "tokens but the model sees at most", T, "positions");
   }
-  const int room = T - static_cast<int>(prompt.size());
+  // The last generated token is never fed back, so a full window of T positions yields one more.
+  const int room = T - static_cast<int>(prompt.size()) + 1;
   const int new_tokens = a.get_int("max-new-tokens", room);
   if (new_tokens <= 0 || new_tokens > room) {
     fail_user("--max-new-tokens is", new_tokens, "but must be in 1 ..", room,
-              "(the model's", T, "positions minus the prompt's", prompt.size(), ")");
+              "(the model's", T, "positions, minus the prompt's", prompt.size(), ", plus one)");
   }
 
   // All samples decode together as one batch; each has its own random stream.

@@ -73,12 +73,18 @@ TEST_F(CliTest, TinyTrainingRunLearnsSavesAndGenerates) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3) << r.out;
   EXPECT_EQ(r.out.rfind("12+34=", 0), 0u) << r.out;
+  // 2-digit problems: a 6-token prompt and a 3-digit reversed sum fill the model's 8 positions.
+  RunResult greedy = run_loom("generate --model " + out + "/model.loom --prompt 12+34=");
+  ASSERT_EQ(greedy.exit_code, 0) << greedy.out;
+  EXPECT_NE(greedy.out.find("(the sum, digits reversed:"), std::string::npos) << greedy.out;
+  EXPECT_EQ(greedy.out.find("12+34="), 0u) << greedy.out;
+  EXPECT_EQ(greedy.out.find(' '), 9u) << "three answer digits expected: " << greedy.out;
+  expect_user_error("generate --model " + out + "/model.loom --prompt 12+34= --max-new-tokens 4", "--max-new-tokens is 4 but must be in 1 .. 3");
   RunResult again = run_loom("generate --model " + out + "/model.loom --prompt 12+34= --num-samples 3 --temperature 1 --top-k 3 --seed 5");
   EXPECT_EQ(again.out, r.out) << "same seed, same samples";
 
   expect_user_error("generate --model " + out + "/model.loom --prompt 12*34=", "'*' at offset 2");
-  expect_user_error("generate --model " + out + "/model.loom --prompt 12+34= --max-new-tokens 50", "--max-new-tokens is 50");
-  expect_user_error("generate --model " + out + "/model.loom --prompt 12+34= --top-k -1", "--top-k is -1");
+    expect_user_error("generate --model " + out + "/model.loom --prompt 12+34= --top-k -1", "--top-k is -1");
 }
 
 TEST_F(CliTest, BadConfigsAndFlagsAreOneClearSentence) {
