@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
       const size_t i = static_cast<size_t>(step % kPool);
       last = model.forward(tokens[i].data(), targets[i].data(), B, T);
       model.backward();
-      optimizer.step(3e-4f);
+      model.reduce_gradients();
+      optimizer.step(3e-4f, model.gradient_norm());
       if (step == warmup) first = last;
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();

@@ -146,6 +146,20 @@ void validate_config(const config::RunConfig& cfg) {
   if (t.threads() < 0) fail_user("train.threads is", t.threads(), "but must be >= 0 (0: every core)");
   if (t.samples() < 0) fail_user("train.samples is", t.samples(), "but must be >= 0");
   if (t.out_dir().empty()) fail_user("train.out_dir is empty but must name a directory");
+
+  const config::ParallelConfig& p = cfg.parallel();
+  require_positive("parallel.tp", p.tp());
+  require_positive("parallel.pp", p.pp());
+  require_positive("parallel.dp", p.dp());
+  if (p.pp() != 1 || p.dp() != 1) {
+    fail_user("parallel.pp =", p.pp(), "and parallel.dp =", p.dp(),
+              "but this version of Loom splits models with tensor parallelism only: set both to 1"
+              " and use parallel.tp");
+  }
+  if (m.n_head() % p.tp() != 0) {
+    fail_user("parallel.tp =", p.tp(), "must divide model.n_head =", m.n_head(),
+              "(each rank computes whole heads)");
+  }
 }
 
 std::string config_to_text(const config::RunConfig& cfg) {

@@ -18,6 +18,8 @@ namespace k = kernels::cpu;
 Decoder::Decoder(const GPT& model, int batch) : model_(model), B_(batch) {
   const GPTConfig& c = model.config();
   LOOM_CHECK(batch > 0, "decoder batch", batch, "must be positive");
+  LOOM_CHECK(model.tp().size() == 1, "the decoder runs a whole model on one rank, not a shard of tp =",
+             model.tp().size());
   const int64_t L = c.n_layer, B = batch, T = c.max_seq_len, C = c.n_embd, V = c.vocab_size;
   k_cache_ = Tensor::zeros({L, B, T, C});
   v_cache_ = Tensor::zeros({L, B, T, C});
@@ -47,8 +49,14 @@ const float* Decoder::step(const int32_t* tokens) {
   const std::vector<Parameter>& P = model_.parameters();
   auto w = [&P](size_t i) { return P[i].value.f32(); };
 
-  // Position `pos_` of wpe, seen as a one-position table.
-  k::embedding_forward(x_, tokens, w(0), w(1) + static_cast<int64_t>(pos_) * C, B, 1, C, V);
+  for (int i = 0; i < B; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= V) {
+      fail_user("token id", tokens[i], "of sequence", i, "is outside the vocabulary [0,", V, ")");
+    }
+  }
+  k::token_embedding_forward(x_, tokens, w(0), B, C, 0, V);
+  // Row pos_ of wpe, seen as a one-position table.
+  k::position_embedding_forward(x_, w(1) + static_cast<int64_t>(pos_) * C, B, 1, C, 0);
   for (int l = 0; l < c.n_layer; ++l) {
     const size_t b = 2 + static_cast<size_t>(l) * 12;
     const int64_t layer_off = static_cast<int64_t>(l) * B * T * C;

@@ -5,62 +5,109 @@
 #include <cstring>
 
 #include "core/rng.h"
+#include "kernels/cpu/adamw.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gelu.h"
 #include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/vocab_parallel_cross_entropy.h"
+#include "parallel/regions.h"
+#include "parallel/solo_communicator.h"
 
 namespace loom {
 
 namespace k = kernels::cpu;
+using parallel::Communicator;
 
 namespace {
 
-constexpr int kPerLayer = 12;  // tensors per transformer block
+constexpr int kPerLayer = 12;  // tensors per transformer block, in the order of LayerWeights
 
-struct ParamSpec {
-  std::string name;
-  Shape shape;
-  bool decay;
+// Pointers to one block's tensors (values or gradients), in parameters() order.
+struct LayerWeights {
+  float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *attproj_w, *attproj_b;
+  float *ln2_w, *ln2_b, *fc_w, *fc_b, *fcproj_w, *fcproj_b;
 };
 
-std::vector<ParamSpec> param_specs(const GPTConfig& c) {
-  const int64_t C = c.n_embd, V = c.vocab_size, T = c.max_seq_len;
-  std::vector<ParamSpec> specs = {{"wte", {V, C}, true}, {"wpe", {T, C}, true}};
-  for (int l = 0; l < c.n_layer; ++l) {
-    std::string p = "h." + std::to_string(l) + ".";
-    specs.push_back({p + "ln_1.weight", {C}, false});
-    specs.push_back({p + "ln_1.bias", {C}, false});
-    specs.push_back({p + "attn.c_attn.weight", {3 * C, C}, true});
-    specs.push_back({p + "attn.c_attn.bias", {3 * C}, false});
-    specs.push_back({p + "attn.c_proj.weight", {C, C}, true});
-    specs.push_back({p + "attn.c_proj.bias", {C}, false});
-    specs.push_back({p + "ln_2.weight", {C}, false});
-    specs.push_back({p + "ln_2.bias", {C}, false});
-    specs.push_back({p + "mlp.c_fc.weight", {4 * C, C}, true});
-    specs.push_back({p + "mlp.c_fc.bias", {4 * C}, false});
-    specs.push_back({p + "mlp.c_proj.weight", {C, 4 * C}, true});
-    specs.push_back({p + "mlp.c_proj.bias", {C}, false});
-  }
-  specs.push_back({"ln_f.weight", {C}, false});
-  specs.push_back({"ln_f.bias", {C}, false});
-  return specs;
+LayerWeights layer_weights(const std::vector<float*>& v, int layer) {
+  const size_t b = 2 + static_cast<size_t>(layer) * kPerLayer;
+  return {v[b + 0], v[b + 1], v[b + 2], v[b + 3], v[b + 4],  v[b + 5],
+          v[b + 6], v[b + 7], v[b + 8], v[b + 9], v[b + 10], v[b + 11]};
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-void add_inplace(float* out, const float* a, const float* b, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-}
-
 void zero(float* p, int64_t n) { std::memset(p, 0, static_cast<size_t>(n) * sizeof(float)); }
 
+// out (N, C) = a + b + bias (C): the residual add, with the row-parallel bias that is applied
+// once after the tensor-parallel reduction.
+void residual_bias_add(float* out, const float* a, const float* b, const float* bias, int64_t N, int64_t C) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t c = 0; c < C; ++c) out[n * C + c] = a[n * C + c] + b[n * C + c] + bias[c];
+  }
+}
+
+// Split of `total` items into `parts` contiguous ranges whose sizes differ by at most one.
+int range_start(int total, int parts, int index) {
+  return static_cast<int>(static_cast<int64_t>(total) * index / parts);
+}
+
 }  // namespace
+
+// Sizes of this rank's share. N = B * T token rows; Nl rows of the residual stream per rank
+// (N / tp with sequence parallelism, else N); Cl = C / tp attention channels (NHl heads);
+// Fl = 4C / tp MLP hidden units; Vl vocabulary rows.
+struct GPT::Layout {
+  int B, T, N, Nl, C, Cl, NHl, Fl, Vl, first_row;
+};
+
+struct GPT::Activations {
+  struct Layer {
+    float* ln1;        // (Nl, C)
+    float* ln1_mean;   // (Nl)
+    float* ln1_rstd;   // (Nl)
+    float* ln1_full;   // (N, C): all rows (sequence parallel), else == ln1
+    float* qkv;        // (N, 3Cl)
+    float* atty;       // (N, Cl)
+    float* att_lse;    // (B, NHl, T)
+    float* attproj;    // (N, C): partial sums, then (Nl, C) of the reduced output in its first rows
+    float* residual2;  // (Nl, C)
+    float* ln2;        // (Nl, C)
+    float* ln2_mean;   // (Nl)
+    float* ln2_rstd;   // (Nl)
+    float* ln2_full;   // (N, C) or == ln2
+    float* fch;        // (N, Fl)
+    float* fch_gelu;   // (N, Fl)
+    float* fcproj;     // (N, C) as attproj
+    float* residual3;  // (Nl, C)
+  };
+  Tensor arena;
+  Layout shape{};
+  float* embedded;   // (N, C): partial token embeddings, then (Nl, C) of the residual stream's start
+  std::vector<Layer> layers;
+  float* lnf;        // (Nl, C)
+  float* lnf_mean;   // (Nl)
+  float* lnf_rstd;   // (Nl)
+  float* lnf_full;   // (N, C) or == lnf
+  float* logits;     // (N, Vl); becomes d(logits) in place during backward
+  float* losses;     // (N)
+  float* row_max;    // (N)
+  float* row_stats;  // (2N): sum of exps, then the target's logit
+  // backward scratch
+  float* dresidual;  // (Nl, C)
+  float* dfull;      // (N, C): a gradient with all rows
+  float* dlocal;     // (Nl, C)
+  float* datty;      // (N, Cl)
+  float* dqkv;       // (N, 3Cl)
+  float* dfch;       // (N, Fl)
+  float* dfch_gelu;  // (N, Fl)
+  float* dlosses;    // (N)
+};
 
 void GPTConfig::validate() const {
   auto positive = [](const char* name, int v) {
@@ -76,26 +123,88 @@ void GPTConfig::validate() const {
   }
 }
 
-GPT::GPT(const GPTConfig& config) : config_(config) {
+GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
+    : config_(config), sequence_parallel_(parallel.sequence_parallel) {
   config_.validate();
-  std::vector<ParamSpec> specs = param_specs(config_);
+  if (parallel.tp == nullptr) {
+    solo_ = std::make_unique<parallel::SoloCommunicator>("tp");
+    tp_ = solo_.get();
+  } else {
+    tp_ = parallel.tp;
+  }
+  const int tp = tp_->size(), r = tp_->rank();
+  const int64_t C = config_.n_embd, V = config_.vocab_size, T = config_.max_seq_len;
+  const int64_t HS = C / config_.n_head;
+  if (config_.n_head % tp != 0) {
+    fail_user("tensor parallelism tp =", tp, "must divide n_head =", config_.n_head,
+              "(each rank computes whole heads)");
+  }
+  if (config_.vocab_size < tp) {
+    fail_user("tensor parallelism tp =", tp, "exceeds vocab_size =", config_.vocab_size);
+  }
+  const int64_t nh_local = config_.n_head / tp, h0 = r * nh_local, Cl = nh_local * HS;
+  const int64_t Fl = 4 * C / tp, f0 = r * Fl;
+  vocab_start_ = range_start(config_.vocab_size, tp, r);
+  vocab_count_ = range_start(config_.vocab_size, tp, r + 1) - vocab_start_;
+
+  struct Spec {
+    std::string name;
+    Shape global;
+    std::vector<ShardBlock> blocks;
+    bool decay;
+    bool replicated;
+  };
+  auto whole = [](int64_t rows, int64_t cols) { return std::vector<ShardBlock>{{0, rows, 0, cols}}; };
+  // The q, k and v rows of this rank's heads in a fused (3C, cols) tensor.
+  auto qkv_rows = [&](int64_t cols) {
+    return std::vector<ShardBlock>{{h0 * HS, Cl, 0, cols}, {C + h0 * HS, Cl, 0, cols},
+                                   {2 * C + h0 * HS, Cl, 0, cols}};
+  };
+  std::vector<Spec> specs = {
+      {"wte", {V, C}, {{vocab_start_, vocab_count_, 0, C}}, true, false},
+      {"wpe", {T, C}, whole(T, C), true, true}};
+  for (int l = 0; l < config_.n_layer; ++l) {
+    const std::string p = "h." + std::to_string(l) + ".";
+    specs.push_back({p + "ln_1.weight", {C}, whole(C, 1), false, true});
+    specs.push_back({p + "ln_1.bias", {C}, whole(C, 1), false, true});
+    specs.push_back({p + "attn.c_attn.weight", {3 * C, C}, qkv_rows(C), true, false});
+    specs.push_back({p + "attn.c_attn.bias", {3 * C}, qkv_rows(1), false, false});
+    specs.push_back({p + "attn.c_proj.weight", {C, C}, {{0, C, h0 * HS, Cl}}, true, false});
+    specs.push_back({p + "attn.c_proj.bias", {C}, whole(C, 1), false, true});
+    specs.push_back({p + "ln_2.weight", {C}, whole(C, 1), false, true});
+    specs.push_back({p + "ln_2.bias", {C}, whole(C, 1), false, true});
+    specs.push_back({p + "mlp.c_fc.weight", {4 * C, C}, {{f0, Fl, 0, C}}, true, false});
+    specs.push_back({p + "mlp.c_fc.bias", {4 * C}, {{f0, Fl, 0, 1}}, false, false});
+    specs.push_back({p + "mlp.c_proj.weight", {C, 4 * C}, {{0, C, f0, Fl}}, true, false});
+    specs.push_back({p + "mlp.c_proj.bias", {C}, whole(C, 1), false, true});
+  }
+  specs.push_back({"ln_f.weight", {C}, whole(C, 1), false, true});
+  specs.push_back({"ln_f.bias", {C}, whole(C, 1), false, true});
+
   int64_t total = 0;
-  for (const ParamSpec& s : specs) total += s.shape.numel();
+  for (const Spec& s : specs) total += local_elements(s.blocks);
   param_arena_ = Tensor::zeros({total});
   grad_arena_ = Tensor::zeros({total});
   int64_t offset = 0;
-  for (const ParamSpec& s : specs) {
+  for (Spec& s : specs) {
+    const int64_t n = local_elements(s.blocks);
+    int64_t rows = 0;
+    for (const ShardBlock& b : s.blocks) rows += b.rows;
+    const Shape local = s.global.rank() == 1 ? Shape{n} : Shape{rows, s.blocks[0].cols};
     Parameter p;
     p.name = s.name;
-    p.value = Tensor::view(param_arena_.f32() + offset, s.shape);
-    p.grad = Tensor::view(grad_arena_.f32() + offset, s.shape);
+    p.global_shape = s.global;
+    p.blocks = std::move(s.blocks);
+    p.value = Tensor::view(param_arena_.f32() + offset, local);
+    p.grad = Tensor::view(grad_arena_.f32() + offset, local);
     p.decay = s.decay;
-    param_ptrs_.push_back(p.value.f32());
-    grad_ptrs_.push_back(p.grad.f32());
+    p.tp_replicated = s.replicated;
     params_.push_back(std::move(p));
-    offset += s.shape.numel();
+    offset += n;
   }
 }
+
+GPT::~GPT() = default;
 
 const Parameter& GPT::parameter(const std::string& name) const {
   for (const Parameter& p : params_) {
@@ -105,126 +214,229 @@ const Parameter& GPT::parameter(const std::string& name) const {
   throw Error("unreachable");
 }
 
+int64_t GPT::num_parameters() const {
+  int64_t n = 0;
+  for (const Parameter& p : params_) n += p.global_shape.numel();
+  return n;
+}
+
+const float* GPT::logits() const {
+  LOOM_CHECK(acts_ != nullptr, "logits() before any forward");
+  return acts_->logits;
+}
+
+size_t GPT::activation_bytes() const { return acts_ ? acts_->arena.nbytes() : 0; }
+
 void GPT::init_weights(uint64_t seed) {
   const float residual_std = 0.02f / std::sqrt(2.0f * static_cast<float>(config_.n_layer));
   for (Parameter& p : params_) {
     float* data = p.value.f32();
-    int64_t n = p.value.numel();
+    const int64_t n = p.value.numel();
     if (ends_with(p.name, ".bias")) {
       std::fill(data, data + n, 0.0f);
     } else if (p.name.find("ln_") != std::string::npos) {
       std::fill(data, data + n, 1.0f);
     } else {
-      bool residual = ends_with(p.name, "c_proj.weight");
-      CounterRng rng(seed, stream_id_of(p.name));
-      fill_normal(data, n, 0, rng, 0.0f, residual ? residual_std : 0.02f);
+      const bool residual = ends_with(p.name, "c_proj.weight");
+      fill_parameter_normal(p, CounterRng(seed, stream_id_of(p.name)), 0.0f,
+                            residual ? residual_std : 0.02f);
     }
   }
 }
 
-GPT::LayerParams GPT::layer_params(const std::vector<float*>& v, int layer) const {
-  size_t b = 2 + static_cast<size_t>(layer) * kPerLayer;
-  return {v[b + 0], v[b + 1], v[b + 2], v[b + 3], v[b + 4],  v[b + 5],
-          v[b + 6], v[b + 7], v[b + 8], v[b + 9], v[b + 10], v[b + 11]};
-}
-
 void GPT::ensure_activations(int B, int T) {
-  const int64_t bt = static_cast<int64_t>(B) * T;
-  const int64_t C = config_.n_embd, V = config_.vocab_size, NH = config_.n_head;
-  // Per block: ln1, atty, attproj, residual2, ln2, fcproj, residual3 (C each), qkv (3C),
-  // fch and fch_gelu (4C each), four LayerNorm statistics and the heads' log-sum-exp.
-  const int64_t per_layer = bt * (7 * C + 3 * C + 8 * C + 4 + NH);
-  // encoded, lnf, dresidual, dln, datty (C each), dqkv (3C), dfch and dfch_gelu (4C each),
-  // logits (V), and per position: two LayerNorm statistics, losses, dlosses.
-  const int64_t total = config_.n_layer * per_layer + bt * (5 * C + 3 * C + 8 * C + V + 4);
-  if (act_arena_.numel() < total) act_arena_ = Tensor::zeros({total});
+  const int tp = tp_->size();
+  const int N = B * T;
+  if (sequence_parallel_ && N % tp != 0) {
+    fail_user("sequence parallelism splits the", N, "tokens of a micro-batch (B * T =", B, "*", T,
+              ") over tp =", tp, "ranks, which needs B * T divisible by tp");
+  }
+  Layout s{};
+  s.B = B;
+  s.T = T;
+  s.N = N;
+  s.Nl = sequence_parallel_ ? N / tp : N;
+  s.C = config_.n_embd;
+  s.NHl = config_.n_head / tp;
+  s.Cl = s.C / tp;
+  s.Fl = 4 * s.C / tp;
+  s.Vl = vocab_count_;
+  s.first_row = sequence_parallel_ ? tp_->rank() * s.Nl : 0;
 
-  // Carved for the current (B, T) so that every buffer is a contiguous (B, T, ...) array.
-  float* p = act_arena_.f32();
-  auto take = [&p](int64_t n) {
+  const int64_t n = N, nl = s.Nl, C = s.C, full = sequence_parallel_ ? n * C : 0;
+  const int64_t per_layer = 2 * nl * C + 4 * nl + 2 * full + n * 3 * s.Cl + n * s.Cl +
+                            static_cast<int64_t>(B) * s.NHl * T + 2 * n * C + 2 * nl * C +
+                            2 * n * s.Fl;
+  const int64_t total = config_.n_layer * per_layer + n * C + nl * C + 2 * nl + full +
+                        n * s.Vl + 4 * n + nl * C + n * C + nl * C + n * s.Cl + n * 3 * s.Cl +
+                        2 * n * s.Fl + n;
+  if (!acts_) acts_ = std::make_unique<Activations>();
+  Activations& a = *acts_;
+  if (a.arena.numel() < total) a.arena = Tensor::zeros({total});
+  a.shape = s;
+  float* p = a.arena.f32();
+  auto take = [&p](int64_t count) {
     float* out = p;
-    p += n;
+    p += count;
     return out;
   };
-  acts_.encoded = take(bt * C);
-  acts_.layers.resize(static_cast<size_t>(config_.n_layer));
-  for (LayerActs& a : acts_.layers) {
-    a.ln1 = take(bt * C);
-    a.ln1_mean = take(bt);
-    a.ln1_rstd = take(bt);
-    a.qkv = take(bt * 3 * C);
-    a.atty = take(bt * C);
-    a.att_lse = take(bt * NH);
-    a.attproj = take(bt * C);
-    a.residual2 = take(bt * C);
-    a.ln2 = take(bt * C);
-    a.ln2_mean = take(bt);
-    a.ln2_rstd = take(bt);
-    a.fch = take(bt * 4 * C);
-    a.fch_gelu = take(bt * 4 * C);
-    a.fcproj = take(bt * C);
-    a.residual3 = take(bt * C);
+  a.embedded = take(n * C);
+  a.layers.resize(static_cast<size_t>(config_.n_layer));
+  for (Activations::Layer& l : a.layers) {
+    l.ln1 = take(nl * C);
+    l.ln1_mean = take(nl);
+    l.ln1_rstd = take(nl);
+    l.ln1_full = sequence_parallel_ ? take(full) : l.ln1;
+    l.qkv = take(n * 3 * s.Cl);
+    l.atty = take(n * s.Cl);
+    l.att_lse = take(static_cast<int64_t>(B) * s.NHl * T);
+    l.attproj = take(n * C);
+    l.residual2 = take(nl * C);
+    l.ln2 = take(nl * C);
+    l.ln2_mean = take(nl);
+    l.ln2_rstd = take(nl);
+    l.ln2_full = sequence_parallel_ ? take(full) : l.ln2;
+    l.fch = take(n * s.Fl);
+    l.fch_gelu = take(n * s.Fl);
+    l.fcproj = take(n * C);
+    l.residual3 = take(nl * C);
   }
-  acts_.lnf = take(bt * C);
-  acts_.lnf_mean = take(bt);
-  acts_.lnf_rstd = take(bt);
-  acts_.logits = take(bt * V);
-  acts_.losses = take(bt);
-  acts_.dresidual = take(bt * C);
-  acts_.dln = take(bt * C);
-  acts_.datty = take(bt * C);
-  acts_.dqkv = take(bt * 3 * C);
-  acts_.dfch = take(bt * 4 * C);
-  acts_.dfch_gelu = take(bt * 4 * C);
-  acts_.dlosses = take(bt);
-  LOOM_CHECK(p <= act_arena_.f32() + act_arena_.numel(), "activation arena overflow");
+  a.lnf = take(nl * C);
+  a.lnf_mean = take(nl);
+  a.lnf_rstd = take(nl);
+  a.lnf_full = sequence_parallel_ ? take(full) : a.lnf;
+  a.logits = take(n * s.Vl);
+  a.losses = take(n);
+  a.row_max = take(n);
+  a.row_stats = take(2 * n);
+  a.dresidual = take(nl * C);
+  a.dfull = take(n * C);
+  a.dlocal = take(nl * C);
+  a.datty = take(n * s.Cl);
+  a.dqkv = take(n * 3 * s.Cl);
+  a.dfch = take(n * s.Fl);
+  a.dfch_gelu = take(n * s.Fl);
+  a.dlosses = take(n);
+  LOOM_CHECK(p <= a.arena.f32() + a.arena.numel(), "activation arena overflow");
 }
 
+namespace {
+
+// The two ends of a tensor-parallel region, in the sequence-parallel or the plain variant.
+// enter: (Nl, C) rows this rank holds -> (N, C) all rows, for a column-parallel matmul.
+// leave: (N, C) partial sums of a row-parallel matmul -> (Nl, C) reduced rows, in place at the
+//        start of the same buffer.
+struct RegionEnds {
+  Communicator& tp;
+  bool sp;
+  size_t Nl, C;
+
+  const float* enter(const float* local, float* full) const {
+    if (!sp) return local;  // CopyToTensorParallel::forward is the identity
+    parallel::GatherFromSequenceParallel::forward(tp, local, full, Nl, C);
+    return full;
+  }
+  // d(full) (N, C) -> d(local) (Nl, C); returns where d(local) is.
+  float* enter_backward(float* dfull, float* dlocal) const {
+    if (!sp) {
+      parallel::CopyToTensorParallel::backward(tp, dfull, Nl * C);
+      return dfull;
+    }
+    parallel::GatherFromSequenceParallel::backward(tp, dfull, dlocal, Nl, C);
+    return dlocal;
+  }
+  void leave(float* partial, float* scratch) const {
+    if (!sp) {
+      parallel::ReduceFromTensorParallel::forward(tp, partial, Nl * C);
+      return;
+    }
+    parallel::ScatterToSequenceParallel::forward(tp, partial, scratch, Nl, C);
+    std::memcpy(partial, scratch, Nl * C * sizeof(float));
+  }
+  // d(reduced) (Nl, C) -> d(partial) (N, C); returns where it is.
+  const float* leave_backward(const float* dlocal, float* dfull) const {
+    if (!sp) return dlocal;  // ReduceFromTensorParallel::backward is the identity
+    parallel::ScatterToSequenceParallel::backward(tp, dlocal, dfull, Nl, C);
+    return dfull;
+  }
+};
+
+}  // namespace
+
 float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
-  const int C = config_.n_embd, V = config_.vocab_size, NH = config_.n_head;
+  const int V = config_.vocab_size;
   if (B <= 0) fail_user("batch size is", B, "but must be positive");
   if (T <= 0 || T > config_.max_seq_len) {
     fail_user("sequence length is", T, "but the model takes 1 ..", config_.max_seq_len,
               "positions (model.seq_len)");
   }
+  for (int i = 0; i < B * T; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= V) {
+      fail_user("token id", tokens[i], "at (b, t) = (" + std::to_string(i / T) + ", " +
+                std::to_string(i % T) + ")", "is outside the vocabulary [0,", V, ")");
+    }
+    if (targets && (targets[i] < -1 || targets[i] >= V)) {
+      fail_user("target id", targets[i], "at (b, t) = (" + std::to_string(i / T) + ", " +
+                std::to_string(i % T) + ")", "is outside the vocabulary [0,", V, ") (or -1 to skip)");
+    }
+  }
   ensure_activations(B, T);
-  const int BT = B * T;
+  Activations& a = *acts_;
+  const Layout& s = a.shape;
+  const int N = s.N, Nl = s.Nl, C = s.C;
   last_B_ = B;
   last_T_ = T;
-  last_tokens_.assign(tokens, tokens + BT);
+  last_tokens_.assign(tokens, tokens + N);
   has_targets_ = targets != nullptr;
+  const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};
+  std::vector<float*> w;
+  for (const Parameter& p : params_) w.push_back(p.value.f32());
 
-  const std::vector<float*>& w = param_ptrs_;
-  k::embedding_forward(acts_.encoded, tokens, w[0], w[1], B, T, C, V);
-  const float* residual = acts_.encoded;
+  // Each rank looks up the tokens of its vocabulary slice; the region's reduction completes the
+  // embedding, and each rank adds the positions of the rows it holds.
+  k::token_embedding_forward(a.embedded, tokens, w[0], N, C, vocab_start_, vocab_count_);
+  ends.leave(a.embedded, a.dlocal);
+  k::position_embedding_forward(a.embedded, w[1], Nl, T, C, s.first_row);
+  const float* residual = a.embedded;
   for (int l = 0; l < config_.n_layer; ++l) {
-    LayerParams lp = layer_params(w, l);
-    LayerActs& a = acts_.layers[static_cast<size_t>(l)];
-    k::layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, residual, lp.ln1_w, lp.ln1_b, BT, C);
-    k::matmul_forward(a.qkv, a.ln1, lp.qkv_w, lp.qkv_b, BT, C, 3 * C);
-    k::attention_forward(a.atty, a.att_lse, a.qkv, B, T, C, NH);
-    k::matmul_forward(a.attproj, a.atty, lp.attproj_w, lp.attproj_b, BT, C, C);
-    add_inplace(a.residual2, residual, a.attproj, static_cast<int64_t>(BT) * C);
-    k::layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.residual2, lp.ln2_w, lp.ln2_b, BT, C);
-    k::matmul_forward(a.fch, a.ln2, lp.fc_w, lp.fc_b, BT, C, 4 * C);
-    k::gelu_forward(a.fch_gelu, a.fch, static_cast<long>(BT) * 4 * C);
-    k::matmul_forward(a.fcproj, a.fch_gelu, lp.fcproj_w, lp.fcproj_b, BT, 4 * C, C);
-    add_inplace(a.residual3, a.residual2, a.fcproj, static_cast<int64_t>(BT) * C);
-    residual = a.residual3;
-  }
-  const size_t nparams = params_.size();
-  k::layernorm_forward(acts_.lnf, acts_.lnf_mean, acts_.lnf_rstd, residual, w[nparams - 2],
-                       w[nparams - 1], BT, C);
-  k::matmul_forward(acts_.logits, acts_.lnf, w[0], nullptr, BT, C, V);
+    const LayerWeights lw = layer_weights(w, l);
+    Activations::Layer& la = a.layers[static_cast<size_t>(l)];
+    k::layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lw.ln1_w, lw.ln1_b, Nl, C);
+    const float* ln1 = ends.enter(la.ln1, la.ln1_full);
+    k::matmul_forward(la.qkv, ln1, lw.qkv_w, lw.qkv_b, N, C, 3 * s.Cl);
+    k::attention_forward(la.atty, la.att_lse, la.qkv, B, T, s.Cl, s.NHl);
+    k::matmul_forward(la.attproj, la.atty, lw.attproj_w, nullptr, N, s.Cl, C);
+    ends.leave(la.attproj, a.dlocal);
+    residual_bias_add(la.residual2, residual, la.attproj, lw.attproj_b, Nl, C);
 
+    k::layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.residual2, lw.ln2_w, lw.ln2_b, Nl, C);
+    const float* ln2 = ends.enter(la.ln2, la.ln2_full);
+    k::matmul_forward(la.fch, ln2, lw.fc_w, lw.fc_b, N, C, s.Fl);
+    k::gelu_forward(la.fch_gelu, la.fch, static_cast<long>(N) * s.Fl);
+    k::matmul_forward(la.fcproj, la.fch_gelu, lw.fcproj_w, nullptr, N, s.Fl, C);
+    ends.leave(la.fcproj, a.dlocal);
+    residual_bias_add(la.residual3, la.residual2, la.fcproj, lw.fcproj_b, Nl, C);
+    residual = la.residual3;
+  }
+  const size_t np = params_.size();
+  k::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w[np - 2], w[np - 1], Nl, C);
+  const float* lnf = ends.enter(a.lnf, a.lnf_full);
+  k::matmul_forward(a.logits, lnf, w[0], nullptr, N, C, s.Vl);
   if (!has_targets_) return 0.0f;
-  last_targets_.assign(targets, targets + BT);
-  k::cross_entropy_forward(acts_.losses, acts_.logits, targets, BT, V);
+
+  // Vocabulary-parallel cross-entropy: two reductions of per-row statistics over the TP group.
+  last_targets_.assign(targets, targets + N);
+  k::vocab_shard_row_max(a.row_max, a.logits, N, s.Vl);
+  if (tp_->size() > 1) tp_->all_reduce(a.row_max, a.row_max, static_cast<size_t>(N), DType::kF32, parallel::ReduceOp::kMax);
+  k::vocab_shard_sum_exp_and_target(a.row_stats, a.row_stats + N, a.logits, targets, a.row_max, N,
+                                    s.Vl, vocab_start_);
+  if (tp_->size() > 1) tp_->all_reduce(a.row_stats, a.row_stats, 2 * static_cast<size_t>(N), DType::kF32, parallel::ReduceOp::kSum);
+  k::vocab_parallel_losses(a.losses, a.row_max, a.row_stats, a.row_stats + N, targets, N);
   double sum = 0;
   int counted = 0;
-  for (int i = 0; i < BT; ++i) {
+  for (int i = 0; i < N; ++i) {
     if (targets[i] != k::kIgnoreTarget) {
-      sum += acts_.losses[i];
+      sum += a.losses[i];
       ++counted;
     }
   }
@@ -233,61 +445,118 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
 
 void GPT::backward(float loss_scale) {
   LOOM_CHECK(has_targets_, "GPT::backward needs a forward with targets first");
-  const int B = last_B_, T = last_T_, BT = B * T;
-  const int C = config_.n_embd, V = config_.vocab_size, NH = config_.n_head;
-  const int64_t btc = static_cast<int64_t>(BT) * C;
+  Activations& a = *acts_;
+  const Layout& s = a.shape;
+  const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;
+  const int64_t nlc = static_cast<int64_t>(Nl) * C, nc = static_cast<int64_t>(N) * C;
+  const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};
+  std::vector<float*> w, g;
+  for (const Parameter& p : params_) {
+    w.push_back(p.value.f32());
+    g.push_back(p.grad.f32());
+  }
+  const size_t np = params_.size();
 
   int counted = 0;
   for (int32_t t : last_targets_) counted += t != k::kIgnoreTarget;
   const float dloss = counted ? loss_scale / static_cast<float>(counted) : 0.0f;
-  for (int i = 0; i < BT; ++i) acts_.dlosses[i] = dloss;
-
-  const std::vector<float*>& w = param_ptrs_;
-  const std::vector<float*>& g = grad_ptrs_;
-  const size_t nparams = params_.size();
+  for (int i = 0; i < N; ++i) a.dlosses[i] = dloss;
 
   // Logits become their gradient in place; the probabilities are never stored.
-  k::cross_entropy_backward(acts_.logits, acts_.logits, last_targets_.data(), acts_.dlosses, BT, V);
-  zero(acts_.dln, btc);
-  k::matmul_backward(acts_.dln, g[0], nullptr, acts_.logits, acts_.lnf, w[0], BT, C, V);
-  const float* last_residual =
-      config_.n_layer ? acts_.layers.back().residual3 : acts_.encoded;
-  zero(acts_.dresidual, btc);
-  k::layernorm_backward(acts_.dresidual, g[nparams - 2], g[nparams - 1], acts_.dln, last_residual,
-                        w[nparams - 2], acts_.lnf_mean, acts_.lnf_rstd, BT, C);
+  k::vocab_shard_cross_entropy_backward(a.logits, a.logits, last_targets_.data(), a.row_max,
+                                        a.row_stats, a.dlosses, N, s.Vl, vocab_start_);
+  zero(a.dfull, nc);
+  // The *_full buffers still hold the rows gathered in the forward.
+  k::matmul_backward(a.dfull, g[0], nullptr, a.logits, a.lnf_full, w[0], N, C, s.Vl);
+  float* dlnf = ends.enter_backward(a.dfull, a.dlocal);
+  const float* last_residual = config_.n_layer ? a.layers.back().residual3 : a.embedded;
+  zero(a.dresidual, nlc);
+  k::layernorm_backward(a.dresidual, g[np - 2], g[np - 1], dlnf, last_residual, w[np - 2],
+                        a.lnf_mean, a.lnf_rstd, Nl, C);
 
   // dresidual holds d(loss)/d(output of block l) and, through the residual connections, turns
   // into d(loss)/d(input of block l) as the block's branches accumulate into it.
   for (int l = config_.n_layer - 1; l >= 0; --l) {
-    LayerParams lp = layer_params(w, l);
-    LayerParams lg = layer_params(g, l);
-    LayerActs& a = acts_.layers[static_cast<size_t>(l)];
-    const float* residual = l == 0 ? acts_.encoded : acts_.layers[static_cast<size_t>(l) - 1].residual3;
+    const LayerWeights lw = layer_weights(w, l);
+    const LayerWeights lg = layer_weights(g, l);
+    Activations::Layer& la = a.layers[static_cast<size_t>(l)];
+    const float* residual = l == 0 ? a.embedded : a.layers[static_cast<size_t>(l) - 1].residual3;
 
-    zero(acts_.dfch_gelu, 4 * btc);
-    k::matmul_backward(acts_.dfch_gelu, lg.fcproj_w, lg.fcproj_b, acts_.dresidual, a.fch_gelu,
-                       lp.fcproj_w, BT, 4 * C, C);
-    zero(acts_.dfch, 4 * btc);
-    k::gelu_backward(acts_.dfch, a.fch, acts_.dfch_gelu, static_cast<long>(4 * btc));
-    zero(acts_.dln, btc);
-    k::matmul_backward(acts_.dln, lg.fc_w, lg.fc_b, acts_.dfch, a.ln2, lp.fc_w, BT, C, 4 * C);
-    k::layernorm_backward(acts_.dresidual, lg.ln2_w, lg.ln2_b, acts_.dln, a.residual2, lp.ln2_w,
-                          a.ln2_mean, a.ln2_rstd, BT, C);
+    // MLP. The row-parallel bias sees every row of the (gathered) output gradient, so its
+    // gradient is complete on every rank.
+    const float* dfcproj = ends.leave_backward(a.dresidual, a.dfull);
+    zero(a.dfch_gelu, static_cast<int64_t>(N) * s.Fl);
+    k::matmul_backward(a.dfch_gelu, lg.fcproj_w, lg.fcproj_b, dfcproj, la.fch_gelu, lw.fcproj_w,
+                       N, s.Fl, C);
+    zero(a.dfch, static_cast<int64_t>(N) * s.Fl);
+    k::gelu_backward(a.dfch, la.fch, a.dfch_gelu, static_cast<long>(N) * s.Fl);
+    zero(a.dfull, nc);
+    k::matmul_backward(a.dfull, lg.fc_w, lg.fc_b, a.dfch, la.ln2_full, lw.fc_w, N, C, s.Fl);
+    float* dln2 = ends.enter_backward(a.dfull, a.dlocal);
+    k::layernorm_backward(a.dresidual, lg.ln2_w, lg.ln2_b, dln2, la.residual2, lw.ln2_w,
+                          la.ln2_mean, la.ln2_rstd, Nl, C);
 
-    zero(acts_.datty, btc);
-    k::matmul_backward(acts_.datty, lg.attproj_w, lg.attproj_b, acts_.dresidual, a.atty,
-                       lp.attproj_w, BT, C, C);
-    zero(acts_.dqkv, 3 * btc);
-    k::attention_backward(acts_.dqkv, acts_.datty, a.qkv, a.atty, a.att_lse, B, T, C, NH);
-    zero(acts_.dln, btc);
-    k::matmul_backward(acts_.dln, lg.qkv_w, lg.qkv_b, acts_.dqkv, a.ln1, lp.qkv_w, BT, C, 3 * C);
-    k::layernorm_backward(acts_.dresidual, lg.ln1_w, lg.ln1_b, acts_.dln, residual, lp.ln1_w,
-                          a.ln1_mean, a.ln1_rstd, BT, C);
+    // Attention.
+    const float* dattproj = ends.leave_backward(a.dresidual, a.dfull);
+    zero(a.datty, static_cast<int64_t>(N) * s.Cl);
+    k::matmul_backward(a.datty, lg.attproj_w, lg.attproj_b, dattproj, la.atty, lw.attproj_w, N,
+                       s.Cl, C);
+    zero(a.dqkv, static_cast<int64_t>(N) * 3 * s.Cl);
+    k::attention_backward(a.dqkv, a.datty, la.qkv, la.atty, la.att_lse, B, T, s.Cl, s.NHl);
+    // dfull may still hold dattproj (sequence parallel): it was consumed above.
+    zero(a.dfull, nc);
+    k::matmul_backward(a.dfull, lg.qkv_w, lg.qkv_b, a.dqkv, la.ln1_full, lw.qkv_w, N, C, 3 * s.Cl);
+    float* dln1 = ends.enter_backward(a.dfull, a.dlocal);
+    k::layernorm_backward(a.dresidual, lg.ln1_w, lg.ln1_b, dln1, residual, lw.ln1_w, la.ln1_mean,
+                          la.ln1_rstd, Nl, C);
   }
-  k::embedding_backward(g[0], g[1], acts_.dresidual, last_tokens_.data(), B, T, C);
+  k::position_embedding_backward(g[1], a.dresidual, Nl, T, C, s.first_row);
+  const float* dembedded = ends.leave_backward(a.dresidual, a.dfull);
+  k::token_embedding_backward(g[0], dembedded, last_tokens_.data(), N, C, vocab_start_, vocab_count_);
   has_targets_ = false;  // logits now hold their gradient: a second backward would be wrong
 }
 
+void GPT::reduce_gradients() {
+  if (!sequence_parallel_ || tp_->size() == 1) return;
+  // With sequence parallelism the replicated LayerNorm parameters and wpe saw only this rank's
+  // token rows; the row-parallel biases saw all rows (their output gradient is gathered).
+  for (Parameter& p : params_) {
+    const bool row_parallel_bias = ends_with(p.name, "c_proj.bias");
+    if (p.tp_replicated && !row_parallel_bias) {
+      tp_->all_reduce(p.grad.f32(), p.grad.f32(), static_cast<size_t>(p.grad.numel()), DType::kF32,
+                      parallel::ReduceOp::kSum);
+    }
+  }
+}
+
+double GPT::gradient_norm() const {
+  // Sharded tensors: each rank adds its part. Replicated tensors: identical on every rank, so
+  // only TP rank 0 adds them. Summed in double, in a fixed order, then over the group.
+  double local = 0;
+  for (const Parameter& p : params_) {
+    if (p.tp_replicated && tp_->rank() != 0) continue;
+    local += k::sum_of_squares(p.grad.f32(), p.grad.numel());
+  }
+  if (tp_->size() > 1) {
+    float mine = static_cast<float>(local), total = 0;  // fp32 across ranks: ~1e-7 relative
+    tp_->all_reduce(&mine, &total, 1, DType::kF32, parallel::ReduceOp::kSum);
+    local = total;
+  }
+  return std::sqrt(local);
+}
+
 void GPT::zero_grad() { grad_arena_.fill(0.0f); }
+
+std::vector<float> gather_parameter(const GPT& model, const Parameter& p) {
+  // Each rank places its blocks into a zero tensor (replicated tensors: rank 0 only) and the sum
+  // over the group assembles the whole.
+  std::vector<float> global(static_cast<size_t>(p.global_shape.numel()), 0.0f);
+  if (!p.tp_replicated || model.tp().rank() == 0) place_into_global(p, p.value.f32(), global.data());
+  if (model.tp().size() > 1) {
+    model.tp().all_reduce(global.data(), global.data(), global.size(), DType::kF32,
+                          parallel::ReduceOp::kSum);
+  }
+  return global;
+}
 
 }  // namespace loom

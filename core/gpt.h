@@ -1,9 +1,17 @@
-// GPT-2: pre-LayerNorm transformer blocks, learned positions, tied input/output embeddings.
+// GPT-2: pre-LayerNorm transformer blocks, learned positions, tied input/output embeddings,
+// tensor-parallel (Megatron-style) with optional sequence parallelism.
 //
-// Forward and backward are written out per layer (no autograd): each step's activations live in
-// one arena sized for the largest (B, T) seen, parameters and gradients in two more arenas with
-// one named view per tensor. Parameter names and layouts follow torch.nn.Linear / nanoGPT
-// ("h.0.attn.c_attn.weight" is (3C, C)), so the PyTorch reference test can load them directly.
+// Forward and backward are written out per layer (no autograd). Each tensor-parallel rank holds:
+// the rows of the fused QKV weight for its heads and the matching columns of the attention output
+// projection; a contiguous slice of the MLP's hidden units (rows of c_fc, columns of the MLP
+// output projection); a contiguous slice of the vocabulary (rows of wte), so that the
+// full-vocabulary logits never exist on one rank (vocabulary-parallel cross-entropy). LayerNorms,
+// wpe and the row-parallel biases are replicated. Communication happens only in the paired
+// regions of parallel/regions.h. With sequence parallelism the residual stream, LayerNorms and
+// dropout-free token-wise work hold N / tp of the N = B * T token rows per rank.
+//
+// One rank is the case tp = 1 of the same code (its regions are copies), so the single-process
+// trainer and every parallel layout share one implementation.
 //
 //   x = wte[tokens] + wpe[:T]
 //   for each block: x += attn(ln_1(x)); x += mlp(ln_2(x))
@@ -11,10 +19,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "core/parameter.h"
 #include "core/tensor.h"
+#include "parallel/communicator.h"
 
 namespace loom {
 
@@ -30,105 +41,84 @@ struct GPTConfig {
   bool operator==(const GPTConfig&) const = default;
 };
 
-// One trainable tensor: its value and gradient are views into the model's arenas.
-struct Parameter {
-  std::string name;
-  Tensor value;
-  Tensor grad;
-  bool decay = false;  // weight decay applies (matrices and embeddings, not biases or norms)
+// How this rank's share of the model is laid out.
+struct ModelParallel {
+  parallel::Communicator* tp = nullptr;  // the tensor-parallel group; null: one rank
+  bool sequence_parallel = false;
 };
 
 class GPT {
  public:
-  explicit GPT(const GPTConfig& config);
+  // UserError if the layout does not fit the model (heads not divisible by tp, ...).
+  explicit GPT(const GPTConfig& config, const ModelParallel& parallel = {});
   GPT(const GPT&) = delete;
   GPT& operator=(const GPT&) = delete;
+  ~GPT();
 
   const GPTConfig& config() const { return config_; }
+  parallel::Communicator& tp() const { return *tp_; }
+  bool sequence_parallel() const { return sequence_parallel_; }
   std::vector<Parameter>& parameters() { return params_; }
   const std::vector<Parameter>& parameters() const { return params_; }
   const Parameter& parameter(const std::string& name) const;
-  int64_t num_parameters() const { return static_cast<int64_t>(param_arena_.numel()); }
-  // All parameter values (resp. gradients) as one flat fp32 buffer, in parameters() order.
+  // Parameters of the whole (unsharded) model.
+  int64_t num_parameters() const;
+  // This rank's parameter values (resp. gradients) as one flat buffer, in parameters() order.
   Tensor parameter_arena() const { return param_arena_; }
   Tensor gradient_arena() const { return grad_arena_; }
+  // The vocabulary slice [vocab_start, vocab_start + vocab_count) whose logits this rank holds.
+  int vocab_start() const { return vocab_start_; }
+  int vocab_count() const { return vocab_count_; }
 
-  // GPT-2 initialisation from a counter-based RNG keyed by (seed, parameter name): N(0, 0.02) for
-  // matrices and embeddings, 0.02 / sqrt(2 n_layer) for the residual projections, zero biases,
-  // unit LayerNorm gains.
+  // GPT-2 initialisation drawn at each element's global index from a counter-based RNG keyed by
+  // (seed, parameter name): N(0, 0.02) for matrices and embeddings, 0.02 / sqrt(2 n_layer) for
+  // the residual projections, zero biases, unit LayerNorm gains. Identical for every layout.
   void init_weights(uint64_t seed);
 
-  // Runs the model on tokens (B, T). With targets (B, T) (-1 = not counted) it returns the mean
-  // cross-entropy over counted positions (0 when none count); without, returns 0. logits() is
-  // valid until backward().
+  // Runs the model on tokens (B, T); every tensor-parallel rank passes the same tokens. With
+  // targets (B, T) (-1 = not counted) it returns the mean cross-entropy over counted positions
+  // (0 when none count); without, returns 0. UserError for a token or target outside the
+  // vocabulary. logits() is valid until backward().
   float forward(const int32_t* tokens, const int32_t* targets, int B, int T);
-  // (B, T, V) logits of the last forward.
-  const float* logits() const { return acts_.logits; }
+  // (B, T, vocab_count()) logits of the last forward: this rank's vocabulary slice.
+  const float* logits() const;
 
   // Accumulates d(loss_scale * loss)/d(params) into the gradients; loss_scale = 1 / accum steps
   // for gradient accumulation. Needs the preceding forward to have had targets.
   void backward(float loss_scale = 1.0f);
+  // Once per optimizer step, after the last backward: sums over the tensor-parallel group the
+  // gradients that each rank computed from only its own token rows (sequence parallelism).
+  void reduce_gradients();
+  // The global L2 norm of all gradients (collective over the tensor-parallel group; replicated
+  // tensors counted once).
+  double gradient_norm() const;
   void zero_grad();
 
   // Bytes of the activation arena (for the benchmark and memory reports).
-  size_t activation_bytes() const { return act_arena_.nbytes(); }
+  size_t activation_bytes() const;
 
  private:
-  struct LayerParams {
-    float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *attproj_w, *attproj_b;
-    float *ln2_w, *ln2_b, *fc_w, *fc_b, *fcproj_w, *fcproj_b;
-  };
-  struct LayerActs {
-    float* ln1;       // (B, T, C)
-    float* ln1_mean;  // (B, T)
-    float* ln1_rstd;  // (B, T)
-    float* qkv;       // (B, T, 3C)
-    float* atty;      // (B, T, C)
-    float* att_lse;   // (B, NH, T)
-    float* attproj;   // (B, T, C)
-    float* residual2; // (B, T, C)
-    float* ln2;       // (B, T, C)
-    float* ln2_mean;  // (B, T)
-    float* ln2_rstd;  // (B, T)
-    float* fch;       // (B, T, 4C)
-    float* fch_gelu;  // (B, T, 4C)
-    float* fcproj;    // (B, T, C)
-    float* residual3; // (B, T, C)
-  };
-  struct Activations {
-    float* encoded;   // (B, T, C)
-    std::vector<LayerActs> layers;
-    float* lnf;       // (B, T, C)
-    float* lnf_mean;  // (B, T)
-    float* lnf_rstd;  // (B, T)
-    float* logits;    // (B, T, V); becomes d(logits) in place during backward
-    float* losses;    // (B, T)
-    // backward scratch
-    float* dresidual; // (B, T, C)
-    float* dln;       // (B, T, C)
-    float* datty;     // (B, T, C)
-    float* dqkv;      // (B, T, 3C)
-    float* dfch;      // (B, T, 4C)
-    float* dfch_gelu; // (B, T, 4C)
-    float* dlosses;   // (B, T)
-  };
-
+  struct Layout;
+  struct Activations;
   void ensure_activations(int B, int T);
-  LayerParams layer_params(const std::vector<float*>& values, int layer) const;
 
   GPTConfig config_;
+  std::unique_ptr<parallel::Communicator> solo_;  // owned when no tp group was given
+  parallel::Communicator* tp_ = nullptr;
+  bool sequence_parallel_ = false;
+  int vocab_start_ = 0, vocab_count_ = 0;
   Tensor param_arena_;
   Tensor grad_arena_;
   std::vector<Parameter> params_;
-  std::vector<float*> param_ptrs_;  // values, in params_ order
-  std::vector<float*> grad_ptrs_;   // gradients, in params_ order
-
-  Tensor act_arena_;
-  Activations acts_{};
-  int last_B_ = 0, last_T_ = 0; // shape of the last forward
+  std::unique_ptr<Activations> acts_;
+  int last_B_ = 0, last_T_ = 0;
   std::vector<int32_t> last_tokens_;
   std::vector<int32_t> last_targets_;
   bool has_targets_ = false;
 };
+
+// The whole (unsharded) tensor of parameter `p` of a tensor-parallel model, assembled on every
+// rank of the tp group (collective over it).
+std::vector<float> gather_parameter(const GPT& model, const Parameter& p);
 
 }  // namespace loom

@@ -29,10 +29,7 @@ AdamW::AdamW(std::vector<Parameter>& params, const AdamWSettings& settings)
   v_ = Tensor::zeros({total});
 }
 
-float AdamW::step(float lr) {
-  double sum_sq = 0;
-  for (const Parameter& p : params_) sum_sq += k::sum_of_squares(p.grad.f32(), p.grad.numel());
-  const double norm = std::sqrt(sum_sq);
+void AdamW::step(float lr, double grad_norm) {
   ++t_;
   k::AdamWHyper hyper;
   hyper.lr = lr;
@@ -40,7 +37,7 @@ float AdamW::step(float lr) {
   hyper.beta2 = settings_.beta2;
   hyper.eps = settings_.eps;
   hyper.step = t_;
-  hyper.grad_scale = k::clip_scale(norm, settings_.grad_clip);
+  hyper.grad_scale = k::clip_scale(grad_norm, settings_.grad_clip);
   int64_t offset = 0;
   for (Parameter& p : params_) {
     hyper.weight_decay = p.decay ? settings_.weight_decay : 0.0f;
@@ -48,7 +45,6 @@ float AdamW::step(float lr) {
     k::adamw_update(p.value.f32(), p.grad.f32(), m_.f32() + offset, v_.f32() + offset, n, hyper);
     offset += n;
   }
-  return static_cast<float>(norm);
 }
 
 }  // namespace loom

@@ -29,8 +29,9 @@ class AdamW {
  public:
   AdamW(std::vector<Parameter>& params, const AdamWSettings& settings);
 
-  // One update with learning rate `lr`. Returns the global gradient norm before clipping.
-  float step(float lr);
+  // One update with learning rate `lr`, clipping by `grad_norm`, the global norm of the
+  // gradients over every rank that holds a part of the model (GPT::gradient_norm()).
+  void step(float lr, double grad_norm);
   int64_t steps_taken() const { return t_; }
 
  private:

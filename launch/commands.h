@@ -5,9 +5,12 @@
 #include <string>
 #include <vector>
 
+#include "parallel/communicator.h"
+
 namespace loom {
 
-int run_train(const std::vector<std::string>& args);
+// `world` holds every process of the job: one when run directly, all of them under mpirun.
+int run_train(const std::vector<std::string>& args, parallel::Communicator& world);
 int run_generate(const std::vector<std::string>& args);
 
 }  // namespace loom

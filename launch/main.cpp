@@ -1,12 +1,22 @@
 // The `loom` executable: dispatches to one subcommand and is the only place that turns an error
 // into a printed sentence and an exit code (2: the user's input; 1: an internal failure).
+//
+// Started by mpirun, every process runs this main; MPI is initialised only then, so a plain
+// `loom train` needs no MPI runtime. A user error found while setting up (a bad config) is raised
+// identically on every rank and printed once by rank 0; any other failure is printed with its
+// rank and aborts the whole job, so that no rank waits forever for a peer that has gone.
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/base/check.h"
 #include "launch/commands.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/solo_communicator.h"
 
 namespace {
 
@@ -14,10 +24,15 @@ constexpr const char* kUsage =
     "usage: loom <command> [options]\n"
     "\n"
     "commands:\n"
-    "  train      train a GPT (default: the built-in addition demo)\n"
+    "  train      train a GPT (default: the built-in addition demo); under mpirun, in parallel\n"
     "  generate   continue a prompt with a trained model\n"
     "\n"
     "`loom <command> --help` lists a command's options. Docs: docs/.\n";
+
+bool launched_by_mpirun() {
+  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMI_SIZE") != nullptr ||
+         std::getenv("PMIX_RANK") != nullptr;
+}
 
 }  // namespace
 
@@ -29,16 +44,31 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[0];
   args.erase(args.begin());
+
+  std::optional<loom::parallel::MpiSession> mpi;
+  std::unique_ptr<loom::parallel::Communicator> world;
+  int rank = 0;
   try {
-    if (command == "train") return loom::run_train(args);
+    if (launched_by_mpirun()) {
+      mpi.emplace(&argc, &argv);
+      world = loom::parallel::MpiCommunicator::world();
+    } else {
+      world = std::make_unique<loom::parallel::SoloCommunicator>("world");
+    }
+    rank = world->rank();
+    if (command == "train") return loom::run_train(args, *world);
     if (command == "generate") return loom::run_generate(args);
-    std::fprintf(stderr, "loom: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+    if (rank == 0) std::fprintf(stderr, "loom: unknown command '%s'\n\n%s", command.c_str(), kUsage);
     return 2;
   } catch (const loom::UserError& e) {
-    std::fprintf(stderr, "loom %s: error: %s\n", command.c_str(), e.what());
+    if (rank == 0) std::fprintf(stderr, "loom %s: error: %s\n", command.c_str(), e.what());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "loom %s: internal error: %s\n", command.c_str(), e.what());
+    std::fprintf(stderr, "loom %s: internal error on rank %d: %s\n", command.c_str(), rank, e.what());
+    if (world && world->size() > 1) {
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     return 1;
   }
 }

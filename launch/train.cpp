@@ -1,13 +1,16 @@
-// `loom train`: the single-process training loop on CPU.
+// `loom train`: the training loop, on one process or on a tensor-parallel group under mpirun.
 //
-// Reads the config, builds the dataset and the model, trains with AdamW (warmup + cosine,
-// gradient accumulation, global-norm clipping), prints a progress line every log_every steps and
-// the held-out exact-match accuracy every eval_every steps, writes the model file, and ends with
-// samples: held-out problems, the model's answers and whether they are right.
+// Reads the config, builds the dataset, the process grid and this rank's shard of the model,
+// trains with AdamW (warmup + cosine, gradient accumulation, global-norm clipping), and on rank 0
+// prints a progress line every log_every steps and the held-out exact-match accuracy every
+// eval_every steps, writes the model file and ends with samples. Evaluation, samples and the
+// model file use the whole model, assembled from the shards on rank 0.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +19,7 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "launch/run_setup.h"
+#include "parallel/process_grid.h"
 
 namespace loom {
 
@@ -37,16 +41,31 @@ std::string format_count(double value) {
   return buf;
 }
 
+// Copies the shards of `model` into `whole` on rank 0 (collective over the tp group; `whole`
+// is only touched on the group's rank 0).
+void assemble(const GPT& model, GPT* whole) {
+  const std::vector<Parameter>& shards = model.parameters();
+  for (size_t i = 0; i < shards.size(); ++i) {
+    std::vector<float> global = gather_parameter(model, shards[i]);
+    if (whole) std::memcpy(whole->parameters()[i].value.raw(), global.data(), global.size() * sizeof(float));
+  }
+}
+
 }  // namespace
 
-int run_train(const std::vector<std::string>& args) {
+int run_train(const std::vector<std::string>& args, parallel::Communicator& world) {
   ParsedArgs parsed = parse_args("train", args, train_flags());
+  const bool leader = world.rank() == 0;
   if (parsed.has("help")) {
-    std::cout << usage_text(
-        "loom train [CONFIG.pbtxt] [--set field=value ...]",
-        "Trains a GPT on CPU. Without CONFIG, trains the built-in demo (configs/addition.pbtxt):\n"
-        "a small GPT learning 3-digit addition. Config fields: docs/config.md.",
-        train_flags());
+    if (leader) {
+      std::cout << usage_text(
+          "loom train [CONFIG.pbtxt] [--set field=value ...]\n"
+          "       mpirun -np N loom train [CONFIG.pbtxt] --set parallel.tp=N ...",
+          "Trains a GPT on CPU. Without CONFIG, trains the built-in demo (configs/addition.pbtxt):\n"
+          "a small GPT learning 3-digit addition. Config fields: docs/config.md; parallel\n"
+          "layouts: docs/parallelism.md.",
+          train_flags());
+    }
     return 0;
   }
   if (parsed.positionals.size() > 1) fail_user("loom train takes one config file, got", parsed.positionals.size());
@@ -56,24 +75,32 @@ int run_train(const std::vector<std::string>& args) {
 
   const config::TrainConfig& tc = cfg.train();
   const config::OptimizerConfig& oc = cfg.optimizer();
+  const config::ParallelConfig& pc = cfg.parallel();
+  const parallel::ProcessGrid grid(world, parallel::GridShape{pc.tp(), pc.pp(), pc.dp()});
   const int threads = set_thread_count(tc.threads());
   AdditionTask task = make_task(cfg);
-  GPT model(model_config_of(cfg));
+  const GPTConfig model_config = model_config_of(cfg);
+  GPT model(model_config, ModelParallel{&grid.tp(), pc.sequence_parallel()});
   model.init_weights(tc.seed());
   AdamWSettings settings{oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay(), oc.grad_clip()};
   AdamW optimizer(model.parameters(), settings);
+  // Rank 0 keeps a whole copy of the model for evaluation, samples and the model file.
+  std::unique_ptr<GPT> whole = leader ? std::make_unique<GPT>(model_config) : nullptr;
 
   const int B = tc.micro_batch_size(), T = task.sequence_length(), accum = tc.grad_accum_steps();
   const int steps = tc.steps();
-  const GPTConfig& mc = model.config();
-  std::printf("loom train: GPT %d layers, %d heads, width %d, vocab %d, seq %d: %s parameters\n",
-              mc.n_layer, mc.n_head, mc.n_embd, mc.vocab_size, mc.max_seq_len,
-              format_count(static_cast<double>(model.num_parameters())).c_str());
-  std::printf("data: %d-digit addition, %d held-out problems; batch %d x %d accumulation, %d steps, "
-              "%d threads\n",
-              task.digits(), static_cast<int>(task.test_problems().size()),
-              B, accum, steps, threads);
-  std::fflush(stdout);
+  if (leader) {
+    std::printf("loom train: GPT %d layers, %d heads, width %d, vocab %d, seq %d: %s parameters\n",
+                model_config.n_layer, model_config.n_head, model_config.n_embd,
+                model_config.vocab_size, model_config.max_seq_len,
+                format_count(static_cast<double>(model.num_parameters())).c_str());
+    std::printf("layout: %s%s, %d process%s x %d threads\n", grid.shape().str().c_str(),
+                pc.sequence_parallel() ? " (sequence parallel)" : "", world.size(),
+                world.size() == 1 ? "" : "es", threads);
+    std::printf("data: %d-digit addition, %d held-out problems; batch %d x %d accumulation, %d steps\n",
+                task.digits(), static_cast<int>(task.test_problems().size()), B, accum, steps);
+    std::fflush(stdout);
+  }
 
   std::vector<int32_t> tokens(static_cast<size_t>(B) * T), targets(tokens.size());
   using Clock = std::chrono::steady_clock;
@@ -90,37 +117,44 @@ int run_train(const std::vector<std::string>& args) {
       model.backward(1.0f / static_cast<float>(accum));
     }
     step_loss /= accum;
-    const float grad_norm = optimizer.step(lr);
-    window_loss += step_loss;
-    ++window_steps;
-    if (!std::isfinite(step_loss)) {
+    model.reduce_gradients();
+    const double grad_norm = model.gradient_norm();
+    if (!std::isfinite(step_loss) || !std::isfinite(grad_norm)) {
       fail_user("the loss became", step_loss, "at step", step + 1,
                 "(lower optimizer.lr or raise optimizer.warmup_steps)");
     }
+    optimizer.step(lr, grad_norm);
+    window_loss += step_loss;
+    ++window_steps;
     const bool last = step + 1 == steps;
-    if ((step + 1) % tc.log_every() == 0 || last) {
+    if (leader && ((step + 1) % tc.log_every() == 0 || last)) {
       const double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
       const double tokens_per_s = window_steps * static_cast<double>(B) * T * accum / seconds;
       std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms/step\n",
-                  step + 1, steps, window_loss / window_steps, static_cast<double>(lr),
-                  static_cast<double>(grad_norm), format_count(tokens_per_s).c_str(),
-                  1e3 * seconds / window_steps);
+                  step + 1, steps, window_loss / window_steps, static_cast<double>(lr), grad_norm,
+                  format_count(tokens_per_s).c_str(), 1e3 * seconds / window_steps);
       std::fflush(stdout);
+    }
+    if ((step + 1) % tc.log_every() == 0 || last) {
       window_loss = 0;
       window_steps = 0;
       window_start = Clock::now();
     }
     if ((tc.eval_every() > 0 && (step + 1) % tc.eval_every() == 0) || last) {
-      const double acc = addition_accuracy(model, task, task.test_problems());
-      std::printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)\n", step + 1, steps,
-                  100.0 * acc, static_cast<int>(task.test_problems().size()));
-      std::fflush(stdout);
+      assemble(model, whole.get());
+      if (leader) {
+        const double acc = addition_accuracy(*whole, task, task.test_problems());
+        std::printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)\n", step + 1, steps,
+                    100.0 * acc, static_cast<int>(task.test_problems().size()));
+        std::fflush(stdout);
+      }
       window_start = Clock::now();  // evaluation time does not count as training throughput
     }
   }
+  if (!leader) return 0;
 
   const std::string model_path = tc.out_dir() + "/model.loom";
-  save_model_file(model_path, config_to_text(cfg), model.parameters());
+  save_model_file(model_path, config_to_text(cfg), whole->parameters());
   std::printf("saved %s\n", model_path.c_str());
 
   const int n_samples = std::min<int>(tc.samples(), static_cast<int>(task.test_problems().size()));
@@ -128,7 +162,7 @@ int run_train(const std::vector<std::string>& args) {
     std::vector<AdditionTask::Problem> shown(task.test_problems().begin(),
                                              task.test_problems().begin() + n_samples);
     std::vector<int64_t> answers;
-    addition_accuracy(model, task, shown, &answers);
+    addition_accuracy(*whole, task, shown, &answers);
     std::printf("samples (held-out problems, greedy decoding):\n");
     for (int i = 0; i < n_samples; ++i) {
       const AdditionTask::Problem& p = shown[static_cast<size_t>(i)];

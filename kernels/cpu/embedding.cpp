@@ -1,15 +1,13 @@
-// Token + position embedding on the CPU.
+// Token and position embeddings on the CPU.
 //
-// The forward is a gather and is memory bound; rows are independent, so threads split rows. Token
-// ids come from data files and user prompts, so they are checked before anything is read: a bad id
-// must become an error that names it, not an out-of-bounds read. The backward is a scatter-add in
-// which many positions may hit the same vocabulary row; to stay race-free and bit-for-bit
-// independent of the thread count, threads split the embedding *columns* into fixed blocks and
-// every block walks all positions in the same (b, t) order.
+// The forwards are gathers and memory bound; rows are independent, so threads split rows. The
+// backwards are scatter-adds in which many rows may hit the same table row; to stay race-free
+// and bit-for-bit independent of the thread count, threads split the embedding *columns* into
+// fixed blocks and every block walks all rows in the same order.
 #include "kernels/cpu/embedding.h"
 
 #include <algorithm>
-#include <string>
+#include <cstring>
 
 #include "core/base/check.h"
 
@@ -20,55 +18,77 @@ namespace {
 // GPT-2 widths. Fixed so the work split never depends on the thread count.
 constexpr int kColumnBlock = 64;
 
+void check_sizes(const char* what, int N, int C) {
+  LOOM_CHECK(N > 0 && C > 0, what, "sizes must be positive: N", N, "C", C);
+}
+
 }  // namespace
 
-void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
-                       int B, int T, int C, int V) {
-  LOOM_CHECK(B > 0 && T > 0 && C > 0 && V > 0, "embedding sizes must be positive: B", B, "T", T,
-             "C", C, "V", V);
-  LOOM_CHECK(out != nullptr && tokens != nullptr && wte != nullptr && wpe != nullptr,
-             "embedding_forward: out, tokens, wte and wpe must be non-null");
-  // Checked serially first: an exception cannot leave an OpenMP region.
-  for (int b = 0; b < B; ++b) {
-    for (int t = 0; t < T; ++t) {
-      const int32_t id = tokens[static_cast<long>(b) * T + t];
-      LOOM_CHECK(id >= 0 && id < V, "token id", id,
-                 "at (b, t) = (" + std::to_string(b) + ", " + std::to_string(t) + ")",
-                 "is outside the vocabulary [0, V) with V =", V);
-    }
-  }
-  const long rows = static_cast<long>(B) * T;
+void token_embedding_forward(float* out, const int32_t* tokens, const float* wte, int N, int C,
+                             int vocab_start, int vocab_count) {
+  check_sizes("token_embedding_forward", N, C);
+  LOOM_CHECK(vocab_start >= 0 && vocab_count > 0, "token_embedding_forward: vocab_start",
+             vocab_start, "vocab_count", vocab_count);
+  LOOM_CHECK(out != nullptr && tokens != nullptr && wte != nullptr,
+             "token_embedding_forward: out, tokens and wte must be non-null");
 #pragma omp parallel for schedule(static)
-  for (long row = 0; row < rows; ++row) {
-    const long t = row % T;
-    float* out_row = out + row * C;                                         // (C)
-    const float* token_row = wte + static_cast<long>(tokens[row]) * C;      // (C)
-    const float* position_row = wpe + t * C;                                // (C)
-    for (int c = 0; c < C; ++c) out_row[c] = token_row[c] + position_row[c];
+  for (int n = 0; n < N; ++n) {
+    float* out_row = out + static_cast<long>(n) * C;  // (C)
+    const int local = tokens[n] - vocab_start;
+    if (local >= 0 && local < vocab_count) {
+      std::memcpy(out_row, wte + static_cast<long>(local) * C, sizeof(float) * static_cast<size_t>(C));
+    } else {
+      std::memset(out_row, 0, sizeof(float) * static_cast<size_t>(C));
+    }
   }
 }
 
-void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
-                        int B, int T, int C) {
-  LOOM_CHECK(B > 0 && T > 0 && C > 0, "embedding sizes must be positive: B", B, "T", T, "C", C);
+void token_embedding_backward(float* dwte, const float* dout, const int32_t* tokens, int N, int C,
+                              int vocab_start, int vocab_count) {
+  check_sizes("token_embedding_backward", N, C);
   LOOM_CHECK(dwte != nullptr && dout != nullptr && tokens != nullptr,
-             "embedding_backward: dwte, dout and tokens must be non-null");
+             "token_embedding_backward: dwte, dout and tokens must be non-null");
   const int num_blocks = (C + kColumnBlock - 1) / kColumnBlock;
 #pragma omp parallel for schedule(static)
   for (int block = 0; block < num_blocks; ++block) {
     const int c0 = block * kColumnBlock;
     const int c1 = std::min(C, c0 + kColumnBlock);
-    for (int b = 0; b < B; ++b) {
-      for (int t = 0; t < T; ++t) {
-        const long row = static_cast<long>(b) * T + t;
-        const float* d = dout + row * C;                                    // (C)
-        float* g = dwte + static_cast<long>(tokens[row]) * C;               // (C)
-        for (int c = c0; c < c1; ++c) g[c] += d[c];
-        if (dwpe != nullptr) {
-          float* gp = dwpe + static_cast<long>(t) * C;                      // (C)
-          for (int c = c0; c < c1; ++c) gp[c] += d[c];
-        }
-      }
+    for (int n = 0; n < N; ++n) {
+      const int local = tokens[n] - vocab_start;
+      if (local < 0 || local >= vocab_count) continue;
+      const float* d = dout + static_cast<long>(n) * C;  // (C)
+      float* g = dwte + static_cast<long>(local) * C;    // (C)
+      for (int c = c0; c < c1; ++c) g[c] += d[c];
+    }
+  }
+}
+
+void position_embedding_forward(float* out, const float* wpe, int N, int T, int C, int first_row) {
+  check_sizes("position_embedding_forward", N, C);
+  LOOM_CHECK(T > 0 && first_row >= 0, "position_embedding_forward: T", T, "first_row", first_row);
+  LOOM_CHECK(out != nullptr && wpe != nullptr, "position_embedding_forward: out and wpe must be non-null");
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) {
+    float* out_row = out + static_cast<long>(n) * C;                           // (C)
+    const float* p = wpe + static_cast<long>((first_row + n) % T) * C;        // (C)
+    for (int c = 0; c < C; ++c) out_row[c] += p[c];
+  }
+}
+
+void position_embedding_backward(float* dwpe, const float* dout, int N, int T, int C,
+                                 int first_row) {
+  check_sizes("position_embedding_backward", N, C);
+  LOOM_CHECK(T > 0 && first_row >= 0, "position_embedding_backward: T", T, "first_row", first_row);
+  LOOM_CHECK(dwpe != nullptr && dout != nullptr, "position_embedding_backward: dwpe and dout must be non-null");
+  const int num_blocks = (C + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for schedule(static)
+  for (int block = 0; block < num_blocks; ++block) {
+    const int c0 = block * kColumnBlock;
+    const int c1 = std::min(C, c0 + kColumnBlock);
+    for (int n = 0; n < N; ++n) {
+      const float* d = dout + static_cast<long>(n) * C;                        // (C)
+      float* g = dwpe + static_cast<long>((first_row + n) % T) * C;           // (C)
+      for (int c = c0; c < c1; ++c) g[c] += d[c];
     }
   }
 }

@@ -1,0 +1,103 @@
+// Communicator: the one interface through which Loom's ranks exchange data.
+//
+// Two implementations: MPI (CPU buffers; also the bootstrap of everything else) and NCCL (GPU
+// buffers, its unique id broadcast over MPI). Layers never call these collectives directly; they
+// call the paired regions of parallel/regions.h, which are defined once with their backward.
+//
+// Every call has a deadline (timeout()): a peer that never arrives turns into loom::Error naming
+// the operation, the group and the rank(s) that did not arrive, instead of a hang. After such an
+// error the communicator is unusable (the peers are in an unknown state) and the process should
+// exit; launch/ does.
+//
+// Every call also counts its payload bytes in stats(), per operation kind, so that tests and the
+// benchmark can compare the traffic of a step with the analytical volume of the layout
+// (docs/parallelism.md). The convention: the bytes of the buffer this rank contributes
+// (all_reduce: count elements; all_gather and reduce_scatter: count_per_rank * size elements;
+// broadcast: count elements; send/recv: the message), whatever algorithm the library uses.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/base/dtype.h"
+
+namespace loom::parallel {
+
+enum class ReduceOp : uint8_t { kSum = 0, kMax = 1 };
+
+enum class CommOp : uint8_t {
+  kAllReduce = 0,
+  kAllGather,
+  kReduceScatter,
+  kBroadcast,
+  kSend,
+  kRecv,
+  kBarrier,
+  kCount  // number of kinds
+};
+
+const char* comm_op_name(CommOp op);
+
+struct CommStats {
+  uint64_t calls[static_cast<int>(CommOp::kCount)] = {};
+  uint64_t bytes[static_cast<int>(CommOp::kCount)] = {};
+  uint64_t total_bytes() const;
+  void add(CommOp op, uint64_t nbytes);
+  void reset() { *this = CommStats{}; }
+};
+
+// One point-to-point transfer in a batch (send_recv_batch): all are posted, then all awaited, so a
+// pipeline stage can send its activations and receive the next ones without a deadlock.
+struct P2POp {
+  enum class Kind : uint8_t { kSend, kRecv } kind;
+  void* buffer;  // const for sends
+  size_t count;  // elements
+  DType dtype;
+  int peer;  // rank within this communicator
+  int tag;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // The group's name in messages ("world", "tp", "dp", "pp", ...).
+  virtual const std::string& name() const = 0;
+  // This rank's rank in the world communicator, for messages naming a peer.
+  virtual int world_rank_of(int group_rank) const = 0;
+
+  // recv (count) = op over ranks of send (count). send == recv is in place.
+  virtual void all_reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op) = 0;
+  // recv (size * count_per_rank) = concatenation in rank order of each rank's send (count_per_rank).
+  virtual void all_gather(const void* send, void* recv, size_t count_per_rank, DType dtype) = 0;
+  // recv (count_per_rank) = op over ranks of block `rank` of send (size * count_per_rank).
+  virtual void reduce_scatter(const void* send, void* recv, size_t count_per_rank, DType dtype,
+                              ReduceOp op) = 0;
+  // buffer (count) on every rank = buffer of `root`.
+  virtual void broadcast(void* buffer, size_t count, DType dtype, int root) = 0;
+  virtual void send(const void* buffer, size_t count, DType dtype, int peer, int tag) = 0;
+  virtual void recv(void* buffer, size_t count, DType dtype, int peer, int tag) = 0;
+  virtual void send_recv_batch(std::span<const P2POp> ops) = 0;
+  virtual void barrier() = 0;
+
+  // A sub-communicator of the ranks that pass the same color, ordered by key (MPI_Comm_split's
+  // meaning); every rank of this communicator must call it. `name` labels the new group.
+  virtual std::unique_ptr<Communicator> split(int color, int key, const std::string& name) = 0;
+
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  void set_timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; }
+  CommStats& stats() { return stats_; }
+  const CommStats& stats() const { return stats_; }
+
+ protected:
+  std::chrono::milliseconds timeout_{std::chrono::minutes(10)};
+  CommStats stats_;
+};
+
+}  // namespace loom::parallel

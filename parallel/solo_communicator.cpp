@@ -1,0 +1,59 @@
+#include "parallel/solo_communicator.h"
+
+#include <cstring>
+
+#include "core/base/check.h"
+
+namespace loom::parallel {
+
+namespace {
+
+void copy_if_distinct(const void* send, void* recv, size_t count, DType dtype) {
+  if (send != recv && count > 0) std::memcpy(recv, send, count * dtype_size(dtype));
+}
+
+}  // namespace
+
+int SoloCommunicator::world_rank_of(int group_rank) const {
+  LOOM_CHECK(group_rank == 0, "rank", group_rank, "in a one-rank group");
+  return 0;
+}
+
+void SoloCommunicator::all_reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp) {
+  copy_if_distinct(send, recv, count, dtype);
+  stats_.add(CommOp::kAllReduce, count * dtype_size(dtype));
+}
+
+void SoloCommunicator::all_gather(const void* send, void* recv, size_t count_per_rank, DType dtype) {
+  copy_if_distinct(send, recv, count_per_rank, dtype);
+  stats_.add(CommOp::kAllGather, count_per_rank * dtype_size(dtype));
+}
+
+void SoloCommunicator::reduce_scatter(const void* send, void* recv, size_t count_per_rank,
+                                      DType dtype, ReduceOp) {
+  copy_if_distinct(send, recv, count_per_rank, dtype);
+  stats_.add(CommOp::kReduceScatter, count_per_rank * dtype_size(dtype));
+}
+
+void SoloCommunicator::broadcast(void*, size_t count, DType dtype, int root) {
+  LOOM_CHECK(root == 0, "broadcast root", root, "in a one-rank group");
+  stats_.add(CommOp::kBroadcast, count * dtype_size(dtype));
+}
+
+void SoloCommunicator::send(const void*, size_t, DType, int peer, int) {
+  LOOM_CHECK(false, "send to peer", peer, "in the one-rank group", name_, ": nobody can receive it");
+}
+
+void SoloCommunicator::recv(void*, size_t, DType, int peer, int) {
+  LOOM_CHECK(false, "recv from peer", peer, "in the one-rank group", name_, ": nobody can send it");
+}
+
+void SoloCommunicator::send_recv_batch(std::span<const P2POp> ops) {
+  LOOM_CHECK(ops.empty(), "point-to-point transfers in the one-rank group", name_);
+}
+
+std::unique_ptr<Communicator> SoloCommunicator::split(int, int, const std::string& name) {
+  return std::make_unique<SoloCommunicator>(name);
+}
+
+}  // namespace loom::parallel

@@ -1,0 +1,36 @@
+// A communicator of one rank, without MPI: every collective is a copy. The single-process trainer
+// and the tests of one rank use it, so that the tensor-parallel code path is the only path (with
+// tp = 1 its regions reduce to copies and no-ops).
+#pragma once
+
+#include <string>
+
+#include "parallel/communicator.h"
+
+namespace loom::parallel {
+
+class SoloCommunicator : public Communicator {
+ public:
+  explicit SoloCommunicator(std::string name = "solo") : name_(std::move(name)) {}
+
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  const std::string& name() const override { return name_; }
+  int world_rank_of(int group_rank) const override;
+
+  void all_reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp op) override;
+  void all_gather(const void* send, void* recv, size_t count_per_rank, DType dtype) override;
+  void reduce_scatter(const void* send, void* recv, size_t count_per_rank, DType dtype,
+                      ReduceOp op) override;
+  void broadcast(void* buffer, size_t count, DType dtype, int root) override;
+  void send(const void* buffer, size_t count, DType dtype, int peer, int tag) override;
+  void recv(void* buffer, size_t count, DType dtype, int peer, int tag) override;
+  void send_recv_batch(std::span<const P2POp> ops) override;
+  void barrier() override {}
+  std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
+
+ private:
+  std::string name_;
+};
+
+}  // namespace loom::parallel
