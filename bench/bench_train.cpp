@@ -12,6 +12,7 @@
 #include "core/gpt.h"
 #include "core/optimizer.h"
 #include "core/rng.h"
+#include "core/train_step.h"
 #include "launch/cli.h"
 #include "launch/run_setup.h"
 
@@ -38,7 +39,7 @@ int main(int argc, char** argv) {
 
     GPT model(c);
     model.init_weights(1);
-    AdamW optimizer(model.parameters(), AdamWSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f});
+    AdamW optimizer(model, AdamWSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f});
     constexpr int kPool = 4;
     std::vector<std::vector<int32_t>> tokens, targets;
     for (int i = 0; i < kPool; ++i) {
@@ -57,12 +58,9 @@ int main(int argc, char** argv) {
     float first = 0, last = 0;
     for (int step = 0; step < warmup + steps; ++step) {
       if (step == warmup) start = Clock::now();
-      model.zero_grad();
       const size_t i = static_cast<size_t>(step % kPool);
-      last = model.forward(tokens[i].data(), targets[i].data(), B, T);
-      model.backward();
-      model.reduce_gradients();
-      optimizer.step(3e-4f, model.gradient_norm());
+      const MicroBatch micro{tokens[i].data(), targets[i].data(), B, T};
+      last = static_cast<float>(train_step(model, optimizer, {&micro, 1}, 3e-4f).loss);
       if (step == warmup) first = last;
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();

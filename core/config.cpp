@@ -151,10 +151,9 @@ void validate_config(const config::RunConfig& cfg) {
   require_positive("parallel.tp", p.tp());
   require_positive("parallel.pp", p.pp());
   require_positive("parallel.dp", p.dp());
-  if (p.pp() != 1 || p.dp() != 1) {
-    fail_user("parallel.pp =", p.pp(), "and parallel.dp =", p.dp(),
-              "but this version of Loom splits models with tensor parallelism only: set both to 1"
-              " and use parallel.tp");
+  if (p.pp() != 1) {
+    fail_user("parallel.pp =", p.pp(), "but pipeline parallelism is not available in this version"
+              " of Loom: set it to 1 and use parallel.tp and parallel.dp");
   }
   if (m.n_head() % p.tp() != 0) {
     fail_user("parallel.tp =", p.tp(), "must divide model.n_head =", m.n_head(),

@@ -5,7 +5,6 @@
 #include <cstring>
 
 #include "core/rng.h"
-#include "kernels/cpu/adamw.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/embedding.h"
@@ -183,6 +182,8 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
 
   int64_t total = 0;
   for (const Spec& s : specs) total += local_elements(s.blocks);
+  LOOM_CHECK(parallel.arena_multiple > 0, "arena_multiple", parallel.arena_multiple);
+  total = (total + parallel.arena_multiple - 1) / parallel.arena_multiple * parallel.arena_multiple;
   param_arena_ = Tensor::zeros({total});
   grad_arena_ = Tensor::zeros({total});
   int64_t offset = 0;
@@ -384,6 +385,7 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   Activations& a = *acts_;
   const Layout& s = a.shape;
   const int N = s.N, Nl = s.Nl, C = s.C;
+  counted_ = 0;
   last_B_ = B;
   last_T_ = T;
   last_tokens_.assign(tokens, tokens + N);
@@ -433,17 +435,17 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   if (tp_->size() > 1) tp_->all_reduce(a.row_stats, a.row_stats, 2 * static_cast<size_t>(N), DType::kF32, parallel::ReduceOp::kSum);
   k::vocab_parallel_losses(a.losses, a.row_max, a.row_stats, a.row_stats + N, targets, N);
   double sum = 0;
-  int counted = 0;
+  counted_ = 0;
   for (int i = 0; i < N; ++i) {
     if (targets[i] != k::kIgnoreTarget) {
       sum += a.losses[i];
-      ++counted;
+      ++counted_;
     }
   }
-  return counted ? static_cast<float>(sum / counted) : 0.0f;
+  return counted_ ? static_cast<float>(sum / counted_) : 0.0f;
 }
 
-void GPT::backward(float loss_scale) {
+void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady& ready) {
   LOOM_CHECK(has_targets_, "GPT::backward needs a forward with targets first");
   Activations& a = *acts_;
   const Layout& s = a.shape;
@@ -457,9 +459,23 @@ void GPT::backward(float loss_scale) {
   }
   const size_t np = params_.size();
 
-  int counted = 0;
-  for (int32_t t : last_targets_) counted += t != k::kIgnoreTarget;
-  const float dloss = counted ? loss_scale / static_cast<float>(counted) : 0.0f;
+  const float dloss = counted_ ? loss_scale / static_cast<float>(counted_) : 0.0f;
+  // With sequence parallelism, the replicated LayerNorm parameters and wpe saw only this rank's
+  // token rows; once a step's gradients are complete they are summed over the tp group. (The
+  // row-parallel biases see every row of their gathered output gradient: complete already.)
+  const bool sum_partials = last_micro_batch && sequence_parallel_ && tp_->size() > 1;
+  auto finish = [&](size_t first_param, size_t count) {
+    if (sum_partials) {
+      for (size_t i = first_param; i < first_param + count; ++i) {
+        Parameter& p = params_[i];
+        if (p.tp_replicated && !ends_with(p.name, "c_proj.bias")) {
+          tp_->all_reduce(p.grad.f32(), p.grad.f32(), static_cast<size_t>(p.grad.numel()),
+                          DType::kF32, parallel::ReduceOp::kSum);
+        }
+      }
+    }
+    if (last_micro_batch && ready) ready(arena_offset(params_[first_param]));
+  };
   for (int i = 0; i < N; ++i) a.dlosses[i] = dloss;
 
   // Logits become their gradient in place; the probabilities are never stored.
@@ -473,6 +489,7 @@ void GPT::backward(float loss_scale) {
   zero(a.dresidual, nlc);
   k::layernorm_backward(a.dresidual, g[np - 2], g[np - 1], dlnf, last_residual, w[np - 2],
                         a.lnf_mean, a.lnf_rstd, Nl, C);
+  finish(np - 2, 2);
 
   // dresidual holds d(loss)/d(output of block l) and, through the residual connections, turns
   // into d(loss)/d(input of block l) as the block's branches accumulate into it.
@@ -509,43 +526,18 @@ void GPT::backward(float loss_scale) {
     float* dln1 = ends.enter_backward(a.dfull, a.dlocal);
     k::layernorm_backward(a.dresidual, lg.ln1_w, lg.ln1_b, dln1, residual, lw.ln1_w, la.ln1_mean,
                           la.ln1_rstd, Nl, C);
+    finish(2 + static_cast<size_t>(l) * kPerLayer, kPerLayer);
   }
   k::position_embedding_backward(g[1], a.dresidual, Nl, T, C, s.first_row);
   const float* dembedded = ends.leave_backward(a.dresidual, a.dfull);
   k::token_embedding_backward(g[0], dembedded, last_tokens_.data(), N, C, vocab_start_, vocab_count_);
+  finish(0, 2);
   has_targets_ = false;  // logits now hold their gradient: a second backward would be wrong
 }
 
-void GPT::reduce_gradients() {
-  if (!sequence_parallel_ || tp_->size() == 1) return;
-  // With sequence parallelism the replicated LayerNorm parameters and wpe saw only this rank's
-  // token rows; the row-parallel biases saw all rows (their output gradient is gathered).
-  for (Parameter& p : params_) {
-    const bool row_parallel_bias = ends_with(p.name, "c_proj.bias");
-    if (p.tp_replicated && !row_parallel_bias) {
-      tp_->all_reduce(p.grad.f32(), p.grad.f32(), static_cast<size_t>(p.grad.numel()), DType::kF32,
-                      parallel::ReduceOp::kSum);
-    }
-  }
-}
-
-double GPT::gradient_norm() const {
-  // Sharded tensors: each rank adds its part. Replicated tensors: identical on every rank, so
-  // only TP rank 0 adds them. Summed in double, in a fixed order, then over the group.
-  double local = 0;
-  for (const Parameter& p : params_) {
-    if (p.tp_replicated && tp_->rank() != 0) continue;
-    local += k::sum_of_squares(p.grad.f32(), p.grad.numel());
-  }
-  if (tp_->size() > 1) {
-    float mine = static_cast<float>(local), total = 0;  // fp32 across ranks: ~1e-7 relative
-    tp_->all_reduce(&mine, &total, 1, DType::kF32, parallel::ReduceOp::kSum);
-    local = total;
-  }
-  return std::sqrt(local);
-}
-
 void GPT::zero_grad() { grad_arena_.fill(0.0f); }
+
+int64_t GPT::arena_offset(const Parameter& p) const { return p.value.f32() - param_arena_.f32(); }
 
 std::vector<float> gather_parameter(const GPT& model, const Parameter& p) {
   // Each rank places its blocks into a zero tensor (replicated tensors: rank 0 only) and the sum

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,7 +46,15 @@ struct GPTConfig {
 struct ModelParallel {
   parallel::Communicator* tp = nullptr;  // the tensor-parallel group; null: one rank
   bool sequence_parallel = false;
+  // The parameter and gradient arenas are padded (with zeros) to a multiple of this, so that a
+  // data-parallel optimizer can cut them into dp equal slices.
+  int arena_multiple = 1;
 };
+
+// Called during the backward of a step's last micro-batch: every gradient element at arena
+// offset >= the argument is final (summed over micro-batches and, for sequence parallelism, over
+// the tensor-parallel group).
+using GradientsReady = std::function<void(int64_t arena_offset)>;
 
 class GPT {
  public:
@@ -83,16 +92,19 @@ class GPT {
   // (B, T, vocab_count()) logits of the last forward: this rank's vocabulary slice.
   const float* logits() const;
 
+  // Targets counted (not -1) in the last forward.
+  int counted_targets() const { return counted_; }
+
   // Accumulates d(loss_scale * loss)/d(params) into the gradients; loss_scale = 1 / accum steps
-  // for gradient accumulation. Needs the preceding forward to have had targets.
-  void backward(float loss_scale = 1.0f);
-  // Once per optimizer step, after the last backward: sums over the tensor-parallel group the
-  // gradients that each rank computed from only its own token rows (sequence parallelism).
-  void reduce_gradients();
-  // The global L2 norm of all gradients (collective over the tensor-parallel group; replicated
-  // tensors counted once).
-  double gradient_norm() const;
+  // for gradient accumulation. Needs the preceding forward to have had targets. For the last
+  // micro-batch of a step, `last_micro_batch` finishes the gradients as the backward goes: with
+  // sequence parallelism the replicated LayerNorm and wpe gradients, which each rank computed
+  // from its own token rows, are summed over the tensor-parallel group, and `ready` (if given) is
+  // told how much of the arena is final after each block.
+  void backward(float loss_scale = 1.0f, bool last_micro_batch = true, const GradientsReady& ready = {});
   void zero_grad();
+  // Offset of a parameter's first element in the arenas.
+  int64_t arena_offset(const Parameter& p) const;
 
   // Bytes of the activation arena (for the benchmark and memory reports).
   size_t activation_bytes() const;
@@ -115,6 +127,7 @@ class GPT {
   std::vector<int32_t> last_tokens_;
   std::vector<int32_t> last_targets_;
   bool has_targets_ = false;
+  int counted_ = 0;
 };
 
 // The whole (unsharded) tensor of parameter `p` of a tensor-parallel model, assembled on every

@@ -1,8 +1,11 @@
 #include "core/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "kernels/cpu/adamw.h"
+#include "parallel/solo_communicator.h"
 
 namespace loom {
 
@@ -21,12 +24,115 @@ float lr_at_step(int64_t step, int64_t total_steps, float peak_lr, int64_t warmu
   return static_cast<float>(min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + std::cos(M_PI * progress)));
 }
 
-AdamW::AdamW(std::vector<Parameter>& params, const AdamWSettings& settings)
-    : params_(params), settings_(settings) {
-  int64_t total = 0;
-  for (const Parameter& p : params_) total += p.value.numel();
-  m_ = Tensor::zeros({total});
-  v_ = Tensor::zeros({total});
+// A contiguous range of the arena, [begin, begin + size); this rank owns the slice
+// [begin + r * size/dp, begin + (r+1) * size/dp) and keeps its summed gradient at shard_offset.
+struct AdamW::Bucket {
+  int64_t begin = 0;
+  int64_t size = 0;
+  int64_t shard_offset = 0;
+  std::unique_ptr<parallel::CommRequest> reduction;  // in flight between post and finish
+};
+
+// Owned elements of one parameter within one bucket slice: they share the weight-decay choice
+// and whether they count in the gradient norm.
+struct AdamW::Segment {
+  int64_t arena_begin = 0;
+  int64_t count = 0;
+  int64_t shard_offset = 0;
+  bool decay = false;
+  bool counts_in_norm = true;
+};
+
+AdamW::AdamW(GPT& model, const AdamWSettings& settings, parallel::Communicator* dp,
+             int64_t bucket_elements)
+    : model_(model), settings_(settings) {
+  if (dp == nullptr) {
+    solo_ = std::make_unique<parallel::SoloCommunicator>("dp");
+    dp = solo_.get();
+  }
+  dp_ = dp;
+  const int64_t replicas = dp_->size(), r = dp_->rank();
+  const int64_t n = model.gradient_arena().numel();
+  LOOM_CHECK(n % replicas == 0, "gradient arena of", n, "elements is not a multiple of dp =", replicas,
+             "(build the model with ModelParallel::arena_multiple = dp)");
+  LOOM_CHECK(bucket_elements > 0, "bucket_elements", bucket_elements);
+  const int64_t step = std::max<int64_t>(replicas, bucket_elements / replicas * replicas);
+
+  // Buckets from the end of the arena: the backward finishes the last parameters first.
+  for (int64_t end = n; end > 0;) {
+    const int64_t size = std::min(step, end);
+    Bucket b;
+    b.begin = end - size;
+    b.size = size;
+    b.shard_offset = owned_;
+    owned_ += size / replicas;
+    buckets_.push_back(std::move(b));
+    end -= size;
+  }
+  const int tp_rank = model.tp().rank();
+  for (const Bucket& b : buckets_) {
+    const int64_t slice = b.size / replicas, lo = b.begin + r * slice, hi = lo + slice;
+    for (const Parameter& p : model.parameters()) {
+      const int64_t p_lo = model.arena_offset(p), p_hi = p_lo + p.value.numel();
+      const int64_t s_lo = std::max(lo, p_lo), s_hi = std::min(hi, p_hi);
+      if (s_lo >= s_hi) continue;
+      Segment s;
+      s.arena_begin = s_lo;
+      s.count = s_hi - s_lo;
+      s.shard_offset = b.shard_offset + (s_lo - lo);
+      s.decay = p.decay;
+      s.counts_in_norm = !p.tp_replicated || tp_rank == 0;
+      segments_.push_back(s);
+    }
+  }
+  grad_shard_ = Tensor::zeros({replicas > 1 ? owned_ : 0});
+  m_ = Tensor::zeros({owned_});
+  v_ = Tensor::zeros({owned_});
+}
+
+AdamW::~AdamW() = default;
+
+void AdamW::post_bucket(Bucket& b) {
+  if (dp_->size() == 1) return;  // the arena itself holds the (only) gradient
+  // Posted, not awaited: the backward goes on with the next blocks meanwhile. Every replica
+  // posts the buckets in the same order (the model reports readiness at the same points).
+  const float* grads = model_.gradient_arena().f32();
+  b.reduction = dp_->reduce_scatter_async(grads + b.begin, grad_shard_.f32() + b.shard_offset,
+                                          static_cast<size_t>(b.size / dp_->size()), DType::kF32,
+                                          parallel::ReduceOp::kSum);
+}
+
+GradientsReady AdamW::gradients_ready() {
+  return [this](int64_t offset) {
+    while (next_bucket_ < buckets_.size() && buckets_[next_bucket_].begin >= offset) {
+      post_bucket(buckets_[next_bucket_++]);
+    }
+  };
+}
+
+void AdamW::finish_gradient_reduction() {
+  while (next_bucket_ < buckets_.size()) post_bucket(buckets_[next_bucket_++]);
+  for (Bucket& b : buckets_) {
+    if (b.reduction) b.reduction->wait();
+    b.reduction.reset();
+  }
+  next_bucket_ = 0;
+}
+
+double AdamW::gradient_norm() const {
+  const bool sharded = dp_->size() > 1;
+  const float* arena = model_.gradient_arena().f32();
+  double local = 0;
+  for (const Segment& s : segments_) {
+    if (!s.counts_in_norm) continue;
+    const float* g = sharded ? grad_shard_.f32() + s.shard_offset : arena + s.arena_begin;
+    local += k::sum_of_squares(g, s.count);
+  }
+  // Across ranks in fp32 (~1e-7 relative): the communicators carry no doubles.
+  float mine = static_cast<float>(local);
+  if (dp_->size() > 1) dp_->all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
+  if (model_.tp().size() > 1) model_.tp().all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
+  return dp_->size() > 1 || model_.tp().size() > 1 ? std::sqrt(static_cast<double>(mine)) : std::sqrt(local);
 }
 
 void AdamW::step(float lr, double grad_norm) {
@@ -38,13 +144,26 @@ void AdamW::step(float lr, double grad_norm) {
   hyper.eps = settings_.eps;
   hyper.step = t_;
   hyper.grad_scale = k::clip_scale(grad_norm, settings_.grad_clip);
-  int64_t offset = 0;
-  for (Parameter& p : params_) {
-    hyper.weight_decay = p.decay ? settings_.weight_decay : 0.0f;
-    const int64_t n = p.value.numel();
-    k::adamw_update(p.value.f32(), p.grad.f32(), m_.f32() + offset, v_.f32() + offset, n, hyper);
-    offset += n;
+  const bool sharded = dp_->size() > 1;
+  float* params = model_.parameter_arena().f32();
+  const float* arena_grads = model_.gradient_arena().f32();
+  for (const Segment& s : segments_) {
+    hyper.weight_decay = s.decay ? settings_.weight_decay : 0.0f;
+    const float* g = sharded ? grad_shard_.f32() + s.shard_offset : arena_grads + s.arena_begin;
+    k::adamw_update(params + s.arena_begin, g, m_.f32() + s.shard_offset,
+                    v_.f32() + s.shard_offset, s.count, hyper);
   }
+  if (!sharded) return;
+  // Every replica gets the new weights: each bucket's slices gathered in place, all in flight
+  // together.
+  const int64_t replicas = dp_->size();
+  std::vector<std::unique_ptr<parallel::CommRequest>> gathers;
+  for (const Bucket& b : buckets_) {
+    const int64_t slice = b.size / replicas;
+    gathers.push_back(dp_->all_gather_async(params + b.begin + dp_->rank() * slice, params + b.begin,
+                                            static_cast<size_t>(slice), DType::kF32));
+  }
+  for (auto& g : gathers) g->wait();
 }
 
 }  // namespace loom

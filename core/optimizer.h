@@ -1,14 +1,23 @@
-// AdamW over a model's parameters, with global-norm gradient clipping and the learning-rate
-// schedule (linear warmup, then cosine decay to a floor).
+// AdamW over a model's parameters, data parallel with ZeRO-1, with global-norm gradient clipping,
+// and the learning-rate schedule (linear warmup, then cosine decay to a floor).
 //
-// State (m, v) is fp32 and laid out like the parameter arena, so one buffer serves every tensor.
+// The model's gradients live in one flat arena. It is cut into buckets of about
+// `bucket_elements` (each a multiple of dp). During the backward of the last micro-batch of a
+// step, the model reports how much of the arena is final; every bucket that is complete is
+// reduce-scattered over the data-parallel group at once, while the backward goes on (overlap).
+// Data-parallel rank r keeps the r-th slice of every bucket: the summed gradient, the fp32 Adam
+// moments and the update of exactly those elements (ZeRO stage 1). After its update it
+// all-gathers each bucket's parameters so that every replica holds the new weights.
+// With dp = 1 the single slice is the whole arena and nothing is communicated.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/gpt.h"
 #include "core/tensor.h"
+#include "parallel/communicator.h"
 
 namespace loom {
 
@@ -27,19 +36,45 @@ float lr_at_step(int64_t step, int64_t total_steps, float peak_lr, int64_t warmu
 
 class AdamW {
  public:
-  AdamW(std::vector<Parameter>& params, const AdamWSettings& settings);
+  // `dp` null: one replica. The model's arenas must be padded to a multiple of dp
+  // (ModelParallel::arena_multiple).
+  AdamW(GPT& model, const AdamWSettings& settings, parallel::Communicator* dp = nullptr,
+        int64_t bucket_elements = int64_t{1} << 20);
+  ~AdamW();
 
-  // One update with learning rate `lr`, clipping by `grad_norm`, the global norm of the
-  // gradients over every rank that holds a part of the model (GPT::gradient_norm()).
+  // Pass to GPT::backward of the last micro-batch: posts the reduce-scatter of every bucket
+  // whose gradients are final (arena elements from `offset` on).
+  GradientsReady gradients_ready();
+  // Posts what is left and waits for every bucket's reduction.
+  void finish_gradient_reduction();
+  // Global L2 norm of the (data-parallel summed) gradients over every rank that holds a part of
+  // the model; tensor-parallel replicated tensors counted once. Collective.
+  double gradient_norm() const;
+  // One update of this rank's slice with learning rate `lr`, clipping by `grad_norm`, then the
+  // all-gather of the new parameters.
   void step(float lr, double grad_norm);
   int64_t steps_taken() const { return t_; }
+  parallel::Communicator& dp() const { return *dp_; }
+  // Elements whose optimizer state this rank keeps (the memory accounting tests use it).
+  int64_t owned_elements() const { return owned_; }
 
  private:
-  std::vector<Parameter>& params_;
+  struct Bucket;
+  struct Segment;
+  void post_bucket(Bucket& b);
+
+  GPT& model_;
   AdamWSettings settings_;
-  Tensor m_;  // (total parameters)
-  Tensor v_;  // (total parameters)
+  std::unique_ptr<parallel::Communicator> solo_;
+  parallel::Communicator* dp_;
+  std::vector<Bucket> buckets_;     // from the end of the arena to its start (backward order)
+  std::vector<Segment> segments_;   // owned elements split by parameter, in bucket order
+  Tensor grad_shard_;  // (owned) summed gradients of this rank's slices
+  Tensor m_;           // (owned)
+  Tensor v_;           // (owned)
+  int64_t owned_ = 0;
   int64_t t_ = 0;
+  size_t next_bucket_ = 0;  // buckets_[0 .. next_bucket_) are posted this step
 };
 
 }  // namespace loom

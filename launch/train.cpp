@@ -16,6 +16,7 @@
 
 #include "checkpoints/model_file.h"
 #include "core/optimizer.h"
+#include "core/train_step.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "launch/run_setup.h"
@@ -80,14 +81,16 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   const int threads = set_thread_count(tc.threads());
   AdditionTask task = make_task(cfg);
   const GPTConfig model_config = model_config_of(cfg);
-  GPT model(model_config, ModelParallel{&grid.tp(), pc.sequence_parallel()});
+  GPT model(model_config, ModelParallel{&grid.tp(), pc.sequence_parallel(), pc.dp()});
   model.init_weights(tc.seed());
   AdamWSettings settings{oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay(), oc.grad_clip()};
-  AdamW optimizer(model.parameters(), settings);
+  AdamW optimizer(model, settings, &grid.dp());
   // Rank 0 keeps a whole copy of the model for evaluation, samples and the model file.
   std::unique_ptr<GPT> whole = leader ? std::make_unique<GPT>(model_config) : nullptr;
 
+  // Each micro-batch holds B sequences per data-parallel replica; this rank takes its rows.
   const int B = tc.micro_batch_size(), T = task.sequence_length(), accum = tc.grad_accum_steps();
+  const int replicas = pc.dp(), global_B = B * replicas;
   const int steps = tc.steps();
   if (leader) {
     std::printf("loom train: GPT %d layers, %d heads, width %d, vocab %d, seq %d: %s parameters\n",
@@ -97,39 +100,40 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     std::printf("layout: %s%s, %d process%s x %d threads\n", grid.shape().str().c_str(),
                 pc.sequence_parallel() ? " (sequence parallel)" : "", world.size(),
                 world.size() == 1 ? "" : "es", threads);
-    std::printf("data: %d-digit addition, %d held-out problems; batch %d x %d accumulation, %d steps\n",
-                task.digits(), static_cast<int>(task.test_problems().size()), B, accum, steps);
+    std::printf("data: %d-digit addition, %d held-out problems; batch %d x %d replicas x %d accumulation, "
+                "%d steps\n",
+                task.digits(), static_cast<int>(task.test_problems().size()), B, replicas, accum, steps);
     std::fflush(stdout);
   }
 
-  std::vector<int32_t> tokens(static_cast<size_t>(B) * T), targets(tokens.size());
+  const size_t rows = static_cast<size_t>(global_B) * T;
+  std::vector<std::vector<int32_t>> tokens(static_cast<size_t>(accum), std::vector<int32_t>(rows));
+  std::vector<std::vector<int32_t>> targets = tokens;
+  std::vector<MicroBatch> micro(static_cast<size_t>(accum));
+  const size_t my_rows = static_cast<size_t>(grid.coord().dp) * B * T;
   using Clock = std::chrono::steady_clock;
   auto window_start = Clock::now();
   double window_loss = 0;
   int window_steps = 0;
   for (int step = 0; step < steps; ++step) {
     const float lr = lr_at_step(step, steps, oc.lr(), oc.warmup_steps(), oc.min_lr_ratio());
-    model.zero_grad();
-    double step_loss = 0;
-    for (int micro = 0; micro < accum; ++micro) {
-      task.train_batch(static_cast<uint64_t>(step) * accum + micro, B, tokens.data(), targets.data());
-      step_loss += model.forward(tokens.data(), targets.data(), B, T);
-      model.backward(1.0f / static_cast<float>(accum));
+    for (int i = 0; i < accum; ++i) {
+      const size_t m = static_cast<size_t>(i);
+      task.train_batch(static_cast<uint64_t>(step) * accum + i, global_B, tokens[m].data(), targets[m].data());
+      micro[m] = MicroBatch{tokens[m].data() + my_rows, targets[m].data() + my_rows, B, T};
     }
-    step_loss /= accum;
-    model.reduce_gradients();
-    const double grad_norm = model.gradient_norm();
-    if (!std::isfinite(step_loss) || !std::isfinite(grad_norm)) {
-      fail_user("the loss became", step_loss, "at step", step + 1,
-                "(lower optimizer.lr or raise optimizer.warmup_steps)");
+    const StepResult result = train_step(model, optimizer, micro, lr);
+    if (!result.updated) {
+      fail_user("the loss became", result.loss, "(gradient norm", result.grad_norm, ") at step",
+                step + 1, "(lower optimizer.lr or raise optimizer.warmup_steps)");
     }
-    optimizer.step(lr, grad_norm);
+    const double step_loss = result.loss, grad_norm = result.grad_norm;
     window_loss += step_loss;
     ++window_steps;
     const bool last = step + 1 == steps;
     if (leader && ((step + 1) % tc.log_every() == 0 || last)) {
       const double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
-      const double tokens_per_s = window_steps * static_cast<double>(B) * T * accum / seconds;
+      const double tokens_per_s = window_steps * static_cast<double>(global_B) * T * accum / seconds;
       std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms/step\n",
                   step + 1, steps, window_loss / window_steps, static_cast<double>(lr), grad_norm,
                   format_count(tokens_per_s).c_str(), 1e3 * seconds / window_steps);

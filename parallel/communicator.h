@@ -14,6 +14,11 @@
 // (docs/parallelism.md). The convention: the bytes of the buffer this rank contributes
 // (all_reduce: count elements; all_gather and reduce_scatter: count_per_rank * size elements;
 // broadcast: count elements; send/recv: the message), whatever algorithm the library uses.
+//
+// All-reduce, all-gather and reduce-scatter also come asynchronous (`*_async`), so that the
+// data-parallel gradient reduction can overlap the backward pass: the call posts the operation
+// and returns a CommRequest. Ranks must post a group's collectives in the same order (blocking
+// and asynchronous alike, as MPI requires); requests may be waited for in any order.
 #pragma once
 
 #include <chrono>
@@ -61,6 +66,23 @@ struct P2POp {
   int tag;
 };
 
+// A collective in flight. wait() returns when it completed, or throws loom::Error at the
+// communicator's deadline (counted from when the operation was posted) naming the operation, the
+// group and the missing rank(s), like the blocking calls. Destroying a request that was not
+// waited for waits for it (never leaves an operation dangling silently); an error there is not
+// reported, but leaves the communicator unusable, so the next call on it throws.
+//
+// Until it completes the operation may read its send buffer and write its receive buffer: both
+// must stay alive and untouched until then. A request must not outlive its communicator.
+class CommRequest {
+ public:
+  virtual ~CommRequest() = default;
+  virtual void wait() = 0;
+  // true once complete (then wait() returns at once); never blocks. The deadline is enforced by
+  // wait() only.
+  virtual bool test() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -79,6 +101,16 @@ class Communicator {
   // recv (count_per_rank) = op over ranks of block `rank` of send (size * count_per_rank).
   virtual void reduce_scatter(const void* send, void* recv, size_t count_per_rank, DType dtype,
                               ReduceOp op) = 0;
+  // The same operations posted without waiting: same buffers, counts, in-place rules and stats
+  // (counted when posted); see CommRequest.
+  virtual std::unique_ptr<CommRequest> all_reduce_async(const void* send, void* recv, size_t count,
+                                                        DType dtype, ReduceOp op) = 0;
+  virtual std::unique_ptr<CommRequest> reduce_scatter_async(const void* send, void* recv,
+                                                            size_t count_per_rank, DType dtype,
+                                                            ReduceOp op) = 0;
+  virtual std::unique_ptr<CommRequest> all_gather_async(const void* send, void* recv,
+                                                        size_t count_per_rank, DType dtype) = 0;
+
   // buffer (count) on every rank = buffer of `root`.
   virtual void broadcast(void* buffer, size_t count, DType dtype, int root) = 0;
   virtual void send(const void* buffer, size_t count, DType dtype, int peer, int tag) = 0;

@@ -16,13 +16,22 @@
 // size-1 eager sends per collective (a few microseconds for groups of <= 8). Point-to-point calls
 // involve one peer and are not numbered: the rank that never arrived is that peer.
 //
+// Asynchronous collectives. A collective is a Posted record (its MPI request, its number #n, its
+// deadline) shared by the caller's CommRequest and the communicator's list of collectives in
+// flight; a blocking call is a post followed at once by the wait. Posting counts the stats,
+// announces #n and starts the MPI operation; wait() polls that one request to its deadline (MPI's
+// progress engine advances every operation in flight meanwhile, so they may be waited for in any
+// order), and on a timeout names the peers whose notice for #n is missing. Once one collective
+// has timed out, the others still in flight are given up (abandoned) when waited for.
+//
 // After a timeout the communicator is broken: later calls throw, and the timed-out request is kept,
 // never waited on. A timed-out receive is cancelled (MPI can cancel receives). A timed-out
 // collective cannot be cancelled or freed (MPI forbids both): if the late rank arrives afterwards
 // the collective still completes, and still writes the caller's receive buffer, which is one more
 // reason the process should exit after such an error; the destructor gives abandoned requests a
 // short grace period to complete, then leaks them rather than hang. MPI_Finalize does not wait for
-// them.
+// them. Collectives still in flight when the communicator is destroyed are abandoned the same way,
+// and waiting for their requests afterwards throws.
 #include "parallel/mpi_communicator.h"
 
 #include <unistd.h>
@@ -32,6 +41,7 @@
 #include <climits>
 #include <deque>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -160,7 +170,7 @@ class Backoff {
 
 // Polls until every request has completed (true) or the deadline passes (false). MPI_Testall
 // completes all or none, so on false every request is still pending.
-bool poll_all(std::vector<MPI_Request>& requests, std::vector<MPI_Status>* statuses,
+bool poll_all(std::span<MPI_Request> requests, std::vector<MPI_Status>* statuses,
               Clock::time_point deadline) {
   Backoff backoff;
   const int n = static_cast<int>(requests.size());
@@ -192,6 +202,18 @@ std::string join_ranks(const std::vector<int>& ranks) {
 }  // namespace
 
 struct MpiCommunicator::Impl {
+  // One posted collective, shared by its CommRequest and by `in_flight` until it completes.
+  struct Posted {
+    MpiCommunicator* owner = nullptr;  // null once given up: then `failure` says why
+    const char* op = "";
+    uint64_t number = 0;  // #n of the arrival notices
+    milliseconds timeout{0};
+    Clock::time_point deadline;
+    MPI_Request request = MPI_REQUEST_NULL;
+    bool complete = false;
+    std::string failure;  // why it will never complete; set when it was given up
+  };
+
   struct OutgoingNotice {
     uint64_t op = 0;  // the buffer the sends read: kept alive until they complete
     std::vector<MPI_Request> requests;
@@ -203,6 +225,7 @@ struct MpiCommunicator::Impl {
   std::vector<uint64_t> inbox;    // group rank -> buffer of its pre-posted notice
   std::vector<MPI_Request> inbox_requests;
   std::deque<OutgoingNotice> outgoing;
+  std::vector<std::shared_ptr<Posted>> in_flight;  // posted collectives not known complete
   std::vector<MPI_Request> abandoned_collectives;
   std::vector<MPI_Request> abandoned_sends;
   std::string broken;  // why the communicator is unusable; empty while it is healthy
@@ -275,18 +298,21 @@ struct MpiCommunicator::Impl {
     }
   }
 
-  void check_usable(const MpiCommunicator& self, const char* op) const {
-    if (broken.empty()) return;
-    throw Error(
-        str_cat(op, "on group '" + self.name_ + "': unusable after an earlier timeout:", broken));
+  std::string unusable_message(const MpiCommunicator& self, const char* op) const {
+    return str_cat(op, "on group '" + self.name_ + "': unusable after an earlier timeout:", broken);
   }
 
-  std::string timeout_message(const MpiCommunicator& self, const char* op,
+  void check_usable(const MpiCommunicator& self, const char* op) const {
+    if (broken.empty()) return;
+    throw Error(unusable_message(self, op));
+  }
+
+  std::string timeout_message(const MpiCommunicator& self, const char* op, milliseconds timeout,
                               const std::vector<int>& missing_world_ranks,
                               const std::string& detail) const {
     std::ostringstream out;
     out << op << " on group '" << self.name_ << "' (rank " << self.rank_ << " of " << self.size_
-        << ") timed out after " << self.timeout_.count() << " ms: ";
+        << ") timed out after " << timeout.count() << " ms: ";
     if (missing_world_ranks.empty()) {
       out << "every rank arrived but the operation did not complete";
     } else {
@@ -296,28 +322,88 @@ struct MpiCommunicator::Impl {
     return out.str();
   }
 
-  // One collective: count it in stats (when `kind` is given), announce #n, post it (`post` fills
-  // the request), poll it to the deadline.
+  // Starts one collective: counts it in stats (when `kind` is given), announces #n, posts it
+  // (`post` fills the request). The deadline runs from here.
   template <typename Post>
-  void run_collective(MpiCommunicator& self, const char* op, std::optional<CommOp> kind,
-                      uint64_t nbytes, Post&& post) {
+  std::shared_ptr<Posted> post_collective(MpiCommunicator& self, const char* op,
+                                          std::optional<CommOp> kind, uint64_t nbytes,
+                                          Post&& post) {
     check_usable(self, op);
     if (kind) self.stats_.add(*kind, nbytes);
     announce(self);
-    std::vector<MPI_Request> request(1, MPI_REQUEST_NULL);
-    post(&request[0]);
-    if (poll_all(request, nullptr, deadline_after(self.timeout_))) return;
+    auto posted = std::make_shared<Posted>();
+    posted->owner = &self;
+    posted->op = op;
+    posted->number = op_count;
+    posted->timeout = self.timeout_;
+    posted->deadline = deadline_after(self.timeout_);
+    post(&posted->request);
+    in_flight.push_back(posted);
+    return posted;
+  }
+
+  void forget(const Posted& posted) {
+    std::erase_if(in_flight, [&](const std::shared_ptr<Posted>& p) { return p.get() == &posted; });
+  }
+
+  // Gives up on a collective that has not completed: MPI can neither cancel nor free it.
+  void abandon(Posted& posted, const std::string& why) {
+    abandoned_collectives.push_back(posted.request);
+    posted.request = MPI_REQUEST_NULL;
+    posted.owner = nullptr;
+    posted.failure = why;
+    forget(posted);
+  }
+
+  // Never blocks: whether the collective has completed.
+  bool test_collective(Posted& posted) {
+    if (posted.complete) return true;
+    if (!posted.failure.empty()) throw Error(posted.failure);
+    int done = 0;
+    LOOM_MPI_CHECK(MPI_Test(&posted.request, &done, MPI_STATUS_IGNORE));
+    if (done) {
+      posted.complete = true;
+      forget(posted);
+    }
+    return done != 0;
+  }
+
+  // Polls the collective to its deadline; on a timeout names the peers that never announced it,
+  // and breaks the communicator.
+  void wait_collective(MpiCommunicator& self, Posted& posted) {
+    if (test_collective(posted)) return;
+    if (!broken.empty()) {
+      // Another collective timed out: its peers may never arrive at this one either.
+      const std::string message = unusable_message(self, posted.op);
+      abandon(posted, message);
+      throw Error(message);
+    }
+    if (poll_all(std::span<MPI_Request>(&posted.request, 1), nullptr, posted.deadline)) {
+      posted.complete = true;
+      forget(posted);
+      return;
+    }
 
     collect_notices();
     std::vector<int> missing;
     for (int peer = 0; peer < self.size_; ++peer) {
-      if (arrived[peer] < op_count) missing.push_back(self.world_ranks_[peer]);
+      if (arrived[peer] < posted.number) missing.push_back(self.world_ranks_[peer]);
     }
-    abandoned_collectives.push_back(request[0]);
-    std::string message = timeout_message(
-        self, op, missing, "at collective #" + std::to_string(op_count) + " of this group");
+    std::string message =
+        timeout_message(self, posted.op, posted.timeout, missing,
+                        "at collective #" + std::to_string(posted.number) + " of this group");
     broken = message;
+    abandon(posted, message);
     throw Error(message);
+  }
+
+  // One blocking collective: post, then wait.
+  template <typename Post>
+  void run_collective(MpiCommunicator& self, const char* op, std::optional<CommOp> kind,
+                      uint64_t nbytes, Post&& post) {
+    const std::shared_ptr<Posted> posted =
+        post_collective(self, op, kind, nbytes, std::forward<Post>(post));
+    wait_collective(self, *posted);
   }
 
   // Point-to-point transfers, posted together and awaited together.
@@ -381,14 +467,21 @@ struct MpiCommunicator::Impl {
         abandoned_sends.push_back(requests[i]);
       }
     }
-    std::string message = timeout_message(self, op, missing, "pending: " + pending);
+    std::string message = timeout_message(self, op, self.timeout_, missing, "pending: " + pending);
     broken = message;
     throw Error(message);
   }
 
   // Waits up to the grace period for what is still in flight, then lets go of it.
-  void shut_down() {
+  void shut_down(const MpiCommunicator& self) {
     const Clock::time_point deadline = deadline_after(kShutdownGrace);
+    // Requests outliving their communicator: nothing can complete them any more.
+    while (!in_flight.empty()) {
+      const std::shared_ptr<Posted> posted = in_flight.back();
+      abandon(*posted, str_cat(posted->op, "on group '" + self.name_ +
+                                               "': the communicator was destroyed before the "
+                                               "request was waited for"));
+    }
     if (broken.empty()) {
       // Every peer announced each collective this rank completed: receive those notices, so
       // that none is left in flight towards a freed communicator.
@@ -498,7 +591,7 @@ MpiCommunicator::~MpiCommunicator() {
   MPI_Finalized(&finalized);
   if (finalized || comm_ == MPI_COMM_NULL) return;  // nothing can be released any more
   try {
-    impl_->shut_down();
+    impl_->shut_down(*this);
   } catch (const Error&) {
     // A failing MPI call while letting go: nothing more to release safely.
   }
@@ -512,20 +605,58 @@ int MpiCommunicator::world_rank_of(int group_rank) const {
   return world_ranks_[group_rank];
 }
 
-void MpiCommunicator::all_reduce(const void* send, void* recv, size_t count, DType dtype,
-                                 ReduceOp op) {
+// --- asynchronous collectives ------------------------------------------------------------------
+
+class MpiCommunicator::Request final : public CommRequest {
+ public:
+  explicit Request(std::shared_ptr<Impl::Posted> posted) : posted_(std::move(posted)) {}
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
+
+  ~Request() override {
+    try {
+      wait();
+    } catch (const Error&) {
+      // A destructor cannot report; a timeout has left the communicator unusable, which the
+      // next call on it reports.
+    }
+  }
+
+  void wait() override {
+    if (posted_->complete) return;
+    if (posted_->owner == nullptr) throw Error(posted_->failure);
+    posted_->owner->impl_->wait_collective(*posted_->owner, *posted_);
+  }
+
+  bool test() override {
+    if (posted_->complete) return true;
+    if (posted_->owner == nullptr) throw Error(posted_->failure);
+    return posted_->owner->impl_->test_collective(*posted_);
+  }
+
+ private:
+  std::shared_ptr<Impl::Posted> posted_;
+};
+
+std::unique_ptr<CommRequest> MpiCommunicator::all_reduce_async(const void* send, void* recv,
+                                                               size_t count, DType dtype,
+                                                               ReduceOp op) {
   check_reducible(dtype, "all_reduce");
   LOOM_CHECK((send != nullptr && recv != nullptr) || count == 0, "all_reduce of", count,
              "elements on group '" + name_ + "' got a null buffer");
   const int n = mpi_count(count);
   const uint64_t nbytes = static_cast<uint64_t>(count) * dtype_size(dtype);
   const void* source = send == recv ? MPI_IN_PLACE : send;
-  impl_->run_collective(*this, "all_reduce", CommOp::kAllReduce, nbytes, [&](MPI_Request* request) {
-    LOOM_MPI_CHECK(MPI_Iallreduce(source, recv, n, mpi_type(dtype), mpi_op(op), comm_, request));
-  });
+  return std::make_unique<Request>(impl_->post_collective(
+      *this, "all_reduce", CommOp::kAllReduce, nbytes, [&](MPI_Request* request) {
+        LOOM_MPI_CHECK(
+            MPI_Iallreduce(source, recv, n, mpi_type(dtype), mpi_op(op), comm_, request));
+      }));
 }
 
-void MpiCommunicator::all_gather(const void* send, void* recv, size_t count_per_rank, DType dtype) {
+std::unique_ptr<CommRequest> MpiCommunicator::all_gather_async(const void* send, void* recv,
+                                                               size_t count_per_rank,
+                                                               DType dtype) {
   LOOM_CHECK((send != nullptr && recv != nullptr) || count_per_rank == 0, "all_gather of",
              count_per_rank, "elements per rank on group '" + name_ + "' got a null buffer");
   const int n = mpi_count(count_per_rank);
@@ -536,14 +667,16 @@ void MpiCommunicator::all_gather(const void* send, void* recv, size_t count_per_
   const bool in_place =
       send == static_cast<const char*>(recv) + static_cast<size_t>(rank_) * block_bytes;
   const void* source = in_place ? MPI_IN_PLACE : send;
-  impl_->run_collective(*this, "all_gather", CommOp::kAllGather, nbytes, [&](MPI_Request* request) {
-    LOOM_MPI_CHECK(
-        MPI_Iallgather(source, n, mpi_type(dtype), recv, n, mpi_type(dtype), comm_, request));
-  });
+  return std::make_unique<Request>(impl_->post_collective(
+      *this, "all_gather", CommOp::kAllGather, nbytes, [&](MPI_Request* request) {
+        LOOM_MPI_CHECK(
+            MPI_Iallgather(source, n, mpi_type(dtype), recv, n, mpi_type(dtype), comm_, request));
+      }));
 }
 
-void MpiCommunicator::reduce_scatter(const void* send, void* recv, size_t count_per_rank,
-                                     DType dtype, ReduceOp op) {
+std::unique_ptr<CommRequest> MpiCommunicator::reduce_scatter_async(const void* send, void* recv,
+                                                                   size_t count_per_rank,
+                                                                   DType dtype, ReduceOp op) {
   check_reducible(dtype, "reduce_scatter");
   LOOM_CHECK((send != nullptr && recv != nullptr) || count_per_rank == 0, "reduce_scatter of",
              count_per_rank, "elements per rank on group '" + name_ + "' got a null buffer");
@@ -552,11 +685,27 @@ void MpiCommunicator::reduce_scatter(const void* send, void* recv, size_t count_
   const uint64_t nbytes = static_cast<uint64_t>(count_per_rank) * size_ * dtype_size(dtype);
   // send == recv: recv holds all size * count_per_rank inputs; the result lands in its first block.
   const void* source = send == recv ? MPI_IN_PLACE : send;
-  impl_->run_collective(*this, "reduce_scatter", CommOp::kReduceScatter, nbytes,
-                        [&](MPI_Request* request) {
-                          LOOM_MPI_CHECK(MPI_Ireduce_scatter_block(source, recv, n, mpi_type(dtype),
-                                                                   mpi_op(op), comm_, request));
-                        });
+  return std::make_unique<Request>(impl_->post_collective(
+      *this, "reduce_scatter", CommOp::kReduceScatter, nbytes, [&](MPI_Request* request) {
+        LOOM_MPI_CHECK(MPI_Ireduce_scatter_block(source, recv, n, mpi_type(dtype), mpi_op(op),
+                                                 comm_, request));
+      }));
+}
+
+// --- blocking collectives ------------------------------------------------------------------------
+
+void MpiCommunicator::all_reduce(const void* send, void* recv, size_t count, DType dtype,
+                                 ReduceOp op) {
+  all_reduce_async(send, recv, count, dtype, op)->wait();
+}
+
+void MpiCommunicator::all_gather(const void* send, void* recv, size_t count_per_rank, DType dtype) {
+  all_gather_async(send, recv, count_per_rank, dtype)->wait();
+}
+
+void MpiCommunicator::reduce_scatter(const void* send, void* recv, size_t count_per_rank,
+                                     DType dtype, ReduceOp op) {
+  reduce_scatter_async(send, recv, count_per_rank, dtype, op)->wait();
 }
 
 void MpiCommunicator::broadcast(void* buffer, size_t count, DType dtype, int root) {

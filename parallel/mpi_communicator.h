@@ -4,7 +4,8 @@
 // Collectives are posted non-blocking (MPI_Iallreduce, ...) and polled until they complete or the
 // deadline passes. To name the peers that never arrived, every operation first posts a small
 // "arrived at operation #n" notice to each peer on a duplicate communicator; on a timeout the
-// ranks whose notice for #n is missing are the ones named in the error.
+// ranks whose notice for #n is missing are the ones named in the error. The *_async collectives
+// are numbered and announced when posted, and polled by CommRequest::wait().
 #pragma once
 
 #include <mpi.h>
@@ -41,6 +42,13 @@ class MpiCommunicator : public Communicator {
   void all_gather(const void* send, void* recv, size_t count_per_rank, DType dtype) override;
   void reduce_scatter(const void* send, void* recv, size_t count_per_rank, DType dtype,
                       ReduceOp op) override;
+  std::unique_ptr<CommRequest> all_reduce_async(const void* send, void* recv, size_t count,
+                                                DType dtype, ReduceOp op) override;
+  std::unique_ptr<CommRequest> reduce_scatter_async(const void* send, void* recv,
+                                                    size_t count_per_rank, DType dtype,
+                                                    ReduceOp op) override;
+  std::unique_ptr<CommRequest> all_gather_async(const void* send, void* recv, size_t count_per_rank,
+                                                DType dtype) override;
   void broadcast(void* buffer, size_t count, DType dtype, int root) override;
   void send(const void* buffer, size_t count, DType dtype, int peer, int tag) override;
   void recv(void* buffer, size_t count, DType dtype, int peer, int tag) override;
@@ -53,6 +61,7 @@ class MpiCommunicator : public Communicator {
  private:
   MpiCommunicator(MPI_Comm comm, std::string name, std::vector<int> world_ranks);
   struct Impl;
+  class Request;  // the CommRequest of an *_async collective
   std::unique_ptr<Impl> impl_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   std::string name_;

@@ -8,8 +8,10 @@
 #include <array>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 #include <utility>
 
 #include "core/base/check.h"
@@ -95,9 +97,9 @@ struct PollResult {
 };
 
 // Polls until no communicator in `comms` is ncclInProgress and, if `stream` is given, the stream
-// is idle; or until an error, or the deadline.
+// is idle (if `event` is given, the work before it is done); or until an error, or the deadline.
 PollResult poll_until_ready(std::initializer_list<ncclComm_t> comms, const cudaStream_t* stream,
-                            Clock::time_point deadline) {
+                            Clock::time_point deadline, cudaEvent_t event = nullptr) {
   using Kind = PollResult::Kind;
   const Clock::time_point start = Clock::now();
   for (;;) {
@@ -115,11 +117,14 @@ PollResult poll_until_ready(std::initializer_list<ncclComm_t> comms, const cudaS
       }
     }
     if (!in_progress) {
-      if (stream == nullptr) return {};
-      const cudaError_t status = cudaStreamQuery(*stream);
+      if (stream == nullptr && event == nullptr) return {};
+      const cudaError_t status =
+          event != nullptr ? cudaEventQuery(event) : cudaStreamQuery(*stream);
       if (status == cudaSuccess) return {};
       if (status != cudaErrorNotReady) {
-        return {Kind::kCudaError, "cudaStreamQuery: " + cuda_error_text(status)};
+        return {Kind::kCudaError, std::string(event != nullptr ? "cudaEventQuery: "
+                                                               : "cudaStreamQuery: ") +
+                                      cuda_error_text(status)};
       }
     }
     const Clock::time_point now = Clock::now();
@@ -172,6 +177,15 @@ ncclConfig_t nccl_config(const std::string& name) {
 std::string elements(size_t count, DType dtype) {
   return str_cat(count, dtype_name(dtype), "elements");
 }
+
+struct EventDestroyer {
+  void operator()(cudaEvent_t event) const { cudaEventDestroy(event); }
+};
+using Event = std::unique_ptr<std::remove_pointer_t<cudaEvent_t>, EventDestroyer>;
+
+constexpr const char* kCollectiveSuspects =
+    "peer(s) did not arrive; NCCL cannot tell which (compare the operation numbers in the other "
+    "ranks' messages)";
 
 }  // namespace
 
@@ -299,27 +313,153 @@ void NcclCommunicator::check_enqueued(ncclResult_t status, const char* statement
 
 void NcclCommunicator::wait(const std::string& what, const std::string& suspects,
                             bool drain_stream) {
-  const PollResult poll =
-      poll_until_ready({comm_}, drain_stream ? &stream_ : nullptr, deadline_after(timeout_));
+  await(what, suspects, operations_, timeout_, drain_stream ? &stream_ : nullptr, nullptr,
+        deadline_after(timeout_));
+}
+
+void NcclCommunicator::await(const std::string& what, const std::string& suspects,
+                             uint64_t operation, std::chrono::milliseconds timeout,
+                             const cudaStream_t* stream, cudaEvent_t event,
+                             Clock::time_point deadline) {
+  const PollResult poll = poll_until_ready({comm_}, stream, deadline, event);
   switch (poll.kind) {
     case PollResult::Kind::kDone:
       return;
     case PollResult::Kind::kTimeout:
-      abort_and_throw(str_cat(what, "(operation #" + std::to_string(operations_) + ") in",
-                              describe(), "did not complete within", timeout_.count(),
+      abort_and_throw(str_cat(what, "(operation #" + std::to_string(operation) + ") in",
+                              describe(), "did not complete within", timeout.count(),
                               "ms:", suspects));
     case PollResult::Kind::kNcclError:
     case PollResult::Kind::kCudaError:
-      abort_and_throw(str_cat(what, "(operation #" + std::to_string(operations_) + ") failed in",
+      abort_and_throw(str_cat(what, "(operation #" + std::to_string(operation) + ") failed in",
                               describe() + ":", poll.error));
   }
 }
 
-namespace {
-constexpr const char* kCollectiveSuspects =
-    "peer(s) did not arrive; NCCL cannot tell which (compare the operation numbers in the other "
-    "ranks' messages)";
-}  // namespace
+// --- asynchronous collectives ------------------------------------------------------------------
+
+class NcclCommunicator::Request final : public CommRequest {
+ public:
+  Request(NcclCommunicator& owner, Event event, std::string what, uint64_t operation,
+          std::chrono::milliseconds timeout, Clock::time_point deadline)
+      : owner_(owner),
+        event_(std::move(event)),
+        what_(std::move(what)),
+        operation_(operation),
+        timeout_(timeout),
+        deadline_(deadline) {}
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
+
+  ~Request() override {
+    try {
+      wait();
+    } catch (const Error&) {
+      // A destructor cannot report; the communicator is aborted, which its next call reports.
+    }
+  }
+
+  void wait() override {
+    if (complete_) return;
+    if (!failure_.empty()) throw Error(failure_);
+    try {
+      if (owner_.comm_ == nullptr) {
+        // Aborted by another operation's failure: this one completed before, or never will.
+        if (cudaEventQuery(event_.get()) == cudaSuccess) {
+          complete_ = true;
+          return;
+        }
+        owner_.check_usable(what_.c_str());
+      }
+      owner_.await(what_, kCollectiveSuspects, operation_, timeout_, nullptr, event_.get(),
+                   deadline_);
+    } catch (const Error& error) {
+      failure_ = error.what();
+      throw;
+    }
+    complete_ = true;
+  }
+
+  bool test() override {
+    if (complete_) return true;
+    if (!failure_.empty()) throw Error(failure_);
+    const cudaError_t status = cudaEventQuery(event_.get());
+    if (status == cudaErrorNotReady) return false;
+    wait();  // done, or an error that wait() reports (and aborts on) without waiting
+    return true;
+  }
+
+ private:
+  NcclCommunicator& owner_;
+  Event event_;
+  std::string what_;  // "all_reduce of 10 f32 elements"
+  uint64_t operation_ = 0;
+  std::chrono::milliseconds timeout_;
+  Clock::time_point deadline_;
+  bool complete_ = false;
+  std::string failure_;  // the error wait() threw, thrown again by later calls
+};
+
+template <typename Enqueue>
+std::unique_ptr<CommRequest> NcclCommunicator::post_async(const char* op, std::string what,
+                                                          CommOp kind, uint64_t nbytes,
+                                                          Enqueue&& enqueue) {
+  check_usable(op);
+  // Created before the operation is enqueued, so that a failure here leaves nothing in flight.
+  cudaEvent_t raw_event = nullptr;
+  LOOM_CUDA_CHECK(cudaEventCreateWithFlags(&raw_event, cudaEventDisableTiming), world_rank());
+  Event event(raw_event);
+  ++operations_;
+  const Clock::time_point deadline = deadline_after(timeout_);
+  enqueue();
+  // A non-blocking communicator may still be enqueueing (ncclInProgress): NCCL takes no other
+  // call until it has finished, so wait for that (not for the operation).
+  await(what, kCollectiveSuspects, operations_, timeout_, nullptr, nullptr, deadline);
+  const cudaError_t recorded = cudaEventRecord(event.get(), stream_);
+  if (recorded != cudaSuccess) {
+    abort_and_throw(str_cat(what, "(operation #" + std::to_string(operations_) + ") in",
+                            describe() + ": cudaEventRecord after it failed:",
+                            cuda_error_text(recorded)));
+  }
+  stats_.add(kind, nbytes);
+  return std::make_unique<Request>(*this, std::move(event), std::move(what), operations_,
+                                   timeout_, deadline);
+}
+
+std::unique_ptr<CommRequest> NcclCommunicator::all_reduce_async(const void* send, void* recv,
+                                                                size_t count, DType dtype,
+                                                                ReduceOp op) {
+  return post_async("all_reduce", "all_reduce of " + elements(count, dtype), CommOp::kAllReduce,
+                    count * dtype_size(dtype), [&] {
+                      LOOM_NCCL_ENQUEUE(*this, ncclAllReduce(send, recv, count, nccl_dtype(dtype),
+                                                             nccl_op(op), comm_, stream_));
+                    });
+}
+
+std::unique_ptr<CommRequest> NcclCommunicator::all_gather_async(const void* send, void* recv,
+                                                                size_t count_per_rank,
+                                                                DType dtype) {
+  return post_async(
+      "all_gather", "all_gather of " + elements(count_per_rank, dtype) + " per rank",
+      CommOp::kAllGather, count_per_rank * static_cast<size_t>(size_) * dtype_size(dtype), [&] {
+        LOOM_NCCL_ENQUEUE(
+            *this, ncclAllGather(send, recv, count_per_rank, nccl_dtype(dtype), comm_, stream_));
+      });
+}
+
+std::unique_ptr<CommRequest> NcclCommunicator::reduce_scatter_async(const void* send, void* recv,
+                                                                    size_t count_per_rank,
+                                                                    DType dtype, ReduceOp op) {
+  return post_async(
+      "reduce_scatter", "reduce_scatter of " + elements(count_per_rank, dtype) + " per rank",
+      CommOp::kReduceScatter, count_per_rank * static_cast<size_t>(size_) * dtype_size(dtype),
+      [&] {
+        LOOM_NCCL_ENQUEUE(*this, ncclReduceScatter(send, recv, count_per_rank, nccl_dtype(dtype),
+                                                   nccl_op(op), comm_, stream_));
+      });
+}
+
+// --- blocking operations -------------------------------------------------------------------------
 
 void NcclCommunicator::all_reduce(const void* send, void* recv, size_t count, DType dtype,
                                   ReduceOp op) {

@@ -12,6 +12,11 @@
 // the world ranks of the new group (the sub-communicator keeps its own split bootstrap).
 // NCCL has no tags: messages between two ranks match in the order they are posted, so send/recv
 // `tag`s are accepted for the interface but not compared.
+//
+// The *_async collectives are enqueued on the same stream, followed by a CUDA event; their
+// request's wait() polls that event and NCCL's error state to the deadline (counted from the post)
+// and aborts on a timeout as the blocking calls do. A blocking call drains the whole stream, so it
+// also waits for the asynchronous operations posted before it.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -45,6 +50,13 @@ class NcclCommunicator : public Communicator {
   void all_gather(const void* send, void* recv, size_t count_per_rank, DType dtype) override;
   void reduce_scatter(const void* send, void* recv, size_t count_per_rank, DType dtype,
                       ReduceOp op) override;
+  std::unique_ptr<CommRequest> all_reduce_async(const void* send, void* recv, size_t count,
+                                                DType dtype, ReduceOp op) override;
+  std::unique_ptr<CommRequest> reduce_scatter_async(const void* send, void* recv,
+                                                    size_t count_per_rank, DType dtype,
+                                                    ReduceOp op) override;
+  std::unique_ptr<CommRequest> all_gather_async(const void* send, void* recv, size_t count_per_rank,
+                                                DType dtype) override;
   void broadcast(void* buffer, size_t count, DType dtype, int root) override;
   void send(const void* buffer, size_t count, DType dtype, int peer, int tag) override;
   void recv(void* buffer, size_t count, DType dtype, int peer, int tag) override;
@@ -64,6 +76,14 @@ class NcclCommunicator : public Communicator {
   // After comm_ is ready: checks NCCL agrees on rank and size, allocates the barrier scratch.
   void finish_setup();
 
+  class Request;  // the CommRequest of an *_async collective
+
+  // Posts one asynchronous collective: `enqueue` makes the NCCL call on stream_; an event is
+  // recorded after it for the request to poll. `what` names the operation in messages.
+  template <typename Enqueue>
+  std::unique_ptr<CommRequest> post_async(const char* op, std::string what, CommOp kind,
+                                          uint64_t nbytes, Enqueue&& enqueue);
+
   // Throws if an earlier failure aborted this communicator.
   void check_usable(const char* op) const;
   // Waits, until the deadline, for NCCL to leave ncclInProgress and (if drain_stream) for the
@@ -71,6 +91,12 @@ class NcclCommunicator : public Communicator {
   // message naming `what` (the operation and its size) and, on a timeout, `suspects` (who may
   // not have arrived).
   void wait(const std::string& what, const std::string& suspects, bool drain_stream);
+  // What wait() does, for any operation: polls NCCL's state and the device work (`stream`
+  // drained, or `event` reached; with neither, NCCL's state alone) until `deadline`, and names
+  // operation #`operation` and its `timeout` in the error.
+  void await(const std::string& what, const std::string& suspects, uint64_t operation,
+             std::chrono::milliseconds timeout, const cudaStream_t* stream, cudaEvent_t event,
+             std::chrono::steady_clock::time_point deadline);
   // For the result of an enqueueing NCCL call: aborts and throws unless it succeeded.
   void check_enqueued(ncclResult_t status, const char* statement, const char* file, int line);
   [[noreturn]] void abort_and_throw(const std::string& message);

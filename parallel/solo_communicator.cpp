@@ -1,3 +1,4 @@
+// SoloCommunicator: each collective of one rank is a copy, done when called (solo_communicator.h).
 #include "parallel/solo_communicator.h"
 
 #include <cstring>
@@ -11,6 +12,12 @@ namespace {
 void copy_if_distinct(const void* send, void* recv, size_t count, DType dtype) {
   if (send != recv && count > 0) std::memcpy(recv, send, count * dtype_size(dtype));
 }
+
+class CompletedRequest final : public CommRequest {
+ public:
+  void wait() override {}
+  bool test() override { return true; }
+};
 
 }  // namespace
 
@@ -33,6 +40,27 @@ void SoloCommunicator::reduce_scatter(const void* send, void* recv, size_t count
                                       DType dtype, ReduceOp) {
   copy_if_distinct(send, recv, count_per_rank, dtype);
   stats_.add(CommOp::kReduceScatter, count_per_rank * dtype_size(dtype));
+}
+
+std::unique_ptr<CommRequest> SoloCommunicator::all_reduce_async(const void* send, void* recv,
+                                                                size_t count, DType dtype,
+                                                                ReduceOp op) {
+  all_reduce(send, recv, count, dtype, op);
+  return std::make_unique<CompletedRequest>();
+}
+
+std::unique_ptr<CommRequest> SoloCommunicator::all_gather_async(const void* send, void* recv,
+                                                                size_t count_per_rank,
+                                                                DType dtype) {
+  all_gather(send, recv, count_per_rank, dtype);
+  return std::make_unique<CompletedRequest>();
+}
+
+std::unique_ptr<CommRequest> SoloCommunicator::reduce_scatter_async(const void* send, void* recv,
+                                                                    size_t count_per_rank,
+                                                                    DType dtype, ReduceOp op) {
+  reduce_scatter(send, recv, count_per_rank, dtype, op);
+  return std::make_unique<CompletedRequest>();
 }
 
 void SoloCommunicator::broadcast(void*, size_t count, DType dtype, int root) {

@@ -3,6 +3,7 @@
 // tp = 1 its regions reduce to copies and no-ops).
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "parallel/communicator.h"
@@ -22,6 +23,14 @@ class SoloCommunicator : public Communicator {
   void all_gather(const void* send, void* recv, size_t count_per_rank, DType dtype) override;
   void reduce_scatter(const void* send, void* recv, size_t count_per_rank, DType dtype,
                       ReduceOp op) override;
+  // Copy at once: the request is complete when returned.
+  std::unique_ptr<CommRequest> all_reduce_async(const void* send, void* recv, size_t count,
+                                                DType dtype, ReduceOp op) override;
+  std::unique_ptr<CommRequest> reduce_scatter_async(const void* send, void* recv,
+                                                    size_t count_per_rank, DType dtype,
+                                                    ReduceOp op) override;
+  std::unique_ptr<CommRequest> all_gather_async(const void* send, void* recv, size_t count_per_rank,
+                                                DType dtype) override;
   void broadcast(void* buffer, size_t count, DType dtype, int root) override;
   void send(const void* buffer, size_t count, DType dtype, int peer, int tag) override;
   void recv(void* buffer, size_t count, DType dtype, int peer, int tag) override;

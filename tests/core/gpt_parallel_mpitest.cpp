@@ -1,14 +1,20 @@
-// Tensor (and sequence) parallel GPT against the single-rank GPT, on real ranks.
+// Tensor (and sequence) parallel and data parallel (ZeRO-1) GPT against the single-rank GPT, on
+// real ranks.
 //
-// For every tp that divides the world size (and the 12 heads), with sequence parallelism off and
-// on: the same initial weights (drawn at global indices), the same batches, 20 AdamW steps with
-// two accumulated micro-batches, clipping and weight decay. Asserted on every rank:
+// For every tp x dp layout of the world (tp dividing the 12 heads), with sequence parallelism off
+// and on: the same initial weights (drawn at global indices), the same global batches (each
+// replica takes its rows; the single rank takes them all), 20 AdamW steps with two accumulated
+// micro-batches, clipping and weight decay. Asserted on every rank:
 //   loss of every step        within 1e-5 relative of the single-rank run
-//   final weights, gathered   ||a-b||/||b|| <= 1e-5 per tensor (the key part of c_attn.bias
-//                             left out, as in tests/reference/gpt_torch_test.cpp: its true
-//                             gradient is exactly 0 and AdamW amplifies rounding noise there)
-// and the same layout run twice gives bitwise-identical losses. The ranks outside one tp group
-// (world = tp x replicas) run the same computation independently.
+//   final weights, gathered   ||a-b||/||b|| <= 1e-5 over all parameters together, and <= 1e-4
+//                             for each tensor. Per tensor is looser because AdamW divides by
+//                             the gradient's own size: an element whose gradient is near zero in
+//                             some step moves by ~lr whatever that gradient is, so the summation
+//                             order of a layout shows up there (seen: one value-bias element off
+//                             by 5e-4 lr with dp = 8). The key part of c_attn.bias is left out of
+//                             the per-tensor check: its true gradient is exactly 0, so its values
+//                             are that noise alone (as in tests/reference/gpt_torch_test.cpp).
+// and the same layout run twice gives bitwise-identical losses.
 #include "core/gpt.h"
 
 #include <cmath>
@@ -16,6 +22,7 @@
 #include <vector>
 
 #include "core/optimizer.h"
+#include "core/train_step.h"
 #include "mpi_test_util.h"
 #include "parallel/process_grid.h"
 #include "test_util.h"
@@ -33,57 +40,67 @@ struct TrainingRun {
   std::vector<std::vector<float>> weights;  // gathered, in parameters() order
 };
 
-TrainingRun train(const ModelParallel& layout) {
+// Trains with `layout` on this rank; `dp` (null: one replica) splits every micro-batch of
+// kB * replicas sequences into replicas blocks of kB rows.
+TrainingRun train(const ModelParallel& layout, Communicator* dp, int replicas) {
   GPT model(kConfig, layout);
   model.init_weights(99);
-  AdamW optimizer(model.parameters(), AdamWSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f});
-  const size_t per_micro = static_cast<size_t>(kB) * kT;
+  AdamW optimizer(model, AdamWSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f}, dp, /*bucket_elements=*/4096);
+  const int global_B = kB * replicas, replica = dp ? dp->rank() : 0;
+  const int B = dp ? kB : global_B;
+  const size_t per_micro = static_cast<size_t>(global_B) * kT;
   std::vector<int32_t> tokens = testing::random_ints(per_micro * kAccum * kSteps, 5, 0, kConfig.vocab_size);
   std::vector<int32_t> targets = testing::random_ints(tokens.size(), 6, 0, kConfig.vocab_size);
   for (size_t i = 0; i < targets.size(); i += 7) targets[i] = -1;
   TrainingRun run;
   for (int step = 0; step < kSteps; ++step) {
-    model.zero_grad();
-    double loss = 0;
-    for (int micro = 0; micro < kAccum; ++micro) {
-      const size_t at = (static_cast<size_t>(step) * kAccum + micro) * per_micro;
-      loss += model.forward(tokens.data() + at, targets.data() + at, kB, kT);
-      model.backward(1.0f / kAccum);
+    std::vector<MicroBatch> micro;
+    for (int m = 0; m < kAccum; ++m) {
+      const size_t at = (static_cast<size_t>(step) * kAccum + m) * per_micro +
+                        (dp ? static_cast<size_t>(replica) * kB * kT : 0);
+      micro.push_back(MicroBatch{tokens.data() + at, targets.data() + at, B, kT});
     }
-    model.reduce_gradients();
-    optimizer.step(lr_at_step(step, kSteps, 3e-3f, 4, 0.1f), model.gradient_norm());
-    run.losses.push_back(static_cast<float>(loss / kAccum));
+    const StepResult result = train_step(model, optimizer, micro, lr_at_step(step, kSteps, 3e-3f, 4, 0.1f));
+    EXPECT_TRUE(result.updated);
+    run.losses.push_back(static_cast<float>(result.loss));
   }
   for (const Parameter& p : model.parameters()) run.weights.push_back(gather_parameter(model, p));
   return run;
 }
 
-TEST(GptParallelMpiTest, EveryTensorParallelLayoutMatchesOneRank) {
+TEST(GptParallelMpiTest, EveryTensorAndDataParallelLayoutMatchesOneRank) {
   Communicator& world = testing::mpi_world();
-  const TrainingRun reference = train(ModelParallel{});  // every rank computes the single-rank run itself
   GPT names(kConfig);
   const int C = kConfig.n_embd;
   for (int tp : {1, 2, 3, 4}) {
     if (world.size() % tp != 0 || kConfig.n_head % tp != 0) continue;
-    parallel::ProcessGrid grid(world, parallel::GridShape{tp, 1, world.size() / tp});
+    const int dp = world.size() / tp;
+    // Every rank computes the single-rank run on the same global batches itself.
+    const TrainingRun reference = train(ModelParallel{}, nullptr, dp);
+    parallel::ProcessGrid grid(world, parallel::GridShape{tp, 1, dp});
     for (bool sp : {false, true}) {
-      SCOPED_TRACE(::testing::Message() << "tp=" << tp << " sequence_parallel=" << sp);
-      const TrainingRun run = train(ModelParallel{&grid.tp(), sp});
+      SCOPED_TRACE(::testing::Message() << "tp=" << tp << " dp=" << dp << " sequence_parallel=" << sp);
+      const ModelParallel layout{&grid.tp(), sp, dp};
+      const TrainingRun run = train(layout, &grid.dp(), dp);
       for (int step = 0; step < kSteps; ++step) {
         const double want = reference.losses[static_cast<size_t>(step)];
         EXPECT_LE(std::fabs(run.losses[static_cast<size_t>(step)] - want) / std::fabs(want), 1e-5)
             << "step " << step << ": got " << run.losses[static_cast<size_t>(step)] << " want " << want;
       }
+      std::vector<float> all_got, all_want;
       for (size_t i = 0; i < run.weights.size(); ++i) {
         std::vector<float> got = run.weights[i], want = reference.weights[i];
+        all_got.insert(all_got.end(), got.begin(), got.end());
+        all_want.insert(all_want.end(), want.begin(), want.end());
         const std::string& name = names.parameters()[i].name;
         if (name.find("attn.c_attn.bias") != std::string::npos) {
           got.erase(got.begin() + C, got.begin() + 2 * C);
           want.erase(want.begin() + C, want.begin() + 2 * C);
         }
-        EXPECT_LE(testing::relative_l2(got, want), 1e-5) << "final value of " << name;
+        EXPECT_LE(testing::relative_l2(got, want), 1e-4) << "final value of " << name;
       }
-      const TrainingRun again = train(ModelParallel{&grid.tp(), sp});
+      EXPECT_LE(testing::relative_l2(all_got, all_want), 1e-5) << "final values of all parameters";
+      const TrainingRun again = train(layout, &grid.dp(), dp);
       EXPECT_EQ(0, std::memcmp(again.losses.data(), run.losses.data(), sizeof(float) * run.losses.size()))
           << "same layout, same seed: losses must be bitwise identical";
     }

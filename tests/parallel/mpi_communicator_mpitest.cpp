@@ -7,7 +7,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -376,6 +378,211 @@ TEST(MpiCommunicator, StatsCountPayloadBytesPerConvention) {
   EXPECT_EQ(comm->stats().calls[static_cast<int>(CommOp::kAllReduce)], 0u);
 }
 
+// --- asynchronous collectives --------------------------------------------------------------------
+
+// One posted collective with its buffers and the result this rank expects, computed locally.
+// The result is `expected_f32` or `expected_i32`, at the start of `f32` or `i32` (an in-place
+// reduce_scatter writes the first block of its buffer).
+struct AsyncCase {
+  std::string label;
+  std::vector<float> send_f32;  // out-of-place inputs, alive until the wait
+  std::vector<int32_t> send_i32;
+  std::vector<float> f32;
+  std::vector<int32_t> i32;
+  std::vector<float> expected_f32;
+  std::vector<int32_t> expected_i32;
+  std::unique_ptr<CommRequest> request;
+};
+
+// Posts a mix without waiting for any: reduce_scatter out of place (f32 sum) and in place (i32
+// max), all_reduce in place (f32 sum) and out of place (i32 max), all_gather out of place (f32)
+// and in place (i32).
+std::vector<AsyncCase> post_mix(Communicator& comm, uint32_t seed, size_t count) {
+  const size_t size = static_cast<size_t>(comm.size());
+  const size_t rank = static_cast<size_t>(comm.rank());
+  const std::vector<int> ranks = all_ranks(comm.size());
+  std::vector<AsyncCase> cases(6);
+
+  AsyncCase& scatter = cases[0];
+  scatter.label = "reduce_scatter f32 sum out of place";
+  scatter.send_f32 = input<float>(seed, comm.rank(), size * count);
+  scatter.f32 = poisoned<float>(count);
+  for (size_t i = 0; i < count; ++i) {
+    scatter.expected_f32.push_back(reduced<float>(seed, ranks, rank * count + i, ReduceOp::kSum));
+  }
+  scatter.request = comm.reduce_scatter_async(scatter.send_f32.data(), scatter.f32.data(), count,
+                                              DType::kF32, ReduceOp::kSum);
+
+  AsyncCase& scatter_in_place = cases[1];
+  scatter_in_place.label = "reduce_scatter i32 max in place";
+  scatter_in_place.i32 = input<int32_t>(seed + 1, comm.rank(), size * count);
+  for (size_t i = 0; i < count; ++i) {
+    scatter_in_place.expected_i32.push_back(
+        reduced<int32_t>(seed + 1, ranks, rank * count + i, ReduceOp::kMax));
+  }
+  scatter_in_place.request =
+      comm.reduce_scatter_async(scatter_in_place.i32.data(), scatter_in_place.i32.data(), count,
+                                DType::kI32, ReduceOp::kMax);
+
+  AsyncCase& sum = cases[2];
+  sum.label = "all_reduce f32 sum in place";
+  sum.f32 = input<float>(seed + 2, comm.rank(), count);
+  for (size_t i = 0; i < count; ++i) {
+    sum.expected_f32.push_back(reduced<float>(seed + 2, ranks, i, ReduceOp::kSum));
+  }
+  sum.request =
+      comm.all_reduce_async(sum.f32.data(), sum.f32.data(), count, DType::kF32, ReduceOp::kSum);
+
+  AsyncCase& max = cases[3];
+  max.label = "all_reduce i32 max out of place";
+  max.send_i32 = input<int32_t>(seed + 3, comm.rank(), count);
+  max.i32 = poisoned<int32_t>(count);
+  for (size_t i = 0; i < count; ++i) {
+    max.expected_i32.push_back(reduced<int32_t>(seed + 3, ranks, i, ReduceOp::kMax));
+  }
+  max.request = comm.all_reduce_async(max.send_i32.data(), max.i32.data(), count, DType::kI32,
+                                      ReduceOp::kMax);
+
+  AsyncCase& gather = cases[4];
+  gather.label = "all_gather f32 out of place";
+  gather.send_f32 = input<float>(seed + 4, comm.rank(), count);
+  gather.f32 = poisoned<float>(size * count);
+  for (size_t r = 0; r < size; ++r) {
+    for (size_t i = 0; i < count; ++i) {
+      gather.expected_f32.push_back(value<float>(seed + 4, static_cast<int>(r), i));
+    }
+  }
+  gather.request =
+      comm.all_gather_async(gather.send_f32.data(), gather.f32.data(), count, DType::kF32);
+
+  AsyncCase& gather_in_place = cases[5];
+  gather_in_place.label = "all_gather i32 in place";
+  gather_in_place.i32 = poisoned<int32_t>(size * count);
+  for (size_t r = 0; r < size; ++r) {
+    for (size_t i = 0; i < count; ++i) {
+      const int32_t v = value<int32_t>(seed + 5, static_cast<int>(r), i);
+      gather_in_place.expected_i32.push_back(v);
+      if (r == rank) gather_in_place.i32[r * count + i] = v;
+    }
+  }
+  gather_in_place.request = comm.all_gather_async(gather_in_place.i32.data() + rank * count,
+                                                  gather_in_place.i32.data(), count, DType::kI32);
+  return cases;
+}
+
+template <typename T>
+std::vector<T> slice(const std::vector<T>& v, size_t n) {
+  return std::vector<T>(v.begin(), v.begin() + static_cast<ptrdiff_t>(n));
+}
+
+void check_mix(const std::vector<AsyncCase>& cases, size_t count) {
+  for (const AsyncCase& c : cases) {
+    SCOPED_TRACE(c.label + " count " + std::to_string(count));
+    if (!c.expected_f32.empty()) {
+      EXPECT_TRUE(all_close(slice(c.f32, c.expected_f32.size()), c.expected_f32,
+                            0, 0));
+    } else {
+      EXPECT_TRUE(all_close(slice(c.i32, c.expected_i32.size()), c.expected_i32,
+                            0, 0));
+    }
+  }
+}
+
+TEST(MpiCommunicator, AsyncCollectivesInFlightTogetherCompleteInAnyWaitOrder) {
+  Communicator& world = mpi_world();
+  uint32_t seed = 600;
+  for (size_t count : {size_t{1}, size_t{1000}, size_t{1} << 16}) {
+    // Two rounds in flight at once (twelve operations), waited for in reverse order of posting.
+    std::vector<AsyncCase> first = post_mix(world, seed, count);
+    std::vector<AsyncCase> second = post_mix(world, seed + 10, count);
+    for (auto c = second.rbegin(); c != second.rend(); ++c) c->request->wait();
+    for (auto c = first.rbegin(); c != first.rend(); ++c) c->request->wait();
+    check_mix(first, count);
+    check_mix(second, count);
+    for (AsyncCase& c : first) {
+      EXPECT_TRUE(c.request->test()) << c.label << ": a waited request must test complete";
+      c.request->wait();  // again: returns at once
+    }
+    seed += 20;
+  }
+}
+
+TEST(MpiCommunicator, AsyncTestBecomesTrueWithoutWait) {
+  Communicator& world = mpi_world();
+  const size_t count = 4096;
+  std::vector<AsyncCase> cases = post_mix(world, 700, count);
+  const Clock::time_point give_up = Clock::now() + std::chrono::seconds(20);
+  for (AsyncCase& c : cases) {
+    while (!c.request->test()) {
+      ASSERT_LT(Clock::now(), give_up) << c.label << ": test() never became true";
+    }
+    EXPECT_TRUE(c.request->test()) << c.label;
+  }
+  check_mix(cases, count);
+}
+
+// A blocking collective posted behind requests still in flight completes on its own (every rank
+// posts in the same order), and so do they afterwards.
+TEST(MpiCommunicator, BlockingCallsWhileAsyncRequestsAreInFlight) {
+  Communicator& world = mpi_world();
+  const size_t count = 1000;
+  std::vector<AsyncCase> cases = post_mix(world, 800, count);
+  check_all_reduce<float>(world, 333, ReduceOp::kSum, true, 810);
+  check_all_gather<int32_t>(world, 77, false, 811);
+  check_broadcast<float>(world, 50, world.size() - 1, 812);
+  world.barrier();
+  for (AsyncCase& c : cases) c.request->wait();
+  check_mix(cases, count);
+}
+
+TEST(MpiCommunicator, AsyncRequestDestroyedUnwaitedWaits) {
+  Communicator& world = mpi_world();
+  const size_t count = 1 << 16;
+  std::vector<AsyncCase> cases = post_mix(world, 900, count);
+  for (AsyncCase& c : cases) c.request.reset();  // each destructor waits
+  check_mix(cases, count);
+}
+
+TEST(MpiCommunicator, AsyncStatsAreCountedWhenPosted) {
+  Communicator& world = mpi_world();
+  const uint64_t size = static_cast<uint64_t>(world.size());
+  std::unique_ptr<Communicator> comm = world.split(0, world.rank(), "async_stats");
+  std::vector<float> f(64 * size, 1.0f);
+  std::vector<int32_t> i32(64 * size, 1);
+  std::unique_ptr<CommRequest> reduce =
+      comm->all_reduce_async(f.data(), f.data(), 10, DType::kF32, ReduceOp::kSum);  // 10 * 4
+  std::unique_ptr<CommRequest> gather =
+      comm->all_gather_async(i32.data(), i32.data() + 32 * size, 3, DType::kI32);  // 3 * size * 4
+  std::unique_ptr<CommRequest> scatter = comm->reduce_scatter_async(
+      f.data() + 16, f.data() + 32 * size, 5, DType::kF32, ReduceOp::kMax);  // 5 * size * 4
+  const CommStats& stats = comm->stats();
+  auto calls = [&](CommOp op) { return stats.calls[static_cast<int>(op)]; };
+  auto bytes = [&](CommOp op) { return stats.bytes[static_cast<int>(op)]; };
+  EXPECT_EQ(calls(CommOp::kAllReduce), 1u);
+  EXPECT_EQ(bytes(CommOp::kAllReduce), 40u);
+  EXPECT_EQ(calls(CommOp::kAllGather), 1u);
+  EXPECT_EQ(bytes(CommOp::kAllGather), 12u * size);
+  EXPECT_EQ(calls(CommOp::kReduceScatter), 1u);
+  EXPECT_EQ(bytes(CommOp::kReduceScatter), 20u * size);
+  scatter->wait();
+  gather->wait();
+  reduce->wait();
+  EXPECT_EQ(stats.total_bytes(), 40u + 12u * size + 20u * size) << "waiting counted again";
+}
+
+TEST(MpiCommunicator, AsyncArgumentErrorsThrowWhenPosted) {
+  Communicator& world = mpi_world();
+  std::vector<uint16_t> halves(8, 0);
+  std::vector<float> buffer(8, 0.0f);
+  EXPECT_THROW(
+      world.all_reduce_async(halves.data(), halves.data(), 8, DType::kBF16, ReduceOp::kSum), Error);
+  EXPECT_THROW(world.reduce_scatter_async(nullptr, buffer.data(), 1, DType::kF32, ReduceOp::kSum),
+               Error);
+  EXPECT_THROW(world.all_gather_async(buffer.data(), nullptr, 1, DType::kF32), Error);
+  world.all_reduce_async(nullptr, nullptr, 0, DType::kF32, ReduceOp::kSum)->wait();
+  world.barrier();  // still usable
+}
+
 TEST(MpiCommunicator, OperationNames) {
   EXPECT_STREQ(comm_op_name(CommOp::kAllReduce), "all_reduce");
   EXPECT_STREQ(comm_op_name(CommOp::kAllGather), "all_gather");
@@ -488,6 +695,67 @@ TEST(MpiCommunicator, TimeoutNamesTheRankThatNeverArrivedAtACollective) {
       world.barrier();
       group->all_reduce(buffer.data(), buffer.data(), buffer.size(), DType::kF32, ReduceOp::kSum);
       EXPECT_EQ(buffer[0], static_cast<float>(world.size()));
+      world.barrier();
+    }
+  }
+  world.barrier();
+}
+
+// The highest rank posts two async all_reduces late: the others' wait for the second (waited
+// first) gives up at the deadline counted from the post and names it; the first is then given up
+// at once. When the late rank catches up, both complete everywhere.
+TEST(MpiCommunicator, AsyncTimeoutNamesTheRankThatNeverPosted) {
+  Communicator& world = mpi_world();
+  if (world.size() == 1) GTEST_SKIP() << "with one rank no peer can be missing";
+  const int late = world.size() - 1;
+  // Declared before the group: the abandoned all_reduces may write them until the group is gone.
+  std::vector<float> first(16, 1.0f);
+  std::vector<float> second(16, 2.0f);
+  {
+    std::unique_ptr<Communicator> group = world.split(0, world.rank(), "async_latecomers");
+    group->set_timeout(milliseconds(300));
+    if (world.rank() != late) {
+      const Clock::time_point posted = Clock::now();
+      std::unique_ptr<CommRequest> a =
+          group->all_reduce_async(first.data(), first.data(), 16, DType::kF32, ReduceOp::kSum);
+      std::unique_ptr<CommRequest> b =
+          group->all_reduce_async(second.data(), second.data(), 16, DType::kF32, ReduceOp::kSum);
+      EXPECT_FALSE(b->test()) << "completed without the late rank";
+      std::this_thread::sleep_for(milliseconds(150));  // part of the deadline passes before wait
+      try {
+        b->wait();
+        ADD_FAILURE() << "wait for an all_reduce without the late rank did not time out";
+      } catch (const Error& e) {
+        expect_timeout_message(e, "all_reduce", "async_latecomers", late, Clock::now() - posted);
+        EXPECT_NE(std::string(e.what()).find("at collective #"), std::string::npos) << e.what();
+      }
+      const Clock::time_point second_wait = Clock::now();
+      try {
+        a->wait();
+        ADD_FAILURE() << "the other request in flight did not fail after the timeout";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("unusable after an earlier timeout"),
+                  std::string::npos)
+            << e.what();
+      }
+      EXPECT_LT(Clock::now() - second_wait, milliseconds(100)) << "gave up without waiting again";
+      EXPECT_THROW(b->wait(), Error) << "a timed-out request must keep failing";
+      EXPECT_THROW(group->all_reduce_async(first.data(), first.data(), 16, DType::kF32,
+                                           ReduceOp::kSum),
+                   Error)
+          << "a timed-out communicator must stay unusable";
+      world.barrier();  // the others have given up
+      world.barrier();  // the late rank has caught up
+    } else {
+      world.barrier();
+      std::unique_ptr<CommRequest> a =
+          group->all_reduce_async(first.data(), first.data(), 16, DType::kF32, ReduceOp::kSum);
+      std::unique_ptr<CommRequest> b =
+          group->all_reduce_async(second.data(), second.data(), 16, DType::kF32, ReduceOp::kSum);
+      b->wait();
+      a->wait();
+      EXPECT_EQ(first[0], static_cast<float>(world.size()));
+      EXPECT_EQ(second[0], static_cast<float>(2 * world.size()));
       world.barrier();
     }
   }

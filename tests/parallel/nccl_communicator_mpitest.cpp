@@ -1,6 +1,7 @@
 // NcclCommunicator on real ranks and a GPU: every operation on device buffers against the values
-// computed on the host from (seed, rank), in place and out of place; split; the traffic counters;
-// and a peer that never arrives turning into an error instead of a hang.
+// computed on the host from (seed, rank), in place and out of place; the asynchronous collectives
+// in flight together; split; the traffic counters; and a peer that never arrives turning into an
+// error instead of a hang.
 //
 // The inputs are small integers, so sums over ranks are exact in f32 and bf16 whatever order
 // NCCL adds them in, and the comparisons ask for equality. Skipped without a CUDA device, and
@@ -375,6 +376,122 @@ TEST_F(NcclCommunicatorMpiTest, SplitGroupsByColorAndOrdersByKey) {
   }
   EXPECT_TRUE(testing::all_close(buffer.download<float>(n), expected, 0, 0));
   EXPECT_EQ(group->stats().calls[static_cast<int>(CommOp::kAllReduce)], 1u);
+}
+
+// Four operations in flight at once, waited for in reverse order of posting.
+TEST_F(NcclCommunicatorMpiTest, AsyncCollectivesInFlightTogetherCompleteInAnyWaitOrder) {
+  const size_t n = 257;  // per rank
+  const size_t size = static_cast<size_t>(comm_->size());
+  const size_t rank = static_cast<size_t>(comm_->rank());
+  const uint64_t bytes_before = comm_->stats().total_bytes();
+
+  DeviceBuffer scatter_send(size * n * sizeof(float)), scatter_recv(n * sizeof(float));
+  scatter_send.upload(rank_values(50, comm_->rank(), size * n));
+  scatter_recv.upload(testing::poisoned(n));
+  DeviceBuffer sum(n * sizeof(float));
+  sum.upload(rank_values(51, comm_->rank(), n));
+  DeviceBuffer half_sum(n * sizeof(bf16));
+  half_sum.upload(to_bf16(rank_values(52, comm_->rank(), n)));
+  DeviceBuffer gathered(size * n * sizeof(float));
+  gathered.upload(testing::poisoned(size * n));
+  gathered.upload(rank_values(53, comm_->rank(), n), rank * n * sizeof(float));
+
+  std::vector<std::unique_ptr<CommRequest>> requests;
+  requests.push_back(comm_->reduce_scatter_async(scatter_send.data(), scatter_recv.data(), n,
+                                                 DType::kF32, ReduceOp::kSum));
+  requests.push_back(
+      comm_->all_reduce_async(sum.data(), sum.data(), n, DType::kF32, ReduceOp::kSum));
+  requests.push_back(
+      comm_->all_reduce_async(half_sum.data(), half_sum.data(), n, DType::kBF16, ReduceOp::kSum));
+  requests.push_back(comm_->all_gather_async(gathered.at(rank * n * sizeof(float)),
+                                             gathered.data(), n, DType::kF32));
+  EXPECT_EQ(comm_->stats().total_bytes() - bytes_before,
+            size * n * 4 + n * 4 + n * 2 + size * n * 4)
+      << "counted when posted";
+  for (auto request = requests.rbegin(); request != requests.rend(); ++request) {
+    (*request)->wait();
+  }
+  for (const std::unique_ptr<CommRequest>& request : requests) EXPECT_TRUE(request->test());
+
+  const std::vector<float> scatter_sum = sum_over_ranks(50, comm_->size(), size * n);
+  const std::vector<float> scatter_expected(
+      scatter_sum.begin() + static_cast<std::ptrdiff_t>(rank * n),
+      scatter_sum.begin() + static_cast<std::ptrdiff_t>((rank + 1) * n));
+  EXPECT_TRUE(testing::all_close(scatter_recv.download<float>(n), scatter_expected, 0, 0))
+      << "reduce_scatter";
+  EXPECT_TRUE(
+      testing::all_close(sum.download<float>(n), sum_over_ranks(51, comm_->size(), n), 0, 0))
+      << "all_reduce f32";
+  EXPECT_TRUE(testing::all_close(to_float(half_sum.download<bf16>(n)),
+                                 sum_over_ranks(52, comm_->size(), n), 0, 0))
+      << "all_reduce bf16";
+  std::vector<float> gather_expected;
+  for (int r = 0; r < comm_->size(); ++r) {
+    const std::vector<float> block = rank_values(53, r, n);
+    gather_expected.insert(gather_expected.end(), block.begin(), block.end());
+  }
+  EXPECT_TRUE(
+      testing::all_close(gathered.download<float>(size * n), gather_expected, 0, 0))
+      << "all_gather in place";
+}
+
+// test() becomes true without a wait; a blocking call behind a request in flight completes; a
+// request destroyed unwaited waits.
+TEST_F(NcclCommunicatorMpiTest, AsyncTestBlockingCallsInBetweenAndDestroyingUnwaited) {
+  const size_t n = 1000;
+  DeviceBuffer first(n * sizeof(float)), second(n * sizeof(float)), third(n * sizeof(float));
+  first.upload(rank_values(60, comm_->rank(), n));
+  second.upload(rank_values(61, comm_->rank(), n));
+  third.upload(rank_values(62, comm_->rank(), n));
+
+  std::unique_ptr<CommRequest> request =
+      comm_->all_reduce_async(first.data(), first.data(), n, DType::kF32, ReduceOp::kSum);
+  comm_->all_reduce(second.data(), second.data(), n, DType::kF32, ReduceOp::kSum);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!request->test()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), give_up) << "test() never became true";
+  }
+  request->wait();
+
+  request = comm_->all_reduce_async(third.data(), third.data(), n, DType::kF32, ReduceOp::kSum);
+  request.reset();
+  EXPECT_TRUE(
+      testing::all_close(first.download<float>(n), sum_over_ranks(60, comm_->size(), n), 0, 0));
+  EXPECT_TRUE(
+      testing::all_close(second.download<float>(n), sum_over_ranks(61, comm_->size(), n), 0, 0));
+  EXPECT_TRUE(
+      testing::all_close(third.download<float>(n), sum_over_ranks(62, comm_->size(), n), 0, 0));
+}
+
+// Rank 0 never posts: the others' wait (or, if NCCL still needs the peers to enqueue, the post)
+// gives up at the deadline and aborts.
+TEST_F(NcclCommunicatorMpiTest, AMissingPeerAtAnAsyncCollectiveIsATimeoutError) {
+  if (comm_->size() < 2) GTEST_SKIP() << "needs 2 ranks";
+  comm_->set_timeout(std::chrono::milliseconds(2000));
+  const size_t n = 16;
+  DeviceBuffer buffer(n * sizeof(float));
+  if (comm_->rank() != 0) {
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      std::unique_ptr<CommRequest> request =
+          comm_->all_reduce_async(buffer.data(), buffer.data(), n, DType::kF32, ReduceOp::kSum);
+      EXPECT_FALSE(request->test());
+      request->wait();
+      ADD_FAILURE() << "async all_reduce without rank 0 completed";
+    } catch (const Error& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find("all_reduce"), std::string::npos) << message;
+      EXPECT_NE(message.find("did not complete within 2000 ms"), std::string::npos) << message;
+      EXPECT_NE(message.find("group 'world'"), std::string::npos) << message;
+      EXPECT_NE(message.find("aborted"), std::string::npos) << message;
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(4000));
+    EXPECT_THROW(comm_->all_reduce_async(buffer.data(), buffer.data(), n, DType::kF32,
+                                         ReduceOp::kSum),
+                 Error)
+        << "an aborted communicator must refuse new operations";
+  }
+  testing::mpi_world().barrier();
 }
 
 TEST_F(NcclCommunicatorMpiTest, AMissingPeerIsATimeoutErrorNotAHang) {

@@ -116,7 +116,7 @@ TEST(GptVsTorchTest, LogitsLossGradientsAndTenAdamWSteps) {
   EXPECT_LE(std::fabs(loss - ref_loss) / std::fabs(ref_loss), 1e-5) << "loom " << loss << " torch " << ref_loss;
 
   // Ten steps; step 0's accumulated gradients are compared before the update.
-  AdamW optimizer(model.parameters(), s.adamw);
+  AdamW optimizer(model, s.adamw);
   std::vector<float> ref_step_losses = read_floats(out / "step_losses.bin", static_cast<size_t>(s.steps));
   for (int step = 0; step < s.steps; ++step) {
     model.zero_grad();
@@ -124,7 +124,7 @@ TEST(GptVsTorchTest, LogitsLossGradientsAndTenAdamWSteps) {
     for (int micro = 0; micro < s.accum; ++micro) {
       const size_t at = (static_cast<size_t>(step) * s.accum + micro) * per_micro;
       step_loss += model.forward(tokens.data() + at, targets.data() + at, s.B, s.T);
-      model.backward(1.0f / static_cast<float>(s.accum));
+      model.backward(1.0f / static_cast<float>(s.accum), micro == s.accum - 1, optimizer.gradients_ready());
     }
     step_loss /= s.accum;
     if (step == 0) {
@@ -134,8 +134,8 @@ TEST(GptVsTorchTest, LogitsLossGradientsAndTenAdamWSteps) {
         EXPECT_LE(testing::relative_l2(got, ref), 1e-4) << "gradient of " << p.name;
       }
     }
-    model.reduce_gradients();
-    optimizer.step(lrs[static_cast<size_t>(step)], model.gradient_norm());
+    optimizer.finish_gradient_reduction();
+    optimizer.step(lrs[static_cast<size_t>(step)], optimizer.gradient_norm());
     const double ref = ref_step_losses[static_cast<size_t>(step)];
     EXPECT_LE(std::fabs(step_loss - ref) / std::fabs(ref), 1e-5)
         << "step " << step << ": loom " << step_loss << " torch " << ref;

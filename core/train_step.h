@@ -1,0 +1,34 @@
+// One optimizer step: forward and backward over this data-parallel rank's micro-batches, the
+// gradient reduction, the global norm, and the AdamW update.
+//
+// The loss is the mean cross-entropy over every counted target of the step's *global* batch, so
+// that any number of data-parallel replicas computes what one process computes on the whole
+// batch: each micro-batch's counts are summed over the replicas first, and each replica scales
+// its backward by its share (local count / global count / accumulation steps).
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "core/gpt.h"
+#include "core/optimizer.h"
+
+namespace loom {
+
+struct MicroBatch {
+  const int32_t* tokens;   // (B, T)
+  const int32_t* targets;  // (B, T), -1 = not counted
+  int B;
+  int T;
+};
+
+struct StepResult {
+  double loss = 0;       // mean over the micro-batches of each one's global mean loss
+  double grad_norm = 0;  // before clipping
+  bool updated = false;  // false when the loss or the gradient norm was not finite
+};
+
+// Collective over the model's tensor-parallel group and the optimizer's data-parallel group.
+StepResult train_step(GPT& model, AdamW& optimizer, std::span<const MicroBatch> micro_batches, float lr);
+
+}  // namespace loom

@@ -1,0 +1,96 @@
+// Memory and communication accounting of the parallel layouts, on real ranks.
+//
+// Memory: each rank's parameters and gradients are the model's size / tp (the replicated
+// LayerNorms, biases and wpe add ~1% x tp at this size), and its optimizer state is
+// 2 x size / (tp x dp) (ZeRO-1): asserted within 5% for tp <= 4.
+// Communication: the bytes each group's communicator counted during one training step equal the
+// analytical volume of docs/parallelism.md ("Communication volume"), asserted within 1% (they
+// are equal).
+#include <cmath>
+#include <vector>
+
+#include "core/gpt.h"
+#include "core/optimizer.h"
+#include "core/train_step.h"
+#include "mpi_test_util.h"
+#include "parallel/process_grid.h"
+#include "test_util.h"
+
+namespace loom {
+namespace {
+
+using parallel::Communicator;
+
+const GPTConfig kConfig{2, 8, 256, 1000, 64};
+
+TEST(GptAccountingMpiTest, ParametersGradientsAndOptimizerStateFollowTheLayout) {
+  Communicator& world = testing::mpi_world();
+  // tp up to 4: every rank keeps the replicated tensors whole (~1% of this model), so at tp = 8
+  // a rank holds ~8.5% more than size / tp; the formula is for models where they are negligible.
+  for (int tp : {1, 2, 4}) {
+    if (world.size() % tp != 0 || kConfig.n_head % tp != 0) continue;
+    const int dp = world.size() / tp;
+    parallel::ProcessGrid grid(world, parallel::GridShape{tp, 1, dp});
+    GPT model(kConfig, ModelParallel{&grid.tp(), false, dp});
+    AdamW optimizer(model, AdamWSettings{}, &grid.dp());
+    const double total = static_cast<double>(model.num_parameters());
+    const double params = static_cast<double>(model.parameter_arena().numel());
+    const double grads = static_cast<double>(model.gradient_arena().numel());
+    const double state = 2.0 * static_cast<double>(optimizer.owned_elements());  // m and v
+    SCOPED_TRACE(::testing::Message() << "tp=" << tp << " dp=" << dp);
+    EXPECT_NEAR(params / (total / tp), 1.0, 0.05) << params << " parameters on this rank";
+    EXPECT_NEAR(grads / (total / tp), 1.0, 0.05) << grads << " gradients on this rank";
+    EXPECT_NEAR(state / (2.0 * total / (tp * dp)), 1.0, 0.05) << state << " optimizer state elements";
+  }
+}
+
+// Elements moved per optimizer step, by group (docs/parallelism.md).
+double tp_volume(const GPTConfig& c, int tp, bool sp, int N, int accum) {
+  if (tp == 1) return 0;
+  const double L = c.n_layer, C = c.n_embd, NC = static_cast<double>(N) * C;
+  const double per_micro = (sp ? NC * (8 * L + 4) : NC * (4 * L + 2)) + 3.0 * N;
+  const double partial_grads = sp ? L * 4 * C + 2 * C + static_cast<double>(c.max_seq_len) * C : 0;
+  return accum * per_micro + partial_grads + 1;  // + the gradient norm
+}
+
+double dp_volume(int64_t arena, int dp, int accum) {
+  if (dp == 1) return 0;
+  return 2.0 * accum + 2.0 * static_cast<double>(arena) + 1;  // counts, reduce-scatter, all-gather, norm
+}
+
+TEST(GptAccountingMpiTest, BytesPerStepEqualTheAnalyticalVolume) {
+  Communicator& world = testing::mpi_world();
+  const int B = 2, T = 16, accum = 2, N = B * T;
+  for (int tp : {1, 2, 4, 8}) {
+    if (world.size() % tp != 0 || kConfig.n_head % tp != 0) continue;
+    const int dp = world.size() / tp;
+    parallel::ProcessGrid grid(world, parallel::GridShape{tp, 1, dp});
+    for (bool sp : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "tp=" << tp << " dp=" << dp << " sequence_parallel=" << sp);
+      GPT model(kConfig, ModelParallel{&grid.tp(), sp, dp});
+      model.init_weights(1);
+      AdamW optimizer(model, AdamWSettings{}, &grid.dp(), 1 << 16);
+      std::vector<int32_t> tokens = testing::random_ints(static_cast<size_t>(N) * accum, 3, 0, kConfig.vocab_size);
+      std::vector<MicroBatch> micro;
+      for (int m = 0; m < accum; ++m) {
+        micro.push_back(MicroBatch{tokens.data() + m * N, tokens.data() + m * N, B, T});
+      }
+      grid.tp().stats().reset();
+      grid.dp().stats().reset();
+      train_step(model, optimizer, micro, 1e-3f);
+      const double tp_bytes = static_cast<double>(grid.tp().stats().total_bytes());
+      const double dp_bytes = static_cast<double>(grid.dp().stats().total_bytes());
+      const double tp_expected = 4 * tp_volume(kConfig, tp, sp, N, accum);
+      const double dp_expected = 4 * dp_volume(model.gradient_arena().numel(), dp, accum);
+      if (tp > 1) {
+        EXPECT_NEAR(tp_bytes / tp_expected, 1.0, 0.01) << tp_bytes << " tp bytes, expected " << tp_expected;
+      }
+      if (dp > 1) {
+        EXPECT_NEAR(dp_bytes / dp_expected, 1.0, 0.01) << dp_bytes << " dp bytes, expected " << dp_expected;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace loom
