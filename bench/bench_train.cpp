@@ -23,7 +23,9 @@ int main(int argc, char** argv) {
       {"n-layer", "N", "blocks"}, {"n-head", "N", "heads"}, {"n-embd", "C", "width"},
       {"vocab", "V", "vocabulary"}, {"seq", "T", "sequence length"}, {"batch", "B", "batch size"},
       {"steps", "N", "timed steps"}, {"warmup", "N", "untimed steps first"},
-      {"threads", "N", "threads; 0 = every core"}, {"help", "", "show this help"}};
+      {"threads", "N", "threads; 0 = every core"},
+      {"recompute", "MODE", "activation recomputation: none, selective or full"},
+      {"help", "", "show this help"}};
   try {
     ParsedArgs a = parse_args("bench_train", std::vector<std::string>(argv + 1, argv + argc), flags);
     if (a.has("help")) {
@@ -39,6 +41,10 @@ int main(int argc, char** argv) {
 
     GPT model(c);
     model.init_weights(1);
+    const std::string recompute = a.get("recompute", "none");
+    if (recompute == "selective") model.set_recompute(Recompute::kSelective);
+    else if (recompute == "full") model.set_recompute(Recompute::kFull);
+    else if (recompute != "none") fail_user("--recompute expects none, selective or full, got", recompute);
     AdamW optimizer(model, AdamWSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f});
     constexpr int kPool = 4;
     std::vector<std::vector<int32_t>> tokens, targets;
@@ -69,7 +75,7 @@ int main(int argc, char** argv) {
                 "\"activation_bytes\": %zu}\n",
                 static_cast<double>(steps) * B * T / seconds, 1e3 * seconds / steps,
                 static_cast<double>(first), static_cast<double>(last), threads,
-                model.activation_bytes());
+                model.activation_bytes(model.recompute(), B, T));
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train: error: %s\n", e.what());

@@ -98,8 +98,15 @@ void apply_config_override(config::RunConfig& cfg, std::string_view assignment) 
     pb::TextFormat::Parser parser;
     parser.RecordErrorsTo(&errors);
     if (!parser.ParseFieldValueFromString(value, field, message)) {
-      fail_user("--set " + path + ": '" + value + "' is not a valid", field->type_name(),
-                "value");
+      std::string expected;
+      if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
+        const pb::EnumDescriptor* e = field->enum_type();
+        expected = " (one of:";
+        for (int v = 0; v < e->value_count(); ++v) expected += std::string(v ? ", " : " ") + e->value(v)->name();
+        expected += ")";
+      }
+      fail_user("--set " + path + ": '" + value + "' is not a valid " + field->type_name() + " value" +
+                expected);
     }
   }
 }

@@ -226,7 +226,11 @@ const float* GPT::logits() const {
   return acts_->logits;
 }
 
-size_t GPT::activation_bytes() const { return acts_ ? acts_->arena.nbytes() : 0; }
+size_t GPT::activation_bytes(Recompute mode, int B, int T) const {
+  Activations counting;
+  counting.shape = layout_for(B, T);
+  return static_cast<size_t>(carve_activations(counting, mode, nullptr)) * sizeof(float);
+}
 
 void GPT::init_weights(uint64_t seed) {
   const float residual_std = 0.02f / std::sqrt(2.0f * static_cast<float>(config_.n_layer));
@@ -245,7 +249,7 @@ void GPT::init_weights(uint64_t seed) {
   }
 }
 
-void GPT::ensure_activations(int B, int T) {
+GPT::Layout GPT::layout_for(int B, int T) const {
   const int tp = tp_->size();
   const int N = B * T;
   if (sequence_parallel_ && N % tp != 0) {
@@ -263,49 +267,66 @@ void GPT::ensure_activations(int B, int T) {
   s.Fl = 4 * s.C / tp;
   s.Vl = vocab_count_;
   s.first_row = sequence_parallel_ ? tp_->rank() * s.Nl : 0;
+  return s;
+}
 
-  const int64_t n = N, nl = s.Nl, C = s.C, full = sequence_parallel_ ? n * C : 0;
-  const int64_t per_layer = 2 * nl * C + 4 * nl + 2 * full + n * 3 * s.Cl + n * s.Cl +
-                            static_cast<int64_t>(B) * s.NHl * T + 2 * n * C + 2 * nl * C +
-                            2 * n * s.Fl;
-  const int64_t total = config_.n_layer * per_layer + n * C + nl * C + 2 * nl + full +
-                        n * s.Vl + 4 * n + nl * C + n * C + nl * C + n * s.Cl + n * 3 * s.Cl +
-                        2 * n * s.Fl + n;
-  if (!acts_) acts_ = std::make_unique<Activations>();
-  Activations& a = *acts_;
-  if (a.arena.numel() < total) a.arena = Tensor::zeros({total});
-  a.shape = s;
-  float* p = a.arena.f32();
-  auto take = [&p](int64_t count) {
-    float* out = p;
-    p += count;
+int64_t GPT::carve_activations(Activations& a, Recompute mode, float* base) const {
+  const Layout& s = a.shape;
+  const int64_t n = s.N, nl = s.Nl, C = s.C;
+  int64_t used = 0;
+  auto take = [&](int64_t count) {
+    float* out = base ? base + used : nullptr;
+    used += count;
     return out;
   };
-  a.embedded = take(n * C);
-  a.layers.resize(static_cast<size_t>(config_.n_layer));
-  for (Activations::Layer& l : a.layers) {
+  // Without sequence parallelism the gathered ("full") input of a column-parallel matmul is the
+  // LayerNorm output itself.
+  auto carve_layer = [&](Activations::Layer& l, bool attention_core) {
     l.ln1 = take(nl * C);
     l.ln1_mean = take(nl);
     l.ln1_rstd = take(nl);
-    l.ln1_full = sequence_parallel_ ? take(full) : l.ln1;
+    l.ln1_full = sequence_parallel_ ? take(n * C) : l.ln1;
     l.qkv = take(n * 3 * s.Cl);
-    l.atty = take(n * s.Cl);
-    l.att_lse = take(static_cast<int64_t>(B) * s.NHl * T);
+    if (attention_core) {
+      l.atty = take(n * s.Cl);
+      l.att_lse = take(static_cast<int64_t>(s.B) * s.NHl * s.T);
+    }
     l.attproj = take(n * C);
     l.residual2 = take(nl * C);
     l.ln2 = take(nl * C);
     l.ln2_mean = take(nl);
     l.ln2_rstd = take(nl);
-    l.ln2_full = sequence_parallel_ ? take(full) : l.ln2;
+    l.ln2_full = sequence_parallel_ ? take(n * C) : l.ln2;
     l.fch = take(n * s.Fl);
     l.fch_gelu = take(n * s.Fl);
     l.fcproj = take(n * C);
+  };
+  a.embedded = take(n * C);
+  a.layers.resize(static_cast<size_t>(config_.n_layer));
+  // Buffers every block reuses: the whole block (full recompute) or its attention core
+  // (selective). residual3 is always the block's own: it is the next block's input.
+  Activations::Layer shared{};
+  if (mode == Recompute::kFull) carve_layer(shared, true);
+  if (mode == Recompute::kSelective) {
+    shared.atty = take(n * s.Cl);
+    shared.att_lse = take(static_cast<int64_t>(s.B) * s.NHl * s.T);
+  }
+  for (Activations::Layer& l : a.layers) {
+    if (mode == Recompute::kFull) {
+      l = shared;
+    } else {
+      carve_layer(l, mode == Recompute::kNone);
+      if (mode == Recompute::kSelective) {
+        l.atty = shared.atty;
+        l.att_lse = shared.att_lse;
+      }
+    }
     l.residual3 = take(nl * C);
   }
   a.lnf = take(nl * C);
   a.lnf_mean = take(nl);
   a.lnf_rstd = take(nl);
-  a.lnf_full = sequence_parallel_ ? take(full) : a.lnf;
+  a.lnf_full = sequence_parallel_ ? take(n * C) : a.lnf;
   a.logits = take(n * s.Vl);
   a.losses = take(n);
   a.row_max = take(n);
@@ -318,7 +339,16 @@ void GPT::ensure_activations(int B, int T) {
   a.dfch = take(n * s.Fl);
   a.dfch_gelu = take(n * s.Fl);
   a.dlosses = take(n);
-  LOOM_CHECK(p <= a.arena.f32() + a.arena.numel(), "activation arena overflow");
+  return used;
+}
+
+void GPT::ensure_activations(int B, int T) {
+  if (!acts_) acts_ = std::make_unique<Activations>();
+  Activations& a = *acts_;
+  a.shape = layout_for(B, T);
+  const int64_t total = carve_activations(a, recompute_, nullptr);
+  if (a.arena.numel() < total) a.arena = Tensor::zeros({total});
+  carve_activations(a, recompute_, a.arena.f32());
 }
 
 namespace {
@@ -364,6 +394,30 @@ struct RegionEnds {
 
 }  // namespace
 
+void GPT::layer_forward(int l, const float* residual, const std::vector<float*>& w) {
+  Activations& a = *acts_;
+  const Layout& s = a.shape;
+  const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;
+  const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};
+  const LayerWeights lw = layer_weights(w, l);
+  Activations::Layer& la = a.layers[static_cast<size_t>(l)];
+  k::layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lw.ln1_w, lw.ln1_b, Nl, C);
+  const float* ln1 = ends.enter(la.ln1, la.ln1_full);
+  k::matmul_forward(la.qkv, ln1, lw.qkv_w, lw.qkv_b, N, C, 3 * s.Cl);
+  k::attention_forward(la.atty, la.att_lse, la.qkv, B, T, s.Cl, s.NHl);
+  k::matmul_forward(la.attproj, la.atty, lw.attproj_w, nullptr, N, s.Cl, C);
+  ends.leave(la.attproj, a.dlocal);
+  residual_bias_add(la.residual2, residual, la.attproj, lw.attproj_b, Nl, C);
+
+  k::layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.residual2, lw.ln2_w, lw.ln2_b, Nl, C);
+  const float* ln2 = ends.enter(la.ln2, la.ln2_full);
+  k::matmul_forward(la.fch, ln2, lw.fc_w, lw.fc_b, N, C, s.Fl);
+  k::gelu_forward(la.fch_gelu, la.fch, static_cast<long>(N) * s.Fl);
+  k::matmul_forward(la.fcproj, la.fch_gelu, lw.fcproj_w, nullptr, N, s.Fl, C);
+  ends.leave(la.fcproj, a.dlocal);
+  residual_bias_add(la.residual3, la.residual2, la.fcproj, lw.fcproj_b, Nl, C);
+}
+
 float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
   const int V = config_.vocab_size;
   if (B <= 0) fail_user("batch size is", B, "but must be positive");
@@ -401,24 +455,8 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   k::position_embedding_forward(a.embedded, w[1], Nl, T, C, s.first_row);
   const float* residual = a.embedded;
   for (int l = 0; l < config_.n_layer; ++l) {
-    const LayerWeights lw = layer_weights(w, l);
-    Activations::Layer& la = a.layers[static_cast<size_t>(l)];
-    k::layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lw.ln1_w, lw.ln1_b, Nl, C);
-    const float* ln1 = ends.enter(la.ln1, la.ln1_full);
-    k::matmul_forward(la.qkv, ln1, lw.qkv_w, lw.qkv_b, N, C, 3 * s.Cl);
-    k::attention_forward(la.atty, la.att_lse, la.qkv, B, T, s.Cl, s.NHl);
-    k::matmul_forward(la.attproj, la.atty, lw.attproj_w, nullptr, N, s.Cl, C);
-    ends.leave(la.attproj, a.dlocal);
-    residual_bias_add(la.residual2, residual, la.attproj, lw.attproj_b, Nl, C);
-
-    k::layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.residual2, lw.ln2_w, lw.ln2_b, Nl, C);
-    const float* ln2 = ends.enter(la.ln2, la.ln2_full);
-    k::matmul_forward(la.fch, ln2, lw.fc_w, lw.fc_b, N, C, s.Fl);
-    k::gelu_forward(la.fch_gelu, la.fch, static_cast<long>(N) * s.Fl);
-    k::matmul_forward(la.fcproj, la.fch_gelu, lw.fcproj_w, nullptr, N, s.Fl, C);
-    ends.leave(la.fcproj, a.dlocal);
-    residual_bias_add(la.residual3, la.residual2, la.fcproj, lw.fcproj_b, Nl, C);
-    residual = la.residual3;
+    layer_forward(l, residual, w);
+    residual = a.layers[static_cast<size_t>(l)].residual3;
   }
   const size_t np = params_.size();
   k::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w[np - 2], w[np - 1], Nl, C);
@@ -498,6 +536,9 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
     const LayerWeights lg = layer_weights(g, l);
     Activations::Layer& la = a.layers[static_cast<size_t>(l)];
     const float* residual = l == 0 ? a.embedded : a.layers[static_cast<size_t>(l) - 1].residual3;
+    // Full recomputation reruns the block from its input into the shared buffers (writing the
+    // same residual3 again); dresidual is untouched and dlocal/dfull are free here.
+    if (recompute_ == Recompute::kFull) layer_forward(l, residual, w);
 
     // MLP. The row-parallel bias sees every row of the (gathered) output gradient, so its
     // gradient is complete on every rank.
@@ -513,7 +554,10 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
     k::layernorm_backward(a.dresidual, lg.ln2_w, lg.ln2_b, dln2, la.residual2, lw.ln2_w,
                           la.ln2_mean, la.ln2_rstd, Nl, C);
 
-    // Attention.
+    // Attention. Selective recomputation rebuilds the attention core from the kept QKV.
+    if (recompute_ == Recompute::kSelective) {
+      k::attention_forward(la.atty, la.att_lse, la.qkv, B, T, s.Cl, s.NHl);
+    }
     const float* dattproj = ends.leave_backward(a.dresidual, a.dfull);
     zero(a.datty, static_cast<int64_t>(N) * s.Cl);
     k::matmul_backward(a.datty, lg.attproj_w, lg.attproj_b, dattproj, la.atty, lw.attproj_w, N,

@@ -51,6 +51,15 @@ struct ModelParallel {
   int arena_multiple = 1;
 };
 
+// Activation recomputation: what the forward keeps for the backward.
+//   kNone       every block's activations are kept.
+//   kSelective  the attention core (its output and log-sum-exp) is recomputed from QKV in the
+//               backward: per block, N x C/tp + B x NH/tp x T fewer floats.
+//   kFull       only each block's output (the residual stream) is kept; the backward reruns the
+//               block's forward (communication included) before differentiating it.
+// Results are bitwise identical in every mode.
+enum class Recompute : uint8_t { kNone = 0, kSelective = 1, kFull = 2 };
+
 // Called during the backward of a step's last micro-batch: every gradient element at arena
 // offset >= the argument is final (summed over micro-batches and, for sequence parallelism, over
 // the tensor-parallel group).
@@ -106,13 +115,20 @@ class GPT {
   // Offset of a parameter's first element in the arenas.
   int64_t arena_offset(const Parameter& p) const;
 
-  // Bytes of the activation arena (for the benchmark and memory reports).
-  size_t activation_bytes() const;
+  // Takes effect at the next forward.
+  void set_recompute(Recompute mode) { recompute_ = mode; }
+  Recompute recompute() const { return recompute_; }
+  // Bytes of activations (forward and backward buffers) for a micro-batch of (B, T) under `mode`.
+  size_t activation_bytes(Recompute mode, int B, int T) const;
 
  private:
   struct Layout;
   struct Activations;
+  Layout layout_for(int B, int T) const;
+  // Assigns the buffers of `a` for `mode` from `base` (null: only counts); returns the floats used.
+  int64_t carve_activations(Activations& a, Recompute mode, float* base) const;
   void ensure_activations(int B, int T);
+  void layer_forward(int layer, const float* residual_in, const std::vector<float*>& w);
 
   GPTConfig config_;
   std::unique_ptr<parallel::Communicator> solo_;  // owned when no tp group was given
@@ -128,6 +144,7 @@ class GPT {
   std::vector<int32_t> last_targets_;
   bool has_targets_ = false;
   int counted_ = 0;
+  Recompute recompute_ = Recompute::kNone;
 };
 
 // The whole (unsharded) tensor of parameter `p` of a tensor-parallel model, assembled on every

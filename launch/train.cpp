@@ -83,6 +83,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   const GPTConfig model_config = model_config_of(cfg);
   GPT model(model_config, ModelParallel{&grid.tp(), pc.sequence_parallel(), pc.dp()});
   model.init_weights(tc.seed());
+  model.set_recompute(static_cast<Recompute>(tc.recompute()));
   AdamWSettings settings{oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay(), oc.grad_clip()};
   AdamW optimizer(model, settings, &grid.dp());
   // Rank 0 keeps a whole copy of the model for evaluation, samples and the model file.
@@ -100,6 +101,14 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     std::printf("layout: %s%s, %d process%s x %d threads\n", grid.shape().str().c_str(),
                 pc.sequence_parallel() ? " (sequence parallel)" : "", world.size(),
                 world.size() == 1 ? "" : "es", threads);
+    const double kept = static_cast<double>(model.activation_bytes(model.recompute(), B, T)) / (1 << 20);
+    const double all = static_cast<double>(model.activation_bytes(Recompute::kNone, B, T)) / (1 << 20);
+    std::printf("activations: %.1f MiB per rank", kept);
+    if (model.recompute() != Recompute::kNone) {
+      std::printf(" (recompute %s saves %.1f MiB of %.1f)",
+                  model.recompute() == Recompute::kFull ? "full" : "selective", all - kept, all);
+    }
+    std::printf("\n");
     std::printf("data: %d-digit addition, %d held-out problems; batch %d x %d replicas x %d accumulation, "
                 "%d steps\n",
                 task.digits(), static_cast<int>(task.test_problems().size()), B, replicas, accum, steps);

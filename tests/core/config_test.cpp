@@ -54,6 +54,10 @@ TEST(ConfigTest, OverridesSetNestedFieldsAndRejectUnknownOnes) {
   EXPECT_NE(e.find("no field 'width' in ModelConfig"), std::string::npos) << e;
   e = user_error_of([&] { apply_config_override(c, "model.n_layer=two"); });
   EXPECT_NE(e.find("'two' is not a valid"), std::string::npos) << e;
+  e = user_error_of([&] { apply_config_override(c, "train.recompute=FULLY"); });
+  EXPECT_NE(e.find("one of: RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL"), std::string::npos) << e;
+  apply_config_override(c, "train.recompute=RECOMPUTE_FULL");
+  EXPECT_EQ(c.train().recompute(), config::RECOMPUTE_FULL);
   e = user_error_of([&] { apply_config_override(c, "model=3"); });
   EXPECT_NE(e.find("section"), std::string::npos) << e;
   e = user_error_of([&] { apply_config_override(c, "n_layer"); });

@@ -14,7 +14,8 @@
 //                             by 5e-4 lr with dp = 8). The key part of c_attn.bias is left out of
 //                             the per-tensor check: its true gradient is exactly 0, so its values
 //                             are that noise alone (as in tests/reference/gpt_torch_test.cpp).
-// and the same layout run twice gives bitwise-identical losses.
+// and the same layout run twice, or with full activation recomputation, gives bitwise-identical
+// losses (and weights).
 #include "core/gpt.h"
 
 #include <cmath>
@@ -42,8 +43,10 @@ struct TrainingRun {
 
 // Trains with `layout` on this rank; `dp` (null: one replica) splits every micro-batch of
 // kB * replicas sequences into replicas blocks of kB rows.
-TrainingRun train(const ModelParallel& layout, Communicator* dp, int replicas) {
+TrainingRun train(const ModelParallel& layout, Communicator* dp, int replicas,
+                  Recompute recompute = Recompute::kNone) {
   GPT model(kConfig, layout);
+  model.set_recompute(recompute);
   model.init_weights(99);
   AdamW optimizer(model, AdamWSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f}, dp, /*bucket_elements=*/4096);
   const int global_B = kB * replicas, replica = dp ? dp->rank() : 0;
@@ -103,6 +106,11 @@ TEST(GptParallelMpiTest, EveryTensorAndDataParallelLayoutMatchesOneRank) {
       const TrainingRun again = train(layout, &grid.dp(), dp);
       EXPECT_EQ(0, std::memcmp(again.losses.data(), run.losses.data(), sizeof(float) * run.losses.size()))
           << "same layout, same seed: losses must be bitwise identical";
+      // Full recomputation reruns each block (its collectives included) in the backward: the
+      // numbers must not change at all.
+      const TrainingRun recomputed = train(layout, &grid.dp(), dp, Recompute::kFull);
+      EXPECT_EQ(recomputed.losses, run.losses) << "full recomputation changed the losses";
+      EXPECT_EQ(recomputed.weights, run.weights) << "full recomputation changed the weights";
     }
   }
 }

@@ -6,6 +6,7 @@
 #include "core/decoder.h"
 #include "core/optimizer.h"
 #include "core/rng.h"
+#include "core/train_step.h"
 #include "test_util.h"
 
 namespace loom {
@@ -142,6 +143,51 @@ TEST(GptTest, SamplingIsGreedyAtZeroTemperatureAndRespectsTopK) {
   }
   // With top_k = all and u just below 1 the least likely token can be drawn.
   EXPECT_EQ(sample_token(logits.data(), 5, 1.0f, 0, 0.9999f), 2);
+}
+
+}  // namespace
+}  // namespace loom
+
+namespace loom {
+namespace {
+
+// Recomputation changes what is kept, never a number: five steps in every mode give bitwise the
+// losses and weights of keeping everything, and the modes keep strictly less.
+TEST(GptTest, RecomputationIsBitwiseIdenticalAndSavesActivationMemory) {
+  const GPTConfig config{3, 4, 32, 29, 12};
+  const int B = 3, T = 12, steps = 5;
+  std::vector<int32_t> tokens = testing::random_ints(static_cast<size_t>(B) * T * steps, 7, 0, 29);
+  std::vector<int32_t> targets = testing::random_ints(tokens.size(), 8, -1, 29);
+  auto run = [&](Recompute mode, std::vector<float>* weights) {
+    GPT model(config);
+    model.set_recompute(mode);
+    model.init_weights(4);
+    AdamW optimizer(model, AdamWSettings{});
+    std::vector<float> losses;
+    for (int step = 0; step < steps; ++step) {
+      const size_t at = static_cast<size_t>(step) * B * T;
+      const MicroBatch micro{tokens.data() + at, targets.data() + at, B, T};
+      losses.push_back(static_cast<float>(train_step(model, optimizer, {&micro, 1}, 1e-2f).loss));
+    }
+    const Tensor arena = model.parameter_arena();
+    weights->assign(arena.f32(), arena.f32() + arena.numel());
+    return losses;
+  };
+  std::vector<float> w_none, w_selective, w_full;
+  const std::vector<float> none = run(Recompute::kNone, &w_none);
+  EXPECT_EQ(run(Recompute::kSelective, &w_selective), none);
+  EXPECT_EQ(run(Recompute::kFull, &w_full), none);
+  EXPECT_EQ(w_selective, w_none);
+  EXPECT_EQ(w_full, w_none);
+
+  GPT model(config);
+  const size_t kept_none = model.activation_bytes(Recompute::kNone, B, T);
+  const size_t kept_selective = model.activation_bytes(Recompute::kSelective, B, T);
+  const size_t kept_full = model.activation_bytes(Recompute::kFull, B, T);
+  // Selective keeps one attention core (output N x C and log-sum-exp B x NH x T) instead of L.
+  const size_t core = (static_cast<size_t>(B) * T * 32 + static_cast<size_t>(B) * 4 * T) * sizeof(float);
+  EXPECT_EQ(kept_none - kept_selective, (config.n_layer - 1) * core);
+  EXPECT_LT(kept_full, kept_selective);
 }
 
 }  // namespace
