@@ -440,8 +440,6 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   const Layout& s = a.shape;
   const int N = s.N, Nl = s.Nl, C = s.C;
   counted_ = 0;
-  last_B_ = B;
-  last_T_ = T;
   last_tokens_.assign(tokens, tokens + N);
   has_targets_ = targets != nullptr;
   const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};

@@ -139,7 +139,6 @@ class GPT {
   Tensor grad_arena_;
   std::vector<Parameter> params_;
   std::unique_ptr<Activations> acts_;
-  int last_B_ = 0, last_T_ = 0;
   std::vector<int32_t> last_tokens_;
   std::vector<int32_t> last_targets_;
   bool has_targets_ = false;
