@@ -30,8 +30,9 @@ struct LayerWeights {
   float *ln2_w, *ln2_b, *fc_w, *fc_b, *fcproj_w, *fcproj_b;
 };
 
-LayerWeights layer_weights(const std::vector<float*>& v, int layer) {
-  const size_t b = 2 + static_cast<size_t>(layer) * kPerLayer;
+// `first` is the index in parameters() of the block's first tensor.
+LayerWeights layer_weights(const std::vector<float*>& v, size_t first) {
+  const size_t b = first;
   return {v[b + 0], v[b + 1], v[b + 2], v[b + 3], v[b + 4],  v[b + 5],
           v[b + 6], v[b + 7], v[b + 8], v[b + 9], v[b + 10], v[b + 11]};
 }
@@ -123,8 +124,18 @@ void GPTConfig::validate() const {
 }
 
 GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
-    : config_(config), sequence_parallel_(parallel.sequence_parallel) {
+    : config_(config),
+      first_layer_(parallel.first_layer),
+      end_layer_(parallel.end_layer < 0 ? config.n_layer : parallel.end_layer),
+      first_stage_(parallel.first_stage),
+      last_stage_(parallel.last_stage),
+      sequence_parallel_(parallel.sequence_parallel) {
   config_.validate();
+  LOOM_CHECK(0 <= first_layer_ && first_layer_ <= end_layer_ && end_layer_ <= config_.n_layer,
+             "pipeline stage blocks [", first_layer_, ",", end_layer_, ") outside 0 ..", config_.n_layer);
+  LOOM_CHECK(!first_stage_ || first_layer_ == 0, "the first stage must start at block 0, not", first_layer_);
+  LOOM_CHECK(!last_stage_ || end_layer_ == config_.n_layer, "the last stage must end at block",
+             config_.n_layer, "not", end_layer_);
   if (parallel.tp == nullptr) {
     solo_ = std::make_unique<parallel::SoloCommunicator>("tp");
     tp_ = solo_.get();
@@ -159,10 +170,17 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     return std::vector<ShardBlock>{{h0 * HS, Cl, 0, cols}, {C + h0 * HS, Cl, 0, cols},
                                    {2 * C + h0 * HS, Cl, 0, cols}};
   };
-  std::vector<Spec> specs = {
-      {"wte", {V, C}, {{vocab_start_, vocab_count_, 0, C}}, true, false},
-      {"wpe", {T, C}, whole(T, C), true, true}};
-  for (int l = 0; l < config_.n_layer; ++l) {
+  std::vector<Spec> specs;
+  if (first_stage_ || last_stage_) {
+    wte_ = specs.size();
+    specs.push_back({"wte", {V, C}, {{vocab_start_, vocab_count_, 0, C}}, true, false});
+  }
+  if (first_stage_) {
+    wpe_ = specs.size();
+    specs.push_back({"wpe", {T, C}, whole(T, C), true, true});
+  }
+  layer0_ = specs.size();
+  for (int l = first_layer_; l < end_layer_; ++l) {
     const std::string p = "h." + std::to_string(l) + ".";
     specs.push_back({p + "ln_1.weight", {C}, whole(C, 1), false, true});
     specs.push_back({p + "ln_1.bias", {C}, whole(C, 1), false, true});
@@ -177,8 +195,11 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     specs.push_back({p + "mlp.c_proj.weight", {C, 4 * C}, {{0, C, f0, Fl}}, true, false});
     specs.push_back({p + "mlp.c_proj.bias", {C}, whole(C, 1), false, true});
   }
-  specs.push_back({"ln_f.weight", {C}, whole(C, 1), false, true});
-  specs.push_back({"ln_f.bias", {C}, whole(C, 1), false, true});
+  if (last_stage_) {
+    lnf_ = specs.size();
+    specs.push_back({"ln_f.weight", {C}, whole(C, 1), false, true});
+    specs.push_back({"ln_f.bias", {C}, whole(C, 1), false, true});
+  }
 
   int64_t total = 0;
   for (const Spec& s : specs) total += local_elements(s.blocks);
@@ -224,6 +245,31 @@ int64_t GPT::num_parameters() const {
 const float* GPT::logits() const {
   LOOM_CHECK(acts_ != nullptr, "logits() before any forward");
   return acts_->logits;
+}
+
+const float* GPT::block_input(int l) const {
+  const Activations& a = *acts_;
+  return l == first_layer_ ? a.embedded : a.layers[static_cast<size_t>(l - first_layer_) - 1].residual3;
+}
+
+float* GPT::stage_input(int B, int T) {
+  ensure_activations(B, T);
+  return acts_->embedded;
+}
+
+const float* GPT::stage_output() const {
+  LOOM_CHECK(acts_ != nullptr, "stage_output() before any forward");
+  return block_input(end_layer_);
+}
+
+float* GPT::stage_output_grad() {
+  LOOM_CHECK(acts_ != nullptr, "stage_output_grad() before any forward");
+  return acts_->dresidual;
+}
+
+const float* GPT::stage_input_grad() const {
+  LOOM_CHECK(acts_ != nullptr, "stage_input_grad() before any backward");
+  return acts_->dresidual;
 }
 
 size_t GPT::activation_bytes(Recompute mode, int B, int T) const {
@@ -302,7 +348,7 @@ int64_t GPT::carve_activations(Activations& a, Recompute mode, float* base) cons
     l.fcproj = take(n * C);
   };
   a.embedded = take(n * C);
-  a.layers.resize(static_cast<size_t>(config_.n_layer));
+  a.layers.resize(static_cast<size_t>(end_layer_ - first_layer_));
   // Buffers every block reuses: the whole block (full recompute) or its attention core
   // (selective). residual3 is always the block's own: it is the next block's input.
   Activations::Layer shared{};
@@ -323,14 +369,16 @@ int64_t GPT::carve_activations(Activations& a, Recompute mode, float* base) cons
     }
     l.residual3 = take(nl * C);
   }
-  a.lnf = take(nl * C);
-  a.lnf_mean = take(nl);
-  a.lnf_rstd = take(nl);
-  a.lnf_full = sequence_parallel_ ? take(n * C) : a.lnf;
-  a.logits = take(n * s.Vl);
-  a.losses = take(n);
-  a.row_max = take(n);
-  a.row_stats = take(2 * n);
+  // The head's buffers exist on the last stage only.
+  const int64_t head = last_stage_ ? 1 : 0;
+  a.lnf = take(head * nl * C);
+  a.lnf_mean = take(head * nl);
+  a.lnf_rstd = take(head * nl);
+  a.lnf_full = sequence_parallel_ ? take(head * n * C) : a.lnf;
+  a.logits = take(head * n * s.Vl);
+  a.losses = take(head * n);
+  a.row_max = take(head * n);
+  a.row_stats = take(head * 2 * n);
   a.dresidual = take(nl * C);
   a.dfull = take(n * C);
   a.dlocal = take(nl * C);
@@ -338,7 +386,7 @@ int64_t GPT::carve_activations(Activations& a, Recompute mode, float* base) cons
   a.dqkv = take(n * 3 * s.Cl);
   a.dfch = take(n * s.Fl);
   a.dfch_gelu = take(n * s.Fl);
-  a.dlosses = take(n);
+  a.dlosses = take(head * n);
   return used;
 }
 
@@ -399,8 +447,9 @@ void GPT::layer_forward(int l, const float* residual, const std::vector<float*>&
   const Layout& s = a.shape;
   const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;
   const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};
-  const LayerWeights lw = layer_weights(w, l);
-  Activations::Layer& la = a.layers[static_cast<size_t>(l)];
+  const size_t local = static_cast<size_t>(l - first_layer_);
+  const LayerWeights lw = layer_weights(w, layer0_ + local * kPerLayer);
+  Activations::Layer& la = a.layers[local];
   k::layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lw.ln1_w, lw.ln1_b, Nl, C);
   const float* ln1 = ends.enter(la.ln1, la.ln1_full);
   k::matmul_forward(la.qkv, ln1, lw.qkv_w, lw.qkv_b, N, C, 3 * s.Cl);
@@ -425,12 +474,16 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
     fail_user("sequence length is", T, "but the model takes 1 ..", config_.max_seq_len,
               "positions (model.seq_len)");
   }
-  for (int i = 0; i < B * T; ++i) {
+  LOOM_CHECK(!first_stage_ || tokens != nullptr, "the first pipeline stage needs the tokens");
+  LOOM_CHECK(targets == nullptr || last_stage_, "only the last pipeline stage takes targets");
+  for (int i = 0; tokens && i < B * T; ++i) {
     if (tokens[i] < 0 || tokens[i] >= V) {
       fail_user("token id", tokens[i], "at (b, t) = (" + std::to_string(i / T) + ", " +
                 std::to_string(i % T) + ")", "is outside the vocabulary [0,", V, ")");
     }
-    if (targets && (targets[i] < -1 || targets[i] >= V)) {
+  }
+  for (int i = 0; targets && i < B * T; ++i) {
+    if (targets[i] < -1 || targets[i] >= V) {
       fail_user("target id", targets[i], "at (b, t) = (" + std::to_string(i / T) + ", " +
                 std::to_string(i % T) + ")", "is outside the vocabulary [0,", V, ") (or -1 to skip)");
     }
@@ -440,26 +493,28 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   const Layout& s = a.shape;
   const int N = s.N, Nl = s.Nl, C = s.C;
   counted_ = 0;
-  last_tokens_.assign(tokens, tokens + N);
+  if (tokens) last_tokens_.assign(tokens, tokens + N);
   has_targets_ = targets != nullptr;
+  forwarded_ = true;
   const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};
   std::vector<float*> w;
   for (const Parameter& p : params_) w.push_back(p.value.f32());
 
-  // Each rank looks up the tokens of its vocabulary slice; the region's reduction completes the
-  // embedding, and each rank adds the positions of the rows it holds.
-  k::token_embedding_forward(a.embedded, tokens, w[0], N, C, vocab_start_, vocab_count_);
-  ends.leave(a.embedded, a.dlocal);
-  k::position_embedding_forward(a.embedded, w[1], Nl, T, C, s.first_row);
-  const float* residual = a.embedded;
-  for (int l = 0; l < config_.n_layer; ++l) {
-    layer_forward(l, residual, w);
-    residual = a.layers[static_cast<size_t>(l)].residual3;
+  if (first_stage_) {
+    // Each rank looks up the tokens of its vocabulary slice; the region's reduction completes
+    // the embedding, and each rank adds the positions of the rows it holds.
+    k::token_embedding_forward(a.embedded, tokens, w[wte_], N, C, vocab_start_, vocab_count_);
+    ends.leave(a.embedded, a.dlocal);
+    k::position_embedding_forward(a.embedded, w[wpe_], Nl, T, C, s.first_row);
+  }  // else: the previous stage's output was written into a.embedded (stage_input())
+  for (int l = first_layer_; l < end_layer_; ++l) {
+    layer_forward(l, block_input(l), w);
   }
-  const size_t np = params_.size();
-  k::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w[np - 2], w[np - 1], Nl, C);
+  if (!last_stage_) return 0.0f;
+  const float* residual = stage_output();
+  k::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w[lnf_], w[lnf_ + 1], Nl, C);
   const float* lnf = ends.enter(a.lnf, a.lnf_full);
-  k::matmul_forward(a.logits, lnf, w[0], nullptr, N, C, s.Vl);
+  k::matmul_forward(a.logits, lnf, w[wte_], nullptr, N, C, s.Vl);
   if (!has_targets_) return 0.0f;
 
   // Vocabulary-parallel cross-entropy: two reductions of per-row statistics over the TP group.
@@ -482,7 +537,8 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
 }
 
 void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady& ready) {
-  LOOM_CHECK(has_targets_, "GPT::backward needs a forward with targets first");
+  LOOM_CHECK(forwarded_ && (!last_stage_ || has_targets_),
+             "GPT::backward needs a forward", last_stage_ ? "with targets" : "", "first");
   Activations& a = *acts_;
   const Layout& s = a.shape;
   const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;
@@ -493,7 +549,6 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
     w.push_back(p.value.f32());
     g.push_back(p.grad.f32());
   }
-  const size_t np = params_.size();
 
   const float dloss = counted_ ? loss_scale / static_cast<float>(counted_) : 0.0f;
   // With sequence parallelism, the replicated LayerNorm parameters and wpe saw only this rank's
@@ -510,30 +565,36 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
         }
       }
     }
-    if (last_micro_batch && ready) ready(arena_offset(params_[first_param]));
+    if (last_micro_batch && ready) {
+      ready(first_param < params_.size() ? arena_offset(params_[first_param]) : 0);
+    }
   };
-  for (int i = 0; i < N; ++i) a.dlosses[i] = dloss;
+  if (last_stage_) {
+    for (int i = 0; i < N; ++i) a.dlosses[i] = dloss;
+  }
 
-  // Logits become their gradient in place; the probabilities are never stored.
-  k::vocab_shard_cross_entropy_backward(a.logits, a.logits, last_targets_.data(), a.row_max,
-                                        a.row_stats, a.dlosses, N, s.Vl, vocab_start_);
-  zero(a.dfull, nc);
-  // The *_full buffers still hold the rows gathered in the forward.
-  k::matmul_backward(a.dfull, g[0], nullptr, a.logits, a.lnf_full, w[0], N, C, s.Vl);
-  float* dlnf = ends.enter_backward(a.dfull, a.dlocal);
-  const float* last_residual = config_.n_layer ? a.layers.back().residual3 : a.embedded;
-  zero(a.dresidual, nlc);
-  k::layernorm_backward(a.dresidual, g[np - 2], g[np - 1], dlnf, last_residual, w[np - 2],
-                        a.lnf_mean, a.lnf_rstd, Nl, C);
-  finish(np - 2, 2);
+  if (last_stage_) {
+    // Logits become their gradient in place; the probabilities are never stored.
+    k::vocab_shard_cross_entropy_backward(a.logits, a.logits, last_targets_.data(), a.row_max,
+                                          a.row_stats, a.dlosses, N, s.Vl, vocab_start_);
+    zero(a.dfull, nc);
+    // The *_full buffers still hold the rows gathered in the forward.
+    k::matmul_backward(a.dfull, g[wte_], nullptr, a.logits, a.lnf_full, w[wte_], N, C, s.Vl);
+    float* dlnf = ends.enter_backward(a.dfull, a.dlocal);
+    zero(a.dresidual, nlc);
+    k::layernorm_backward(a.dresidual, g[lnf_], g[lnf_ + 1], dlnf, stage_output(), w[lnf_],
+                          a.lnf_mean, a.lnf_rstd, Nl, C);
+    finish(lnf_, 2);
+  }  // else: the next stage's gradient of this stage's output is in a.dresidual
 
   // dresidual holds d(loss)/d(output of block l) and, through the residual connections, turns
   // into d(loss)/d(input of block l) as the block's branches accumulate into it.
-  for (int l = config_.n_layer - 1; l >= 0; --l) {
-    const LayerWeights lw = layer_weights(w, l);
-    const LayerWeights lg = layer_weights(g, l);
-    Activations::Layer& la = a.layers[static_cast<size_t>(l)];
-    const float* residual = l == 0 ? a.embedded : a.layers[static_cast<size_t>(l) - 1].residual3;
+  for (int l = end_layer_ - 1; l >= first_layer_; --l) {
+    const size_t local = static_cast<size_t>(l - first_layer_);
+    const LayerWeights lw = layer_weights(w, layer0_ + local * kPerLayer);
+    const LayerWeights lg = layer_weights(g, layer0_ + local * kPerLayer);
+    Activations::Layer& la = a.layers[local];
+    const float* residual = block_input(l);
     // Full recomputation reruns the block from its input into the shared buffers (writing the
     // same residual3 again); dresidual is untouched and dlocal/dfull are free here.
     if (recompute_ == Recompute::kFull) layer_forward(l, residual, w);
@@ -568,13 +629,18 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
     float* dln1 = ends.enter_backward(a.dfull, a.dlocal);
     k::layernorm_backward(a.dresidual, lg.ln1_w, lg.ln1_b, dln1, residual, lw.ln1_w, la.ln1_mean,
                           la.ln1_rstd, Nl, C);
-    finish(2 + static_cast<size_t>(l) * kPerLayer, kPerLayer);
+    finish(layer0_ + local * kPerLayer, kPerLayer);
   }
-  k::position_embedding_backward(g[1], a.dresidual, Nl, T, C, s.first_row);
-  const float* dembedded = ends.leave_backward(a.dresidual, a.dfull);
-  k::token_embedding_backward(g[0], dembedded, last_tokens_.data(), N, C, vocab_start_, vocab_count_);
-  finish(0, 2);
+  if (first_stage_) {
+    k::position_embedding_backward(g[wpe_], a.dresidual, Nl, T, C, s.first_row);
+    const float* dembedded = ends.leave_backward(a.dresidual, a.dfull);
+    k::token_embedding_backward(g[wte_], dembedded, last_tokens_.data(), N, C, vocab_start_,
+                                vocab_count_);
+  }  // else: a.dresidual is the gradient of this stage's input (stage_input_grad())
+  // The tensors before the first block (wte and wpe, or the last stage's wte) are final now.
+  finish(0, layer0_);
   has_targets_ = false;  // logits now hold their gradient: a second backward would be wrong
+  forwarded_ = false;
 }
 
 void GPT::zero_grad() { grad_arena_.fill(0.0f); }

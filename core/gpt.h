@@ -49,6 +49,14 @@ struct ModelParallel {
   // The parameter and gradient arenas are padded (with zeros) to a multiple of this, so that a
   // data-parallel optimizer can cut them into dp equal slices.
   int arena_multiple = 1;
+  // Pipeline stage: blocks [first_layer, end_layer) (end_layer -1: through the last). The first
+  // stage also holds the embeddings, the last the final LayerNorm and the output projection,
+  // whose weight is the last stage's own copy of wte (a runner keeps the copies equal by summing
+  // their gradients).
+  int first_layer = 0;
+  int end_layer = -1;
+  bool first_stage = true;
+  bool last_stage = true;
 };
 
 // Activation recomputation: what the forward keeps for the backward.
@@ -79,8 +87,13 @@ class GPT {
   std::vector<Parameter>& parameters() { return params_; }
   const std::vector<Parameter>& parameters() const { return params_; }
   const Parameter& parameter(const std::string& name) const;
-  // Parameters of the whole (unsharded) model.
+  // Elements of the whole (unsharded) tensors this stage holds: the model's parameter count
+  // when there is one stage.
   int64_t num_parameters() const;
+  int first_layer() const { return first_layer_; }
+  int end_layer() const { return end_layer_; }
+  bool first_stage() const { return first_stage_; }
+  bool last_stage() const { return last_stage_; }
   // This rank's parameter values (resp. gradients) as one flat buffer, in parameters() order.
   Tensor parameter_arena() const { return param_arena_; }
   Tensor gradient_arena() const { return grad_arena_; }
@@ -100,6 +113,18 @@ class GPT {
   float forward(const int32_t* tokens, const int32_t* targets, int B, int T);
   // (B, T, vocab_count()) logits of the last forward: this rank's vocabulary slice.
   const float* logits() const;
+
+  // Pipeline stage boundaries, for a micro-batch of (B, T); each is (rows of this rank, C), the
+  // rows being N / tp with sequence parallelism, else N = B * T.
+  // A stage that is not the first reads its input from stage_input(): fill it, then forward().
+  float* stage_input(int B, int T);
+  // A stage that is not the last leaves its output here after forward().
+  const float* stage_output() const;
+  // A stage that is not the last reads the gradient of its output from here: fill it, then
+  // backward().
+  float* stage_output_grad();
+  // A stage that is not the first leaves the gradient of its input here after backward().
+  const float* stage_input_grad() const;
 
   // Targets counted (not -1) in the last forward.
   int counted_targets() const { return counted_; }
@@ -129,8 +154,15 @@ class GPT {
   int64_t carve_activations(Activations& a, Recompute mode, float* base) const;
   void ensure_activations(int B, int T);
   void layer_forward(int layer, const float* residual_in, const std::vector<float*>& w);
+  // The residual stream entering block `layer` (== the stage's output for end_layer).
+  const float* block_input(int layer) const;
 
   GPTConfig config_;
+  int first_layer_ = 0, end_layer_ = 0;
+  bool first_stage_ = true, last_stage_ = true;
+  // Indices into params_ of the tensors a stage may or may not hold (npos: not held).
+  static constexpr size_t npos = static_cast<size_t>(-1);
+  size_t wte_ = npos, wpe_ = npos, layer0_ = npos, lnf_ = npos;
   std::unique_ptr<parallel::Communicator> solo_;  // owned when no tp group was given
   parallel::Communicator* tp_ = nullptr;
   bool sequence_parallel_ = false;
@@ -142,6 +174,7 @@ class GPT {
   std::vector<int32_t> last_tokens_;
   std::vector<int32_t> last_targets_;
   bool has_targets_ = false;
+  bool forwarded_ = false;  // a forward whose backward has not run yet
   int counted_ = 0;
   Recompute recompute_ = Recompute::kNone;
 };

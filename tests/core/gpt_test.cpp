@@ -1,6 +1,7 @@
 #include "core/gpt.h"
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "core/decoder.h"
@@ -188,6 +189,68 @@ TEST(GptTest, RecomputationIsBitwiseIdenticalAndSavesActivationMemory) {
   const size_t core = (static_cast<size_t>(B) * T * 32 + static_cast<size_t>(B) * 4 * T) * sizeof(float);
   EXPECT_EQ(kept_none - kept_selective, (config.n_layer - 1) * core);
   EXPECT_LT(kept_full, kept_selective);
+}
+
+}  // namespace
+}  // namespace loom
+
+namespace loom {
+namespace {
+
+// Three pipeline stages chained by hand (first: block 0 and the embeddings; middle: block 1;
+// last: block 2 and the head) compute what the whole model computes: the same loss and, bit for
+// bit, the same gradients for every tensor a single stage owns; the two copies of the tied wte
+// (first and last stage) sum to the whole model's wte gradient.
+TEST(GptTest, ChainedPipelineStagesEqualTheWholeModel) {
+  const GPTConfig config{3, 4, 32, 29, 12};
+  const int B = 2, T = 12, C = 32;
+  std::vector<int32_t> tokens = testing::random_ints(static_cast<size_t>(B) * T, 9, 0, 29);
+  std::vector<int32_t> targets = testing::random_ints(tokens.size(), 10, -1, 29);
+  GPT whole(config);
+  whole.init_weights(6);
+  whole.zero_grad();
+  const float want_loss = whole.forward(tokens.data(), targets.data(), B, T);
+  whole.backward();
+
+  GPT first(config, ModelParallel{nullptr, false, 1, 0, 1, true, false});
+  GPT middle(config, ModelParallel{nullptr, false, 1, 1, 2, false, false});
+  GPT last(config, ModelParallel{nullptr, false, 1, 2, 3, false, true});
+  std::vector<GPT*> stages = {&first, &middle, &last};
+  for (GPT* s : stages) {
+    s->init_weights(6);
+    s->zero_grad();
+  }
+  const size_t rows = static_cast<size_t>(B) * T * C;
+  first.forward(tokens.data(), nullptr, B, T);
+  std::copy_n(first.stage_output(), rows, middle.stage_input(B, T));
+  middle.forward(nullptr, nullptr, B, T);
+  std::copy_n(middle.stage_output(), rows, last.stage_input(B, T));
+  const float loss = last.forward(nullptr, targets.data(), B, T);
+  EXPECT_EQ(loss, want_loss);
+  last.backward();
+  std::copy_n(last.stage_input_grad(), rows, middle.stage_output_grad());
+  middle.backward();
+  std::copy_n(middle.stage_input_grad(), rows, first.stage_output_grad());
+  first.backward();
+
+  EXPECT_EQ(first.parameters().size() + middle.parameters().size() + last.parameters().size(),
+            whole.parameters().size() + 1);  // wte twice
+  for (GPT* s : stages) {
+    for (const Parameter& p : s->parameters()) {
+      if (p.name == "wte") continue;
+      const Parameter& w = whole.parameter(p.name);
+      EXPECT_EQ(0, std::memcmp(p.grad.raw(), w.grad.raw(), p.grad.nbytes())) << "gradient of " << p.name;
+      EXPECT_EQ(0, std::memcmp(p.value.raw(), w.value.raw(), p.value.nbytes())) << "value of " << p.name;
+    }
+  }
+  const Parameter& wte_first = first.parameter("wte");
+  const Parameter& wte_last = last.parameter("wte");
+  std::vector<float> summed(static_cast<size_t>(wte_first.grad.numel()));
+  for (size_t i = 0; i < summed.size(); ++i) summed[i] = wte_first.grad.f32()[i] + wte_last.grad.f32()[i];
+  const Parameter& wte_whole = whole.parameter("wte");
+  std::vector<float> want(wte_whole.grad.f32(), wte_whole.grad.f32() + wte_whole.grad.numel());
+  EXPECT_TRUE(testing::all_close(summed, want, 1e-6, 1e-9));
+  EXPECT_LT(middle.activation_bytes(Recompute::kNone, B, T), whole.activation_bytes(Recompute::kNone, B, T) / 2);
 }
 
 }  // namespace
