@@ -82,7 +82,25 @@ void apply_config_override(config::RunConfig& cfg, std::string_view assignment) 
     }
     const pb::Reflection* reflection = message->GetReflection();
     bool last = i + 1 == parts.size();
-    if (field->is_repeated()) fail_user("--set " + path + ": repeated fields cannot be set");
+    if (field->is_repeated() && field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      fail_user("--set " + path + ": '" + parts[i] + "' is a list of sections; edit the config file");
+    }
+    if (field->is_repeated()) {
+      // A list of scalars: --set parallel.pp_layers=3,1 replaces the whole list.
+      if (!last) fail_user("--set " + path + ": '" + parts[i] + "' is a value, not a section");
+      reflection->ClearField(message, field);
+      std::string text;
+      std::stringstream items(value);
+      for (std::string item; std::getline(items, item, ',');) text += field->name() + ": " + item + " ";
+      FirstErrorCollector errors("--set " + path);
+      pb::TextFormat::Parser parser;
+      parser.RecordErrorsTo(&errors);
+      if (!parser.MergeFromString(text, message)) {
+        fail_user("--set " + path + ": '" + value + "' is not a comma-separated list of",
+                  std::string(field->type_name()) + " values");
+      }
+      continue;
+    }
     if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
       if (last) fail_user("--set " + path + ": '" + parts[i] + "' is a section, not a value");
       message = reflection->MutableMessage(message, field);
@@ -158,14 +176,36 @@ void validate_config(const config::RunConfig& cfg) {
   require_positive("parallel.tp", p.tp());
   require_positive("parallel.pp", p.pp());
   require_positive("parallel.dp", p.dp());
-  if (p.pp() != 1) {
-    fail_user("parallel.pp =", p.pp(), "but pipeline parallelism is not available in this version"
-              " of Loom: set it to 1 and use parallel.tp and parallel.dp");
+  if (p.pp_layers_size() > 0) {
+    if (p.pp_layers_size() != p.pp()) {
+      fail_user("parallel.pp_layers has", p.pp_layers_size(), "entries but parallel.pp is", p.pp(),
+                "(one block count per stage)");
+    }
+    int sum = 0;
+    for (int n : p.pp_layers()) {
+      if (n < 0) fail_user("parallel.pp_layers has a negative block count", n);
+      sum += n;
+    }
+    if (sum != m.n_layer()) {
+      fail_user("parallel.pp_layers sums to", sum, "blocks but model.n_layer is", m.n_layer());
+    }
   }
   if (m.n_head() % p.tp() != 0) {
     fail_user("parallel.tp =", p.tp(), "must divide model.n_head =", m.n_head(),
               "(each rank computes whole heads)");
   }
+}
+
+std::vector<int> pipeline_split(const config::RunConfig& cfg) {
+  const config::ParallelConfig& p = cfg.parallel();
+  std::vector<int> split;
+  if (p.pp_layers_size() > 0) {
+    split.assign(p.pp_layers().begin(), p.pp_layers().end());
+    return split;
+  }
+  const int n = cfg.model().n_layer(), stages = p.pp();
+  for (int s = 0; s < stages; ++s) split.push_back(n / stages + (s < n % stages ? 1 : 0));
+  return split;
 }
 
 std::string config_to_text(const config::RunConfig& cfg) {

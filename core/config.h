@@ -7,6 +7,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/config.pb.h"
 
@@ -22,6 +23,10 @@ void apply_config_override(config::RunConfig& config, std::string_view assignmen
 
 // Checks every value for range and consistency; throws UserError for the first problem found.
 void validate_config(const config::RunConfig& config);
+
+// Blocks per pipeline stage: parallel.pp_layers, or an even split (earlier stages take the
+// remainder).
+std::vector<int> pipeline_split(const config::RunConfig& config);
 
 // Protobuf text format of the config, every field set or defaulted written out.
 std::string config_to_text(const config::RunConfig& config);

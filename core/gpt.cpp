@@ -88,6 +88,12 @@ struct GPT::Activations {
   };
   Tensor arena;
   Layout shape{};
+  // The micro-batch of the last forward, for its backward.
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> targets;
+  bool has_targets = false;
+  bool forwarded = false;  // a forward whose backward has not run yet
+  int counted = 0;
   float* embedded;   // (N, C): partial token embeddings, then (Nl, C) of the residual stream's start
   std::vector<Layer> layers;
   float* lnf;        // (Nl, C)
@@ -142,6 +148,13 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
   } else {
     tp_ = parallel.tp;
   }
+  if (parallel.pp == nullptr) {
+    solo_pp_ = std::make_unique<parallel::SoloCommunicator>("pp");
+    pp_ = solo_pp_.get();
+  } else {
+    pp_ = parallel.pp;
+  }
+  if (parallel.embedding != nullptr && parallel.embedding->size() > 1) embedding_ = parallel.embedding;
   const int tp = tp_->size(), r = tp_->rank();
   const int64_t C = config_.n_embd, V = config_.vocab_size, T = config_.max_seq_len;
   const int64_t HS = C / config_.n_head;
@@ -221,6 +234,7 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     p.grad = Tensor::view(grad_arena_.f32() + offset, local);
     p.decay = s.decay;
     p.tp_replicated = s.replicated;
+    p.tied_copy = p.name == "wte" && !first_stage_;
     params_.push_back(std::move(p));
     offset += n;
   }
@@ -273,7 +287,7 @@ const float* GPT::stage_input_grad() const {
 }
 
 size_t GPT::activation_bytes(Recompute mode, int B, int T) const {
-  Activations counting;
+  Activations counting;  // a slot's worth
   counting.shape = layout_for(B, T);
   return static_cast<size_t>(carve_activations(counting, mode, nullptr)) * sizeof(float);
 }
@@ -390,8 +404,16 @@ int64_t GPT::carve_activations(Activations& a, Recompute mode, float* base) cons
   return used;
 }
 
+void GPT::use_slot(int slot) {
+  LOOM_CHECK(slot >= 0, "activation slot", slot);
+  while (slots_.size() <= static_cast<size_t>(slot)) slots_.push_back(std::make_unique<Activations>());
+  acts_ = slots_[static_cast<size_t>(slot)].get();
+}
+
+int GPT::counted_targets() const { return acts_ ? acts_->counted : 0; }
+
 void GPT::ensure_activations(int B, int T) {
-  if (!acts_) acts_ = std::make_unique<Activations>();
+  if (!acts_) use_slot(0);
   Activations& a = *acts_;
   a.shape = layout_for(B, T);
   const int64_t total = carve_activations(a, recompute_, nullptr);
@@ -492,10 +514,10 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   Activations& a = *acts_;
   const Layout& s = a.shape;
   const int N = s.N, Nl = s.Nl, C = s.C;
-  counted_ = 0;
-  if (tokens) last_tokens_.assign(tokens, tokens + N);
-  has_targets_ = targets != nullptr;
-  forwarded_ = true;
+  a.counted = 0;
+  if (tokens) a.tokens.assign(tokens, tokens + N);
+  a.has_targets = targets != nullptr;
+  a.forwarded = true;
   const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};
   std::vector<float*> w;
   for (const Parameter& p : params_) w.push_back(p.value.f32());
@@ -515,10 +537,10 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   k::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w[lnf_], w[lnf_ + 1], Nl, C);
   const float* lnf = ends.enter(a.lnf, a.lnf_full);
   k::matmul_forward(a.logits, lnf, w[wte_], nullptr, N, C, s.Vl);
-  if (!has_targets_) return 0.0f;
+  if (!a.has_targets) return 0.0f;
 
   // Vocabulary-parallel cross-entropy: two reductions of per-row statistics over the TP group.
-  last_targets_.assign(targets, targets + N);
+  a.targets.assign(targets, targets + N);
   k::vocab_shard_row_max(a.row_max, a.logits, N, s.Vl);
   if (tp_->size() > 1) tp_->all_reduce(a.row_max, a.row_max, static_cast<size_t>(N), DType::kF32, parallel::ReduceOp::kMax);
   k::vocab_shard_sum_exp_and_target(a.row_stats, a.row_stats + N, a.logits, targets, a.row_max, N,
@@ -526,18 +548,18 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   if (tp_->size() > 1) tp_->all_reduce(a.row_stats, a.row_stats, 2 * static_cast<size_t>(N), DType::kF32, parallel::ReduceOp::kSum);
   k::vocab_parallel_losses(a.losses, a.row_max, a.row_stats, a.row_stats + N, targets, N);
   double sum = 0;
-  counted_ = 0;
+  a.counted = 0;
   for (int i = 0; i < N; ++i) {
     if (targets[i] != k::kIgnoreTarget) {
       sum += a.losses[i];
-      ++counted_;
+      ++a.counted;
     }
   }
-  return counted_ ? static_cast<float>(sum / counted_) : 0.0f;
+  return a.counted ? static_cast<float>(sum / a.counted) : 0.0f;
 }
 
 void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady& ready) {
-  LOOM_CHECK(forwarded_ && (!last_stage_ || has_targets_),
+  LOOM_CHECK(acts_ && acts_->forwarded && (!last_stage_ || acts_->has_targets),
              "GPT::backward needs a forward", last_stage_ ? "with targets" : "", "first");
   Activations& a = *acts_;
   const Layout& s = a.shape;
@@ -550,7 +572,7 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
     g.push_back(p.grad.f32());
   }
 
-  const float dloss = counted_ ? loss_scale / static_cast<float>(counted_) : 0.0f;
+  const float dloss = a.counted ? loss_scale / static_cast<float>(a.counted) : 0.0f;
   // With sequence parallelism, the replicated LayerNorm parameters and wpe saw only this rank's
   // token rows; once a step's gradients are complete they are summed over the tp group. (The
   // row-parallel biases see every row of their gathered output gradient: complete already.)
@@ -575,7 +597,7 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
 
   if (last_stage_) {
     // Logits become their gradient in place; the probabilities are never stored.
-    k::vocab_shard_cross_entropy_backward(a.logits, a.logits, last_targets_.data(), a.row_max,
+    k::vocab_shard_cross_entropy_backward(a.logits, a.logits, a.targets.data(), a.row_max,
                                           a.row_stats, a.dlosses, N, s.Vl, vocab_start_);
     zero(a.dfull, nc);
     // The *_full buffers still hold the rows gathered in the forward.
@@ -634,16 +656,38 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
   if (first_stage_) {
     k::position_embedding_backward(g[wpe_], a.dresidual, Nl, T, C, s.first_row);
     const float* dembedded = ends.leave_backward(a.dresidual, a.dfull);
-    k::token_embedding_backward(g[wte_], dembedded, last_tokens_.data(), N, C, vocab_start_,
+    k::token_embedding_backward(g[wte_], dembedded, a.tokens.data(), N, C, vocab_start_,
                                 vocab_count_);
   }  // else: a.dresidual is the gradient of this stage's input (stage_input_grad())
-  // The tensors before the first block (wte and wpe, or the last stage's wte) are final now.
-  finish(0, layer0_);
-  has_targets_ = false;  // logits now hold their gradient: a second backward would be wrong
-  forwarded_ = false;
+  // The tensors before the first block (wte and wpe, or the last stage's wte) are final now,
+  // unless wte's two copies still have to be summed (sum_tied_embedding_gradients, after the
+  // pipeline has drained); the optimizer then posts that bucket itself.
+  if (embedding_ == nullptr) {
+    finish(0, layer0_);
+  } else if (sum_partials && wpe_ != npos) {
+    {
+      Parameter& p = params_[wpe_];
+      tp_->all_reduce(p.grad.f32(), p.grad.f32(), static_cast<size_t>(p.grad.numel()), DType::kF32,
+                      parallel::ReduceOp::kSum);
+    }
+  }
+  a.has_targets = false;  // logits now hold their gradient: a second backward would be wrong
+  a.forwarded = false;
 }
 
 void GPT::zero_grad() { grad_arena_.fill(0.0f); }
+
+int64_t GPT::stage_elements(int B, int T) const {
+  const Layout s = layout_for(B, T);
+  return static_cast<int64_t>(s.Nl) * s.C;
+}
+
+void GPT::sum_tied_embedding_gradients() {
+  if (embedding_ == nullptr || wte_ == npos) return;
+  Parameter& p = params_[wte_];
+  embedding_->all_reduce(p.grad.f32(), p.grad.f32(), static_cast<size_t>(p.grad.numel()),
+                         DType::kF32, parallel::ReduceOp::kSum);
+}
 
 int64_t GPT::arena_offset(const Parameter& p) const { return p.value.f32() - param_arena_.f32(); }
 

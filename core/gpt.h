@@ -57,6 +57,8 @@ struct ModelParallel {
   int end_layer = -1;
   bool first_stage = true;
   bool last_stage = true;
+  parallel::Communicator* pp = nullptr;         // the pipeline group; null: one stage
+  parallel::Communicator* embedding = nullptr;  // first + last stage (ProcessGrid::embedding())
 };
 
 // Activation recomputation: what the forward keeps for the backward.
@@ -83,6 +85,13 @@ class GPT {
 
   const GPTConfig& config() const { return config_; }
   parallel::Communicator& tp() const { return *tp_; }
+  parallel::Communicator& pp() const { return *pp_; }
+  // Elements of one stage boundary buffer for a micro-batch of (B, T).
+  int64_t stage_elements(int B, int T) const;
+  // After the step's last backward, with several stages: sums the gradients of the two copies of
+  // wte (first and last stage) so that both take the same update. Collective over the embedding
+  // group; a no-op elsewhere.
+  void sum_tied_embedding_gradients();
   bool sequence_parallel() const { return sequence_parallel_; }
   std::vector<Parameter>& parameters() { return params_; }
   const std::vector<Parameter>& parameters() const { return params_; }
@@ -126,8 +135,13 @@ class GPT {
   // A stage that is not the first leaves the gradient of its input here after backward().
   const float* stage_input_grad() const;
 
-  // Targets counted (not -1) in the last forward.
-  int counted_targets() const { return counted_; }
+  // Targets counted (not -1) in the last forward of the active slot.
+  int counted_targets() const;
+
+  // Activation slots: each micro-batch in flight (pipeline schedules run several forwards before
+  // their backwards) keeps its activations in its own slot. forward() and backward() work on the
+  // active slot; slot 0 is active until another is chosen.
+  void use_slot(int slot);
 
   // Accumulates d(loss_scale * loss)/d(params) into the gradients; loss_scale = 1 / accum steps
   // for gradient accumulation. Needs the preceding forward to have had targets. For the last
@@ -163,19 +177,18 @@ class GPT {
   // Indices into params_ of the tensors a stage may or may not hold (npos: not held).
   static constexpr size_t npos = static_cast<size_t>(-1);
   size_t wte_ = npos, wpe_ = npos, layer0_ = npos, lnf_ = npos;
-  std::unique_ptr<parallel::Communicator> solo_;  // owned when no tp group was given
+  std::unique_ptr<parallel::Communicator> solo_;     // owned when no tp group was given
+  std::unique_ptr<parallel::Communicator> solo_pp_;  // owned when no pp group was given
   parallel::Communicator* tp_ = nullptr;
+  parallel::Communicator* pp_ = nullptr;
+  parallel::Communicator* embedding_ = nullptr;  // null unless the tied wte has two copies
   bool sequence_parallel_ = false;
   int vocab_start_ = 0, vocab_count_ = 0;
   Tensor param_arena_;
   Tensor grad_arena_;
   std::vector<Parameter> params_;
-  std::unique_ptr<Activations> acts_;
-  std::vector<int32_t> last_tokens_;
-  std::vector<int32_t> last_targets_;
-  bool has_targets_ = false;
-  bool forwarded_ = false;  // a forward whose backward has not run yet
-  int counted_ = 0;
+  std::vector<std::unique_ptr<Activations>> slots_;
+  Activations* acts_ = nullptr;  // the active slot
   Recompute recompute_ = Recompute::kNone;
 };
 

@@ -81,7 +81,7 @@ AdamW::AdamW(GPT& model, const AdamWSettings& settings, parallel::Communicator* 
       s.count = s_hi - s_lo;
       s.shard_offset = b.shard_offset + (s_lo - lo);
       s.decay = p.decay;
-      s.counts_in_norm = !p.tp_replicated || tp_rank == 0;
+      s.counts_in_norm = !p.tied_copy && (!p.tp_replicated || tp_rank == 0);
       segments_.push_back(s);
     }
   }
@@ -132,7 +132,9 @@ double AdamW::gradient_norm() const {
   float mine = static_cast<float>(local);
   if (dp_->size() > 1) dp_->all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
   if (model_.tp().size() > 1) model_.tp().all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
-  return dp_->size() > 1 || model_.tp().size() > 1 ? std::sqrt(static_cast<double>(mine)) : std::sqrt(local);
+  if (model_.pp().size() > 1) model_.pp().all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
+  const bool shared = dp_->size() > 1 || model_.tp().size() > 1 || model_.pp().size() > 1;
+  return shared ? std::sqrt(static_cast<double>(mine)) : std::sqrt(local);
 }
 
 void AdamW::step(float lr, double grad_norm) {

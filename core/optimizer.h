@@ -48,7 +48,7 @@ class AdamW {
   // Posts what is left and waits for every bucket's reduction.
   void finish_gradient_reduction();
   // Global L2 norm of the (data-parallel summed) gradients over every rank that holds a part of
-  // the model; tensor-parallel replicated tensors counted once. Collective.
+  // the model; tensor-parallel replicated tensors and the tied wte counted once. Collective.
   double gradient_norm() const;
   // One update of this rank's slice with learning rate `lr`, clipping by `grad_norm`, then the
   // all-gather of the new parameters.

@@ -31,6 +31,8 @@ struct Parameter {
   Tensor grad;                     // local gradient, same layout
   bool decay = false;              // weight decay applies (matrices and embeddings)
   bool tp_replicated = false;      // every tensor-parallel rank holds the whole tensor
+  bool tied_copy = false;          // a second copy of a tensor another stage holds (the last
+                                   // stage's wte): not counted twice in the gradient norm
 };
 
 // Columns of the global tensor seen as a matrix: the last dimension, 1 for vectors.

@@ -42,13 +42,40 @@ std::string format_count(double value) {
   return buf;
 }
 
-// Copies the shards of `model` into `whole` on rank 0 (collective over the tp group; `whole`
-// is only touched on the group's rank 0).
-void assemble(const GPT& model, GPT* whole) {
-  const std::vector<Parameter>& shards = model.parameters();
-  for (size_t i = 0; i < shards.size(); ++i) {
-    std::vector<float> global = gather_parameter(model, shards[i]);
-    if (whole) std::memcpy(whole->parameters()[i].value.raw(), global.data(), global.size() * sizeof(float));
+// Assembles the whole model in `whole` on world rank 0: every stage gathers its tensors over its
+// tp group, and the stages after the first send theirs (the tied wte copy excepted) to rank 0
+// over the pipeline group of data-parallel replica 0. Collective over the world.
+void assemble(const GPT& model, const parallel::ProcessGrid& grid, const std::vector<int>& split,
+              GPT* whole) {
+  auto stage_of_block = [&split](int block) {
+    int stage = 0;
+    for (int end = split[0]; block >= end; end += split[static_cast<size_t>(++stage)]) {
+    }
+    return stage;
+  };
+  const bool sender = grid.coord().dp == 0 && grid.coord().tp == 0 && grid.coord().pp > 0;
+  std::vector<std::vector<float>> mine;
+  for (const Parameter& p : model.parameters()) {
+    std::vector<float> global = gather_parameter(model, p);
+    if (whole) std::memcpy(whole->parameter(p.name).value.raw(), global.data(), global.size() * sizeof(float));
+    if (sender && !p.tied_copy) mine.push_back(std::move(global));
+  }
+  if (grid.shape().pp == 1 || grid.coord().dp != 0 || grid.coord().tp != 0) return;
+  if (sender) {
+    for (const std::vector<float>& t : mine) grid.pp().send(t.data(), t.size(), DType::kF32, 0, 7);
+    return;
+  }
+  // Rank 0 receives, stage by stage, the tensors in the order each stage holds them: its blocks,
+  // then (last stage) the final LayerNorm.
+  for (int stage = 1; stage < grid.shape().pp; ++stage) {
+    for (Parameter& p : whole->parameters()) {
+      if (p.name == "wte" || p.name == "wpe") continue;
+      const bool head = p.name.rfind("ln_f.", 0) == 0;
+      const int block = head ? -1 : std::stoi(p.name.substr(2, p.name.find('.', 2) - 2));
+      const int owner = head ? grid.shape().pp - 1 : stage_of_block(block);
+      if (owner != stage) continue;
+      grid.pp().recv(p.value.raw(), static_cast<size_t>(p.value.numel()), DType::kF32, stage, 7);
+    }
   }
 }
 
@@ -81,7 +108,13 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   const int threads = set_thread_count(tc.threads());
   AdditionTask task = make_task(cfg);
   const GPTConfig model_config = model_config_of(cfg);
-  GPT model(model_config, ModelParallel{&grid.tp(), pc.sequence_parallel(), pc.dp()});
+  const std::vector<int> split = pipeline_split(cfg);
+  int first_block = 0;
+  for (int s = 0; s < grid.coord().pp; ++s) first_block += split[static_cast<size_t>(s)];
+  const ModelParallel layout{&grid.tp(), pc.sequence_parallel(), pc.dp(), first_block,
+                             first_block + split[static_cast<size_t>(grid.coord().pp)],
+                             grid.first_stage(), grid.last_stage(), &grid.pp(), &grid.embedding()};
+  GPT model(model_config, layout);
   model.init_weights(tc.seed());
   model.set_recompute(static_cast<Recompute>(tc.recompute()));
   AdamWSettings settings{oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay(), oc.grad_clip()};
@@ -98,9 +131,12 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
                 model_config.n_layer, model_config.n_head, model_config.n_embd,
                 model_config.vocab_size, model_config.max_seq_len,
                 format_count(static_cast<double>(model.num_parameters())).c_str());
-    std::printf("layout: %s%s, %d process%s x %d threads\n", grid.shape().str().c_str(),
+    std::string stages;
+    for (int n : split) stages += (stages.empty() ? "" : ", ") + std::to_string(n);
+    std::printf("layout: %s%s, %d process%s x %d threads%s\n", grid.shape().str().c_str(),
                 pc.sequence_parallel() ? " (sequence parallel)" : "", world.size(),
-                world.size() == 1 ? "" : "es", threads);
+                world.size() == 1 ? "" : "es", threads,
+                pc.pp() > 1 ? (", blocks per stage " + stages + ", 1F1B").c_str() : "");
     const double kept = static_cast<double>(model.activation_bytes(model.recompute(), B, T)) / (1 << 20);
     const double all = static_cast<double>(model.activation_bytes(Recompute::kNone, B, T)) / (1 << 20);
     std::printf("activations: %.1f MiB per rank", kept);
@@ -154,7 +190,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       window_start = Clock::now();
     }
     if ((tc.eval_every() > 0 && (step + 1) % tc.eval_every() == 0) || last) {
-      assemble(model, whole.get());
+      assemble(model, grid, split, whole.get());
       if (leader) {
         const double acc = addition_accuracy(*whole, task, task.test_problems());
         std::printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)\n", step + 1, steps,

@@ -43,6 +43,10 @@ ProcessGrid::ProcessGrid(Communicator& world, const GridShape& shape) : world_(w
   tp_ = world.split(coord_.dp + shape.dp * coord_.pp, coord_.tp, "tp");
   dp_ = world.split(coord_.tp + shape.tp * coord_.pp, coord_.dp, "dp");
   pp_ = world.split(coord_.tp + shape.tp * coord_.dp, coord_.pp, "pp");
+  const bool holds_embedding = first_stage() || last_stage();
+  const int pipelines = shape.tp * shape.dp;
+  embedding_ = world.split(holds_embedding ? coord_.tp + shape.tp * coord_.dp : pipelines + world.rank(),
+                           coord_.pp, "embedding");
 }
 
 }  // namespace loom::parallel

@@ -46,6 +46,10 @@ class ProcessGrid {
   Communicator& tp() const { return *tp_; }  // same dp and pp coordinates
   Communicator& dp() const { return *dp_; }  // same tp and pp coordinates
   Communicator& pp() const { return *pp_; }  // same tp and dp coordinates
+  // The first and last stage of this rank's pipeline (same tp and dp coordinates), which hold the
+  // two copies of the tied token embedding; a one-rank group on the stages in between (and the
+  // whole pipeline's single rank when pp = 1).
+  Communicator& embedding() const { return *embedding_; }
   bool first_stage() const { return coord_.pp == 0; }
   bool last_stage() const { return coord_.pp == shape_.pp - 1; }
 
@@ -53,7 +57,7 @@ class ProcessGrid {
   Communicator& world_;
   GridShape shape_;
   GridCoord coord_;
-  std::unique_ptr<Communicator> tp_, dp_, pp_;
+  std::unique_ptr<Communicator> tp_, dp_, pp_, embedding_;
 };
 
 }  // namespace loom::parallel

@@ -58,6 +58,11 @@ TEST(ConfigTest, OverridesSetNestedFieldsAndRejectUnknownOnes) {
   EXPECT_NE(e.find("one of: RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL"), std::string::npos) << e;
   apply_config_override(c, "train.recompute=RECOMPUTE_FULL");
   EXPECT_EQ(c.train().recompute(), config::RECOMPUTE_FULL);
+  apply_config_override(c, "parallel.pp_layers=3,1");
+  ASSERT_EQ(c.parallel().pp_layers_size(), 2);
+  EXPECT_EQ(c.parallel().pp_layers(0), 3);
+  e = user_error_of([&] { apply_config_override(c, "parallel.pp_layers=3,x"); });
+  EXPECT_NE(e.find("comma-separated list"), std::string::npos) << e;
   e = user_error_of([&] { apply_config_override(c, "model=3"); });
   EXPECT_NE(e.find("section"), std::string::npos) << e;
   e = user_error_of([&] { apply_config_override(c, "n_layer"); });
@@ -79,6 +84,8 @@ TEST(ConfigTest, ValidationNamesTheFieldTheValueAndTheExpectation) {
       {"train.steps=0", "train.steps is 0"},
       {"train.micro_batch_size=-1", "train.micro_batch_size is -1"},
       {"data.addition.digits=12", "data.addition.digits is 12 but must be in 1..9"},
+      {"parallel.pp_layers=1,1", "parallel.pp_layers has 2 entries but parallel.pp is 1"},
+      {"parallel.tp=0", "parallel.tp is 0"},
   };
   for (const Case& c : cases) {
     config::RunConfig cfg = valid();
