@@ -3,8 +3,9 @@
 //
 // Trains a GPT of the given shape on random tokens for `steps` timed steps after `warmup`, with the
 // process grid's groups wrapped in TimedCommunicator. Rank 0 prints one JSON line: global tokens
-// per second, ms per step, and per step the seconds its ranks spent blocked in tensor-parallel
-// and data-parallel communication (the maximum over ranks) and the bytes each group moved.
+// per second, ms per step, and per step the seconds its ranks spent blocked in tensor-, data- and
+// pipeline-parallel communication (the maximum over ranks) and the bytes each group moved.
+// Pipeline stages split the blocks evenly.
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -31,7 +32,8 @@ int main(int argc, char** argv) {
       {"vocab", "V", "vocabulary"}, {"seq", "T", "sequence length"},
       {"batch", "B", "sequences per micro-batch and replica"}, {"steps", "N", "timed steps"},
       {"warmup", "N", "untimed steps first"}, {"threads", "N", "threads per process"},
-      {"tp", "N", "tensor parallel"}, {"dp", "N", "data parallel"},
+      {"tp", "N", "tensor parallel"}, {"dp", "N", "data parallel"}, {"pp", "N", "pipeline stages"},
+      {"micro-batches", "N", "micro-batches per step (through the pipeline)"},
       {"sequence-parallel", "", "split token rows in the tp group"}};
   std::unique_ptr<parallel::MpiCommunicator> world = parallel::MpiCommunicator::world();
   try {
@@ -40,22 +42,29 @@ int main(int argc, char** argv) {
                       a.get_int("vocab", 50257), a.get_int("seq", 64)};
     const int B = a.get_int("batch", 4), T = c.max_seq_len;
     const int steps = a.get_int("steps", 5), warmup = a.get_int("warmup", 1);
-    const int tp = a.get_int("tp", 1), dp = a.get_int("dp", 1);
+    const int tp = a.get_int("tp", 1), dp = a.get_int("dp", 1), pp = a.get_int("pp", 1);
+    const int accum = a.get_int("micro-batches", 1);
     const int threads = set_thread_count(a.get_int("threads", 1));
-    parallel::ProcessGrid grid(*world, parallel::GridShape{tp, 1, dp});
-    parallel::TimedCommunicator timed_tp(grid.tp()), timed_dp(grid.dp());
+    parallel::ProcessGrid grid(*world, parallel::GridShape{tp, pp, dp});
+    parallel::TimedCommunicator timed_tp(grid.tp()), timed_dp(grid.dp()), timed_pp(grid.pp());
+    const int first = c.n_layer * grid.coord().pp / pp, end = c.n_layer * (grid.coord().pp + 1) / pp;
 
-    GPT model(c, ModelParallel{&timed_tp, a.has("sequence-parallel"), dp});
+    GPT model(c, ModelParallel{&timed_tp, a.has("sequence-parallel"), dp, first, end, grid.first_stage(),
+                               grid.last_stage(), &timed_pp, &grid.embedding()});
     model.init_weights(1);
     AdamW optimizer(model, AdamWSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f}, &timed_dp);
-    std::vector<int32_t> tokens(static_cast<size_t>(B) * T), targets(tokens.size());
+    std::vector<int32_t> tokens(static_cast<size_t>(B) * T * accum), targets(tokens.size());
     CounterRng rng(1234, static_cast<uint64_t>(grid.coord().dp));
     for (size_t j = 0; j < tokens.size(); ++j) {
       const std::array<uint32_t, 4> bits = rng.bits(j);
       tokens[j] = static_cast<int32_t>(bits[0] % static_cast<uint32_t>(c.vocab_size));
       targets[j] = static_cast<int32_t>(bits[1] % static_cast<uint32_t>(c.vocab_size));
     }
-    const MicroBatch micro{tokens.data(), targets.data(), B, T};
+    std::vector<MicroBatch> micro;
+    for (int m = 0; m < accum; ++m) {
+      const size_t at = static_cast<size_t>(m) * B * T;
+      micro.push_back(MicroBatch{tokens.data() + at, targets.data() + at, B, T});
+    }
     using Clock = std::chrono::steady_clock;
     Clock::time_point start;
     for (int step = 0; step < warmup + steps; ++step) {
@@ -63,26 +72,34 @@ int main(int argc, char** argv) {
         world->barrier();
         timed_tp.reset_time();
         timed_dp.reset_time();
+        timed_pp.reset_time();
         grid.tp().stats().reset();
         grid.dp().stats().reset();
+        grid.pp().stats().reset();
         start = Clock::now();
       }
-      train_step(model, optimizer, {&micro, 1}, 3e-4f);
+      train_step(model, optimizer, micro, 3e-4f);
     }
     world->barrier();
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    float comm[2] = {static_cast<float>(timed_tp.total_seconds() / steps),
-                     static_cast<float>(timed_dp.total_seconds() / steps)};
-    world->all_reduce(comm, comm, 2, DType::kF32, parallel::ReduceOp::kMax);
+    float comm[3] = {static_cast<float>(timed_tp.total_seconds() / steps),
+                     static_cast<float>(timed_dp.total_seconds() / steps),
+                     static_cast<float>(timed_pp.total_seconds() / steps)};
+    world->all_reduce(comm, comm, 3, DType::kF32, parallel::ReduceOp::kMax);
+    float pp_bytes = static_cast<float>(grid.pp().stats().total_bytes()) / static_cast<float>(steps);
+    world->all_reduce(&pp_bytes, &pp_bytes, 1, DType::kF32, parallel::ReduceOp::kMax);
     if (world->rank() == 0) {
-      std::printf("{\"impl\": \"loom\", \"tp\": %d, \"dp\": %d, \"sequence_parallel\": %s, \"threads\": %d, "
+      std::printf("{\"impl\": \"loom\", \"tp\": %d, \"pp\": %d, \"dp\": %d, \"sequence_parallel\": %s, "
+                  "\"threads\": %d, \"micro_batches\": %d, "
                   "\"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"tp_comm_s_per_step\": %.4f, "
-                  "\"dp_comm_s_per_step\": %.4f, \"tp_bytes_per_step\": %.0f, \"dp_bytes_per_step\": %.0f}\n",
-                  tp, dp, a.has("sequence-parallel") ? "true" : "false", threads,
-                  static_cast<double>(steps) * B * dp * T / seconds, 1e3 * seconds / steps,
-                  static_cast<double>(comm[0]), static_cast<double>(comm[1]),
+                  "\"dp_comm_s_per_step\": %.4f, \"pp_comm_s_per_step\": %.4f, \"tp_bytes_per_step\": %.0f, "
+                  "\"dp_bytes_per_step\": %.0f, \"pp_bytes_per_step\": %.0f}\n",
+                  tp, pp, dp, a.has("sequence-parallel") ? "true" : "false", threads, accum,
+                  static_cast<double>(steps) * B * dp * T * accum / seconds, 1e3 * seconds / steps,
+                  static_cast<double>(comm[0]), static_cast<double>(comm[1]), static_cast<double>(comm[2]),
                   static_cast<double>(grid.tp().stats().total_bytes()) / steps,
-                  static_cast<double>(grid.dp().stats().total_bytes()) / steps);
+                  static_cast<double>(grid.dp().stats().total_bytes()) / steps,
+                  static_cast<double>(pp_bytes));
     }
     return 0;
   } catch (const std::exception& e) {

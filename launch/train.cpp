@@ -20,6 +20,7 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "launch/run_setup.h"
+#include "parallel/pipeline_schedule.h"
 #include "parallel/process_grid.h"
 
 namespace loom {
@@ -130,13 +131,19 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     std::printf("loom train: GPT %d layers, %d heads, width %d, vocab %d, seq %d: %s parameters\n",
                 model_config.n_layer, model_config.n_head, model_config.n_embd,
                 model_config.vocab_size, model_config.max_seq_len,
-                format_count(static_cast<double>(model.num_parameters())).c_str());
+                format_count(static_cast<double>(whole->num_parameters())).c_str());
     std::string stages;
     for (int n : split) stages += (stages.empty() ? "" : ", ") + std::to_string(n);
     std::printf("layout: %s%s, %d process%s x %d threads%s\n", grid.shape().str().c_str(),
                 pc.sequence_parallel() ? " (sequence parallel)" : "", world.size(),
                 world.size() == 1 ? "" : "es", threads,
                 pc.pp() > 1 ? (", blocks per stage " + stages + ", 1F1B").c_str() : "");
+    if (pc.pp() > 1) {
+      std::printf("pipeline: %d micro-batches per step over %d stages: bubble %.1f%% of the step "
+                  "((pp - 1) / (micro-batches + pp - 1); raise train.grad_accum_steps to shrink it)\n",
+                  tc.grad_accum_steps(), pc.pp(),
+                  100.0 * parallel::pipeline_bubble_fraction(pc.pp(), 1, tc.grad_accum_steps()));
+    }
     const double kept = static_cast<double>(model.activation_bytes(model.recompute(), B, T)) / (1 << 20);
     const double all = static_cast<double>(model.activation_bytes(Recompute::kNone, B, T)) / (1 << 20);
     std::printf("activations: %.1f MiB per rank", kept);
