@@ -55,7 +55,7 @@ double tp_volume(const GPTConfig& c, int tp, bool sp, int N, int accum) {
 
 double dp_volume(int64_t arena, int dp, int accum) {
   if (dp == 1) return 0;
-  return 2.0 * accum + 2.0 * static_cast<double>(arena) + 1;  // counts, reduce-scatter, all-gather, norm
+  return 2.0 * accum + 2.0 * static_cast<double>(arena) + 1;  // counts and loss sums, reduce-scatter, all-gather, norm
 }
 
 TEST(GptAccountingMpiTest, BytesPerStepEqualTheAnalyticalVolume) {
@@ -88,6 +88,49 @@ TEST(GptAccountingMpiTest, BytesPerStepEqualTheAnalyticalVolume) {
       if (dp > 1) {
         EXPECT_NEAR(dp_bytes / dp_expected, 1.0, 0.01) << dp_bytes << " dp bytes, expected " << dp_expected;
       }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace loom
+
+namespace loom {
+namespace {
+
+// Pipeline traffic per step, per rank (docs/parallelism.md): per micro-batch, one boundary buffer
+// (rows x C) received and one sent in each direction the stage has a neighbour, plus the loss
+// broadcast and the gradient-norm all-reduce (one element each); the embedding group sums the
+// tied wte's gradient (the rank's vocabulary rows x C) once per step.
+TEST(GptAccountingMpiTest, PipelineBytesPerStepEqualTheAnalyticalVolume) {
+  Communicator& world = testing::mpi_world();
+  const GPTConfig config{4, 8, 64, 101, 16};
+  const int B = 2, T = 16, accum = 3;
+  for (int pp : {2, 4}) {
+    for (int tp : {1, 2}) {
+      if (world.size() % (pp * tp) != 0) continue;
+      const int dp = world.size() / (pp * tp);
+      parallel::ProcessGrid grid(world, parallel::GridShape{tp, pp, dp});
+      const int per_stage = config.n_layer / pp, first = grid.coord().pp * per_stage;
+      SCOPED_TRACE(::testing::Message() << "tp=" << tp << " pp=" << pp << " dp=" << dp);
+      GPT model(config, ModelParallel{&grid.tp(), false, dp, first, first + per_stage, grid.first_stage(),
+                                      grid.last_stage(), &grid.pp(), &grid.embedding()});
+      model.init_weights(1);
+      AdamW optimizer(model, AdamWSettings{}, &grid.dp(), 1 << 14);
+      std::vector<int32_t> tokens = testing::random_ints(static_cast<size_t>(B) * T * accum, 5, 0, config.vocab_size);
+      std::vector<MicroBatch> micro;
+      for (int m = 0; m < accum; ++m) micro.push_back(MicroBatch{tokens.data() + m * B * T, tokens.data() + m * B * T, B, T});
+      grid.pp().stats().reset();
+      grid.embedding().stats().reset();
+      train_step(model, optimizer, micro, 1e-3f);
+      const double boundary = static_cast<double>(B) * T * config.n_embd;
+      const int neighbours = (grid.first_stage() ? 0 : 1) + (grid.last_stage() ? 0 : 1);
+      const double expected_pp = 4.0 * (accum * 2 * neighbours * boundary + 1 + 1);
+      EXPECT_NEAR(static_cast<double>(grid.pp().stats().total_bytes()) / expected_pp, 1.0, 0.01)
+          << grid.pp().stats().total_bytes() << " pp bytes, expected " << expected_pp;
+      const bool holds_wte = grid.first_stage() || grid.last_stage();
+      const double expected_embedding = holds_wte ? 4.0 * model.vocab_count() * config.n_embd : 0.0;
+      EXPECT_EQ(static_cast<double>(grid.embedding().stats().total_bytes()), expected_embedding);
     }
   }
 }
