@@ -47,10 +47,10 @@ int main(int argc, char** argv) {
     const int threads = set_thread_count(a.get_int("threads", 1));
     parallel::ProcessGrid grid(*world, parallel::GridShape{tp, pp, dp});
     parallel::TimedCommunicator timed_tp(grid.tp()), timed_dp(grid.dp()), timed_pp(grid.pp());
-    const int first = c.n_layer * grid.coord().pp / pp, end = c.n_layer * (grid.coord().pp + 1) / pp;
-
-    GPT model(c, ModelParallel{&timed_tp, a.has("sequence-parallel"), dp, first, end, grid.first_stage(),
-                               grid.last_stage(), &timed_pp, &grid.embedding()});
+    ModelParallel layout = model_parallel_for(grid, even_block_split(c.n_layer, pp), a.has("sequence-parallel"));
+    layout.tp = &timed_tp;
+    layout.pp = &timed_pp;
+    GPT model(c, layout);
     model.init_weights(1);
     AdamW optimizer(model, AdamWSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f}, &timed_dp);
     std::vector<int32_t> tokens(static_cast<size_t>(B) * T * accum), targets(tokens.size());

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/base/check.h"
+#include "core/gpt.h"
 
 namespace loom {
 
@@ -203,9 +204,7 @@ std::vector<int> pipeline_split(const config::RunConfig& cfg) {
     split.assign(p.pp_layers().begin(), p.pp_layers().end());
     return split;
   }
-  const int n = cfg.model().n_layer(), stages = p.pp();
-  for (int s = 0; s < stages; ++s) split.push_back(n / stages + (s < n % stages ? 1 : 0));
-  return split;
+  return even_block_split(cfg.model().n_layer(), p.pp());
 }
 
 std::string config_to_text(const config::RunConfig& cfg) {

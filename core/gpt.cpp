@@ -691,6 +691,33 @@ void GPT::sum_tied_embedding_gradients() {
 
 int64_t GPT::arena_offset(const Parameter& p) const { return p.value.f32() - param_arena_.f32(); }
 
+std::vector<int> even_block_split(int n_layer, int stages) {
+  LOOM_CHECK(stages > 0 && n_layer >= 0, "split of", n_layer, "blocks over", stages, "stages");
+  std::vector<int> split;
+  for (int s = 0; s < stages; ++s) split.push_back(n_layer / stages + (s < n_layer % stages ? 1 : 0));
+  return split;
+}
+
+ModelParallel model_parallel_for(const parallel::ProcessGrid& grid,
+                                 const std::vector<int>& blocks_per_stage, bool sequence_parallel) {
+  const int stage = grid.coord().pp;
+  LOOM_CHECK(static_cast<int>(blocks_per_stage.size()) == grid.shape().pp, blocks_per_stage.size(),
+             "block counts for", grid.shape().pp, "pipeline stages");
+  int first = 0;
+  for (int s = 0; s < stage; ++s) first += blocks_per_stage[static_cast<size_t>(s)];
+  ModelParallel layout;
+  layout.tp = &grid.tp();
+  layout.sequence_parallel = sequence_parallel;
+  layout.arena_multiple = grid.shape().dp;
+  layout.first_layer = first;
+  layout.end_layer = first + blocks_per_stage[static_cast<size_t>(stage)];
+  layout.first_stage = grid.first_stage();
+  layout.last_stage = grid.last_stage();
+  layout.pp = &grid.pp();
+  layout.embedding = &grid.embedding();
+  return layout;
+}
+
 std::vector<float> gather_parameter(const GPT& model, const Parameter& p) {
   // Each rank places its blocks into a zero tensor (replicated tensors: rank 0 only) and the sum
   // over the group assembles the whole.

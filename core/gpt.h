@@ -27,6 +27,7 @@
 #include "core/parameter.h"
 #include "core/tensor.h"
 #include "parallel/communicator.h"
+#include "parallel/process_grid.h"
 
 namespace loom {
 
@@ -69,6 +70,14 @@ struct ModelParallel {
 //               block's forward (communication included) before differentiating it.
 // Results are bitwise identical in every mode.
 enum class Recompute : uint8_t { kNone = 0, kSelective = 1, kFull = 2 };
+
+// Blocks per pipeline stage, as even as possible, earlier stages taking the remainder.
+std::vector<int> even_block_split(int n_layer, int stages);
+
+// This rank's layout in `grid`: its tensor-parallel group, its pipeline stage holding
+// blocks_per_stage[its pp rank] blocks after those of the earlier stages, arenas padded for dp.
+ModelParallel model_parallel_for(const parallel::ProcessGrid& grid,
+                                 const std::vector<int>& blocks_per_stage, bool sequence_parallel);
 
 // Called during the backward of a step's last micro-batch: every gradient element at arena
 // offset >= the argument is final (summed over micro-batches and, for sequence parallelism, over

@@ -110,12 +110,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   AdditionTask task = make_task(cfg);
   const GPTConfig model_config = model_config_of(cfg);
   const std::vector<int> split = pipeline_split(cfg);
-  int first_block = 0;
-  for (int s = 0; s < grid.coord().pp; ++s) first_block += split[static_cast<size_t>(s)];
-  const ModelParallel layout{&grid.tp(), pc.sequence_parallel(), pc.dp(), first_block,
-                             first_block + split[static_cast<size_t>(grid.coord().pp)],
-                             grid.first_stage(), grid.last_stage(), &grid.pp(), &grid.embedding()};
-  GPT model(model_config, layout);
+  GPT model(model_config, model_parallel_for(grid, split, pc.sequence_parallel()));
   model.init_weights(tc.seed());
   model.set_recompute(static_cast<Recompute>(tc.recompute()));
   AdamWSettings settings{oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay(), oc.grad_clip()};

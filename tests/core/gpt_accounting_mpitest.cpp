@@ -111,10 +111,8 @@ TEST(GptAccountingMpiTest, PipelineBytesPerStepEqualTheAnalyticalVolume) {
       if (world.size() % (pp * tp) != 0) continue;
       const int dp = world.size() / (pp * tp);
       parallel::ProcessGrid grid(world, parallel::GridShape{tp, pp, dp});
-      const int per_stage = config.n_layer / pp, first = grid.coord().pp * per_stage;
       SCOPED_TRACE(::testing::Message() << "tp=" << tp << " pp=" << pp << " dp=" << dp);
-      GPT model(config, ModelParallel{&grid.tp(), false, dp, first, first + per_stage, grid.first_stage(),
-                                      grid.last_stage(), &grid.pp(), &grid.embedding()});
+      GPT model(config, model_parallel_for(grid, even_block_split(config.n_layer, pp), false));
       model.init_weights(1);
       AdamW optimizer(model, AdamWSettings{}, &grid.dp(), 1 << 14);
       std::vector<int32_t> tokens = testing::random_ints(static_cast<size_t>(B) * T * accum, 5, 0, config.vocab_size);

@@ -148,14 +148,9 @@ TEST(GptParallelMpiTest, PipelineLayoutsMatchOneRank) {
       if (world.size() % (pp * tp) != 0) continue;
       const int dp = world.size() / (pp * tp);
       parallel::ProcessGrid grid(world, parallel::GridShape{tp, pp, dp});
-      const std::vector<int>& split = splits[static_cast<size_t>(pp)];
-      int first = 0;
-      for (int s = 0; s < grid.coord().pp; ++s) first += split[static_cast<size_t>(s)];
-      const int end = first + split[static_cast<size_t>(grid.coord().pp)];
       for (bool sp : {false, true}) {
         SCOPED_TRACE(::testing::Message() << "tp=" << tp << " pp=" << pp << " dp=" << dp << " sequence_parallel=" << sp);
-        const ModelParallel layout{&grid.tp(), sp, dp, first, end, grid.first_stage(), grid.last_stage(),
-                                   &grid.pp(), &grid.embedding()};
+        const ModelParallel layout = model_parallel_for(grid, splits[static_cast<size_t>(pp)], sp);
         GPT model(config, layout);
         GPT reference(config);
         model.init_weights(21);
