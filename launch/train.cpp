@@ -43,6 +43,8 @@ std::string format_count(double value) {
   return buf;
 }
 
+constexpr int kAssembleTag = 7;  // point-to-point tag of the tensors sent to rank 0
+
 // Assembles the whole model in `whole` on world rank 0: every stage gathers its tensors over its
 // tp group, and the stages after the first send theirs (the tied wte copy excepted) to rank 0
 // over the pipeline group of data-parallel replica 0. Collective over the world.
@@ -63,7 +65,7 @@ void assemble(const GPT& model, const parallel::ProcessGrid& grid, const std::ve
   }
   if (grid.shape().pp == 1 || grid.coord().dp != 0 || grid.coord().tp != 0) return;
   if (sender) {
-    for (const std::vector<float>& t : mine) grid.pp().send(t.data(), t.size(), DType::kF32, 0, 7);
+    for (const std::vector<float>& t : mine) grid.pp().send(t.data(), t.size(), DType::kF32, 0, kAssembleTag);
     return;
   }
   // Rank 0 receives, stage by stage, the tensors in the order each stage holds them: its blocks,
@@ -75,7 +77,7 @@ void assemble(const GPT& model, const parallel::ProcessGrid& grid, const std::ve
       const int block = head ? -1 : std::stoi(p.name.substr(2, p.name.find('.', 2) - 2));
       const int owner = head ? grid.shape().pp - 1 : stage_of_block(block);
       if (owner != stage) continue;
-      grid.pp().recv(p.value.raw(), static_cast<size_t>(p.value.numel()), DType::kF32, stage, 7);
+      grid.pp().recv(p.value.raw(), static_cast<size_t>(p.value.numel()), DType::kF32, stage, kAssembleTag);
     }
   }
 }
