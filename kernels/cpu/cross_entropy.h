@@ -1,4 +1,5 @@
-// Fused softmax + cross-entropy over a vocabulary (CPU reference path).
+// Fused softmax + cross-entropy over a whole vocabulary (CPU reference path); the one-shard case
+// of kernels/cpu/vocab_parallel_cross_entropy.h.
 //
 // Probabilities are never stored: the forward keeps only one loss per row, and the backward
 // recomputes each row's max and normaliser and writes the gradient of the logits in place.

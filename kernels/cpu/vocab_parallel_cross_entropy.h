@@ -9,7 +9,7 @@
 //                                              -> all-reduce SUM -> S and x_target
 //   3. loss = log S + m - x_target (0 for ignored rows, target -1)
 // The backward needs no communication: dlogits = dloss * (exp(x - m) / S - onehot), written in
-// place over this rank's logits. With one rank these equal cross_entropy_forward/backward.
+// place over this rank's logits. cross_entropy_forward/backward are the one-shard case.
 #pragma once
 
 #include <cstdint>
