@@ -577,7 +577,8 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
   // token rows; once a step's gradients are complete they are summed over the tp group. (The
   // row-parallel biases see every row of their gathered output gradient: complete already.)
   const bool sum_partials = last_micro_batch && sequence_parallel_ && tp_->size() > 1;
-  auto finish = [&](size_t first_param, size_t count) {
+  // `announce`: tell `ready` that the arena from first_param on is final.
+  auto finish = [&](size_t first_param, size_t count, bool announce = true) {
     if (sum_partials) {
       for (size_t i = first_param; i < first_param + count; ++i) {
         Parameter& p = params_[i];
@@ -587,7 +588,7 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
         }
       }
     }
-    if (last_micro_batch && ready) {
+    if (announce && last_micro_batch && ready) {
       ready(first_param < params_.size() ? arena_offset(params_[first_param]) : 0);
     }
   };
@@ -662,15 +663,7 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
   // The tensors before the first block (wte and wpe, or the last stage's wte) are final now,
   // unless wte's two copies still have to be summed (sum_tied_embedding_gradients, after the
   // pipeline has drained); the optimizer then posts that bucket itself.
-  if (embedding_ == nullptr) {
-    finish(0, layer0_);
-  } else if (sum_partials && wpe_ != npos) {
-    {
-      Parameter& p = params_[wpe_];
-      tp_->all_reduce(p.grad.f32(), p.grad.f32(), static_cast<size_t>(p.grad.numel()), DType::kF32,
-                      parallel::ReduceOp::kSum);
-    }
-  }
+  finish(0, layer0_, embedding_ == nullptr);
   a.has_targets = false;  // logits now hold their gradient: a second backward would be wrong
   a.forwarded = false;
 }
