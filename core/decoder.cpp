@@ -49,11 +49,7 @@ const float* Decoder::step(const int32_t* tokens) {
   const std::vector<Parameter>& P = model_.parameters();
   auto w = [&P](size_t i) { return P[i].value.f32(); };
 
-  for (int i = 0; i < B; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= V) {
-      fail_user("token id", tokens[i], "of sequence", i, "is outside the vocabulary [0,", V, ")");
-    }
-  }
+  check_token_ids(tokens, B, 1, pos_, V, false, "token");
   k::token_embedding_forward(x_, tokens, w(0), B, C, 0, V);
   // Row pos_ of wpe, seen as a one-position table.
   k::position_embedding_forward(x_, w(1) + static_cast<int64_t>(pos_) * C, B, 1, C, 0);

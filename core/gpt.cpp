@@ -498,18 +498,8 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   }
   LOOM_CHECK(!first_stage_ || tokens != nullptr, "the first pipeline stage needs the tokens");
   LOOM_CHECK(targets == nullptr || last_stage_, "only the last pipeline stage takes targets");
-  for (int i = 0; tokens && i < B * T; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= V) {
-      fail_user("token id", tokens[i], "at (b, t) = (" + std::to_string(i / T) + ", " +
-                std::to_string(i % T) + ")", "is outside the vocabulary [0,", V, ")");
-    }
-  }
-  for (int i = 0; targets && i < B * T; ++i) {
-    if (targets[i] < -1 || targets[i] >= V) {
-      fail_user("target id", targets[i], "at (b, t) = (" + std::to_string(i / T) + ", " +
-                std::to_string(i % T) + ")", "is outside the vocabulary [0,", V, ") (or -1 to skip)");
-    }
-  }
+  if (tokens) check_token_ids(tokens, B, T, 0, V, false, "token");
+  if (targets) check_token_ids(targets, B, T, 0, V, true, "target");
   ensure_activations(B, T);
   Activations& a = *acts_;
   const Layout& s = a.shape;
@@ -683,6 +673,17 @@ void GPT::sum_tied_embedding_gradients() {
 }
 
 int64_t GPT::arena_offset(const Parameter& p) const { return p.value.f32() - param_arena_.f32(); }
+
+void check_token_ids(const int32_t* ids, int B, int T, int first_position, int V, bool allow_ignore,
+                     const char* what) {
+  for (int i = 0; i < B * T; ++i) {
+    if ((ids[i] < 0 && !(allow_ignore && ids[i] == -1)) || ids[i] >= V) {
+      fail_user(what, "id", ids[i], "at (b, t) = (" + std::to_string(i / T) + ", " +
+                std::to_string(first_position + i % T) + ")", "is outside the vocabulary [0,", V,
+                allow_ignore ? ") (or -1 to skip)" : ")");
+    }
+  }
+}
 
 std::vector<int> even_block_split(int n_layer, int stages) {
   LOOM_CHECK(stages > 0 && n_layer >= 0, "split of", n_layer, "blocks over", stages, "stages");

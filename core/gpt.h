@@ -71,6 +71,12 @@ struct ModelParallel {
 // Results are bitwise identical in every mode.
 enum class Recompute : uint8_t { kNone = 0, kSelective = 1, kFull = 2 };
 
+// UserError unless every id of ids (B, T) lies in [0, V) (or is -1, when -1 is allowed: targets
+// that do not count). The message names the id and its (b, t) position, t counted from
+// first_position.
+void check_token_ids(const int32_t* ids, int B, int T, int first_position, int V, bool allow_ignore,
+                     const char* what);
+
 // Blocks per pipeline stage, as even as possible, earlier stages taking the remainder.
 std::vector<int> even_block_split(int n_layer, int stages);
 

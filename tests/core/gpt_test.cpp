@@ -57,6 +57,14 @@ TEST(GptTest, DecoderLogitsEqualFullForwardAtEveryPosition) {
     }
   }
   EXPECT_THROW(decoder.step(column.data()), UserError);  // past max_seq_len
+  Decoder fresh(model, B);
+  std::vector<int32_t> outside(B, V);
+  try {
+    fresh.step(outside.data());
+    FAIL() << "expected an error for token " << V;
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("token id 29 at (b, t) = (0, 0)"), std::string::npos) << e.what();
+  }
 }
 
 // Two micro-batches of B with loss scale 1/2 give the gradient of one batch of 2B (no ignored
