@@ -53,7 +53,6 @@ class AdamW {
   // One update of this rank's slice with learning rate `lr`, clipping by `grad_norm`, then the
   // all-gather of the new parameters.
   void step(float lr, double grad_norm);
-  int64_t steps_taken() const { return t_; }
   parallel::Communicator& dp() const { return *dp_; }
   // Elements whose optimizer state this rank keeps (the memory accounting tests use it).
   int64_t owned_elements() const { return owned_; }

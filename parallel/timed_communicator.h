@@ -1,7 +1,7 @@
 // A Communicator that forwards every call to another one and adds up the wall time the caller
 // spent blocked in it (posting, and waiting for asynchronous requests), per operation kind. The
 // benchmark wraps the process grid's groups with it to split a step into compute and
-// communication. Bytes are counted, and timeouts kept, by the wrapped communicator (inner()).
+// communication. Bytes are counted, and timeouts kept, by the wrapped communicator.
 #pragma once
 
 #include <memory>
@@ -45,7 +45,6 @@ class TimedCommunicator : public Communicator {
   // Splits the wrapped communicator; the child is not timed.
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
 
-  Communicator& inner() const { return inner_; }
 
  private:
   Communicator& inner_;
