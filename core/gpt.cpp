@@ -235,6 +235,7 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     p.decay = s.decay;
     p.tp_replicated = s.replicated;
     p.tied_copy = p.name == "wte" && !first_stage_;
+    partial_under_sp_.push_back(p.tp_replicated && !ends_with(p.name, "c_proj.bias"));
     params_.push_back(std::move(p));
     offset += n;
   }
@@ -563,16 +564,15 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
   }
 
   const float dloss = a.counted ? loss_scale / static_cast<float>(a.counted) : 0.0f;
-  // With sequence parallelism, the replicated LayerNorm parameters and wpe saw only this rank's
-  // token rows; once a step's gradients are complete they are summed over the tp group. (The
-  // row-parallel biases see every row of their gathered output gradient: complete already.)
+  // With sequence parallelism, some gradients cover only this rank's token rows
+  // (partial_under_sp_); once a step's gradients are complete they are summed over the tp group.
   const bool sum_partials = last_micro_batch && sequence_parallel_ && tp_->size() > 1;
   // `announce`: tell `ready` that the arena from first_param on is final.
   auto finish = [&](size_t first_param, size_t count, bool announce = true) {
     if (sum_partials) {
       for (size_t i = first_param; i < first_param + count; ++i) {
         Parameter& p = params_[i];
-        if (p.tp_replicated && !ends_with(p.name, "c_proj.bias")) {
+        if (partial_under_sp_[i]) {
           tp_->all_reduce(p.grad.f32(), p.grad.f32(), static_cast<size_t>(p.grad.numel()),
                           DType::kF32, parallel::ReduceOp::kSum);
         }

@@ -202,6 +202,10 @@ class GPT {
   Tensor param_arena_;
   Tensor grad_arena_;
   std::vector<Parameter> params_;
+  // Per parameter: with sequence parallelism each tp rank computes only its token rows' part of
+  // the gradient (the replicated LayerNorms and wpe; not the row-parallel biases, whose output
+  // gradient is gathered whole).
+  std::vector<bool> partial_under_sp_;
   std::vector<std::unique_ptr<Activations>> slots_;
   Activations* acts_ = nullptr;  // the active slot
   Recompute recompute_ = Recompute::kNone;

@@ -45,7 +45,6 @@ class TimedCommunicator : public Communicator {
   // Splits the wrapped communicator; the child is not timed.
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
 
-
  private:
   Communicator& inner_;
   double seconds_[static_cast<int>(CommOp::kCount)] = {};
