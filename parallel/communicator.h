@@ -17,7 +17,8 @@
 //
 // All-reduce, all-gather and reduce-scatter also come asynchronous (`*_async`), so that the
 // data-parallel gradient reduction can overlap the backward pass: the call posts the operation
-// and returns a CommRequest. Ranks must post a group's collectives in the same order (blocking
+// and returns a CommRequest; so do batches of point-to-point transfers (a pipeline stage sends
+// its activations while it computes the next micro-batch). Ranks must post a group's collectives in the same order (blocking
 // and asynchronous alike, as MPI requires); requests may be waited for in any order.
 #pragma once
 
@@ -116,6 +117,10 @@ class Communicator {
   virtual void send(const void* buffer, size_t count, DType dtype, int peer, int tag) = 0;
   virtual void recv(void* buffer, size_t count, DType dtype, int peer, int tag) = 0;
   virtual void send_recv_batch(std::span<const P2POp> ops) = 0;
+  // The batch posted without waiting (see CommRequest): a pipeline stage sends its output and
+  // goes on computing. Point-to-point transfers between two ranks with the same tag are matched
+  // in the order they were posted.
+  virtual std::unique_ptr<CommRequest> send_recv_batch_async(std::span<const P2POp> ops) = 0;
   virtual void barrier() = 0;
 
   // A sub-communicator of the ranks that pass the same color, ordered by key (MPI_Comm_split's

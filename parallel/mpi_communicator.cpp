@@ -406,8 +406,19 @@ struct MpiCommunicator::Impl {
     wait_collective(self, *posted);
   }
 
-  // Point-to-point transfers, posted together and awaited together.
-  void run_p2p(MpiCommunicator& self, const char* op, std::span<const P2POp> ops) {
+  // A batch of point-to-point transfers, posted together and awaited together; shared by its
+  // CommRequest (send_recv_batch_async) or by the blocking call that waits for it at once.
+  struct PostedBatch {
+    const char* op = "";
+    std::vector<P2POp> ops;
+    std::vector<MPI_Request> requests;
+    Clock::time_point deadline;
+    bool complete = false;
+    std::string failure;  // set when it timed out or was given up
+  };
+
+  std::shared_ptr<PostedBatch> post_p2p(MpiCommunicator& self, const char* op,
+                                        std::span<const P2POp> ops) {
     check_usable(self, op);
     for (const P2POp& p : ops) {
       LOOM_CHECK(p.peer >= 0 && p.peer < self.size_, op, "peer", p.peer,
@@ -417,58 +428,107 @@ struct MpiCommunicator::Impl {
       LOOM_CHECK(p.tag >= 0 && p.tag <= kMaxTag, op, "tag", p.tag, "must lie in 0 ..", kMaxTag);
       mpi_count(p.count);
     }
-    std::vector<MPI_Request> requests(ops.size(), MPI_REQUEST_NULL);
+    auto batch = std::make_shared<PostedBatch>();
+    batch->op = op;
+    batch->ops.assign(ops.begin(), ops.end());
+    batch->requests.assign(ops.size(), MPI_REQUEST_NULL);
+    batch->deadline = deadline_after(self.timeout_);
     for (size_t i = 0; i < ops.size(); ++i) {
       const P2POp& p = ops[i];
       const uint64_t nbytes = static_cast<uint64_t>(p.count) * dtype_size(p.dtype);
       if (p.kind == P2POp::Kind::kSend) {
         self.stats_.add(CommOp::kSend, nbytes);
         LOOM_MPI_CHECK(MPI_Isend(p.buffer, mpi_count(p.count), mpi_type(p.dtype), p.peer, p.tag,
-                                 self.comm_, &requests[i]));
+                                 self.comm_, &batch->requests[i]));
       } else {
         self.stats_.add(CommOp::kRecv, nbytes);
         LOOM_MPI_CHECK(MPI_Irecv(p.buffer, mpi_count(p.count), mpi_type(p.dtype), p.peer, p.tag,
-                                 self.comm_, &requests[i]));
+                                 self.comm_, &batch->requests[i]));
       }
     }
-    std::vector<MPI_Status> statuses(ops.size());
-    if (poll_all(requests, &statuses, deadline_after(self.timeout_))) {
-      for (size_t i = 0; i < ops.size(); ++i) {
-        if (ops[i].kind != P2POp::Kind::kRecv) continue;
-        int received = 0;
-        LOOM_MPI_CHECK(MPI_Get_count(&statuses[i], mpi_type(ops[i].dtype), &received));
-        LOOM_CHECK(static_cast<size_t>(received) == ops[i].count, op,
-                   "on group '" + self.name_ + "':", "expected", ops[i].count,
-                   "elements from world rank", self.world_ranks_[ops[i].peer], "tag", ops[i].tag,
-                   "but got", received);
+    return batch;
+  }
+
+  // Every receive got the element count it expected.
+  void check_received(const MpiCommunicator& self, const PostedBatch& batch,
+                      const std::vector<MPI_Status>& statuses) {
+    for (size_t i = 0; i < batch.ops.size(); ++i) {
+      const P2POp& p = batch.ops[i];
+      if (p.kind != P2POp::Kind::kRecv) continue;
+      int received = 0;
+      LOOM_MPI_CHECK(MPI_Get_count(&statuses[i], mpi_type(p.dtype), &received));
+      LOOM_CHECK(static_cast<size_t>(received) == p.count, batch.op,
+                 "on group '" + self.name_ + "':", "expected", p.count, "elements from world rank",
+                 self.world_ranks_[p.peer], "tag", p.tag, "but got", received);
+    }
+  }
+
+  // Never blocks: whether every transfer of the batch has completed.
+  bool test_p2p(const MpiCommunicator& self, PostedBatch& batch) {
+    if (batch.complete) return true;
+    if (!batch.failure.empty()) throw Error(batch.failure);
+    std::vector<MPI_Status> statuses(batch.ops.size());
+    int done = 0;
+    LOOM_MPI_CHECK(MPI_Testall(static_cast<int>(batch.requests.size()), batch.requests.data(), &done,
+                               statuses.data()));
+    if (!done) return false;
+    batch.complete = true;
+    check_received(self, batch, statuses);
+    return true;
+  }
+
+  // Receives still pending are cancelled (MPI can cancel receives; the wait for a cancelled
+  // receive is local); sends still pending are kept, never waited on.
+  void give_up(PostedBatch& batch, const std::string& why) {
+    for (size_t i = 0; i < batch.ops.size(); ++i) {
+      MPI_Request& request = batch.requests[i];
+      if (request == MPI_REQUEST_NULL) continue;
+      if (batch.ops[i].kind == P2POp::Kind::kRecv) {
+        MPI_Cancel(&request);
+        MPI_Wait(&request, MPI_STATUS_IGNORE);
+      } else {
+        abandoned_sends.push_back(request);
+        request = MPI_REQUEST_NULL;
       }
+    }
+    batch.failure = why;
+  }
+
+  // Polls the batch to its deadline; on a timeout names the peers of the transfers still
+  // pending, and breaks the communicator.
+  void wait_p2p(MpiCommunicator& self, PostedBatch& batch) {
+    if (test_p2p(self, batch)) return;
+    if (!broken.empty()) {
+      const std::string message = unusable_message(self, batch.op);
+      give_up(batch, message);
+      throw Error(message);
+    }
+    std::vector<MPI_Status> statuses(batch.ops.size());
+    if (poll_all(batch.requests, &statuses, batch.deadline)) {
+      batch.complete = true;
+      check_received(self, batch, statuses);
       return;
     }
-
     // Timed out: the peers of the transfers still pending never arrived.
     std::vector<int> missing;
     std::string pending;
-    for (size_t i = 0; i < ops.size(); ++i) {
+    for (size_t i = 0; i < batch.ops.size(); ++i) {
       int done = 0;
-      LOOM_MPI_CHECK(MPI_Test(&requests[i], &done, MPI_STATUS_IGNORE));
+      LOOM_MPI_CHECK(MPI_Test(&batch.requests[i], &done, MPI_STATUS_IGNORE));
       if (done) continue;
-      const int world_peer = self.world_ranks_[ops[i].peer];
+      const P2POp& p = batch.ops[i];
+      const int world_peer = self.world_ranks_[p.peer];
       if (std::find(missing.begin(), missing.end(), world_peer) == missing.end()) {
         missing.push_back(world_peer);
       }
       pending += (pending.empty() ? "" : ", ") +
-                 str_cat(ops[i].kind == P2POp::Kind::kSend ? "send to" : "recv from", "world rank",
-                         world_peer, "tag", ops[i].tag);
-      if (ops[i].kind == P2POp::Kind::kRecv) {
-        // Receives can be cancelled; the wait for a cancelled receive is local.
-        LOOM_MPI_CHECK(MPI_Cancel(&requests[i]));
-        LOOM_MPI_CHECK(MPI_Wait(&requests[i], MPI_STATUS_IGNORE));
-      } else {
-        abandoned_sends.push_back(requests[i]);
-      }
+                 str_cat(p.kind == P2POp::Kind::kSend ? "send to" : "recv from", "world rank",
+                         world_peer, "tag", p.tag);
     }
-    std::string message = timeout_message(self, op, self.timeout_, missing, "pending: " + pending);
+    std::string message =
+        timeout_message(self, batch.op, self.timeout_, missing, "pending: " + pending);
     broken = message;
+    give_up(batch, message);
     throw Error(message);
   }
 
@@ -722,16 +782,43 @@ void MpiCommunicator::broadcast(void* buffer, size_t count, DType dtype, int roo
 
 void MpiCommunicator::send(const void* buffer, size_t count, DType dtype, int peer, int tag) {
   const P2POp op{P2POp::Kind::kSend, const_cast<void*>(buffer), count, dtype, peer, tag};
-  impl_->run_p2p(*this, "send", std::span<const P2POp>(&op, 1));
+  impl_->wait_p2p(*this, *impl_->post_p2p(*this, "send", std::span<const P2POp>(&op, 1)));
 }
 
 void MpiCommunicator::recv(void* buffer, size_t count, DType dtype, int peer, int tag) {
   const P2POp op{P2POp::Kind::kRecv, buffer, count, dtype, peer, tag};
-  impl_->run_p2p(*this, "recv", std::span<const P2POp>(&op, 1));
+  impl_->wait_p2p(*this, *impl_->post_p2p(*this, "recv", std::span<const P2POp>(&op, 1)));
 }
 
 void MpiCommunicator::send_recv_batch(std::span<const P2POp> ops) {
-  impl_->run_p2p(*this, "send_recv_batch", ops);
+  impl_->wait_p2p(*this, *impl_->post_p2p(*this, "send_recv_batch", ops));
+}
+
+class MpiCommunicator::BatchRequest final : public CommRequest {
+ public:
+  BatchRequest(MpiCommunicator& owner, std::shared_ptr<Impl::PostedBatch> batch)
+      : owner_(owner), batch_(std::move(batch)) {}
+  BatchRequest(const BatchRequest&) = delete;
+  BatchRequest& operator=(const BatchRequest&) = delete;
+
+  ~BatchRequest() override {
+    try {
+      wait();
+    } catch (const Error&) {
+      // As for collectives: the broken communicator reports at its next call.
+    }
+  }
+
+  void wait() override { owner_.impl_->wait_p2p(owner_, *batch_); }
+  bool test() override { return owner_.impl_->test_p2p(owner_, *batch_); }
+
+ private:
+  MpiCommunicator& owner_;
+  std::shared_ptr<Impl::PostedBatch> batch_;
+};
+
+std::unique_ptr<CommRequest> MpiCommunicator::send_recv_batch_async(std::span<const P2POp> ops) {
+  return std::make_unique<BatchRequest>(*this, impl_->post_p2p(*this, "send_recv_batch_async", ops));
 }
 
 void MpiCommunicator::barrier() {

@@ -53,6 +53,7 @@ class MpiCommunicator : public Communicator {
   void send(const void* buffer, size_t count, DType dtype, int peer, int tag) override;
   void recv(void* buffer, size_t count, DType dtype, int peer, int tag) override;
   void send_recv_batch(std::span<const P2POp> ops) override;
+  std::unique_ptr<CommRequest> send_recv_batch_async(std::span<const P2POp> ops) override;
   void barrier() override;
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
 
@@ -61,7 +62,8 @@ class MpiCommunicator : public Communicator {
  private:
   MpiCommunicator(MPI_Comm comm, std::string name, std::vector<int> world_ranks);
   struct Impl;
-  class Request;  // the CommRequest of an *_async collective
+  class Request;       // the CommRequest of an *_async collective
+  class BatchRequest;  // the CommRequest of send_recv_batch_async
   std::unique_ptr<Impl> impl_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   std::string name_;

@@ -340,11 +340,12 @@ void NcclCommunicator::await(const std::string& what, const std::string& suspect
 
 class NcclCommunicator::Request final : public CommRequest {
  public:
-  Request(NcclCommunicator& owner, Event event, std::string what, uint64_t operation,
-          std::chrono::milliseconds timeout, Clock::time_point deadline)
+  Request(NcclCommunicator& owner, Event event, std::string what, std::string suspects,
+          uint64_t operation, std::chrono::milliseconds timeout, Clock::time_point deadline)
       : owner_(owner),
         event_(std::move(event)),
         what_(std::move(what)),
+        suspects_(std::move(suspects)),
         operation_(operation),
         timeout_(timeout),
         deadline_(deadline) {}
@@ -371,7 +372,7 @@ class NcclCommunicator::Request final : public CommRequest {
         }
         owner_.check_usable(what_.c_str());
       }
-      owner_.await(what_, kCollectiveSuspects, operation_, timeout_, nullptr, event_.get(),
+      owner_.await(what_, suspects_, operation_, timeout_, nullptr, event_.get(),
                    deadline_);
     } catch (const Error& error) {
       failure_ = error.what();
@@ -392,7 +393,8 @@ class NcclCommunicator::Request final : public CommRequest {
  private:
   NcclCommunicator& owner_;
   Event event_;
-  std::string what_;  // "all_reduce of 10 f32 elements"
+  std::string what_;      // "all_reduce of 10 f32 elements"
+  std::string suspects_;  // who may not have arrived, named on a timeout
   uint64_t operation_ = 0;
   std::chrono::milliseconds timeout_;
   Clock::time_point deadline_;
@@ -402,7 +404,7 @@ class NcclCommunicator::Request final : public CommRequest {
 
 template <typename Enqueue>
 std::unique_ptr<CommRequest> NcclCommunicator::post_async(const char* op, std::string what,
-                                                          CommOp kind, uint64_t nbytes,
+                                                          std::string suspects,
                                                           Enqueue&& enqueue) {
   check_usable(op);
   // Created before the operation is enqueued, so that a failure here leaves nothing in flight.
@@ -414,49 +416,55 @@ std::unique_ptr<CommRequest> NcclCommunicator::post_async(const char* op, std::s
   enqueue();
   // A non-blocking communicator may still be enqueueing (ncclInProgress): NCCL takes no other
   // call until it has finished, so wait for that (not for the operation).
-  await(what, kCollectiveSuspects, operations_, timeout_, nullptr, nullptr, deadline);
+  await(what, suspects, operations_, timeout_, nullptr, nullptr, deadline);
   const cudaError_t recorded = cudaEventRecord(event.get(), stream_);
   if (recorded != cudaSuccess) {
     abort_and_throw(str_cat(what, "(operation #" + std::to_string(operations_) + ") in",
                             describe() + ": cudaEventRecord after it failed:",
                             cuda_error_text(recorded)));
   }
-  stats_.add(kind, nbytes);
-  return std::make_unique<Request>(*this, std::move(event), std::move(what), operations_,
-                                   timeout_, deadline);
+  return std::make_unique<Request>(*this, std::move(event), std::move(what), std::move(suspects),
+                                   operations_, timeout_, deadline);
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::all_reduce_async(const void* send, void* recv,
                                                                 size_t count, DType dtype,
                                                                 ReduceOp op) {
-  return post_async("all_reduce", "all_reduce of " + elements(count, dtype), CommOp::kAllReduce,
-                    count * dtype_size(dtype), [&] {
-                      LOOM_NCCL_ENQUEUE(*this, ncclAllReduce(send, recv, count, nccl_dtype(dtype),
-                                                             nccl_op(op), comm_, stream_));
-                    });
+  auto request = post_async("all_reduce", "all_reduce of " + elements(count, dtype),
+                            kCollectiveSuspects, [&] {
+                              LOOM_NCCL_ENQUEUE(*this, ncclAllReduce(send, recv, count,
+                                                                     nccl_dtype(dtype), nccl_op(op),
+                                                                     comm_, stream_));
+                            });
+  stats_.add(CommOp::kAllReduce, count * dtype_size(dtype));
+  return request;
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::all_gather_async(const void* send, void* recv,
                                                                 size_t count_per_rank,
                                                                 DType dtype) {
-  return post_async(
+  auto request = post_async(
       "all_gather", "all_gather of " + elements(count_per_rank, dtype) + " per rank",
-      CommOp::kAllGather, count_per_rank * static_cast<size_t>(size_) * dtype_size(dtype), [&] {
+      kCollectiveSuspects, [&] {
         LOOM_NCCL_ENQUEUE(
             *this, ncclAllGather(send, recv, count_per_rank, nccl_dtype(dtype), comm_, stream_));
       });
+  stats_.add(CommOp::kAllGather, count_per_rank * static_cast<size_t>(size_) * dtype_size(dtype));
+  return request;
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::reduce_scatter_async(const void* send, void* recv,
                                                                     size_t count_per_rank,
                                                                     DType dtype, ReduceOp op) {
-  return post_async(
+  auto request = post_async(
       "reduce_scatter", "reduce_scatter of " + elements(count_per_rank, dtype) + " per rank",
-      CommOp::kReduceScatter, count_per_rank * static_cast<size_t>(size_) * dtype_size(dtype),
-      [&] {
+      kCollectiveSuspects, [&] {
         LOOM_NCCL_ENQUEUE(*this, ncclReduceScatter(send, recv, count_per_rank, nccl_dtype(dtype),
                                                    nccl_op(op), comm_, stream_));
       });
+  stats_.add(CommOp::kReduceScatter,
+             count_per_rank * static_cast<size_t>(size_) * dtype_size(dtype));
+  return request;
 }
 
 // --- blocking operations -------------------------------------------------------------------------
@@ -515,8 +523,11 @@ void NcclCommunicator::recv(void* buffer, size_t count, DType dtype, int peer, i
 }
 
 void NcclCommunicator::send_recv_batch(std::span<const P2POp> ops) {
+  send_recv_batch_async(ops)->wait();
+}
+
+std::unique_ptr<CommRequest> NcclCommunicator::send_recv_batch_async(std::span<const P2POp> ops) {
   check_usable("send_recv_batch");
-  if (ops.empty()) return;
   std::ostringstream what;
   std::ostringstream peers;
   what << (ops.size() == 1 ? "" : "send_recv_batch: ");
@@ -533,35 +544,37 @@ void NcclCommunicator::send_recv_batch(std::span<const P2POp> ops) {
          << " (tag " << op.tag << ")";
     peers << (i == 0 ? "" : ", ") << world_ranks_[static_cast<size_t>(op.peer)];
   }
-  ++operations_;
-  // Every call is made even after one fails, so that the group is always closed; the first
-  // failure is reported.
-  ncclResult_t first_error = ncclSuccess;
-  const char* failed_call = nullptr;
-  LOOM_NCCL_ENQUEUE(*this, ncclGroupStart());
-  for (const P2POp& op : ops) {
-    const ncclResult_t status =
-        op.kind == P2POp::Kind::kSend
-            ? ncclSend(op.buffer, op.count, nccl_dtype(op.dtype), op.peer, comm_, stream_)
-            : ncclRecv(op.buffer, op.count, nccl_dtype(op.dtype), op.peer, comm_, stream_);
-    if (status != ncclSuccess && status != ncclInProgress && first_error == ncclSuccess) {
-      first_error = status;
-      failed_call = op.kind == P2POp::Kind::kSend ? "ncclSend" : "ncclRecv";
-    }
-  }
-  const ncclResult_t end_status = ncclGroupEnd();
-  if (first_error != ncclSuccess) {
-    check_enqueued(first_error, failed_call, __FILE__, __LINE__);
-  }
-  check_enqueued(end_status, "ncclGroupEnd()", __FILE__, __LINE__);
-  wait(what.str(),
-       (ops.size() == 1 ? "world rank " : "one of world ranks ") + peers.str() +
-           " did not post the matching operation",
-       true);
+  auto request = post_async(
+      "send_recv_batch", what.str(),
+      (ops.size() == 1 ? "world rank " : "one of world ranks ") + peers.str() +
+          " did not post the matching operation",
+      [&] {
+        // Every call is made even after one fails, so that the group is always closed; the
+        // first failure is reported.
+        ncclResult_t first_error = ncclSuccess;
+        const char* failed_call = nullptr;
+        LOOM_NCCL_ENQUEUE(*this, ncclGroupStart());
+        for (const P2POp& op : ops) {
+          const ncclResult_t status =
+              op.kind == P2POp::Kind::kSend
+                  ? ncclSend(op.buffer, op.count, nccl_dtype(op.dtype), op.peer, comm_, stream_)
+                  : ncclRecv(op.buffer, op.count, nccl_dtype(op.dtype), op.peer, comm_, stream_);
+          if (status != ncclSuccess && status != ncclInProgress && first_error == ncclSuccess) {
+            first_error = status;
+            failed_call = op.kind == P2POp::Kind::kSend ? "ncclSend" : "ncclRecv";
+          }
+        }
+        const ncclResult_t end_status = ncclGroupEnd();
+        if (first_error != ncclSuccess) {
+          check_enqueued(first_error, failed_call, __FILE__, __LINE__);
+        }
+        check_enqueued(end_status, "ncclGroupEnd()", __FILE__, __LINE__);
+      });
   for (const P2POp& op : ops) {
     stats_.add(op.kind == P2POp::Kind::kSend ? CommOp::kSend : CommOp::kRecv,
                op.count * dtype_size(op.dtype));
   }
+  return request;
 }
 
 void NcclCommunicator::barrier() {

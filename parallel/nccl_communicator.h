@@ -61,6 +61,7 @@ class NcclCommunicator : public Communicator {
   void send(const void* buffer, size_t count, DType dtype, int peer, int tag) override;
   void recv(void* buffer, size_t count, DType dtype, int peer, int tag) override;
   void send_recv_batch(std::span<const P2POp> ops) override;
+  std::unique_ptr<CommRequest> send_recv_batch_async(std::span<const P2POp> ops) override;
   void barrier() override;
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
 
@@ -76,13 +77,14 @@ class NcclCommunicator : public Communicator {
   // After comm_ is ready: checks NCCL agrees on rank and size, allocates the barrier scratch.
   void finish_setup();
 
-  class Request;  // the CommRequest of an *_async collective
+  class Request;  // the CommRequest of an *_async operation
 
-  // Posts one asynchronous collective: `enqueue` makes the NCCL call on stream_; an event is
-  // recorded after it for the request to poll. `what` names the operation in messages.
+  // Posts one asynchronous operation: `enqueue` makes the NCCL call(s) on stream_; an event is
+  // recorded after it for the request to poll. `what` names the operation in messages,
+  // `suspects` who may not have arrived when it times out. The caller counts the stats.
   template <typename Enqueue>
-  std::unique_ptr<CommRequest> post_async(const char* op, std::string what, CommOp kind,
-                                          uint64_t nbytes, Enqueue&& enqueue);
+  std::unique_ptr<CommRequest> post_async(const char* op, std::string what, std::string suspects,
+                                          Enqueue&& enqueue);
 
   // Throws if an earlier failure aborted this communicator.
   void check_usable(const char* op) const;

@@ -80,6 +80,11 @@ void SoloCommunicator::send_recv_batch(std::span<const P2POp> ops) {
   LOOM_CHECK(ops.empty(), "point-to-point transfers in the one-rank group", name_);
 }
 
+std::unique_ptr<CommRequest> SoloCommunicator::send_recv_batch_async(std::span<const P2POp> ops) {
+  send_recv_batch(ops);
+  return std::make_unique<CompletedRequest>();
+}
+
 std::unique_ptr<Communicator> SoloCommunicator::split(int, int, const std::string& name) {
   return std::make_unique<SoloCommunicator>(name);
 }

@@ -35,6 +35,7 @@ class SoloCommunicator : public Communicator {
   void send(const void* buffer, size_t count, DType dtype, int peer, int tag) override;
   void recv(void* buffer, size_t count, DType dtype, int peer, int tag) override;
   void send_recv_batch(std::span<const P2POp> ops) override;
+  std::unique_ptr<CommRequest> send_recv_batch_async(std::span<const P2POp> ops) override;
   void barrier() override {}
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
 

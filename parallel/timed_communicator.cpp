@@ -81,6 +81,12 @@ void TimedCommunicator::send_recv_batch(std::span<const P2POp> ops) {
   LOOM_TIMED(CommOp::kSend, inner_.send_recv_batch(ops));
 }
 
+std::unique_ptr<CommRequest> TimedCommunicator::send_recv_batch_async(std::span<const P2POp> ops) {
+  std::unique_ptr<CommRequest> request;
+  LOOM_TIMED(CommOp::kSend, request = inner_.send_recv_batch_async(ops));
+  return std::make_unique<TimedRequest>(*this, CommOp::kSend, std::move(request));
+}
+
 void TimedCommunicator::barrier() { LOOM_TIMED(CommOp::kBarrier, inner_.barrier()); }
 
 std::unique_ptr<CommRequest> TimedCommunicator::all_reduce_async(const void* send, void* recv,

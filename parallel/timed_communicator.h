@@ -34,6 +34,7 @@ class TimedCommunicator : public Communicator {
   void send(const void* buffer, size_t count, DType dtype, int peer, int tag) override;
   void recv(void* buffer, size_t count, DType dtype, int peer, int tag) override;
   void send_recv_batch(std::span<const P2POp> ops) override;
+  std::unique_ptr<CommRequest> send_recv_batch_async(std::span<const P2POp> ops) override;
   void barrier() override;
   std::unique_ptr<CommRequest> all_reduce_async(const void* send, void* recv, size_t count,
                                                 DType dtype, ReduceOp op) override;

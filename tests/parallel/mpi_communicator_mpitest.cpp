@@ -248,6 +248,45 @@ TEST(MpiCommunicator, SendRecvBatchExchangesBothWaysAroundTheRing) {
   }
 }
 
+// Every rank posts all its sends first and returns at once (a pipeline stage sending its
+// activations), then receives with blocking calls: with blocking sends of messages too large to
+// be buffered this order would deadlock. Messages with one tag arrive in the order they were sent.
+TEST(MpiCommunicator, SendRecvBatchAsyncSendsDoNotBlockAndKeepTheirOrder) {
+  Communicator& world = mpi_world();
+  if (world.size() == 1) GTEST_SKIP() << "a ring of one rank has no peer to send to";
+  const int next = (world.rank() + 1) % world.size();
+  const int prev = (world.rank() + world.size() - 1) % world.size();
+  const size_t count = size_t{1} << 16;
+  constexpr int kMessages = 3;
+  std::vector<std::vector<float>> mine, got;
+  std::vector<std::unique_ptr<CommRequest>> sends;
+  for (int i = 0; i < kMessages; ++i) {
+    mine.push_back(input<float>(600 + static_cast<uint32_t>(i), world.rank(), count));
+    const P2POp op{P2POp::Kind::kSend, mine.back().data(), count, DType::kF32, next, 4};
+    sends.push_back(world.send_recv_batch_async(std::span<const P2POp>(&op, 1)));
+  }
+  for (int i = 0; i < kMessages; ++i) {
+    got.push_back(poisoned<float>(count));
+    world.recv(got.back().data(), count, DType::kF32, prev, 4);
+    EXPECT_TRUE(all_close(got.back(), input<float>(600 + static_cast<uint32_t>(i), prev, count), 0, 0))
+        << "message " << i;
+  }
+  for (auto& request : sends) request->wait();
+  EXPECT_TRUE(sends[0]->test());
+  // Receives posted asynchronously too, in both directions at once.
+  std::vector<float> from_prev = poisoned<float>(count), from_next = poisoned<float>(count);
+  const P2POp ops[] = {
+      {P2POp::Kind::kRecv, from_prev.data(), count, DType::kF32, prev, 1},
+      {P2POp::Kind::kRecv, from_next.data(), count, DType::kF32, next, 2},
+      {P2POp::Kind::kSend, mine[0].data(), count, DType::kF32, next, 1},
+      {P2POp::Kind::kSend, mine[1].data(), count, DType::kF32, prev, 2},
+  };
+  std::unique_ptr<CommRequest> request = world.send_recv_batch_async(ops);
+  request->wait();
+  EXPECT_TRUE(all_close(from_prev, input<float>(600, prev, count), 0, 0));
+  EXPECT_TRUE(all_close(from_next, input<float>(601, next, count), 0, 0));
+}
+
 TEST(MpiCommunicator, Barrier) {
   Communicator& world = mpi_world();
   const uint64_t before = world.stats().calls[static_cast<int>(CommOp::kBarrier)];
@@ -788,6 +827,23 @@ TEST(MpiCommunicator, TimeoutNamesThePeerThatNeverSent) {
     } catch (const Error& e) {
       expect_timeout_message(e, "send_recv_batch", "stage", late, Clock::now() - start);
     }
+  }
+  // The same for a batch posted asynchronously: its wait() times out. (A fresh group: a timeout
+  // leaves a communicator unusable.)
+  std::unique_ptr<Communicator> async_stage = world.split(0, world.rank(), "async_stage");
+  async_stage->set_timeout(milliseconds(300));
+  if (world.rank() == 0) {
+    const Clock::time_point start = Clock::now();
+    const P2POp ops[] = {{P2POp::Kind::kRecv, buffer.data(), buffer.size(), DType::kF32, late, 3}};
+    std::unique_ptr<CommRequest> request = async_stage->send_recv_batch_async(ops);
+    EXPECT_FALSE(request->test());
+    try {
+      request->wait();
+      ADD_FAILURE() << "an asynchronous recv from a peer that never sends did not time out";
+    } catch (const Error& e) {
+      expect_timeout_message(e, "send_recv_batch_async", "async_stage", late, Clock::now() - start);
+    }
+    EXPECT_THROW(async_stage->barrier(), Error);  // unusable after the timeout
   }
   world.barrier();
 }
