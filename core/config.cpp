@@ -177,10 +177,27 @@ void validate_config(const config::RunConfig& cfg) {
   require_positive("parallel.tp", p.tp());
   require_positive("parallel.pp", p.pp());
   require_positive("parallel.dp", p.dp());
+  require_positive("parallel.virtual_stages", p.virtual_stages());
+  const int virtual_stages = p.pp() * p.virtual_stages();
+  if (p.virtual_stages() > 1) {
+    if (p.pp() == 1) {
+      fail_user("parallel.virtual_stages is", p.virtual_stages(),
+                "but the interleaved schedule needs parallel.pp > 1");
+    }
+    if (t.grad_accum_steps() % p.pp() != 0) {
+      fail_user("train.grad_accum_steps is", t.grad_accum_steps(),
+                "but the interleaved schedule (parallel.virtual_stages > 1) needs a multiple of "
+                "parallel.pp =", p.pp());
+    }
+  }
+  if (p.pp_layers_size() == 0 && m.n_layer() < virtual_stages) {
+    fail_user("model.n_layer is", m.n_layer(), "but", virtual_stages,
+              "pipeline stages (parallel.pp x parallel.virtual_stages) need at least one block each");
+  }
   if (p.pp_layers_size() > 0) {
-    if (p.pp_layers_size() != p.pp()) {
-      fail_user("parallel.pp_layers has", p.pp_layers_size(), "entries but parallel.pp is", p.pp(),
-                "(one block count per stage)");
+    if (p.pp_layers_size() != virtual_stages) {
+      fail_user("parallel.pp_layers has", p.pp_layers_size(), "entries but parallel.pp x "
+                "parallel.virtual_stages is", virtual_stages, "(one block count per stage)");
     }
     int sum = 0;
     for (int n : p.pp_layers()) {
@@ -204,7 +221,7 @@ std::vector<int> pipeline_split(const config::RunConfig& cfg) {
     split.assign(p.pp_layers().begin(), p.pp_layers().end());
     return split;
   }
-  return even_block_split(cfg.model().n_layer(), p.pp());
+  return even_block_split(cfg.model().n_layer(), p.pp() * p.virtual_stages());
 }
 
 std::string config_to_text(const config::RunConfig& cfg) {

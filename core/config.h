@@ -24,8 +24,8 @@ void apply_config_override(config::RunConfig& config, std::string_view assignmen
 // Checks every value for range and consistency; throws UserError for the first problem found.
 void validate_config(const config::RunConfig& config);
 
-// Blocks per pipeline stage: parallel.pp_layers, or an even split (earlier stages take the
-// remainder).
+// Blocks per (virtual) pipeline stage, pp x virtual_stages of them: parallel.pp_layers, or an
+// even split (earlier stages take the remainder).
 std::vector<int> pipeline_split(const config::RunConfig& config);
 
 // Protobuf text format of the config, every field set or defaulted written out.

@@ -693,10 +693,13 @@ std::vector<int> even_block_split(int n_layer, int stages) {
 }
 
 ModelParallel model_parallel_for(const parallel::ProcessGrid& grid,
-                                 const std::vector<int>& blocks_per_stage, bool sequence_parallel) {
-  const int stage = grid.coord().pp;
-  LOOM_CHECK(static_cast<int>(blocks_per_stage.size()) == grid.shape().pp, blocks_per_stage.size(),
-             "block counts for", grid.shape().pp, "pipeline stages");
+                                 const std::vector<int>& blocks_per_stage, bool sequence_parallel,
+                                 int chunk, int chunks) {
+  const int p = grid.shape().pp;
+  LOOM_CHECK(chunks >= 1 && chunk >= 0 && chunk < chunks, "chunk", chunk, "of", chunks);
+  LOOM_CHECK(static_cast<int>(blocks_per_stage.size()) == p * chunks, blocks_per_stage.size(),
+             "block counts for", p, "pipeline stages x", chunks, "chunks");
+  const int stage = chunk * p + grid.coord().pp;  // the virtual stage
   int first = 0;
   for (int s = 0; s < stage; ++s) first += blocks_per_stage[static_cast<size_t>(s)];
   ModelParallel layout;
@@ -705,8 +708,8 @@ ModelParallel model_parallel_for(const parallel::ProcessGrid& grid,
   layout.arena_multiple = grid.shape().dp;
   layout.first_layer = first;
   layout.end_layer = first + blocks_per_stage[static_cast<size_t>(stage)];
-  layout.first_stage = grid.first_stage();
-  layout.last_stage = grid.last_stage();
+  layout.first_stage = stage == 0;
+  layout.last_stage = stage == p * chunks - 1;
   layout.pp = &grid.pp();
   layout.embedding = &grid.embedding();
   return layout;

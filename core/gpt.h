@@ -82,8 +82,12 @@ std::vector<int> even_block_split(int n_layer, int stages);
 
 // This rank's layout in `grid`: its tensor-parallel group, its pipeline stage holding
 // blocks_per_stage[its pp rank] blocks after those of the earlier stages, arenas padded for dp.
+// With `chunks` > 1 (interleaved pipeline) the model is cut into chunks * pp virtual stages and
+// blocks_per_stage has one count per virtual stage: chunk c of pipeline rank s is virtual stage
+// c * pp + s.
 ModelParallel model_parallel_for(const parallel::ProcessGrid& grid,
-                                 const std::vector<int>& blocks_per_stage, bool sequence_parallel);
+                                 const std::vector<int>& blocks_per_stage, bool sequence_parallel,
+                                 int chunk = 0, int chunks = 1);
 
 // Called during the backward of a step's last micro-batch: every gradient element at arena
 // offset >= the argument is final (summed over micro-batches and, for sequence parallelism, over

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <utility>
 
+#include "core/base/check.h"
 #include "kernels/cpu/adamw.h"
 #include "parallel/solo_communicator.h"
 
@@ -119,7 +120,7 @@ void AdamW::finish_gradient_reduction() {
   next_bucket_ = 0;
 }
 
-double AdamW::gradient_norm() const {
+double AdamW::local_gradient_square_sum() const {
   const bool sharded = dp_->size() > 1;
   const float* arena = model_.gradient_arena().f32();
   double local = 0;
@@ -128,12 +129,26 @@ double AdamW::gradient_norm() const {
     const float* g = sharded ? grad_shard_.f32() + s.shard_offset : arena + s.arena_begin;
     local += k::sum_of_squares(g, s.count);
   }
+  return local;
+}
+
+double AdamW::gradient_norm() const {
+  const AdamW* self = this;
+  return global_gradient_norm(std::span<const AdamW* const>(&self, 1));
+}
+
+double global_gradient_norm(std::span<const AdamW* const> optimizers) {
+  LOOM_CHECK(!optimizers.empty(), "global_gradient_norm of no optimizer");
+  double local = 0;
+  for (const AdamW* o : optimizers) local += o->local_gradient_square_sum();
   // Across ranks in fp32 (~1e-7 relative): the communicators carry no doubles.
+  const GPT& model = optimizers[0]->model();
+  parallel::Communicator& dp = optimizers[0]->dp();
   float mine = static_cast<float>(local);
-  if (dp_->size() > 1) dp_->all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
-  if (model_.tp().size() > 1) model_.tp().all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
-  if (model_.pp().size() > 1) model_.pp().all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
-  const bool shared = dp_->size() > 1 || model_.tp().size() > 1 || model_.pp().size() > 1;
+  if (dp.size() > 1) dp.all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
+  if (model.tp().size() > 1) model.tp().all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
+  if (model.pp().size() > 1) model.pp().all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
+  const bool shared = dp.size() > 1 || model.tp().size() > 1 || model.pp().size() > 1;
   return shared ? std::sqrt(static_cast<double>(mine)) : std::sqrt(local);
 }
 

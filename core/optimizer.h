@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "core/gpt.h"
@@ -50,10 +51,13 @@ class AdamW {
   // Global L2 norm of the (data-parallel summed) gradients over every rank that holds a part of
   // the model; tensor-parallel replicated tensors and the tied wte counted once. Collective.
   double gradient_norm() const;
+  // This rank's part of the squared global norm (no communication).
+  double local_gradient_square_sum() const;
   // One update of this rank's slice with learning rate `lr`, clipping by `grad_norm`, then the
   // all-gather of the new parameters.
   void step(float lr, double grad_norm);
   parallel::Communicator& dp() const { return *dp_; }
+  const GPT& model() const { return model_; }
   // Elements whose optimizer state this rank keeps (the memory accounting tests use it).
   int64_t owned_elements() const { return owned_; }
 
@@ -75,5 +79,10 @@ class AdamW {
   int64_t t_ = 0;
   size_t next_bucket_ = 0;  // buckets_[0 .. next_bucket_) are posted this step
 };
+
+// The global norm over the gradients of several optimizers per rank (the model chunks of an
+// interleaved pipeline, which share their groups): gradient_norm() of one optimizer is the case
+// of one. Collective over the first optimizer's data-, tensor- and pipeline-parallel groups.
+double global_gradient_norm(std::span<const AdamW* const> optimizers);
 
 }  // namespace loom

@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <vector>
 
 #include "core/base/check.h"
 #include "kernels/cpu/cross_entropy.h"
+#include "parallel/pipeline_schedule.h"
 
 namespace loom {
 
@@ -22,94 +25,129 @@ float counted_targets(const MicroBatch& mb) {
   return static_cast<float>(n);
 }
 
-// 1F1B across the pipeline group (Megatron's schedule without interleaving, the order of
-// parallel::schedule_1f1b): warm-up forwards, then one forward and one backward alternately,
-// then the remaining backwards. Stage boundaries travel as point-to-point messages; where a
-// stage both sends and receives in one step the two go as one batch, so no pair of stages can
-// wait on each other. Micro-batch i keeps its activations in slot i % (p - s): at most p - s are
-// in flight on stage s.
-void run_1f1b(GPT& model, AdamW& optimizer, std::span<const MicroBatch> micro,
-              const std::vector<float>& scale, std::vector<float>& loss_sums) {
-  Communicator& pp = model.pp();
-  const int p = pp.size(), s = pp.rank(), m = static_cast<int>(micro.size());
-  const bool first = model.first_stage(), last = model.last_stage();
+// Message tags: what travels into virtual stage k (its input) and out of it (the gradient of its
+// input). Between two ranks several chunks' messages travel at once; the tag keeps them apart and
+// messages with one tag arrive in the order they were sent (micro-batch order).
+int forward_tag(int virtual_stage) { return 2 * virtual_stage; }
+int backward_tag(int virtual_stage) { return 2 * virtual_stage + 1; }
+
+// Runs this rank's pipeline schedule (parallel::pipeline_schedules: 1F1B, or interleaved with
+// several chunks). Chunk c of pipeline rank s is virtual stage c * p + s; its input comes from
+// the rank before (rank p - 1 for the first stage of a chunk > 0: a ring), its output goes to the
+// rank after. Sends are posted and left in flight (send_recv_batch_async) while the rank goes on
+// computing; a receive waits where the schedule needs its data. So no rank ever blocks in a send,
+// and a schedule without a cycle of waits (which simulate_pipeline checks) cannot deadlock.
+// Each micro-batch in flight on a chunk holds one activation slot from its forward to its
+// backward; a free slot is reused once the send from its buffers has completed (else a new slot
+// is made, so that no rank waits for a send).
+void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimizers,
+                  std::span<const MicroBatch> micro, const std::vector<float>& scale,
+                  std::vector<float>& loss_sums) {
+  Communicator& pp = chunks[0]->pp();
+  const int p = pp.size(), s = pp.rank(), v = static_cast<int>(chunks.size());
+  const int m = static_cast<int>(micro.size()), last_stage = v * p - 1;
   const int B = micro[0].B, T = micro[0].T;
   for (const MicroBatch& mb : micro) {
     LOOM_CHECK(mb.B == B && mb.T == T, "pipeline micro-batches must share one shape");
   }
-  const size_t n = static_cast<size_t>(model.stage_elements(B, T));
-  const int slots = p - s;
-  auto use = [&](int i) { model.use_slot(i % slots); };
-  auto recv_forward = [&](int i) -> std::vector<P2POp> {
-    if (first) return {};
-    use(i);
-    return {P2POp{P2POp::Kind::kRecv, model.stage_input(B, T), n, DType::kF32, s - 1, kActivationTag}};
+  for (int c = 0; c < v; ++c) {
+    const GPT& g = *chunks[static_cast<size_t>(c)];
+    LOOM_CHECK(g.first_stage() == (c * p + s == 0) && g.last_stage() == (c * p + s == last_stage),
+               "chunk", c, "of pipeline rank", s, "is not virtual stage", c * p + s, "of", v * p);
+  }
+  const size_t n = static_cast<size_t>(chunks[0]->stage_elements(B, T));
+  const int prev = (s + p - 1) % p, next = (s + 1) % p;
+
+  struct Slot {
+    std::unique_ptr<parallel::CommRequest> send;  // in flight from this slot's buffers
   };
-  auto send_forward = [&](int i) -> std::vector<P2POp> {
-    if (last) return {};
-    use(i);
-    return {P2POp{P2POp::Kind::kSend, const_cast<float*>(model.stage_output()), n, DType::kF32, s + 1,
-                  kActivationTag}};
+  struct ChunkSlots {
+    std::vector<Slot> slots;
+    std::vector<int> free;
+    std::vector<int> of_micro_batch;
   };
-  auto recv_backward = [&](int i) -> std::vector<P2POp> {
-    if (last) return {};
-    use(i);
-    return {P2POp{P2POp::Kind::kRecv, model.stage_output_grad(), n, DType::kF32, s + 1, kGradientTag}};
+  std::vector<ChunkSlots> state(static_cast<size_t>(v));
+  for (ChunkSlots& cs : state) cs.of_micro_batch.assign(static_cast<size_t>(m), -1);
+  auto wait_send = [](Slot& slot) {
+    if (slot.send) slot.send->wait();
+    slot.send.reset();
   };
-  auto send_backward = [&](int i) -> std::vector<P2POp> {
-    if (first) return {};
-    use(i);
-    return {P2POp{P2POp::Kind::kSend, const_cast<float*>(model.stage_input_grad()), n, DType::kF32,
-                  s - 1, kGradientTag}};
-  };
-  auto transfer = [&](std::vector<P2POp> a, const std::vector<P2POp>& b) {
-    a.insert(a.end(), b.begin(), b.end());
-    if (!a.empty()) pp.send_recv_batch(a);
-  };
-  auto forward = [&](int i) {
-    use(i);
-    const float loss = model.forward(first ? micro[static_cast<size_t>(i)].tokens : nullptr,
-                                     last ? micro[static_cast<size_t>(i)].targets : nullptr, B, T);
-    if (last) loss_sums[static_cast<size_t>(i)] = loss * static_cast<float>(model.counted_targets());
-  };
-  auto backward = [&](int i) {
-    use(i);
-    const bool final_one = i == m - 1;
-    model.backward(scale[static_cast<size_t>(i)], final_one,
-                   final_one ? optimizer.gradients_ready() : GradientsReady{});
+  auto post_send = [&](Slot& slot, const float* buffer, int tag, int peer) {
+    const P2POp op{P2POp::Kind::kSend, const_cast<float*>(buffer), n, DType::kF32, peer, tag};
+    slot.send = pp.send_recv_batch_async(std::span<const P2POp>(&op, 1));
   };
 
-  const int warmup = std::min(p - s - 1, m), steady = m - warmup;
-  for (int i = 0; i < warmup; ++i) {
-    transfer(recv_forward(i), {});
-    forward(i);
-    transfer(send_forward(i), {});
-  }
-  if (steady > 0) transfer(recv_forward(warmup), {});
-  for (int i = 0; i < steady; ++i) {
-    const int f = warmup + i;
-    forward(f);
-    transfer(send_forward(f), recv_backward(i));
-    backward(i);
-    if (i + 1 == steady) {
-      transfer(send_backward(i), {});
+  LOOM_CHECK(v == 1 || p > 1, "several model chunks need several pipeline stages, got", v, "chunks on one stage");
+  const std::vector<parallel::PipelineAction> schedule =
+      v == 1 ? parallel::schedule_1f1b(p, s, m) : parallel::schedule_interleaved(p, s, v, m);
+  for (const parallel::PipelineAction& action : schedule) {
+    const int c = action.chunk, i = action.micro_batch, k = c * p + s;
+    GPT& g = *chunks[static_cast<size_t>(c)];
+    ChunkSlots& cs = state[static_cast<size_t>(c)];
+    const MicroBatch& mb = micro[static_cast<size_t>(i)];
+    if (action.kind == parallel::PipelineAction::Kind::kForward) {
+      // A free slot whose send has completed, else a new one: waiting here for a send would
+      // wait for the peer to reach its receive, an order the schedule does not promise.
+      auto reusable = std::find_if(cs.free.begin(), cs.free.end(), [&](int j) {
+        Slot& candidate = cs.slots[static_cast<size_t>(j)];
+        return !candidate.send || candidate.send->test();
+      });
+      int slot = 0;
+      if (reusable == cs.free.end()) {
+        slot = static_cast<int>(cs.slots.size());
+        cs.slots.emplace_back();
+      } else {
+        slot = *reusable;
+        cs.free.erase(reusable);
+        wait_send(cs.slots[static_cast<size_t>(slot)]);  // complete: releases the request
+      }
+      cs.of_micro_batch[static_cast<size_t>(i)] = slot;
+      g.use_slot(slot);
+      if (k > 0) pp.recv(g.stage_input(B, T), n, DType::kF32, prev, forward_tag(k));
+      const float loss = g.forward(k == 0 ? mb.tokens : nullptr, k == last_stage ? mb.targets : nullptr, B, T);
+      if (k == last_stage) {
+        loss_sums[static_cast<size_t>(i)] = loss * static_cast<float>(g.counted_targets());
+      } else {
+        post_send(cs.slots[static_cast<size_t>(slot)], g.stage_output(), forward_tag(k + 1), next);
+      }
     } else {
-      // The backward of i is done before the input of f + 1 lands in its (possibly same) slot.
-      transfer(send_backward(i), recv_forward(f + 1));
+      const int slot = cs.of_micro_batch[static_cast<size_t>(i)];
+      LOOM_CHECK(slot >= 0, "the schedule runs the backward of micro-batch", i, "of chunk", c,
+                 "before its forward");
+      Slot& held = cs.slots[static_cast<size_t>(slot)];
+      g.use_slot(slot);
+      if (k < last_stage) pp.recv(g.stage_output_grad(), n, DType::kF32, next, backward_tag(k));
+      // The output went out before its gradient came back: this completes at once. The backward
+      // may rewrite that output (full recomputation), so the send must be over.
+      wait_send(held);
+      const bool final_one = i == m - 1;  // each chunk runs its backwards in micro-batch order
+      g.backward(scale[static_cast<size_t>(i)], final_one,
+                 final_one ? optimizers[static_cast<size_t>(c)]->gradients_ready() : GradientsReady{});
+      if (k > 0) post_send(held, g.stage_input_grad(), backward_tag(k - 1), prev);
+      cs.free.push_back(slot);
     }
   }
-  for (int i = steady; i < m; ++i) {
-    transfer(recv_backward(i), {});
-    backward(i);
-    transfer(send_backward(i), {});
+  for (ChunkSlots& cs : state) {
+    for (Slot& slot : cs.slots) wait_send(slot);
   }
 }
 
 }  // namespace
 
 StepResult train_step(GPT& model, AdamW& optimizer, std::span<const MicroBatch> micro_batches, float lr) {
+  GPT* chunk = &model;
+  AdamW* chunk_optimizer = &optimizer;
+  return train_step(std::span<GPT* const>(&chunk, 1), std::span<AdamW* const>(&chunk_optimizer, 1),
+                    micro_batches, lr);
+}
+
+StepResult train_step(std::span<GPT* const> chunks, std::span<AdamW* const> optimizers,
+                      std::span<const MicroBatch> micro_batches, float lr) {
   LOOM_CHECK(!micro_batches.empty(), "train_step needs at least one micro-batch");
-  Communicator& dp = optimizer.dp();
+  LOOM_CHECK(!chunks.empty() && chunks.size() == optimizers.size(), "train_step needs one optimizer per model chunk, got",
+             chunks.size(), "chunks and", optimizers.size(), "optimizers");
+  GPT& model = *chunks[0];
+  Communicator& dp = optimizers[0]->dp();
   const size_t accum = micro_batches.size();
   // Each replica's share of every micro-batch's loss: its counted targets over all replicas'.
   std::vector<float> local(accum), global(accum);
@@ -121,17 +159,17 @@ StepResult train_step(GPT& model, AdamW& optimizer, std::span<const MicroBatch> 
     scale[i] = global[i] > 0 ? local[i] / global[i] / static_cast<float>(accum) : 0.0f;
   }
 
-  model.zero_grad();
+  for (GPT* chunk : chunks) chunk->zero_grad();
   std::vector<float> loss_sums(accum, 0.0f);  // mean loss x counted targets, on the last stage
-  if (model.pp().size() == 1) {
+  if (model.pp().size() == 1 && chunks.size() == 1) {
     for (size_t i = 0; i < accum; ++i) {
       const MicroBatch& mb = micro_batches[i];
       loss_sums[i] = model.forward(mb.tokens, mb.targets, mb.B, mb.T) * local[i];
       const bool last = i + 1 == accum;
-      model.backward(scale[i], last, last ? optimizer.gradients_ready() : GradientsReady{});
+      model.backward(scale[i], last, last ? optimizers[0]->gradients_ready() : GradientsReady{});
     }
   } else {
-    run_1f1b(model, optimizer, micro_batches, scale, loss_sums);
+    run_pipeline(chunks, optimizers, micro_batches, scale, loss_sums);
   }
 
   // The step's loss: the mean over micro-batches of each one's global mean, known to the last
@@ -148,11 +186,12 @@ StepResult train_step(GPT& model, AdamW& optimizer, std::span<const MicroBatch> 
     result.loss = loss;
   }
 
-  model.sum_tied_embedding_gradients();
-  optimizer.finish_gradient_reduction();
-  result.grad_norm = optimizer.gradient_norm();
+  for (GPT* chunk : chunks) chunk->sum_tied_embedding_gradients();
+  for (AdamW* optimizer : optimizers) optimizer->finish_gradient_reduction();
+  std::vector<const AdamW*> all(optimizers.begin(), optimizers.end());
+  result.grad_norm = global_gradient_norm(all);
   if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) return result;
-  optimizer.step(lr, result.grad_norm);
+  for (AdamW* optimizer : optimizers) optimizer->step(lr, result.grad_norm);
   result.updated = true;
   return result;
 }

@@ -28,7 +28,15 @@ struct StepResult {
   bool updated = false;  // false when the loss or the gradient norm was not finite
 };
 
-// Collective over the model's tensor-parallel group and the optimizer's data-parallel group.
+// Collective over the model's tensor-parallel and pipeline groups and the optimizer's
+// data-parallel group. With several pipeline stages the micro-batches run in the 1F1B schedule.
 StepResult train_step(GPT& model, AdamW& optimizer, std::span<const MicroBatch> micro_batches, float lr);
+
+// The same for a rank holding several model chunks, each with its own optimizer: chunk c of
+// pipeline rank s is virtual stage c * pp + s (model_parallel_for), run in the interleaved
+// schedule; the gradient norm is global over all chunks. Needs micro-batches % pp == 0 when
+// there is more than one chunk.
+StepResult train_step(std::span<GPT* const> chunks, std::span<AdamW* const> optimizers,
+                      std::span<const MicroBatch> micro_batches, float lr);
 
 }  // namespace loom

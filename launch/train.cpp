@@ -45,39 +45,41 @@ std::string format_count(double value) {
 
 constexpr int kAssembleTag = 7;  // point-to-point tag of the tensors sent to rank 0
 
-// Assembles the whole model in `whole` on world rank 0: every stage gathers its tensors over its
-// tp group, and the stages after the first send theirs (the tied wte copy excepted) to rank 0
-// over the pipeline group of data-parallel replica 0. Collective over the world.
-void assemble(const GPT& model, const parallel::ProcessGrid& grid, const std::vector<int>& split,
-              GPT* whole) {
-  auto stage_of_block = [&split](int block) {
+// Assembles the whole model in `whole` on world rank 0: every chunk gathers its tensors over its
+// tp group, and the pipeline ranks after the first send theirs (the tied wte copy excepted) to
+// rank 0 over the pipeline group of data-parallel replica 0. `split` has the blocks of each
+// virtual stage; virtual stage k lives on pipeline rank k % pp. Collective over the world.
+void assemble(const std::vector<std::unique_ptr<GPT>>& chunks, const parallel::ProcessGrid& grid,
+              const std::vector<int>& split, GPT* whole) {
+  const int pp = grid.shape().pp;
+  auto rank_of_block = [&](int block) {
     int stage = 0;
     for (int end = split[0]; block >= end; end += split[static_cast<size_t>(++stage)]) {
     }
-    return stage;
+    return stage % pp;
   };
   const bool sender = grid.coord().dp == 0 && grid.coord().tp == 0 && grid.coord().pp > 0;
-  std::vector<std::vector<float>> mine;
-  for (const Parameter& p : model.parameters()) {
-    std::vector<float> global = gather_parameter(model, p);
-    if (whole) std::memcpy(whole->parameter(p.name).value.raw(), global.data(), global.size() * sizeof(float));
-    if (sender && !p.tied_copy) mine.push_back(std::move(global));
+  std::vector<std::vector<float>> mine;  // in block order: chunk by chunk, ln_f last
+  for (const auto& chunk : chunks) {
+    for (const Parameter& p : chunk->parameters()) {
+      std::vector<float> global = gather_parameter(*chunk, p);
+      if (whole) std::memcpy(whole->parameter(p.name).value.raw(), global.data(), global.size() * sizeof(float));
+      if (sender && !p.tied_copy) mine.push_back(std::move(global));
+    }
   }
-  if (grid.shape().pp == 1 || grid.coord().dp != 0 || grid.coord().tp != 0) return;
+  if (pp == 1 || grid.coord().dp != 0 || grid.coord().tp != 0) return;
   if (sender) {
     for (const std::vector<float>& t : mine) grid.pp().send(t.data(), t.size(), DType::kF32, 0, kAssembleTag);
     return;
   }
-  // Rank 0 receives, stage by stage, the tensors in the order each stage holds them: its blocks,
-  // then (last stage) the final LayerNorm.
-  for (int stage = 1; stage < grid.shape().pp; ++stage) {
+  // Rank 0 receives, rank by rank, the tensors in the order each rank holds them.
+  for (int rank = 1; rank < pp; ++rank) {
     for (Parameter& p : whole->parameters()) {
       if (p.name == "wte" || p.name == "wpe") continue;
       const bool head = p.name.rfind("ln_f.", 0) == 0;
-      const int block = head ? -1 : std::stoi(p.name.substr(2, p.name.find('.', 2) - 2));
-      const int owner = head ? grid.shape().pp - 1 : stage_of_block(block);
-      if (owner != stage) continue;
-      grid.pp().recv(p.value.raw(), static_cast<size_t>(p.value.numel()), DType::kF32, stage, kAssembleTag);
+      const int owner = head ? pp - 1 : rank_of_block(std::stoi(p.name.substr(2, p.name.find('.', 2) - 2)));
+      if (owner != rank) continue;
+      grid.pp().recv(p.value.raw(), static_cast<size_t>(p.value.numel()), DType::kF32, rank, kAssembleTag);
     }
   }
 }
@@ -112,11 +114,22 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   AdditionTask task = make_task(cfg);
   const GPTConfig model_config = model_config_of(cfg);
   const std::vector<int> split = pipeline_split(cfg);
-  GPT model(model_config, model_parallel_for(grid, split, pc.sequence_parallel()));
-  model.init_weights(tc.seed());
-  model.set_recompute(static_cast<Recompute>(tc.recompute()));
-  AdamWSettings settings{oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay(), oc.grad_clip()};
-  AdamW optimizer(model, settings, &grid.dp());
+  // This rank's model chunks (one unless the pipeline is interleaved), each with its optimizer.
+  const int n_chunks = pc.virtual_stages();
+  const AdamWSettings settings{oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay(), oc.grad_clip()};
+  std::vector<std::unique_ptr<GPT>> chunks;
+  std::vector<std::unique_ptr<AdamW>> optimizers;
+  std::vector<GPT*> chunk_ptrs;
+  std::vector<AdamW*> optimizer_ptrs;
+  for (int c = 0; c < n_chunks; ++c) {
+    chunks.push_back(std::make_unique<GPT>(model_config, model_parallel_for(grid, split, pc.sequence_parallel(), c, n_chunks)));
+    chunks.back()->init_weights(tc.seed());
+    chunks.back()->set_recompute(static_cast<Recompute>(tc.recompute()));
+    optimizers.push_back(std::make_unique<AdamW>(*chunks.back(), settings, &grid.dp()));
+    chunk_ptrs.push_back(chunks.back().get());
+    optimizer_ptrs.push_back(optimizers.back().get());
+  }
+  const Recompute recompute = static_cast<Recompute>(tc.recompute());
   // Rank 0 keeps a whole copy of the model for evaluation, samples and the model file.
   std::unique_ptr<GPT> whole = leader ? std::make_unique<GPT>(model_config) : nullptr;
 
@@ -131,22 +144,31 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
                 format_count(static_cast<double>(whole->num_parameters())).c_str());
     std::string stages;
     for (int n : split) stages += (stages.empty() ? "" : ", ") + std::to_string(n);
+    const std::string pipeline =
+        n_chunks == 1 ? ", blocks per stage " + stages + ", 1F1B"
+                      : ", blocks per virtual stage " + stages + ", interleaved (" +
+                            std::to_string(n_chunks) + " chunks per rank)";
     std::printf("layout: %s%s, %d process%s x %d threads%s\n", grid.shape().str().c_str(),
                 pc.sequence_parallel() ? " (sequence parallel)" : "", world.size(),
-                world.size() == 1 ? "" : "es", threads,
-                pc.pp() > 1 ? (", blocks per stage " + stages + ", 1F1B").c_str() : "");
+                world.size() == 1 ? "" : "es", threads, pc.pp() > 1 ? pipeline.c_str() : "");
     if (pc.pp() > 1) {
       std::printf("pipeline: %d micro-batches per step over %d stages: bubble %.1f%% of the step "
-                  "((pp - 1) / (micro-batches + pp - 1); raise train.grad_accum_steps to shrink it)\n",
+                  "((pp - 1) / (%smicro-batches + pp - 1); raise train.grad_accum_steps%s to shrink it)\n",
                   tc.grad_accum_steps(), pc.pp(),
-                  100.0 * parallel::pipeline_bubble_fraction(pc.pp(), 1, tc.grad_accum_steps()));
+                  100.0 * parallel::pipeline_bubble_fraction(pc.pp(), n_chunks, tc.grad_accum_steps()),
+                  n_chunks == 1 ? "" : "chunks x ",
+                  n_chunks == 1 ? " or parallel.virtual_stages" : "");
     }
-    const double kept = static_cast<double>(model.activation_bytes(model.recompute(), B, T)) / (1 << 20);
-    const double all = static_cast<double>(model.activation_bytes(Recompute::kNone, B, T)) / (1 << 20);
+    // Activations of one micro-batch on this rank (all its chunks); a pipeline rank holds several.
+    double kept = 0, all = 0;
+    for (const auto& chunk : chunks) {
+      kept += static_cast<double>(chunk->activation_bytes(recompute, B, T)) / (1 << 20);
+      all += static_cast<double>(chunk->activation_bytes(Recompute::kNone, B, T)) / (1 << 20);
+    }
     std::printf("activations: %.1f MiB per rank", kept);
-    if (model.recompute() != Recompute::kNone) {
+    if (recompute != Recompute::kNone) {
       std::printf(" (recompute %s saves %.1f MiB of %.1f)",
-                  model.recompute() == Recompute::kFull ? "full" : "selective", all - kept, all);
+                  recompute == Recompute::kFull ? "full" : "selective", all - kept, all);
     }
     std::printf("\n");
     std::printf("data: %d-digit addition, %d held-out problems; batch %d x %d replicas x %d accumulation, "
@@ -171,7 +193,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       task.train_batch(static_cast<uint64_t>(step) * accum + i, global_B, tokens[m].data(), targets[m].data());
       micro[m] = MicroBatch{tokens[m].data() + my_rows, targets[m].data() + my_rows, B, T};
     }
-    const StepResult result = train_step(model, optimizer, micro, lr);
+    const StepResult result = train_step(chunk_ptrs, optimizer_ptrs, micro, lr);
     if (!result.updated) {
       fail_user("the loss became", result.loss, "(gradient norm", result.grad_norm, ") at step",
                 step + 1, "(lower optimizer.lr or raise optimizer.warmup_steps)");
@@ -194,7 +216,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       window_start = Clock::now();
     }
     if ((tc.eval_every() > 0 && (step + 1) % tc.eval_every() == 0) || last) {
-      assemble(model, grid, split, whole.get());
+      assemble(chunks, grid, split, whole.get());
       if (leader) {
         const double acc = addition_accuracy(*whole, task, task.test_problems());
         std::printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)\n", step + 1, steps,

@@ -4,6 +4,8 @@
 
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "test_util.h"
 
@@ -84,7 +86,9 @@ TEST(ConfigTest, ValidationNamesTheFieldTheValueAndTheExpectation) {
       {"train.steps=0", "train.steps is 0"},
       {"train.micro_batch_size=-1", "train.micro_batch_size is -1"},
       {"data.addition.digits=12", "data.addition.digits is 12 but must be in 1..9"},
-      {"parallel.pp_layers=1,1", "parallel.pp_layers has 2 entries but parallel.pp is 1"},
+      {"parallel.pp_layers=1,1", "parallel.pp_layers has 2 entries but parallel.pp x parallel.virtual_stages is 1"},
+      {"parallel.virtual_stages=0", "parallel.virtual_stages is 0"},
+      {"parallel.virtual_stages=2", "parallel.virtual_stages is 2 but the interleaved schedule needs parallel.pp > 1"},
       {"parallel.tp=0", "parallel.tp is 0"},
   };
   for (const Case& c : cases) {
@@ -92,6 +96,29 @@ TEST(ConfigTest, ValidationNamesTheFieldTheValueAndTheExpectation) {
     apply_config_override(cfg, c.set);
     std::string e = user_error_of([&] { validate_config(cfg); });
     EXPECT_NE(e.find(c.expect), std::string::npos) << c.set << " gave: " << e;
+  }
+  // Interleaved pipelines: micro-batches in groups of pp, and a block for every virtual stage.
+  const std::vector<std::pair<std::vector<std::string>, std::string>> combined = {
+      {{"parallel.pp=2", "parallel.virtual_stages=2", "train.grad_accum_steps=3"},
+       "train.grad_accum_steps is 3 but the interleaved schedule (parallel.virtual_stages > 1) needs a multiple of parallel.pp = 2"},
+      {{"parallel.pp=2", "parallel.virtual_stages=2", "train.grad_accum_steps=4", "model.n_layer=3"},
+       "model.n_layer is 3 but 4 pipeline stages (parallel.pp x parallel.virtual_stages) need at least one block each"},
+      {{"parallel.pp=2", "parallel.virtual_stages=2", "train.grad_accum_steps=4", "model.n_layer=4", "parallel.pp_layers=2,2"},
+       "parallel.pp_layers has 2 entries but parallel.pp x parallel.virtual_stages is 4"},
+  };
+  for (const auto& [sets, expect] : combined) {
+    config::RunConfig cfg = valid();
+    for (const std::string& set : sets) apply_config_override(cfg, set);
+    std::string e = user_error_of([&] { validate_config(cfg); });
+    EXPECT_NE(e.find(expect), std::string::npos) << sets.back() << " gave: " << e;
+  }
+  {
+    config::RunConfig cfg = valid();
+    for (const char* set : {"parallel.pp=2", "parallel.virtual_stages=2", "train.grad_accum_steps=4", "model.n_layer=5"}) {
+      apply_config_override(cfg, set);
+    }
+    validate_config(cfg);
+    EXPECT_EQ(pipeline_split(cfg), (std::vector<int>{2, 1, 1, 1}));
   }
   std::string e = user_error_of([] { validate_config(parse_config_text("", "empty")); });
   EXPECT_NE(e.find("data has no source"), std::string::npos) << e;

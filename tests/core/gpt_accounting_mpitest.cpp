@@ -6,6 +6,7 @@
 // analytical volume of docs/parallelism.md ("Communication volume"), asserted within 1% (they
 // are equal).
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "core/gpt.h"
@@ -103,37 +104,51 @@ TEST(GptAccountingMpiTest, BytesPerStepEqualTheAnalyticalVolume) {
 namespace loom {
 namespace {
 
-// Pipeline traffic per step, per rank (docs/parallelism.md): per micro-batch, one boundary buffer
-// (rows x C) received and one sent in each direction the stage has a neighbour, plus the loss
-// broadcast and the gradient-norm all-reduce (one element each); the embedding group sums the
-// tied wte's gradient (the rank's vocabulary rows x C) once per step.
+// Pipeline traffic per step, per rank (docs/parallelism.md): per micro-batch and model chunk,
+// one boundary buffer (rows x C) received and one sent in each direction the chunk's virtual
+// stage has a neighbour, plus the loss broadcast and the gradient-norm all-reduce (one element
+// each); the embedding group sums the tied wte's gradient (the rank's vocabulary rows x C) once
+// per step. 1F1B (one chunk) and interleaved (two).
 TEST(GptAccountingMpiTest, PipelineBytesPerStepEqualTheAnalyticalVolume) {
   Communicator& world = testing::mpi_world();
-  const GPTConfig config{4, 8, 64, 101, 16};
-  const int B = 2, T = 16, accum = 3;
+  const GPTConfig config{8, 8, 64, 101, 16};
+  const int B = 2, T = 16, accum = 4;
   for (int pp : {2, 4}) {
     for (int tp : {1, 2}) {
-      if (world.size() % (pp * tp) != 0) continue;
-      const int dp = world.size() / (pp * tp);
-      parallel::ProcessGrid grid(world, parallel::GridShape{tp, pp, dp});
-      SCOPED_TRACE(::testing::Message() << "tp=" << tp << " pp=" << pp << " dp=" << dp);
-      GPT model(config, model_parallel_for(grid, even_block_split(config.n_layer, pp), false));
-      model.init_weights(1);
-      AdamW optimizer(model, AdamWSettings{}, &grid.dp(), 1 << 14);
-      std::vector<int32_t> tokens = testing::random_ints(static_cast<size_t>(B) * T * accum, 5, 0, config.vocab_size);
-      std::vector<MicroBatch> micro;
-      for (int m = 0; m < accum; ++m) micro.push_back(MicroBatch{tokens.data() + m * B * T, tokens.data() + m * B * T, B, T});
-      grid.pp().stats().reset();
-      grid.embedding().stats().reset();
-      train_step(model, optimizer, micro, 1e-3f);
-      const double boundary = static_cast<double>(B) * T * config.n_embd;
-      const int neighbours = (grid.first_stage() ? 0 : 1) + (grid.last_stage() ? 0 : 1);
-      const double expected_pp = 4.0 * (accum * 2 * neighbours * boundary + 1 + 1);
-      EXPECT_NEAR(static_cast<double>(grid.pp().stats().total_bytes()) / expected_pp, 1.0, 0.01)
-          << grid.pp().stats().total_bytes() << " pp bytes, expected " << expected_pp;
-      const bool holds_wte = grid.first_stage() || grid.last_stage();
-      const double expected_embedding = holds_wte ? 4.0 * model.vocab_count() * config.n_embd : 0.0;
-      EXPECT_EQ(static_cast<double>(grid.embedding().stats().total_bytes()), expected_embedding);
+      for (int chunks : {1, 2}) {
+        if (world.size() % (pp * tp) != 0) continue;
+        const int dp = world.size() / (pp * tp);
+        parallel::ProcessGrid grid(world, parallel::GridShape{tp, pp, dp});
+        SCOPED_TRACE(::testing::Message() << "tp=" << tp << " pp=" << pp << " dp=" << dp << " chunks=" << chunks);
+        const std::vector<int> split = even_block_split(config.n_layer, pp * chunks);
+        std::vector<std::unique_ptr<GPT>> models;
+        std::vector<std::unique_ptr<AdamW>> optimizers;
+        std::vector<GPT*> model_ptrs;
+        std::vector<AdamW*> optimizer_ptrs;
+        int neighbours = 0;
+        bool holds_wte = false;
+        for (int c = 0; c < chunks; ++c) {
+          models.push_back(std::make_unique<GPT>(config, model_parallel_for(grid, split, false, c, chunks)));
+          models.back()->init_weights(1);
+          optimizers.push_back(std::make_unique<AdamW>(*models.back(), AdamWSettings{}, &grid.dp(), 1 << 14));
+          model_ptrs.push_back(models.back().get());
+          optimizer_ptrs.push_back(optimizers.back().get());
+          neighbours += (models.back()->first_stage() ? 0 : 1) + (models.back()->last_stage() ? 0 : 1);
+          holds_wte = holds_wte || models.back()->first_stage() || models.back()->last_stage();
+        }
+        std::vector<int32_t> tokens = testing::random_ints(static_cast<size_t>(B) * T * accum, 5, 0, config.vocab_size);
+        std::vector<MicroBatch> micro;
+        for (int m = 0; m < accum; ++m) micro.push_back(MicroBatch{tokens.data() + m * B * T, tokens.data() + m * B * T, B, T});
+        grid.pp().stats().reset();
+        grid.embedding().stats().reset();
+        train_step(model_ptrs, optimizer_ptrs, micro, 1e-3f);
+        const double boundary = static_cast<double>(B) * T * config.n_embd;
+        const double expected_pp = 4.0 * (accum * 2 * neighbours * boundary + 1 + 1);
+        EXPECT_NEAR(static_cast<double>(grid.pp().stats().total_bytes()) / expected_pp, 1.0, 0.01)
+            << grid.pp().stats().total_bytes() << " pp bytes, expected " << expected_pp;
+        const double expected_embedding = holds_wte ? 4.0 * models[0]->vocab_count() * config.n_embd : 0.0;
+        EXPECT_EQ(static_cast<double>(grid.embedding().stats().total_bytes()), expected_embedding);
+      }
     }
   }
 }

