@@ -168,26 +168,31 @@ class Backoff {
   microseconds sleep_{0};
 };
 
+// One MPI_Testall: true when every request has completed. An error in one transfer is reported
+// with that transfer's own code (MPI_ERR_TRUNCATE, ...), not MPI_ERR_IN_STATUS.
+bool test_all(std::span<MPI_Request> requests, std::vector<MPI_Status>* statuses) {
+  MPI_Status* status_array = statuses ? statuses->data() : MPI_STATUSES_IGNORE;
+  int done = 0;
+  const int code = MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, status_array);
+  if (code == MPI_ERR_IN_STATUS && statuses) {
+    for (const MPI_Status& status : *statuses) {
+      if (status.MPI_ERROR != MPI_SUCCESS && status.MPI_ERROR != MPI_ERR_PENDING) {
+        throw_mpi_error(status.MPI_ERROR, "MPI_Testall (status of one transfer)", __FILE__,
+                        __LINE__);
+      }
+    }
+  }
+  check_mpi(code, "MPI_Testall(n, requests.data(), &done, status_array)", __FILE__, __LINE__);
+  return done != 0;
+}
+
 // Polls until every request has completed (true) or the deadline passes (false). MPI_Testall
 // completes all or none, so on false every request is still pending.
 bool poll_all(std::span<MPI_Request> requests, std::vector<MPI_Status>* statuses,
               Clock::time_point deadline) {
   Backoff backoff;
-  const int n = static_cast<int>(requests.size());
-  MPI_Status* status_array = statuses ? statuses->data() : MPI_STATUSES_IGNORE;
   while (true) {
-    int done = 0;
-    const int code = MPI_Testall(n, requests.data(), &done, status_array);
-    if (code == MPI_ERR_IN_STATUS && statuses) {
-      for (const MPI_Status& status : *statuses) {
-        if (status.MPI_ERROR != MPI_SUCCESS && status.MPI_ERROR != MPI_ERR_PENDING) {
-          throw_mpi_error(status.MPI_ERROR, "MPI_Testall (status of one transfer)", __FILE__,
-                          __LINE__);
-        }
-      }
-    }
-    check_mpi(code, "MPI_Testall(n, requests.data(), &done, status_array)", __FILE__, __LINE__);
-    if (done) return true;
+    if (test_all(requests, statuses)) return true;
     if (Clock::now() >= deadline) return false;
     backoff.pause();
   }
@@ -468,10 +473,7 @@ struct MpiCommunicator::Impl {
     if (batch.complete) return true;
     if (!batch.failure.empty()) throw Error(batch.failure);
     std::vector<MPI_Status> statuses(batch.ops.size());
-    int done = 0;
-    LOOM_MPI_CHECK(MPI_Testall(static_cast<int>(batch.requests.size()), batch.requests.data(), &done,
-                               statuses.data()));
-    if (!done) return false;
+    if (!test_all(batch.requests, &statuses)) return false;
     batch.complete = true;
     check_received(self, batch, statuses);
     return true;
