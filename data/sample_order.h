@@ -68,6 +68,8 @@ class SampleOrder {
   SampleRef at(uint64_t global_index) const;
 
   size_t datasets() const { return windows_.size(); }
+  // S of dataset k: its samples per epoch.
+  uint64_t windows(size_t k) const { return windows_.at(k); }
   // Samples of dataset k in every block of kBlendBlock consecutive global samples.
   uint32_t quota(size_t k) const { return quota_.at(k); }
 

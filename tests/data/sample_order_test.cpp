@@ -50,6 +50,7 @@ TEST(RandomPermutationTest, KeyedBySeedStreamAndEpoch) {
 TEST(SampleOrderTest, EveryWindowOncePerEpochInANewOrder) {
   const uint64_t S = 777;
   const SampleOrder order(5, {S}, {1.0}, true);
+  EXPECT_EQ(order.windows(0), S);
   std::vector<uint64_t> epoch0, epoch1;
   for (uint64_t i = 0; i < 2 * S; ++i) {
     const SampleRef ref = order.at(i);
