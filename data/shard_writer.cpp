@@ -225,7 +225,8 @@ std::vector<std::string> ShardWriter::finish() {
     paths.push_back((std::filesystem::path(dir_) / shard_files_[i]).string());
   }
   std::string text;
-  LOOM_CHECK(google::protobuf::TextFormat::PrintToString(descriptor, &text), "printing the split descriptor");
+  const bool printed = google::protobuf::TextFormat::PrintToString(descriptor, &text);
+  LOOM_CHECK(printed, "printing the descriptor of split", split_);
   const std::string path = descriptor_path(), tmp = temporary_name(path);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail_user("cannot write", tmp, ":", std::strerror(errno));

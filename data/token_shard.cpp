@@ -139,7 +139,7 @@ void TokenShard::validate(uint64_t file_bytes) {
   header_.flags = load<uint32_t>(base_, kFlagsAt);
   if ((header_.flags & ~kShardLastDocumentContinues) != 0) {
     fail_user("token shard", p, "has unknown flags", header_.flags, "at byte offset", kFlagsAt,
-              "(only bit 0 is defined in version", kShardVersion, ")");
+              "(version " + std::to_string(kShardVersion) + " defines only bit 0)");
   }
   header_.tokens = load<uint64_t>(base_, kTokensAt);
   header_.documents = load<uint64_t>(base_, kDocumentsAt);
@@ -167,7 +167,7 @@ void TokenShard::validate(uint64_t file_bytes) {
     }
     if (end <= previous) {
       fail_user("token shard", p, "has document index entry", i, "at byte offset", at, "equal to", end,
-                "but document ends must increase (the previous is", previous, ")");
+                "not above the previous entry,", str_cat(previous) + ": document ends must increase");
     }
     previous = end;
   }

@@ -114,7 +114,8 @@ TEST_F(TokenShardTest, IndexThatDisagreesWithTheShardNamesTheEntry) {
   const uint64_t first_end = docs_[0].size();
   put<uint64_t>(bytes, index_at_ + 8, first_end);  // entry 1 == entry 0
   expect_error(bytes, "document index entry 1 at byte offset " + std::to_string(index_at_ + 8) + " equal to " +
-                          std::to_string(first_end) + " but document ends must increase");
+                          std::to_string(first_end) + " not above the previous entry, " +
+                          std::to_string(first_end) + ": document ends must increase");
   bytes = good_;
   put<uint64_t>(bytes, index_at_, tokens_ + 5);
   expect_error(bytes, "document index entry 0 at byte offset " + std::to_string(index_at_) + " equal to " +
