@@ -1,0 +1,122 @@
+// The streaming loader: this data-parallel rank's micro-batches for each training step, drawn in
+// the sample order (data/sample_order.h) from one or several blended token datasets, prepared
+// ahead of the trainer by a background thread.
+//
+// Global batches. Every step consumes G = dp * B * accum consecutive global sample indices,
+// starting at LoaderState::next_sample. Micro-batch m of the step is the block of dp * B indices
+// starting at next_sample + m * dp * B, and DP rank r takes rows [r * B, (r + 1) * B) of it, so
+// the ranks' parts are disjoint and their union — the global batch — depends only on G and the
+// state: a run resumed with a different dp (same G) sees the same global batches.
+// A sample is a window of T + 1 tokens: its tokens row is window[0, T), its targets row
+// window[1, T + 1), both int32 as the model takes them.
+//
+// The loader's whole state is LoaderState (two integers, stored in checkpoints): constructing a
+// loader from a saved state continues the interrupted sequence bit for bit. With
+// prefetch_steps > 0 a thread fills a queue of that many steps; an error it meets (a corrupt
+// token) is re-thrown by next() once the steps before it are consumed. prefetch_steps == 0 reads
+// in the caller's thread: the same batches.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "data/sample_order.h"
+#include "data/token_dataset.h"
+
+namespace loom {
+
+// What a checkpoint stores to resume the data stream.
+struct LoaderState {
+  uint64_t seed = 0;         // the sample order's seed (train.seed)
+  uint64_t next_sample = 0;  // global index of the next step's first sample
+};
+
+struct BatchLayout {
+  int seq_len = 0;           // T
+  int micro_batch_size = 0;  // B: sequences of each micro-batch on each DP rank
+  int grad_accum_steps = 1;  // micro-batches per step
+  int dp_size = 1;
+  int dp_rank = 0;
+
+  // G: samples per step over all ranks.
+  uint64_t global_batch() const {
+    return static_cast<uint64_t>(dp_size) * static_cast<uint64_t>(micro_batch_size) *
+           static_cast<uint64_t>(grad_accum_steps);
+  }
+};
+
+// A dataset and its share of the blend (weights are normalised over the sources).
+struct BlendSource {
+  const TokenDataset* dataset = nullptr;  // must outlive the loader
+  double weight = 1.0;
+};
+
+struct LoaderOptions {
+  BatchLayout layout;
+  bool shuffle = true;     // false: windows in stream order (evaluation)
+  int prefetch_steps = 2;  // steps prepared ahead by the thread; 0: no thread
+};
+
+// One step's micro-batches for this rank.
+struct StepBatch {
+  int micro_batches = 0;
+  int B = 0;
+  int T = 0;
+  uint64_t first_sample = 0;     // global index where the step starts
+  std::vector<int32_t> tokens;   // (micro_batches, B, T)
+  std::vector<int32_t> targets;  // (micro_batches, B, T)
+
+  const int32_t* tokens_of(int micro_batch) const { return tokens.data() + offset_of(micro_batch); }
+  const int32_t* targets_of(int micro_batch) const { return targets.data() + offset_of(micro_batch); }
+
+ private:
+  size_t offset_of(int micro_batch) const {
+    return static_cast<size_t>(micro_batch) * static_cast<size_t>(B) * static_cast<size_t>(T);
+  }
+};
+
+class TokenLoader {
+ public:
+  // UserError for a non-positive size, a rank outside [0, dp), a dataset shorter than one window
+  // (T + 1 tokens), datasets with different vocabularies, or a bad weight.
+  TokenLoader(std::vector<BlendSource> sources, LoaderOptions options, LoaderState state);
+  ~TokenLoader();  // stops and joins the thread
+  TokenLoader(const TokenLoader&) = delete;
+  TokenLoader& operator=(const TokenLoader&) = delete;
+
+  // The next step's batch. Re-throws an error raised while preparing it.
+  StepBatch next();
+  // The position after the last batch next() returned: save this in a checkpoint.
+  LoaderState state() const { return {seed_, next_sample_}; }
+
+  const BatchLayout& layout() const { return options_.layout; }
+  const SampleOrder& order() const { return order_; }
+  uint32_t vocab_size() const { return sources_.front().dataset->vocab_size(); }
+
+  // Global sample `index`'s tokens and targets (T each): the pure function batches are made of.
+  void read_sample(uint64_t index, int32_t* tokens, int32_t* targets) const;
+
+ private:
+  StepBatch read_step(uint64_t first_sample) const;
+  void prefetch(uint64_t first_sample);
+
+  std::vector<BlendSource> sources_;
+  LoaderOptions options_;
+  uint64_t seed_;
+  SampleOrder order_;
+  uint64_t next_sample_;  // touched by the consumer only
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<StepBatch> ready_;  // guarded by mutex_
+  std::exception_ptr error_;     // guarded by mutex_
+  bool stopping_ = false;        // guarded by mutex_
+  std::thread worker_;
+};
+
+}  // namespace loom
