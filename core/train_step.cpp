@@ -40,9 +40,13 @@ int backward_tag(int virtual_stage) { return 2 * virtual_stage + 1; }
 // Each micro-batch in flight on a chunk holds one activation slot from its forward to its
 // backward; a free slot is reused once the send from its buffers has completed (else a new slot
 // is made, so that no rank waits for a send).
+// With no optimizers the pass is forward only (evaluation): every rank runs the forwards of
+// micro-batch 0 through its chunks, then of micro-batch 1, ..., an order in which each waits only
+// for earlier (micro-batch, virtual stage) pairs, so it cannot deadlock either.
 void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimizers,
                   std::span<const MicroBatch> micro, const std::vector<float>& scale,
                   std::vector<float>& loss_sums) {
+  const bool forward_only = optimizers.empty();
   Communicator& pp = chunks[0]->pp();
   const int p = pp.size(), s = pp.rank(), v = static_cast<int>(chunks.size());
   const int m = static_cast<int>(micro.size()), last_stage = v * p - 1;
@@ -78,8 +82,14 @@ void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimize
   };
 
   LOOM_CHECK(v == 1 || p > 1, "several model chunks need several pipeline stages, got", v, "chunks on one stage");
-  const std::vector<parallel::PipelineAction> schedule =
-      v == 1 ? parallel::schedule_1f1b(p, s, m) : parallel::schedule_interleaved(p, s, v, m);
+  std::vector<parallel::PipelineAction> schedule;
+  if (forward_only) {
+    for (int i = 0; i < m; ++i) {
+      for (int c = 0; c < v; ++c) schedule.push_back({parallel::PipelineAction::Kind::kForward, i, c});
+    }
+  } else {
+    schedule = v == 1 ? parallel::schedule_1f1b(p, s, m) : parallel::schedule_interleaved(p, s, v, m);
+  }
   for (const parallel::PipelineAction& action : schedule) {
     const int c = action.chunk, i = action.micro_batch, k = c * p + s;
     GPT& g = *chunks[static_cast<size_t>(c)];
@@ -110,6 +120,7 @@ void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimize
       } else {
         post_send(cs.slots[static_cast<size_t>(slot)], g.stage_output(), forward_tag(k + 1), next);
       }
+      if (forward_only) cs.free.push_back(slot);
     } else {
       const int slot = cs.of_micro_batch[static_cast<size_t>(i)];
       LOOM_CHECK(slot >= 0, "the schedule runs the backward of micro-batch", i, "of chunk", c,
@@ -132,6 +143,62 @@ void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimize
   }
 }
 
+// Each replica's share of every micro-batch's loss: its counted targets over all replicas'.
+struct LossShares {
+  std::vector<float> local;   // counted targets of this replica, per micro-batch
+  std::vector<float> global;  // ... of all replicas
+  std::vector<float> scale;   // local / global / micro-batches: the backward's loss scale
+};
+
+LossShares loss_shares(std::span<const MicroBatch> micro, Communicator& dp) {
+  const size_t accum = micro.size();
+  LossShares shares;
+  shares.local.resize(accum);
+  for (size_t i = 0; i < accum; ++i) shares.local[i] = counted_targets(micro[i]);
+  shares.global = shares.local;  // counts are exact in fp32 below 2^24
+  if (dp.size() > 1) {
+    dp.all_reduce(shares.global.data(), shares.global.data(), accum, DType::kF32, parallel::ReduceOp::kSum);
+  }
+  shares.scale.resize(accum);
+  for (size_t i = 0; i < accum; ++i) {
+    shares.scale[i] = shares.global[i] > 0 ? shares.local[i] / shares.global[i] / static_cast<float>(accum) : 0.0f;
+  }
+  return shares;
+}
+
+// Runs the micro-batches (forward only without optimizers) and returns the mean over them of
+// each one's global mean loss, known to every rank: the last stage's replicas sum their loss
+// sums, then the last stage broadcasts to the others.
+double run_micro_batches(std::span<GPT* const> chunks, std::span<AdamW* const> optimizers,
+                         std::span<const MicroBatch> micro, const LossShares& shares, Communicator& dp) {
+  GPT& model = *chunks[0];
+  const size_t accum = micro.size();
+  std::vector<float> loss_sums(accum, 0.0f);  // mean loss x counted targets, on the last stage
+  if (model.pp().size() == 1 && chunks.size() == 1) {
+    for (size_t i = 0; i < accum; ++i) {
+      const MicroBatch& mb = micro[i];
+      loss_sums[i] = model.forward(mb.tokens, mb.targets, mb.B, mb.T) * shares.local[i];
+      if (optimizers.empty()) continue;
+      const bool last = i + 1 == accum;
+      model.backward(shares.scale[i], last, last ? optimizers[0]->gradients_ready() : GradientsReady{});
+    }
+  } else {
+    run_pipeline(chunks, optimizers, micro, shares.scale, loss_sums);
+  }
+  if (dp.size() > 1) dp.all_reduce(loss_sums.data(), loss_sums.data(), accum, DType::kF32, parallel::ReduceOp::kSum);
+  double loss = 0;
+  for (size_t i = 0; i < accum; ++i) {
+    loss += shares.global[i] > 0 ? static_cast<double>(loss_sums[i]) / shares.global[i] : 0.0;
+  }
+  loss /= static_cast<double>(accum);
+  if (model.pp().size() > 1) {
+    float value = static_cast<float>(loss);
+    model.pp().broadcast(&value, 1, DType::kF32, model.pp().size() - 1);
+    loss = value;
+  }
+  return loss;
+}
+
 }  // namespace
 
 StepResult train_step(GPT& model, AdamW& optimizer, std::span<const MicroBatch> micro_batches, float lr) {
@@ -146,45 +213,11 @@ StepResult train_step(std::span<GPT* const> chunks, std::span<AdamW* const> opti
   LOOM_CHECK(!micro_batches.empty(), "train_step needs at least one micro-batch");
   LOOM_CHECK(!chunks.empty() && chunks.size() == optimizers.size(), "train_step needs one optimizer per model chunk, got",
              chunks.size(), "chunks and", optimizers.size(), "optimizers");
-  GPT& model = *chunks[0];
   Communicator& dp = optimizers[0]->dp();
-  const size_t accum = micro_batches.size();
-  // Each replica's share of every micro-batch's loss: its counted targets over all replicas'.
-  std::vector<float> local(accum), global(accum);
-  for (size_t i = 0; i < accum; ++i) local[i] = counted_targets(micro_batches[i]);
-  global = local;  // counts are exact in fp32 below 2^24
-  if (dp.size() > 1) dp.all_reduce(global.data(), global.data(), accum, DType::kF32, parallel::ReduceOp::kSum);
-  std::vector<float> scale(accum);
-  for (size_t i = 0; i < accum; ++i) {
-    scale[i] = global[i] > 0 ? local[i] / global[i] / static_cast<float>(accum) : 0.0f;
-  }
-
+  const LossShares shares = loss_shares(micro_batches, dp);
   for (GPT* chunk : chunks) chunk->zero_grad();
-  std::vector<float> loss_sums(accum, 0.0f);  // mean loss x counted targets, on the last stage
-  if (model.pp().size() == 1 && chunks.size() == 1) {
-    for (size_t i = 0; i < accum; ++i) {
-      const MicroBatch& mb = micro_batches[i];
-      loss_sums[i] = model.forward(mb.tokens, mb.targets, mb.B, mb.T) * local[i];
-      const bool last = i + 1 == accum;
-      model.backward(scale[i], last, last ? optimizers[0]->gradients_ready() : GradientsReady{});
-    }
-  } else {
-    run_pipeline(chunks, optimizers, micro_batches, scale, loss_sums);
-  }
-
-  // The step's loss: the mean over micro-batches of each one's global mean, known to the last
-  // stage's replicas and then to every stage.
-  if (dp.size() > 1) dp.all_reduce(loss_sums.data(), loss_sums.data(), accum, DType::kF32, parallel::ReduceOp::kSum);
   StepResult result;
-  for (size_t i = 0; i < accum; ++i) {
-    result.loss += global[i] > 0 ? static_cast<double>(loss_sums[i]) / global[i] : 0.0;
-  }
-  result.loss /= static_cast<double>(accum);
-  if (model.pp().size() > 1) {
-    float loss = static_cast<float>(result.loss);
-    model.pp().broadcast(&loss, 1, DType::kF32, model.pp().size() - 1);
-    result.loss = loss;
-  }
+  result.loss = run_micro_batches(chunks, optimizers, micro_batches, shares, dp);
 
   for (GPT* chunk : chunks) chunk->sum_tied_embedding_gradients();
   for (AdamW* optimizer : optimizers) optimizer->finish_gradient_reduction();
@@ -194,6 +227,12 @@ StepResult train_step(std::span<GPT* const> chunks, std::span<AdamW* const> opti
   for (AdamW* optimizer : optimizers) optimizer->step(lr, result.grad_norm);
   result.updated = true;
   return result;
+}
+
+double evaluate_loss(std::span<GPT* const> chunks, Communicator& dp,
+                     std::span<const MicroBatch> micro_batches) {
+  LOOM_CHECK(!micro_batches.empty() && !chunks.empty(), "evaluate_loss needs model chunks and micro-batches");
+  return run_micro_batches(chunks, {}, micro_batches, loss_shares(micro_batches, dp), dp);
 }
 
 }  // namespace loom

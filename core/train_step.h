@@ -39,4 +39,10 @@ StepResult train_step(GPT& model, AdamW& optimizer, std::span<const MicroBatch> 
 StepResult train_step(std::span<GPT* const> chunks, std::span<AdamW* const> optimizers,
                       std::span<const MicroBatch> micro_batches, float lr);
 
+// The loss of the micro-batches without training (validation): forward passes only, through the
+// pipeline if the chunks form one, the mean over micro-batches of each one's global mean loss as
+// train_step reports it. Collective like train_step; `dp` is the data-parallel group.
+double evaluate_loss(std::span<GPT* const> chunks, parallel::Communicator& dp,
+                     std::span<const MicroBatch> micro_batches);
+
 }  // namespace loom

@@ -28,6 +28,7 @@
 #include "core/train_step.h"
 #include "mpi_test_util.h"
 #include "parallel/process_grid.h"
+#include "parallel/solo_communicator.h"
 #include "test_util.h"
 
 namespace loom {
@@ -194,6 +195,15 @@ PipelineRun train_pipeline(const GPTConfig& config, const parallel::ProcessGrid&
       const StepResult want = train_step(*reference, *reference_optimizer, whole, lr);
       EXPECT_LE(std::fabs(got.loss - want.loss) / std::fabs(want.loss), 1e-5)
           << "step " << step << ": got " << got.loss << " want " << want.loss;
+    }
+    if (reference && step + 1 == steps) {
+      // Validation through the pipeline (forward only) after the last update.
+      GPT* whole_model = reference;
+      parallel::SoloCommunicator one_replica("dp");
+      const double got_eval = evaluate_loss(chunks, grid.dp(), mine);
+      const double want_eval = evaluate_loss({&whole_model, 1}, one_replica, whole);
+      EXPECT_LE(std::fabs(got_eval - want_eval) / std::fabs(want_eval), 1e-5)
+          << "validation loss: got " << got_eval << " want " << want_eval;
     }
   }
   return run;

@@ -8,6 +8,7 @@
 #include "core/optimizer.h"
 #include "core/rng.h"
 #include "core/train_step.h"
+#include "parallel/solo_communicator.h"
 #include "test_util.h"
 
 namespace loom {
@@ -115,6 +116,28 @@ TEST(GptTest, FiniteDifferenceOfTheLossMatchesTheGradient) {
     ++checked;
   }
   EXPECT_GT(checked, 20);
+}
+
+// The validation loss is the loss train_step reports for the same weights and batches (it runs
+// the same forwards), and evaluating changes no weight.
+TEST(GptTest, EvaluateLossEqualsTheTrainingLossBeforeTheUpdate) {
+  const GPTConfig config{2, 4, 32, 29, 16};
+  GPT model(config);
+  model.init_weights(3);
+  parallel::SoloCommunicator dp("dp");
+  std::vector<int32_t> tokens = testing::random_ints(3 * 16 * 2, 8, 0, config.vocab_size);
+  std::vector<int32_t> targets = testing::random_ints(tokens.size(), 9, 0, config.vocab_size);
+  for (size_t i = 0; i < targets.size(); i += 4) targets[i] = -1;
+  const MicroBatch micro[] = {{tokens.data(), targets.data(), 3, 16},
+                              {tokens.data() + 48, targets.data() + 48, 3, 16}};
+  GPT* chunk = &model;
+  const std::vector<float> before(model.parameter_arena().f32(),
+                                  model.parameter_arena().f32() + model.parameter_arena().numel());
+  const double evaluated = evaluate_loss({&chunk, 1}, dp, micro);
+  EXPECT_EQ(0, std::memcmp(before.data(), model.parameter_arena().f32(), before.size() * sizeof(float)));
+  AdamW optimizer(model, AdamWSettings{});
+  EXPECT_EQ(evaluated, train_step(model, optimizer, micro, 1e-3f).loss);
+  EXPECT_NE(evaluated, evaluate_loss({&chunk, 1}, dp, micro));  // the step changed the weights
 }
 
 TEST(GptTest, BadShapesAndTokensAreClearErrors) {
