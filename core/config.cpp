@@ -4,6 +4,7 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -84,7 +85,24 @@ void apply_config_override(config::RunConfig& cfg, std::string_view assignment) 
     const pb::Reflection* reflection = message->GetReflection();
     bool last = i + 1 == parts.size();
     if (field->is_repeated() && field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
-      fail_user("--set " + path + ": '" + parts[i] + "' is a list of sections; edit the config file");
+      // A list of sections: the next part is an index; the index one past the end appends
+      // (--set data.tokens.source.0.path=DIR).
+      const int size = reflection->FieldSize(*message, field);
+      if (last || parts[i + 1].empty() ||
+          parts[i + 1].find_first_not_of("0123456789") != std::string::npos) {
+        fail_user("--set " + path + ": '" + parts[i] + "' is a list of sections; name one by its index,",
+                  "e.g. " + parts[i] + ".0." + "<field>", "(0 ..", size, "; " + std::to_string(size) + " appends)");
+      }
+      const int index = std::stoi(parts[i + 1].substr(0, 9));
+      if (index > size) {
+        fail_user("--set " + path + ": '" + parts[i] + "' has", size, "entries, so index", parts[i + 1],
+                  "is out of range (0 ..", size, "; " + std::to_string(size) + " appends)");
+      }
+      message = index == size ? reflection->AddMessage(message, field)
+                              : reflection->MutableRepeatedMessage(message, field, index);
+      ++i;
+      if (i + 1 == parts.size()) fail_user("--set " + path + ": names a section, not a value");
+      continue;
     }
     if (field->is_repeated()) {
       // A list of scalars: --set parallel.pp_layers=3,1 replaces the whole list.
@@ -154,14 +172,31 @@ void validate_config(const config::RunConfig& cfg) {
   if (!(o.weight_decay() >= 0)) fail_user("optimizer.weight_decay is", o.weight_decay(), "but must be >= 0");
   if (!(o.grad_clip() >= 0)) fail_user("optimizer.grad_clip is", o.grad_clip(), "but must be >= 0 (0 disables clipping)");
 
-  if (!cfg.data().has_addition()) {
-    fail_user("data has no source: set one, e.g. data { addition { digits: 3 } }");
+  if (cfg.data().has_addition()) {
+    const config::AdditionData& a = cfg.data().addition();
+    if (a.digits() < 1 || a.digits() > 9) {
+      fail_user("data.addition.digits is", a.digits(), "but must be in 1..9");
+    }
+    require_positive("data.addition.test_problems", a.test_problems());
+  } else if (cfg.data().has_tokens()) {
+    const config::TokenData& d = cfg.data().tokens();
+    if (d.source_size() == 0) {
+      fail_user("data.tokens has no source: add one, e.g. data { tokens { source { path: \"data/my-corpus\" } } }");
+    }
+    for (int i = 0; i < d.source_size(); ++i) {
+      const config::TokenSource& src = d.source(i);
+      if (src.path().empty()) fail_user("data.tokens.source", i, "has no path (the directory `loom prepare` wrote)");
+      if (!(src.weight() > 0) || !std::isfinite(src.weight())) {
+        fail_user("data.tokens.source", i, "(" + src.path() + ") has weight", src.weight(), "but must be > 0");
+      }
+    }
+    require_positive("data.tokens.seq_len", d.seq_len());
+    if (d.eval_batches() < 0) fail_user("data.tokens.eval_batches is", d.eval_batches(), "but must be >= 0");
+    if (d.sample_tokens() < 0) fail_user("data.tokens.sample_tokens is", d.sample_tokens(), "but must be >= 0");
+  } else {
+    fail_user("data has no source: set one, e.g. data { addition { digits: 3 } } or "
+              "data { tokens { source { path: \"DIR\" } } } for a dataset from `loom prepare`");
   }
-  const config::AdditionData& a = cfg.data().addition();
-  if (a.digits() < 1 || a.digits() > 9) {
-    fail_user("data.addition.digits is", a.digits(), "but must be in 1..9");
-  }
-  require_positive("data.addition.test_problems", a.test_problems());
 
   const config::TrainConfig& t = cfg.train();
   require_positive("train.steps", t.steps());

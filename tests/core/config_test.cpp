@@ -124,6 +124,30 @@ TEST(ConfigTest, ValidationNamesTheFieldTheValueAndTheExpectation) {
   EXPECT_NE(e.find("data has no source"), std::string::npos) << e;
 }
 
+// Lists of sections are addressed by index; the index one past the end appends. Choosing a
+// field of another member of the data oneof switches the source.
+TEST(ConfigTest, OverridesIndexListsOfSections) {
+  config::RunConfig c = valid();
+  apply_config_override(c, "data.tokens.source.0.path=corpus/a");
+  apply_config_override(c, "data.tokens.source.1.path=corpus/b");
+  apply_config_override(c, "data.tokens.source.1.weight=0.25");
+  apply_config_override(c, "data.tokens.source.0.path=corpus/a2");
+  ASSERT_TRUE(c.data().has_tokens());
+  ASSERT_EQ(c.data().tokens().source_size(), 2);
+  EXPECT_EQ(c.data().tokens().source(0).path(), "corpus/a2");
+  EXPECT_EQ(c.data().tokens().source(1).weight(), 0.25);
+  validate_config(c);
+  std::string e = user_error_of([&] { apply_config_override(c, "data.tokens.source.5.path=x"); });
+  EXPECT_NE(e.find("has 2 entries, so index 5 is out of range"), std::string::npos) << e;
+  e = user_error_of([&] { apply_config_override(c, "data.tokens.source.path=x"); });
+  EXPECT_NE(e.find("name one by its index, e.g. source.0.<field>"), std::string::npos) << e;
+  e = user_error_of([&] { apply_config_override(c, "data.tokens.source.0=x"); });
+  EXPECT_NE(e.find("names a section, not a value"), std::string::npos) << e;
+  apply_config_override(c, "data.tokens.source.1.weight=0");
+  e = user_error_of([&] { validate_config(c); });
+  EXPECT_NE(e.find("data.tokens.source 1 (corpus/b) has weight 0 but must be > 0"), std::string::npos) << e;
+}
+
 TEST(ConfigTest, TextRoundTrips) {
   config::RunConfig c = valid();
   apply_config_override(c, "model.n_head=8");
