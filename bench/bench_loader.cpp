@@ -78,11 +78,23 @@ int main(int argc, char** argv) {
   uint64_t tokens = 200000000;
   bool keep = false;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--keep") == 0) {
+    const std::string arg = argv[i];
+    if (arg == "--keep") {
       keep = true;
+    } else if (!arg.empty() && arg.find_first_not_of("0123456789") == std::string::npos && arg.size() < 19) {
+      tokens = std::stoull(arg);
     } else {
-      tokens = std::stoull(argv[i]);
+      std::fprintf(stderr,
+                   "usage: bench_loader [TOKENS] [--keep]\n"
+                   "  writes a TOKENS-token split (default 200000000) under /tmp, measures the loader's\n"
+                   "  tokens/s from the page cache, and deletes it unless --keep\n");
+      return arg == "--help" || arg == "-h" ? 0 : 2;
     }
+  }
+  if (tokens < 2 * 1024 + 2) {
+    std::fprintf(stderr, "bench_loader: TOKENS is %llu but must be at least 2050 (two windows of 1025)\n",
+                 static_cast<unsigned long long>(tokens));
+    return 2;
   }
   const uint32_t vocab = 50257;
   const std::string dir = "/tmp/loom_bench_loader_" + std::to_string(tokens);

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include "launch/default_config.h"
+#include "launch/token_run.h"
 
 namespace loom {
 
@@ -12,8 +13,23 @@ config::RunConfig resolve_run_config(const std::string& path, const std::vector<
                                        : load_config_file(path);
   for (const std::string& o : overrides) apply_config_override(cfg, o);
   validate_config(cfg);
-  AdditionTask task = make_task(cfg);
   config::ModelConfig* m = cfg.mutable_model();
+  if (cfg.data().has_tokens()) {
+    const int vocab = static_cast<int>(token_vocab_size(cfg.data().tokens()));
+    const int T = cfg.data().tokens().seq_len();
+    if (!m->has_vocab_size()) m->set_vocab_size(vocab);
+    if (!m->has_seq_len()) m->set_seq_len(T);
+    if (m->vocab_size() < vocab) {
+      fail_user("model.vocab_size is", m->vocab_size(), "but the token shards use", vocab,
+                "tokens; set it to at least that or leave it unset");
+    }
+    if (m->seq_len() < T) {
+      fail_user("model.seq_len is", m->seq_len(), "but data.tokens.seq_len is", T,
+                "; raise it or leave it unset");
+    }
+    return cfg;
+  }
+  AdditionTask task = make_task(cfg);
   if (!m->has_vocab_size()) m->set_vocab_size(AdditionTask::kVocabSize);
   if (!m->has_seq_len()) m->set_seq_len(task.sequence_length());
   if (m->vocab_size() < AdditionTask::kVocabSize) {

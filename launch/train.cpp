@@ -11,6 +11,8 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -20,6 +22,7 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "launch/run_setup.h"
+#include "launch/token_run.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/process_grid.h"
 
@@ -84,6 +87,28 @@ void assemble(const std::vector<std::unique_ptr<GPT>>& chunks, const parallel::P
   }
 }
 
+// Greedy answers of the first held-out problems, and how to ask the model more.
+void print_addition_samples(const GPT& whole, const AdditionTask& task, int samples, const std::string& model_path) {
+  const int n_samples = std::min<int>(samples, static_cast<int>(task.test_problems().size()));
+  if (n_samples > 0) {
+    std::vector<AdditionTask::Problem> shown(task.test_problems().begin(),
+                                             task.test_problems().begin() + n_samples);
+    std::vector<int64_t> answers;
+    addition_accuracy(whole, task, shown, &answers);
+    std::printf("samples (held-out problems, greedy decoding):\n");
+    for (int i = 0; i < n_samples; ++i) {
+      const AdditionTask::Problem& p = shown[static_cast<size_t>(i)];
+      const int64_t got = answers[static_cast<size_t>(i)];
+      std::printf("  %*lld + %*lld = %-*lld %s\n", task.digits(), static_cast<long long>(p.a),
+                  task.digits(), static_cast<long long>(p.b), task.digits() + 1,
+                  static_cast<long long>(got),
+                  got == p.a + p.b ? "correct" : ("wrong, expected " + std::to_string(p.a + p.b)).c_str());
+    }
+  }
+  std::printf("try it: build/loom generate --model %s --prompt \"%s\"\n", model_path.c_str(),
+              task.decode(task.prompt_tokens({123, 456}).data(), task.prompt_length()).c_str());
+}
+
 }  // namespace
 
 int run_train(const std::vector<std::string>& args, parallel::Communicator& world) {
@@ -111,7 +136,10 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   const config::ParallelConfig& pc = cfg.parallel();
   const parallel::ProcessGrid grid(world, parallel::GridShape{pc.tp(), pc.pp(), pc.dp()});
   const int threads = set_thread_count(tc.threads());
-  AdditionTask task = make_task(cfg);
+  // The data: the built-in addition task, or token shards from `loom prepare`.
+  const bool addition = cfg.data().has_addition();
+  std::optional<AdditionTask> task;
+  if (addition) task.emplace(make_task(cfg));
   const GPTConfig model_config = model_config_of(cfg);
   const std::vector<int> split = pipeline_split(cfg);
   // This rank's model chunks (one unless the pipeline is interleaved), each with its optimizer.
@@ -134,9 +162,15 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   std::unique_ptr<GPT> whole = leader ? std::make_unique<GPT>(model_config) : nullptr;
 
   // Each micro-batch holds B sequences per data-parallel replica; this rank takes its rows.
-  const int B = tc.micro_batch_size(), T = task.sequence_length(), accum = tc.grad_accum_steps();
+  const int B = tc.micro_batch_size(), accum = tc.grad_accum_steps();
+  const int T = addition ? task->sequence_length() : cfg.data().tokens().seq_len();
   const int replicas = pc.dp(), global_B = B * replicas;
   const int steps = tc.steps();
+  std::unique_ptr<TokenRun> token_run;
+  if (!addition) {
+    token_run = std::make_unique<TokenRun>(cfg.data().tokens(), BatchLayout{T, B, accum, replicas, grid.coord().dp},
+                                           tc.seed());
+  }
   if (leader) {
     std::printf("loom train: GPT %d layers, %d heads, width %d, vocab %d, seq %d: %s parameters\n",
                 model_config.n_layer, model_config.n_head, model_config.n_embd,
@@ -171,16 +205,18 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
                   recompute == Recompute::kFull ? "full" : "selective", all - kept, all);
     }
     std::printf("\n");
-    std::printf("data: %d-digit addition, %d held-out problems; batch %d x %d replicas x %d accumulation, "
-                "%d steps\n",
-                task.digits(), static_cast<int>(task.test_problems().size()), B, replicas, accum, steps);
+    const std::string data = addition ? str_cat(task->digits(), "-digit addition,", task->test_problems().size(),
+                                                "held-out problems")
+                                      : token_run->describe();
+    std::printf("data: %s; batch %d x %d replicas x %d accumulation, %d steps\n", data.c_str(), B,
+                replicas, accum, steps);
     std::fflush(stdout);
   }
 
   const size_t rows = static_cast<size_t>(global_B) * T;
   std::vector<std::vector<int32_t>> tokens(static_cast<size_t>(accum), std::vector<int32_t>(rows));
   std::vector<std::vector<int32_t>> targets = tokens;
-  std::vector<MicroBatch> micro(static_cast<size_t>(accum));
+  std::vector<MicroBatch> addition_micro(static_cast<size_t>(accum));
   const size_t my_rows = static_cast<size_t>(grid.coord().dp) * B * T;
   using Clock = std::chrono::steady_clock;
   auto window_start = Clock::now();
@@ -188,10 +224,15 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   int window_steps = 0;
   for (int step = 0; step < steps; ++step) {
     const float lr = lr_at_step(step, steps, oc.lr(), oc.warmup_steps(), oc.min_lr_ratio());
-    for (int i = 0; i < accum; ++i) {
-      const size_t m = static_cast<size_t>(i);
-      task.train_batch(static_cast<uint64_t>(step) * accum + i, global_B, tokens[m].data(), targets[m].data());
-      micro[m] = MicroBatch{tokens[m].data() + my_rows, targets[m].data() + my_rows, B, T};
+    std::span<const MicroBatch> micro = addition_micro;
+    if (addition) {
+      for (int i = 0; i < accum; ++i) {
+        const size_t m = static_cast<size_t>(i);
+        task->train_batch(static_cast<uint64_t>(step) * accum + i, global_B, tokens[m].data(), targets[m].data());
+        addition_micro[m] = MicroBatch{tokens[m].data() + my_rows, targets[m].data() + my_rows, B, T};
+      }
+    } else {
+      micro = token_run->next_step();
     }
     const StepResult result = train_step(chunk_ptrs, optimizer_ptrs, micro, lr);
     if (!result.updated) {
@@ -216,13 +257,22 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       window_start = Clock::now();
     }
     if ((tc.eval_every() > 0 && (step + 1) % tc.eval_every() == 0) || last) {
-      assemble(chunks, grid, split, whole.get());
-      if (leader) {
-        const double acc = addition_accuracy(*whole, task, task.test_problems());
-        std::printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)\n", step + 1, steps,
-                    100.0 * acc, static_cast<int>(task.test_problems().size()));
-        std::fflush(stdout);
+      if (addition) {
+        assemble(chunks, grid, split, whole.get());
+        if (leader) {
+          const double acc = addition_accuracy(*whole, *task, task->test_problems());
+          std::printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)\n", step + 1, steps,
+                      100.0 * acc, static_cast<int>(task->test_problems().size()));
+        }
+      } else {
+        double val_loss = 0;
+        if (token_run->validation_loss(chunk_ptrs, grid.dp(), &val_loss) && leader) {
+          std::printf("eval  %5d/%d | validation loss %.4f | perplexity %.2f\n", step + 1, steps, val_loss,
+                      std::exp(val_loss));
+        }
+        if (last) assemble(chunks, grid, split, whole.get());
       }
+      if (leader) std::fflush(stdout);
       window_start = Clock::now();  // evaluation time does not count as training throughput
     }
   }
@@ -232,24 +282,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   save_model_file(model_path, config_to_text(cfg), whole->parameters());
   std::printf("saved %s\n", model_path.c_str());
 
-  const int n_samples = std::min<int>(tc.samples(), static_cast<int>(task.test_problems().size()));
-  if (n_samples > 0) {
-    std::vector<AdditionTask::Problem> shown(task.test_problems().begin(),
-                                             task.test_problems().begin() + n_samples);
-    std::vector<int64_t> answers;
-    addition_accuracy(*whole, task, shown, &answers);
-    std::printf("samples (held-out problems, greedy decoding):\n");
-    for (int i = 0; i < n_samples; ++i) {
-      const AdditionTask::Problem& p = shown[static_cast<size_t>(i)];
-      const int64_t got = answers[static_cast<size_t>(i)];
-      std::printf("  %*lld + %*lld = %-*lld %s\n", task.digits(), static_cast<long long>(p.a),
-                  task.digits(), static_cast<long long>(p.b), task.digits() + 1,
-                  static_cast<long long>(got),
-                  got == p.a + p.b ? "correct" : ("wrong, expected " + std::to_string(p.a + p.b)).c_str());
-    }
-  }
-  std::printf("try it: build/loom generate --model %s --prompt \"%s\"\n", model_path.c_str(),
-              task.decode(task.prompt_tokens({123, 456}).data(), task.prompt_length()).c_str());
+  if (addition) print_addition_samples(*whole, *task, tc.samples(), model_path);
   return 0;
 }
 
