@@ -4,6 +4,7 @@
 
 #include "core/base/check.h"
 #include "data/gpt2_bpe.h"
+#include "data/sentencepiece_tokenizer.h"
 #include "data/utf8.h"
 
 namespace loom::data {
@@ -48,7 +49,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
   if (p.extension() == ".json") return load_gpt2_bpe(path, (dir / "vocab.bpe").string());
   if (p.extension() == ".bpe") return load_gpt2_bpe((dir / "encoder.json").string(), path);
-  fail_user(path, "is not a tokenizer (expected a directory with GPT-2's encoder.json and vocab.bpe)");
+  return load_sentencepiece(path);
 }
 
 }  // namespace loom::data
