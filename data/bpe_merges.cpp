@@ -11,7 +11,27 @@ bool BpeMerges::add(int32_t left, int32_t right, int32_t merged) {
   // The heap path relies on this: a pair that contains the merged symbol is never the pair just
   // merged, so no merge of the current rank appears while its occurrences are being merged.
   LOOM_CHECK(merged != left && merged != right, "merge", left, right, "->", merged, "yields one of its parts");
-  return merges_.emplace(key(left, right), Merge{static_cast<uint32_t>(merges_.size()), merged}).second;
+  LOOM_CHECK(left >= 0 && right >= 0, "merge of ids", left, right, "(ids are non-negative)");
+  if (find(left, right)) return false;
+  if (2 * (size_ + 1) > slots_.size()) grow();
+  const uint64_t k = key(left, right);
+  size_t i = slot_of(k);
+  while (slots_[i].key != kEmpty) i = (i + 1) & (slots_.size() - 1);
+  slots_[i] = {k, static_cast<uint32_t>(size_++), merged};
+  return true;
+}
+
+void BpeMerges::grow() {
+  std::vector<Slot> old = std::move(slots_);
+  slots_.assign(old.empty() ? 64 : 2 * old.size(), Slot{});
+  shift_ = 64;
+  for (size_t n = slots_.size(); n > 1; n >>= 1) --shift_;
+  for (const Slot& s : old) {
+    if (s.key == kEmpty) continue;
+    size_t i = slot_of(s.key);
+    while (slots_[i].key != kEmpty) i = (i + 1) & (slots_.size() - 1);
+    slots_[i] = s;
+  }
 }
 
 void BpeMerges::apply_by_scanning(std::vector<int32_t>& symbols) const {

@@ -10,7 +10,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <unordered_map>
 #include <vector>
 
 namespace loom::data {
@@ -24,7 +23,7 @@ class BpeMerges {
   // calls). Returns false, changing nothing, when the pair has a merge already. `merged` must
   // differ from `left` and `right`.
   bool add(int32_t left, int32_t right, int32_t merged);
-  size_t size() const { return merges_.size(); }
+  size_t size() const { return size_; }
 
   // Merges `symbols` in place.
   void apply(std::vector<int32_t>& symbols) const {
@@ -39,19 +38,34 @@ class BpeMerges {
   void apply_by_heap(std::vector<int32_t>& symbols) const;
 
  private:
-  struct Merge {
-    uint32_t rank;
-    int32_t merged;
+  // An open-addressing table (linear probing, at most half full): the lookup of a pair is the
+  // inner loop of encoding, and a flat array of 16-byte slots is several times faster there than
+  // std::unordered_map's nodes.
+  struct Slot {
+    uint64_t key = kEmpty;
+    uint32_t rank = 0;
+    int32_t merged = 0;
   };
+  using Merge = Slot;
+  static constexpr uint64_t kEmpty = ~uint64_t{0};  // no pair of non-negative ids has this key
+
   static uint64_t key(int32_t left, int32_t right) {
     return static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32 | static_cast<uint32_t>(right);
   }
+  size_t slot_of(uint64_t k) const { return static_cast<size_t>((k * 0x9E3779B97F4A7C15ull) >> shift_); }
   const Merge* find(int32_t left, int32_t right) const {
-    auto it = merges_.find(key(left, right));
-    return it == merges_.end() ? nullptr : &it->second;
+    if (slots_.empty()) return nullptr;
+    const uint64_t k = key(left, right);
+    for (size_t i = slot_of(k);; i = (i + 1) & (slots_.size() - 1)) {
+      if (slots_[i].key == k) return &slots_[i];
+      if (slots_[i].key == kEmpty) return nullptr;
+    }
   }
+  void grow();
 
-  std::unordered_map<uint64_t, Merge> merges_;
+  std::vector<Slot> slots_;  // size a power of two
+  int shift_ = 64;           // 64 - log2(slots_.size())
+  size_t size_ = 0;
 };
 
 }  // namespace loom::data

@@ -2,8 +2,6 @@
 
 #include <array>
 #include <cstdio>
-#include <functional>
-#include <mutex>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
@@ -87,52 +85,6 @@ std::string shown(std::string_view s) {
   return "'" + std::string(s.substr(0, cut)) + "...'";
 }
 
-// Encoded pieces of text, shared by the threads that encode with one tokenizer. Each shard has
-// its own lock and is emptied when full: common words come back at once, memory stays bounded.
-class PieceCache {
- public:
-  static constexpr size_t kMaxPieceBytes = 64;
-
-  // Appends the ids of `piece` to `out` if it is cached.
-  bool append_cached(std::string_view piece, std::vector<int32_t>& out) const {
-    if (piece.size() > kMaxPieceBytes) return false;
-    Shard& shard = shard_of(piece);
-    std::lock_guard<std::mutex> lock(shard.mutex);
-    auto it = shard.entries.find(piece);
-    if (it == shard.entries.end()) return false;
-    out.insert(out.end(), it->second.begin(), it->second.end());
-    return true;
-  }
-
-  void store(std::string_view piece, const std::vector<int32_t>& ids) const {
-    if (piece.size() > kMaxPieceBytes) return;
-    Shard& shard = shard_of(piece);
-    std::lock_guard<std::mutex> lock(shard.mutex);
-    if (shard.entries.size() >= kMaxEntriesPerShard) shard.entries.clear();
-    shard.entries.emplace(std::string(piece), ids);
-  }
-
- private:
-  static constexpr size_t kShards = 64;
-  static constexpr size_t kMaxEntriesPerShard = 2048;
-
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-  struct alignas(64) Shard {
-    std::mutex mutex;
-    std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> entries;
-  };
-
-  Shard& shard_of(std::string_view piece) const {
-    // The high bits pick the shard; the map's buckets use the low ones.
-    return shards_[(Hash{}(piece) >> 20) % kShards];
-  }
-
-  mutable std::array<Shard, kShards> shards_;
-};
-
 class Gpt2Bpe final : public Tokenizer {
  public:
   Gpt2Bpe(std::vector<std::string> token_bytes, const std::array<int32_t, 256>& byte_ids, BpeMerges merges,
@@ -155,12 +107,10 @@ class Gpt2Bpe final : public Tokenizer {
     std::vector<int32_t> symbols;
     Gpt2Pretokenizer pieces(text);
     for (std::string_view piece; pieces.next(piece);) {
-      if (cache_.append_cached(piece, out)) continue;
       symbols.clear();
       for (char byte : piece) symbols.push_back(byte_ids_[static_cast<unsigned char>(byte)]);
       merges_.apply(symbols);
       out.insert(out.end(), symbols.begin(), symbols.end());
-      cache_.store(piece, symbols);
     }
   }
 
@@ -176,7 +126,6 @@ class Gpt2Bpe final : public Tokenizer {
   BpeMerges merges_;
   int eos_;
   std::string source_;
-  PieceCache cache_;
 };
 
 }  // namespace
