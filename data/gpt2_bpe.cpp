@@ -138,10 +138,15 @@ int gpt2_char_to_byte(char32_t c) {
   return k < byte_char_tables().remapped_to_byte.size() ? byte_char_tables().remapped_to_byte[k] : -1;
 }
 
-std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::string& encoder_json_path,
-                                         const std::string& vocab_bpe_path) {
-  const std::string& enc = encoder_json_path;
-  // --- encoder.json: token -> id --------------------------------------------------------------
+namespace {
+
+// encoder.json: the bytes of each id, and the id of each token's bytes.
+struct Vocabulary {
+  std::vector<std::string> bytes_of;
+  std::unordered_map<std::string, int32_t> id_of;
+};
+
+Vocabulary read_encoder(const std::string& enc) {
   JsonValue root;
   try {
     root = json_parse(read_file(enc, "GPT-2 encoder"));
@@ -152,10 +157,10 @@ std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::string& encoder_json_path,
     fail_user(enc + ": expected a JSON object mapping tokens to ids, found", json_kind_name(root.kind));
   }
   const size_t V = root.members.size();
-  std::vector<std::string> bytes_of(V);
+  Vocabulary vocabulary;
+  vocabulary.bytes_of.resize(V);
+  vocabulary.id_of.reserve(V);
   std::vector<size_t> offset_of(V, std::string_view::npos);
-  std::unordered_map<std::string, int32_t> id_of;
-  id_of.reserve(V);
   for (const auto& [spelled, value] : root.members) {
     const std::optional<int64_t> id = value.as_int64();
     if (!id || *id < 0 || *id >= static_cast<int64_t>(V)) {
@@ -175,41 +180,26 @@ std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::string& encoder_json_path,
                 code_point_name(*tb.bad_char), "which stands for no byte in GPT-2's byte-level encoding;",
                 "is this a GPT-2 encoder.json?");
     }
-    if (!id_of.emplace(tb.bytes, static_cast<int32_t>(i)).second) {
+    if (!vocabulary.id_of.emplace(tb.bytes, static_cast<int32_t>(i)).second) {
       fail_user(enc + ": token", shown(spelled), "appears twice (again at byte offset",
                 std::to_string(value.offset) + ")");
     }
-    bytes_of[i] = std::move(tb.bytes);
+    vocabulary.bytes_of[i] = std::move(tb.bytes);
   }
-  std::array<int32_t, 256> byte_ids{};
-  for (int b = 0; b < 256; ++b) {
-    auto it = id_of.find(std::string(1, static_cast<char>(b)));
-    if (it == id_of.end()) {
-      std::string spelled;
-      utf8_append(spelled, gpt2_byte_to_char(static_cast<uint8_t>(b)));
-      char hex[8];
-      std::snprintf(hex, sizeof hex, "0x%02X", b);
-      fail_user(enc + ": no token for byte", hex, "(spelled", shown(spelled) + ");",
-                "a byte-level BPE vocabulary holds all 256 single bytes");
-    }
-    byte_ids[static_cast<size_t>(b)] = it->second;
-  }
-  auto eos = id_of.find(std::string(kEndOfText));
-  if (eos == id_of.end()) {
-    fail_user(enc + ": no", kEndOfText, "token; Loom uses it as the end-of-document token (eos)");
-  }
+  return vocabulary;
+}
 
-  // --- vocab.bpe: the merges, best first ---------------------------------------------------
-  const std::string& bpe = vocab_bpe_path;
-  const std::string merges_text = read_file(bpe, "GPT-2 merges file");
+// vocab.bpe: the merges, best first, each of two tokens of `vocabulary` into a third.
+BpeMerges read_merges(const std::string& bpe, const Vocabulary& vocabulary, const std::string& enc) {
+  const std::string text = read_file(bpe, "GPT-2 merges file");
   BpeMerges merges;
   std::unordered_map<uint64_t, size_t> line_of_pair;
   size_t blank_line = 0;  // the first blank line seen, 0 if none
   size_t line_no = 0;
-  for (size_t pos = 0; pos < merges_text.size();) {
-    size_t end = merges_text.find('\n', pos);
-    if (end == std::string::npos) end = merges_text.size();
-    std::string_view line(merges_text.data() + pos, end - pos);
+  for (size_t pos = 0; pos < text.size();) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string_view line(text.data() + pos, end - pos);
     pos = end + 1;
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
@@ -237,15 +227,15 @@ std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::string& encoder_json_path,
         fail_user(where, "token", shown(parts[k]), "holds", code_point_name(*tb.bad_char),
                   "which stands for no byte in GPT-2's byte-level encoding");
       }
-      auto it = id_of.find(tb.bytes);
-      if (it == id_of.end()) {
+      auto it = vocabulary.id_of.find(tb.bytes);
+      if (it == vocabulary.id_of.end()) {
         fail_user(where, "merge", shown(line), "names", shown(parts[k]) + ", which is not a token of", enc);
       }
       ids[k] = it->second;
       joined += tb.bytes;
     }
-    auto merged = id_of.find(joined);
-    if (merged == id_of.end()) {
+    auto merged = vocabulary.id_of.find(joined);
+    if (merged == vocabulary.id_of.end()) {
       fail_user(where, "merge", shown(line), "makes", shown(std::string(parts[0]) + std::string(parts[1])) + ",",
                 "which is not a token of", enc);
     }
@@ -255,7 +245,35 @@ std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::string& encoder_json_path,
     }
     line_of_pair[pair] = line_no;
   }
-  return std::make_unique<Gpt2Bpe>(std::move(bytes_of), byte_ids, std::move(merges), eos->second, enc);
+  return merges;
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::string& encoder_json_path,
+                                         const std::string& vocab_bpe_path) {
+  const std::string& enc = encoder_json_path;
+  Vocabulary vocabulary = read_encoder(enc);
+  std::array<int32_t, 256> byte_ids{};
+  for (int b = 0; b < 256; ++b) {
+    auto it = vocabulary.id_of.find(std::string(1, static_cast<char>(b)));
+    if (it == vocabulary.id_of.end()) {
+      std::string spelled;
+      utf8_append(spelled, gpt2_byte_to_char(static_cast<uint8_t>(b)));
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02X", b);
+      fail_user(enc + ": no token for byte", hex, "(spelled", shown(spelled) + ");",
+                "a byte-level BPE vocabulary holds all 256 single bytes");
+    }
+    byte_ids[static_cast<size_t>(b)] = it->second;
+  }
+  auto eos = vocabulary.id_of.find(std::string(kEndOfText));
+  if (eos == vocabulary.id_of.end()) {
+    fail_user(enc + ": no", kEndOfText, "token; Loom uses it as the end-of-document token (eos)");
+  }
+  const int eos_id = eos->second;
+  BpeMerges merges = read_merges(vocab_bpe_path, vocabulary, enc);
+  return std::make_unique<Gpt2Bpe>(std::move(vocabulary.bytes_of), byte_ids, std::move(merges), eos_id, enc);
 }
 
 }  // namespace loom::data

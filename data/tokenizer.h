@@ -28,8 +28,9 @@ class Tokenizer {
   // Appends the ids of `text` to `out` (reusing its storage across calls).
   void encode_into(std::string_view text, std::vector<int32_t>& out) const;
 
-  // The text of `ids`: exactly the bytes the tokens stand for, so decode(encode(x)) == x. A
-  // slice of ids may cut a character in two and then yields bytes that are not valid UTF-8.
+  // The text of `ids`: the bytes the tokens stand for, so decode(encode(x)) == x. A slice of
+  // ids may cut a character in two and then yields bytes that are not valid UTF-8. eos decodes
+  // to "<|endoftext|>" with GPT-2's files and to nothing with SentencePiece (a control piece).
   // Throws UserError for an id outside 0 .. vocab_size() - 1.
   std::string decode(std::span<const int32_t> ids) const;
 
