@@ -87,9 +87,9 @@ class Parser {
     }
   }
 
-  // Walks the object starting at pos() ('{') at nesting `depth`. For each member, `on_key(key)` is called with the
-  // parser at the member's value (after whitespace); it either consumes the value and returns
-  // true, or returns false and the value is checked and skipped here.
+  // Walks the object starting at pos() ('{') at nesting `depth`. For each member, `on_key(key)`
+  // is called with the parser at the member's value (after whitespace); it either consumes the
+  // value and returns true, or returns false and the value is checked and skipped here.
   template <typename OnKey>
   void for_each_member(int depth, OnKey&& on_key) {
     if (depth > kMaxDepth) fail(pos_, str_cat("objects and arrays nest deeper than", kMaxDepth, "levels"));

@@ -1,6 +1,7 @@
 // A hand-made GPT-2 tokenizer for tests: the 256 byte tokens (id = byte value), ten merges and
 // <|endoftext|>, written as encoder.json + vocab.bpe into a directory. Small enough to work
-// out every expected id by hand (see tests/data/gpt2_bpe_test.cpp).
+// out every expected id by hand (see tests/data/gpt2_bpe_test.cpp). Also TempDir, the
+// temporary directory the tokenizer tests write such files into.
 #pragma once
 
 #include <unistd.h>
