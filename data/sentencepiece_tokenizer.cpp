@@ -4,6 +4,7 @@
 #include <sentencepiece_trainer.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 
 #include "core/base/check.h"
 #include "core/base/file_io.h"
+#include "core/rng.h"
 #include "data/utf8.h"
 
 namespace loom::data {
@@ -30,19 +32,48 @@ constexpr int kBytePieces = 256;
 std::string reason_of(const sentencepiece::util::Status& status) {
   std::string message = status.error_message();
   if (const size_t bracket = message.find("] "); bracket != std::string::npos && message.find('[') < bracket) {
-    message = message.substr(bracket + 2);
+    if (bracket + 2 < message.size()) message = message.substr(bracket + 2);
   }
   return message;
 }
 
-// The non-empty lines of the input files in order, each checked to be UTF-8. A problem stops
-// the iteration and is kept for the caller: throwing through the library is not safe.
+// The non-empty lines of the input files in order, each checked to be UTF-8; or, when
+// `max_lines` > 0 and the inputs have more, a uniform random sample of that many: reservoir
+// sampling with a counter-based generator, so that the sample is a function of (inputs, seed).
+// (The library's own sampling refuses samples of 100 lines or fewer and gave the same sample
+// whatever SetRandomGeneratorSeed was given: no choice of sample.) A problem stops the
+// iteration and is kept for the caller: throwing through the library is not safe.
 class InputLines : public sentencepiece::SentenceIterator {
  public:
-  explicit InputLines(const std::vector<std::string>& paths) : paths_(paths) { advance(); }
+  InputLines(const std::vector<std::string>& paths, int64_t max_lines, uint32_t seed) : paths_(paths) {
+    if (max_lines > 0) {
+      const CounterRng rng(seed, stream_id_of("tokenizer.train.sample"));
+      for (std::string line; read_line(line);) {
+        // Line i (from 0) replaces a random slot with probability max_lines / (i + 1).
+        const auto i = static_cast<uint64_t>(lines_ - 1);
+        if (i < static_cast<uint64_t>(max_lines)) {
+          sample_.push_back(std::move(line));
+          continue;
+        }
+        const std::array<uint32_t, 4> bits = rng.bits(i);
+        const uint64_t k = (uint64_t{bits[0]} << 32 | bits[1]) % (i + 1);
+        if (k < static_cast<uint64_t>(max_lines)) sample_[k] = std::move(line);
+      }
+      sampled_ = true;
+    }
+    Next();
+  }
 
   bool done() const override { return finished_; }
-  void Next() override { advance(); }
+  void Next() override {
+    if (!sampled_) {
+      finished_ = !read_line(line_);
+    } else if (next_sample_ < sample_.size() && !error_) {
+      line_ = std::move(sample_[next_sample_++]);
+    } else {
+      finished_ = true;
+    }
+  }
   const std::string& value() const override { return line_; }
   sentencepiece::util::Status status() const override {
     if (!error_) return {};
@@ -54,54 +85,53 @@ class InputLines : public sentencepiece::SentenceIterator {
   int64_t bytes() const { return bytes_; }
 
  private:
-  void advance() {
-    while (!finished_) {
+  // The next non-empty line of the inputs; false at the end or on an error.
+  bool read_line(std::string& line) {
+    while (!error_) {
       if (!in_.is_open()) {
-        if (next_path_ == paths_.size()) {
-          finished_ = true;
-          return;
-        }
+        if (next_path_ == paths_.size()) return false;
         in_.open(paths_[next_path_], std::ios::binary);
         line_no_ = 0;
         if (!in_) {
           error_ = "cannot read training input " + paths_[next_path_];
-          finished_ = true;
-          return;
+          return false;
         }
         ++next_path_;
       }
-      if (!std::getline(in_, line_)) {
+      if (!std::getline(in_, line)) {
         if (in_.bad()) {
           error_ = "error while reading training input " + paths_[next_path_ - 1];
-          finished_ = true;
-          return;
+          return false;
         }
         in_.close();
         continue;
       }
       ++line_no_;
-      if (!line_.empty() && line_.back() == '\r') line_.pop_back();
-      if (line_.empty()) continue;
-      if (const size_t bad = utf8_find_invalid(line_); bad != std::string::npos) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty()) continue;
+      if (const size_t bad = utf8_find_invalid(line); bad != std::string::npos) {
         error_ = str_cat(paths_[next_path_ - 1] + ":" + std::to_string(line_no_) + ":",
                          "not valid UTF-8 at byte offset", bad, "of the line");
-        finished_ = true;
-        return;
+        return false;
       }
       ++lines_;
-      bytes_ += static_cast<int64_t>(line_.size());
-      return;
+      bytes_ += static_cast<int64_t>(line.size());
+      return true;
     }
+    return false;
   }
 
   const std::vector<std::string>& paths_;
   size_t next_path_ = 0;
   std::ifstream in_;
-  std::string line_;
   int64_t line_no_ = 0;
   int64_t lines_ = 0, bytes_ = 0;
-  bool finished_ = false;
   std::optional<std::string> error_;
+  bool sampled_ = false;
+  std::vector<std::string> sample_;
+  size_t next_sample_ = 0;
+  std::string line_;
+  bool finished_ = false;
 };
 
 class SentencePieceTokenizer final : public Tokenizer {
@@ -180,13 +210,12 @@ SentencePieceTrainSummary train_sentencepiece(const std::vector<std::string>& in
       {"eos_id", "2"},
       {"pad_id", "-1"},
       {"max_sentence_length", std::to_string(1 << 20)},
-      {"input_sentence_size", std::to_string(options.max_sentences)},
-      {"shuffle_input_sentence", "true"},
+      {"input_sentence_size", "0"},  // InputLines samples
       {"num_threads", std::to_string(threads)},
       {"minloglevel", "2"},  // errors only; they come back in the status
       {"model_prefix", ""},  // the model comes back serialised; we write it
   };
-  InputLines lines(inputs);
+  InputLines lines(inputs, options.max_sentences, options.seed);
   std::string model;
   const sentencepiece::util::Status status = sentencepiece::SentencePieceTrainer::Train(spec, &lines, &model);
   if (lines.error()) fail_user(*lines.error());
@@ -207,7 +236,9 @@ SentencePieceTrainSummary train_sentencepiece(const std::vector<std::string>& in
     fail_user("training a SentencePiece model on", joined(inputs), "failed:", reason);
   }
   write_file_durably(out_model, model);
-  return {lines.lines(), lines.bytes(), vocab_size};
+  const int64_t trained =
+      options.max_sentences > 0 ? std::min(options.max_sentences, lines.lines()) : lines.lines();
+  return {lines.lines(), lines.bytes(), trained, vocab_size};
 }
 
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path) {

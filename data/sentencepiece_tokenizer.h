@@ -25,12 +25,14 @@ struct SentencePieceTrainOptions {
   int threads = 0;             // 0: every core
   int64_t max_sentences = 0;   // lines to train on, sampled at random when the input has more; 0: all
   double character_coverage = 0.9995;  // rarer characters are left to byte fallback
+  uint32_t seed = 0;           // of the sample of lines: the same inputs and options, the same model
 };
 
 // What training saw and made, for the caller to report.
 struct SentencePieceTrainSummary {
-  int64_t lines = 0;  // non-empty input lines read
-  int64_t bytes = 0;  // their bytes
+  int64_t lines = 0;          // non-empty input lines read
+  int64_t bytes = 0;          // their bytes
+  int64_t trained_lines = 0;  // the lines training saw: all, or the sample of max_sentences
   int vocab_size = 0;
 };
 

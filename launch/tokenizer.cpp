@@ -37,6 +37,7 @@ const std::vector<FlagSpec>& train_flags() {
       {"vocab-size", "N", "number of pieces, including 3 special and 256 byte pieces (e.g. 8000)"},
       {"out", "MODEL", "where to write the model (e.g. tokenizer.model); written atomically"},
       {"max-sentences", "N", "train on a random sample of N lines; 0 = all (default 0)"},
+      {"seed", "S", "seed of that sample (default 0)"},
       {"threads", "N", "training threads; 0 = every core (default 0)"},
       {"help", "", "show this help"},
   };
@@ -129,12 +130,21 @@ int train_command(const std::vector<std::string>& args) {
   data::SentencePieceTrainOptions options;
   options.threads = a.get_int("threads", 0);
   options.max_sentences = a.get_int("max-sentences", 0);
+  const int seed = a.get_int("seed", 0);
+  if (seed < 0) fail_user("--seed is", seed, "but must be >= 0");
+  options.seed = static_cast<uint32_t>(seed);
   const auto start = std::chrono::steady_clock::now();
   const data::SentencePieceTrainSummary summary =
       data::train_sentencepiece(inputs, a.get_int("vocab-size", 0), out, options);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("trained on %lld lines (%.1f MB) in %.1f s\n", static_cast<long long>(summary.lines),
-              static_cast<double>(summary.bytes) / 1e6, seconds);
+  if (summary.trained_lines < summary.lines) {
+    std::printf("trained on a sample of %lld of %lld lines (%.1f MB read) in %.1f s\n",
+                static_cast<long long>(summary.trained_lines), static_cast<long long>(summary.lines),
+                static_cast<double>(summary.bytes) / 1e6, seconds);
+  } else {
+    std::printf("trained on %lld lines (%.1f MB) in %.1f s\n", static_cast<long long>(summary.lines),
+                static_cast<double>(summary.bytes) / 1e6, seconds);
+  }
   std::printf("wrote %s: %s\n", out.c_str(), data::load_tokenizer(out)->description().c_str());
   return 0;
 }

@@ -87,6 +87,7 @@ SentencePieceTrainSummary SentencePieceTest::summary_;
 TEST_F(SentencePieceTest, TrainsAModelWithByteFallbackAndEos) {
   EXPECT_EQ(files_in(dir_->path() / "out"), std::vector<std::string>{"tok.model"}) << "no temporary file left";
   EXPECT_EQ(summary_.lines, 2000);
+  EXPECT_EQ(summary_.trained_lines, 2000);
   EXPECT_EQ(summary_.vocab_size, 400);
   EXPECT_GT(summary_.bytes, 2000 * 10);
   const auto tok = load_tokenizer(*dir_ / "out/tok.model");
@@ -156,6 +157,22 @@ TEST_F(SentencePieceTest, ManyThreadsEncodeLikeOne) {
   for (size_t t = 0; t < got.size(); ++t) threads.emplace_back([&, t] { got[t] = tok->encode(text); });
   for (std::thread& th : threads) th.join();
   for (size_t t = 0; t < got.size(); ++t) EXPECT_EQ(got[t], expected) << "thread " << t;
+}
+
+TEST_F(SentencePieceTest, TrainingIsReproducibleWithASampleOfLines) {
+  const std::vector<std::string> inputs = {*dir_ / "corpus_a.txt", *dir_ / "corpus_b.txt"};
+  const auto bytes_of = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const SentencePieceTrainOptions sampled = {.threads = 2, .max_sentences = 300};
+  const SentencePieceTrainSummary summary = train_sentencepiece(inputs, 360, *dir_ / "s1.model", sampled);
+  EXPECT_EQ(summary.lines, 2000);
+  EXPECT_EQ(summary.trained_lines, 300);
+  train_sentencepiece(inputs, 360, *dir_ / "s2.model", sampled);
+  EXPECT_TRUE(bytes_of(*dir_ / "s1.model") == bytes_of(*dir_ / "s2.model")) << "same seed, same model";
+  train_sentencepiece(inputs, 360, *dir_ / "s3.model", {.threads = 2, .max_sentences = 300, .seed = 1});
+  EXPECT_FALSE(bytes_of(*dir_ / "s1.model") == bytes_of(*dir_ / "s3.model")) << "another seed, another sample";
 }
 
 TEST_F(SentencePieceTest, TrainingErrorsAreClearAndLeaveNoFile) {

@@ -47,6 +47,11 @@ TEST(TokenizerCliTest, TrainEncodeDecodeInfo) {
       << r.out;
   EXPECT_TRUE(r.err.empty()) << "training is quiet: " << r.err;
 
+  r = run_loom("tokenizer train --input " + dir / "a.txt" + " --vocab-size 300 --max-sentences 150 --seed 3 --out " +
+               dir / "sampled.model");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("trained on a sample of 150 of 800 lines"), std::string::npos) << r.out;
+
   r = run_loom("tokenizer info --model " + model);
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("vocab_size: 300\neos_id: 2\n"), std::string::npos) << r.out;
