@@ -1,14 +1,12 @@
 #include "checkpoints/model_file.h"
 
-#include <fcntl.h>
-#include <unistd.h>
 #include <xxhash.h>
 
-#include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
+
+#include "core/base/file_io.h"
 
 namespace loom {
 
@@ -54,42 +52,6 @@ class Reader {
   size_t pos_ = 0;
 };
 
-void write_all_durably(const std::string& path, const std::string& bytes) {
-  std::filesystem::path target(path);
-  std::filesystem::path dir = target.has_parent_path() ? target.parent_path() : ".";
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) fail_user("cannot create directory", dir.string(), ":", ec.message());
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) fail_user("cannot write", tmp, ":", std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      std::string why = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail_user("writing", tmp, "failed:", why);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    fail_user("flushing", tmp, "to disk failed:", std::strerror(errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    fail_user("renaming", tmp, "to", path, "failed:", std::strerror(errno));
-  }
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-}
-
 }  // namespace
 
 void save_model_file(const std::string& path, const std::string& config_text,
@@ -121,7 +83,7 @@ void save_model_file(const std::string& path, const std::string& config_text,
   std::string bytes = std::move(header);
   bytes.reserve(offset);
   for (const Parameter& p : params) bytes.append(static_cast<const char*>(p.value.raw()), p.value.nbytes());
-  write_all_durably(path, bytes);
+  write_file_durably(path, bytes);
 }
 
 ModelFile load_model_file(const std::string& path) {

@@ -12,5 +12,7 @@ namespace loom {
 // `world` holds every process of the job: one when run directly, all of them under mpirun.
 int run_train(const std::vector<std::string>& args, parallel::Communicator& world);
 int run_generate(const std::vector<std::string>& args);
+// `loom tokenizer train|encode|decode|info`.
+int run_tokenizer(const std::vector<std::string>& args);
 
 }  // namespace loom

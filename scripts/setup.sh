@@ -9,9 +9,11 @@ packages=(
   openmpi-bin libopenmpi-dev # multi-process runs
   libprotobuf-dev protobuf-compiler  # configs and checkpoint manifests
   libsentencepiece-dev sentencepiece # tokenizer
+  libicu-dev                 # Unicode letter/number/space classes of GPT-2's pre-tokenizer
   libxxhash-dev              # checksums in model files and checkpoints
   libgtest-dev               # the test suite
   python3 python3-torch python3-numpy  # the PyTorch reference tests and benchmark peer
+  python3-regex              # \p{L} in the Python reference of GPT-2's tokenizer (tests)
 )
 
 missing=()

@@ -1,44 +1,21 @@
 // End-to-end runs of the `loom` executable: a tiny training run and generation, and every kind of
 // bad input answered with one sentence on stderr and exit code 2 (never a crash).
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "launch/loom_process.h"
 #include "test_util.h"
 
 namespace loom {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct RunResult {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr together
-  std::string err;  // stderr alone
-};
-
-RunResult run_loom(const std::string& args) {
-  const fs::path err_file = fs::temp_directory_path() / ("loom_cli_err_" + std::to_string(::getpid()));
-  const std::string command = std::string(LOOM_BINARY) + " " + args + " 2>" + err_file.string();
-  RunResult r;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  int status = ::pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream in(err_file);
-  r.err.assign((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  fs::remove(err_file);
-  r.out += r.err;
-  return r;
-}
+using testing::expect_user_error;
+using testing::run_loom;
+using testing::RunResult;
 
 class CliTest : public ::testing::Test {
  protected:
@@ -47,14 +24,6 @@ class CliTest : public ::testing::Test {
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
-  // The contract for bad input: exit 2, one line on stderr that contains `needle`.
-  void expect_user_error(const std::string& args, const std::string& needle) {
-    RunResult r = run_loom(args);
-    EXPECT_EQ(r.exit_code, 2) << "loom " << args << "\n" << r.out;
-    EXPECT_NE(r.err.find(needle), std::string::npos) << "loom " << args << "\nstderr: " << r.err;
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line expected:\n" << r.err;
-    EXPECT_EQ(r.err.find("terminate"), std::string::npos) << r.err;
-  }
   fs::path dir_;
 };
 

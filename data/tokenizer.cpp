@@ -1,0 +1,55 @@
+#include "data/tokenizer.h"
+
+#include <filesystem>
+
+#include "core/base/check.h"
+#include "data/gpt2_bpe.h"
+#include "data/sentencepiece_tokenizer.h"
+#include "data/utf8.h"
+
+namespace loom::data {
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  std::vector<int32_t> ids;
+  encode_into(text, ids);
+  return ids;
+}
+
+void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& out) const {
+  utf8_check(text, "the text to encode");
+  encode_valid(text, out);
+}
+
+std::string Tokenizer::decode(std::span<const int32_t> ids) const {
+  const int V = vocab_size();
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= V) {
+      fail_user("token id", ids[i], "at position", i, "is outside the vocabulary (ids 0 ..", std::to_string(V - 1) + ")");
+    }
+  }
+  return decode_valid(ids);
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p(path);
+  if (!fs::exists(p, ec)) {
+    fail_user("tokenizer", path, "does not exist (expected a SentencePiece .model file or a directory with",
+              "GPT-2's encoder.json and vocab.bpe)");
+  }
+  if (fs::is_directory(p, ec)) {
+    const fs::path encoder = p / "encoder.json", merges = p / "vocab.bpe";
+    if (!fs::exists(encoder, ec) || !fs::exists(merges, ec)) {
+      fail_user("tokenizer directory", path, "lacks", fs::exists(encoder, ec) ? "vocab.bpe" : "encoder.json",
+                "(a GPT-2 tokenizer directory holds encoder.json and vocab.bpe)");
+    }
+    return load_gpt2_bpe(encoder.string(), merges.string());
+  }
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  if (p.extension() == ".json") return load_gpt2_bpe(path, (dir / "vocab.bpe").string());
+  if (p.extension() == ".bpe") return load_gpt2_bpe((dir / "encoder.json").string(), path);
+  return load_sentencepiece(path);
+}
+
+}  // namespace loom::data

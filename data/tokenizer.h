@@ -1,0 +1,58 @@
+// Tokenizer: text <-> token ids, whatever the vocabulary behind it.
+//
+// Two kinds exist: SentencePiece models (data/sentencepiece_tokenizer.h; `loom tokenizer train`
+// makes them) and GPT-2's byte-level BPE from encoder.json + vocab.bpe (data/gpt2_bpe.h).
+// load_tokenizer picks one from a path. Every tokenizer encodes any valid UTF-8 text (no
+// unknown tokens: both fall back to bytes) and has an end-of-document token, eos_id(), that
+// `loom prepare` puts between documents; encode never produces it from text.
+//
+// encode and decode are const and safe to call from many threads at once on one tokenizer.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace loom::data {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // The ids of `text`. Throws InvalidUtf8 (data/utf8.h), naming the byte offset, when `text` is
+  // not valid UTF-8.
+  std::vector<int32_t> encode(std::string_view text) const;
+  // Appends the ids of `text` to `out` (reusing its storage across calls).
+  void encode_into(std::string_view text, std::vector<int32_t>& out) const;
+
+  // The text of `ids`: the bytes the tokens stand for, so decode(encode(x)) == x. A slice of
+  // ids may cut a character in two and then yields bytes that are not valid UTF-8. eos decodes
+  // to "<|endoftext|>" with GPT-2's files and to nothing with SentencePiece (a control piece).
+  // Throws UserError for an id outside 0 .. vocab_size() - 1.
+  std::string decode(std::span<const int32_t> ids) const;
+
+  // Number of ids: every id is in 0 .. vocab_size() - 1.
+  virtual int vocab_size() const = 0;
+  // The end-of-document token.
+  virtual int eos_id() const = 0;
+  // One line for logs: kind, size, eos and where it was loaded from.
+  virtual std::string description() const = 0;
+
+ protected:
+  // `text` is valid UTF-8; append its ids to `out`.
+  virtual void encode_valid(std::string_view text, std::vector<int32_t>& out) const = 0;
+  // Every id is in range.
+  virtual std::string decode_valid(std::span<const int32_t> ids) const = 0;
+};
+
+// Loads a tokenizer from `path`:
+//   - a directory holding GPT-2's encoder.json and vocab.bpe, or the path of that encoder.json
+//     (or vocab.bpe) with the other file next to it;
+//   - any other file: a SentencePiece model (.model) as written by `loom tokenizer train`.
+// Throws UserError naming the file (and line or byte offset) when something is missing or wrong.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
+
+}  // namespace loom::data
