@@ -5,6 +5,8 @@
 #include <cstring>
 #include <numeric>
 
+#include "core/base/check.h"
+#include "core/rng.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gelu.h"
@@ -108,6 +110,35 @@ int32_t sample_token(const float* logits, int V, float temperature, int top_k, f
     if (target < 0) return order[static_cast<size_t>(i)];
   }
   return order[static_cast<size_t>(k - 1)];
+}
+
+std::vector<std::vector<int32_t>> generate_tokens(const GPT& model, const std::vector<int32_t>& prompt,
+                                                  int new_tokens, int samples,
+                                                  const SamplingSettings& settings) {
+  const int V = model.config().vocab_size, T = model.config().max_seq_len;
+  LOOM_CHECK(!prompt.empty() && new_tokens > 0 && samples > 0, "generate_tokens of", new_tokens,
+             "tokens x", samples, "samples after", prompt.size(), "prompt tokens");
+  LOOM_CHECK(static_cast<int>(prompt.size()) + new_tokens - 1 <= T, "a prompt of", prompt.size(),
+             "tokens and", new_tokens, "new ones exceed the model's", T, "positions");
+  Decoder decoder(model, samples);
+  std::vector<int32_t> column(static_cast<size_t>(samples));
+  std::vector<std::vector<int32_t>> out(static_cast<size_t>(samples));
+  const float* logits = nullptr;
+  for (int32_t tok : prompt) {
+    std::fill(column.begin(), column.end(), tok);
+    logits = decoder.step(column.data());
+  }
+  for (int t = 0; t < new_tokens; ++t) {
+    for (int s = 0; s < samples; ++s) {
+      CounterRng rng(settings.seed, stream_id_of("generate.sample") + static_cast<uint64_t>(s));
+      const int32_t tok = sample_token(logits + static_cast<int64_t>(s) * V, V, settings.temperature,
+                                       settings.top_k, rng.uniform(static_cast<uint64_t>(t)));
+      out[static_cast<size_t>(s)].push_back(tok);
+      column[static_cast<size_t>(s)] = tok;
+    }
+    if (t + 1 < new_tokens) logits = decoder.step(column.data());
+  }
+  return out;
 }
 
 }  // namespace loom

@@ -41,4 +41,17 @@ class Decoder {
 // `uniform` in [0, 1) as the random draw (callers take it from a counter-based RNG).
 int32_t sample_token(const float* logits, int V, float temperature, int top_k, float uniform);
 
+struct SamplingSettings {
+  float temperature = 0;  // 0: greedy
+  int top_k = 0;          // 0: all tokens
+  uint64_t seed = 0;      // sample s of a call draws from its own counter-based stream
+};
+
+// `samples` continuations of `prompt`, `new_tokens` tokens each, decoded together as one batch.
+// Needs prompt.size() + new_tokens - 1 <= the model's max_seq_len (the last token is never fed
+// back).
+std::vector<std::vector<int32_t>> generate_tokens(const GPT& model, const std::vector<int32_t>& prompt,
+                                                  int new_tokens, int samples,
+                                                  const SamplingSettings& settings);
+
 }  // namespace loom

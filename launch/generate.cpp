@@ -1,16 +1,19 @@
 // `loom generate`: samples continuations of a prompt from a trained model file, one position per
 // step through the KV-cache decoder, with temperature and top-k.
 #include <cstdio>
+#include <memory>
+#include <optional>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "checkpoints/model_file.h"
 #include "core/decoder.h"
-#include "core/rng.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
+#include "data/tokenizer.h"
 #include "launch/run_setup.h"
+#include "launch/token_run.h"
 
 namespace loom {
 
@@ -19,6 +22,7 @@ namespace {
 const std::vector<FlagSpec>& generate_flags() {
   static const std::vector<FlagSpec> flags = {
       {"model", "PATH", "model file written by `loom train` (default runs/addition/model.loom)"},
+      {"tokenizer", "PATH", "tokenizer of a model trained on token shards (default: the one its config names)"},
       {"prompt", "TEXT", "text to continue, e.g. \"123+456=\" for the addition demo"},
       {"max-new-tokens", "N", "tokens to generate (default: up to the model's seq_len)"},
       {"temperature", "T", "softmax temperature; 0 = greedy (default 0)"},
@@ -56,12 +60,31 @@ int run_generate(const std::vector<std::string>& args) {
   ModelFile file = load_model_file(path);
   config::RunConfig cfg = parse_config_text(file.config_text, path + " (stored config)");
   validate_config(cfg);
-  AdditionTask task = make_task(cfg);
   GPT model(model_config_of(cfg));
   copy_into_model(file, path, model);
-  const int V = model.config().vocab_size, T = model.config().max_seq_len;
+  const int T = model.config().max_seq_len;
 
-  std::vector<int32_t> prompt = task.encode(a.get("prompt", ""));
+  // Text <-> tokens: the addition task's characters, or the tokenizer of the token shards.
+  const std::string prompt_text = a.get("prompt", "");
+  std::optional<AdditionTask> task;
+  std::unique_ptr<data::Tokenizer> tokenizer;
+  std::vector<int32_t> prompt;
+  if (cfg.data().has_tokens()) {
+    const std::string tokenizer_path = a.get("tokenizer", tokenizer_path_of(cfg.data().tokens()));
+    if (tokenizer_path.empty()) {
+      fail_user("the model", path, "was trained on token shards whose tokenizer is not found;",
+                "pass --tokenizer PATH");
+    }
+    tokenizer = data::load_tokenizer(tokenizer_path);
+    if (tokenizer->vocab_size() > model.config().vocab_size) {
+      fail_user("the tokenizer", tokenizer_path, "has", tokenizer->vocab_size(), "tokens but the model",
+                path, "only", model.config().vocab_size, "; pass the tokenizer it was trained with");
+    }
+    prompt = tokenizer->encode(prompt_text);
+  } else {
+    task.emplace(make_task(cfg));
+    prompt = task->encode(prompt_text);
+  }
   if (prompt.empty()) fail_user("--prompt is empty; give at least one token");
   if (static_cast<int>(prompt.size()) > T) {
     fail_user("--prompt has", prompt.size(), "tokens but the model sees at most", T, "positions");
@@ -74,37 +97,24 @@ int run_generate(const std::vector<std::string>& args) {
               "(the model's", T, "positions, minus the prompt's", prompt.size(), ", plus one)");
   }
 
-  // All samples decode together as one batch; each has its own random stream.
-  Decoder decoder(model, samples);
-  std::vector<int32_t> column(static_cast<size_t>(samples));
-  std::vector<std::vector<int32_t>> out(static_cast<size_t>(samples));
-  const float* logits = nullptr;
-  for (int32_t tok : prompt) {
-    std::fill(column.begin(), column.end(), tok);
-    logits = decoder.step(column.data());
-  }
-  for (int t = 0; t < new_tokens; ++t) {
-    for (int s = 0; s < samples; ++s) {
-      CounterRng rng(static_cast<uint64_t>(seed), stream_id_of("generate.sample") + static_cast<uint64_t>(s));
-      int32_t tok = sample_token(logits + static_cast<int64_t>(s) * V, V, temperature, top_k,
-                                 rng.uniform(static_cast<uint64_t>(t)));
-      out[static_cast<size_t>(s)].push_back(tok);
-      column[static_cast<size_t>(s)] = tok;
-    }
-    if (t + 1 < new_tokens) logits = decoder.step(column.data());
-  }
+  const std::vector<std::vector<int32_t>> out = generate_tokens(
+      model, prompt, new_tokens, samples, SamplingSettings{temperature, top_k, static_cast<uint64_t>(seed)});
 
-  const bool addition_prompt = static_cast<int>(prompt.size()) == task.prompt_length() &&
-                               prompt.back() == task.encode("=")[0] && new_tokens >= task.answer_length();
+  if (tokenizer) {
+    for (const std::vector<int32_t>& s : out) std::printf("%s%s\n", prompt_text.c_str(), tokenizer->decode(s).c_str());
+    return 0;
+  }
+  const bool addition_prompt = static_cast<int>(prompt.size()) == task->prompt_length() &&
+                               prompt.back() == task->encode("=")[0] && new_tokens >= task->answer_length();
   for (const std::vector<int32_t>& s : out) {
-    std::string text = task.decode(s.data(), static_cast<int>(s.size()));
+    std::string text = task->decode(s.data(), static_cast<int>(s.size()));
     if (addition_prompt) {
       // The demo writes sums least-significant digit first; show it the way people read it too.
-      const int64_t value = task.answer_value(s.data());
-      std::printf("%s%s   (the sum, digits reversed: %s)\n", a.get("prompt", "").c_str(), text.c_str(),
+      const int64_t value = task->answer_value(s.data());
+      std::printf("%s%s   (the sum, digits reversed: %s)\n", prompt_text.c_str(), text.c_str(),
                   value < 0 ? "not a number" : std::to_string(value).c_str());
     } else {
-      std::printf("%s%s\n", a.get("prompt", "").c_str(), text.c_str());
+      std::printf("%s%s\n", prompt_text.c_str(), text.c_str());
     }
   }
   return 0;

@@ -23,6 +23,16 @@ std::vector<MicroBatch> micro_batches_of(const StepBatch& batch) {
 
 }  // namespace
 
+std::string tokenizer_path_of(const config::TokenData& data) {
+  if (data.has_tokenizer()) return data.tokenizer();
+  if (data.source_size() == 0) return "";
+  const std::filesystem::path dir = data.source(0).path();
+  std::error_code ignored;
+  if (std::filesystem::exists(dir / "tokenizer.model", ignored)) return (dir / "tokenizer.model").string();
+  if (std::filesystem::exists(dir / "encoder.json", ignored)) return dir.string();
+  return "";
+}
+
 uint32_t token_vocab_size(const config::TokenData& data) {
   uint32_t vocab = 0;
   std::string first;

@@ -21,6 +21,8 @@
 #include "core/train_step.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
+#include "core/decoder.h"
+#include "data/tokenizer.h"
 #include "launch/run_setup.h"
 #include "launch/token_run.h"
 #include "parallel/pipeline_schedule.h"
@@ -107,6 +109,36 @@ void print_addition_samples(const GPT& whole, const AdditionTask& task, int samp
   }
   std::printf("try it: build/loom generate --model %s --prompt \"%s\"\n", model_path.c_str(),
               task.decode(task.prompt_tokens({123, 456}).data(), task.prompt_length()).c_str());
+}
+
+// Continuations of data.tokens.sample_prompt, sampled (temperature 0.8, top-k 40), decoded with
+// the dataset's tokenizer.
+void print_token_samples(const GPT& whole, const config::RunConfig& cfg, const std::string& model_path) {
+  const config::TokenData& d = cfg.data().tokens();
+  const int samples = cfg.train().samples();
+  if (samples == 0 || d.sample_tokens() == 0) return;
+  const std::string tokenizer_path = tokenizer_path_of(d);
+  if (tokenizer_path.empty()) {
+    std::printf("samples: none (no tokenizer.model next to the shards; set data.tokens.tokenizer)\n");
+    return;
+  }
+  const std::unique_ptr<data::Tokenizer> tokenizer = data::load_tokenizer(tokenizer_path);
+  std::vector<int32_t> prompt = tokenizer->encode(d.sample_prompt());
+  if (prompt.empty()) prompt.push_back(tokenizer->eos_id());  // a document's start
+  const int room = whole.config().max_seq_len - static_cast<int>(prompt.size()) + 1;
+  if (room <= 0) {
+    std::printf("samples: none (data.tokens.sample_prompt has %zu tokens, more than the model's %d positions)\n",
+                prompt.size(), whole.config().max_seq_len);
+    return;
+  }
+  const SamplingSettings sampling{0.8f, 40, cfg.train().seed()};
+  const auto out = generate_tokens(whole, prompt, std::min(room, d.sample_tokens()), samples, sampling);
+  std::printf("samples (temperature %.1f, top-k %d):\n", static_cast<double>(sampling.temperature), sampling.top_k);
+  for (const std::vector<int32_t>& s : out) {
+    std::printf("  %s%s\n", d.sample_prompt().c_str(), tokenizer->decode(s).c_str());
+  }
+  std::printf("try it: build/loom generate --model %s --prompt \"%s\" --temperature 0.8 --top-k 40\n",
+              model_path.c_str(), d.sample_prompt().c_str());
 }
 
 }  // namespace
@@ -282,7 +314,11 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   save_model_file(model_path, config_to_text(cfg), whole->parameters());
   std::printf("saved %s\n", model_path.c_str());
 
-  if (addition) print_addition_samples(*whole, *task, tc.samples(), model_path);
+  if (addition) {
+    print_addition_samples(*whole, *task, tc.samples(), model_path);
+  } else {
+    print_token_samples(*whole, cfg, model_path);
+  }
   return 0;
 }
 
