@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
       {"warmup", "N", "untimed steps first"}, {"threads", "N", "threads per process"},
       {"tp", "N", "tensor parallel"}, {"dp", "N", "data parallel"}, {"pp", "N", "pipeline stages"},
       {"micro-batches", "N", "micro-batches per step (through the pipeline)"},
+      {"virtual-stages", "V", "model chunks per pipeline rank (V > 1: interleaved schedule)"},
       {"sequence-parallel", "", "split token rows in the tp group"}};
   std::unique_ptr<parallel::MpiCommunicator> world = parallel::MpiCommunicator::world();
   try {
@@ -47,12 +48,22 @@ int main(int argc, char** argv) {
     const int threads = set_thread_count(a.get_int("threads", 1));
     parallel::ProcessGrid grid(*world, parallel::GridShape{tp, pp, dp});
     parallel::TimedCommunicator timed_tp(grid.tp()), timed_dp(grid.dp()), timed_pp(grid.pp());
-    ModelParallel layout = model_parallel_for(grid, even_block_split(c.n_layer, pp), a.has("sequence-parallel"));
-    layout.tp = &timed_tp;
-    layout.pp = &timed_pp;
-    GPT model(c, layout);
-    model.init_weights(1);
-    AdamW optimizer(model, AdamWSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f}, &timed_dp);
+    const int chunks = a.get_int("virtual-stages", 1);
+    std::vector<std::unique_ptr<GPT>> models;
+    std::vector<std::unique_ptr<AdamW>> optimizers;
+    std::vector<GPT*> model_ptrs;
+    std::vector<AdamW*> optimizer_ptrs;
+    for (int chunk = 0; chunk < chunks; ++chunk) {
+      ModelParallel layout = model_parallel_for(grid, even_block_split(c.n_layer, pp * chunks),
+                                                a.has("sequence-parallel"), chunk, chunks);
+      layout.tp = &timed_tp;
+      layout.pp = &timed_pp;
+      models.push_back(std::make_unique<GPT>(c, layout));
+      models.back()->init_weights(1);
+      optimizers.push_back(std::make_unique<AdamW>(*models.back(), AdamWSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f}, &timed_dp));
+      model_ptrs.push_back(models.back().get());
+      optimizer_ptrs.push_back(optimizers.back().get());
+    }
     std::vector<int32_t> tokens(static_cast<size_t>(B) * T * accum), targets(tokens.size());
     CounterRng rng(1234, static_cast<uint64_t>(grid.coord().dp));
     for (size_t j = 0; j < tokens.size(); ++j) {
@@ -78,7 +89,7 @@ int main(int argc, char** argv) {
         grid.pp().stats().reset();
         start = Clock::now();
       }
-      train_step(model, optimizer, micro, 3e-4f);
+      train_step(model_ptrs, optimizer_ptrs, micro, 3e-4f);
     }
     world->barrier();
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -90,11 +101,11 @@ int main(int argc, char** argv) {
     world->all_reduce(&pp_bytes, &pp_bytes, 1, DType::kF32, parallel::ReduceOp::kMax);
     if (world->rank() == 0) {
       std::printf("{\"impl\": \"loom\", \"tp\": %d, \"pp\": %d, \"dp\": %d, \"sequence_parallel\": %s, "
-                  "\"threads\": %d, \"micro_batches\": %d, "
+                  "\"threads\": %d, \"micro_batches\": %d, \"virtual_stages\": %d, "
                   "\"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"tp_comm_s_per_step\": %.4f, "
                   "\"dp_comm_s_per_step\": %.4f, \"pp_comm_s_per_step\": %.4f, \"tp_bytes_per_step\": %.0f, "
                   "\"dp_bytes_per_step\": %.0f, \"pp_bytes_per_step\": %.0f}\n",
-                  tp, pp, dp, a.has("sequence-parallel") ? "true" : "false", threads, accum,
+                  tp, pp, dp, a.has("sequence-parallel") ? "true" : "false", threads, accum, chunks,
                   static_cast<double>(steps) * B * dp * T * accum / seconds, 1e3 * seconds / steps,
                   static_cast<double>(comm[0]), static_cast<double>(comm[1]), static_cast<double>(comm[2]),
                   static_cast<double>(grid.tp().stats().total_bytes()) / steps,

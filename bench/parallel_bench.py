@@ -25,6 +25,8 @@ LAYOUTS = [  # (label, processes, threads, extra flags)
     ("tp=2, sequence parallel", 2, 1, ["--tp", "2", "--sequence-parallel"]),
     ("dp=2", 2, 1, ["--dp", "2"]),
     ("pp=2 (8 micro-batches)", 2, 1, ["--pp", "2", "--micro-batches", "8"]),
+    ("pp=2 interleaved, 2 chunks (8 micro-batches)", 2, 1,
+     ["--pp", "2", "--micro-batches", "8", "--virtual-stages", "2"]),
 ]
 
 
