@@ -15,6 +15,8 @@
 #include "data/gpt2_bpe.h"
 #include "data/utf8.h"
 
+#include "test_util.h"
+
 namespace loom::testing {
 
 // The merges in rank order, spelled in GPT-2's byte characters (Ġ = space, Ċ = newline,
@@ -66,25 +68,5 @@ inline std::filesystem::path write_tiny_gpt2(const std::filesystem::path& dir) {
   return dir;
 }
 
-// A fresh directory under the system's temporary directory, removed by the destructor.
-class TempDir {
- public:
-  explicit TempDir(const std::string& tag)
-      : path_(std::filesystem::temp_directory_path() / ("loom_" + tag + "_" + std::to_string(::getpid()))) {
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 }  // namespace loom::testing
