@@ -15,7 +15,7 @@
 #include "data/json.h"
 #include "data/utf8.h"
 
-namespace loom::data {
+namespace loom {
 
 namespace {
 
@@ -276,4 +276,4 @@ std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::string& encoder_json_path,
   return std::make_unique<Gpt2Bpe>(std::move(vocabulary.bytes_of), byte_ids, std::move(merges), eos_id, enc);
 }
 
-}  // namespace loom::data
+}  // namespace loom

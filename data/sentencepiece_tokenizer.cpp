@@ -17,7 +17,7 @@
 #include "core/rng.h"
 #include "data/utf8.h"
 
-namespace loom::data {
+namespace loom {
 
 namespace {
 
@@ -257,4 +257,4 @@ std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path) {
   return std::make_unique<SentencePieceTokenizer>(std::move(sp), path);
 }
 
-}  // namespace loom::data
+}  // namespace loom

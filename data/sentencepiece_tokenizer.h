@@ -19,7 +19,7 @@
 
 #include "data/tokenizer.h"
 
-namespace loom::data {
+namespace loom {
 
 struct SentencePieceTrainOptions {
   int threads = 0;             // 0: every core
@@ -49,4 +49,4 @@ SentencePieceTrainSummary train_sentencepiece(const std::vector<std::string>& in
 // not a SentencePiece model, or has no end-of-sentence piece to serve as eos.
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path);
 
-}  // namespace loom::data
+}  // namespace loom

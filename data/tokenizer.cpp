@@ -7,7 +7,7 @@
 #include "data/sentencepiece_tokenizer.h"
 #include "data/utf8.h"
 
-namespace loom::data {
+namespace loom {
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   std::vector<int32_t> ids;
@@ -52,4 +52,4 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   return load_sentencepiece(path);
 }
 
-}  // namespace loom::data
+}  // namespace loom

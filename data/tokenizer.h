@@ -16,7 +16,7 @@
 #include <string_view>
 #include <vector>
 
-namespace loom::data {
+namespace loom {
 
 class Tokenizer {
  public:
@@ -55,4 +55,4 @@ class Tokenizer {
 // Throws UserError naming the file (and line or byte offset) when something is missing or wrong.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 
-}  // namespace loom::data
+}  // namespace loom

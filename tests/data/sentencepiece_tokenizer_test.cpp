@@ -18,7 +18,7 @@
 #include "data/gpt2_test_files.h"
 #include "data/tokenizer.h"
 
-namespace loom::data {
+namespace loom {
 namespace {
 
 namespace fs = std::filesystem;
@@ -223,4 +223,4 @@ TEST_F(SentencePieceTest, LoadErrorsNameTheFile) {
 }
 
 }  // namespace
-}  // namespace loom::data
+}  // namespace loom

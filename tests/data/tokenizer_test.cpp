@@ -10,7 +10,7 @@
 
 #include "data/gpt2_test_files.h"
 
-namespace loom::data {
+namespace loom {
 namespace {
 
 namespace fs = std::filesystem;
@@ -53,4 +53,4 @@ TEST(TokenizerTest, PathsThatHoldNoTokenizer) {
 }
 
 }  // namespace
-}  // namespace loom::data
+}  // namespace loom
