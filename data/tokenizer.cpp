@@ -30,7 +30,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   return decode_valid(ids);
 }
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+TokenizerFiles tokenizer_files(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path p(path);
@@ -38,17 +38,24 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
     fail_user("tokenizer", path, "does not exist (expected a SentencePiece .model file or a directory with",
               "GPT-2's encoder.json and vocab.bpe)");
   }
+  using Kind = TokenizerFiles::Kind;
   if (fs::is_directory(p, ec)) {
     const fs::path encoder = p / "encoder.json", merges = p / "vocab.bpe";
     if (!fs::exists(encoder, ec) || !fs::exists(merges, ec)) {
       fail_user("tokenizer directory", path, "lacks", fs::exists(encoder, ec) ? "vocab.bpe" : "encoder.json",
                 "(a GPT-2 tokenizer directory holds encoder.json and vocab.bpe)");
     }
-    return load_gpt2_bpe(encoder.string(), merges.string());
+    return {Kind::kGpt2Bpe, {encoder.string(), merges.string()}};
   }
   const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
-  if (p.extension() == ".json") return load_gpt2_bpe(path, (dir / "vocab.bpe").string());
-  if (p.extension() == ".bpe") return load_gpt2_bpe((dir / "encoder.json").string(), path);
+  if (p.extension() == ".json") return {Kind::kGpt2Bpe, {path, (dir / "vocab.bpe").string()}};
+  if (p.extension() == ".bpe") return {Kind::kGpt2Bpe, {(dir / "encoder.json").string(), path}};
+  return {Kind::kSentencePiece, {path}};
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+  const TokenizerFiles files = tokenizer_files(path);
+  if (files.kind == TokenizerFiles::Kind::kGpt2Bpe) return load_gpt2_bpe(files.paths[0], files.paths[1]);
   return load_sentencepiece(path);
 }
 

@@ -48,6 +48,18 @@ class Tokenizer {
   virtual std::string decode_valid(std::span<const int32_t> ids) const = 0;
 };
 
+// The files behind a tokenizer path, as load_tokenizer reads it: what to copy to move a
+// tokenizer elsewhere (`loom prepare` copies them into the dataset directory).
+struct TokenizerFiles {
+  enum class Kind { kSentencePiece, kGpt2Bpe };
+  Kind kind = Kind::kSentencePiece;
+  std::vector<std::string> paths;  // {model} or {encoder.json, vocab.bpe}
+};
+
+// Resolves `path` as load_tokenizer does, without reading the files. Throws UserError for a
+// path that does not exist or a GPT-2 directory that lacks one of its two files.
+TokenizerFiles tokenizer_files(const std::string& path);
+
 // Loads a tokenizer from `path`:
 //   - a directory holding GPT-2's encoder.json and vocab.bpe, or the path of that encoder.json
 //     (or vocab.bpe) with the other file next to it;

@@ -1,5 +1,5 @@
-// load_tokenizer: which kind of tokenizer each path gives, and a clear error for paths that hold
-// neither kind.
+// load_tokenizer and tokenizer_files: which kind of tokenizer each path gives, the files behind
+// it, and a clear error for paths that hold neither kind.
 #include "data/tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "data/gpt2_test_files.h"
 
@@ -34,6 +35,23 @@ TEST(TokenizerTest, GptTwoFromTheDirectoryOrEitherFile) {
     EXPECT_EQ(tok->vocab_size(), testing::kTinyGpt2Vocab) << path;
     EXPECT_EQ(tok->encode(" the"), std::vector<int32_t>{258}) << path;
   }
+}
+
+TEST(TokenizerTest, FilesBehindEachKindOfPath) {
+  TempDir dir("tokenizer_files");
+  testing::write_tiny_gpt2(dir.path() / "gpt2");
+  const std::vector<std::string> gpt2 = {(dir.path() / "gpt2" / "encoder.json").string(),
+                                         (dir.path() / "gpt2" / "vocab.bpe").string()};
+  for (const std::string& path : {dir / "gpt2", dir / "gpt2/encoder.json", dir / "gpt2/vocab.bpe"}) {
+    const TokenizerFiles files = tokenizer_files(path);
+    EXPECT_EQ(files.kind, TokenizerFiles::Kind::kGpt2Bpe) << path;
+    EXPECT_EQ(files.paths, gpt2) << path;
+  }
+  std::ofstream(dir.path() / "tok.model") << "not read";
+  const TokenizerFiles model = tokenizer_files(dir / "tok.model");
+  EXPECT_EQ(model.kind, TokenizerFiles::Kind::kSentencePiece);
+  EXPECT_EQ(model.paths, std::vector<std::string>{dir / "tok.model"});
+  EXPECT_THROW(tokenizer_files(dir / "missing.model"), UserError);
 }
 
 TEST(TokenizerTest, PathsThatHoldNoTokenizer) {
