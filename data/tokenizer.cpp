@@ -15,9 +15,36 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   return ids;
 }
 
+namespace {
+
+constexpr size_t kEncodePieceBytes = size_t{64} << 10;
+
+bool is_visible_ascii(char c) { return c > ' ' && c < 0x7F; }
+
+// Where the piece of `text` that starts at `begin` ends: after the first newline past
+// begin + kEncodePieceBytes that has a printable ASCII character on either side, or at the end.
+size_t piece_end(std::string_view text, size_t begin) {
+  for (size_t at = begin + kEncodePieceBytes; at + 1 < text.size(); ++at) {
+    at = text.find('\n', at);
+    if (at == std::string_view::npos || at + 1 >= text.size()) break;
+    if (is_visible_ascii(text[at - 1]) && is_visible_ascii(text[at + 1])) return at + 1;
+  }
+  return text.size();
+}
+
+}  // namespace
+
 void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& out) const {
   utf8_check(text, "the text to encode");
-  encode_valid(text, out);
+  if (text.size() <= kEncodePieceBytes || !cuts_after_newlines()) {
+    encode_valid(text, out);
+    return;
+  }
+  for (size_t begin = 0; begin < text.size();) {
+    const size_t end = piece_end(text, begin);
+    encode_valid(text.substr(begin, end - begin), out);
+    begin = end;
+  }
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids) const {

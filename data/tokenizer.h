@@ -7,6 +7,9 @@
 // `loom prepare` puts between documents; encode never produces it from text.
 //
 // encode and decode are const and safe to call from many threads at once on one tokenizer.
+// A long text is encoded in pieces of about 64 KiB cut after newlines where that gives the ids of
+// the whole (cuts_after_newlines below), so that the memory an encoder needs stays bounded
+// (SentencePiece takes a few hundred bytes per byte of the text it encodes at once).
 #pragma once
 
 #include <cstdint>
@@ -44,6 +47,9 @@ class Tokenizer {
  protected:
   // `text` is valid UTF-8; append its ids to `out`.
   virtual void encode_valid(std::string_view text, std::vector<int32_t>& out) const = 0;
+  // Whether encode_valid(a + b) is encode_valid(a) followed by encode_valid(b) whenever `a` ends
+  // with a '\n' after a printable ASCII character other than space, and `b` starts with one.
+  virtual bool cuts_after_newlines() const { return false; }
   // Every id is in range.
   virtual std::string decode_valid(std::span<const int32_t> ids) const = 0;
 };
