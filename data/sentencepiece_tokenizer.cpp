@@ -259,10 +259,10 @@ SentencePieceTrainSummary train_sentencepiece(const std::vector<std::string>& in
       fail_user("cannot read training input", path, fs::exists(path, ec) ? "(not a regular file)" : "(does it exist?)");
     }
   }
-  constexpr int kMinimum = kSpecialPieces + kBytePieces + 1;
-  if (vocab_size < kMinimum) {
+  static_assert(kMinSentencePieceVocab == kSpecialPieces + kBytePieces + 1);
+  if (vocab_size < kMinSentencePieceVocab) {
     fail_user("vocab size", vocab_size, "is too small: <unk>, <s>, </s> and the 256 byte pieces take",
-              kMinimum - 1, "ids; use at least", kMinimum, "(thousands, in practice)");
+              kMinSentencePieceVocab - 1, "ids; use at least", kMinSentencePieceVocab, "(thousands, in practice)");
   }
   if (options.threads < 0) fail_user("threads is", options.threads, "but must be >= 0");
   if (options.max_sentences < 0) fail_user("max sentences is", options.max_sentences, "but must be >= 0");

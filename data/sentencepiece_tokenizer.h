@@ -21,6 +21,10 @@
 
 namespace loom {
 
+// The smallest vocabulary train_sentencepiece accepts: <unk>, <s>, </s>, the 256 byte pieces and
+// one learned piece.
+constexpr int kMinSentencePieceVocab = 3 + 256 + 1;
+
 struct SentencePieceTrainOptions {
   int threads = 0;             // 0: every core
   int64_t max_sentences = 0;   // lines to train on, sampled at random when the input has more; 0: all
