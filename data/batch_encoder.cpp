@@ -4,24 +4,26 @@
 
 namespace loom {
 
-void DocumentBatch::add(std::string_view document) {
-  text += document;
+void DocumentBatch::add(std::string_view piece, bool last_of_document) {
+  text += piece;
   text_ends.push_back(text.size());
+  ends_document.push_back(last_of_document ? 1 : 0);
 }
 
-std::string_view DocumentBatch::document(size_t d) const {
-  const size_t begin = d == 0 ? 0 : text_ends[d - 1];
-  return std::string_view(text).substr(begin, text_ends[d] - begin);
+std::string_view DocumentBatch::piece(size_t p) const {
+  const size_t begin = p == 0 ? 0 : text_ends[p - 1];
+  return std::string_view(text).substr(begin, text_ends[p] - begin);
 }
 
-std::span<const int32_t> DocumentBatch::document_tokens(size_t d) const {
-  const size_t begin = d == 0 ? 0 : token_ends[d - 1];
-  return std::span<const int32_t>(tokens).subspan(begin, token_ends[d] - begin);
+std::span<const int32_t> DocumentBatch::piece_tokens(size_t p) const {
+  const size_t begin = p == 0 ? 0 : token_ends[p - 1];
+  return std::span<const int32_t>(tokens).subspan(begin, token_ends[p] - begin);
 }
 
 void DocumentBatch::clear() {
   text.clear();
   text_ends.clear();
+  ends_document.clear();
   tokens.clear();
   token_ends.clear();
   input_bytes_read = 0;
@@ -51,9 +53,9 @@ void BatchEncoder::encode(Slot& slot) const {
   b.token_ends.clear();
   const int32_t eos = tokenizer_.eos_id();
   try {
-    for (size_t d = 0; d < b.size(); ++d) {
-      tokenizer_.encode_into(b.document(d), b.tokens);
-      b.tokens.push_back(eos);
+    for (size_t p = 0; p < b.size(); ++p) {
+      tokenizer_.encode_into(b.piece(p), b.tokens);
+      if (b.ends_document[p]) b.tokens.push_back(eos);
       b.token_ends.push_back(b.tokens.size());
     }
   } catch (...) {

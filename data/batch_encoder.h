@@ -8,10 +8,12 @@
 //   }
 //   while (encoder.in_flight() > 0) write(encoder.next());
 //
-// Each document's ids are followed by the tokenizer's end-of-document token. Memory stays
-// bounded by max_in_flight batches (their texts and ids); a batch handed back by next() can be
-// cleared and submitted again, keeping its buffers. With one thread the batch is encoded inside
-// submit(), on the caller's thread, and nothing else runs.
+// A batch holds pieces of text: whole documents, or the parts of a long document cut where its
+// tokenizer allows (Tokenizer::next_cut), so that one document can be spread over several batches
+// and threads. Each piece that ends a document has its ids followed by the tokenizer's
+// end-of-document token. Memory stays bounded by max_in_flight batches (their texts and ids); a
+// batch handed back by next() can be cleared and submitted again, keeping its buffers. With one
+// thread the batch is encoded inside submit(), on the caller's thread, and nothing else runs.
 #pragma once
 
 #include <condition_variable>
@@ -31,16 +33,17 @@
 namespace loom {
 
 struct DocumentBatch {
-  std::string text;               // the documents end to end
-  std::vector<size_t> text_ends;  // document d is text[text_ends[d-1], text_ends[d])
-  std::vector<int32_t> tokens;    // after encoding: each document's ids, then eos
+  std::string text;                    // the pieces end to end
+  std::vector<size_t> text_ends;       // piece p is text[text_ends[p-1], text_ends[p])
+  std::vector<uint8_t> ends_document;  // whether piece p is the last of its document
+  std::vector<int32_t> tokens;         // after encoding: each piece's ids (and eos after a last one)
   std::vector<size_t> token_ends;
-  uint64_t input_bytes_read = 0;  // the reader's position after this batch, for progress
+  uint64_t input_bytes_read = 0;       // the reader's position after this batch, for progress
 
   size_t size() const { return text_ends.size(); }
-  void add(std::string_view document);
-  std::string_view document(size_t d) const;
-  std::span<const int32_t> document_tokens(size_t d) const;
+  void add(std::string_view piece, bool last_of_document = true);
+  std::string_view piece(size_t p) const;
+  std::span<const int32_t> piece_tokens(size_t p) const;
   void clear();
 };
 

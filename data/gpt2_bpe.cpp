@@ -120,6 +120,11 @@ class Gpt2Bpe final : public Tokenizer {
     return text;
   }
 
+  // Merges happen inside pre-tokens, and a '\n' between two printable characters other than
+  // space is a pre-token of its own in the text and at the end of the part before it alike
+  // (`\s+(?!\S)` fails on it there, `\s+` takes it), while the pre-tokens after it start afresh.
+  bool cuts_after_newlines() const override { return true; }
+
  private:
   std::vector<std::string> token_bytes_;  // (V) id -> the bytes it stands for
   std::array<int32_t, 256> byte_ids_;     // byte -> the id of the one-byte token

@@ -197,21 +197,27 @@ uint64_t write_training_text(const std::vector<std::string>& files, const Corpus
   return documents;
 }
 
-// Sends each document to its split; holds the latest one back until the next arrives, since the
-// last document's split depends on where the others went.
+// Gathers each document's ids from its pieces and sends the document to its split; holds the
+// latest document back until the next one is complete, since the last document's split depends
+// on where the others went.
 class SplitRouter {
  public:
   SplitRouter(ShardWriter& train, ShardWriter* val, uint64_t seed, double val_fraction)
       : train_(train), val_(val), seed_(seed), val_fraction_(val_fraction) {}
 
-  void add(std::span<const int32_t> tokens) {
+  // The ids of the next piece; `last_of_document`: they end with eos.
+  void add(std::span<const int32_t> tokens, bool last_of_document) {
+    current_.insert(current_.end(), tokens.begin(), tokens.end());
+    if (!last_of_document) return;
     if (have_pending_) route(pending_in_val_);
-    pending_.assign(tokens.begin(), tokens.end());
+    std::swap(pending_, current_);
+    current_.clear();
     pending_in_val_ = val_ != nullptr && is_validation_document(seed_, index_++, val_fraction_);
     have_pending_ = true;
   }
 
   void finish() {
+    LOOM_CHECK(current_.empty(), "the last document's last piece never came");
     if (!have_pending_) return;
     if (train_.documents() == 0) {
       route(false);
@@ -231,6 +237,7 @@ class SplitRouter {
   uint64_t seed_;
   double val_fraction_;
   uint64_t index_ = 0;
+  std::vector<int32_t> current_;  // the document being gathered
   std::vector<int32_t> pending_;
   bool pending_in_val_ = false;
   bool have_pending_ = false;
@@ -314,12 +321,12 @@ PrepareSummary prepare_dataset(const PrepareOptions& options,
 
   std::vector<DocumentBatch> spare;  // written batches, kept for their buffers
   const auto write = [&](DocumentBatch batch) {
-    for (size_t d = 0; d < batch.size(); ++d) {
-      const std::span<const int32_t> ids = batch.document_tokens(d);
-      router.add(ids);
+    for (size_t p = 0; p < batch.size(); ++p) {
+      const std::span<const int32_t> ids = batch.piece_tokens(p);
+      router.add(ids, batch.ends_document[p]);
       summary.tokens += ids.size();
+      summary.documents += batch.ends_document[p];
     }
-    summary.documents += batch.size();
     if (progress) {
       progress({batch.input_bytes_read, reader.total_bytes(), summary.documents, summary.tokens, seconds_since(start)});
     }
@@ -338,9 +345,14 @@ PrepareSummary prepare_dataset(const PrepareOptions& options,
   };
   DocumentBatch batch;
   for (std::string text; reader.next(text);) {
-    batch.add(text);
     summary.text_bytes += text.size();
-    if (batch.text.size() >= options.batch_bytes) submit(batch);
+    // A document longer than a batch is cut, where its tokenizer allows, into pieces of about
+    // a batch each, so that its pieces are encoded on different threads.
+    for (size_t begin = 0, end; begin < text.size(); begin = end) {
+      end = text.size() - begin <= options.batch_bytes ? text.size() : tokenizer->next_cut(text, begin + options.batch_bytes);
+      batch.add(std::string_view(text).substr(begin, end - begin), end == text.size());
+      if (batch.text.size() >= options.batch_bytes) submit(batch);
+    }
   }
   if (batch.size() > 0) submit(batch);
   while (encoder.in_flight() > 0) write(encoder.next());

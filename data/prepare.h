@@ -13,8 +13,10 @@
 // in val when a counter-based random number of (seed, i) is below val_fraction. One exception
 // makes both splits non-empty: the last document goes to train when no earlier one did, and to
 // val when val_fraction > 0 and no earlier one did (so val exists when there are >= 2
-// documents). Documents are read in order, tokenized on `threads` threads in batches of a few
-// MB, and written in order: the files are identical whatever the thread count.
+// documents). Documents are read in order, tokenized on `threads` threads in batches of about
+// 1 MB (a longer document is cut into pieces where its tokenizer allows, Tokenizer::next_cut, so
+// that one long document is spread over the threads too), and written in order: the files are
+// identical whatever the thread count. A document is held in memory whole, with its ids.
 //
 // Failure leaves nothing half-written: shards and descriptors are written under temporary names
 // and renamed, the descriptors last, and on any error everything this call created in DIR is

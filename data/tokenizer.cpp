@@ -21,27 +21,23 @@ constexpr size_t kEncodePieceBytes = size_t{64} << 10;
 
 bool is_visible_ascii(char c) { return c > ' ' && c < 0x7F; }
 
-// Where the piece of `text` that starts at `begin` ends: after the first newline past
-// begin + kEncodePieceBytes that has a printable ASCII character on either side, or at the end.
-size_t piece_end(std::string_view text, size_t begin) {
-  for (size_t at = begin + kEncodePieceBytes; at + 1 < text.size(); ++at) {
+}  // namespace
+
+size_t Tokenizer::next_cut(std::string_view text, size_t from) const {
+  LOOM_CHECK(from >= 1, "a cut needs a character before it; from is", from);
+  if (!cuts_after_newlines()) return text.size();
+  for (size_t at = from - 1; at + 1 < text.size(); ++at) {
     at = text.find('\n', at);
     if (at == std::string_view::npos || at + 1 >= text.size()) break;
-    if (is_visible_ascii(text[at - 1]) && is_visible_ascii(text[at + 1])) return at + 1;
+    if (at > 0 && is_visible_ascii(text[at - 1]) && is_visible_ascii(text[at + 1])) return at + 1;
   }
   return text.size();
 }
 
-}  // namespace
-
 void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& out) const {
   utf8_check(text, "the text to encode");
-  if (text.size() <= kEncodePieceBytes || !cuts_after_newlines()) {
-    encode_valid(text, out);
-    return;
-  }
   for (size_t begin = 0; begin < text.size();) {
-    const size_t end = piece_end(text, begin);
+    const size_t end = text.size() - begin <= kEncodePieceBytes ? text.size() : next_cut(text, begin + kEncodePieceBytes);
     encode_valid(text.substr(begin, end - begin), out);
     begin = end;
   }

@@ -1,6 +1,6 @@
-// BatchEncoder: batches come back in submission order with each document's ids (those of
-// Tokenizer::encode) and eos after each, on any number of threads; an encoding error comes back
-// with its batch; dropping batches in flight neither hangs nor leaks.
+// BatchEncoder: batches come back in submission order with each piece's ids (those of
+// Tokenizer::encode) and eos after each document's last piece, on any number of threads; an
+// encoding error comes back with its batch; dropping batches in flight neither hangs nor leaks.
 #include "data/batch_encoder.h"
 
 #include <gtest/gtest.h>
@@ -45,10 +45,10 @@ TEST_F(BatchEncoderTest, BatchesComeBackInOrderWhateverTheThreads) {
       for (size_t d = 0; d < batch.size(); ++d, ++checked) {
         std::vector<int32_t> expected = tokenizer_->encode(docs[checked]);
         expected.push_back(tokenizer_->eos_id());
-        const auto got = batch.document_tokens(d);
+        const auto got = batch.piece_tokens(d);
         ASSERT_EQ(std::vector<int32_t>(got.begin(), got.end()), expected) << "document " << checked << ", " << threads
                                                                           << " threads";
-        EXPECT_EQ(batch.document(d), docs[checked]);
+        EXPECT_EQ(batch.piece(d), docs[checked]);
       }
     };
     // Batches of 1 to 9 documents.
@@ -61,6 +61,24 @@ TEST_F(BatchEncoderTest, BatchesComeBackInOrderWhateverTheThreads) {
     while (encoder.in_flight() > 0) check(encoder.next());
     EXPECT_EQ(checked, docs.size()) << threads << " threads";
   }
+}
+
+TEST_F(BatchEncoderTest, OnlyADocumentsLastPieceGetsEos) {
+  BatchEncoder encoder(*tokenizer_, 2, 4);
+  DocumentBatch first, second;
+  first.add("the cat's\n", false);
+  second.add("12 is", false);
+  second.add(" the");
+  second.add("x");
+  encoder.submit(std::move(first));
+  encoder.submit(std::move(second));
+  const int32_t eos = tokenizer_->eos_id();
+  const DocumentBatch a = encoder.next(), b = encoder.next();
+  const auto ids = [](std::span<const int32_t> s) { return std::vector<int32_t>(s.begin(), s.end()); };
+  EXPECT_EQ(ids(a.piece_tokens(0)), tokenizer_->encode("the cat's\n"));
+  EXPECT_EQ(ids(b.piece_tokens(0)), tokenizer_->encode("12 is"));
+  EXPECT_EQ(ids(b.piece_tokens(1)), (std::vector<int32_t>{258, eos}));
+  EXPECT_EQ(ids(b.piece_tokens(2)), (std::vector<int32_t>{'x', eos}));
 }
 
 TEST_F(BatchEncoderTest, AnErrorComesBackWithItsBatch) {
@@ -77,7 +95,7 @@ TEST_F(BatchEncoderTest, AnErrorComesBackWithItsBatch) {
   } catch (const InvalidUtf8& e) {
     EXPECT_EQ(e.offset(), 4u);
   }
-  EXPECT_EQ(encoder.next().document(0), "fine again");
+  EXPECT_EQ(encoder.next().piece(0), "fine again");
 }
 
 TEST_F(BatchEncoderTest, DroppingBatchesInFlightJoinsTheThreads) {

@@ -158,8 +158,24 @@ TEST_F(PrepareTest, DocumentsComeBackFromTheirSplit) {
   }
 }
 
+// Expects the documents of both splits, in order, to be `docs`, with the split of each following
+// is_validation_document (the last document's too, when both splits have others).
+void expect_documents(const std::string& dir, const Texts& docs, uint64_t seed, double val_fraction,
+                      const Tokenizer& tokenizer) {
+  Texts train, val;
+  for (size_t i = 0; i < docs.size(); ++i) (is_validation_document(seed, i, val_fraction) ? val : train).push_back(docs[i]);
+  EXPECT_TRUE(split_documents(dir, "train", tokenizer) == train) << dir;
+  EXPECT_TRUE(split_documents(dir, "val", tokenizer) == val) << dir;
+}
+
 TEST_F(PrepareTest, SameFilesForAnyThreadCount) {
-  write_bytes(dir_.file("corpus.txt"), blank_line_file(generated_documents(2000, 2)));
+  Texts docs = generated_documents(2000, 2);
+  // Every 100th document is long: cut into pieces that go to different batches and threads.
+  const Texts parts = generated_documents(60, 6);
+  for (size_t i = 50; i < docs.size(); i += 100) {
+    for (const std::string& part : parts) docs[i] += "\n" + part;
+  }
+  write_bytes(dir_.file("corpus.txt"), blank_line_file(docs));
   std::map<std::string, std::string> first;
   for (const int threads : {1, 2, 4}) {
     PrepareOptions o = options({dir_.file("corpus.txt")}, dir_.file("out" + std::to_string(threads)));
@@ -170,6 +186,7 @@ TEST_F(PrepareTest, SameFilesForAnyThreadCount) {
     o.batch_bytes = 1000;
     const PrepareSummary s = prepare_dataset(o);
     EXPECT_EQ(s.documents, 2000u);
+    expect_documents(o.out_dir, docs, o.seed, o.val_fraction, *tokenizer_);
     const std::map<std::string, std::string> files = files_of(o.out_dir);
     if (first.empty()) {
       first = files;
