@@ -15,6 +15,7 @@
 #include "core/base/check.h"
 #include "core/base/file_io.h"
 #include "core/rng.h"
+#include "data/sentencepiece_model.h"
 #include "data/utf8.h"
 
 namespace loom {
@@ -134,79 +135,18 @@ class InputLines : public sentencepiece::SentenceIterator {
   bool finished_ = false;
 };
 
-// Reads one varint of protobuf's wire format at s[pos]; false when malformed.
-bool read_varint(std::string_view s, size_t& pos, uint64_t& value) {
-  value = 0;
-  for (int shift = 0; shift < 64 && pos < s.size(); shift += 7) {
-    const auto byte = static_cast<unsigned char>(s[pos++]);
-    value |= uint64_t{byte & 0x7Fu} << shift;
-    if ((byte & 0x80) == 0) return true;
-  }
-  return false;
-}
-
-// Calls visit(field, wire_type, varint, bytes) for each field of the serialised protobuf message
-// `s` (varint for wire type 0, bytes for wire type 2); false when malformed.
-template <typename Visit>
-bool for_each_field(std::string_view s, Visit&& visit) {
-  for (size_t pos = 0; pos < s.size();) {
-    uint64_t key = 0, value = 0;
-    if (!read_varint(s, pos, key)) return false;
-    std::string_view bytes;
-    switch (key & 7) {
-      case 0:
-        if (!read_varint(s, pos, value)) return false;
-        break;
-      case 1:
-        pos += 8;
-        break;
-      case 2:
-        if (!read_varint(s, pos, value) || value > s.size() - pos) return false;
-        bytes = s.substr(pos, value);
-        pos += value;
-        break;
-      case 5:
-        pos += 4;
-        break;
-      default:
-        return false;
-    }
-    if (pos > s.size()) return false;
-    visit(key >> 3, key & 7, value, bytes);
-  }
-  return true;
-}
-
-// Whether the model's normaliser leaves text as it is, character by character: no character map
-// (the "identity" rule), no space added in front, no whitespace removed (NormalizerSpec, field 3
-// of ModelProto: precompiled_charsmap = 2, add_dummy_prefix = 3 and remove_extra_whitespaces = 4,
-// both true when absent). The library's ModelProto header is not installed, hence the walk.
-bool normalizer_is_identity(std::string_view model) {
-  bool found = false, identity = false;
-  const bool parsed = for_each_field(model, [&](uint64_t field, uint64_t wire, uint64_t, std::string_view spec) {
-    if (field != 3 || wire != 2) return;
-    found = true;
-    bool charsmap = false, dummy_prefix = true, remove_whitespace = true;
-    const bool ok = for_each_field(spec, [&](uint64_t f, uint64_t w, uint64_t value, std::string_view bytes) {
-      if (f == 2 && w == 2) charsmap = !bytes.empty();
-      if (f == 3 && w == 0) dummy_prefix = value != 0;
-      if (f == 4 && w == 0) remove_whitespace = value != 0;
-    });
-    identity = ok && !charsmap && !dummy_prefix && !remove_whitespace;
-  });
-  return parsed && found && identity;
-}
-
 class SentencePieceTokenizer final : public Tokenizer {
  public:
+  // `spec`: the model as data/sentencepiece_model.h reads it, if it could.
   SentencePieceTokenizer(std::unique_ptr<sentencepiece::SentencePieceProcessor> processor, std::string path,
-                         bool identity_normalizer)
+                         const std::optional<SentencePieceModelSpec>& spec)
       : sp_(std::move(processor)), path_(std::move(path)) {
+    if (!spec) return;
     // A newline that no piece contains and no normaliser touches is a wall the encoder never
     // merges across (BPE pairs and unigram lattice paths alike), so text splits there exactly.
-    cuts_after_newlines_ = identity_normalizer;
-    for (int id = 0; id < sp_->GetPieceSize() && cuts_after_newlines_; ++id) {
-      if (sp_->IdToPiece(id).find('\n') != std::string::npos) cuts_after_newlines_ = false;
+    cuts_after_newlines_ = spec->identity_normalizer();
+    for (const SentencePieceModelSpec::Piece& piece : spec->pieces) {
+      if (piece.text.find('\n') != std::string::npos) cuts_after_newlines_ = false;
     }
   }
 
@@ -328,7 +268,7 @@ std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path) {
     fail_user("SentencePiece model", path, "has no end-of-sentence piece (eos_id is -1); Loom needs one to separate",
               "documents: train with eos_id >= 0, as `loom tokenizer train` does");
   }
-  return std::make_unique<SentencePieceTokenizer>(std::move(sp), path, normalizer_is_identity(bytes));
+  return std::make_unique<SentencePieceTokenizer>(std::move(sp), path, parse_sentencepiece_model(bytes));
 }
 
 }  // namespace loom
