@@ -15,6 +15,7 @@
 #include "core/base/check.h"
 #include "core/base/file_io.h"
 #include "core/rng.h"
+#include "data/sentencepiece_bpe.h"
 #include "data/sentencepiece_model.h"
 #include "data/utf8.h"
 
@@ -142,6 +143,7 @@ class SentencePieceTokenizer final : public Tokenizer {
                          const std::optional<SentencePieceModelSpec>& spec)
       : sp_(std::move(processor)), path_(std::move(path)) {
     if (!spec) return;
+    bpe_ = SentencePieceBpe::create(*spec);
     // A newline that no piece contains and no normaliser touches is a wall the encoder never
     // merges across (BPE pairs and unigram lattice paths alike), so text splits there exactly.
     cuts_after_newlines_ = spec->identity_normalizer();
@@ -160,6 +162,10 @@ class SentencePieceTokenizer final : public Tokenizer {
 
  protected:
   void encode_valid(std::string_view text, std::vector<int32_t>& out) const override {
+    if (bpe_) {
+      bpe_->encode(text, out);
+      return;
+    }
     std::vector<int> ids;
     const sentencepiece::util::Status status = sp_->Encode(text, &ids);
     LOOM_CHECK(status.ok(), "SentencePiece could not encode", text.size(), "bytes:", status.ToString());
@@ -178,6 +184,7 @@ class SentencePieceTokenizer final : public Tokenizer {
  private:
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   std::string path_;
+  std::unique_ptr<SentencePieceBpe> bpe_;  // the library's BPE encoding, faster; null: the library
   bool cuts_after_newlines_ = false;
 };
 

@@ -12,8 +12,8 @@
 // between two printable ASCII characters ("end.\nNext") into one token, nor let one side change
 // how the other is split; a text may then be cut after such a newline and its parts encoded
 // apart, with the ids of the whole (next_cut finds such places). encode cuts long texts into
-// pieces of about 64 KiB this way, so that the memory an encoder needs stays bounded
-// (SentencePiece takes a few hundred bytes per byte of the text it encodes at once), and
+// pieces of about 64 KiB this way, so that the memory an encoder needs stays bounded (the
+// SentencePiece library takes a few hundred bytes per byte of the text it encodes at once), and
 // `loom prepare` cuts long documents to encode their pieces on different threads.
 #pragma once
 
