@@ -5,7 +5,7 @@
 
 #include "core/base/check.h"
 
-namespace loom::data {
+namespace loom {
 
 bool BpeMerges::add(int32_t left, int32_t right, int32_t merged) {
   // The heap path relies on this: a pair that contains the merged symbol is never the pair just
@@ -124,4 +124,4 @@ void BpeMerges::apply_by_heap(std::vector<int32_t>& symbols) const {
   for (size_t i = 0; i != kNone; i = next[i]) symbols.push_back(id[i]);
 }
 
-}  // namespace loom::data
+}  // namespace loom

@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace loom::data {
+namespace loom {
 
 class BpeMerges {
  public:
@@ -68,4 +68,4 @@ class BpeMerges {
   size_t size_ = 0;
 };
 
-}  // namespace loom::data
+}  // namespace loom

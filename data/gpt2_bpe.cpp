@@ -15,7 +15,7 @@
 #include "data/json.h"
 #include "data/utf8.h"
 
-namespace loom::data {
+namespace loom {
 
 namespace {
 
@@ -119,6 +119,11 @@ class Gpt2Bpe final : public Tokenizer {
     for (int32_t id : ids) text += token_bytes_[static_cast<size_t>(id)];
     return text;
   }
+
+  // Merges happen inside pre-tokens, and a '\n' between two printable characters other than
+  // space is a pre-token of its own in the text and at the end of the part before it alike
+  // (`\s+(?!\S)` fails on it there, `\s+` takes it), while the pre-tokens after it start afresh.
+  bool cuts_after_newlines() const override { return true; }
 
  private:
   std::vector<std::string> token_bytes_;  // (V) id -> the bytes it stands for
@@ -276,4 +281,4 @@ std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::string& encoder_json_path,
   return std::make_unique<Gpt2Bpe>(std::move(vocabulary.bytes_of), byte_ids, std::move(merges), eos_id, enc);
 }
 
-}  // namespace loom::data
+}  // namespace loom

@@ -22,7 +22,7 @@
 
 #include "data/tokenizer.h"
 
-namespace loom::data {
+namespace loom {
 
 // The character GPT-2's files use for `byte`, and back (-1 when `c` stands for no byte).
 char32_t gpt2_byte_to_char(uint8_t byte);
@@ -32,4 +32,4 @@ int gpt2_char_to_byte(char32_t c);
 std::unique_ptr<Tokenizer> load_gpt2_bpe(const std::string& encoder_json_path,
                                          const std::string& vocab_bpe_path);
 
-}  // namespace loom::data
+}  // namespace loom

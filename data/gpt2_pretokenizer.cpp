@@ -6,7 +6,7 @@
 
 #include "data/utf8.h"
 
-namespace loom::data {
+namespace loom {
 
 namespace {
 
@@ -115,4 +115,4 @@ std::vector<std::string_view> gpt2_pretokenize(std::string_view text) {
   return pieces;
 }
 
-}  // namespace loom::data
+}  // namespace loom

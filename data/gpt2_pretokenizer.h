@@ -18,7 +18,7 @@
 #include <string_view>
 #include <vector>
 
-namespace loom::data {
+namespace loom {
 
 enum class Gpt2CharClass : unsigned char { kOther, kLetter, kNumber, kSpace };
 
@@ -40,4 +40,4 @@ class Gpt2Pretokenizer {
 // All pieces at once (tests, tools).
 std::vector<std::string_view> gpt2_pretokenize(std::string_view text);
 
-}  // namespace loom::data
+}  // namespace loom

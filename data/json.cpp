@@ -5,7 +5,7 @@
 
 #include "data/utf8.h"
 
-namespace loom::data {
+namespace loom {
 
 namespace {
 
@@ -390,4 +390,4 @@ std::string json_string_field(std::string_view line, std::string_view field) {
   return result;
 }
 
-}  // namespace loom::data
+}  // namespace loom

@@ -17,7 +17,7 @@
 
 #include "core/base/check.h"
 
-namespace loom::data {
+namespace loom {
 
 // A JSON text that is malformed or not of the expected shape. what() is one phrase that names
 // the byte offset (e.g. "invalid JSON at byte offset 3: ..."); offset() is that offset.
@@ -59,4 +59,4 @@ JsonValue json_parse(std::string_view text);
 // value that is not a string. A trailing '\r' (a file with CRLF line ends) is whitespace.
 std::string json_string_field(std::string_view line, std::string_view field);
 
-}  // namespace loom::data
+}  // namespace loom

@@ -15,9 +15,11 @@
 #include "core/base/check.h"
 #include "core/base/file_io.h"
 #include "core/rng.h"
+#include "data/sentencepiece_bpe.h"
+#include "data/sentencepiece_model.h"
 #include "data/utf8.h"
 
-namespace loom::data {
+namespace loom {
 
 namespace {
 
@@ -136,8 +138,19 @@ class InputLines : public sentencepiece::SentenceIterator {
 
 class SentencePieceTokenizer final : public Tokenizer {
  public:
-  SentencePieceTokenizer(std::unique_ptr<sentencepiece::SentencePieceProcessor> processor, std::string path)
-      : sp_(std::move(processor)), path_(std::move(path)) {}
+  // `spec`: the model as data/sentencepiece_model.h reads it, if it could.
+  SentencePieceTokenizer(std::unique_ptr<sentencepiece::SentencePieceProcessor> processor, std::string path,
+                         const std::optional<SentencePieceModelSpec>& spec)
+      : sp_(std::move(processor)), path_(std::move(path)) {
+    if (!spec) return;
+    bpe_ = SentencePieceBpe::create(*spec);
+    // A newline that no piece contains and no normaliser touches is a wall the encoder never
+    // merges across (BPE pairs and unigram lattice paths alike), so text splits there exactly.
+    cuts_after_newlines_ = spec->identity_normalizer();
+    for (const SentencePieceModelSpec::Piece& piece : spec->pieces) {
+      if (piece.text.find('\n') != std::string::npos) cuts_after_newlines_ = false;
+    }
+  }
 
   int vocab_size() const override { return sp_->GetPieceSize(); }
   int eos_id() const override { return sp_->eos_id(); }
@@ -149,6 +162,10 @@ class SentencePieceTokenizer final : public Tokenizer {
 
  protected:
   void encode_valid(std::string_view text, std::vector<int32_t>& out) const override {
+    if (bpe_) {
+      bpe_->encode(text, out);
+      return;
+    }
     std::vector<int> ids;
     const sentencepiece::util::Status status = sp_->Encode(text, &ids);
     LOOM_CHECK(status.ok(), "SentencePiece could not encode", text.size(), "bytes:", status.ToString());
@@ -162,9 +179,13 @@ class SentencePieceTokenizer final : public Tokenizer {
     return text;
   }
 
+  bool cuts_after_newlines() const override { return cuts_after_newlines_; }
+
  private:
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   std::string path_;
+  std::unique_ptr<SentencePieceBpe> bpe_;  // the library's BPE encoding, faster; null: the library
+  bool cuts_after_newlines_ = false;
 };
 
 std::string joined(const std::vector<std::string>& paths) {
@@ -185,10 +206,10 @@ SentencePieceTrainSummary train_sentencepiece(const std::vector<std::string>& in
       fail_user("cannot read training input", path, fs::exists(path, ec) ? "(not a regular file)" : "(does it exist?)");
     }
   }
-  constexpr int kMinimum = kSpecialPieces + kBytePieces + 1;
-  if (vocab_size < kMinimum) {
+  static_assert(kMinSentencePieceVocab == kSpecialPieces + kBytePieces + 1);
+  if (vocab_size < kMinSentencePieceVocab) {
     fail_user("vocab size", vocab_size, "is too small: <unk>, <s>, </s> and the 256 byte pieces take",
-              kMinimum - 1, "ids; use at least", kMinimum, "(thousands, in practice)");
+              kMinSentencePieceVocab - 1, "ids; use at least", kMinSentencePieceVocab, "(thousands, in practice)");
   }
   if (options.threads < 0) fail_user("threads is", options.threads, "but must be >= 0");
   if (options.max_sentences < 0) fail_user("max sentences is", options.max_sentences, "but must be >= 0");
@@ -254,7 +275,7 @@ std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path) {
     fail_user("SentencePiece model", path, "has no end-of-sentence piece (eos_id is -1); Loom needs one to separate",
               "documents: train with eos_id >= 0, as `loom tokenizer train` does");
   }
-  return std::make_unique<SentencePieceTokenizer>(std::move(sp), path);
+  return std::make_unique<SentencePieceTokenizer>(std::move(sp), path, parse_sentencepiece_model(bytes));
 }
 
-}  // namespace loom::data
+}  // namespace loom

@@ -9,7 +9,9 @@
 //   - digits split one per token; pieces of whitespace alone allowed (indentation in code);
 //   - ids: <unk> = 0, <s> = 1, </s> = 2 (eos, the end-of-document token), then 256 byte pieces,
 //     then the learned pieces.
-// The library's own logging is silenced; errors come back as UserError.
+// The library's own logging is silenced; errors come back as UserError. Models like these (BPE,
+// byte fallback, identity normaliser) are encoded by data/sentencepiece_bpe.h, which gives the
+// library's ids several times faster; other models by the library.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +21,11 @@
 
 #include "data/tokenizer.h"
 
-namespace loom::data {
+namespace loom {
+
+// The smallest vocabulary train_sentencepiece accepts: <unk>, <s>, </s>, the 256 byte pieces and
+// one learned piece.
+constexpr int kMinSentencePieceVocab = 3 + 256 + 1;
 
 struct SentencePieceTrainOptions {
   int threads = 0;             // 0: every core
@@ -49,4 +55,4 @@ SentencePieceTrainSummary train_sentencepiece(const std::vector<std::string>& in
 // not a SentencePiece model, or has no end-of-sentence piece to serve as eos.
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path);
 
-}  // namespace loom::data
+}  // namespace loom

@@ -7,6 +7,14 @@
 // `loom prepare` puts between documents; encode never produces it from text.
 //
 // encode and decode are const and safe to call from many threads at once on one tokenizer.
+//
+// Cuts: most tokenizers never join the characters on the two sides of a newline that stands
+// between two printable ASCII characters ("end.\nNext") into one token, nor let one side change
+// how the other is split; a text may then be cut after such a newline and its parts encoded
+// apart, with the ids of the whole (next_cut finds such places). encode cuts long texts into
+// pieces of about 64 KiB this way, so that the memory an encoder needs stays bounded (the
+// SentencePiece library takes a few hundred bytes per byte of the text it encodes at once), and
+// `loom prepare` cuts long documents to encode their pieces on different threads.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +24,7 @@
 #include <string_view>
 #include <vector>
 
-namespace loom::data {
+namespace loom {
 
 class Tokenizer {
  public:
@@ -34,6 +42,10 @@ class Tokenizer {
   // Throws UserError for an id outside 0 .. vocab_size() - 1.
   std::string decode(std::span<const int32_t> ids) const;
 
+  // The first place at or after byte `from` (>= 1) where `text` may be cut (see above): just
+  // after such a newline. text.size() when there is none or this tokenizer allows no cuts.
+  size_t next_cut(std::string_view text, size_t from) const;
+
   // Number of ids: every id is in 0 .. vocab_size() - 1.
   virtual int vocab_size() const = 0;
   // The end-of-document token.
@@ -44,9 +56,24 @@ class Tokenizer {
  protected:
   // `text` is valid UTF-8; append its ids to `out`.
   virtual void encode_valid(std::string_view text, std::vector<int32_t>& out) const = 0;
+  // Whether encode_valid(a + b) is encode_valid(a) followed by encode_valid(b) whenever `a` ends
+  // with a '\n' after a printable ASCII character other than space, and `b` starts with one.
+  virtual bool cuts_after_newlines() const = 0;
   // Every id is in range.
   virtual std::string decode_valid(std::span<const int32_t> ids) const = 0;
 };
+
+// The files behind a tokenizer path, as load_tokenizer reads it: what to copy to move a
+// tokenizer elsewhere (`loom prepare` copies them into the dataset directory).
+struct TokenizerFiles {
+  enum class Kind { kSentencePiece, kGpt2Bpe };
+  Kind kind = Kind::kSentencePiece;
+  std::vector<std::string> paths;  // {model} or {encoder.json, vocab.bpe}
+};
+
+// Resolves `path` as load_tokenizer does, without reading the files. Throws UserError for a
+// path that does not exist or a GPT-2 directory that lacks one of its two files.
+TokenizerFiles tokenizer_files(const std::string& path);
 
 // Loads a tokenizer from `path`:
 //   - a directory holding GPT-2's encoder.json and vocab.bpe, or the path of that encoder.json
@@ -55,4 +82,4 @@ class Tokenizer {
 // Throws UserError naming the file (and line or byte offset) when something is missing or wrong.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 
-}  // namespace loom::data
+}  // namespace loom

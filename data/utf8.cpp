@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
-namespace loom::data {
+namespace loom {
 
 namespace {
 
@@ -107,4 +107,4 @@ void utf8_append(std::string& out, char32_t code_point) {
   }
 }
 
-}  // namespace loom::data
+}  // namespace loom

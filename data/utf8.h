@@ -12,7 +12,7 @@
 
 #include "core/base/check.h"
 
-namespace loom::data {
+namespace loom {
 
 // Thrown by utf8_check (and so by Tokenizer::encode) for text that is not valid UTF-8.
 // offset() is the byte offset of the first byte that cannot start or continue a character.
@@ -64,4 +64,4 @@ inline char32_t utf8_decode_valid(std::string_view text, size_t& pos) {
 // Appends the UTF-8 form of a Unicode scalar value (LOOM_CHECK: not a surrogate, <= U+10FFFF).
 void utf8_append(std::string& out, char32_t code_point);
 
-}  // namespace loom::data
+}  // namespace loom

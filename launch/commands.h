@@ -14,5 +14,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
 int run_generate(const std::vector<std::string>& args);
 // `loom tokenizer train|encode|decode|info`.
 int run_tokenizer(const std::vector<std::string>& args);
+// `loom prepare`: text or JSONL -> a dataset directory of token shards.
+int run_prepare(const std::vector<std::string>& args);
 
 }  // namespace loom

@@ -67,7 +67,7 @@ int run_generate(const std::vector<std::string>& args) {
   // Text <-> tokens: the addition task's characters, or the tokenizer of the token shards.
   const std::string prompt_text = a.get("prompt", "");
   std::optional<AdditionTask> task;
-  std::unique_ptr<data::Tokenizer> tokenizer;
+  std::unique_ptr<Tokenizer> tokenizer;
   std::vector<int32_t> prompt;
   if (cfg.data().has_tokens()) {
     const std::string tokenizer_path = a.get("tokenizer", tokenizer_path_of(cfg.data().tokens()));
@@ -75,7 +75,7 @@ int run_generate(const std::vector<std::string>& args) {
       fail_user("the model", path, "was trained on token shards whose tokenizer is not found;",
                 "pass --tokenizer PATH");
     }
-    tokenizer = data::load_tokenizer(tokenizer_path);
+    tokenizer = load_tokenizer(tokenizer_path);
     if (tokenizer->vocab_size() > model.config().vocab_size) {
       fail_user("the tokenizer", tokenizer_path, "has", tokenizer->vocab_size(), "tokens but the model",
                 path, "only", model.config().vocab_size, "; pass the tokenizer it was trained with");

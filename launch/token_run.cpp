@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "core/base/check.h"
+#include "data/prepare.h"
 
 namespace loom {
 
@@ -26,11 +27,7 @@ std::vector<MicroBatch> micro_batches_of(const StepBatch& batch) {
 std::string tokenizer_path_of(const config::TokenData& data) {
   if (data.has_tokenizer()) return data.tokenizer();
   if (data.source_size() == 0) return "";
-  const std::filesystem::path dir = data.source(0).path();
-  std::error_code ignored;
-  if (std::filesystem::exists(dir / "tokenizer.model", ignored)) return (dir / "tokenizer.model").string();
-  if (std::filesystem::exists(dir / "encoder.json", ignored)) return dir.string();
-  return "";
+  return dataset_tokenizer_path(data.source(0).path());
 }
 
 uint32_t token_vocab_size(const config::TokenData& data) {

@@ -22,8 +22,8 @@ namespace loom {
 // be opened or two sources disagree.
 uint32_t token_vocab_size(const config::TokenData& data);
 
-// The tokenizer of a token-shard run: data.tokens.tokenizer, else the first source's
-// tokenizer.model, else the first source itself when it holds GPT-2's encoder.json; "" if none.
+// The tokenizer of a token-shard run: data.tokens.tokenizer, else the first source's, where
+// `loom prepare` put it (dataset_tokenizer_path, data/prepare.h); "" if none.
 std::string tokenizer_path_of(const config::TokenData& data);
 
 class TokenRun {

@@ -81,9 +81,9 @@ void reject_positionals(const ParsedArgs& a, const std::string& command) {
   }
 }
 
-std::unique_ptr<data::Tokenizer> tokenizer_of(const ParsedArgs& a, const std::string& command) {
+std::unique_ptr<Tokenizer> tokenizer_of(const ParsedArgs& a, const std::string& command) {
   if (!a.has("model")) fail_user("loom " + command + " needs --model PATH (see loom " + command + " --help)");
-  return data::load_tokenizer(a.get("model", ""));
+  return load_tokenizer(a.get("model", ""));
 }
 
 // Whitespace-separated integers, each named by its position in `where` when it is not one.
@@ -127,15 +127,15 @@ int train_command(const std::vector<std::string>& args) {
   if (!a.has("out")) fail_user("loom tokenizer train needs --out MODEL (e.g. tokenizer.model)");
   const std::vector<std::string>& inputs = a.flags.at("input");
   const std::string out = a.get("out", "");
-  data::SentencePieceTrainOptions options;
+  SentencePieceTrainOptions options;
   options.threads = a.get_int("threads", 0);
   options.max_sentences = a.get_int("max-sentences", 0);
   const int seed = a.get_int("seed", 0);
   if (seed < 0) fail_user("--seed is", seed, "but must be >= 0");
   options.seed = static_cast<uint32_t>(seed);
   const auto start = std::chrono::steady_clock::now();
-  const data::SentencePieceTrainSummary summary =
-      data::train_sentencepiece(inputs, a.get_int("vocab-size", 0), out, options);
+  const SentencePieceTrainSummary summary =
+      train_sentencepiece(inputs, a.get_int("vocab-size", 0), out, options);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (summary.trained_lines < summary.lines) {
     std::printf("trained on a sample of %lld of %lld lines (%.1f MB read) in %.1f s\n",
@@ -145,7 +145,7 @@ int train_command(const std::vector<std::string>& args) {
     std::printf("trained on %lld lines (%.1f MB) in %.1f s\n", static_cast<long long>(summary.lines),
                 static_cast<double>(summary.bytes) / 1e6, seconds);
   }
-  std::printf("wrote %s: %s\n", out.c_str(), data::load_tokenizer(out)->description().c_str());
+  std::printf("wrote %s: %s\n", out.c_str(), load_tokenizer(out)->description().c_str());
   return 0;
 }
 

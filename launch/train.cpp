@@ -122,7 +122,7 @@ void print_token_samples(const GPT& whole, const config::RunConfig& cfg, const s
     std::printf("samples: none (no tokenizer.model next to the shards; set data.tokens.tokenizer)\n");
     return;
   }
-  const std::unique_ptr<data::Tokenizer> tokenizer = data::load_tokenizer(tokenizer_path);
+  const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(tokenizer_path);
   std::vector<int32_t> prompt = tokenizer->encode(d.sample_prompt());
   if (prompt.empty()) prompt.push_back(tokenizer->eos_id());  // a document's start
   const int room = whole.config().max_seq_len - static_cast<int>(prompt.size()) + 1;

@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-namespace loom::data {
+namespace loom {
 namespace {
 
 using Ids = std::vector<int32_t>;
@@ -88,4 +88,4 @@ TEST(BpeMergesTest, HeapPathEqualsScanningOnRandomWordsAndTables) {
 }
 
 }  // namespace
-}  // namespace loom::data
+}  // namespace loom

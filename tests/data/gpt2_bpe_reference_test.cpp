@@ -17,7 +17,7 @@
 #include "data/gpt2_test_files.h"
 #include "data/tokenizer.h"
 
-namespace loom::data {
+namespace loom {
 namespace {
 
 using testing::TempDir;
@@ -172,4 +172,4 @@ TEST(Gpt2BpeReferenceTest, IdsMatchUnderMergesTheReferenceLearned) {
 }
 
 }  // namespace
-}  // namespace loom::data
+}  // namespace loom

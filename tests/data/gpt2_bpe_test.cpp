@@ -13,7 +13,7 @@
 #include "data/gpt2_test_files.h"
 #include "data/utf8.h"
 
-namespace loom::data {
+namespace loom {
 namespace {
 
 namespace fs = std::filesystem;
@@ -205,4 +205,4 @@ TEST_F(Gpt2BadFilesTest, MergeFileProblems) {
 }
 
 }  // namespace
-}  // namespace loom::data
+}  // namespace loom

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace loom::data {
+namespace loom {
 namespace {
 
 std::vector<std::string> split(std::string_view text) {
@@ -68,4 +68,4 @@ TEST(Gpt2PretokenizerTest, UnicodeCategoriesDecideRunsBeyondAscii) {
 }
 
 }  // namespace
-}  // namespace loom::data
+}  // namespace loom

@@ -55,7 +55,7 @@ inline std::filesystem::path write_tiny_gpt2(const std::filesystem::path& dir) {
   std::string json = "{";
   for (int b = 0; b < 256; ++b) {
     std::string spelled;
-    data::utf8_append(spelled, data::gpt2_byte_to_char(static_cast<uint8_t>(b)));
+    utf8_append(spelled, gpt2_byte_to_char(static_cast<uint8_t>(b)));
     json += tiny_json_string(spelled) + ": " + std::to_string(b) + ",\n";
   }
   int id = 256;

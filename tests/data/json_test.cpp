@@ -6,7 +6,7 @@
 
 #include <string>
 
-namespace loom::data {
+namespace loom {
 namespace {
 
 // The offset and message of the JsonError that parsing `text` throws.
@@ -146,4 +146,4 @@ TEST(JsonTest, StringFieldOfJsonlLines) {
 }
 
 }  // namespace
-}  // namespace loom::data
+}  // namespace loom

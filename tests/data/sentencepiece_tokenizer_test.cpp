@@ -18,7 +18,7 @@
 #include "data/gpt2_test_files.h"
 #include "data/tokenizer.h"
 
-namespace loom::data {
+namespace loom {
 namespace {
 
 namespace fs = std::filesystem;
@@ -148,6 +148,31 @@ TEST_F(SentencePieceTest, IdsEqualThoseOfSpmEncode) {
   EXPECT_EQ(compared, 222);
 }
 
+// A text of many 64 KiB pieces is encoded piece by piece, cut after newlines: its ids must be
+// those of its lines, each encoded alone by spm_encode, with the byte piece of '\n' (3 + 0x0A)
+// between them, as if it had been encoded whole (no piece of this model holds a newline).
+TEST_F(SentencePieceTest, LongTextsEncodeLikeTheirLines) {
+  const auto tok = load_tokenizer(*dir_ / "out/tok.model");
+  const std::string text = generated_corpus(8000, 12) + "  indented\nlast line";
+  ASSERT_GT(text.size(), size_t{5} << 16);
+  std::ofstream(*dir_ / "long.txt", std::ios::binary) << text;
+  const std::string command = "spm_encode --model=" + *dir_ / "out/tok.model" + " --output_format=id < " +
+                              *dir_ / "long.txt" + " > " + *dir_ / "long.ids";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  Ids expected;
+  std::ifstream ids_in(*dir_ / "long.ids");
+  for (std::string id_line; std::getline(ids_in, id_line);) {
+    std::istringstream fields(id_line);
+    for (int32_t v; fields >> v;) expected.push_back(v);
+    expected.push_back(3 + 0x0A);
+  }
+  expected.pop_back();  // the last line has no newline
+  const Ids got = tok->encode(text);
+  ASSERT_EQ(got.size(), expected.size());
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], expected[i]) << "id " << i;
+  EXPECT_EQ(tok->decode(got), text);
+}
+
 TEST_F(SentencePieceTest, ManyThreadsEncodeLikeOne) {
   const auto tok = load_tokenizer(*dir_ / "out/tok.model");
   const std::string text = generated_corpus(300, 5);
@@ -223,4 +248,4 @@ TEST_F(SentencePieceTest, LoadErrorsNameTheFile) {
 }
 
 }  // namespace
-}  // namespace loom::data
+}  // namespace loom

@@ -6,7 +6,7 @@
 
 #include <string>
 
-namespace loom::data {
+namespace loom {
 namespace {
 
 constexpr size_t kValid = std::string_view::npos;
@@ -84,4 +84,4 @@ TEST(Utf8Test, EveryScalarValueRoundTripsThroughAppendAndDecode) {
 }
 
 }  // namespace
-}  // namespace loom::data
+}  // namespace loom

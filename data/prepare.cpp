@@ -1,0 +1,375 @@
+#include "data/prepare.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <thread>
+
+#include "core/base/check.h"
+#include "core/base/file_io.h"
+#include "core/rng.h"
+#include "data/batch_encoder.h"
+#include "data/shard_writer.h"
+#include "data/token_dataset.h"
+#include "data/tokenizer.h"
+
+namespace loom {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kTrain = "train";
+constexpr const char* kVal = "val";
+constexpr const char* kSentencePieceFile = "tokenizer.model";
+constexpr const char* kGpt2Files[] = {"encoder.json", "vocab.bpe"};
+// Batches in flight per thread: enough that a thread finds the next one ready while the
+// writer catches up; with 1 MiB batches, a few MB per thread.
+constexpr int kBatchesPerThread = 4;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+bool is_shard_name(const std::string& name) {
+  for (const std::string split : {kTrain, kVal}) {
+    const std::string prefix = split + "-", suffix = ".tok";
+    if (name.size() > prefix.size() + suffix.size() && name.starts_with(prefix) && name.ends_with(suffix) &&
+        std::all_of(name.begin() + static_cast<ptrdiff_t>(prefix.size()),
+                    name.end() - static_cast<ptrdiff_t>(suffix.size()), [](char c) { return c >= '0' && c <= '9'; })) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// A file of a dataset directory that `loom prepare` writes.
+bool is_dataset_file(const std::string& name) {
+  return name == split_descriptor_path("", kTrain) || name == split_descriptor_path("", kVal) || is_shard_name(name) ||
+         name == kSentencePieceFile || name == kGpt2Files[0] || name == kGpt2Files[1];
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  return fs::equivalent(a, b, ec);
+}
+
+// The output directory of one run: refuses a non-directory or an existing dataset, makes the
+// directory, and unless commit() is reached removes every dataset file the run created in it
+// (and temporaries of this process), and the directory itself if the run made it.
+class OutputDirectory {
+ public:
+  // `keep`: files in the directory that the run reads (a tokenizer given from inside it): they
+  // are neither counted as a dataset nor deleted.
+  OutputDirectory(std::string dir, bool force, const std::vector<std::string>& keep) : dir_(std::move(dir)) {
+    std::error_code ec;
+    const fs::file_status status = fs::status(dir_, ec);
+    if (fs::exists(status) && !fs::is_directory(status)) {
+      fail_user("output directory", dir_, "exists and is not a directory; choose another --out");
+    }
+    if (fs::exists(status)) {
+      for (const std::string& name : names()) {
+        if (!is_dataset_file(name)) continue;
+        const std::string path = (fs::path(dir_) / name).string();
+        if (std::any_of(keep.begin(), keep.end(), [&](const std::string& k) { return same_file(k, path); })) continue;
+        existing_.push_back(path);
+      }
+      // Named in the message: a descriptor, when there is one.
+      std::sort(existing_.begin(), existing_.end(), [](const std::string& a, const std::string& b) {
+        const bool a_descriptor = a.ends_with(".split.pbtxt"), b_descriptor = b.ends_with(".split.pbtxt");
+        return a_descriptor != b_descriptor ? a_descriptor : a < b;
+      });
+    }
+    if (!existing_.empty() && !force) {
+      fail_user("output directory", dir_, "already holds a dataset (" + fs::path(existing_.front()).filename().string() +
+                                                 "); choose another --out, or pass --force to replace it");
+    }
+  }
+
+  ~OutputDirectory() {
+    if (committed_ || !made_) return;
+    std::error_code ec;
+    const std::string tmp_suffix = ".tmp." + std::to_string(::getpid());
+    for (const std::string& name : names()) {
+      if ((is_dataset_file(name) && before_.count(name) == 0) || name.ends_with(tmp_suffix)) {
+        fs::remove(fs::path(dir_) / name, ec);
+      }
+    }
+    if (created_) fs::remove(dir_, ec);  // only if empty: nothing of anyone else's goes
+  }
+  OutputDirectory(const OutputDirectory&) = delete;
+  OutputDirectory& operator=(const OutputDirectory&) = delete;
+
+  // Deletes the existing dataset (descriptors first, so that it is never seen half there) and
+  // makes the directory.
+  void make() {
+    std::error_code ec;
+    for (const std::string split : {kVal, kTrain}) fs::remove(split_descriptor_path(dir_, split), ec);
+    for (const std::string& path : existing_) {
+      if (!fs::remove(path, ec) && ec) fail_user("cannot remove", path, "of the dataset being replaced:", ec.message());
+    }
+    created_ = !fs::exists(dir_, ec);
+    fs::create_directories(dir_, ec);
+    if (ec) fail_user("cannot create output directory", dir_ + ":", ec.message());
+    made_ = true;
+    for (const std::string& name : names()) before_.insert(name);
+  }
+
+  void commit() { committed_ = true; }
+  std::string file(const std::string& name) const { return (fs::path(dir_) / name).string(); }
+
+ private:
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (fs::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
+      out.push_back(it->path().filename().string());
+    }
+    return out;
+  }
+
+  std::string dir_;
+  std::vector<std::string> existing_;  // the dataset already there
+  std::set<std::string> before_;       // names present once make() cleared the old dataset
+  bool created_ = false;
+  bool made_ = false;
+  bool committed_ = false;
+};
+
+void check_options(const PrepareOptions& o) {
+  if (o.out_dir.empty()) fail_user("no output directory given");
+  if (o.tokenizer.empty() == (o.vocab_size == 0)) {
+    fail_user("give either a tokenizer to use or a vocabulary size to train one with, not",
+              o.tokenizer.empty() ? "neither" : "both");
+  }
+  if (o.tokenizer.empty() && o.vocab_size < kMinSentencePieceVocab) {
+    fail_user("vocab size", o.vocab_size, "is too small: <unk>, <s>, </s> and the 256 byte pieces take",
+              kMinSentencePieceVocab - 1, "ids; use at least", kMinSentencePieceVocab, "(thousands, in practice)");
+  }
+  if (!(o.val_fraction >= 0 && o.val_fraction < 1)) {
+    fail_user("validation fraction", o.val_fraction, "must be at least 0 and below 1 (e.g. 0.01)");
+  }
+  if (o.threads < 0) fail_user("threads is", o.threads, "but must be >= 0 (0: every core)");
+  if (o.max_sentences < 0) fail_user("max sentences is", o.max_sentences, "but must be >= 0 (0: all)");
+  if (o.batch_bytes == 0) fail_user("batch size must be positive");
+  if (o.max_shard_bytes < ShardWriter::kMinShardBytes) {
+    fail_user("maximum shard size", o.max_shard_bytes, "bytes is below the", ShardWriter::kMinShardBytes,
+              "byte minimum");
+  }
+}
+
+[[noreturn]] void fail_no_documents(const PrepareOptions& o, size_t files) {
+  fail_user("found no documents in the inputs", joined(o.inputs), "(" + std::to_string(files),
+            files == 1 ? "file;" : "files;", "empty and whitespace-only documents are skipped)");
+}
+
+// The documents' text, one per line group, for training a tokenizer on JSONL. Returns how many.
+uint64_t write_training_text(const std::vector<std::string>& files, const CorpusOptions& corpus,
+                             const std::string& path) {
+  FILE* out = std::fopen(path.c_str(), "wb");
+  if (out == nullptr) fail_user("cannot write", path);
+  DocumentReader reader(files, corpus);
+  uint64_t documents = 0;
+  try {
+    for (std::string text; reader.next(text); ++documents) {
+      if (std::fwrite(text.data(), 1, text.size(), out) != text.size() || std::fputc('\n', out) == EOF) {
+        fail_user("writing", path, "failed (is the disk full?)");
+      }
+    }
+  } catch (...) {
+    std::fclose(out);
+    throw;
+  }
+  if (std::fclose(out) != 0) fail_user("writing", path, "failed (is the disk full?)");
+  return documents;
+}
+
+// Gathers each document's ids from its pieces and sends the document to its split; holds the
+// latest document back until the next one is complete, since the last document's split depends
+// on where the others went.
+class SplitRouter {
+ public:
+  SplitRouter(ShardWriter& train, ShardWriter* val, uint64_t seed, double val_fraction)
+      : train_(train), val_(val), seed_(seed), val_fraction_(val_fraction) {}
+
+  // The ids of the next piece; `last_of_document`: they end with eos.
+  void add(std::span<const int32_t> tokens, bool last_of_document) {
+    current_.insert(current_.end(), tokens.begin(), tokens.end());
+    if (!last_of_document) return;
+    if (have_pending_) route(pending_in_val_);
+    std::swap(pending_, current_);
+    current_.clear();
+    pending_in_val_ = val_ != nullptr && is_validation_document(seed_, index_++, val_fraction_);
+    have_pending_ = true;
+  }
+
+  void finish() {
+    LOOM_CHECK(current_.empty(), "the last document's last piece never came");
+    if (!have_pending_) return;
+    if (train_.documents() == 0) {
+      route(false);
+    } else if (val_ != nullptr && val_->documents() == 0) {
+      route(true);
+    } else {
+      route(pending_in_val_);
+    }
+    have_pending_ = false;
+  }
+
+ private:
+  void route(bool in_val) { (in_val ? *val_ : train_).add_document(pending_); }
+
+  ShardWriter& train_;
+  ShardWriter* val_;
+  uint64_t seed_;
+  double val_fraction_;
+  uint64_t index_ = 0;
+  std::vector<int32_t> current_;  // the document being gathered
+  std::vector<int32_t> pending_;
+  bool pending_in_val_ = false;
+  bool have_pending_ = false;
+};
+
+}  // namespace
+
+bool is_validation_document(uint64_t seed, uint64_t index, double val_fraction) {
+  const CounterRng rng(seed, stream_id_of("prepare.val_split"));
+  const std::array<uint32_t, 4> bits = rng.bits(index);
+  const uint64_t word = uint64_t{bits[0]} << 32 | bits[1];
+  return static_cast<double>(word >> 11) * 0x1p-53 < val_fraction;
+}
+
+std::string dataset_tokenizer_path(const std::string& dir) {
+  std::error_code ec;
+  const fs::path d(dir);
+  if (fs::is_regular_file(d / kSentencePieceFile, ec)) return (d / kSentencePieceFile).string();
+  if (fs::is_regular_file(d / kGpt2Files[0], ec) && fs::is_regular_file(d / kGpt2Files[1], ec)) return dir;
+  return "";
+}
+
+PrepareSummary prepare_dataset(const PrepareOptions& options,
+                               const std::function<void(const PrepareProgress&)>& progress) {
+  check_options(options);
+  PrepareSummary summary;
+  const std::vector<std::string> files = list_corpus_files(options.inputs, options.out_dir);
+  summary.files = files.size();
+  if (files.empty()) fail_no_documents(options, 0);
+  const int threads =
+      options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+
+  // A given tokenizer is loaded, and its files read, before the directory is touched.
+  std::unique_ptr<Tokenizer> tokenizer;
+  TokenizerFiles given;
+  std::vector<std::string> given_bytes;
+  if (!options.tokenizer.empty()) {
+    given = tokenizer_files(options.tokenizer);
+    tokenizer = load_tokenizer(options.tokenizer);
+    for (const std::string& path : given.paths) given_bytes.push_back(read_file(path, "tokenizer file"));
+  }
+  OutputDirectory out(options.out_dir, options.force, given.paths);
+  out.make();
+
+  if (tokenizer) {
+    const bool sentencepiece = given.kind == TokenizerFiles::Kind::kSentencePiece;
+    for (size_t i = 0; i < given.paths.size(); ++i) {
+      const std::string target = out.file(sentencepiece ? kSentencePieceFile : kGpt2Files[i]);
+      if (!same_file(given.paths[i], target)) write_file_durably(target, given_bytes[i]);
+    }
+  } else {
+    const auto start = Clock::now();
+    SentencePieceTrainOptions train_options;
+    train_options.threads = threads;
+    train_options.max_sentences = options.max_sentences;
+    train_options.seed = static_cast<uint32_t>(options.seed);
+    const std::string model = out.file(kSentencePieceFile);
+    if (options.corpus.format == CorpusFormat::kJsonl) {
+      const std::string text = out.file("tokenizer-text.tmp." + std::to_string(::getpid()));
+      if (write_training_text(files, options.corpus, text) == 0) fail_no_documents(options, files.size());
+      summary.training = train_sentencepiece({text}, options.vocab_size, model, train_options);
+      std::error_code ec;
+      fs::remove(text, ec);
+    } else {
+      summary.training = train_sentencepiece(files, options.vocab_size, model, train_options);
+    }
+    summary.trained_tokenizer = true;
+    summary.training_seconds = seconds_since(start);
+    tokenizer = load_tokenizer(model);
+  }
+  summary.tokenizer = tokenizer->description();
+
+  const auto start = Clock::now();
+  const auto vocab = static_cast<uint32_t>(tokenizer->vocab_size());
+  ShardWriter train(options.out_dir, kTrain, vocab, options.max_shard_bytes);
+  std::optional<ShardWriter> val;
+  if (options.val_fraction > 0) val.emplace(options.out_dir, kVal, vocab, options.max_shard_bytes);
+  SplitRouter router(train, val ? &*val : nullptr, options.seed, options.val_fraction);
+  DocumentReader reader(files, options.corpus);
+  BatchEncoder encoder(*tokenizer, threads, threads == 1 ? 1 : kBatchesPerThread * threads);
+
+  std::vector<DocumentBatch> spare;  // written batches, kept for their buffers
+  const auto write = [&](DocumentBatch batch) {
+    for (size_t p = 0; p < batch.size(); ++p) {
+      const std::span<const int32_t> ids = batch.piece_tokens(p);
+      router.add(ids, batch.ends_document[p]);
+      summary.tokens += ids.size();
+      summary.documents += batch.ends_document[p];
+    }
+    if (progress) {
+      progress({batch.input_bytes_read, reader.total_bytes(), summary.documents, summary.tokens, seconds_since(start)});
+    }
+    batch.clear();
+    spare.push_back(std::move(batch));
+  };
+  const auto submit = [&](DocumentBatch& batch) {
+    batch.input_bytes_read = reader.bytes_read();
+    encoder.submit(std::move(batch));
+    batch = DocumentBatch();
+    if (!spare.empty()) {
+      batch = std::move(spare.back());
+      spare.pop_back();
+    }
+    while (encoder.full()) write(encoder.next());
+  };
+  DocumentBatch batch;
+  for (std::string text; reader.next(text);) {
+    summary.text_bytes += text.size();
+    // A document longer than a batch is cut, where its tokenizer allows, into pieces of about
+    // a batch each, so that its pieces are encoded on different threads.
+    for (size_t begin = 0, end; begin < text.size(); begin = end) {
+      end = text.size() - begin <= options.batch_bytes ? text.size() : tokenizer->next_cut(text, begin + options.batch_bytes);
+      batch.add(std::string_view(text).substr(begin, end - begin), end == text.size());
+      if (batch.text.size() >= options.batch_bytes) submit(batch);
+    }
+  }
+  if (batch.size() > 0) submit(batch);
+  while (encoder.in_flight() > 0) write(encoder.next());
+  router.finish();
+  summary.skipped_documents = reader.skipped_documents();
+  if (summary.documents == 0) fail_no_documents(options, files.size());
+
+  // val first: the train descriptor, which readers require, is the last file written.
+  if (val && val->documents() > 0) {
+    summary.val = {val->documents(), val->tokens(), val->finish()};
+  }
+  summary.train = {train.documents(), train.tokens(), train.finish()};
+  summary.seconds = seconds_since(start);
+  out.commit();
+  return summary;
+}
+
+}  // namespace loom

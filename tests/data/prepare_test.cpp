@@ -1,0 +1,373 @@
+// prepare_dataset with GPT-2's hand-made tokenizer: documents come back exactly from the shards of
+// their split, the split follows is_validation_document, the files are the same for any thread
+// count, both splits get a document, an existing dataset is refused unless forced, and a failed
+// run leaves nothing behind.
+#include "data/prepare.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "data/gpt2_test_files.h"
+#include "data/token_data_util.h"
+#include "data/token_dataset.h"
+#include "data/tokenizer.h"
+
+namespace loom {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::TempDir;
+using testing::user_error_of;
+using testing::write_bytes;
+using Texts = std::vector<std::string>;
+
+// Paragraphs of words, spaces, digits, punctuation and non-ASCII letters; no blank lines inside,
+// no whitespace at either end, all different.
+Texts generated_documents(int count, uint32_t seed) {
+  const Texts words = {"the", "cat's", "12", "caf\xC3\xA9", "is", "\xE4\xB8\xAD", "(x)", "--", "\xF0\x9F\x98\x80"};
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<size_t> word(0, words.size() - 1);
+  std::uniform_int_distribution<int> length(1, 30), separator(0, 9);
+  Texts docs(static_cast<size_t>(count));
+  for (size_t i = 0; i < docs.size(); ++i) {
+    std::string& doc = docs[i];
+    doc = "doc" + std::to_string(i);
+    for (int w = length(gen); w > 0; --w) {
+      const int s = separator(gen);
+      doc += s == 0 ? "\n" : s == 1 ? "  " : s == 2 ? "\t" : " ";
+      doc += words[word(gen)];
+    }
+  }
+  return docs;
+}
+
+std::string blank_line_file(const Texts& docs) {
+  std::string text;
+  for (const std::string& doc : docs) text += doc + "\n\n";
+  return text;
+}
+
+// The documents of a split: its stream cut after each eos, decoded without the eos.
+Texts split_documents(const std::string& dir, const std::string& split, const Tokenizer& tokenizer) {
+  const TokenDataset dataset = TokenDataset::open_split(dir, split);
+  std::vector<int32_t> stream(dataset.tokens());
+  dataset.read(0, stream.size(), stream.data());
+  EXPECT_FALSE(stream.empty());
+  EXPECT_EQ(stream.back(), tokenizer.eos_id()) << "the stream ends with eos";
+  Texts docs;
+  auto begin = stream.begin();
+  for (auto it = stream.begin(); it != stream.end(); ++it) {
+    if (*it != tokenizer.eos_id()) continue;
+    docs.push_back(tokenizer.decode(std::vector<int32_t>(begin, it)));
+    begin = it + 1;
+  }
+  return docs;
+}
+
+std::map<std::string, std::string> files_of(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    files[e.path().filename().string()] = e.is_directory() ? "(directory)" : testing::read_bytes(e.path());
+  }
+  return files;
+}
+
+std::vector<std::string> names_in(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& [name, bytes] : files_of(dir)) names.push_back(name);
+  return names;
+}
+
+class PrepareTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::write_tiny_gpt2(dir_.path() / "gpt2");
+    tokenizer_ = load_tokenizer(dir_.file("gpt2"));
+  }
+  PrepareOptions options(const std::vector<std::string>& inputs, const std::string& out) const {
+    PrepareOptions o;
+    o.inputs = inputs;
+    o.out_dir = out;
+    o.tokenizer = dir_.file("gpt2");
+    return o;
+  }
+  TempDir dir_{"prepare"};
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+TEST_F(PrepareTest, DocumentsComeBackFromTheirSplit) {
+  const Texts docs = generated_documents(300, 1);
+  // One document per file, in directories; sorted paths give document order.
+  for (size_t i = 0; i < docs.size(); ++i) {
+    char name[64];
+    std::snprintf(name, sizeof name, "in/%02zu/%03zu.txt", i / 100, i);
+    fs::create_directories((dir_.path() / name).parent_path());
+    write_bytes(dir_.file(name), docs[i]);
+  }
+  PrepareOptions o = options({dir_.file("in")}, dir_.file("out"));
+  o.val_fraction = 0.2;
+  o.seed = 7;
+  o.max_shard_bytes = 4096;
+  o.threads = 2;
+  o.batch_bytes = 512;
+  const PrepareSummary s = prepare_dataset(o);
+
+  Texts train, val;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    const bool last = i + 1 == docs.size();
+    (is_validation_document(7, i, 0.2) && !last ? val : train).push_back(docs[i]);
+  }
+  // The last document follows the same rule unless a split would be empty (not the case here).
+  if (is_validation_document(7, docs.size() - 1, 0.2)) {
+    val.push_back(train.back());
+    train.pop_back();
+  }
+  EXPECT_EQ(split_documents(o.out_dir, "train", *tokenizer_), train);
+  EXPECT_EQ(split_documents(o.out_dir, "val", *tokenizer_), val);
+  EXPECT_GT(val.size(), 30u);
+  EXPECT_LT(val.size(), 90u);
+
+  EXPECT_EQ(s.files, 300u);
+  EXPECT_EQ(s.documents, 300u);
+  EXPECT_EQ(s.train.documents, train.size());
+  EXPECT_EQ(s.val.documents, val.size());
+  EXPECT_EQ(s.train.tokens + s.val.tokens, s.tokens);
+  EXPECT_EQ(s.train.tokens, TokenDataset::open_split(o.out_dir, "train").tokens());
+  EXPECT_GT(s.train.shards.size(), 3u);
+  uint64_t bytes = 0;
+  for (const std::string& doc : docs) bytes += doc.size();
+  EXPECT_EQ(s.text_bytes, bytes);
+  EXPECT_FALSE(s.trained_tokenizer);
+  EXPECT_EQ(s.tokenizer, tokenizer_->description());
+
+  // The tokenizer's files are copied: the directory is a dataset on its own.
+  EXPECT_EQ(dataset_tokenizer_path(o.out_dir), o.out_dir);
+  EXPECT_EQ(testing::read_bytes(dir_.file("out/encoder.json")), testing::read_bytes(dir_.file("gpt2/encoder.json")));
+  EXPECT_EQ(testing::read_bytes(dir_.file("out/vocab.bpe")), testing::read_bytes(dir_.file("gpt2/vocab.bpe")));
+  for (const std::string& name : names_in(o.out_dir)) {
+    EXPECT_TRUE(name == "encoder.json" || name == "vocab.bpe" || name.ends_with(".split.pbtxt") ||
+                name.ends_with(".tok"))
+        << name;
+  }
+}
+
+// Expects the documents of both splits, in order, to be `docs`, with the split of each following
+// is_validation_document (the last document's too, when both splits have others).
+void expect_documents(const std::string& dir, const Texts& docs, uint64_t seed, double val_fraction,
+                      const Tokenizer& tokenizer) {
+  Texts train, val;
+  for (size_t i = 0; i < docs.size(); ++i) (is_validation_document(seed, i, val_fraction) ? val : train).push_back(docs[i]);
+  EXPECT_TRUE(split_documents(dir, "train", tokenizer) == train) << dir;
+  EXPECT_TRUE(split_documents(dir, "val", tokenizer) == val) << dir;
+}
+
+TEST_F(PrepareTest, SameFilesForAnyThreadCount) {
+  Texts docs = generated_documents(2000, 2);
+  // Every 100th document is long: cut into pieces that go to different batches and threads.
+  const Texts parts = generated_documents(60, 6);
+  for (size_t i = 50; i < docs.size(); i += 100) {
+    for (const std::string& part : parts) docs[i] += "\n" + part;
+  }
+  write_bytes(dir_.file("corpus.txt"), blank_line_file(docs));
+  std::map<std::string, std::string> first;
+  for (const int threads : {1, 2, 4}) {
+    PrepareOptions o = options({dir_.file("corpus.txt")}, dir_.file("out" + std::to_string(threads)));
+    o.corpus.documents = DocumentBoundary::kBlankLine;
+    o.val_fraction = 0.1;
+    o.max_shard_bytes = 8192;
+    o.threads = threads;
+    o.batch_bytes = 1000;
+    const PrepareSummary s = prepare_dataset(o);
+    EXPECT_EQ(s.documents, 2000u);
+    expect_documents(o.out_dir, docs, o.seed, o.val_fraction, *tokenizer_);
+    const std::map<std::string, std::string> files = files_of(o.out_dir);
+    if (first.empty()) {
+      first = files;
+      EXPECT_GT(first.size(), 10u);
+      continue;
+    }
+    ASSERT_EQ(files.size(), first.size()) << threads << " threads";
+    for (const auto& [name, bytes] : first) {
+      EXPECT_TRUE(files.count(name) && files.at(name) == bytes) << name << " differs with " << threads << " threads";
+    }
+  }
+}
+
+TEST_F(PrepareTest, JsonlValFractionIsRespected) {
+  std::string jsonl;
+  for (int i = 0; i < 4000; ++i) jsonl += "{\"text\": \"line " + std::to_string(i) + "\\n\"}\n";
+  write_bytes(dir_.file("c.jsonl"), jsonl);
+  PrepareOptions o = options({dir_.file("c.jsonl")}, dir_.file("out"));
+  o.corpus.format = CorpusFormat::kJsonl;
+  o.val_fraction = 0.05;
+  const PrepareSummary s = prepare_dataset(o);
+  EXPECT_EQ(s.documents, 4000u);
+  EXPECT_GT(s.val.documents, 150u);  // 200 expected, standard deviation 14
+  EXPECT_LT(s.val.documents, 250u);
+  const Texts val = split_documents(o.out_dir, "val", *tokenizer_);
+  ASSERT_EQ(val.size(), s.val.documents);
+  EXPECT_EQ(val[0].substr(0, 5), "line ");
+
+  o.out_dir = dir_.file("no_val");
+  o.val_fraction = 0;
+  EXPECT_EQ(prepare_dataset(o).val.documents, 0u);
+  EXPECT_FALSE(fs::exists(split_descriptor_path(o.out_dir, "val")));
+  EXPECT_EQ(split_documents(o.out_dir, "train", *tokenizer_).size(), 4000u);
+}
+
+TEST_F(PrepareTest, BothSplitsGetADocumentWhenTheyCan) {
+  write_bytes(dir_.file("two.txt"), "first\n\nsecond\n");
+  PrepareOptions o = options({dir_.file("two.txt")}, dir_.file("rare_val"));
+  o.corpus.documents = DocumentBoundary::kBlankLine;
+  o.val_fraction = 1e-9;
+  PrepareSummary s = prepare_dataset(o);
+  EXPECT_EQ(split_documents(o.out_dir, "train", *tokenizer_), Texts{"first"});
+  EXPECT_EQ(split_documents(o.out_dir, "val", *tokenizer_), Texts{"second"});
+
+  o.out_dir = dir_.file("rare_train");
+  o.val_fraction = 1 - 1e-9;
+  s = prepare_dataset(o);
+  EXPECT_EQ(split_documents(o.out_dir, "val", *tokenizer_), Texts{"first"});
+  EXPECT_EQ(split_documents(o.out_dir, "train", *tokenizer_), Texts{"second"});
+
+  write_bytes(dir_.file("one.txt"), "alone");
+  o = options({dir_.file("one.txt")}, dir_.file("single"));
+  o.val_fraction = 0.5;
+  s = prepare_dataset(o);
+  EXPECT_EQ(s.train.documents, 1u);
+  EXPECT_EQ(s.val.documents, 0u);
+  EXPECT_FALSE(fs::exists(split_descriptor_path(o.out_dir, "val"))) << "no val split of one document";
+}
+
+TEST_F(PrepareTest, AnExistingDatasetIsRefusedUnlessForced) {
+  write_bytes(dir_.file("big.txt"), blank_line_file(generated_documents(400, 3)));
+  write_bytes(dir_.file("small.txt"), blank_line_file(generated_documents(20, 4)));
+  PrepareOptions o = options({dir_.file("big.txt")}, dir_.file("out"));
+  o.corpus.documents = DocumentBoundary::kBlankLine;
+  o.max_shard_bytes = 2048;
+  prepare_dataset(o);
+  fs::create_directories(dir_.path() / "out/notes");
+  write_bytes(dir_.file("out/README"), "mine");
+  const auto before = files_of(o.out_dir);
+
+  o.inputs = {dir_.file("small.txt")};
+  EXPECT_EQ(user_error_of([&] { prepare_dataset(o); }),
+            "output directory " + o.out_dir +
+                " already holds a dataset (train.split.pbtxt); choose another --out, or pass --force to replace it");
+  EXPECT_EQ(files_of(o.out_dir), before) << "a refused run touches nothing";
+
+  o.force = true;
+  const PrepareSummary s = prepare_dataset(o);
+  EXPECT_EQ(s.documents, 20u);
+  const auto after = files_of(o.out_dir);
+  EXPECT_LT(after.size(), before.size()) << "the old, longer dataset's shards are gone";
+  EXPECT_EQ(after.at("README"), "mine") << "what is not the dataset's stays";
+  EXPECT_TRUE(fs::is_directory(dir_.path() / "out/notes"));
+  EXPECT_EQ(split_documents(o.out_dir, "train", *tokenizer_).size() + s.val.documents, 20u);
+
+  write_bytes(dir_.file("file_out"), "x");
+  o.out_dir = dir_.file("file_out");
+  EXPECT_EQ(user_error_of([&] { prepare_dataset(o); }),
+            "output directory " + o.out_dir + " exists and is not a directory; choose another --out");
+}
+
+TEST_F(PrepareTest, AFailedRunLeavesNothingBehind) {
+  // Enough good documents for several shards before the bad byte.
+  fs::create_directories(dir_.path() / "in");
+  write_bytes(dir_.file("in/a.txt"), blank_line_file(generated_documents(300, 5)));
+  write_bytes(dir_.file("in/b.txt"), "fine\n\nnot \xFF fine\n");
+  PrepareOptions o = options({dir_.file("in")}, dir_.file("new/out"));
+  o.corpus.documents = DocumentBoundary::kBlankLine;
+  o.max_shard_bytes = 1024;
+  o.threads = 2;
+  o.batch_bytes = 256;
+  EXPECT_EQ(user_error_of([&] { prepare_dataset(o); }),
+            dir_.file("in/b.txt") +
+                ":3: not valid UTF-8 at byte offset 4 of the line; convert the file to UTF-8 or leave it out of the inputs");
+  EXPECT_FALSE(fs::exists(o.out_dir)) << "the directory it made is removed";
+
+  fs::create_directories(dir_.path() / "existing");
+  write_bytes(dir_.file("existing/notes.txt"), "keep");
+  o.out_dir = dir_.file("existing");
+  EXPECT_THROW(prepare_dataset(o), UserError);
+  EXPECT_EQ(names_in(o.out_dir), std::vector<std::string>{"notes.txt"});
+
+  // No documents at all.
+  write_bytes(dir_.file("blank.txt"), "\n \n\t\n");
+  o = options({dir_.file("blank.txt"), dir_.file("empty")}, dir_.file("none"));
+  fs::create_directories(dir_.path() / "empty");
+  o.corpus.documents = DocumentBoundary::kBlankLine;
+  EXPECT_EQ(user_error_of([&] { prepare_dataset(o); }),
+            "found no documents in the inputs " + dir_.file("blank.txt") + ", " + dir_.file("empty") +
+                " (1 file; empty and whitespace-only documents are skipped)");
+  EXPECT_FALSE(fs::exists(o.out_dir));
+}
+
+TEST_F(PrepareTest, ATokenizerInsideTheOutputDirectoryIsUsedInPlace) {
+  testing::write_tiny_gpt2(dir_.path() / "out");
+  write_bytes(dir_.file("a.txt"), "the cat's 12");
+  PrepareOptions o = options({dir_.file("a.txt")}, dir_.file("out"));
+  o.tokenizer = dir_.file("out/encoder.json");
+  EXPECT_EQ(prepare_dataset(o).documents, 1u);
+  EXPECT_EQ(split_documents(o.out_dir, "train", *tokenizer_), Texts{"the cat's 12"});
+  EXPECT_EQ(dataset_tokenizer_path(o.out_dir), o.out_dir);
+  o.force = true;  // replaces the dataset, keeps the tokenizer it reads
+  EXPECT_EQ(prepare_dataset(o).documents, 1u);
+  EXPECT_TRUE(fs::exists(dir_.path() / "out/vocab.bpe"));
+}
+
+TEST_F(PrepareTest, OptionErrors) {
+  write_bytes(dir_.file("a.txt"), "text");
+  PrepareOptions o = options({dir_.file("a.txt")}, dir_.file("out"));
+  const auto error = [&](const std::function<void(PrepareOptions&)>& change) {
+    PrepareOptions bad = o;
+    change(bad);
+    return user_error_of([&] { prepare_dataset(bad); });
+  };
+  EXPECT_EQ(error([](PrepareOptions& b) { b.vocab_size = 8000; }),
+            "give either a tokenizer to use or a vocabulary size to train one with, not both");
+  EXPECT_EQ(error([](PrepareOptions& b) { b.tokenizer.clear(); }),
+            "give either a tokenizer to use or a vocabulary size to train one with, not neither");
+  EXPECT_NE(error([](PrepareOptions& b) {
+              b.tokenizer.clear();
+              b.vocab_size = 100;
+            }).find("vocab size 100 is too small"),
+            std::string::npos);
+  EXPECT_EQ(error([](PrepareOptions& b) { b.val_fraction = 1; }),
+            "validation fraction 1 must be at least 0 and below 1 (e.g. 0.01)");
+  EXPECT_EQ(error([&](PrepareOptions& b) { b.tokenizer = dir_.file("missing.model"); }).rfind("tokenizer " + dir_.file("missing.model") + " does not exist", 0), 0u);
+  EXPECT_FALSE(fs::exists(o.out_dir)) << "no option error creates the directory";
+}
+
+TEST(DatasetTokenizerPathTest, SentencePieceThenGpt2ThenNothing) {
+  TempDir dir("dataset_tokenizer");
+  EXPECT_EQ(dataset_tokenizer_path(dir.str()), "");
+  write_bytes(dir.file("encoder.json"), "{}");
+  EXPECT_EQ(dataset_tokenizer_path(dir.str()), "") << "vocab.bpe is missing";
+  write_bytes(dir.file("vocab.bpe"), "");
+  EXPECT_EQ(dataset_tokenizer_path(dir.str()), dir.str());
+  write_bytes(dir.file("tokenizer.model"), "");
+  EXPECT_EQ(dataset_tokenizer_path(dir.str()), dir.file("tokenizer.model"));
+}
+
+TEST(IsValidationDocumentTest, AFunctionOfSeedAndIndexWithTheGivenRate) {
+  int in_val = 0, differ = 0;
+  for (uint64_t i = 0; i < 20000; ++i) {
+    in_val += is_validation_document(3, i, 0.1);
+    differ += is_validation_document(3, i, 0.1) != is_validation_document(4, i, 0.1);
+    EXPECT_FALSE(is_validation_document(3, i, 0));
+    EXPECT_TRUE(!is_validation_document(3, i, 0.05) || is_validation_document(3, i, 0.1)) << "nested in the rate";
+  }
+  EXPECT_NEAR(in_val, 2000, 150);  // standard deviation 42
+  EXPECT_NEAR(differ, 3600, 250);  // 2 * 0.1 * 0.9 of them
+}
+
+}  // namespace
+}  // namespace loom
