@@ -28,5 +28,5 @@ build/loom prepare --input /usr/share/common-licenses --documents blank-line --v
 echo
 echo "$ build/loom train configs/text.pbtxt --set data.tokens.source.0.path=runs/demo-text/data ..."
 build/loom train configs/text.pbtxt --set data.tokens.source.0.path=runs/demo-text/data \
-  --set data.tokens.seq_len=64 --set train.steps=200 --set train.eval_every=50 --set train.log_every=50 \
+  --set data.tokens.seq_len=64 --set model.n_layer=2 --set train.steps=150 --set train.eval_every=50 --set train.log_every=50 \
   --set data.tokens.sample_prompt="This License" --set train.out_dir=runs/demo-text
