@@ -245,7 +245,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     std::fflush(stdout);
   }
 
-  const size_t rows = static_cast<size_t>(global_B) * T;
+  // The addition task generates every replica's rows of a micro-batch; token shards come from
+  // the loader, which reads only this rank's rows.
+  const size_t rows = addition ? static_cast<size_t>(global_B) * T : 0;
   std::vector<std::vector<int32_t>> tokens(static_cast<size_t>(accum), std::vector<int32_t>(rows));
   std::vector<std::vector<int32_t>> targets = tokens;
   std::vector<MicroBatch> addition_micro(static_cast<size_t>(accum));
