@@ -40,6 +40,7 @@ struct AdamW::Segment {
   int64_t arena_begin = 0;
   int64_t count = 0;
   int64_t shard_offset = 0;
+  size_t param = 0;
   bool decay = false;
   bool counts_in_norm = true;
 };
@@ -73,7 +74,8 @@ AdamW::AdamW(GPT& model, const AdamWSettings& settings, parallel::Communicator* 
   const int tp_rank = model.tp().rank();
   for (const Bucket& b : buckets_) {
     const int64_t slice = b.size / replicas, lo = b.begin + r * slice, hi = lo + slice;
-    for (const Parameter& p : model.parameters()) {
+    for (size_t i = 0; i < model.parameters().size(); ++i) {
+      const Parameter& p = model.parameters()[i];
       const int64_t p_lo = model.arena_offset(p), p_hi = p_lo + p.value.numel();
       const int64_t s_lo = std::max(lo, p_lo), s_hi = std::min(hi, p_hi);
       if (s_lo >= s_hi) continue;
@@ -81,6 +83,7 @@ AdamW::AdamW(GPT& model, const AdamWSettings& settings, parallel::Communicator* 
       s.arena_begin = s_lo;
       s.count = s_hi - s_lo;
       s.shard_offset = b.shard_offset + (s_lo - lo);
+      s.param = i;
       s.decay = p.decay;
       s.counts_in_norm = !p.tied_copy && (!p.tp_replicated || tp_rank == 0);
       segments_.push_back(s);
@@ -92,6 +95,16 @@ AdamW::AdamW(GPT& model, const AdamWSettings& settings, parallel::Communicator* 
 }
 
 AdamW::~AdamW() = default;
+
+std::vector<AdamW::OwnedRun> AdamW::owned_runs() const {
+  std::vector<OwnedRun> runs;
+  runs.reserve(segments_.size());
+  for (const Segment& s : segments_) {
+    const Parameter& p = model_.parameters()[s.param];
+    runs.push_back(OwnedRun{s.param, s.arena_begin - model_.arena_offset(p), s.count, s.shard_offset});
+  }
+  return runs;
+}
 
 void AdamW::post_bucket(Bucket& b) {
   if (dp_->size() == 1) return;  // the arena itself holds the (only) gradient

@@ -61,6 +61,23 @@ class AdamW {
   // Elements whose optimizer state this rank keeps (the memory accounting tests use it).
   int64_t owned_elements() const { return owned_; }
 
+  // The elements this rank updates: runs of one parameter's local elements, in bucket order.
+  // Their Adam moments lie at `state_offset` in moment_m() / moment_v(). The runs of all
+  // data-parallel ranks together cover every parameter element exactly once (checkpoints write
+  // each rank's runs).
+  struct OwnedRun {
+    size_t param = 0;          // index into model().parameters()
+    int64_t local_offset = 0;  // first element within the parameter's local values
+    int64_t count = 0;
+    int64_t state_offset = 0;  // first element within moment_m() / moment_v()
+  };
+  std::vector<OwnedRun> owned_runs() const;
+  Tensor moment_m() const { return m_; }
+  Tensor moment_v() const { return v_; }
+  // Updates applied so far (Adam's bias correction uses it); restored from checkpoints.
+  int64_t step_count() const { return t_; }
+  void set_step_count(int64_t t) { t_ = t; }
+
  private:
   struct Bucket;
   struct Segment;

@@ -45,8 +45,8 @@ uint32_t token_vocab_size(const config::TokenData& data) {
   return vocab;
 }
 
-TokenRun::TokenRun(const config::TokenData& data, const BatchLayout& layout, uint64_t seed)
-    : config_(data), layout_(layout), seed_(seed) {
+TokenRun::TokenRun(const config::TokenData& data, const BatchLayout& layout, LoaderState start)
+    : config_(data), layout_(layout), seed_(start.seed) {
   std::vector<BlendSource> sources;
   for (const config::TokenSource& source : data.source()) {
     train_.push_back(TokenDataset::open_split(source.path(), "train"));
@@ -56,8 +56,7 @@ TokenRun::TokenRun(const config::TokenData& data, const BatchLayout& layout, uin
       val_sources_.push_back(BlendSource{&val_.back(), source.weight()});
     }
   }
-  loader_ = std::make_unique<TokenLoader>(std::move(sources), LoaderOptions{layout, true, 2},
-                                          LoaderState{seed, 0});
+  loader_ = std::make_unique<TokenLoader>(std::move(sources), LoaderOptions{layout, true, 2}, start);
 }
 
 std::span<const MicroBatch> TokenRun::next_step() {

@@ -28,8 +28,9 @@ std::string tokenizer_path_of(const config::TokenData& data);
 
 class TokenRun {
  public:
-  // `layout`: this rank's share of each step (seq_len, micro-batch size, accumulation, dp).
-  TokenRun(const config::TokenData& data, const BatchLayout& layout, uint64_t seed);
+  // `layout`: this rank's share of each step (seq_len, micro-batch size, accumulation, dp);
+  // `start`: where the sample order begins ({train.seed, 0}, or a checkpoint's loader state).
+  TokenRun(const config::TokenData& data, const BatchLayout& layout, LoaderState start);
 
   // This rank's micro-batches of the next step; valid until the next call.
   std::span<const MicroBatch> next_step();
@@ -37,6 +38,8 @@ class TokenRun {
   // order (the same samples every time). Collective like train_step. false when there is no
   // validation split or eval_batches is 0.
   bool validation_loss(std::span<GPT* const> chunks, parallel::Communicator& dp, double* loss);
+  // The loader's position after the steps taken so far (what a checkpoint stores).
+  LoaderState state() const { return loader_->state(); }
   // "data: ..." line for the log.
   std::string describe() const;
   uint64_t validation_tokens() const;

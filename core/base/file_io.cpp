@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -31,17 +32,12 @@ void write_file_durably(const std::string& path, const std::string& bytes) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) fail_user("cannot write", tmp, ":", std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      std::string why = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail_user("writing", tmp, "failed:", why);
-    }
-    done += static_cast<size_t>(n);
+  try {
+    write_fully(fd, bytes.data(), bytes.size(), tmp);
+  } catch (const UserError&) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     ::unlink(tmp.c_str());
@@ -51,7 +47,24 @@ void write_file_durably(const std::string& path, const std::string& bytes) {
     ::unlink(tmp.c_str());
     fail_user("renaming", tmp, "to", path, "failed:", std::strerror(errno));
   }
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  sync_directory(dir.string());
+}
+
+void write_fully(int fd, const void* data, size_t n, const std::string& path) {
+  const char* bytes = static_cast<const char*>(data);
+  size_t done = 0;
+  while (done < n) {
+    // At most 1 GiB per call: Linux writes no more than about 2 GiB at once anyway.
+    const size_t chunk = std::min<size_t>(n - done, size_t{1} << 30);
+    const ssize_t wrote = ::write(fd, bytes + done, chunk);
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote <= 0) fail_user("writing", path, "failed:", wrote < 0 ? std::strerror(errno) : "no progress (disk full?)");
+    done += static_cast<size_t>(wrote);
+  }
+}
+
+void sync_directory(const std::string& dir) {
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);

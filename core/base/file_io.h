@@ -5,6 +5,7 @@
 // one (a stale .tmp file at worst).
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace loom {
@@ -14,5 +15,12 @@ std::string read_file(const std::string& path, const std::string& what);
 
 // Creates the parent directory if needed. Throws UserError naming the step that failed.
 void write_file_durably(const std::string& path, const std::string& bytes);
+
+// write(2) until all `n` bytes are out (retrying short writes and EINTR); UserError naming
+// `path` on failure.
+void write_fully(int fd, const void* data, size_t n, const std::string& path);
+
+// fsync of a directory, so that the names created or renamed in it survive a crash.
+void sync_directory(const std::string& dir);
 
 }  // namespace loom

@@ -1,0 +1,132 @@
+// Sharded training checkpoints: save (asynchronous, atomic, with retention), resume from the
+// newest valid one, and load into any parallel layout.
+//
+// Saving (collective over the world): every rank copies the tensors it is responsible for into a
+// host buffer laid out as its shard file, then a background thread checksums and writes the file
+// into a temporary directory, fsyncs it, and reports success by writing a small index file next
+// to it. Rank 0's thread waits for every rank's report, writes the manifest, renames the
+// directory to `step-NNNNNNNN`, replaces the `latest` pointer and prunes old checkpoints. Training
+// goes on meanwhile; the next save first waits for the previous one.
+//
+// What a rank writes: the parameter values and Adam moments of the elements its optimizer owns
+// (ZeRO-1: each data-parallel rank owns a disjoint part), each run of them cut into rectangles of
+// the global tensor. Tensors every tensor-parallel rank holds whole are written by tp rank 0 only;
+// the last pipeline stage's copy of the tied wte is not written (it equals the first stage's).
+// So every element is stored exactly once, whatever the layout.
+//
+// Loading: every rank reads the rectangles of the global tensors it holds in its own layout,
+// from whichever stored slices intersect them, verifying their checksums.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "checkpoints/checkpoint.pb.h"
+#include "checkpoints/reader.h"
+#include "core/config.pb.h"
+#include "core/gpt.h"
+#include "core/optimizer.h"
+#include "data/loader.h"
+#include "parallel/communicator.h"
+
+namespace loom::checkpoint {
+
+// Where a run stands, besides its tensors.
+struct Progress {
+  int64_t step = 0;          // optimizer steps completed
+  uint64_t tokens_seen = 0;  // training tokens consumed
+  bool has_loader = false;   // token-shard runs; the addition task derives its batches from step
+  loom::LoaderState loader;
+};
+
+struct Policy {
+  std::string root;             // checkpoints go to root/step-NNNNNNNN
+  int keep_last = 3;            // the newest N are kept; 0: keep every checkpoint
+  int keep_every = 0;           // also keep those whose step is a multiple of M; 0: none
+  bool async = true;            // false: save() returns once the checkpoint is committed
+  double commit_timeout_s = 600;  // rank 0 gives up waiting for the other ranks' shards
+};
+
+// "step-00000010"
+std::string step_dir_name(int64_t step);
+
+class Checkpointer {
+ public:
+  Checkpointer(Policy policy, parallel::Communicator& world);
+  // Waits for a save in flight; an error is reported through `on_error` given to wait(), or
+  // ignored here (call wait() before destruction to see it).
+  ~Checkpointer();
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  // Collective over the world. Waits for the previous save (throwing its error), copies this
+  // rank's state into host memory, starts the background write and returns (after the commit
+  // when the policy is synchronous). `optimizers`: one per chunk, or empty to save weights only.
+  void save(const config::RunConfig& cfg, const Progress& progress, std::span<GPT* const> chunks,
+            std::span<AdamW* const> optimizers, const std::string& created_by = "loom train");
+  // Waits until this rank's part of the last save is on disk, and on rank 0 until it is
+  // committed. UserError if it failed (naming the rank and the file).
+  void wait();
+
+  // Seconds the last save() held the caller: waiting for the previous save plus the host copy.
+  double last_blocked_seconds() const { return blocked_s_; }
+  double last_copy_seconds() const { return copy_s_; }
+  // The directory of the last committed checkpoint (rank 0; "" before the first commit).
+  std::string last_committed() const { return committed_; }
+  const Policy& policy() const { return policy_; }
+
+ private:
+  struct Pending;
+  void write_and_commit(Pending& job);  // on the background thread
+
+  Policy policy_;
+  parallel::Communicator& world_;
+  std::unique_ptr<Pending> pending_;
+  std::thread thread_;
+  std::exception_ptr error_;
+  std::string committed_;
+  double blocked_s_ = 0, copy_s_ = 0;
+  std::unique_ptr<char[]> buffer_;  // the host copy, reused across saves
+  size_t buffer_size_ = 0;
+};
+
+// Checkpoint directories under `root`, newest step first (those with a manifest; unfinished
+// temporary directories are never listed).
+std::vector<std::string> list_checkpoints(const std::string& root);
+
+// The model shape of the checkpoint's config against the run's: one line per differing field
+// ("model.n_layer: checkpoint 4, config 2"), empty when they agree.
+std::vector<std::string> model_differences(const config::RunConfig& checkpoint, const config::RunConfig& run);
+
+Progress progress_of(const Manifest& manifest);
+
+// Loads this rank's parameters (and, when `optimizers` is not empty and the checkpoint has them,
+// its Adam moments and step count) from `reader`, whatever layout saved it. Not collective.
+// UserError naming the file and tensor for a missing, corrupt or differently shaped tensor.
+// Without stored moments the optimizers start fresh (zero moments, step count 0).
+void load_state(const CheckpointReader& reader, std::span<GPT* const> chunks, std::span<AdamW* const> optimizers);
+
+struct Resumed {
+  bool resumed = false;  // false: nothing to resume from (start fresh)
+  std::string dir;
+  Progress progress;
+  Manifest header;       // the manifest without its tensor and file lists
+};
+
+// `spec`: "auto" (the newest valid checkpoint under `root`; a corrupt one is skipped with a
+// warning and the previous one tried; none at all: start fresh) or a directory (a checkpoint, or
+// a root with checkpoints in it; it must load). Checks the model shape against `run` first (a
+// UserError listing the differences). Collective over the world: every rank loads its part and
+// all agree that every rank succeeded before any goes on.
+Resumed resume(const std::string& spec, const std::string& root, const config::RunConfig& run,
+               parallel::Communicator& world, std::span<GPT* const> chunks,
+               std::span<AdamW* const> optimizers,
+               const std::function<void(const std::string&)>& warn);
+
+}  // namespace loom::checkpoint

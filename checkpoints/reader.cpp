@@ -1,0 +1,250 @@
+#include "checkpoints/reader.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "core/base/check.h"
+#include "core/base/file_io.h"
+
+namespace loom::checkpoint {
+
+namespace {
+
+// Largest element count of one tensor we accept (2^40): keeps every product below 2^63.
+constexpr int64_t kMaxElements = int64_t{1} << 40;
+
+uint64_t dtype_bytes(DType d) { return d == DTYPE_BF16 ? 2 : 4; }
+
+}  // namespace
+
+std::string shard_file_name(int rank) {
+  char name[32];
+  std::snprintf(name, sizeof name, "rank-%05d.shard", rank);
+  return name;
+}
+
+// A read-only memory map of one shard file (or, from_memory, a view of a string).
+struct CheckpointReader::Mapping {
+  const char* data = nullptr;
+  uint64_t size = 0;
+  void* mapped = nullptr;
+  ~Mapping() {
+    if (mapped != nullptr) munmap(mapped, size);
+  }
+};
+
+CheckpointReader::~CheckpointReader() = default;
+
+std::string CheckpointReader::file_path(int file) const {
+  return dir_ + "/" + manifest_.files(file).name();
+}
+
+CheckpointReader::CheckpointReader(const std::string& dir) : dir_(dir) {
+  const std::string path = dir + "/" + kManifestName;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    fail_user("checkpoint", dir, "has no", kManifestName, "(not a checkpoint directory, or an unfinished one)");
+  }
+  if (static_cast<uint64_t>(st.st_size) > kMaxManifestBytes) {
+    fail_user("checkpoint manifest", path, "is", st.st_size, "bytes, more than a manifest can be");
+  }
+  const std::string bytes = read_file(path, "checkpoint manifest");
+  if (!manifest_.ParseFromString(bytes)) {
+    fail_user("checkpoint manifest", path, "is corrupt: it does not parse as a loom.checkpoint.Manifest");
+  }
+  for (int i = 0; i < manifest_.files_size(); ++i) {
+    const ShardFile& f = manifest_.files(i);
+    if (f.name().empty() || f.name().find('/') != std::string::npos || f.name()[0] == '.') {
+      fail_user("checkpoint manifest", path, "lists a shard file named \"" + f.name() + "\"",
+                "(expected a plain file name inside the checkpoint directory)");
+    }
+    const std::string file = file_path(i);
+    auto m = std::make_unique<Mapping>();
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail_user("checkpoint", dir, "is missing its shard file", file, "(" + std::string(std::strerror(errno)) + ")");
+    struct stat fs {};
+    if (::fstat(fd, &fs) != 0) {
+      ::close(fd);
+      fail_user("cannot stat checkpoint shard file", file);
+    }
+    m->size = static_cast<uint64_t>(fs.st_size);
+    if (m->size != f.size()) {
+      ::close(fd);
+      fail_user("checkpoint shard file", file, "has", m->size, "bytes but the manifest records", f.size(),
+                m->size < f.size() ? "(truncated)" : "(it was changed after the save)");
+    }
+    if (m->size > 0) {
+      void* p = ::mmap(nullptr, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        ::close(fd);
+        fail_user("cannot map checkpoint shard file", file, "(" + std::string(std::strerror(errno)) + ")");
+      }
+      m->mapped = p;
+      m->data = static_cast<const char*>(p);
+    }
+    ::close(fd);
+    files_.push_back(std::move(m));
+  }
+  validate();
+}
+
+std::unique_ptr<CheckpointReader> CheckpointReader::from_memory(std::string_view manifest_bytes,
+                                                                std::vector<std::string> files,
+                                                                const std::string& label) {
+  std::unique_ptr<CheckpointReader> r(new CheckpointReader());
+  r->dir_ = label;
+  if (manifest_bytes.size() > kMaxManifestBytes) fail_user("checkpoint manifest", label, "is too large");
+  if (!r->manifest_.ParseFromArray(manifest_bytes.data(), static_cast<int>(manifest_bytes.size()))) {
+    fail_user("checkpoint manifest", label, "is corrupt: it does not parse as a loom.checkpoint.Manifest");
+  }
+  if (static_cast<size_t>(r->manifest_.files_size()) != files.size()) {
+    fail_user("checkpoint", label, "lists", r->manifest_.files_size(), "shard files but", files.size(), "were given");
+  }
+  r->memory_files_ = std::move(files);
+  for (int i = 0; i < r->manifest_.files_size(); ++i) {
+    auto m = std::make_unique<Mapping>();
+    const std::string& bytes = r->memory_files_[static_cast<size_t>(i)];
+    m->data = bytes.data();
+    m->size = bytes.size();
+    if (m->size != r->manifest_.files(i).size()) {
+      fail_user("checkpoint shard file", r->file_path(i), "has", m->size, "bytes but the manifest records",
+                r->manifest_.files(i).size());
+    }
+    r->files_.push_back(std::move(m));
+  }
+  r->validate();
+  return r;
+}
+
+void CheckpointReader::validate() {
+  const std::string manifest_path = dir_ + "/" + kManifestName;
+  if (manifest_.format_version() != kFormatVersion) {
+    fail_user("checkpoint", dir_, "has format version", manifest_.format_version(),
+              "but this Loom reads version", kFormatVersion);
+  }
+  rects_.resize(static_cast<size_t>(manifest_.tensors_size()));
+  checked_.assign(rects_.size(), Check::kUnread);
+  std::map<std::string, std::vector<int64_t>> shapes;
+  std::map<std::pair<std::string, int>, int64_t> stored;  // elements per (name, state)
+  for (int i = 0; i < manifest_.tensors_size(); ++i) {
+    const TensorShard& t = manifest_.tensors(i);
+    auto bad = [&](const auto&... why) {
+      fail_user("checkpoint manifest", manifest_path, "tensor", "\"" + t.name() + "\"", "(entry", i, "):", why...);
+    };
+    if (t.name().empty()) bad("has no name");
+    if (!State_IsValid(t.state())) bad("has an unknown state");
+    if (!DType_IsValid(t.dtype())) bad("has an unknown dtype");
+    if (t.dtype() != DTYPE_F32) bad("is stored as bf16, which this Loom does not read yet");
+    const int rank = t.global_shape_size();
+    if (rank < 1 || rank > 2) bad("has", rank, "dimensions (Loom tensors have 1 or 2)");
+    if (t.slice().start_size() != rank || t.slice().extent_size() != rank) bad("has a slice of the wrong rank");
+    int64_t numel = 1;
+    for (int d = 0; d < rank; ++d) {
+      const int64_t dim = t.global_shape(d), s = t.slice().start(d), e = t.slice().extent(d);
+      if (dim <= 0 || dim > kMaxElements) bad("has dimension", dim);
+      if (s < 0 || e <= 0 || s > dim || e > dim - s) {
+        bad("has slice [", s, ",", s + e, ") outside dimension", d, "of size", dim);
+      }
+      numel *= e;
+      if (numel > kMaxElements) bad("is too large");
+    }
+    std::vector<int64_t> shape(t.global_shape().begin(), t.global_shape().end());
+    auto [it, fresh] = shapes.emplace(t.name(), shape);
+    if (!fresh && it->second != shape) bad("has a global shape that differs from another shard of it");
+    if (t.file() < 0 || t.file() >= manifest_.files_size()) bad("names shard file", t.file(), "which is not listed");
+    const uint64_t nbytes = static_cast<uint64_t>(numel) * dtype_bytes(t.dtype());
+    if (t.nbytes() != nbytes) bad("records", t.nbytes(), "bytes but its slice holds", nbytes);
+    const uint64_t size = files_[static_cast<size_t>(t.file())]->size;
+    if (t.offset() > size || nbytes > size - t.offset()) {
+      fail_user("checkpoint shard file", file_path(t.file()), "is too short for tensor", "\"" + t.name() + "\":",
+                "it needs bytes [", t.offset(), ",", t.offset() + nbytes, ") but has", size);
+    }
+    Rect r;
+    r.row0 = t.slice().start(0);
+    r.rows = t.slice().extent(0);
+    r.col0 = rank == 2 ? t.slice().start(1) : 0;
+    r.cols = rank == 2 ? t.slice().extent(1) : 1;
+    rects_[static_cast<size_t>(i)] = r;
+    index_[{t.name(), static_cast<int>(t.state())}].push_back(static_cast<size_t>(i));
+    int64_t& count = stored[{t.name(), static_cast<int>(t.state())}];
+    count += numel;
+    int64_t total = 1;
+    for (int64_t d : shape) total *= d;
+    if (count > total) bad("is stored more than once (its slices hold more elements than the tensor)");
+  }
+}
+
+bool CheckpointReader::has(const std::string& name, State state) const {
+  return index_.count({name, static_cast<int>(state)}) != 0;
+}
+
+std::vector<int64_t> CheckpointReader::global_shape(const std::string& name) const {
+  auto it = index_.find({name, static_cast<int>(STATE_PARAMETER)});
+  if (it == index_.end()) return {};
+  const TensorShard& t = manifest_.tensors(static_cast<int>(it->second.front()));
+  return {t.global_shape().begin(), t.global_shape().end()};
+}
+
+void CheckpointReader::verify(size_t i) const {
+  if (checked_[i] == Check::kOk) return;
+  const TensorShard& t = manifest_.tensors(static_cast<int>(i));
+  const Mapping& m = *files_[static_cast<size_t>(t.file())];
+  const bool ok = XXH64(m.data + t.offset(), t.nbytes(), 0) == t.xxh64();
+  checked_[i] = ok ? Check::kOk : Check::kBad;
+  if (!ok) {
+    const char* state = t.state() == STATE_PARAMETER ? "" : t.state() == STATE_ADAM_M ? " (Adam m)" : " (Adam v)";
+    fail_user("checkpoint shard file", file_path(t.file()), "is corrupt: tensor",
+              "\"" + t.name() + "\"" + state, "at byte offset", t.offset(), "does not match its checksum");
+  }
+}
+
+void CheckpointReader::read(const std::string& name, State state, const Rect& want, float* dest,
+                            int64_t dest_stride) const {
+  auto it = index_.find({name, static_cast<int>(state)});
+  if (it == index_.end()) {
+    fail_user("checkpoint", dir_, "has no tensor", "\"" + name + "\"",
+              state == STATE_PARAMETER ? "" : "optimizer state", "(it was saved from a different model?)");
+  }
+  int64_t covered = 0;
+  for (size_t i : it->second) {
+    const Rect& have = rects_[i];
+    const int64_t r0 = std::max(have.row0, want.row0), r1 = std::min(have.row0 + have.rows, want.row0 + want.rows);
+    const int64_t c0 = std::max(have.col0, want.col0), c1 = std::min(have.col0 + have.cols, want.col0 + want.cols);
+    if (r0 >= r1 || c0 >= c1) continue;
+    verify(i);
+    const TensorShard& t = manifest_.tensors(static_cast<int>(i));
+    const char* base = files_[static_cast<size_t>(t.file())]->data + t.offset();
+    for (int64_t r = r0; r < r1; ++r) {
+      const char* src = base + ((r - have.row0) * have.cols + (c0 - have.col0)) * 4;
+      std::memcpy(dest + (r - want.row0) * dest_stride + (c0 - want.col0), src, static_cast<size_t>(c1 - c0) * 4);
+    }
+    covered += (r1 - r0) * (c1 - c0);
+  }
+  if (covered != want.rows * want.cols) {
+    fail_user("checkpoint", dir_, "is incomplete: tensor", "\"" + name + "\"", "rows [", want.row0, ",",
+              want.row0 + want.rows, ") columns [", want.col0, ",", want.col0 + want.cols, ") are",
+              covered < want.rows * want.cols ? "not all stored" : "stored more than once");
+  }
+}
+
+std::vector<std::string> CheckpointReader::verify_all() const {
+  std::vector<std::string> failures;
+  for (size_t i = 0; i < rects_.size(); ++i) {
+    try {
+      verify(i);
+    } catch (const UserError& e) {
+      failures.push_back(e.what());
+    }
+  }
+  return failures;
+}
+
+}  // namespace loom::checkpoint

@@ -1,0 +1,84 @@
+// Reading a checkpoint directory (checkpoints/checkpoint.proto, docs/checkpoints.md) safely.
+//
+// Opening parses the manifest and checks, before any tensor byte is touched, that every shard file
+// exists with the size the manifest records and that every tensor shard lies inside its file, has
+// the byte count its slice and dtype imply, and lies inside its global shape. Reading a
+// rectangle of a tensor copies it from the stored slices that intersect it, after verifying the
+// xxh64 of each of those slices (once). Nothing in a file is ever executed or used as a length
+// before it is checked against the file's size. Every failure is a UserError naming the
+// checkpoint file and, where there is one, the tensor.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "checkpoints/checkpoint.pb.h"
+#include "core/parameter.h"
+
+namespace loom::checkpoint {
+
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr const char* kManifestName = "manifest.pb";
+// The manifest is small (a few thousand tensor entries); anything far larger is not one.
+inline constexpr uint64_t kMaxManifestBytes = uint64_t{256} << 20;
+
+// "rank-00003.shard"
+std::string shard_file_name(int rank);
+
+// A rectangle of a global tensor seen as a matrix (1-D tensors are (n, 1)); core/parameter.h.
+using Rect = ShardBlock;
+
+class CheckpointReader {
+ public:
+  // Opens DIR/manifest.pb and memory-maps the shard files it lists.
+  explicit CheckpointReader(const std::string& dir);
+  // The same checks on bytes in memory (the fuzz target and tests): `files[i]` is the content of
+  // manifest.files[i]. The reader keeps its own copies.
+  static std::unique_ptr<CheckpointReader> from_memory(std::string_view manifest_bytes,
+                                                       std::vector<std::string> files,
+                                                       const std::string& label = "<memory>");
+  ~CheckpointReader();
+  CheckpointReader(const CheckpointReader&) = delete;
+  CheckpointReader& operator=(const CheckpointReader&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  const Manifest& manifest() const { return manifest_; }
+
+  // Whether any shard of (name, state) is stored, and its global shape (empty when not).
+  bool has(const std::string& name, State state) const;
+  std::vector<int64_t> global_shape(const std::string& name) const;
+
+  // Copies the elements of `want` (global coordinates of tensor `name`'s matrix view) into
+  // dest, row r of the rectangle at dest + r * dest_stride. UserError if the tensor or part of
+  // the rectangle is not stored, or a stored slice fails its checksum.
+  void read(const std::string& name, State state, const Rect& want, float* dest,
+            int64_t dest_stride) const;
+
+  // Verifies every stored slice; one line per failure ("" when all pass). For `loom ckpt inspect`.
+  std::vector<std::string> verify_all() const;
+  // Whether tensors[i] was verified, failed, or not yet read.
+  enum class Check : uint8_t { kUnread, kOk, kBad };
+  Check check_status(size_t i) const { return checked_[i]; }
+
+ private:
+  CheckpointReader() = default;
+  void validate();  // the manifest against the file sizes; throws UserError
+  void verify(size_t i) const;
+  std::string file_path(int file) const;
+
+  struct Mapping;
+  std::string dir_;
+  Manifest manifest_;
+  std::vector<std::unique_ptr<Mapping>> files_;
+  std::vector<std::string> memory_files_;
+  // Per tensor entry: its matrix-view rectangle; grouped by (name, state).
+  std::vector<Rect> rects_;
+  std::map<std::pair<std::string, int>, std::vector<size_t>> index_;  // (name, state) -> entries
+  mutable std::vector<Check> checked_;
+};
+
+}  // namespace loom::checkpoint
