@@ -247,6 +247,16 @@ void validate_config(const config::RunConfig& cfg) {
     fail_user("parallel.tp =", p.tp(), "must divide model.n_head =", m.n_head(),
               "(each rank computes whole heads)");
   }
+  const config::CheckpointConfig& c = cfg.checkpoint();
+  if (c.every() < 0) fail_user("checkpoint.every is", c.every(), "but must be >= 0 (0: only at the end)");
+  if (c.keep_last() < 0) fail_user("checkpoint.keep_last is", c.keep_last(), "but must be >= 0 (0: keep all)");
+  if (c.keep_every() < 0) fail_user("checkpoint.keep_every is", c.keep_every(), "but must be >= 0 (0: none)");
+  if (!(c.commit_timeout_s() > 0)) fail_user("checkpoint.commit_timeout_s is", c.commit_timeout_s(), "but must be > 0");
+  if (c.has_dir() && c.dir().empty()) fail_user("checkpoint.dir is empty; unset it to use <train.out_dir>/checkpoints");
+}
+
+std::string checkpoint_root(const config::RunConfig& cfg) {
+  return cfg.checkpoint().has_dir() ? cfg.checkpoint().dir() : cfg.train().out_dir() + "/checkpoints";
 }
 
 std::vector<int> pipeline_split(const config::RunConfig& cfg) {

@@ -31,4 +31,7 @@ std::vector<int> pipeline_split(const config::RunConfig& config);
 // Protobuf text format of the config, every field set or defaulted written out.
 std::string config_to_text(const config::RunConfig& config);
 
+// Where a run's checkpoints go: checkpoint.dir, else <train.out_dir>/checkpoints.
+std::string checkpoint_root(const config::RunConfig& config);
+
 }  // namespace loom

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoints/checkpoint.h"
 #include "checkpoints/model_file.h"
 #include "core/optimizer.h"
 #include "core/train_step.h"
@@ -35,6 +36,12 @@ namespace {
 const std::vector<FlagSpec>& train_flags() {
   static const std::vector<FlagSpec> flags = {
       {"set", "FIELD=VALUE", "override a config field, e.g. --set train.steps=500", true},
+      {"resume", "auto|DIR|none",
+       "continue from a checkpoint: auto = the newest valid one under checkpoint.dir (none there: "
+       "start afresh); DIR = that checkpoint, or the newest in DIR; none (default) = start afresh"},
+      {"stop-after-steps", "N",
+       "train at most N steps in this process, save a checkpoint and exit (the run resumes with "
+       "--resume auto)"},
       {"help", "", "show this help"},
   };
   return flags;
@@ -190,6 +197,39 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     optimizer_ptrs.push_back(optimizers.back().get());
   }
   const Recompute recompute = static_cast<Recompute>(tc.recompute());
+
+  // Checkpoints: resume first, so that everything below starts where the checkpoint left off.
+  const std::string resume_spec = parsed.get("resume", "none");
+  if (resume_spec.empty()) fail_user("--resume expects auto, a checkpoint directory, or none");
+  const int stop_after = parsed.get_int("stop-after-steps", 0);
+  if (parsed.has("stop-after-steps") && stop_after <= 0) {
+    fail_user("--stop-after-steps is", stop_after, "but must be a positive number of steps");
+  }
+  const config::CheckpointConfig& ckc = cfg.checkpoint();
+  const std::string ckpt_root = checkpoint_root(cfg);
+  checkpoint::Checkpointer checkpointer(
+      checkpoint::Policy{ckpt_root, ckc.keep_last(), ckc.keep_every(), ckc.async(), ckc.commit_timeout_s()}, world);
+  checkpoint::Progress progress;
+  if (resume_spec != "none") {
+    const checkpoint::Resumed resumed = checkpoint::resume(
+        resume_spec, ckpt_root, cfg, world, chunk_ptrs, optimizer_ptrs,
+        [](const std::string& warning) { std::fprintf(stderr, "loom train: warning: %s\n", warning.c_str()); });
+    if (resumed.resumed) {
+      progress = resumed.progress;
+      if (leader) {
+        const checkpoint::Layout& l = resumed.header.layout();
+        std::printf("resumed from %s: step %lld, saved under tp=%d x pp=%d x dp=%d%s\n", resumed.dir.c_str(),
+                    static_cast<long long>(progress.step), l.tp(), l.pp(), l.dp(),
+                    resumed.header.optimizer().has_moments() ? "" : " (weights only: fresh optimizer state)");
+      }
+    } else if (leader) {
+      std::printf("resume: no checkpoint under %s yet; starting afresh\n", ckpt_root.c_str());
+    }
+  } else if (leader && !checkpoint::list_checkpoints(ckpt_root).empty()) {
+    std::printf("note: %s holds checkpoints of an earlier run; this run starts afresh and will replace them "
+                "(pass --resume auto to continue instead)\n", ckpt_root.c_str());
+  }
+
   // Rank 0 keeps a whole copy of the model for evaluation, samples and the model file.
   std::unique_ptr<GPT> whole = leader ? std::make_unique<GPT>(model_config) : nullptr;
 
@@ -200,8 +240,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   const int steps = tc.steps();
   std::unique_ptr<TokenRun> token_run;
   if (!addition) {
+    const LoaderState start = progress.has_loader ? progress.loader : LoaderState{tc.seed(), 0};
     token_run = std::make_unique<TokenRun>(cfg.data().tokens(), BatchLayout{T, B, accum, replicas, grid.coord().dp},
-                                           tc.seed());
+                                           start);
   }
   if (leader) {
     std::printf("loom train: GPT %d layers, %d heads, width %d, vocab %d, seq %d: %s parameters\n",
@@ -256,7 +297,26 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   auto window_start = Clock::now();
   double window_loss = 0;
   int window_steps = 0;
-  for (int step = 0; step < steps; ++step) {
+  const int first_step = static_cast<int>(std::min<int64_t>(progress.step, steps));
+  const int end_step = stop_after > 0 ? std::min(steps, first_step + stop_after) : steps;
+  const uint64_t tokens_per_step = static_cast<uint64_t>(global_B) * static_cast<uint64_t>(T) * static_cast<uint64_t>(accum);
+  // Saves the state after `done` steps (collective).
+  int saved_step = first_step;
+  auto save_checkpoint = [&](int done) {
+    progress.step = done;
+    progress.tokens_seen += tokens_per_step * static_cast<uint64_t>(done - saved_step);
+    saved_step = done;
+    progress.has_loader = token_run != nullptr;
+    if (token_run) progress.loader = token_run->state();
+    checkpointer.save(cfg, progress, chunk_ptrs, optimizer_ptrs);
+    if (leader) {
+      std::printf("checkpoint %5d/%d | %s/%s | training held %.0f ms (host copy %.0f ms)%s\n", done, steps,
+                  ckpt_root.c_str(), checkpoint::step_dir_name(done).c_str(), 1e3 * checkpointer.last_blocked_seconds(),
+                  1e3 * checkpointer.last_copy_seconds(), ckc.async() ? ", writing in the background" : "");
+      std::fflush(stdout);
+    }
+  };
+  for (int step = first_step; step < end_step; ++step) {
     const float lr = lr_at_step(step, steps, oc.lr(), oc.warmup_steps(), oc.min_lr_ratio());
     std::span<const MicroBatch> micro = addition_micro;
     if (addition) {
@@ -277,6 +337,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     window_loss += step_loss;
     ++window_steps;
     const bool last = step + 1 == steps;
+    const bool stopping = step + 1 == end_step;
     if (leader && ((step + 1) % tc.log_every() == 0 || last)) {
       const double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
       const double tokens_per_s = window_steps * static_cast<double>(global_B) * T * accum / seconds;
@@ -290,6 +351,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       window_steps = 0;
       window_start = Clock::now();
     }
+    if (last || stopping || (ckc.every() > 0 && (step + 1) % ckc.every() == 0)) save_checkpoint(step + 1);
     if ((tc.eval_every() > 0 && (step + 1) % tc.eval_every() == 0) || last) {
       if (addition) {
         assemble(chunks, grid, split, whole.get());
@@ -309,6 +371,20 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       if (leader) std::fflush(stdout);
       window_start = Clock::now();  // evaluation time does not count as training throughput
     }
+  }
+  checkpointer.wait();
+  if (leader && !checkpointer.last_committed().empty()) {
+    std::printf("checkpoint saved: %s\n", checkpointer.last_committed().c_str());
+  }
+  if (end_step < steps) {
+    if (leader) {
+      std::printf("stopped after step %d of %d (--stop-after-steps); continue with --resume auto\n", end_step, steps);
+    }
+    return 0;
+  }
+  if (first_step == steps) {
+    if (leader) std::printf("the checkpoint is at step %d of train.steps = %d: nothing left to train\n", first_step, steps);
+    assemble(chunks, grid, split, whole.get());
   }
   if (!leader) return 0;
 
