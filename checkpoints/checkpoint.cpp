@@ -433,7 +433,7 @@ std::vector<std::string> model_differences(const config::RunConfig& checkpoint, 
   const config::ModelConfig& a = checkpoint.model();
   const config::ModelConfig& b = run.model();
   auto cmp = [&](const char* field, int32_t x, int32_t y) {
-    if (x != y) diffs.push_back(str_cat(std::string("model.") + field + ":", "checkpoint", x, "config", y));
+    if (x != y) diffs.push_back(str_cat(std::string("model.") + field + ":", "checkpoint", std::to_string(x) + ",", "config", y));
   };
   cmp("n_layer", a.n_layer(), b.n_layer());
   cmp("n_head", a.n_head(), b.n_head());
@@ -448,7 +448,7 @@ Progress progress_of(const Manifest& manifest) {
   p.step = manifest.step();
   p.tokens_seen = manifest.tokens_seen();
   p.has_loader = manifest.has_loader();
-  p.loader = loom::LoaderState{manifest.loader().seed(), manifest.loader().next_sample()};
+  p.loader = LoaderState{manifest.loader().seed(), manifest.loader().next_sample()};
   return p;
 }
 
@@ -520,8 +520,8 @@ Resumed resume(const std::string& spec, const std::string& root, const config::R
       if (!diffs.empty()) {
         status = 2;
         message = str_cat("checkpoint", dir, "was saved from a different model:");
-        for (const std::string& d : diffs) message += "\n  " + d;
-        message += "\n(change the config to match, or start a new run in another train.out_dir)";
+        for (size_t i = 0; i < diffs.size(); ++i) message += (i ? "; " : " ") + diffs[i];
+        message += " (make the config match it, or start a new run with another checkpoint.dir)";
       } else {
         load_state(reader, chunks, optimizers);
         r.resumed = true;

@@ -42,7 +42,7 @@ struct Progress {
   int64_t step = 0;          // optimizer steps completed
   uint64_t tokens_seen = 0;  // training tokens consumed
   bool has_loader = false;   // token-shard runs; the addition task derives its batches from step
-  loom::LoaderState loader;
+  LoaderState loader;
 };
 
 struct Policy {
