@@ -6,6 +6,8 @@
 // the first ranks of the loading layout build a model with *different* initial weights, resume
 // from the checkpoint, and train steps 11..20. Each continued loss must be within 1e-5 relative
 // of the reference's, and the final weights (gathered) within 1e-5 over all parameters. The
+// layouts: tp=2 x pp=2 <-> dp=4, tp=2 x pp=2 <-> tp=4 x dp=2 (sequence parallel), and an
+// interleaved pipeline (2 ranks x 2 chunks, dp=2) -> tp=2 x pp=2. The
 // optimizer's bucket size is small, so the ZeRO-1 slices cut tensors mid-row and the stored
 // rectangles are partial rows as well as whole blocks.
 #include <cmath>
@@ -26,19 +28,20 @@ namespace {
 
 using parallel::Communicator;
 
-const GPTConfig kConfig{2, 4, 32, 29, 8};  // 29: uneven vocabulary shards under tp = 2 and 4
+const GPTConfig kConfig{4, 4, 32, 29, 8};  // 29: uneven vocabulary shards under tp = 2 and 4
 constexpr int kT = 8, kGlobalB = 8, kAccum = 2, kSteps = 20, kSaveAt = 10;
 const AdamWSettings kSettings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
 
 struct Layout {
   int tp, pp, dp;
   bool sp;
+  int chunks = 1;  // model chunks per pipeline rank (interleaved when > 1)
   int world() const { return tp * pp * dp; }
 };
 
 std::string str(const Layout& l) {
   return "tp=" + std::to_string(l.tp) + " pp=" + std::to_string(l.pp) + " dp=" + std::to_string(l.dp) +
-         (l.sp ? " (sequence parallel)" : "");
+         (l.chunks > 1 ? " x " + std::to_string(l.chunks) + " chunks" : "") + (l.sp ? " (sequence parallel)" : "");
 }
 
 // The same global batches for every layout; each replica takes its rows.
@@ -69,27 +72,31 @@ config::RunConfig run_config(const Layout& l) {
   cfg.mutable_parallel()->set_tp(l.tp);
   cfg.mutable_parallel()->set_pp(l.pp);
   cfg.mutable_parallel()->set_dp(l.dp);
+  cfg.mutable_parallel()->set_virtual_stages(l.chunks);
   return cfg;
 }
 
-// This rank's part of a layout: one model chunk and its optimizer.
+// This rank's part of a layout: its model chunks and their optimizers.
 struct LayoutRun {
   parallel::ProcessGrid grid;
-  std::unique_ptr<GPT> model;
-  std::unique_ptr<AdamW> optimizer;
-  GPT* chunk = nullptr;
-  AdamW* opt = nullptr;
+  std::vector<std::unique_ptr<GPT>> models;
+  std::vector<std::unique_ptr<AdamW>> optimizers;
+  std::vector<GPT*> chunks;
+  std::vector<AdamW*> opts;
   LayoutRun(Communicator& group, const Layout& l, uint64_t seed)
       : grid(group, parallel::GridShape{l.tp, l.pp, l.dp}) {
-    model = std::make_unique<GPT>(kConfig, model_parallel_for(grid, even_block_split(kConfig.n_layer, l.pp), l.sp));
-    model->init_weights(seed);
-    optimizer = std::make_unique<AdamW>(*model, kSettings, &grid.dp(), /*bucket_elements=*/1000);
-    chunk = model.get();
-    opt = optimizer.get();
+    const std::vector<int> split = even_block_split(kConfig.n_layer, l.pp * l.chunks);
+    for (int c = 0; c < l.chunks; ++c) {
+      models.push_back(std::make_unique<GPT>(kConfig, model_parallel_for(grid, split, l.sp, c, l.chunks)));
+      models.back()->init_weights(seed);
+      optimizers.push_back(std::make_unique<AdamW>(*models.back(), kSettings, &grid.dp(), /*bucket_elements=*/1000));
+      chunks.push_back(models.back().get());
+      opts.push_back(optimizers.back().get());
+    }
   }
   float step(const Data& data, int step) {
     const std::vector<MicroBatch> micro = data.step(step, grid.coord().dp, grid.shape().dp);
-    const StepResult r = train_step(std::span<GPT* const>(&chunk, 1), std::span<AdamW* const>(&opt, 1), micro, lr_of(step));
+    const StepResult r = train_step(chunks, opts, micro, lr_of(step));
     EXPECT_TRUE(r.updated);
     return static_cast<float>(r.loss);
   }
@@ -122,8 +129,9 @@ TEST(CheckpointMpiTest, ResumesInAnyLayoutWithTheLossesOfAnUninterruptedRun) {
   const std::string root_base = (std::filesystem::temp_directory_path() / ("loom_reshard_" + std::to_string(pid))).string();
 
   const Layout tp2pp2{2, 2, 1, false}, dp4{1, 1, 4, false}, tp4dp2{4, 1, 2, true};
+  const Layout interleaved{1, 2, 2, false, 2};  // 2 pipeline ranks x 2 chunks, 2 replicas
   const std::vector<std::pair<Layout, Layout>> cases = {
-      {tp2pp2, dp4}, {dp4, tp2pp2}, {tp2pp2, tp4dp2}, {tp4dp2, tp2pp2}};
+      {tp2pp2, dp4}, {dp4, tp2pp2}, {tp2pp2, tp4dp2}, {tp4dp2, tp2pp2}, {interleaved, tp2pp2}};
   int index = 0;
   for (const auto& [save, load] : cases) {
     if (save.world() > world.size() || load.world() > world.size()) continue;
@@ -141,8 +149,7 @@ TEST(CheckpointMpiTest, ResumesInAnyLayoutWithTheLossesOfAnUninterruptedRun) {
         checkpoint::Checkpointer saver(checkpoint::Policy{root, 3, 0, true, 60}, *group);
         checkpoint::Progress progress;
         progress.step = kSaveAt;
-        saver.save(run_config(save), progress, std::span<GPT* const>(&run.chunk, 1),
-                   std::span<AdamW* const>(&run.opt, 1));
+        saver.save(run_config(save), progress, run.chunks, run.opts);
         saver.wait();
       }
     }
@@ -153,25 +160,26 @@ TEST(CheckpointMpiTest, ResumesInAnyLayoutWithTheLossesOfAnUninterruptedRun) {
         LayoutRun run(*group, load, /*different initial weights*/ 77);
         std::vector<std::string> warnings;
         const checkpoint::Resumed resumed =
-            checkpoint::resume("auto", root, run_config(load), *group, std::span<GPT* const>(&run.chunk, 1),
-                               std::span<AdamW* const>(&run.opt, 1),
+            checkpoint::resume("auto", root, run_config(load), *group, run.chunks, run.opts,
                                [&](const std::string& w) { warnings.push_back(w); });
         ASSERT_TRUE(resumed.resumed);
         EXPECT_TRUE(warnings.empty());
         EXPECT_EQ(resumed.progress.step, kSaveAt);
         EXPECT_EQ(resumed.header.layout().tp(), save.tp);
-        EXPECT_EQ(run.opt->step_count(), kSaveAt);
+        EXPECT_EQ(run.opts[0]->step_count(), kSaveAt);
         for (int s = kSaveAt; s < kSteps; ++s) {
           const float loss = run.step(data, s);
           EXPECT_LE(std::fabs(loss - ref.losses[static_cast<size_t>(s)]) / ref.losses[static_cast<size_t>(s)], 1e-5)
               << "step " << s + 1 << " after resuming: got " << loss << " want " << ref.losses[static_cast<size_t>(s)];
         }
         std::vector<float> got, want;
-        for (const Parameter& p : run.chunk->parameters()) {
-          const std::vector<float> g = gather_parameter(*run.chunk, p);
-          const Parameter& r = ref.model->parameter(p.name);
-          got.insert(got.end(), g.begin(), g.end());
-          want.insert(want.end(), r.value.f32(), r.value.f32() + r.value.numel());
+        for (GPT* chunk : run.chunks) {
+          for (const Parameter& p : chunk->parameters()) {
+            const std::vector<float> g = gather_parameter(*chunk, p);
+            const Parameter& r = ref.model->parameter(p.name);
+            got.insert(got.end(), g.begin(), g.end());
+            want.insert(want.end(), r.value.f32(), r.value.f32() + r.value.numel());
+          }
         }
         EXPECT_LE(testing::relative_l2(got, want), 1e-5) << "final weights of this rank's stage";
       }
