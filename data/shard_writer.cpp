@@ -13,6 +13,7 @@
 #include <limits>
 
 #include "core/base/check.h"
+#include "core/base/file_io.h"
 #include "data/token_dataset.h"
 #include "data/token_split.pb.h"
 
@@ -26,30 +27,11 @@ std::string temporary_name(const std::string& path) {
   return path + ".tmp." + std::to_string(::getpid());
 }
 
-void write_fully(int fd, const void* data, size_t n, const std::string& path) {
-  const char* bytes = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t written = ::write(fd, bytes, n);
-    if (written < 0 && errno == EINTR) continue;
-    if (written <= 0) fail_user("writing", path, "failed:", std::strerror(errno));
-    bytes += written;
-    n -= static_cast<size_t>(written);
-  }
-}
-
 // fsync, close and rename `tmp` to `path`; the caller unlinks `tmp` on failure.
 void commit(int fd, const std::string& tmp, const std::string& path) {
   if (::fsync(fd) != 0) fail_user("flushing", tmp, "to disk failed:", std::strerror(errno));
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     fail_user("renaming", tmp, "to", path, "failed:", std::strerror(errno));
-  }
-}
-
-void sync_directory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
   }
 }
 
