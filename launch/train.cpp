@@ -201,7 +201,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   std::unique_ptr<TokenRun> token_run;
   if (!addition) {
     token_run = std::make_unique<TokenRun>(cfg.data().tokens(), BatchLayout{T, B, accum, replicas, grid.coord().dp},
-                                           tc.seed());
+                                           LoaderState{tc.seed(), 0});
   }
   if (leader) {
     std::printf("loom train: GPT %d layers, %d heads, width %d, vocab %d, seq %d: %s parameters\n",
