@@ -16,5 +16,7 @@ int run_generate(const std::vector<std::string>& args);
 int run_tokenizer(const std::vector<std::string>& args);
 // `loom prepare`: text or JSONL -> a dataset directory of token shards.
 int run_prepare(const std::vector<std::string>& args);
+// `loom ckpt inspect|export|import`: checkpoints, and GPT-2 safetensors files in and out.
+int run_ckpt(const std::vector<std::string>& args);
 
 }  // namespace loom

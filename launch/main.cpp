@@ -28,6 +28,7 @@ constexpr const char* kUsage =
     "  generate   continue a prompt with a trained model\n"
     "  tokenizer  train a tokenizer; encode text to token ids and back\n"
     "  prepare    tokenize text or JSONL files into a dataset directory for train\n"
+    "  ckpt       inspect and verify checkpoints; export to / import from GPT-2 safetensors\n"
     "\n"
     "`loom <command> --help` lists a command's options. Docs: docs/.\n";
 
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
     if (command == "generate") return loom::run_generate(args);
     if (command == "tokenizer") return loom::run_tokenizer(args);
     if (command == "prepare") return loom::run_prepare(args);
+    if (command == "ckpt") return loom::run_ckpt(args);
     if (rank == 0) std::fprintf(stderr, "loom: unknown command '%s'\n\n%s", command.c_str(), kUsage);
     return 2;
   } catch (const loom::UserError& e) {

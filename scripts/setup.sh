@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs everything Loom needs to build, test and benchmark, from Debian packages only.
-# Idempotent: when every package is already installed it changes nothing and touches no network.
+# Installs everything Loom needs to build, test and benchmark: Debian packages, plus one Python
+# package that Debian does not have (safetensors, pinned, from PyPI with pip, for the tests that
+# check exported files with Hugging Face's own reader).
+# Idempotent: when everything is already installed it changes nothing and touches no network.
 set -euo pipefail
 
 packages=(
@@ -14,7 +16,23 @@ packages=(
   libgtest-dev               # the test suite
   python3 python3-torch python3-numpy  # the PyTorch reference tests and benchmark peer
   python3-regex              # \p{L} in the Python reference of GPT-2's tokenizer (tests)
+  python3-pip                # installs safetensors below
 )
+safetensors_version=0.8.0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+
+# The safetensors Python package for /usr/bin/python3 (the interpreter with python3-torch).
+install_safetensors() {
+  if /usr/bin/python3 -c "import safetensors, sys; sys.exit(safetensors.__version__ != '$safetensors_version')" 2>/dev/null; then
+    return 0
+  fi
+  echo "setup: installing safetensors==$safetensors_version for /usr/bin/python3 (PyPI)"
+  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "safetensors==$safetensors_version"
+}
 
 missing=()
 for p in "${packages[@]}"; do
@@ -24,15 +42,15 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages present"
+  install_safetensors
   exit 0
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
+if [ -n "$sudo" ]; then
   command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
-  sudo="sudo"
 fi
 echo "setup: installing ${missing[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+install_safetensors
 echo "setup: done"
