@@ -146,15 +146,17 @@ void CheckpointReader::validate() {
     const int rank = t.global_shape_size();
     if (rank < 1 || rank > 2) bad("has", rank, "dimensions (Loom tensors have 1 or 2)");
     if (t.slice().start_size() != rank || t.slice().extent_size() != rank) bad("has a slice of the wrong rank");
-    int64_t numel = 1;
+    // numel <= total <= kMaxElements, checked before each product so that none overflows.
+    int64_t numel = 1, total = 1;
     for (int d = 0; d < rank; ++d) {
       const int64_t dim = t.global_shape(d), s = t.slice().start(d), e = t.slice().extent(d);
-      if (dim <= 0 || dim > kMaxElements) bad("has dimension", dim);
+      if (dim <= 0) bad("has dimension", dim);
+      if (dim > kMaxElements / total) bad("has more than", kMaxElements, "elements");
       if (s < 0 || e <= 0 || s > dim || e > dim - s) {
-        bad("has slice [", s, ",", s + e, ") outside dimension", d, "of size", dim);
+        bad("has slice start", s, "extent", e, "outside dimension", d, "of size", dim);
       }
+      total *= dim;
       numel *= e;
-      if (numel > kMaxElements) bad("is too large");
     }
     std::vector<int64_t> shape(t.global_shape().begin(), t.global_shape().end());
     auto [it, fresh] = shapes.emplace(t.name(), shape);
@@ -165,7 +167,7 @@ void CheckpointReader::validate() {
     const uint64_t size = files_[static_cast<size_t>(t.file())]->size;
     if (t.offset() > size || nbytes > size - t.offset()) {
       fail_user("checkpoint shard file", file_path(t.file()), "is too short for tensor", "\"" + t.name() + "\":",
-                "it needs bytes [", t.offset(), ",", t.offset() + nbytes, ") but has", size);
+                "it needs", nbytes, "bytes at offset", t.offset(), "but has", size);
     }
     Rect r;
     r.row0 = t.slice().start(0);
@@ -176,9 +178,24 @@ void CheckpointReader::validate() {
     index_[{t.name(), static_cast<int>(t.state())}].push_back(static_cast<size_t>(i));
     int64_t& count = stored[{t.name(), static_cast<int>(t.state())}];
     count += numel;
-    int64_t total = 1;
-    for (int64_t d : shape) total *= d;
     if (count > total) bad("is stored more than once (its slices hold more elements than the tensor)");
+  }
+  // No two slices of a tensor may overlap: read() knows a rectangle is whole by counting the
+  // elements it copied, which only works if no element is counted twice.
+  for (const auto& [key, entries] : index_) {
+    std::vector<size_t> by_row = entries;
+    std::sort(by_row.begin(), by_row.end(), [&](size_t a, size_t b) { return rects_[a].row0 < rects_[b].row0; });
+    for (size_t a = 0; a < by_row.size(); ++a) {
+      const Rect& ra = rects_[by_row[a]];
+      for (size_t b = a + 1; b < by_row.size() && rects_[by_row[b]].row0 < ra.row0 + ra.rows; ++b) {
+        const Rect& rb = rects_[by_row[b]];
+        if (rb.col0 < ra.col0 + ra.cols && ra.col0 < rb.col0 + rb.cols) {
+          fail_user("checkpoint manifest", manifest_path, "tensor", "\"" + key.first + "\"", "(entries",
+                    std::min(by_row[a], by_row[b]), "and", std::max(by_row[a], by_row[b]),
+                    "): their slices overlap (an element is stored twice)");
+        }
+      }
+    }
   }
 }
 
