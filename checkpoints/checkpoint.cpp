@@ -455,6 +455,8 @@ Progress progress_of(const Manifest& manifest) {
 void load_state(const CheckpointReader& reader, std::span<GPT* const> chunks, std::span<AdamW* const> optimizers) {
   LOOM_CHECK(optimizers.empty() || optimizers.size() == chunks.size(), "one optimizer per chunk");
   const bool moments = reader.manifest().optimizer().has_moments();
+  // Every rectangle this rank needs, with where it goes.
+  std::vector<CheckpointReader::Request> wants;
   for (size_t c = 0; c < chunks.size(); ++c) {
     GPT& chunk = *chunks[c];
     for (Parameter& p : chunk.parameters()) {
@@ -465,7 +467,7 @@ void load_state(const CheckpointReader& reader, std::span<GPT* const> chunks, st
       }
       int64_t local = 0;
       for (const ShardBlock& b : p.blocks) {
-        reader.read(p.name, STATE_PARAMETER, b, p.value.f32() + local, b.cols);
+        wants.push_back({p.name, STATE_PARAMETER, b, p.value.f32() + local, b.cols});
         local += b.rows * b.cols;
       }
     }
@@ -476,19 +478,22 @@ void load_state(const CheckpointReader& reader, std::span<GPT* const> chunks, st
     if (!moments) {
       std::fill(m, m + opt.moment_m().numel(), 0.0f);
       std::fill(v, v + opt.moment_v().numel(), 0.0f);
-      opt.set_step_count(0);
       continue;
     }
     for (const AdamW::OwnedRun& run : opt.owned_runs()) {
       const Parameter& p = chunk.parameters()[run.param];
       for_each_rect(p, run.local_offset, run.count, [&](const Rect& r, int64_t li) {
         const int64_t s = run.state_offset + (li - run.local_offset);
-        reader.read(p.name, STATE_ADAM_M, r, m + s, r.cols);
-        reader.read(p.name, STATE_ADAM_V, r, v + s, r.cols);
+        wants.push_back({p.name, STATE_ADAM_M, r, m + s, r.cols});
+        wants.push_back({p.name, STATE_ADAM_V, r, v + s, r.cols});
       });
     }
-    opt.set_step_count(reader.manifest().optimizer().step_count());
   }
+  // Checksums first, over the stored slices these touch in file order (sequential reads), then
+  // the copies from the now cached files.
+  reader.verify_for(wants);
+  for (const CheckpointReader::Request& w : wants) reader.read(w.name, w.state, w.rect, w.dest, w.dest_stride);
+  for (AdamW* opt : optimizers) opt->set_step_count(moments ? reader.manifest().optimizer().step_count() : 0);
 }
 
 Resumed resume(const std::string& spec, const std::string& root, const config::RunConfig& run,

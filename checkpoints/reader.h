@@ -58,6 +58,19 @@ class CheckpointReader {
   void read(const std::string& name, State state, const Rect& want, float* dest,
             int64_t dest_stride) const;
 
+  // A rectangle to read and where it goes (the arguments of read()).
+  struct Request {
+    std::string name;
+    State state;
+    Rect rect;
+    float* dest;
+    int64_t dest_stride;
+  };
+  // Verifies, in file order, every stored slice that intersects one of `wants` (read() then
+  // finds them verified). UserError for the first that fails. Reading a cold file this way runs
+  // at its sequential rate; verifying slice by slice in the order a model asks for them does not.
+  void verify_for(const std::vector<Request>& wants) const;
+
   // Verifies every stored slice; one line per failure ("" when all pass). For `loom ckpt inspect`.
   std::vector<std::string> verify_all() const;
   // Whether tensors[i] was verified, failed, or not yet read.
@@ -79,6 +92,7 @@ class CheckpointReader {
   std::vector<Rect> rects_;
   std::map<std::pair<std::string, int>, std::vector<size_t>> index_;  // (name, state) -> entries
   mutable std::vector<Check> checked_;
+  mutable std::vector<char> buffer_;  // for the checksums' reads
 };
 
 }  // namespace loom::checkpoint
