@@ -379,10 +379,16 @@ void Checkpointer::write_and_commit(Pending& job) {
   if (replacing) fs::remove_all(old, ec);
   committed_ = job.final_dir;
 
-  // Retention: the newest keep_last, every keep_every-th, and whatever `latest` names.
+  // Retention: the newest keep_last, every keep_every-th, and whatever `latest` names. A run that
+  // started afresh replaces the checkpoints of the earlier run, now that it has one of its own.
+  written_.insert(job.final_dir);
   const std::vector<std::string> all = list_checkpoints(policy_.root);  // latest first
   std::vector<std::pair<int64_t, std::string>> by_step;
   for (const std::string& dir : all) {
+    if (policy_.replace_earlier_run && written_.count(dir) == 0) {
+      fs::remove_all(dir, ec);
+      continue;
+    }
     const std::string name = fs::path(dir).filename().string();
     by_step.emplace_back(std::stoll(name.substr(5)), dir);
   }

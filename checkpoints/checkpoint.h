@@ -22,6 +22,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <thread>
@@ -51,6 +52,9 @@ struct Policy {
   int keep_every = 0;           // also keep those whose step is a multiple of M; 0: none
   bool async = true;            // false: save() returns once the checkpoint is committed
   double commit_timeout_s = 600;  // rank 0 gives up waiting for the other ranks' shards
+  // A run that started afresh: at its first commit, the checkpoints it did not write (an earlier
+  // run's) are deleted.
+  bool replace_earlier_run = false;
 };
 
 // "step-00000010"
@@ -91,6 +95,7 @@ class Checkpointer {
   std::thread thread_;
   std::exception_ptr error_;
   std::string committed_;
+  std::set<std::string> written_;  // directories this checkpointer committed (rank 0)
   double blocked_s_ = 0, copy_s_ = 0;
   std::unique_ptr<char[]> buffer_;  // the host copy, reused across saves
   size_t buffer_size_ = 0;

@@ -207,14 +207,15 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   }
   const config::CheckpointConfig& ckc = cfg.checkpoint();
   const std::string ckpt_root = checkpoint_root(cfg);
-  checkpoint::Checkpointer checkpointer(
-      checkpoint::Policy{ckpt_root, ckc.keep_last(), ckc.keep_every(), ckc.async(), ckc.commit_timeout_s()}, world);
+  checkpoint::Policy policy{ckpt_root, ckc.keep_last(), ckc.keep_every(), ckc.async(), ckc.commit_timeout_s()};
   checkpoint::Progress progress;
+  bool resumed_run = false;
   if (resume_spec != "none") {
     const checkpoint::Resumed resumed = checkpoint::resume(
         resume_spec, ckpt_root, cfg, world, chunk_ptrs, optimizer_ptrs,
         [](const std::string& warning) { std::fprintf(stderr, "loom train: warning: %s\n", warning.c_str()); });
     if (resumed.resumed) {
+      resumed_run = true;
       progress = resumed.progress;
       if (leader) {
         const checkpoint::Layout& l = resumed.header.layout();
@@ -225,10 +226,18 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     } else if (leader) {
       std::printf("resume: no checkpoint under %s yet; starting afresh\n", ckpt_root.c_str());
     }
-  } else if (leader && !checkpoint::list_checkpoints(ckpt_root).empty()) {
-    std::printf("note: %s holds checkpoints of an earlier run; this run starts afresh and will replace them "
-                "(pass --resume auto to continue instead)\n", ckpt_root.c_str());
   }
+  if (!resumed_run) {
+    // Starting afresh where an earlier run left checkpoints: they go once this run has saved one.
+    const std::vector<std::string> earlier = checkpoint::list_checkpoints(ckpt_root);
+    policy.replace_earlier_run = !earlier.empty();
+    if (leader && !earlier.empty()) {
+      std::printf("note: %s holds %zu checkpoint%s of an earlier run (newest %s); this run starts afresh and "
+                  "deletes them at its first save (pass --resume auto to continue that run instead)\n",
+                  ckpt_root.c_str(), earlier.size(), earlier.size() == 1 ? "" : "s", earlier[0].c_str());
+    }
+  }
+  checkpoint::Checkpointer checkpointer(policy, world);
 
   // Rank 0 keeps a whole copy of the model for evaluation, samples and the model file.
   std::unique_ptr<GPT> whole = leader ? std::make_unique<GPT>(model_config) : nullptr;

@@ -182,6 +182,25 @@ TEST(CheckpointTest, LatestPointerComesFirstAfterResumingFromAnOlderCheckpoint) 
   EXPECT_EQ(fs::path(left[1]).filename(), "step-00000009");
 }
 
+TEST(CheckpointTest, ARunStartedAfreshReplacesTheEarlierRunsCheckpointsAtItsFirstSave) {
+  testing::TempDir dir("ckpt_replace");
+  parallel::SoloCommunicator world("world");
+  TrainingRun run(13);
+  {
+    Checkpointer earlier(Policy{dir.str(), 0, 0, false, 30}, world);
+    run.save(earlier, 50);
+    run.save(earlier, 100);
+  }
+  Policy fresh{dir.str(), 3, 0, false, 30};
+  fresh.replace_earlier_run = true;
+  Checkpointer c(fresh, world);
+  run.save(c, 10);
+  run.save(c, 20);
+  std::vector<std::string> names;
+  for (const std::string& d : list_checkpoints(dir.str())) names.push_back(fs::path(d).filename().string());
+  EXPECT_EQ(names, (std::vector<std::string>{"step-00000020", "step-00000010"}));
+}
+
 // Flips one byte of the stored bytes of tensor `name` in the newest checkpoint.
 void corrupt_tensor(const std::string& ckpt, const std::string& name) {
   const CheckpointReader reader(ckpt);
