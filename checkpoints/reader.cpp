@@ -1,7 +1,6 @@
 #include "checkpoints/reader.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -10,10 +9,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 
 #include "core/base/check.h"
 #include "core/base/file_io.h"
+#include "core/base/mapped_file.h"
 
 namespace loom::checkpoint {
 
@@ -39,12 +40,8 @@ std::string shard_file_name(int rank) {
 struct CheckpointReader::Mapping {
   const char* data = nullptr;
   uint64_t size = 0;
-  void* mapped = nullptr;
   int fd = -1;  // -1: bytes in memory (from_memory)
-  ~Mapping() {
-    if (mapped != nullptr) munmap(mapped, size);
-    if (fd >= 0) ::close(fd);
-  }
+  std::unique_ptr<MappedFile> file;
 };
 
 CheckpointReader::~CheckpointReader() = default;
@@ -73,30 +70,16 @@ CheckpointReader::CheckpointReader(const std::string& dir) : dir_(dir) {
                 "(expected a plain file name inside the checkpoint directory)");
     }
     const std::string file = file_path(i);
+    if (!std::filesystem::exists(file)) fail_user("checkpoint", dir, "is missing its shard file", file);
     auto m = std::make_unique<Mapping>();
-    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail_user("checkpoint", dir, "is missing its shard file", file, "(" + std::string(std::strerror(errno)) + ")");
-    struct stat fs {};
-    if (::fstat(fd, &fs) != 0) {
-      ::close(fd);
-      fail_user("cannot stat checkpoint shard file", file);
-    }
-    m->size = static_cast<uint64_t>(fs.st_size);
+    m->file = std::make_unique<MappedFile>(file, "checkpoint shard file");
+    m->data = m->file->data();
+    m->size = m->file->size();
+    m->fd = m->file->fd();
     if (m->size != f.size()) {
-      ::close(fd);
       fail_user("checkpoint shard file", file, "has", m->size, "bytes but the manifest records", f.size(),
                 m->size < f.size() ? "(truncated)" : "(it was changed after the save)");
     }
-    if (m->size > 0) {
-      void* p = ::mmap(nullptr, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (p == MAP_FAILED) {
-        ::close(fd);
-        fail_user("cannot map checkpoint shard file", file, "(" + std::string(std::strerror(errno)) + ")");
-      }
-      m->mapped = p;
-      m->data = static_cast<const char*>(p);
-    }
-    m->fd = fd;
     files_.push_back(std::move(m));
   }
   validate();

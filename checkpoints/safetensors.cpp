@@ -1,8 +1,6 @@
 #include "checkpoints/safetensors.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <bit>
@@ -14,6 +12,7 @@
 
 #include "core/base/check.h"
 #include "core/base/file_io.h"
+#include "core/base/mapped_file.h"
 #include "data/json.h"
 
 namespace loom {
@@ -77,31 +76,14 @@ int64_t SafetensorsFile::Entry::numel() const {
   return n;
 }
 
-SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail_user("cannot open safetensors file", path, "(" + std::string(std::strerror(errno)) + ")");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail_user("safetensors file", path, "is not a regular file");
-  }
-  size_ = static_cast<uint64_t>(st.st_size);
-  if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      ::close(fd);
-      fail_user("cannot map safetensors file", path, "(" + std::string(std::strerror(errno)) + ")");
-    }
-    mapped_ = p;
-    data_ = static_cast<const char*>(p);
-  }
-  ::close(fd);
+SafetensorsFile::SafetensorsFile(const std::string& path)
+    : path_(path), file_(std::make_unique<MappedFile>(path, "safetensors file")) {
+  data_ = file_->data();
+  size_ = file_->size();
   parse_header();
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapped_ != nullptr) ::munmap(mapped_, size_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 void SafetensorsFile::parse_header() {
   auto bad_file = [&](const auto&... why) { fail_user("safetensors file", path_, why...); };

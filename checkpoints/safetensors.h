@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/base/mapped_file.h"
+
 namespace loom {
 
 // The safetensors Python package refuses headers above 100 MB; so do we.
@@ -53,10 +55,10 @@ class SafetensorsFile {
  private:
   void parse_header();
   std::string path_;
+  std::unique_ptr<MappedFile> file_;
   const char* data_ = nullptr;  // the whole file
   uint64_t size_ = 0;
   uint64_t buffer_start_ = 0;   // 8 + header length
-  void* mapped_ = nullptr;
   std::vector<Entry> tensors_;
   std::map<std::string, size_t> index_;
   std::map<std::string, std::string> metadata_;
