@@ -253,6 +253,18 @@ void validate_config(const config::RunConfig& cfg) {
   if (c.keep_every() < 0) fail_user("checkpoint.keep_every is", c.keep_every(), "but must be >= 0 (0: none)");
   if (!(c.commit_timeout_s() > 0)) fail_user("checkpoint.commit_timeout_s is", c.commit_timeout_s(), "but must be > 0");
   if (c.has_dir() && c.dir().empty()) fail_user("checkpoint.dir is empty; unset it to use <train.out_dir>/checkpoints");
+  const config::GuardConfig& g = cfg.guard();
+  if (g.rollback_after() < 0) fail_user("guard.rollback_after is", g.rollback_after(), "but must be >= 0 (0: never roll back)");
+  if (g.max_rollbacks() < 0) fail_user("guard.max_rollbacks is", g.max_rollbacks(), "but must be >= 0");
+  if (!(g.collective_timeout_s() > 0)) {
+    fail_user("guard.collective_timeout_s is", g.collective_timeout_s(), "but must be > 0 seconds");
+  }
+  const config::MetricsConfig& mc = cfg.metrics();
+  if (!(mc.peak_tflops() >= 0)) fail_user("metrics.peak_tflops is", mc.peak_tflops(), "but must be >= 0 (0: measured)");
+}
+
+std::string metrics_path(const config::RunConfig& cfg) {
+  return cfg.metrics().has_jsonl() ? cfg.metrics().jsonl() : cfg.train().out_dir() + "/metrics.jsonl";
 }
 
 std::string checkpoint_root(const config::RunConfig& cfg) {

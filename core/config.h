@@ -34,4 +34,8 @@ std::string config_to_text(const config::RunConfig& config);
 // Where a run's checkpoints go: checkpoint.dir, else <train.out_dir>/checkpoints.
 std::string checkpoint_root(const config::RunConfig& config);
 
+// Where rank 0 appends the metrics JSONL: metrics.jsonl, else <train.out_dir>/metrics.jsonl; ""
+// means none.
+std::string metrics_path(const config::RunConfig& config);
+
 }  // namespace loom
