@@ -288,12 +288,13 @@ void Checkpointer::save(const config::RunConfig& cfg, const Progress& progress,
   }
   pending_ = std::move(job);
   Pending* p = pending_.get();
-  thread_ = std::thread([this, p] {
+  thread_ = std::thread([this, p, start] {
     try {
       write_and_commit(*p);
     } catch (...) {
       error_ = std::current_exception();
     }
+    save_s_.store(std::chrono::duration<double>(Clock::now() - start).count());
   });
   blocked_s_ = std::chrono::duration<double>(Clock::now() - start).count();
   if (!policy_.async) wait();
@@ -313,7 +314,12 @@ void Checkpointer::write_and_commit(Pending& job) {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) fail_user("cannot create checkpoint shard file", path, ":", std::strerror(errno));
     try {
-      write_fully(fd, job.image, job.image_size, path);
+      const size_t half = policy_.halfway_hook ? job.image_size / 2 : job.image_size;
+      write_fully(fd, job.image, half, path);
+      if (policy_.halfway_hook) {
+        policy_.halfway_hook(job.step);
+        write_fully(fd, job.image + half, job.image_size - half, path);
+      }
     } catch (...) {
       ::close(fd);
       throw;

@@ -18,6 +18,7 @@
 // from whichever stored slices intersect them, verifying their checksums.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -55,6 +56,9 @@ struct Policy {
   // A run that started afresh: at its first commit, the checkpoints it did not write (an earlier
   // run's) are deleted.
   bool replace_earlier_run = false;
+  // Called on the writer thread with the step being saved, halfway through writing this rank's
+  // shard: the fault-injection tests kill the process there (launch/fault_injection.h).
+  std::function<void(int64_t step)> halfway_hook = {};
 };
 
 // "step-00000010"
@@ -81,6 +85,9 @@ class Checkpointer {
   // Seconds the last save() held the caller: waiting for the previous save plus the host copy.
   double last_blocked_seconds() const { return blocked_s_; }
   double last_copy_seconds() const { return copy_s_; }
+  // Seconds the last finished save took from save() until this rank's shard was on disk (rank 0:
+  // until the commit); 0 before any finished.
+  double last_save_seconds() const { return save_s_.load(); }
   // The directory of the last committed checkpoint (rank 0; "" before the first commit).
   std::string last_committed() const { return committed_; }
   const Policy& policy() const { return policy_; }
@@ -97,6 +104,7 @@ class Checkpointer {
   std::string committed_;
   std::set<std::string> written_;  // directories this checkpointer committed (rank 0)
   double blocked_s_ = 0, copy_s_ = 0;
+  std::atomic<double> save_s_{0};  // written by the writer thread
   std::unique_ptr<char[]> buffer_;  // the host copy, reused across saves
   size_t buffer_size_ = 0;
 };

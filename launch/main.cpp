@@ -5,12 +5,15 @@
 // `loom train` needs no MPI runtime. A user error found while setting up (a bad config) is raised
 // identically on every rank and printed once by rank 0; any other failure is printed with its
 // rank and aborts the whole job, so that no rank waits forever for a peer that has gone.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/base/check.h"
@@ -69,6 +72,19 @@ int main(int argc, char** argv) {
   } catch (const loom::UserError& e) {
     if (rank == 0) std::fprintf(stderr, "loom %s: error: %s\n", command.c_str(), e.what());
     return 2;
+  } catch (const loom::parallel::CommTimeout& e) {
+    // A peer stopped answering: this rank says who and where, then ends the whole job (the
+    // silent rank included) rather than wait for it. The other ranks waiting for it (or for a
+    // rank that waits for it) time out at about the same moment: a short grace lets them say
+    // so too before the abort, so that the lines together point at the rank that went silent.
+    std::fprintf(stderr, "loom %s: rank %d gave up waiting: %s; ending the job\n", command.c_str(), rank, e.what());
+    std::fflush(stderr);
+    if (world && world->size() > 1) {
+      const auto grace = std::clamp(world->timeout() / 10, std::chrono::milliseconds(1000), std::chrono::milliseconds(10000));
+      std::this_thread::sleep_for(grace);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "loom %s: internal error on rank %d: %s\n", command.c_str(), rank, e.what());
     if (world && world->size() > 1) {

@@ -7,6 +7,8 @@
 // model file use the whole model, assembled from the shards on rank 0.
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <limits>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -22,6 +24,8 @@
 #include "core/train_step.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
+#include "launch/fault_injection.h"
+#include "launch/stop_request.h"
 #include "core/decoder.h"
 #include "data/tokenizer.h"
 #include "launch/run_setup.h"
@@ -40,8 +44,11 @@ const std::vector<FlagSpec>& train_flags() {
        "continue from a checkpoint: auto = the newest valid one under checkpoint.dir (none there: "
        "start afresh); DIR = that checkpoint, or the newest in DIR; none (default) = start afresh"},
       {"stop-after-steps", "N",
-       "train at most N steps in this process, save a checkpoint and exit (the run resumes with "
+       "train at most N steps in this process, save a checkpoint and exit 0 (the run resumes with "
        "--resume auto)"},
+      {"time-budget", "DURATION",
+       "wall-clock budget of this process, e.g. 3h50m: when the next step and a checkpoint would "
+       "not fit, save and exit 75 (like SIGTERM/SIGUSR1; a batch script requeues the job)"},
       {"help", "", "show this help"},
   };
   return flags;
@@ -54,6 +61,32 @@ std::string format_count(double value) {
   else std::snprintf(buf, sizeof buf, "%.0f", value);
   return buf;
 }
+
+// LOOM_FAULT=nan@N (launch/fault_injection.h): one weight of this rank is NaN for one step and
+// restored after it, so that step's loss and gradients are not finite on every rank, as a real
+// numerical fault would make them. A LayerNorm weight, which every token passes through.
+class PoisonedWeight {
+ public:
+  explicit PoisonedWeight(GPT& chunk) {
+    for (Parameter& p : chunk.parameters()) {
+      if (p.value.numel() == 0) continue;
+      if (!target_ || p.name.find("ln") != std::string::npos) target_ = p.value.f32();
+      if (p.name.find("ln") != std::string::npos) break;
+    }
+    if (!target_) return;
+    kept_ = *target_;
+    *target_ = std::numeric_limits<float>::quiet_NaN();
+  }
+  ~PoisonedWeight() {
+    if (target_) *target_ = kept_;
+  }
+  PoisonedWeight(const PoisonedWeight&) = delete;
+  PoisonedWeight& operator=(const PoisonedWeight&) = delete;
+
+ private:
+  float* target_ = nullptr;
+  float kept_ = 0;
+};
 
 constexpr int kAssembleTag = 7;  // point-to-point tag of the tensors sent to rank 0
 
@@ -151,6 +184,7 @@ void print_token_samples(const GPT& whole, const config::RunConfig& cfg, const s
 }  // namespace
 
 int run_train(const std::vector<std::string>& args, parallel::Communicator& world) {
+  const auto started = std::chrono::steady_clock::now();
   ParsedArgs parsed = parse_args("train", args, train_flags());
   const bool leader = world.rank() == 0;
   if (parsed.has("help")) {
@@ -173,6 +207,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   const config::TrainConfig& tc = cfg.train();
   const config::OptimizerConfig& oc = cfg.optimizer();
   const config::ParallelConfig& pc = cfg.parallel();
+  // Every group of the grid inherits the world's deadline: a rank that stops answering turns into
+  // an error naming it and the operation on every rank waiting for it, never into a hang.
+  world.set_timeout(std::chrono::milliseconds(static_cast<int64_t>(1e3 * cfg.guard().collective_timeout_s())));
   const parallel::ProcessGrid grid(world, parallel::GridShape{pc.tp(), pc.pp(), pc.dp()});
   const int threads = set_thread_count(tc.threads());
   // The data: the built-in addition task, or token shards from `loom prepare`.
@@ -202,6 +239,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   const std::string resume_spec = parsed.get("resume", "none");
   if (resume_spec.empty()) fail_user("--resume expects auto, a checkpoint directory, or none");
   const int stop_after = parsed.get_int("stop-after-steps", 0);
+  const TimeBudget budget = parsed.has("time-budget")
+                                ? TimeBudget(parse_duration(parsed.get("time-budget", ""), "--time-budget"), started)
+                                : TimeBudget();
   if (parsed.has("stop-after-steps") && stop_after <= 0) {
     fail_user("--stop-after-steps is", stop_after, "but must be a positive number of steps");
   }
@@ -210,12 +250,14 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   checkpoint::Policy policy{ckpt_root, ckc.keep_last(), ckc.keep_every(), ckc.async(), ckc.commit_timeout_s()};
   checkpoint::Progress progress;
   bool resumed_run = false;
+  std::string resumed_dir;
   if (resume_spec != "none") {
     const checkpoint::Resumed resumed = checkpoint::resume(
         resume_spec, ckpt_root, cfg, world, chunk_ptrs, optimizer_ptrs,
         [](const std::string& warning) { std::fprintf(stderr, "loom train: warning: %s\n", warning.c_str()); });
     if (resumed.resumed) {
       resumed_run = true;
+      resumed_dir = resumed.dir;
       progress = resumed.progress;
       if (leader) {
         const checkpoint::Layout& l = resumed.header.layout();
@@ -237,7 +279,15 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
                   ckpt_root.c_str(), earlier.size(), earlier.size() == 1 ? "" : "s", earlier[0].c_str());
     }
   }
+  FaultPlan faults = FaultPlan::from_environment(world.rank());
+  if (!faults.empty()) {
+    policy.halfway_hook = [save_faults = faults](int64_t step) mutable {
+      if (save_faults.due(FaultKind::kKillInSave, static_cast<int>(step))) kill_this_process();
+    };
+  }
   checkpoint::Checkpointer checkpointer(policy, world);
+  // Where a rollback goes: the checkpoint this run resumed from or last saved.
+  std::string rollback_dir = resumed_dir;
 
   // Rank 0 keeps a whole copy of the model for evaluation, samples and the model file.
   std::unique_ptr<GPT> whole = leader ? std::make_unique<GPT>(model_config) : nullptr;
@@ -318,6 +368,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     progress.has_loader = token_run != nullptr;
     if (token_run) progress.loader = token_run->state();
     checkpointer.save(cfg, progress, chunk_ptrs, optimizer_ptrs);
+    rollback_dir = ckpt_root + "/" + checkpoint::step_dir_name(done);
     if (leader) {
       std::printf("checkpoint %5d/%d | %s/%s | training held %.0f ms (host copy %.0f ms)%s\n", done, steps,
                   ckpt_root.c_str(), checkpoint::step_dir_name(done).c_str(), 1e3 * checkpointer.last_blocked_seconds(),
@@ -325,7 +376,50 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       std::fflush(stdout);
     }
   };
-  for (int step = first_step; step < end_step; ++step) {
+  // Guards: non-finite steps are skipped; guard.rollback_after of them in a row reload the last
+  // checkpoint (collective: every rank sees the same global loss and gradient norm).
+  const config::GuardConfig& guard = cfg.guard();
+  int bad_in_a_row = 0, rollbacks = 0;
+  auto roll_back = [&](int failed_step) {
+    if (rollback_dir.empty()) {
+      fail_user(bad_in_a_row, "steps in a row had a non-finite loss or gradient norm (the last at step", failed_step,
+                ") and there is no checkpoint to roll back to; set checkpoint.every, or lower optimizer.lr");
+    }
+    if (++rollbacks > guard.max_rollbacks()) {
+      fail_user("the loss or gradient norm is still not finite at step", failed_step, "after", guard.max_rollbacks(),
+                "rollbacks (guard.max_rollbacks): the fault is in the data or the settings, not transient;"
+                " lower optimizer.lr or raise optimizer.warmup_steps");
+    }
+    checkpointer.wait();  // rank 0: the checkpoint is committed ...
+    world.barrier();      // ... before any rank reads it
+    const checkpoint::Resumed back = checkpoint::resume(
+        rollback_dir, ckpt_root, cfg, world, chunk_ptrs, optimizer_ptrs,
+        [](const std::string& warning) { std::fprintf(stderr, "loom train: warning: %s\n", warning.c_str()); });
+    progress = back.progress;
+    saved_step = static_cast<int>(progress.step);
+    if (token_run) {
+      token_run = std::make_unique<TokenRun>(cfg.data().tokens(), BatchLayout{T, B, accum, replicas, grid.coord().dp},
+                                             progress.loader);
+    }
+    if (leader) {
+      std::printf("guard: %d non-finite steps in a row: rolled back to %s (step %lld), rollback %d of at most %d\n",
+                  bad_in_a_row, back.dir.c_str(), static_cast<long long>(progress.step), rollbacks, guard.max_rollbacks());
+      std::fflush(stdout);
+    }
+    bad_in_a_row = 0;
+    window_loss = 0;
+    window_steps = 0;
+    window_start = Clock::now();
+    return static_cast<int>(progress.step);
+  };
+  SignalStop signals;
+  TimeBudget time_budget = budget;
+  int step = first_step;
+  while (step < end_step) {
+    const auto step_start = Clock::now();
+    if (faults.due(FaultKind::kHang, step + 1)) hang_this_process();
+    if (faults.due(FaultKind::kKill, step + 1)) kill_this_process();
+    if (faults.due(FaultKind::kSignal, step + 1)) std::raise(SIGUSR1);
     const float lr = lr_at_step(step, steps, oc.lr(), oc.warmup_steps(), oc.min_lr_ratio());
     std::span<const MicroBatch> micro = addition_micro;
     if (addition) {
@@ -337,42 +431,94 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     } else {
       micro = token_run->next_step();
     }
+    std::optional<PoisonedWeight> poisoned;
+    if (faults.due(FaultKind::kNan, step + 1)) poisoned.emplace(*chunks[0]);
     const StepResult result = train_step(chunk_ptrs, optimizer_ptrs, micro, lr);
+    poisoned.reset();
     if (!result.updated) {
-      fail_user("the loss became", result.loss, "(gradient norm", result.grad_norm, ") at step",
-                step + 1, "(lower optimizer.lr or raise optimizer.warmup_steps)");
+      if (guard.rollback_after() == 0) {
+        fail_user("the loss became", result.loss, "(gradient norm", result.grad_norm, ") at step", step + 1,
+                  "(lower optimizer.lr or raise optimizer.warmup_steps; guard.rollback_after > 0 skips such steps)");
+      }
+      ++bad_in_a_row;
+      if (leader) {
+        std::printf("guard: step %d: loss %g, gradient norm %g: update skipped (%d in a row; a rollback after %d)\n",
+                    step + 1, result.loss, result.grad_norm, bad_in_a_row, guard.rollback_after());
+        std::fflush(stdout);
+      }
+      if (bad_in_a_row >= guard.rollback_after()) {
+        step = roll_back(step + 1);
+        continue;
+      }
+    } else {
+      bad_in_a_row = 0;
     }
-    const double step_loss = result.loss, grad_norm = result.grad_norm;
-    window_loss += step_loss;
-    ++window_steps;
-    const bool last = step + 1 == steps;
-    const bool stopping = step + 1 == end_step;
-    if (leader && ((step + 1) % tc.log_every() == 0 || last)) {
+    const int done = step + 1;
+    step = done;
+    if (result.updated) {
+      window_loss += result.loss;
+      ++window_steps;
+    }
+    time_budget.record_step(std::chrono::duration<double>(Clock::now() - step_start).count());
+    const bool last = done == steps;
+    if (leader && (done % tc.log_every() == 0 || last) && window_steps > 0) {
       const double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
       const double tokens_per_s = window_steps * static_cast<double>(global_B) * T * accum / seconds;
       std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms/step\n",
-                  step + 1, steps, window_loss / window_steps, static_cast<double>(lr), grad_norm,
+                  done, steps, window_loss / window_steps, static_cast<double>(lr), result.grad_norm,
                   format_count(tokens_per_s).c_str(), 1e3 * seconds / window_steps);
       std::fflush(stdout);
     }
-    if ((step + 1) % tc.log_every() == 0 || last) {
+    if (done % tc.log_every() == 0 || last) {
       window_loss = 0;
       window_steps = 0;
       window_start = Clock::now();
     }
-    if (last || stopping || (ckc.every() > 0 && (step + 1) % ckc.every() == 0)) save_checkpoint(step + 1);
-    if ((tc.eval_every() > 0 && (step + 1) % tc.eval_every() == 0) || last) {
+    // Every rank learns whether any rank was signalled (or rank 0's budget ran out) after this
+    // same step, so all stop together.
+    StopReason local = signals.received();
+    if (leader && local == StopReason::kNone && time_budget.exhausted(Clock::now())) local = StopReason::kTimeBudget;
+    const StopDecision stop = last ? StopDecision{} : agree_on_stop(world, local);
+    // A step inside a run of non-finite ones is not a state to come back to: no checkpoint of it
+    // (the last one stays the rollback point, and the one a stopped run resumes from).
+    const bool healthy = bad_in_a_row == 0;
+    if (stop.stop()) {
+      if (healthy) save_checkpoint(done);
+      checkpointer.wait();
+      // mpirun ends the job as soon as one rank exits non-zero: none leaves before the commit.
+      world.barrier();
+      if (leader) {
+        if (healthy) {
+          std::printf("stopping: %s on rank %d: finished step %d of %d, checkpoint %s committed; exit %d "
+                      "(resume with --resume auto)\n",
+                      stop_reason_name(stop.reason), stop.rank, done, steps, checkpointer.last_committed().c_str(),
+                      kExitResumable);
+        } else {
+          std::printf("stopping: %s on rank %d after step %d of %d, not saved (the last steps were not finite): "
+                      "--resume auto goes back to %s; exit %d\n",
+                      stop_reason_name(stop.reason), stop.rank, done, steps,
+                      rollback_dir.empty() ? "the start" : rollback_dir.c_str(), kExitResumable);
+        }
+        std::fflush(stdout);
+      }
+      return kExitResumable;
+    }
+    if (last || done == end_step || (healthy && ckc.every() > 0 && done % ckc.every() == 0)) {
+      save_checkpoint(done);
+      time_budget.record_save(checkpointer.last_save_seconds());
+    }
+    if ((tc.eval_every() > 0 && done % tc.eval_every() == 0) || last) {
       if (addition) {
         assemble(chunks, grid, split, whole.get());
         if (leader) {
           const double acc = addition_accuracy(*whole, *task, task->test_problems());
-          std::printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)\n", step + 1, steps,
+          std::printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)\n", done, steps,
                       100.0 * acc, static_cast<int>(task->test_problems().size()));
         }
       } else {
         double val_loss = 0;
         if (token_run->validation_loss(chunk_ptrs, grid.dp(), &val_loss) && leader) {
-          std::printf("eval  %5d/%d | validation loss %.4f | perplexity %.2f\n", step + 1, steps, val_loss,
+          std::printf("eval  %5d/%d | validation loss %.4f | perplexity %.2f\n", done, steps, val_loss,
                       std::exp(val_loss));
         }
         if (last) assemble(chunks, grid, split, whole.get());

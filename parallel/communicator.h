@@ -4,7 +4,7 @@
 // buffers, its unique id broadcast over MPI). Layers never call these collectives directly; they
 // call the paired regions of parallel/regions.h, which are defined once with their backward.
 //
-// Every call has a deadline (timeout()): a peer that never arrives turns into loom::Error naming
+// Every call has a deadline (timeout()): a peer that never arrives turns into CommTimeout (a loom::Error) naming
 // the operation, the group and the rank(s) that did not arrive, instead of a hang. After such an
 // error the communicator is unusable (the peers are in an unknown state) and the process should
 // exit; launch/ does.
@@ -29,9 +29,17 @@
 #include <span>
 #include <string>
 
+#include "core/base/check.h"
 #include "core/base/dtype.h"
 
 namespace loom::parallel {
+
+// A peer did not arrive within the communicator's timeout (or an earlier timeout left the
+// communicator unusable). The message names the operation, the group and the missing rank(s).
+class CommTimeout : public Error {
+ public:
+  explicit CommTimeout(const std::string& message) : Error(message) {}
+};
 
 enum class ReduceOp : uint8_t { kSum = 0, kMax = 1 };
 
@@ -124,7 +132,8 @@ class Communicator {
   virtual void barrier() = 0;
 
   // A sub-communicator of the ranks that pass the same color, ordered by key (MPI_Comm_split's
-  // meaning); every rank of this communicator must call it. `name` labels the new group.
+  // meaning); every rank of this communicator must call it. `name` labels the new group, which
+  // starts with this one's timeout.
   virtual std::unique_ptr<Communicator> split(int color, int key, const std::string& name) = 0;
 
   std::chrono::milliseconds timeout() const { return timeout_; }

@@ -309,7 +309,7 @@ struct MpiCommunicator::Impl {
 
   void check_usable(const MpiCommunicator& self, const char* op) const {
     if (broken.empty()) return;
-    throw Error(unusable_message(self, op));
+    throw CommTimeout(unusable_message(self, op));
   }
 
   std::string timeout_message(const MpiCommunicator& self, const char* op, milliseconds timeout,
@@ -363,7 +363,7 @@ struct MpiCommunicator::Impl {
   // Never blocks: whether the collective has completed.
   bool test_collective(Posted& posted) {
     if (posted.complete) return true;
-    if (!posted.failure.empty()) throw Error(posted.failure);
+    if (!posted.failure.empty()) throw CommTimeout(posted.failure);
     int done = 0;
     LOOM_MPI_CHECK(MPI_Test(&posted.request, &done, MPI_STATUS_IGNORE));
     if (done) {
@@ -381,7 +381,7 @@ struct MpiCommunicator::Impl {
       // Another collective timed out: its peers may never arrive at this one either.
       const std::string message = unusable_message(self, posted.op);
       abandon(posted, message);
-      throw Error(message);
+      throw CommTimeout(message);
     }
     if (poll_all(std::span<MPI_Request>(&posted.request, 1), nullptr, posted.deadline)) {
       posted.complete = true;
@@ -399,7 +399,7 @@ struct MpiCommunicator::Impl {
                         "at collective #" + std::to_string(posted.number) + " of this group");
     broken = message;
     abandon(posted, message);
-    throw Error(message);
+    throw CommTimeout(message);
   }
 
   // One blocking collective: post, then wait.
@@ -471,7 +471,7 @@ struct MpiCommunicator::Impl {
   // Never blocks: whether every transfer of the batch has completed.
   bool test_p2p(const MpiCommunicator& self, PostedBatch& batch) {
     if (batch.complete) return true;
-    if (!batch.failure.empty()) throw Error(batch.failure);
+    if (!batch.failure.empty()) throw CommTimeout(batch.failure);
     std::vector<MPI_Status> statuses(batch.ops.size());
     if (!test_all(batch.requests, &statuses)) return false;
     batch.complete = true;
@@ -503,7 +503,7 @@ struct MpiCommunicator::Impl {
     if (!broken.empty()) {
       const std::string message = unusable_message(self, batch.op);
       give_up(batch, message);
-      throw Error(message);
+      throw CommTimeout(message);
     }
     std::vector<MPI_Status> statuses(batch.ops.size());
     if (poll_all(batch.requests, &statuses, batch.deadline)) {
@@ -531,7 +531,7 @@ struct MpiCommunicator::Impl {
         timeout_message(self, batch.op, self.timeout_, missing, "pending: " + pending);
     broken = message;
     give_up(batch, message);
-    throw Error(message);
+    throw CommTimeout(message);
   }
 
   // Waits up to the grace period for what is still in flight, then lets go of it.
@@ -686,13 +686,13 @@ class MpiCommunicator::Request final : public CommRequest {
 
   void wait() override {
     if (posted_->complete) return;
-    if (posted_->owner == nullptr) throw Error(posted_->failure);
+    if (posted_->owner == nullptr) throw CommTimeout(posted_->failure);
     posted_->owner->impl_->wait_collective(*posted_->owner, *posted_);
   }
 
   bool test() override {
     if (posted_->complete) return true;
-    if (posted_->owner == nullptr) throw Error(posted_->failure);
+    if (posted_->owner == nullptr) throw CommTimeout(posted_->failure);
     return posted_->owner->impl_->test_collective(*posted_);
   }
 
@@ -839,7 +839,9 @@ std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, const s
   });
   MPI_Comm comm = MPI_COMM_NULL;
   LOOM_MPI_CHECK(MPI_Comm_split(comm_, color, key, &comm));
-  return std::unique_ptr<Communicator>(new MpiCommunicator(comm, name, world_ranks_of(comm)));
+  std::unique_ptr<Communicator> child(new MpiCommunicator(comm, name, world_ranks_of(comm)));
+  child->set_timeout(timeout_);
+  return child;
 }
 
 }  // namespace loom::parallel

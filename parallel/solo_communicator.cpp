@@ -86,7 +86,9 @@ std::unique_ptr<CommRequest> SoloCommunicator::send_recv_batch_async(std::span<c
 }
 
 std::unique_ptr<Communicator> SoloCommunicator::split(int, int, const std::string& name) {
-  return std::make_unique<SoloCommunicator>(name);
+  auto child = std::make_unique<SoloCommunicator>(name);
+  child->set_timeout(timeout_);
+  return child;
 }
 
 }  // namespace loom::parallel
