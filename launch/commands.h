@@ -18,5 +18,7 @@ int run_tokenizer(const std::vector<std::string>& args);
 int run_prepare(const std::vector<std::string>& args);
 // `loom ckpt inspect|export|import`: checkpoints, and GPT-2 safetensors files in and out.
 int run_ckpt(const std::vector<std::string>& args);
+// `loom plot`: a run's metrics JSON lines -> a PNG of loss and throughput (gnuplot).
+int run_plot(const std::vector<std::string>& args);
 
 }  // namespace loom

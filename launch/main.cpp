@@ -32,6 +32,7 @@ constexpr const char* kUsage =
     "  tokenizer  train a tokenizer; encode text to token ids and back\n"
     "  prepare    tokenize text or JSONL files into a dataset directory for train\n"
     "  ckpt       inspect and verify checkpoints; export to / import from GPT-2 safetensors\n"
+    "  plot       draw a run's metrics (loss, tokens/s, MFU) as a PNG with gnuplot\n"
     "\n"
     "`loom <command> --help` lists a command's options. Docs: docs/.\n";
 
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
     if (command == "tokenizer") return loom::run_tokenizer(args);
     if (command == "prepare") return loom::run_prepare(args);
     if (command == "ckpt") return loom::run_ckpt(args);
+    if (command == "plot") return loom::run_plot(args);
     if (rank == 0) std::fprintf(stderr, "loom: unknown command '%s'\n\n%s", command.c_str(), kUsage);
     return 2;
   } catch (const loom::UserError& e) {

@@ -14,6 +14,7 @@ packages=(
   libicu-dev                 # Unicode letter/number/space classes of GPT-2's pre-tokenizer
   libxxhash-dev              # checksums in model files and checkpoints
   libgtest-dev               # the test suite
+  gnuplot-nox                # `loom plot` draws a run's metrics with it
   clang libclang-rt-14-dev   # the checkpoint-reader fuzz target (libFuzzer, ASan, UBSan)
   python3 python3-torch python3-numpy  # the PyTorch reference tests and benchmark peer
   python3-regex              # \p{L} in the Python reference of GPT-2's tokenizer (tests)

@@ -1,0 +1,309 @@
+#include "launch/metrics.h"
+
+#include <cblas.h>
+#include <fcntl.h>
+#include <omp.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string_view>
+
+#include "core/base/check.h"
+#include "data/utf8.h"
+
+namespace loom {
+
+namespace {
+
+double steady_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double unix_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// 950, 12.3k, 1.25M: tokens per second.
+std::string format_count(double value) {
+  char buf[32];
+  if (value >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", value / 1e6);
+  else if (value >= 1e3) std::snprintf(buf, sizeof buf, "%.1fk", value / 1e3);
+  else std::snprintf(buf, sizeof buf, "%.0f", value);
+  return buf;
+}
+
+// 412 MiB, 3.25 GiB.
+std::string format_memory(uint64_t bytes) {
+  const double mib = static_cast<double>(bytes) / (1024.0 * 1024.0);
+  char buf[32];
+  if (mib < 1024) std::snprintf(buf, sizeof buf, "%.0f MiB", mib);
+  else std::snprintf(buf, sizeof buf, "%.2f GiB", mib / 1024);
+  return buf;
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+// Cuts a last line that has no newline (a record torn by a crash) off the file `fd`, so that
+// the records appended next start on a line of their own.
+void drop_torn_tail(int fd, const std::string& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) fail_user("cannot stat metrics file", path + ":", errno_text());
+  off_t end = st.st_size;
+  if (end == 0) return;
+  char last = 0;
+  if (::pread(fd, &last, 1, end - 1) != 1) fail_user("cannot read metrics file", path + ":", errno_text());
+  if (last == '\n') return;
+  char buf[4096];
+  off_t keep = 0;
+  for (off_t pos = end; pos > 0 && keep == 0;) {
+    const off_t from = std::max<off_t>(0, pos - static_cast<off_t>(sizeof buf));
+    const auto n = static_cast<size_t>(pos - from);
+    if (::pread(fd, buf, n, from) != static_cast<ssize_t>(n)) {
+      fail_user("cannot read metrics file", path + ":", errno_text());
+    }
+    for (size_t i = n; i > 0; --i) {
+      if (buf[i - 1] == '\n') {
+        keep = from + static_cast<off_t>(i);
+        break;
+      }
+    }
+    pos = from;
+  }
+  if (::ftruncate(fd, keep) != 0) fail_user("cannot truncate metrics file", path + ":", errno_text());
+}
+
+// Appends `c` as JSON wants it inside a string.
+void append_escaped(std::string& out, char c) {
+  switch (c) {
+    case '"': out += "\\\""; return;
+    case '\\': out += "\\\\"; return;
+    case '\n': out += "\\n"; return;
+    case '\r': out += "\\r"; return;
+    case '\t': out += "\\t"; return;
+    case '\b': out += "\\b"; return;
+    case '\f': out += "\\f"; return;
+    default: break;
+  }
+  const auto u = static_cast<unsigned char>(c);
+  if (u < 0x20 || u == 0x7F) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "\\u%04x", u);
+    out += buf;
+  } else {
+    out += c;
+  }
+}
+
+}  // namespace
+
+double model_flops_per_token(const GPTConfig& c, int64_t n_params, int seq_len) {
+  LOOM_CHECK(seq_len > 0 && seq_len <= c.max_seq_len, "seq_len", seq_len, "must be in 1 ..", c.max_seq_len);
+  const double wpe = static_cast<double>(c.max_seq_len) * c.n_embd;
+  const double matmul_params = static_cast<double>(n_params) - wpe;
+  LOOM_CHECK(matmul_params > 0, "n_params", n_params, "must exceed the position embedding's", wpe);
+  return 6.0 * matmul_params + 12.0 * c.n_layer * static_cast<double>(seq_len) * c.n_embd;
+}
+
+double measure_cpu_peak_flops(int threads) {
+  const int saved_omp = omp_get_max_threads();
+  const int saved_blas = openblas_get_num_threads();
+  if (threads > 0) {
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+  }
+  constexpr int n = 1024;
+  const std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a.size(), 0.25f);
+  std::vector<float> out(a.size());
+  auto sgemm = [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
+                out.data(), n);
+  };
+  sgemm();  // warms the caches and starts the threads
+  int calls = 0;
+  const double start = steady_seconds();
+  double elapsed = 0;
+  while (calls < 3 || (elapsed < 0.2 && calls < 200)) {
+    sgemm();
+    ++calls;
+    elapsed = steady_seconds() - start;
+  }
+  if (threads > 0) {
+    omp_set_num_threads(saved_omp);
+    openblas_set_num_threads(saved_blas);
+  }
+  return 2.0 * n * n * static_cast<double>(n) * calls / elapsed;
+}
+
+uint64_t peak_rss_bytes() {
+  struct rusage usage {};
+  if (::getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+  return static_cast<uint64_t>(usage.ru_maxrss) * 1024;  // Linux counts in KiB
+}
+
+uint64_t current_rss_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size = 0, resident = 0;
+  if (!(statm >> size >> resident)) return 0;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  return page > 0 ? resident * static_cast<uint64_t>(page) : 0;
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const long long s = std::llround(seconds);
+  char buf[40];
+  if (s < 60) std::snprintf(buf, sizeof buf, "%llds", s);
+  else if (s < 3600) std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  else if (s < 86400) std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, s % 3600 / 60);
+  else std::snprintf(buf, sizeof buf, "%lldd%02lldh", s / 86400, s % 86400 / 3600);
+  return buf;
+}
+
+std::string json_quote(const std::string& text) {
+  std::string out = "\"";
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    const size_t bad = utf8_find_invalid(rest);
+    const std::string_view valid = rest.substr(0, bad);
+    for (char c : valid) append_escaped(out, c);
+    if (bad == std::string_view::npos) break;
+    out += "\xEF\xBF\xBD";  // U+FFFD REPLACEMENT CHARACTER
+    rest.remove_prefix(bad + 1);
+  }
+  return out + "\"";
+}
+
+std::string json_number(double x) {
+  if (!std::isfinite(x)) return "null";
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, x);
+  LOOM_CHECK(ec == std::errc(), "to_chars failed for", x);
+  return std::string(buf, end);
+}
+
+std::string format_progress_line(const TrainMetrics& m) {
+  char head[160];
+  std::snprintf(head, sizeof head, "step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f", m.step, m.steps, m.loss,
+                m.lr, m.grad_norm);
+  std::string line = head;
+  if (std::isfinite(m.tokens_per_s)) line += " | " + format_count(m.tokens_per_s) + " tok/s";
+  if (std::isfinite(m.mfu)) {
+    char mfu[32];
+    std::snprintf(mfu, sizeof mfu, " | MFU %.1f%%", 100 * m.mfu);
+    line += mfu;
+  }
+  if (m.mem_bytes > 0) line += " | mem " + format_memory(m.mem_bytes);
+  if (std::isfinite(m.eta_s)) line += " | ETA " + format_duration(m.eta_s);
+  return line;
+}
+
+EtaClock::EtaClock(int first_step) : first_step_(first_step), start_s_(steady_seconds()) {}
+
+double EtaClock::eta_s(int step, int steps) const {
+  const int done = step - first_step_;
+  if (done <= 0) return TrainMetrics::kUnknown;
+  const double per_step = (steady_seconds() - start_s_) / done;
+  return per_step * std::max(0, steps - step);
+}
+
+MetricsLog::MetricsLog(const std::string& jsonl_path, bool progress_bar, FILE* out)
+    : path_(jsonl_path), out_(out), bar_enabled_(progress_bar && ::isatty(::fileno(out)) == 1) {
+  if (path_.empty()) return;
+  namespace fs = std::filesystem;
+  const fs::path parent = fs::path(path_).parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    fs::create_directories(parent, ec);
+    if (ec) fail_user("cannot create the directory", parent.string(), "for the metrics file:", ec.message());
+  }
+  const int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) fail_user("cannot open metrics file", path_, "for appending:", errno_text());
+  try {
+    drop_torn_tail(fd, path_);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  file_ = ::fdopen(fd, "a");
+  if (file_ == nullptr) {
+    ::close(fd);
+    fail_user("cannot open metrics file", path_, "for appending:", errno_text());
+  }
+}
+
+MetricsLog::~MetricsLog() {
+  clear_bar();
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+void MetricsLog::write_record(const std::string& fields) {
+  if (file_ == nullptr) return;
+  const std::string line = "{\"time\": " + json_number(unix_seconds()) + ", " + fields + "}\n";
+  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
+    fail_user("cannot write metrics file", path_ + ":", errno_text());
+  }
+}
+
+void MetricsLog::progress(const TrainMetrics& m) {
+  print_line(format_progress_line(m));
+  write_record("\"kind\": \"train\", \"step\": " + std::to_string(m.step) + ", \"steps\": " + std::to_string(m.steps) +
+               ", \"loss\": " + json_number(m.loss) + ", \"lr\": " + json_number(m.lr) +
+               ", \"grad_norm\": " + json_number(m.grad_norm) + ", \"tokens_per_s\": " + json_number(m.tokens_per_s) +
+               ", \"mfu\": " + json_number(m.mfu) +
+               ", \"mem_bytes\": " + (m.mem_bytes > 0 ? std::to_string(m.mem_bytes) : std::string("null")) +
+               ", \"eta_s\": " + json_number(m.eta_s) + ", \"step_ms\": " + json_number(m.step_ms));
+}
+
+void MetricsLog::eval(int step, const std::vector<std::pair<std::string, double>>& values) {
+  std::string fields = "\"kind\": \"eval\", \"step\": " + std::to_string(step);
+  for (const auto& [name, value] : values) fields += ", " + json_quote(name) + ": " + json_number(value);
+  write_record(fields);
+}
+
+void MetricsLog::event(int step, const std::string& name, const std::string& message) {
+  write_record("\"kind\": \"event\", \"step\": " + std::to_string(step) + ", \"event\": " + json_quote(name) +
+               ", \"message\": " + json_quote(message));
+}
+
+void MetricsLog::print_line(const std::string& line) {
+  clear_bar();
+  std::fputs(line.c_str(), out_);
+  std::fputc('\n', out_);
+  std::fflush(out_);
+}
+
+void MetricsLog::tick(int step, int steps, double eta_s) {
+  if (!bar_enabled_) return;
+  const double now = steady_seconds();
+  if (bar_drawn_ && now - last_draw_s_ < 0.1 && step < steps) return;
+  last_draw_s_ = now;
+  constexpr int kWidth = 30;
+  const double fraction = steps > 0 ? std::clamp(static_cast<double>(step) / steps, 0.0, 1.0) : 1.0;
+  const int filled = static_cast<int>(fraction * kWidth);
+  const std::string bar =
+      std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(kWidth - filled), '.');
+  std::string eta;
+  if (std::isfinite(eta_s)) eta = " ETA " + format_duration(eta_s);
+  std::fprintf(out_, "\r[%s] %d/%d %3.0f%%%s\033[K", bar.c_str(), step, steps, 100 * fraction, eta.c_str());
+  std::fflush(out_);
+  bar_drawn_ = true;
+}
+
+void MetricsLog::clear_bar() {
+  if (!bar_drawn_) return;
+  std::fputs("\r\033[K", out_);
+  std::fflush(out_);
+  bar_drawn_ = false;
+  last_draw_s_ = -1;
+}
+
+}  // namespace loom
