@@ -19,6 +19,9 @@ packages=(
   python3 python3-torch python3-numpy  # the PyTorch reference tests and benchmark peer
   python3-regex              # \p{L} in the Python reference of GPT-2's tokenizer (tests)
   python3-pip                # installs safetensors below
+  slurmctld slurmd slurm-client munge  # the Slurm test: a one-node cluster on 127.0.0.1 (its
+                             # plugins, PMIx's among them, come with slurm-wlm-basic-plugins)
+  libpmix-dev                # Slurm's PMIx plugin loads the unversioned libpmix.so from it
 )
 safetensors_version=0.8.0
 
