@@ -7,9 +7,11 @@
 // model file use the whole model, assembled from the shards on rank 0.
 #include <chrono>
 #include <cmath>
+#include <cstdarg>
 #include <csignal>
 #include <limits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -25,6 +27,7 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "launch/fault_injection.h"
+#include "launch/metrics.h"
 #include "launch/stop_request.h"
 #include "core/decoder.h"
 #include "data/tokenizer.h"
@@ -87,6 +90,23 @@ class PoisonedWeight {
   float* target_ = nullptr;
   float kept_ = 0;
 };
+
+// printf into a string.
+[[gnu::format(printf, 1, 2)]] std::string text_printf(const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  char small[512];
+  const int n = std::vsnprintf(small, sizeof small, format, args);
+  va_end(args);
+  if (n < 0) return format;
+  if (static_cast<size_t>(n) < sizeof small) return std::string(small, static_cast<size_t>(n));
+  std::string big(static_cast<size_t>(n) + 1, '\0');
+  va_start(args, format);
+  std::vsnprintf(big.data(), big.size(), format, args);
+  va_end(args);
+  big.resize(static_cast<size_t>(n));
+  return big;
+}
 
 constexpr int kAssembleTag = 7;  // point-to-point tag of the tensors sent to rank 0
 
@@ -250,7 +270,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   checkpoint::Policy policy{ckpt_root, ckc.keep_last(), ckc.keep_every(), ckc.async(), ckc.commit_timeout_s()};
   checkpoint::Progress progress;
   bool resumed_run = false;
-  std::string resumed_dir;
+  std::string resumed_dir, resume_message;
   if (resume_spec != "none") {
     const checkpoint::Resumed resumed = checkpoint::resume(
         resume_spec, ckpt_root, cfg, world, chunk_ptrs, optimizer_ptrs,
@@ -259,12 +279,11 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       resumed_run = true;
       resumed_dir = resumed.dir;
       progress = resumed.progress;
-      if (leader) {
-        const checkpoint::Layout& l = resumed.header.layout();
-        std::printf("resumed from %s: step %lld, saved under tp=%d x pp=%d x dp=%d%s\n", resumed.dir.c_str(),
-                    static_cast<long long>(progress.step), l.tp(), l.pp(), l.dp(),
-                    resumed.header.optimizer().has_moments() ? "" : " (weights only: fresh optimizer state)");
-      }
+      const checkpoint::Layout& l = resumed.header.layout();
+      resume_message = text_printf("resumed from %s: step %lld, saved under tp=%d x pp=%d x dp=%d%s", resumed.dir.c_str(),
+                                   static_cast<long long>(progress.step), l.tp(), l.pp(), l.dp(),
+                                   resumed.header.optimizer().has_moments() ? "" : " (weights only: fresh optimizer state)");
+      if (leader) std::printf("%s\n", resume_message.c_str());
     } else if (leader) {
       std::printf("resume: no checkpoint under %s yet; starting afresh\n", ckpt_root.c_str());
     }
@@ -345,6 +364,38 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     std::fflush(stdout);
   }
 
+  // Metrics (rank 0 reports; docs/metrics.md). MFU's denominator: metrics.peak_tflops per
+  // process, or on CPU every rank's measured sgemm rate, summed.
+  const config::MetricsConfig& mc = cfg.metrics();
+  double peak_flops = 1e12 * mc.peak_tflops() * world.size();
+  if (peak_flops == 0) {
+    float mine = static_cast<float>(measure_cpu_peak_flops(threads));
+    if (world.size() > 1) world.all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
+    peak_flops = mine;
+  }
+  std::unique_ptr<MetricsLog> metrics;
+  double flops_per_token = 0;
+  if (leader) {
+    // Under mpirun a rank's stdout is a pseudo-terminal even when mpirun writes to a file: only
+    // a process started on its own knows that it writes to a terminal.
+    const bool standalone = world.size() == 1 && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr &&
+                            std::getenv("PMIX_RANK") == nullptr && std::getenv("PMI_RANK") == nullptr;
+    metrics = std::make_unique<MetricsLog>(metrics_path(cfg), mc.progress_bar() && standalone);
+    flops_per_token = model_flops_per_token(model_config, whole->num_parameters(), T);
+    std::printf("metrics: %.3g model FLOPs per token; MFU against %s = %.3g GFLOP/s%s%s\n", flops_per_token,
+                mc.peak_tflops() > 0 ? "metrics.peak_tflops x processes" : "the measured sgemm rate of all processes",
+                peak_flops / 1e9, metrics->jsonl_path().empty() ? "" : "; JSON lines to ",
+                metrics->jsonl_path().c_str());
+    std::fflush(stdout);
+    if (!resume_message.empty()) metrics->event(static_cast<int>(progress.step), "resume", resume_message);
+  }
+  // Rank 0 prints `line` (clearing the progress bar) and records it as event `name` (none: "").
+  auto report = [&](int at_step, const std::string& name, const std::string& line) {
+    if (!metrics) return;
+    metrics->print_line(line);
+    if (!name.empty()) metrics->event(at_step, name, line);
+  };
+
   // The addition task generates every replica's rows of a micro-batch; token shards come from
   // the loader, which reads only this rank's rows.
   const size_t rows = addition ? static_cast<size_t>(global_B) * T : 0;
@@ -369,17 +420,17 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     if (token_run) progress.loader = token_run->state();
     checkpointer.save(cfg, progress, chunk_ptrs, optimizer_ptrs);
     rollback_dir = ckpt_root + "/" + checkpoint::step_dir_name(done);
-    if (leader) {
-      std::printf("checkpoint %5d/%d | %s/%s | training held %.0f ms (host copy %.0f ms)%s\n", done, steps,
-                  ckpt_root.c_str(), checkpoint::step_dir_name(done).c_str(), 1e3 * checkpointer.last_blocked_seconds(),
-                  1e3 * checkpointer.last_copy_seconds(), ckc.async() ? ", writing in the background" : "");
-      std::fflush(stdout);
-    }
+    report(done, "checkpoint",
+           text_printf("checkpoint %5d/%d | %s/%s | training held %.0f ms (host copy %.0f ms)%s", done, steps,
+                       ckpt_root.c_str(), checkpoint::step_dir_name(done).c_str(),
+                       1e3 * checkpointer.last_blocked_seconds(), 1e3 * checkpointer.last_copy_seconds(),
+                       ckc.async() ? ", writing in the background" : ""));
   };
   // Guards: non-finite steps are skipped; guard.rollback_after of them in a row reload the last
   // checkpoint (collective: every rank sees the same global loss and gradient norm).
   const config::GuardConfig& guard = cfg.guard();
   int bad_in_a_row = 0, rollbacks = 0;
+  EtaClock eta(first_step);
   auto roll_back = [&](int failed_step) {
     if (rollback_dir.empty()) {
       fail_user(bad_in_a_row, "steps in a row had a non-finite loss or gradient norm (the last at step", failed_step,
@@ -401,11 +452,11 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       token_run = std::make_unique<TokenRun>(cfg.data().tokens(), BatchLayout{T, B, accum, replicas, grid.coord().dp},
                                              progress.loader);
     }
-    if (leader) {
-      std::printf("guard: %d non-finite steps in a row: rolled back to %s (step %lld), rollback %d of at most %d\n",
-                  bad_in_a_row, back.dir.c_str(), static_cast<long long>(progress.step), rollbacks, guard.max_rollbacks());
-      std::fflush(stdout);
-    }
+    report(static_cast<int>(progress.step), "rollback",
+           text_printf("guard: %d non-finite steps in a row: rolled back to %s (step %lld), rollback %d of at most %d",
+                       bad_in_a_row, back.dir.c_str(), static_cast<long long>(progress.step), rollbacks,
+                       guard.max_rollbacks()));
+    eta = EtaClock(static_cast<int>(progress.step));
     bad_in_a_row = 0;
     window_loss = 0;
     window_steps = 0;
@@ -441,11 +492,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
                   "(lower optimizer.lr or raise optimizer.warmup_steps; guard.rollback_after > 0 skips such steps)");
       }
       ++bad_in_a_row;
-      if (leader) {
-        std::printf("guard: step %d: loss %g, gradient norm %g: update skipped (%d in a row; a rollback after %d)\n",
-                    step + 1, result.loss, result.grad_norm, bad_in_a_row, guard.rollback_after());
-        std::fflush(stdout);
-      }
+      report(step + 1, "skip",
+             text_printf("guard: step %d: loss %g, gradient norm %g: update skipped (%d in a row; a rollback after %d)",
+                         step + 1, result.loss, result.grad_norm, bad_in_a_row, guard.rollback_after()));
       if (bad_in_a_row >= guard.rollback_after()) {
         step = roll_back(step + 1);
         continue;
@@ -461,15 +510,27 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     }
     time_budget.record_step(std::chrono::duration<double>(Clock::now() - step_start).count());
     const bool last = done == steps;
-    if (leader && (done % tc.log_every() == 0 || last) && window_steps > 0) {
+    const bool log_step = done % tc.log_every() == 0 || last;
+    // Memory: the largest peak over the ranks, in MiB (every rank takes part at a log step).
+    int32_t peak_mib = static_cast<int32_t>(peak_rss_bytes() >> 20);
+    if (log_step && world.size() > 1) world.all_reduce(&peak_mib, &peak_mib, 1, DType::kI32, parallel::ReduceOp::kMax);
+    if (metrics && log_step && window_steps > 0) {
       const double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
-      const double tokens_per_s = window_steps * static_cast<double>(global_B) * T * accum / seconds;
-      std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms/step\n",
-                  done, steps, window_loss / window_steps, static_cast<double>(lr), result.grad_norm,
-                  format_count(tokens_per_s).c_str(), 1e3 * seconds / window_steps);
-      std::fflush(stdout);
+      TrainMetrics m;
+      m.step = done;
+      m.steps = steps;
+      m.loss = window_loss / window_steps;
+      m.lr = lr;
+      m.grad_norm = result.grad_norm;
+      m.tokens_per_s = window_steps * static_cast<double>(global_B) * T * accum / seconds;
+      m.mfu = peak_flops > 0 ? m.tokens_per_s * flops_per_token / peak_flops : TrainMetrics::kUnknown;
+      m.mem_bytes = static_cast<uint64_t>(peak_mib) << 20;
+      m.eta_s = eta.eta_s(done, steps);
+      m.step_ms = 1e3 * seconds / window_steps;
+      metrics->progress(m);
     }
-    if (done % tc.log_every() == 0 || last) {
+    if (metrics) metrics->tick(done, steps, eta.eta_s(done, steps));
+    if (log_step) {
       window_loss = 0;
       window_steps = 0;
       window_start = Clock::now();
@@ -487,20 +548,15 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       checkpointer.wait();
       // mpirun ends the job as soon as one rank exits non-zero: none leaves before the commit.
       world.barrier();
-      if (leader) {
-        if (healthy) {
-          std::printf("stopping: %s on rank %d: finished step %d of %d, checkpoint %s committed; exit %d "
-                      "(resume with --resume auto)\n",
-                      stop_reason_name(stop.reason), stop.rank, done, steps, checkpointer.last_committed().c_str(),
-                      kExitResumable);
-        } else {
-          std::printf("stopping: %s on rank %d after step %d of %d, not saved (the last steps were not finite): "
-                      "--resume auto goes back to %s; exit %d\n",
-                      stop_reason_name(stop.reason), stop.rank, done, steps,
-                      rollback_dir.empty() ? "the start" : rollback_dir.c_str(), kExitResumable);
-        }
-        std::fflush(stdout);
-      }
+      report(done, "stop",
+             healthy ? text_printf("stopping: %s on rank %d: finished step %d of %d, checkpoint %s committed; exit %d "
+                                   "(resume with --resume auto)",
+                                   stop_reason_name(stop.reason), stop.rank, done, steps,
+                                   checkpointer.last_committed().c_str(), kExitResumable)
+                     : text_printf("stopping: %s on rank %d after step %d of %d, not saved (the last steps were not "
+                                   "finite): --resume auto goes back to %s; exit %d",
+                                   stop_reason_name(stop.reason), stop.rank, done, steps,
+                                   rollback_dir.empty() ? "the start" : rollback_dir.c_str(), kExitResumable));
       return kExitResumable;
     }
     if (last || done == end_step || (healthy && ckc.every() > 0 && done % ckc.every() == 0)) {
@@ -512,21 +568,23 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
         assemble(chunks, grid, split, whole.get());
         if (leader) {
           const double acc = addition_accuracy(*whole, *task, task->test_problems());
-          std::printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)\n", done, steps,
-                      100.0 * acc, static_cast<int>(task->test_problems().size()));
+          report(done, "", text_printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)", done, steps,
+                                       100.0 * acc, static_cast<int>(task->test_problems().size())));
+          metrics->eval(done, {{"accuracy", acc}});
         }
       } else {
         double val_loss = 0;
         if (token_run->validation_loss(chunk_ptrs, grid.dp(), &val_loss) && leader) {
-          std::printf("eval  %5d/%d | validation loss %.4f | perplexity %.2f\n", done, steps, val_loss,
-                      std::exp(val_loss));
+          report(done, "", text_printf("eval  %5d/%d | validation loss %.4f | perplexity %.2f", done, steps, val_loss,
+                                       std::exp(val_loss)));
+          metrics->eval(done, {{"val_loss", val_loss}, {"perplexity", std::exp(val_loss)}});
         }
         if (last) assemble(chunks, grid, split, whole.get());
       }
-      if (leader) std::fflush(stdout);
       window_start = Clock::now();  // evaluation time does not count as training throughput
     }
   }
+  if (metrics) metrics->clear_bar();
   checkpointer.wait();
   if (leader && !checkpointer.last_committed().empty()) {
     std::printf("checkpoint saved: %s\n", checkpointer.last_committed().c_str());
