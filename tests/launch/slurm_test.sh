@@ -59,11 +59,12 @@ job_state_is() { [ "$(job_field "$1" JobState)" = "$2" ]; }
 # Back in the queue and held (see below).
 job_requeued() { job_state_is "$1" PENDING && [ "$(job_field "$1" Reason)" = BeginTime ]; }
 
-# VARIANT (srun or mpirun) SCANCEL_OPTION: submit, signal, requeue, check.
+# VARIANT (srun or mpirun) SCANCEL_OPTION [SBATCH_OPTION...]: submit, signal, requeue, check.
 requeue_test() {
   local variant=$1 signal_option=$2 log="$work/$1.out" out="$work/$1"
+  shift 2
   local job t0=$SECONDS
-  job=$(LOOM=$loom MPIRUN=$mpiexec sbatch --parsable --chdir="$work" --output="$log" \
+  job=$(LOOM=$loom MPIRUN=$mpiexec sbatch --parsable --chdir="$work" --output="$log" "$@" \
           "$src/launch/slurm/train_$variant.sbatch" "${train_args[@]}" --set train.out_dir="$out")
   wait_for 60 "step 20 in $log" grep -qsE "^step +20/$steps " "$log"
   # What --signal=USR1@120 (srun) or --signal=B:USR1@120 (mpirun) has Slurm do.
@@ -92,5 +93,11 @@ requeue_test() {
 }
 
 requeue_test srun ""
-requeue_test mpirun --batch
+# ... and LOOM_TIME_BUDGET=auto: an 8-minute job gives each run what is left of it less 3 minutes.
+LOOM_TIME_BUDGET=auto requeue_test mpirun --batch --time=8
+budgets=$(grep -oE "^time budget of this run: [0-9]+s" "$work/mpirun.out" | grep -oE "[0-9]+" | tr '\n' ' ')
+for budget in $budgets; do
+  [ "$budget" -gt 200 ] && [ "$budget" -le 300 ] || fail "mpirun: time budgets $budgets, expected 2 in (200, 300]"
+done
+[ "$(wc -w <<< "$budgets")" -eq 2 ] || fail "mpirun: time budgets '$budgets', expected one per run"
 echo "PASS: srun and mpirun batch scripts stop on SIGUSR1, requeue, resume and match the straight run ($SECONDS s)"
