@@ -157,10 +157,8 @@ JobRequeue=1
 ReturnToService=2
 # The node's CPUs below are what this file says, not what the machine has.
 SlurmdParameters=config_overrides
-# Quick turnaround: a finished job's record is kept 30 s (default 300), and a cancelled job's
-# processes get 10 s (default 30) between SIGTERM and SIGKILL.
+# A finished job's record is kept 30 s (default 300).
 MinJobAge=30
-KillWait=10
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
 PartitionName=$partition Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
