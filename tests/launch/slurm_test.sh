@@ -7,7 +7,7 @@
 # script requeues the job; the job runs again (Restarts=1, SLURM_RESTART_COUNT=1), resumes from
 # that checkpoint and finishes; and every step's loss, learning rate and gradient norm in the
 # job's log, before and after the stop, equal those of the same training run straight through
-# under mpirun.
+# under mpirun. Then a job cancelled with scancel: it saves and exits 75, and is not requeued.
 # usage: slurm_test.sh LOOM MPIEXEC SOURCE_DIR WORK_DIR
 set -euo pipefail
 loom=$1 mpiexec=$2 src=$3 work=$4
@@ -92,6 +92,23 @@ requeue_test() {
   echo "$variant: ${stop_line%%,*}, $(basename "$checkpoint"); requeued, resumed and finished; all $steps steps equal ($((SECONDS - t0)) s)"
 }
 
+# scancel: the ranks get SIGTERM, save and exit 75, and the script does not requeue the job.
+cancel_test() {
+  local log="$work/cancel.out" job t0=$SECONDS
+  job=$(LOOM=$loom sbatch --parsable --chdir="$work" --output="$log" \
+          "$src/launch/slurm/train_srun.sbatch" "${train_args[@]}" --set train.out_dir="$work/cancel")
+  wait_for 60 "step 20 in $log" grep -qsE "^step +20/$steps " "$log"
+  scancel "$job"
+  wait_for 60 "end of job $job" job_state_is "$job" CANCELLED
+  grep -qE "^stopping: SIGTERM on rank [0-9]+: finished step [0-9]+ of $steps, checkpoint .* committed; exit 75" "$log" \
+    || { cat "$log"; fail "cancel: no stop message"; }
+  grep -q "Slurm is ending the job (JobState=COMPLETING Reason=None): not requeued" "$log" \
+    || { cat "$log"; fail "cancel: the script did not say it leaves the job cancelled"; }
+  [ "$(job_field "$job" Restarts)" = 0 ] || fail "cancel: job $job was requeued"
+  [ "$(job_field "$job" ExitCode)" = 75:0 ] || fail "cancel: job $job: ExitCode=$(job_field "$job" ExitCode), expected 75:0"
+  echo "cancel: saved on SIGTERM, exit 75, not requeued ($((SECONDS - t0)) s)"
+}
+
 requeue_test srun ""
 # ... and LOOM_TIME_BUDGET=auto: an 8-minute job gives each run what is left of it less 3 minutes.
 LOOM_TIME_BUDGET=auto requeue_test mpirun --batch --time=8
@@ -100,4 +117,5 @@ for budget in $budgets; do
   [ "$budget" -gt 200 ] && [ "$budget" -le 300 ] || fail "mpirun: time budgets $budgets, expected 2 in (200, 300]"
 done
 [ "$(wc -w <<< "$budgets")" -eq 2 ] || fail "mpirun: time budgets '$budgets', expected one per run"
-echo "PASS: srun and mpirun batch scripts stop on SIGUSR1, requeue, resume and match the straight run ($SECONDS s)"
+cancel_test
+echo "PASS: srun and mpirun batch scripts stop on SIGUSR1, requeue, resume and match the straight run; scancel stops without requeue ($SECONDS s)"
