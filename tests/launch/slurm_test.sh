@@ -30,6 +30,9 @@ started=$SECONDS
 export_line=$("$src/tests/launch/slurm_cluster.sh" start "$cluster" --owner $$) || fail "the cluster did not start"
 eval "$export_line"
 echo "cluster up in $((SECONDS - started)) s"
+# Open MPI's session directories (and PMIx's) go to this test's own temporary directory, which
+# the jobs inherit: another copy of this test on the machine has the same job ids.
+export TMPDIR=$cluster/tmp
 
 steps=100
 train_args=(--set parallel.tp=2 --set parallel.pp=2 --set model.n_layer=2 --set train.steps=$steps
