@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "launch/cli.h"
 #include "parallel/communicator.h"
 
 namespace loom {
@@ -18,5 +19,17 @@ int run_tokenizer(const std::vector<std::string>& args);
 int run_prepare(const std::vector<std::string>& args);
 // `loom ckpt inspect|export|import`: checkpoints, and GPT-2 safetensors files in and out.
 int run_ckpt(const std::vector<std::string>& args);
+
+// The options each command accepts, as its --help lists them (tests/launch/help_cli_test.cpp
+// checks that every one is listed). `loom train`'s table is still private to launch/train.cpp.
+const std::vector<FlagSpec>& generate_flags();
+const std::vector<FlagSpec>& prepare_flags();
+const std::vector<FlagSpec>& tokenizer_train_flags();
+const std::vector<FlagSpec>& tokenizer_encode_flags();
+const std::vector<FlagSpec>& tokenizer_decode_flags();
+const std::vector<FlagSpec>& tokenizer_info_flags();
+const std::vector<FlagSpec>& ckpt_inspect_flags();
+const std::vector<FlagSpec>& ckpt_export_flags();
+const std::vector<FlagSpec>& ckpt_import_flags();
 
 }  // namespace loom

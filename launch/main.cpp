@@ -64,7 +64,10 @@ int main(int argc, char** argv) {
     if (command == "tokenizer") return loom::run_tokenizer(args);
     if (command == "prepare") return loom::run_prepare(args);
     if (command == "ckpt") return loom::run_ckpt(args);
-    if (rank == 0) std::fprintf(stderr, "loom: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+    if (rank == 0) {
+      std::fprintf(stderr, "loom: error: unknown command '%s': the commands are train, generate, tokenizer, "
+                   "prepare and ckpt (see loom --help)\n", command.c_str());
+    }
     return 2;
   } catch (const loom::UserError& e) {
     if (rank == 0) std::fprintf(stderr, "loom %s: error: %s\n", command.c_str(), e.what());
