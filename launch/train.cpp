@@ -40,6 +40,8 @@ namespace loom {
 
 namespace {
 
+}  // namespace
+
 const std::vector<FlagSpec>& train_flags() {
   static const std::vector<FlagSpec> flags = {
       {"set", "FIELD=VALUE", "override a config field, e.g. --set train.steps=500", true},
@@ -56,6 +58,8 @@ const std::vector<FlagSpec>& train_flags() {
   };
   return flags;
 }
+
+namespace {
 
 std::string format_count(double value) {
   char buf[32];
