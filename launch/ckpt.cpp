@@ -42,7 +42,9 @@ constexpr const char* kCkptUsage =
     "\n"
     "`loom ckpt <subcommand> --help` lists its options. Docs: docs/checkpoints.md.\n";
 
-const std::vector<FlagSpec>& inspect_flags() {
+}  // namespace
+
+const std::vector<FlagSpec>& ckpt_inspect_flags() {
   static const std::vector<FlagSpec> flags = {
       {"verify", "", "verify the xxh64 checksum of every stored tensor (the default)"},
       {"no-verify", "", "skip the checksums: only the manifest and the file sizes are checked"},
@@ -51,7 +53,7 @@ const std::vector<FlagSpec>& inspect_flags() {
   return flags;
 }
 
-const std::vector<FlagSpec>& export_flags() {
+const std::vector<FlagSpec>& ckpt_export_flags() {
   static const std::vector<FlagSpec> flags = {
       {"format", "safetensors", "output format; safetensors (Hugging Face GPT-2 names) is the only one"},
       {"help", "", "show this help"},
@@ -59,7 +61,7 @@ const std::vector<FlagSpec>& export_flags() {
   return flags;
 }
 
-const std::vector<FlagSpec>& import_flags() {
+const std::vector<FlagSpec>& ckpt_import_flags() {
   static const std::vector<FlagSpec> flags = {
       {"config", "CONFIG.pbtxt", "the run config to save with the checkpoint (default: the built-in demo's)"},
       {"set", "FIELD=VALUE", "override a config field, e.g. --set data.tokens.seq_len=256", true},
@@ -68,6 +70,8 @@ const std::vector<FlagSpec>& import_flags() {
   };
   return flags;
 }
+
+namespace {
 
 std::string human_bytes(uint64_t n) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -218,7 +222,7 @@ void print_tensors(const ck::CheckpointReader& reader) {
 }
 
 int inspect_command(const std::vector<std::string>& args) {
-  const ParsedArgs a = parse_args("ckpt inspect", args, inspect_flags());
+  const ParsedArgs a = parse_args("ckpt inspect", args, ckpt_inspect_flags());
   if (a.has("help")) {
     std::cout << usage_text("loom ckpt inspect DIR [--no-verify]",
                             "Describes the checkpoint DIR: format, progress, saved layout, model shape, optimizer,\n"
@@ -226,7 +230,7 @@ int inspect_command(const std::vector<std::string>& args) {
                             "checkpoints (a run's checkpoint root): they are listed and the latest is described.\n"
                             "Every stored tensor's checksum is verified unless --no-verify; exit code 2 if any\n"
                             "fails (each failure names the shard file and the tensor).",
-                            inspect_flags());
+                            ckpt_inspect_flags());
     return 0;
   }
   if (a.positionals.size() != 1) fail_user("loom ckpt inspect takes one directory (see loom ckpt inspect --help)");
@@ -244,13 +248,13 @@ int inspect_command(const std::vector<std::string>& args) {
 }
 
 int export_command(const std::vector<std::string>& args) {
-  const ParsedArgs a = parse_args("ckpt export", args, export_flags());
+  const ParsedArgs a = parse_args("ckpt export", args, ckpt_export_flags());
   if (a.has("help")) {
     std::cout << usage_text("loom ckpt export DIR [--format safetensors] OUT.safetensors",
                             "Loads the checkpoint DIR (or the latest under DIR) into one process, whatever layout\n"
                             "saved it, and writes its weights as a Hugging Face GPT-2 safetensors file (GPT2Model\n"
                             "names, Conv1D weights (in, out), model shape in __metadata__). Written atomically.",
-                            export_flags());
+                            ckpt_export_flags());
     return 0;
   }
   if (a.positionals.size() != 2) fail_user("loom ckpt export takes a checkpoint and an output file (see loom ckpt export --help)");
@@ -268,7 +272,7 @@ int export_command(const std::vector<std::string>& args) {
 }
 
 int import_command(const std::vector<std::string>& args) {
-  const ParsedArgs a = parse_args("ckpt import", args, import_flags());
+  const ParsedArgs a = parse_args("ckpt import", args, ckpt_import_flags());
   if (a.has("help")) {
     std::cout << usage_text(
         "loom ckpt import FILE.safetensors OUT_DIR [--config CONFIG.pbtxt] [--set field=value ...] [--n-head N]",
@@ -277,7 +281,7 @@ int import_command(const std::vector<std::string>& args) {
         "(OUT_DIR/config.pbtxt). n_layer, n_embd, vocab_size and seq_len come from the tensors'\n"
         "shapes, n_head from the file's __metadata__ or --n-head; model fields the config sets must\n"
         "agree. Fine-tune with: loom train OUT_DIR/config.pbtxt --resume OUT_DIR",
-        import_flags());
+        ckpt_import_flags());
     return 0;
   }
   if (a.positionals.size() != 2) {

@@ -43,7 +43,7 @@ ParsedArgs parse_args(const std::string& command, const std::vector<std::string>
                       const std::vector<FlagSpec>& specs) {
   ParsedArgs parsed;
   for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& arg = args[i];
+    const std::string& arg = args[i] == "-h" ? std::string("--help") : args[i];
     if (arg.rfind("--", 0) != 0 || arg == "--") {
       parsed.positionals.push_back(arg);
       continue;

@@ -1,5 +1,6 @@
 // Command-line parsing shared by the subcommands: flags of the form --name value or
-// --name=value, repeated --set, positionals; an unknown flag is a UserError naming it.
+// --name=value, repeated --set, positionals; -h is --help; an unknown flag is a UserError naming
+// it.
 #pragma once
 
 #include <map>

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "launch/cli.h"
 #include "parallel/communicator.h"
 
 namespace loom {
@@ -20,5 +21,19 @@ int run_prepare(const std::vector<std::string>& args);
 int run_ckpt(const std::vector<std::string>& args);
 // `loom plot`: a run's metrics JSON lines -> a PNG of loss and throughput (gnuplot).
 int run_plot(const std::vector<std::string>& args);
+
+// The options each command accepts, as its --help lists them (tests/launch/help_cli_test.cpp
+// checks that every one is listed).
+const std::vector<FlagSpec>& train_flags();
+const std::vector<FlagSpec>& generate_flags();
+const std::vector<FlagSpec>& prepare_flags();
+const std::vector<FlagSpec>& tokenizer_train_flags();
+const std::vector<FlagSpec>& tokenizer_encode_flags();
+const std::vector<FlagSpec>& tokenizer_decode_flags();
+const std::vector<FlagSpec>& tokenizer_info_flags();
+const std::vector<FlagSpec>& ckpt_inspect_flags();
+const std::vector<FlagSpec>& ckpt_export_flags();
+const std::vector<FlagSpec>& ckpt_import_flags();
+const std::vector<FlagSpec>& plot_flags();
 
 }  // namespace loom

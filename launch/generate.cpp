@@ -17,8 +17,6 @@
 
 namespace loom {
 
-namespace {
-
 const std::vector<FlagSpec>& generate_flags() {
   static const std::vector<FlagSpec> flags = {
       {"model", "PATH", "model file written by `loom train` (default runs/addition/model.loom)"},
@@ -34,8 +32,6 @@ const std::vector<FlagSpec>& generate_flags() {
   };
   return flags;
 }
-
-}  // namespace
 
 int run_generate(const std::vector<std::string>& args) {
   ParsedArgs a = parse_args("generate", args, generate_flags());

@@ -1,10 +1,11 @@
 // The `loom` executable: dispatches to one subcommand and is the only place that turns an error
 // into a printed sentence and an exit code (2: the user's input; 1: an internal failure).
 //
-// Started by mpirun, every process runs this main; MPI is initialised only then, so a plain
-// `loom train` needs no MPI runtime. A user error found while setting up (a bad config) is raised
-// identically on every rank and printed once by rank 0; any other failure is printed with its
-// rank and aborts the whole job, so that no rank waits forever for a peer that has gone.
+// Started by a launcher (mpirun, srun), every process runs this main; MPI is initialised only
+// then (launch/launch_env.h tells how the process was started), so a plain `loom train` needs no
+// MPI runtime. A user error found while setting up (a bad config, a launch that cannot work) is
+// raised identically on every rank and printed once by rank 0; any other failure is printed with
+// its rank and aborts the whole job, so that no rank waits forever for a peer that has gone.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +19,7 @@
 
 #include "core/base/check.h"
 #include "launch/commands.h"
+#include "launch/launch_env.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/solo_communicator.h"
 
@@ -36,11 +38,6 @@ constexpr const char* kUsage =
     "\n"
     "`loom <command> --help` lists a command's options. Docs: docs/.\n";
 
-bool launched_by_mpirun() {
-  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMI_SIZE") != nullptr ||
-         std::getenv("PMIX_RANK") != nullptr;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -53,23 +50,35 @@ int main(int argc, char** argv) {
   args.erase(args.begin());
 
   std::optional<loom::parallel::MpiSession> mpi;
-  std::unique_ptr<loom::parallel::Communicator> world;
-  int rank = 0;
+  std::unique_ptr<loom::parallel::Communicator> world, host;
+  int rank = 0;  // the rank that prints user errors: the launcher's until MPI has confirmed it
   try {
-    if (launched_by_mpirun()) {
+    const loom::LaunchEnv env = loom::detect_launch(loom::process_environment());
+    rank = env.rank;
+    loom::check_can_start(env);
+    if (env.init_mpi()) {
       mpi.emplace(&argc, &argv);
-      world = loom::parallel::MpiCommunicator::world();
+      auto mpi_world = loom::parallel::MpiCommunicator::world();
+      host = mpi_world->split_by_host("host");
+      world = std::move(mpi_world);
     } else {
       world = std::make_unique<loom::parallel::SoloCommunicator>("world");
+      host = std::make_unique<loom::parallel::SoloCommunicator>("host");
     }
+    loom::LaunchInfo launch = loom::resolve_launch(env, *world, *host);
     rank = world->rank();
+    if (command == "train") loom::bind_gpu(launch, *world, *host);
+    loom::record_launch(launch);
     if (command == "train") return loom::run_train(args, *world);
     if (command == "generate") return loom::run_generate(args);
     if (command == "tokenizer") return loom::run_tokenizer(args);
     if (command == "prepare") return loom::run_prepare(args);
     if (command == "ckpt") return loom::run_ckpt(args);
     if (command == "plot") return loom::run_plot(args);
-    if (rank == 0) std::fprintf(stderr, "loom: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+    if (rank == 0) {
+      std::fprintf(stderr, "loom: error: unknown command '%s': the commands are train, generate, tokenizer, "
+                   "prepare, ckpt and plot (see loom --help)\n", command.c_str());
+    }
     return 2;
   } catch (const loom::UserError& e) {
     if (rank == 0) std::fprintf(stderr, "loom %s: error: %s\n", command.c_str(), e.what());

@@ -38,6 +38,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
+}  // namespace
+
 const std::vector<FlagSpec>& plot_flags() {
   static const std::vector<FlagSpec> flags = {
       {"out", "PNG", "the image to write (default: the input's name with .png for .jsonl)"},
@@ -47,6 +49,8 @@ const std::vector<FlagSpec>& plot_flags() {
   };
   return flags;
 }
+
+namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 

@@ -18,8 +18,6 @@
 
 namespace loom {
 
-namespace {
-
 const std::vector<FlagSpec>& prepare_flags() {
   static const std::vector<FlagSpec> flags = {
       {"input", "PATH", "a text or JSONL file, or a directory of them (read recursively, sorted)", true},
@@ -39,6 +37,8 @@ const std::vector<FlagSpec>& prepare_flags() {
   };
   return flags;
 }
+
+namespace {
 
 // A flag's value as a double: "--NAME expects a number, got 'x'" otherwise.
 double double_flag(const ParsedArgs& a, const std::string& name, double fallback) {

@@ -3,6 +3,8 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
+
 #include "launch/default_config.h"
 #include "launch/token_run.h"
 
@@ -59,11 +61,13 @@ GPTConfig model_config_of(const config::RunConfig& cfg) {
   return c;
 }
 
-int set_thread_count(int threads) {
-  if (threads <= 0) threads = omp_get_num_procs();
+int set_thread_count(int threads, const LaunchInfo& launch) {
+  if (threads <= 0) threads = std::max(1, launch.cpu_share);
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);
   return threads;
 }
+
+int set_thread_count(int threads) { return set_thread_count(threads, current_launch()); }
 
 }  // namespace loom

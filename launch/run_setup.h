@@ -8,6 +8,7 @@
 #include "core/config.h"
 #include "core/gpt.h"
 #include "data/addition.h"
+#include "launch/launch_env.h"
 
 namespace loom {
 
@@ -19,7 +20,12 @@ config::RunConfig resolve_run_config(const std::string& path, const std::vector<
 AdditionTask make_task(const config::RunConfig& config);
 GPTConfig model_config_of(const config::RunConfig& config);
 
-// Sets OpenMP's and OpenBLAS's thread counts; 0 means every core. Returns the count in use.
+// Sets OpenMP's and OpenBLAS's thread counts and returns the count in use. 0 means this process's
+// share of its host's cores (LaunchInfo::cpu_share: the cores it may run on, each divided among the
+// ranks of the host that may run on it too; at least 1), so that the ranks of a host do not
+// oversubscribe its cores: every core for a process on its own.
+int set_thread_count(int threads, const LaunchInfo& launch);
+// The same for the launch launch/main.cpp recorded (current_launch()).
 int set_thread_count(int threads);
 
 }  // namespace loom

@@ -31,7 +31,9 @@ constexpr const char* kTokenizerUsage =
     "A tokenizer (--model) is a SentencePiece .model file or a directory with GPT-2's encoder.json\n"
     "and vocab.bpe. `loom tokenizer <subcommand> --help` lists its options. Docs: docs/tokenizers.md.\n";
 
-const std::vector<FlagSpec>& train_flags() {
+}  // namespace
+
+const std::vector<FlagSpec>& tokenizer_train_flags() {
   static const std::vector<FlagSpec> flags = {
       {"input", "FILE", "UTF-8 text file to train on, one sentence or paragraph per line", true},
       {"vocab-size", "N", "number of pieces, including 3 special and 256 byte pieces (e.g. 8000)"},
@@ -44,7 +46,7 @@ const std::vector<FlagSpec>& train_flags() {
   return flags;
 }
 
-const std::vector<FlagSpec>& encode_flags() {
+const std::vector<FlagSpec>& tokenizer_encode_flags() {
   static const std::vector<FlagSpec> flags = {
       {"model", "PATH", "tokenizer: a SentencePiece .model file or a GPT-2 directory"},
       {"text", "STR", "text to encode (default: all of standard input)"},
@@ -53,7 +55,7 @@ const std::vector<FlagSpec>& encode_flags() {
   return flags;
 }
 
-const std::vector<FlagSpec>& decode_flags() {
+const std::vector<FlagSpec>& tokenizer_decode_flags() {
   static const std::vector<FlagSpec> flags = {
       {"model", "PATH", "tokenizer: a SentencePiece .model file or a GPT-2 directory"},
       {"ids", "\"I J ...\"", "token ids separated by spaces (default: read from standard input)"},
@@ -62,13 +64,15 @@ const std::vector<FlagSpec>& decode_flags() {
   return flags;
 }
 
-const std::vector<FlagSpec>& info_flags() {
+const std::vector<FlagSpec>& tokenizer_info_flags() {
   static const std::vector<FlagSpec> flags = {
       {"model", "PATH", "tokenizer: a SentencePiece .model file or a GPT-2 directory"},
       {"help", "", "show this help"},
   };
   return flags;
 }
+
+namespace {
 
 std::string read_standard_input() {
   std::cin >> std::noskipws;
@@ -113,12 +117,12 @@ std::vector<int32_t> parse_ids(const std::string& text, const std::string& where
 }
 
 int train_command(const std::vector<std::string>& args) {
-  ParsedArgs a = parse_args("tokenizer train", args, train_flags());
+  ParsedArgs a = parse_args("tokenizer train", args, tokenizer_train_flags());
   if (a.has("help")) {
     std::cout << usage_text("loom tokenizer train --input FILE [--input FILE ...] --vocab-size N --out MODEL",
                             "Trains a SentencePiece BPE tokenizer with byte fallback (any text encodes) and an\n"
                             "end-of-document token </s>. Lines are the training sentences; blank lines are skipped.",
-                            train_flags());
+                            tokenizer_train_flags());
     return 0;
   }
   reject_positionals(a, "tokenizer train");
@@ -150,11 +154,11 @@ int train_command(const std::vector<std::string>& args) {
 }
 
 int encode_command(const std::vector<std::string>& args) {
-  ParsedArgs a = parse_args("tokenizer encode", args, encode_flags());
+  ParsedArgs a = parse_args("tokenizer encode", args, tokenizer_encode_flags());
   if (a.has("help")) {
     std::cout << usage_text("loom tokenizer encode --model PATH [--text STR]",
                             "Prints the token ids of the text (of standard input without --text), on one line.",
-                            encode_flags());
+                            tokenizer_encode_flags());
     return 0;
   }
   reject_positionals(a, "tokenizer encode");
@@ -168,12 +172,12 @@ int encode_command(const std::vector<std::string>& args) {
 }
 
 int decode_command(const std::vector<std::string>& args) {
-  ParsedArgs a = parse_args("tokenizer decode", args, decode_flags());
+  ParsedArgs a = parse_args("tokenizer decode", args, tokenizer_decode_flags());
   if (a.has("help")) {
     std::cout << usage_text("loom tokenizer decode --model PATH [--ids \"I J ...\"]",
                             "Prints the text of the token ids (read from standard input without --ids), as the\n"
                             "exact bytes, with no newline added.",
-                            decode_flags());
+                            tokenizer_decode_flags());
     return 0;
   }
   reject_positionals(a, "tokenizer decode");
@@ -186,9 +190,9 @@ int decode_command(const std::vector<std::string>& args) {
 }
 
 int info_command(const std::vector<std::string>& args) {
-  ParsedArgs a = parse_args("tokenizer info", args, info_flags());
+  ParsedArgs a = parse_args("tokenizer info", args, tokenizer_info_flags());
   if (a.has("help")) {
-    std::cout << usage_text("loom tokenizer info --model PATH", "Describes a tokenizer.", info_flags());
+    std::cout << usage_text("loom tokenizer info --model PATH", "Describes a tokenizer.", tokenizer_info_flags());
     return 0;
   }
   reject_positionals(a, "tokenizer info");

@@ -27,6 +27,7 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "launch/fault_injection.h"
+#include "launch/launch_env.h"
 #include "launch/metrics.h"
 #include "launch/stop_request.h"
 #include "core/decoder.h"
@@ -39,6 +40,8 @@
 namespace loom {
 
 namespace {
+
+}  // namespace
 
 const std::vector<FlagSpec>& train_flags() {
   static const std::vector<FlagSpec> flags = {
@@ -56,6 +59,8 @@ const std::vector<FlagSpec>& train_flags() {
   };
   return flags;
 }
+
+namespace {
 
 std::string format_count(double value) {
   char buf[32];
@@ -333,6 +338,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
         n_chunks == 1 ? ", blocks per stage " + stages + ", 1F1B"
                       : ", blocks per virtual stage " + stages + ", interleaved (" +
                             std::to_string(n_chunks) + " chunks per rank)";
+    if (world.size() > 1) std::printf("launch: %s\n", current_launch().describe().c_str());
     std::printf("layout: %s%s, %d process%s x %d threads%s\n", grid.shape().str().c_str(),
                 pc.sequence_parallel() ? " (sequence parallel)" : "", world.size(),
                 world.size() == 1 ? "" : "es", threads, pc.pp() > 1 ? pipeline.c_str() : "");
@@ -365,11 +371,15 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   }
 
   // Metrics (rank 0 reports; docs/metrics.md). MFU's denominator: metrics.peak_tflops per
-  // process, or on CPU every rank's measured sgemm rate, summed.
+  // process, or on CPU the sgemm rate of every host's cores, measured by one rank per host on
+  // all the cores it may run on while the others wait (ranks sharing cores must not count them
+  // twice, nor slow each other's measurement), summed over the hosts.
   const config::MetricsConfig& mc = cfg.metrics();
   double peak_flops = 1e12 * mc.peak_tflops() * world.size();
   if (peak_flops == 0) {
-    float mine = static_cast<float>(measure_cpu_peak_flops(threads));
+    const LaunchInfo& launch = current_launch();
+    if (world.size() > 1) world.barrier();
+    float mine = launch.local_rank == 0 ? static_cast<float>(measure_cpu_peak_flops(launch.cpus)) : 0.0f;
     if (world.size() > 1) world.all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
     peak_flops = mine;
   }
@@ -378,12 +388,11 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   if (leader) {
     // Under mpirun a rank's stdout is a pseudo-terminal even when mpirun writes to a file: only
     // a process started on its own knows that it writes to a terminal.
-    const bool standalone = world.size() == 1 && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr &&
-                            std::getenv("PMIX_RANK") == nullptr && std::getenv("PMI_RANK") == nullptr;
+    const bool standalone = current_launch().launcher == Launcher::kStandalone;
     metrics = std::make_unique<MetricsLog>(metrics_path(cfg), mc.progress_bar() && standalone);
     flops_per_token = model_flops_per_token(model_config, whole->num_parameters(), T);
     std::printf("metrics: %.3g model FLOPs per token; MFU against %s = %.3g GFLOP/s%s%s\n", flops_per_token,
-                mc.peak_tflops() > 0 ? "metrics.peak_tflops x processes" : "the measured sgemm rate of all processes",
+                mc.peak_tflops() > 0 ? "metrics.peak_tflops x processes" : "the measured sgemm rate of the hosts' cores",
                 peak_flops / 1e9, metrics->jsonl_path().empty() ? "" : "; JSON lines to ",
                 metrics->jsonl_path().c_str());
     std::fflush(stdout);

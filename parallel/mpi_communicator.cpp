@@ -844,4 +844,14 @@ std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, const s
   return child;
 }
 
+std::unique_ptr<Communicator> MpiCommunicator::split_by_host(const std::string& name) {
+  // As in split(): a timed barrier first, since MPI_Comm_split_type has no deadline.
+  impl_->run_collective(*this, "split_by_host", std::nullopt, 0, [&](MPI_Request* request) {
+    LOOM_MPI_CHECK(MPI_Ibarrier(comm_, request));
+  });
+  MPI_Comm comm = MPI_COMM_NULL;
+  LOOM_MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &comm));
+  return std::unique_ptr<Communicator>(new MpiCommunicator(comm, name, world_ranks_of(comm)));
+}
+
 }  // namespace loom::parallel

@@ -56,6 +56,9 @@ class MpiCommunicator : public Communicator {
   std::unique_ptr<CommRequest> send_recv_batch_async(std::span<const P2POp> ops) override;
   void barrier() override;
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
+  // The ranks of this group that share this process's host (MPI_COMM_TYPE_SHARED: one shared-memory
+  // node), ordered by their rank here. Collective.
+  std::unique_ptr<Communicator> split_by_host(const std::string& name);
 
   MPI_Comm handle() const { return comm_; }
 

@@ -32,10 +32,11 @@ int grid_rank_of(const GridShape& s, const GridCoord& c) {
 ProcessGrid::ProcessGrid(Communicator& world, const GridShape& shape) : world_(world), shape_(shape) {
   validate_grid_shape(shape);
   if (shape.world() != world.size()) {
-    fail_user("parallel layout", shape.str(), "needs", shape.world(), "processes but",
-              world.size(), world.size() == 1 ? "was" : "were",
-              "started; start tp*pp*dp processes (mpirun -np", std::to_string(shape.world()) + ")",
-              "or change the layout");
+    fail_user("parallel layout", shape.str(), "needs", shape.world(), "processes but", world.size(),
+              world.size() == 1 ? "was" : "were", "started: start", shape.world(),
+              "(mpirun -np " + std::to_string(shape.world()) + ", srun -n " + std::to_string(shape.world()) +
+                  ") or set parallel.tp, parallel.pp and parallel.dp so that tp*pp*dp =",
+              world.size());
   }
   coord_ = grid_coord_of(shape, world.rank());
   // A group is the set of ranks that agree on the other two coordinates; the key orders the

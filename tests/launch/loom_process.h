@@ -22,11 +22,13 @@ struct RunResult {
   std::string err;  // stderr alone
 };
 
-// `args` goes through the shell, so it may redirect standard input ("... < file").
-inline RunResult run_loom(const std::string& args) {
+// `args` goes through the shell, so it may redirect standard input ("... < file"); `env`, if
+// given, is a list of NAME=VALUE assignments for loom's environment (as a launcher would set).
+inline RunResult run_loom_env(const std::string& env, const std::string& args) {
   namespace fs = std::filesystem;
   const fs::path err_file = fs::temp_directory_path() / ("loom_cli_err_" + std::to_string(::getpid()));
-  const std::string command = std::string(LOOM_BINARY) + " " + args + " 2>" + err_file.string();
+  const std::string command =
+      (env.empty() ? "" : "env " + env + " ") + std::string(LOOM_BINARY) + " " + args + " 2>" + err_file.string();
   RunResult r;
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) return r;
@@ -41,6 +43,8 @@ inline RunResult run_loom(const std::string& args) {
   r.out += r.err;
   return r;
 }
+
+inline RunResult run_loom(const std::string& args) { return run_loom_env("", args); }
 
 // The contract for bad input: exit 2, one line on stderr that contains `needle`.
 inline void expect_user_error(const std::string& args, const std::string& needle) {

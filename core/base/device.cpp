@@ -1,0 +1,102 @@
+// GPU discovery and binding (device.h): the CUDA runtime in a CUDA build, nothing in a CPU build.
+#include "core/base/device.h"
+
+#include "core/base/check.h"
+
+#ifdef LOOM_HAS_CUDA
+#include <cuda_runtime.h>
+#include <mpi.h>
+#include <unistd.h>
+#endif
+
+namespace loom {
+
+#ifdef LOOM_HAS_CUDA
+
+namespace {
+
+std::string host_name() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "?";
+  return name;
+}
+
+// "world rank 3 on host node07" (rank ? before MPI is initialised or without it).
+std::string this_process() {
+  int initialized = 0;
+  int finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  int rank = -1;
+  if (initialized && !finalized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return str_cat("world rank", rank < 0 ? std::string("?") : std::to_string(rank), "on host", host_name());
+}
+
+[[noreturn]] void throw_cuda_failure(const char* statement, cudaError_t status, const char* file, int line) {
+  throw Error(str_cat(std::string(file) + ":" + std::to_string(line) + ":", statement, "failed:",
+                      std::string(cudaGetErrorName(status)) + ":", cudaGetErrorString(status),
+                      "(" + this_process() + ")"));
+}
+
+}  // namespace
+
+#define LOOM_DEVICE_CUDA_CHECK(statement)                                            \
+  do {                                                                               \
+    const cudaError_t loom_cuda_status = (statement);                                \
+    if (loom_cuda_status != cudaSuccess) {                                           \
+      ::loom::throw_cuda_failure(#statement, loom_cuda_status, __FILE__, __LINE__);  \
+    }                                                                                \
+  } while (0)
+
+int device_count() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  // No GPU, or no driver to reach one: the CPU it is.
+  if (status == cudaErrorNoDevice || status == cudaErrorInsufficientDriver) {
+    cudaGetLastError();  // reset the runtime's last error, which this call set
+    return 0;
+  }
+  LOOM_DEVICE_CUDA_CHECK(status);
+  return count;
+}
+
+void bind_device(int local_rank, int local_size) {
+  LOOM_CHECK(local_rank >= 0 && local_rank < local_size, "local rank", local_rank, "of", local_size);
+  const int count = device_count();
+  if (count == 0) return;
+  if (local_size > count) {
+    fail_user(local_size, "processes on host", host_name(), "but only", count, count == 1 ? "GPU:" : "GPUs:",
+              "start at most", count, "per node");
+  }
+  LOOM_DEVICE_CUDA_CHECK(cudaSetDevice(local_rank));
+}
+
+int current_device() {
+  if (device_count() == 0) return -1;
+  int device = -1;
+  LOOM_DEVICE_CUDA_CHECK(cudaGetDevice(&device));
+  return device;
+}
+
+std::string device_pci_bus_id(int device) {
+  if (device < 0) return "";
+  char id[64] = {};
+  LOOM_DEVICE_CUDA_CHECK(cudaDeviceGetPCIBusId(id, static_cast<int>(sizeof(id)), device));
+  return id;
+}
+
+#else  // a CPU build
+
+int device_count() { return 0; }
+
+void bind_device(int local_rank, int local_size) {
+  LOOM_CHECK(local_rank >= 0 && local_rank < local_size, "local rank", local_rank, "of", local_size);
+}
+
+int current_device() { return -1; }
+
+std::string device_pci_bus_id(int) { return ""; }
+
+#endif  // LOOM_HAS_CUDA
+
+}  // namespace loom
