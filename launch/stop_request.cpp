@@ -33,8 +33,10 @@ StopReason reason_of(int signal_number) {
 void on_signal(int signal_number) {
   const int reason = static_cast<int>(reason_of(signal_number));
   const int before = g_received.load();
-  // A second SIGINT or SIGTERM: the user wants out now.
-  if (before != 0 && signal_number != SIGUSR1) {
+  // A second SIGINT (Ctrl-C twice): the person at the terminal wants out now. A repeated SIGTERM
+  // or SIGUSR1 is not: Slurm may deliver one both directly and through srun, and a checkpoint
+  // being written must not be cut short by it.
+  if (before != 0 && signal_number == SIGINT) {
     signal(signal_number, SIG_DFL);
     raise(signal_number);
     return;

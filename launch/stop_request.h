@@ -5,8 +5,9 @@
 // A signal only sets a flag. At the end of every step all ranks agree (agree_on_stop): if any
 // rank has a reason to stop, every rank finishes that same step, the run saves a checkpoint and
 // exits with kExitResumable, which a batch script turns into `scontrol requeue`; the next job
-// continues with `--resume auto`. A second SIGINT or SIGTERM while stopping ends the process at
-// once (the default action), for the user who really means it.
+// continues with `--resume auto`. A second SIGINT while stopping ends the process at once (the
+// default action), for the person at the terminal who really means it; repeated SIGTERMs and
+// SIGUSR1s change nothing.
 #pragma once
 
 #include <algorithm>

@@ -225,6 +225,8 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     return 0;
   }
   if (parsed.positionals.size() > 1) fail_user("loom train takes one config file, got", parsed.positionals.size());
+  // From here on SIGTERM, SIGUSR1 and SIGINT ask for a stop after the current step.
+  SignalStop signals;
   const std::string config_path = parsed.positionals.empty() ? "" : parsed.positionals[0];
   const auto overrides = parsed.flags.count("set") ? parsed.flags.at("set") : std::vector<std::string>{};
   config::RunConfig cfg = resolve_run_config(config_path, overrides);
@@ -472,7 +474,6 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     window_start = Clock::now();
     return static_cast<int>(progress.step);
   };
-  SignalStop signals;
   TimeBudget time_budget = budget;
   int step = first_step;
   while (step < end_step) {

@@ -38,9 +38,11 @@ same_as_straight() {
       || fail "$1: rank $r's final checkpoint differs from the uninterrupted run's"
   done
 }
+# No process of this run is left (matched by its own output directory, so that other tests'
+# ranks running beside this one do not count).
 no_leftovers() {
   sleep 1
-  if pgrep -f "$loom train" > /dev/null; then pgrep -af "$loom train"; fail "$1 left loom processes behind"; fi
+  if pgrep -f "out_dir=$work/$1( |$)" > /dev/null; then pgrep -af "out_dir=$work/$1( |$)"; fail "$1 left loom processes behind"; fi
 }
 
 run4 --set train.out_dir="$work/straight" > "$work/straight.log" 2>&1 || { cat "$work/straight.log"; fail "the straight run failed"; }
@@ -103,7 +105,7 @@ timed env LOOM_FAULT="hang@$step:$rank" "$mpiexec" -q --oversubscribe -np 4 "$lo
 grep -q "gave up waiting: .* timed out after 3000 ms: world rank(s) $rank never arrived" "$work/hang.log" \
   || { cat "$work/hang.log"; fail "hang: no rank named rank $rank"; }
 [ "$took" -le 20 ] || fail "hang: the job took $took s to end with a 3 s timeout"
-no_leftovers "hang"
+no_leftovers hang
 echo "ok: rank $rank silent from step $step: the job ended after $took s naming it and the operation"
 
 # 5. kill -9 at a random step, then during a checkpoint write.
@@ -112,7 +114,7 @@ timed env LOOM_FAULT="kill@$step:$rank" "$mpiexec" --oversubscribe -np 4 "$loom"
   --set train.out_dir="$work/kill" > "$work/kill.log" 2>&1
 [ "$rc" != 0 ] || fail "kill: exit 0"
 [ "$took" -le 15 ] || fail "kill: the job took $took s to end"
-no_leftovers "kill"
+no_leftovers kill
 run4 --set train.out_dir="$work/kill" --resume auto > "$work/kill2.log" 2>&1 || { cat "$work/kill2.log"; fail "kill: the restart failed"; }
 grep -q "resumed from $work/kill/checkpoints/step-$(printf %08d $(((step - 1) / 10 * 10)))" "$work/kill2.log" \
   || { cat "$work/kill2.log"; fail "kill: did not resume from the last checkpoint before step $step"; }
@@ -124,7 +126,7 @@ timed env LOOM_FAULT="kill-in-save@$step:$rank" "$mpiexec" --oversubscribe -np 4
   --set train.out_dir="$work/killsave" > "$work/killsave.log" 2>&1
 [ "$rc" != 0 ] || fail "kill in save: exit 0"
 [ ! -e "$work/killsave/checkpoints/step-$(printf %08d "$step")" ] || fail "kill in save: the half-written step-$step checkpoint was committed"
-no_leftovers "kill in save"
+no_leftovers killsave
 run4 --set train.out_dir="$work/killsave" --resume auto > "$work/killsave2.log" 2>&1 || { cat "$work/killsave2.log"; fail "kill in save: the restart failed"; }
 grep -q "resumed from $work/killsave/checkpoints/step-$(printf %08d $((step - 10)))" "$work/killsave2.log" \
   || { cat "$work/killsave2.log"; fail "kill in save: did not resume from step $((step - 10))"; }

@@ -58,6 +58,10 @@ TEST(StopRequestTest, SignalsSetTheFlagAndTheStrongestWins) {
   EXPECT_EQ(decision.reason, StopReason::kUser1);
   EXPECT_EQ(decision.rank, 0);
   EXPECT_STREQ(stop_reason_name(decision.reason), "SIGUSR1");
+  // SIGTERM is stronger; repeated (Slurm may deliver it twice), it still only asks.
+  std::raise(SIGTERM);
+  std::raise(SIGTERM);
+  EXPECT_EQ(signals.received(), StopReason::kTerminate);
 }
 
 TEST(StopRequestTest, HandlersAreRestored) {
