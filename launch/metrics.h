@@ -54,7 +54,7 @@ struct TrainMetrics {
   double grad_norm = kUnknown;  // the global gradient norm of the last step, before clipping
   double tokens_per_s = kUnknown;  // training tokens per second over the window, all ranks
   double mfu = kUnknown;     // model FLOPs utilisation, a fraction (0.312 is printed 31.2%)
-  uint64_t mem_bytes = 0;    // rank 0's memory: peak RSS on CPU, device memory on a GPU
+  uint64_t mem_bytes = 0;    // the largest peak RSS of the ranks on CPU, device memory on a GPU
   double eta_s = kUnknown;   // seconds until train.steps, at the current rate
   double step_ms = kUnknown;  // milliseconds per step over the window
 };
