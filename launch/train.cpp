@@ -574,6 +574,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       time_budget.record_save(checkpointer.last_save_seconds());
     }
     if ((tc.eval_every() > 0 && done % tc.eval_every() == 0) || last) {
+      const auto eval_start = Clock::now();
       if (addition) {
         assemble(chunks, grid, split, whole.get());
         if (leader) {
@@ -591,7 +592,8 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
         }
         if (last) assemble(chunks, grid, split, whole.get());
       }
-      window_start = Clock::now();  // evaluation time does not count as training throughput
+      // Evaluation time does not count as training throughput: the window starts that much later.
+      window_start += Clock::now() - eval_start;
     }
   }
   if (metrics) metrics->clear_bar();
