@@ -364,7 +364,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
                   recompute == Recompute::kFull ? "full" : "selective", all - kept, all);
     }
     std::printf("\n");
-    const std::string data = addition ? str_cat(task->digits(), "-digit addition,", task->test_problems().size(),
+    const std::string data = addition ? str_cat(std::to_string(task->digits()) + "-digit addition,", task->test_problems().size(),
                                                 "held-out problems")
                                       : token_run->describe();
     std::printf("data: %s; batch %d x %d replicas x %d accumulation, %d steps\n", data.c_str(), B,
