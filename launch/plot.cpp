@@ -68,6 +68,7 @@ struct Event {
 struct Metrics {
   std::map<int64_t, TrainPoint> train;          // by step; the last record of a step wins
   std::map<int64_t, double> val_loss;           // eval records that have val_loss
+  std::map<int64_t, double> accuracy;           // eval records that have accuracy (a fraction)
   std::map<int64_t, int> evals;                 // every eval record's step
   std::map<std::pair<int64_t, std::string>, Event> events;  // by (step, name)
 };
@@ -134,6 +135,8 @@ Metrics read_metrics(const std::string& path) {
       m.evals[step] = 1;
       const double v = number_field(r, "val_loss", where);
       if (std::isfinite(v)) m.val_loss[step] = v;
+      const double acc = number_field(r, "accuracy", where);
+      if (std::isfinite(acc)) m.accuracy[step] = acc;
     } else if (kind == "event") {
       const int64_t step = step_field(r, where);
       Event e{string_field(r, "event", where), ""};
@@ -274,7 +277,8 @@ const char* event_colour(const std::string& name) {
 }
 
 std::string gnuplot_script(const Metrics& m, const std::string& train_file, const std::string& val_file,
-                           const std::string& png, const std::string& title, bool log_loss) {
+                           const std::string& accuracy_file, const std::string& png, const std::string& title,
+                           bool log_loss) {
   int64_t first = m.train.begin()->first, last = m.train.rbegin()->first;
   for (const auto& [step, v] : m.val_loss) first = std::min(first, step), last = std::max(last, step);
   if (first == last) --first, ++last;
@@ -340,15 +344,24 @@ std::string gnuplot_script(const Metrics& m, const std::string& train_file, cons
     s += "set logscale y\nset yrange [" + gp_number(lo) + ":" + gp_number(hi) + "]\n";
     if (const std::string ticks = log_ticks(lo, hi); !ticks.empty()) s += "set ytics " + ticks + "\nset mytics 1\n";
   }
+  // Held-out accuracy (the addition task's evaluation) on the right-hand axis, in percent.
+  if (!m.accuracy.empty()) {
+    s += "set y2label 'held-out accuracy'\nset y2tics\nset ytics nomirror\nset format y2 '%g%%'\nset y2range [0:100]\n";
+  }
   s += "plot " + gp_quote(train_file) + " using 1:2 with " + style + " lw 1.5 lc rgb '#1f77b4' title 'training loss'";
   if (!m.val_loss.empty()) {
     s += ", " + gp_quote(val_file) +
          " using 1:2 with linespoints pt 7 ps 1.2 lw 1.2 lc rgb '#d62728' title 'validation loss'";
   }
+  if (!m.accuracy.empty()) {
+    s += ", " + gp_quote(accuracy_file) +
+         " using 1:2 with linespoints pt 7 ps 1.2 lw 1.2 lc rgb '#9467bd' title 'held-out accuracy' axes x1y2";
+  }
   s += "\n";
 
   if (!throughput) return s + "unset multiplot\nset output\n";
-  s += "unset logscale y\nset ytics autofreq\nset mytics default\nunset label\n";
+  s += "unset logscale y\nset ytics autofreq mirror\nset mytics default\nunset label\n";
+  s += "unset y2label\nunset y2tics\nset format y2 '% h'\nset y2range [*:*]\n";
   s += "set origin 0,0\nset size 1,0.37\nset key bottom right\nset title 'throughput'\n";
   s += "set ylabel " + gp_quote(rate_unit.second.empty() ? "tokens / s" : rate_unit.second + " tokens / s") +
        "\nset yrange [0:*]\n";
@@ -375,7 +388,8 @@ int run_plot(const std::vector<std::string>& args) {
   if (a.has("help")) {
     std::cout << usage_text("loom plot METRICS.jsonl [--out PNG] [--title TEXT] [--log-loss]",
                             "Draws the metrics a training run appended to METRICS.jsonl (metrics.jsonl in its\n"
-                            "train.out_dir) as a PNG: training loss and validation loss over the steps above,\n"
+                            "train.out_dir) as a PNG: training loss, validation loss and held-out accuracy over\n"
+                            "the steps above,\n"
                             "tokens per second and MFU below, resumes, rollbacks and other events as dashed\n"
                             "lines. A step logged twice (a resumed run logs some again) counts once, with its\n"
                             "last record. Needs gnuplot (Debian: gnuplot-nox). Docs: docs/metrics.md.",
@@ -412,6 +426,9 @@ int run_plot(const std::vector<std::string>& args) {
   for (const auto& [step, v] : m.val_loss) val_data += std::to_string(step) + " " + gp_number(v) + "\n";
   write_text(tmp.file("train.dat"), train_data);
   write_text(tmp.file("val.dat"), val_data);
+  std::string accuracy_data = "# step accuracy_percent\n";
+  for (const auto& [step, v] : m.accuracy) accuracy_data += std::to_string(step) + " " + gp_number(100 * v) + "\n";
+  write_text(tmp.file("accuracy.dat"), accuracy_data);
 
   const fs::path out_path(out);
   if (out_path.has_parent_path()) {
@@ -420,8 +437,8 @@ int run_plot(const std::vector<std::string>& args) {
     if (ec) fail_user("cannot create the directory", out_path.parent_path().string(), "for", out + ":", ec.message());
   }
   const std::string partial = out + ".tmp." + std::to_string(::getpid());
-  write_text(tmp.file("plot.gp"), gnuplot_script(m, tmp.file("train.dat"), tmp.file("val.dat"), partial, title,
-                                                 a.has("log-loss")));
+  write_text(tmp.file("plot.gp"), gnuplot_script(m, tmp.file("train.dat"), tmp.file("val.dat"),
+                                                 tmp.file("accuracy.dat"), partial, title, a.has("log-loss")));
   try {
     run_gnuplot(gnuplot, tmp.file("plot.gp"), tmp.file("gnuplot.log"));
     std::error_code ec;

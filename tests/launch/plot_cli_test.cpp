@@ -113,6 +113,23 @@ TEST(PlotCliTest, ARecordBeingWrittenIsLeftOutAndOneRecordIsEnough) {
   EXPECT_NE(one.out.find(": 1 step (7 .. 7), 0 evaluations, 0 events"), std::string::npos) << one.out;
 }
 
+TEST(PlotCliTest, HeldOutAccuracyIsDrawnOnTheRightHandAxis) {
+  TempDir dir("plot");
+  const std::string input = dir / "addition.jsonl";
+  {
+    std::ofstream out(input);
+    for (int step = 100; step <= 500; step += 100) {
+      out << train_record(step, 2.0 - step / 400.0, 40000, "0.5");
+      out << "{\"time\": 1700000000, \"kind\": \"eval\", \"step\": " << step << ", \"accuracy\": " << step / 500.0
+          << "}\n";
+    }
+  }
+  const RunResult r = run_loom("plot " + input + " --out " + dir / "addition.png");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find(": 5 steps (100 .. 500), 5 evaluations, 0 events"), std::string::npos) << r.out;
+  expect_png(dir / "addition.png");
+}
+
 TEST(PlotCliTest, BadInputIsOneLine) {
   TempDir dir("plot");
   const std::string bad = dir / "bad.jsonl";
