@@ -32,15 +32,6 @@ double unix_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// 950, 12.3k, 1.25M: tokens per second.
-std::string format_count(double value) {
-  char buf[32];
-  if (value >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", value / 1e6);
-  else if (value >= 1e3) std::snprintf(buf, sizeof buf, "%.1fk", value / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0f", value);
-  return buf;
-}
-
 // 412 MiB, 3.25 GiB.
 std::string format_memory(uint64_t bytes) {
   const double mib = static_cast<double>(bytes) / (1024.0 * 1024.0);
@@ -155,6 +146,14 @@ uint64_t current_rss_bytes() {
   if (!(statm >> size >> resident)) return 0;
   const long page = ::sysconf(_SC_PAGESIZE);
   return page > 0 ? resident * static_cast<uint64_t>(page) : 0;
+}
+
+std::string format_count(double value) {
+  char buf[32];
+  if (value >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", value / 1e6);
+  else if (value >= 1e3) std::snprintf(buf, sizeof buf, "%.1fk", value / 1e3);
+  else std::snprintf(buf, sizeof buf, "%.0f", value);
+  return buf;
 }
 
 std::string format_duration(double seconds) {

@@ -38,6 +38,9 @@ double measure_cpu_peak_flops(int threads);
 uint64_t peak_rss_bytes();
 uint64_t current_rss_bytes();
 
+// 950, 12.3k, 1.25M: a count (tokens per second, parameters) in three significant figures.
+std::string format_count(double value);
+
 // "42s", "3m07s", "1h02m", "2d05h", rounded to the unit shown; "?" for a negative or non-finite
 // number of seconds.
 std::string format_duration(double seconds);

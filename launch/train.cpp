@@ -62,14 +62,6 @@ const std::vector<FlagSpec>& train_flags() {
 
 namespace {
 
-std::string format_count(double value) {
-  char buf[32];
-  if (value >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", value / 1e6);
-  else if (value >= 1e3) std::snprintf(buf, sizeof buf, "%.1fk", value / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0f", value);
-  return buf;
-}
-
 // LOOM_FAULT=nan@N (launch/fault_injection.h): one weight of this rank is NaN for one step and
 // restored after it, so that step's loss and gradients are not finite on every rank, as a real
 // numerical fault would make them. A LayerNorm weight, which every token passes through.

@@ -47,6 +47,7 @@
 #include <utility>
 
 #include "core/base/check.h"
+#include "core/base/process.h"
 
 namespace loom::parallel {
 namespace {
@@ -62,25 +63,6 @@ constexpr uint64_t kCollectEvery = 16;
 // How long a destructor waits for notices and abandoned requests before it leaks them.
 constexpr milliseconds kShutdownGrace{250};
 
-std::string host_name() {
-  char name[256] = {};
-  if (gethostname(name, sizeof(name) - 1) != 0) return "?";
-  return name;
-}
-
-int world_rank_or_unknown() {
-  int initialized = 0;
-  int finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  int rank = -1;
-  if (initialized && !finalized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
-std::string this_process() {
-  return str_cat("world rank", world_rank_or_unknown(), "on host", host_name());
-}
 
 [[noreturn]] void throw_mpi_error(int code, const char* call, const char* file, int line) {
   char text[MPI_MAX_ERROR_STRING] = {};

@@ -16,7 +16,20 @@
 #include <string>
 #include <vector>
 
+#include "core/base/check.h"
+
 namespace loom::testing {
+
+// The what() of the UserError `call` throws, or "(no error)".
+template <typename Call>
+std::string user_error_of(Call&& call) {
+  try {
+    call();
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
 
 // A fresh directory under the system's temporary directory, unique per process and object,
 // removed by the destructor.

@@ -2,11 +2,10 @@
 #include "core/base/device.h"
 
 #include "core/base/check.h"
+#include "core/base/process.h"
 
 #ifdef LOOM_HAS_CUDA
 #include <cuda_runtime.h>
-#include <mpi.h>
-#include <unistd.h>
 #endif
 
 namespace loom {
@@ -14,23 +13,6 @@ namespace loom {
 #ifdef LOOM_HAS_CUDA
 
 namespace {
-
-std::string host_name() {
-  char name[256] = {};
-  if (gethostname(name, sizeof(name) - 1) != 0) return "?";
-  return name;
-}
-
-// "world rank 3 on host node07" (rank ? before MPI is initialised or without it).
-std::string this_process() {
-  int initialized = 0;
-  int finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  int rank = -1;
-  if (initialized && !finalized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return str_cat("world rank", rank < 0 ? std::string("?") : std::to_string(rank), "on host", host_name());
-}
 
 [[noreturn]] void throw_cuda_failure(const char* statement, cudaError_t status, const char* file, int line) {
   throw Error(str_cat(std::string(file) + ":" + std::to_string(line) + ":", statement, "failed:",

@@ -12,14 +12,7 @@
 namespace loom {
 namespace {
 
-std::string user_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::user_error_of;
 
 config::RunConfig valid() {
   return parse_config_text("data { addition { digits: 2 } }", "test");

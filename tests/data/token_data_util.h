@@ -63,15 +63,4 @@ inline void write_bytes(const std::string& path, const std::string& bytes) {
   out << bytes;
 }
 
-// The what() of the UserError `call` throws, or "(no error)".
-template <typename Call>
-std::string user_error_of(Call&& call) {
-  try {
-    call();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 }  // namespace loom::testing

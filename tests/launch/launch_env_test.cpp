@@ -18,14 +18,7 @@
 namespace loom {
 namespace {
 
-std::string user_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::user_error_of;
 
 // What Open MPI's mpirun exports (besides PMIx's own variables).
 EnvMap mpirun_env(int rank, int size, int local_rank, int local_size) {

@@ -1,0 +1,13 @@
+// Who this process is, for error messages that must say where a failure happened: the host name
+// and the world rank ("world rank 3 on host node07"; rank ? before MPI is initialised, after it is
+// finalised, or without it).
+#pragma once
+
+#include <string>
+
+namespace loom {
+
+std::string host_name();
+std::string this_process();
+
+}  // namespace loom
