@@ -185,6 +185,14 @@ LaunchEnv detect_launch(const EnvMap& env) {
 }
 
 void check_can_start(const LaunchEnv& env) {
+  // Open MPI joins srun's tasks through PMIx; its PMI-1/2 clients are optional components that
+  // Debian's build (the one loom is built with) does not have, so MPI_Init would fail with a
+  // page of Open MPI's own text instead.
+  if (env.launcher == Launcher::kSlurm && env.wire_up == "pmi2" && env.world_size > 1) {
+    fail_user("srun started", env.world_size,
+              "tasks with --mpi=pmi2, but loom's MPI (Open MPI) joins srun tasks through PMIx: run "
+              "`srun --mpi=pmix` (`srun --mpi=list` shows the plugins) or start loom with mpirun");
+  }
   if (env.world_size > 1 && !env.init_mpi()) {
     fail_user("srun started", env.world_size,
               "tasks without a PMI plugin that MPI can connect them through (each would train alone): run "
