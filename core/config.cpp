@@ -254,7 +254,7 @@ void validate_config(const config::RunConfig& cfg) {
   if (!(c.commit_timeout_s() > 0)) fail_user("checkpoint.commit_timeout_s is", c.commit_timeout_s(), "but must be > 0");
   if (c.has_dir() && c.dir().empty()) fail_user("checkpoint.dir is empty; unset it to use <train.out_dir>/checkpoints");
   const config::GuardConfig& g = cfg.guard();
-  if (g.rollback_after() < 0) fail_user("guard.rollback_after is", g.rollback_after(), "but must be >= 0 (0: never roll back)");
+  if (g.rollback_after() < 0) fail_user("guard.rollback_after is", g.rollback_after(), "but must be >= 0 (0: stop at the first non-finite step)");
   if (g.max_rollbacks() < 0) fail_user("guard.max_rollbacks is", g.max_rollbacks(), "but must be >= 0");
   if (!(g.collective_timeout_s() > 0)) {
     fail_user("guard.collective_timeout_s is", g.collective_timeout_s(), "but must be > 0 seconds");

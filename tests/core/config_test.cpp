@@ -83,6 +83,11 @@ TEST(ConfigTest, ValidationNamesTheFieldTheValueAndTheExpectation) {
       {"parallel.virtual_stages=0", "parallel.virtual_stages is 0"},
       {"parallel.virtual_stages=2", "parallel.virtual_stages is 2 but the interleaved schedule needs parallel.pp > 1"},
       {"parallel.tp=0", "parallel.tp is 0"},
+      {"checkpoint.keep_last=-1", "checkpoint.keep_last is -1 but must be >= 0"},
+      {"guard.rollback_after=-1", "guard.rollback_after is -1 but must be >= 0 (0: stop at the first non-finite step)"},
+      {"guard.max_rollbacks=-2", "guard.max_rollbacks is -2 but must be >= 0"},
+      {"guard.collective_timeout_s=0", "guard.collective_timeout_s is 0 but must be > 0 seconds"},
+      {"metrics.peak_tflops=-1", "metrics.peak_tflops is -1 but must be >= 0 (0: measured)"},
   };
   for (const Case& c : cases) {
     config::RunConfig cfg = valid();

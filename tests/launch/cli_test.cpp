@@ -70,6 +70,9 @@ TEST_F(CliTest, BadConfigsAndFlagsAreOneClearSentence) {
   expect_user_error("train --set model.colour=red", "no field 'colour'");
   expect_user_error("train --set train.steps=ten", "'ten' is not a valid");
   expect_user_error("train --frobnicate", "unknown option --frobnicate");
+  expect_user_error("train --time-budget 3h50 --set train.steps=1",
+                    "--time-budget is '3h50' but must be a duration such as 90s, 20m, 3h50m or 2d");
+  expect_user_error("train --set guard.collective_timeout_s=0", "guard.collective_timeout_s is 0 but must be > 0");
   expect_user_error("generate --prompt 1+1= --model " + (dir_ / "none.loom").string(), "cannot read model file");
   expect_user_error("generate", "needs --prompt");
 
