@@ -248,7 +248,13 @@ void MetricsLog::write_record(const std::string& fields) {
   if (file_ == nullptr) return;
   const std::string line = "{\"time\": " + json_number(unix_seconds()) + ", " + fields + "}\n";
   if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
-    fail_user("cannot write metrics file", path_ + ":", errno_text());
+    // A full disk must not end the training (the checkpoints say for themselves whether they
+    // can be written): say so once, and write no more records.
+    clear_bar();
+    std::fprintf(stderr, "loom train: warning: cannot write metrics file %s: %s; no more metrics records are written\n",
+                 path_.c_str(), errno_text().c_str());
+    std::fclose(file_);
+    file_ = nullptr;
   }
 }
 

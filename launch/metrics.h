@@ -83,8 +83,10 @@ class MetricsLog {
  public:
   // `jsonl_path`: the JSON lines file; "" for none. Its directory is created; it is opened for
   // appending (a resumed run continues it), a torn last line of a crashed run cut off first.
-  // Throws UserError when it cannot be opened. `progress_bar`: draw the bar of tick() when `out`
-  // is a terminal; otherwise (a pipe, a log file) tick() never prints anything.
+  // Throws UserError when it cannot be opened. A record that cannot be written later (a full
+  // disk) gives one warning on stderr and ends the records, never the training.
+  // `progress_bar`: draw the bar of tick() when `out` is a terminal; otherwise (a pipe, a log
+  // file) tick() never prints anything.
   MetricsLog(const std::string& jsonl_path, bool progress_bar, FILE* out = stdout);
   // Erases a drawn bar and closes the file.
   ~MetricsLog();

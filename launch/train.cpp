@@ -384,12 +384,21 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     peak_flops = mine;
   }
   std::unique_ptr<MetricsLog> metrics;
+  std::string metrics_error;
   double flops_per_token = 0;
   if (leader) {
     // Under mpirun a rank's stdout is a pseudo-terminal even when mpirun writes to a file: only
     // a process started on its own knows that it writes to a terminal.
     const bool standalone = current_launch().launcher == Launcher::kStandalone;
-    metrics = std::make_unique<MetricsLog>(metrics_path(cfg), mc.progress_bar() && standalone);
+    try {
+      metrics = std::make_unique<MetricsLog>(metrics_path(cfg), mc.progress_bar() && standalone);
+    } catch (const UserError& e) {
+      metrics_error = e.what();
+    }
+  }
+  // Rank 0 alone opens the file: every rank stops if it cannot (none left waiting for rank 0).
+  agree_on_error(world, metrics_error);
+  if (leader) {
     flops_per_token = model_flops_per_token(model_config, whole->num_parameters(), T);
     std::printf("metrics: %.3g model FLOPs per token; MFU against %s = %.3g GFLOP/s%s%s\n", flops_per_token,
                 mc.peak_tflops() > 0 ? "metrics.peak_tflops x processes" : "the measured sgemm rate of the hosts' cores",
@@ -419,6 +428,17 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   const int first_step = static_cast<int>(std::min<int64_t>(progress.step, steps));
   const int end_step = stop_after > 0 ? std::min(steps, first_step + stop_after) : steps;
   const uint64_t tokens_per_step = static_cast<uint64_t>(global_B) * static_cast<uint64_t>(T) * static_cast<uint64_t>(accum);
+  // Waits for the save in flight (rank 0: until it is committed). A save that failed on any rank
+  // stops every rank with its message, rather than leave the others waiting for that rank.
+  auto wait_for_save = [&] {
+    std::string error;
+    try {
+      checkpointer.wait();
+    } catch (const UserError& e) {
+      error = e.what();
+    }
+    agree_on_error(world, error);
+  };
   // Saves the state after `done` steps (collective).
   int saved_step = first_step;
   auto save_checkpoint = [&](int done) {
@@ -427,6 +447,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     saved_step = done;
     progress.has_loader = token_run != nullptr;
     if (token_run) progress.loader = token_run->state();
+    wait_for_save();
     checkpointer.save(cfg, progress, chunk_ptrs, optimizer_ptrs);
     rollback_dir = ckpt_root + "/" + checkpoint::step_dir_name(done);
     report(done, "checkpoint",
@@ -450,7 +471,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
                 "rollbacks (guard.max_rollbacks): the fault is in the data or the settings, not transient;"
                 " lower optimizer.lr or raise optimizer.warmup_steps");
     }
-    checkpointer.wait();  // rank 0: the checkpoint is committed ...
+    wait_for_save();      // rank 0: the checkpoint is committed ...
     world.barrier();      // ... before any rank reads it
     const checkpoint::Resumed back = checkpoint::resume(
         rollback_dir, ckpt_root, cfg, world, chunk_ptrs, optimizer_ptrs,
@@ -553,7 +574,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     const bool healthy = bad_in_a_row == 0;
     if (stop.stop()) {
       if (healthy) save_checkpoint(done);
-      checkpointer.wait();
+      wait_for_save();
       // mpirun ends the job as soon as one rank exits non-zero: none leaves before the commit.
       world.barrier();
       report(done, "stop",
@@ -595,7 +616,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     }
   }
   if (metrics) metrics->clear_bar();
-  checkpointer.wait();
+  wait_for_save();
   if (leader && !checkpointer.last_committed().empty()) {
     std::printf("checkpoint saved: %s\n", checkpointer.last_committed().c_str());
   }

@@ -286,6 +286,19 @@ TEST(MetricsTest, ReopeningAppendsAndCutsATornLastLine) {
   EXPECT_EQ(none.jsonl_path(), "");
 }
 
+TEST(MetricsTest, AFullDiskEndsTheRecordsNotTheTraining) {
+  MetricsLog log("/dev/full", false, stdout);
+  ::testing::internal::CaptureStderr();
+  TrainMetrics m;
+  m.step = 1;
+  m.steps = 2;
+  EXPECT_NO_THROW(log.progress(m));
+  EXPECT_NO_THROW(log.event(2, "checkpoint", "saved"));
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("warning: cannot write metrics file /dev/full"), std::string::npos) << err;
+  EXPECT_EQ(err.find("warning", err.find("warning") + 1), std::string::npos) << "warned more than once:\n" << err;
+}
+
 TEST(MetricsTest, UnwritableFileIsAUserError) {
   TempDir dir("metrics");
   std::ofstream(dir / "file") << "x";
