@@ -13,7 +13,8 @@
 #      job exits non-zero, no process is left;
 #   5. kill -9 of a random rank at a random step, and of a random rank halfway through writing
 #      its checkpoint shard: the job exits non-zero at once; the restarted job resumes from the
-#      last committed checkpoint and ends with the uninterrupted weights, bit for bit.
+#      last committed checkpoint and ends with the uninterrupted weights, bit for bit;
+#   6. a checkpoint directory that cannot be created: every rank exits 2 with one sentence.
 # The random rank and step come from a seed printed first (LOOM_FAULT_SEED=N reproduces a run).
 # usage: faults_test.sh LOOM MPIEXEC WORK_DIR
 set -euo pipefail
@@ -142,3 +143,15 @@ grep -q "resumed from $work/killsave/checkpoints/$committed" "$work/killsave2.lo
   || { cat "$work/killsave2.log"; fail "kill in save: did not resume from $committed"; }
 same_as_straight "$work/killsave"
 echo "ok: kill -9 of rank $rank halfway through its step-$step shard: resumed from $committed, same weights"
+
+# 6. A checkpoint that cannot be written (its directory is under a file): every rank stops with
+#    rank 0's sentence within seconds, none waits for the collective timeout.
+touch "$work/a-file"
+timed "$mpiexec" -q --oversubscribe -np 4 "$loom" "${common[@]}" --set checkpoint.dir="$work/a-file/checkpoints" \
+  --set checkpoint.commit_timeout_s=2 --set train.out_dir="$work/nosave" > "$work/nosave.log" 2>&1
+[ "$rc" = 2 ] || { cat "$work/nosave.log"; fail "unwritable checkpoint: exit $rc, expected 2"; }
+grep -q "error: cannot create checkpoint directory $work/a-file/checkpoints/.tmp-step-00000010" "$work/nosave.log" \
+  || { cat "$work/nosave.log"; fail "unwritable checkpoint: no clear error"; }
+[ "$took" -le 15 ] || fail "unwritable checkpoint: the job took $took s to stop"
+no_leftovers nosave
+echo "ok: an unwritable checkpoint directory: every rank stopped after $took s with one error"
