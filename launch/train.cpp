@@ -428,8 +428,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   const int first_step = static_cast<int>(std::min<int64_t>(progress.step, steps));
   const int end_step = stop_after > 0 ? std::min(steps, first_step + stop_after) : steps;
   const uint64_t tokens_per_step = static_cast<uint64_t>(global_B) * static_cast<uint64_t>(T) * static_cast<uint64_t>(accum);
-  // Waits for the save in flight (rank 0: until it is committed). A save that failed on any rank
-  // stops every rank with its message, rather than leave the others waiting for that rank.
+  // Waits for the save in flight (rank 0: until it is committed), then agrees over the world (a
+  // collective): a save that failed on any rank stops every rank with its message, rather than
+  // leave the others waiting for that rank.
   auto wait_for_save = [&] {
     std::string error;
     try {
@@ -471,8 +472,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
                 "rollbacks (guard.max_rollbacks): the fault is in the data or the settings, not transient;"
                 " lower optimizer.lr or raise optimizer.warmup_steps");
     }
-    wait_for_save();      // rank 0: the checkpoint is committed ...
-    world.barrier();      // ... before any rank reads it
+    wait_for_save();  // collective, and rank 0 enters it once the checkpoint is committed
     const checkpoint::Resumed back = checkpoint::resume(
         rollback_dir, ckpt_root, cfg, world, chunk_ptrs, optimizer_ptrs,
         [](const std::string& warning) { std::fprintf(stderr, "loom train: warning: %s\n", warning.c_str()); });
@@ -574,9 +574,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     const bool healthy = bad_in_a_row == 0;
     if (stop.stop()) {
       if (healthy) save_checkpoint(done);
+      // Collective, and rank 0 enters it once the checkpoint is committed: mpirun ends the job as
+      // soon as one rank exits non-zero, so none may leave before the commit.
       wait_for_save();
-      // mpirun ends the job as soon as one rank exits non-zero: none leaves before the commit.
-      world.barrier();
       report(done, "stop",
              healthy ? text_printf("stopping: %s on rank %d: finished step %d of %d, checkpoint %s committed; exit %d "
                                    "(resume with --resume auto)",
