@@ -34,11 +34,7 @@ extern char** environ;
 
 namespace loom {
 
-namespace {
-
 namespace fs = std::filesystem;
-
-}  // namespace
 
 const std::vector<FlagSpec>& plot_flags() {
   static const std::vector<FlagSpec> flags = {
