@@ -50,6 +50,17 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   return t;
 }
 
+Tensor Tensor::empty(const Shape& shape, DType dtype, CachingAllocator& allocator) {
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.device_ = allocator.device();
+  void* p = allocator.allocate(t.nbytes());
+  t.storage_ = std::shared_ptr<void>(p, [&allocator](void* q) { allocator.free(q); });
+  t.data_ = p;
+  return t;
+}
+
 Tensor Tensor::view(void* data, const Shape& shape, DType dtype, Device device) {
   Tensor t;
   t.data_ = data;

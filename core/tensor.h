@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base/caching_allocator.h"
 #include "core/base/check.h"
 #include "core/base/dtype.h"
 
@@ -43,6 +44,10 @@ class Tensor {
 
   // A new zero-filled tensor that owns its bytes.
   static Tensor zeros(const Shape& shape, DType dtype = DType::kF32, Device device = Device::kCPU);
+  // A new tensor, not initialised, whose bytes come from `allocator` (its device: a GPU's memory
+  // for a CUDA context's allocator) and go back to it when the last copy of the tensor is gone;
+  // the allocator must outlive them.
+  static Tensor empty(const Shape& shape, DType dtype, CachingAllocator& allocator);
   // A view of `data` (not owned); the caller keeps the memory alive while the view is used.
   static Tensor view(void* data, const Shape& shape, DType dtype = DType::kF32,
                      Device device = Device::kCPU);

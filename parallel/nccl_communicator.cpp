@@ -3,6 +3,8 @@
 // communicators with ncclConfig_t).
 #include "parallel/nccl_communicator.h"
 
+#include "core/base/cuda/check.h"
+
 #include <unistd.h>
 
 #include <array>
@@ -45,16 +47,6 @@ std::string nccl_error_text(ncclResult_t status) {
   return text;
 }
 
-std::string cuda_error_text(cudaError_t status) {
-  return std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
-}
-
-[[noreturn]] void throw_cuda_failure(const char* statement, cudaError_t status, const char* file,
-                                     int line, int world_rank) {
-  throw Error(where(file, line, world_rank) + ": " + statement +
-              " failed: " + cuda_error_text(status));
-}
-
 [[noreturn]] void throw_nccl_failure(const char* statement, ncclResult_t status, const char* file,
                                      int line, int world_rank) {
   throw Error(where(file, line, world_rank) + ": " + statement +
@@ -64,16 +56,8 @@ std::string cuda_error_text(cudaError_t status) {
 }  // namespace
 }  // namespace loom::parallel
 
-// Checked calls: the message carries the statement, the error, file:line, world rank and host.
-#define LOOM_CUDA_CHECK(statement, world_rank)                                               \
-  do {                                                                                       \
-    const cudaError_t loom_cuda_status = (statement);                                        \
-    if (loom_cuda_status != cudaSuccess) {                                                   \
-      ::loom::parallel::throw_cuda_failure(#statement, loom_cuda_status, __FILE__, __LINE__, \
-                                           (world_rank));                                    \
-    }                                                                                        \
-  } while (0)
-
+// Checked NCCL calls (CUDA ones: core/base/cuda/check.h): the message carries the statement,
+// the error, file:line, world rank and host.
 #define LOOM_NCCL_CHECK(statement, world_rank)                                               \
   do {                                                                                       \
     const ncclResult_t loom_nccl_status = (statement);                                       \
@@ -124,7 +108,7 @@ PollResult poll_until_ready(std::initializer_list<ncclComm_t> comms, const cudaS
       if (status != cudaErrorNotReady) {
         return {Kind::kCudaError, std::string(event != nullptr ? "cudaEventQuery: "
                                                                : "cudaStreamQuery: ") +
-                                      cuda_error_text(status)};
+                                      ::loom::cuda::error_text(status)};
       }
     }
     const Clock::time_point now = Clock::now();
@@ -199,7 +183,7 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& bootstr
   ncclUniqueId id{};
   std::string local_error;
   try {
-    LOOM_CUDA_CHECK(cudaSetDevice(device), world_rank);
+    LOOM_CUDA_CHECK(cudaSetDevice(device));
     if (bootstrap.rank() == 0) LOOM_NCCL_CHECK(ncclGetUniqueId(&id), world_rank);
   } catch (const Error& error) {
     local_error = error.what();
@@ -251,8 +235,8 @@ void NcclCommunicator::finish_setup() {
   LOOM_NCCL_CHECK(ncclCommCount(comm_, &nccl_size), world_rank());
   LOOM_CHECK(nccl_rank == rank_ && nccl_size == size_, "NCCL places", describe(), "at rank",
              nccl_rank, "of", nccl_size, "but its bootstrap at rank", rank_, "of", size_);
-  LOOM_CUDA_CHECK(cudaMalloc(&barrier_scratch_, sizeof(float)), world_rank());
-  LOOM_CUDA_CHECK(cudaMemset(barrier_scratch_, 0, sizeof(float)), world_rank());
+  LOOM_CUDA_CHECK(cudaMalloc(&barrier_scratch_, sizeof(float)));
+  LOOM_CUDA_CHECK(cudaMemset(barrier_scratch_, 0, sizeof(float)));
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -409,7 +393,7 @@ std::unique_ptr<CommRequest> NcclCommunicator::post_async(const char* op, std::s
   check_usable(op);
   // Created before the operation is enqueued, so that a failure here leaves nothing in flight.
   cudaEvent_t raw_event = nullptr;
-  LOOM_CUDA_CHECK(cudaEventCreateWithFlags(&raw_event, cudaEventDisableTiming), world_rank());
+  LOOM_CUDA_CHECK(cudaEventCreateWithFlags(&raw_event, cudaEventDisableTiming));
   Event event(raw_event);
   ++operations_;
   const Clock::time_point deadline = deadline_after(timeout_);
@@ -421,7 +405,7 @@ std::unique_ptr<CommRequest> NcclCommunicator::post_async(const char* op, std::s
   if (recorded != cudaSuccess) {
     abort_and_throw(str_cat(what, "(operation #" + std::to_string(operations_) + ") in",
                             describe() + ": cudaEventRecord after it failed:",
-                            cuda_error_text(recorded)));
+                            ::loom::cuda::error_text(recorded)));
   }
   return std::make_unique<Request>(*this, std::move(event), std::move(what), std::move(suspects),
                                    operations_, timeout_, deadline);

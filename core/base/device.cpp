@@ -6,29 +6,13 @@
 
 #ifdef LOOM_HAS_CUDA
 #include <cuda_runtime.h>
+
+#include "core/base/cuda/check.h"
 #endif
 
 namespace loom {
 
 #ifdef LOOM_HAS_CUDA
-
-namespace {
-
-[[noreturn]] void throw_cuda_failure(const char* statement, cudaError_t status, const char* file, int line) {
-  throw Error(str_cat(std::string(file) + ":" + std::to_string(line) + ":", statement, "failed:",
-                      std::string(cudaGetErrorName(status)) + ":", cudaGetErrorString(status),
-                      "(" + this_process() + ")"));
-}
-
-}  // namespace
-
-#define LOOM_DEVICE_CUDA_CHECK(statement)                                            \
-  do {                                                                               \
-    const cudaError_t loom_cuda_status = (statement);                                \
-    if (loom_cuda_status != cudaSuccess) {                                           \
-      ::loom::throw_cuda_failure(#statement, loom_cuda_status, __FILE__, __LINE__);  \
-    }                                                                                \
-  } while (0)
 
 int device_count() {
   int count = 0;
@@ -38,7 +22,7 @@ int device_count() {
     cudaGetLastError();  // reset the runtime's last error, which this call set
     return 0;
   }
-  LOOM_DEVICE_CUDA_CHECK(status);
+  LOOM_CUDA_CHECK(status);
   return count;
 }
 
@@ -50,20 +34,20 @@ void bind_device(int local_rank, int local_size) {
     fail_user(local_size, "processes on host", host_name(), "but only", count, count == 1 ? "GPU:" : "GPUs:",
               "start at most", count, "per node");
   }
-  LOOM_DEVICE_CUDA_CHECK(cudaSetDevice(local_rank));
+  LOOM_CUDA_CHECK(cudaSetDevice(local_rank));
 }
 
 int current_device() {
   if (device_count() == 0) return -1;
   int device = -1;
-  LOOM_DEVICE_CUDA_CHECK(cudaGetDevice(&device));
+  LOOM_CUDA_CHECK(cudaGetDevice(&device));
   return device;
 }
 
 std::string device_pci_bus_id(int device) {
   if (device < 0) return "";
   char id[64] = {};
-  LOOM_DEVICE_CUDA_CHECK(cudaDeviceGetPCIBusId(id, static_cast<int>(sizeof(id)), device));
+  LOOM_CUDA_CHECK(cudaDeviceGetPCIBusId(id, static_cast<int>(sizeof(id)), device));
   return id;
 }
 

@@ -1,0 +1,32 @@
+// Causal multi-head self-attention, flash-style, on the GPU (CPU twin: kernels/cpu/attention.h,
+// same layouts).
+//
+// No T x T matrix exists in memory: the forward walks key tiles with an online softmax (running
+// max and sum per query row in fp32) and saves only the output and each row's log-sum-exp. The
+// backward recomputes the probabilities tile by tile from the saved log-sum-exp; it runs as two
+// kernels, one that owns a key tile and accumulates dK, dV over the query tiles, one that owns a
+// query tile and accumulates dQ over the key tiles, so that every gradient element is summed by
+// one thread block in a fixed order: no atomics, bitwise reproducible. Q·K^T and P·V run on the
+// tensor cores (bf16 in, fp32 accumulate).
+#pragma once
+
+#include "kernels/cuda/common.h"
+
+namespace loom::kernels::cuda {
+
+// qkv (B, T, 3C) bf16: per position [q | k | v], head h in columns [h*HS, (h+1)*HS), HS = C / NH.
+// out (B, T, C) bf16 overwritten; lse (B, NH, T) fp32 overwritten (natural log of each query's
+// sum of exp(scaled scores)). Scores are scaled by 1/sqrt(HS). Supports HS in {32, 64, 128}.
+void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
+                       cudaStream_t stream);
+
+// Floats of scratch attention_backward needs (the per-row dot(dout, out), B * NH * T).
+size_t attention_backward_scratch_floats(int B, int T, int NH);
+
+// dqkv (B, T, 3C) bf16 is overwritten with d(loss)/d(qkv). dout (B, T, C); out and lse those of
+// the forward.
+void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
+                        const float* lse, int B, int T, int C, int NH, float* scratch,
+                        cudaStream_t stream);
+
+}  // namespace loom::kernels::cuda

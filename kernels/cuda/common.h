@@ -1,0 +1,20 @@
+// What every CUDA kernel file shares: the bf16 type at the launcher boundary, and grid sizes.
+//
+// Launchers (the functions declared in kernels/cuda/*.h) are plain C++: the model and the tests
+// call them without nvcc. Their bf16 buffers are loom::bf16 (core/base/dtype.h), which has the
+// layout of CUDA's __nv_bfloat16; the .cu files reinterpret them. Every launcher takes the stream
+// last, checks its preconditions with LOOM_CHECK (values in the message), launches, and checks the
+// launch with LOOM_CUDA_CHECK_LAUNCH.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/base/dtype.h"
+
+namespace loom::kernels::cuda {
+
+constexpr int ceil_div(int64_t n, int64_t d) { return static_cast<int>((n + d - 1) / d); }
+
+}  // namespace loom::kernels::cuda
