@@ -65,7 +65,7 @@ std::span<const MicroBatch> TokenRun::next_step() {
   return micro_;
 }
 
-bool TokenRun::validation_loss(std::span<GPT* const> chunks, parallel::Communicator& dp, double* loss) {
+bool TokenRun::validation_loss(const std::function<double(std::span<const MicroBatch>)>& evaluate, double* loss) {
   if (val_sources_.empty() || config_.eval_batches() == 0) return false;
   // In stream order from the start: the same samples at every evaluation. A split shorter than
   // the evaluation wraps around (its next epoch, still in order).
@@ -74,7 +74,7 @@ bool TokenRun::validation_loss(std::span<GPT* const> chunks, parallel::Communica
   for (int i = 0; i < config_.eval_batches(); ++i) {
     const StepBatch batch = val.next();
     const std::vector<MicroBatch> micro = micro_batches_of(batch);
-    sum += evaluate_loss(chunks, dp, micro);
+    sum += evaluate(micro);
   }
   *loss = sum / config_.eval_batches();
   return true;

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -35,9 +36,10 @@ class TokenRun {
   // This rank's micro-batches of the next step; valid until the next call.
   std::span<const MicroBatch> next_step();
   // Mean loss over the first eval_batches steps' worth of the validation splits, in stream
-  // order (the same samples every time). Collective like train_step. false when there is no
+  // order (the same samples every time), each step's loss given by `evaluate` (evaluate_loss on
+  // the CPU, the GPU trainer's on a GPU). Collective like train_step. false when there is no
   // validation split or eval_batches is 0.
-  bool validation_loss(std::span<GPT* const> chunks, parallel::Communicator& dp, double* loss);
+  bool validation_loss(const std::function<double(std::span<const MicroBatch>)>& evaluate, double* loss);
   // The loader's position after the steps taken so far (what a checkpoint stores).
   LoaderState state() const { return loader_->state(); }
   // "data: ..." line for the log.

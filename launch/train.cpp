@@ -27,6 +27,7 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "launch/fault_injection.h"
+#include "launch/gpu_training.h"
 #include "launch/launch_env.h"
 #include "launch/metrics.h"
 #include "launch/stop_request.h"
@@ -313,12 +314,19 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   // Where a rollback goes: the checkpoint this run resumed from or last saved.
   std::string rollback_dir = resumed_dir;
 
+  // The working copy on the GPU when the run trains there (train.device); the host objects above
+  // hold what checkpoints, evaluation and the model file read, refreshed before each of them.
+  const int B = tc.micro_batch_size(), accum = tc.grad_accum_steps();
+  const int T = addition ? task->sequence_length() : cfg.data().tokens().seq_len();
+  std::unique_ptr<GpuTraining> gpu = GpuTraining::create(cfg, grid, *chunks[0], *optimizers[0], B, T);
+  auto sync_to_host = [&] {
+    if (gpu) gpu->to_host();
+  };
+
   // Rank 0 keeps a whole copy of the model for evaluation, samples and the model file.
   std::unique_ptr<GPT> whole = leader ? std::make_unique<GPT>(model_config) : nullptr;
 
   // Each micro-batch holds B sequences per data-parallel replica; this rank takes its rows.
-  const int B = tc.micro_batch_size(), accum = tc.grad_accum_steps();
-  const int T = addition ? task->sequence_length() : cfg.data().tokens().seq_len();
   const int replicas = pc.dp(), global_B = B * replicas;
   const int steps = tc.steps();
   std::unique_ptr<TokenRun> token_run;
@@ -356,6 +364,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       kept += static_cast<double>(chunk->activation_bytes(recompute, B, T)) / (1 << 20);
       all += static_cast<double>(chunk->activation_bytes(Recompute::kNone, B, T)) / (1 << 20);
     }
+    if (gpu) std::printf("device: %s\n", gpu->describe().c_str());
     std::printf("activations: %.1f MiB per rank", kept);
     if (recompute != Recompute::kNone) {
       std::printf(" (recompute %s saves %.1f MiB of %.1f)",
@@ -375,7 +384,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   // all the cores it may run on while the others wait (ranks sharing cores must not count them
   // twice, nor slow each other's measurement), summed over the hosts.
   const config::MetricsConfig& mc = cfg.metrics();
-  double peak_flops = 1e12 * mc.peak_tflops() * world.size();
+  // On GPUs without metrics.peak_tflops: 989 TFLOP/s each, the dense bf16 rate of an H100/H200 SXM.
+  const double peak_tflops = mc.peak_tflops() > 0 ? mc.peak_tflops() : gpu ? 989.0 : 0.0;
+  double peak_flops = 1e12 * peak_tflops * world.size();
   if (peak_flops == 0) {
     const LaunchInfo& launch = current_launch();
     if (world.size() > 1) world.barrier();
@@ -401,7 +412,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   if (leader) {
     flops_per_token = model_flops_per_token(model_config, whole->num_parameters(), T);
     std::printf("metrics: %.3g model FLOPs per token; MFU against %s = %.3g GFLOP/s%s%s\n", flops_per_token,
-                mc.peak_tflops() > 0 ? "metrics.peak_tflops x processes" : "the measured sgemm rate of the hosts' cores",
+                mc.peak_tflops() > 0 ? "metrics.peak_tflops x processes"
+                : gpu               ? "989 TFLOP/s (dense bf16, H100/H200 SXM) x GPUs"
+                                    : "the measured sgemm rate of the hosts' cores",
                 peak_flops / 1e9, metrics->jsonl_path().empty() ? "" : "; JSON lines to ",
                 metrics->jsonl_path().c_str());
     std::fflush(stdout);
@@ -449,6 +462,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     progress.has_loader = token_run != nullptr;
     if (token_run) progress.loader = token_run->state();
     wait_for_save();
+    sync_to_host();
     checkpointer.save(cfg, progress, chunk_ptrs, optimizer_ptrs);
     rollback_dir = ckpt_root + "/" + checkpoint::step_dir_name(done);
     report(done, "checkpoint",
@@ -476,6 +490,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     const checkpoint::Resumed back = checkpoint::resume(
         rollback_dir, ckpt_root, cfg, world, chunk_ptrs, optimizer_ptrs,
         [](const std::string& warning) { std::fprintf(stderr, "loom train: warning: %s\n", warning.c_str()); });
+    if (gpu) gpu->from_host();
     progress = back.progress;
     saved_step = static_cast<int>(progress.step);
     if (token_run) {
@@ -513,7 +528,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     }
     std::optional<PoisonedWeight> poisoned;
     if (faults.due(FaultKind::kNan, step + 1)) poisoned.emplace(*chunks[0]);
-    const StepResult result = train_step(chunk_ptrs, optimizer_ptrs, micro, lr);
+    const StepResult result = gpu ? gpu->step(micro, lr) : train_step(chunk_ptrs, optimizer_ptrs, micro, lr);
     poisoned.reset();
     if (!result.updated) {
       if (guard.rollback_after() == 0) {
@@ -597,6 +612,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     }
     if ((tc.eval_every() > 0 && done % tc.eval_every() == 0) || last) {
       const auto eval_start = Clock::now();
+      sync_to_host();
       if (addition) {
         assemble(chunks, grid, split, whole.get());
         if (leader) {
@@ -607,7 +623,10 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
         }
       } else {
         double val_loss = 0;
-        if (token_run->validation_loss(chunk_ptrs, grid.dp(), &val_loss) && leader) {
+        auto evaluate = [&](std::span<const MicroBatch> val_micro) {
+          return gpu ? gpu->evaluate(val_micro) : evaluate_loss(chunk_ptrs, grid.dp(), val_micro);
+        };
+        if (token_run->validation_loss(evaluate, &val_loss) && leader) {
           report(done, "", text_printf("eval  %5d/%d | validation loss %.4f | perplexity %.2f", done, steps, val_loss,
                                        std::exp(val_loss)));
           metrics->eval(done, {{"val_loss", val_loss}, {"perplexity", std::exp(val_loss)}});

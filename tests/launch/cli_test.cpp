@@ -6,6 +6,7 @@
 #include <fstream>
 #include <string>
 
+#include "core/base/device.h"
 #include "launch/loom_process.h"
 #include "test_util.h"
 
@@ -73,6 +74,17 @@ TEST_F(CliTest, BadConfigsAndFlagsAreOneClearSentence) {
   expect_user_error("train --time-budget 3h50 --set train.steps=1",
                     "--time-budget is '3h50' but must be a duration such as 90s, 20m, 3h50m or 2d");
   expect_user_error("train --set guard.collective_timeout_s=0", "guard.collective_timeout_s is 0 but must be > 0");
+  // CUDA asked for where there is none: a machine without a GPU (CI) or a build without CUDA.
+  if (device_count() == 0) {
+    expect_user_error("train --set train.device=DEVICE_CUDA --set train.steps=1",
+#ifdef LOOM_HAS_CUDA
+                      "train.device is DEVICE_CUDA but this process has no GPU"
+#else
+                      "train.device is DEVICE_CUDA but this loom was built without CUDA"
+#endif
+    );
+  }
+  expect_user_error("train --set train.device=GPU", "'GPU'");
   expect_user_error("generate --prompt 1+1= --model " + (dir_ / "none.loom").string(), "cannot read model file");
   expect_user_error("generate", "needs --prompt");
 
