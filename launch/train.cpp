@@ -211,9 +211,10 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
           "loom train [CONFIG.pbtxt] [--set field=value ...]\n"
           "       mpirun -np N loom train [CONFIG.pbtxt] --set parallel.tp=N ...\n"
           "       srun --mpi=pmix -n N loom train [CONFIG.pbtxt] ...   (Slurm: launch/slurm/*.sbatch)",
-          "Trains a GPT on CPU. Without CONFIG, trains the built-in demo (configs/addition.pbtxt):\n"
-          "a small GPT learning 3-digit addition; more examples in configs/. Config fields:\n"
-          "docs/config.md; parallel layouts: docs/parallelism.md; metrics: docs/metrics.md.\n"
+          "Trains a GPT on CPU ranks or GPUs (train.device; docs/gpu.md). Without CONFIG, trains the\n"
+          "built-in demo (configs/addition.pbtxt): a small GPT learning 3-digit addition; more examples\n"
+          "in configs/. Config fields: docs/config.md; parallel layouts: docs/parallelism.md; metrics:\n"
+          "docs/metrics.md.\n"
           "\n"
           "SIGTERM, SIGUSR1 or SIGINT on any rank: every rank finishes the same step, saves a\n"
           "checkpoint and exits 75. Exit codes: 0 done, 2 bad input (one sentence says which),\n"
