@@ -187,22 +187,32 @@ void GPTTrainer::store_weights(GPT& model) const {
 }
 
 void GPTTrainer::load_optimizer(const AdamW& optimizer) {
-  LOOM_CHECK(optimizer.dp().size() == 1, "load_optimizer from a one-replica CPU optimizer");
+  // With data parallelism (ZeRO-1) each replica's host optimizer holds its slice of the moments:
+  // each writes its slice into zeroed device moments, and a sum over the replicas assembles them.
+  Buffers& b = *buffers_;
+  LOOM_CUDA_CHECK(cudaMemsetAsync(b.m.raw(), 0, b.m.nbytes(), context_.stream()));
+  LOOM_CUDA_CHECK(cudaMemsetAsync(b.v.raw(), 0, b.v.nbytes(), context_.stream()));
   for (const AdamW::OwnedRun& run : optimizer.owned_runs()) {
     const ParamSlot& s = slots_.at(run.param);
     const size_t bytes = static_cast<size_t>(run.count) * sizeof(float);
     const int64_t at = s.device_offset + run.local_offset;
-    LOOM_CUDA_CHECK(cudaMemcpyAsync(buffers_->m.f32() + at, optimizer.moment_m().f32() + run.state_offset, bytes,
+    LOOM_CUDA_CHECK(cudaMemcpyAsync(b.m.f32() + at, optimizer.moment_m().f32() + run.state_offset, bytes,
                                     cudaMemcpyHostToDevice, context_.stream()));
-    LOOM_CUDA_CHECK(cudaMemcpyAsync(buffers_->v.f32() + at, optimizer.moment_v().f32() + run.state_offset, bytes,
+    LOOM_CUDA_CHECK(cudaMemcpyAsync(b.v.f32() + at, optimizer.moment_v().f32() + run.state_offset, bytes,
                                     cudaMemcpyHostToDevice, context_.stream()));
+  }
+  if (dp_device_ != nullptr && dp_device_->size() > 1) {
+    for (Tensor* moments : {&b.m, &b.v}) {
+      dp_device_->all_reduce(moments->raw(), moments->raw(), static_cast<size_t>(moments->numel()), DType::kF32,
+                             parallel::ReduceOp::kSum);
+    }
   }
   step_ = optimizer.step_count();
   context_.synchronize();
 }
 
 void GPTTrainer::store_optimizer(AdamW& optimizer) const {
-  LOOM_CHECK(optimizer.dp().size() == 1, "store_optimizer into a one-replica CPU optimizer");
+  // Every replica holds all the moments; each host optimizer takes its own slice.
   for (const AdamW::OwnedRun& run : optimizer.owned_runs()) {
     const ParamSlot& s = slots_.at(run.param);
     const size_t bytes = static_cast<size_t>(run.count) * sizeof(float);

@@ -48,7 +48,9 @@ class GPTTrainer {
   // and back (for checkpoints and comparisons): the fp32 master copy, exactly.
   void load_weights(const GPT& model);
   void store_weights(GPT& model) const;
-  // The Adam moments and step count, in the CPU optimizer's layout (checkpoints); and back.
+  // The Adam moments and step count, in the CPU optimizer's layout (checkpoints); and back. With
+  // data parallelism the CPU optimizer holds its replica's slice (ZeRO-1): load_optimizer is then
+  // collective over dp_device.
   void load_optimizer(const AdamW& optimizer);
   void store_optimizer(AdamW& optimizer) const;
 
