@@ -19,7 +19,6 @@
 
 #include <cuda_bf16.h>
 
-#include <bit>
 #include <cub/device/device_radix_sort.cuh>
 
 #include "core/base/check.h"
@@ -209,7 +208,8 @@ void embedding_backward(float* dwte, float* dwpe, const bf16* dout, const int32_
                                                                    N, vocab_start, vocab_count);
   LOOM_CUDA_CHECK_LAUNCH("sort_keys_kernel");
   // Keys are at most vocab_count (the sentinel): sort only the bits that can differ.
-  const int end_bit = static_cast<int>(std::bit_width(static_cast<uint32_t>(vocab_count)));
+  int end_bit = 1;
+  while (end_bit < 32 && (static_cast<uint32_t>(vocab_count) >> end_bit) != 0) ++end_bit;
   size_t temp_bytes = sort_temp_bytes(N, end_bit);
   LOOM_CHECK(temp_bytes <= s.sort_temp_bytes, "embedding_backward: the sort needs", temp_bytes,
              "bytes of temporary storage, more than the", s.sort_temp_bytes, "reserved");
