@@ -172,17 +172,19 @@ void Matmul::forward(bf16* out, bf16* pre, const bf16* inp, const bf16* weight, 
   } else if (epilogue == Epilogue::kBias) {
     run(OC, N, C, true, false, CUBLASLT_EPILOGUE_BIAS, DType::kBF16, out, weight, inp, bias,
         nullptr, 1.0f, 0.0f, stream);
+  } else if (OC % 8 != 0) {
+    // cuBLASLt's GELU aux leading dimension must be a multiple of 8; the GELU epilogue without
+    // aux is not relied on for such shapes either. The sum goes to pre (or out), GELU follows.
+    bf16* sum = pre != nullptr ? pre : out;
+    run(OC, N, C, true, false, CUBLASLT_EPILOGUE_BIAS, DType::kBF16, sum, weight, inp, bias,
+        nullptr, 1.0f, 0.0f, stream);
+    bias_gelu_forward(out, nullptr, sum, nullptr, N, OC, stream);
   } else if (pre == nullptr) {
     run(OC, N, C, true, false, CUBLASLT_EPILOGUE_GELU_BIAS, DType::kBF16, out, weight, inp, bias,
         nullptr, 1.0f, 0.0f, stream);
-  } else if (OC % 8 == 0) {
+  } else {
     run(OC, N, C, true, false, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, DType::kBF16, out, weight, inp,
         bias, pre, 1.0f, 0.0f, stream);
-  } else {
-    // cuBLASLt's aux leading dimension must be a multiple of 8.
-    run(OC, N, C, true, false, CUBLASLT_EPILOGUE_BIAS, DType::kBF16, pre, weight, inp, bias,
-        nullptr, 1.0f, 0.0f, stream);
-    bias_gelu_forward(out, nullptr, pre, nullptr, N, OC, stream);
   }
 }
 

@@ -35,8 +35,9 @@ class Matmul {
   // for kBias and kBiasGelu; pre (N, OC) bf16 receives inp @ weight^T + bias for kBiasGelu.
   // Rows of out have stride OC. kBiasGelu with pre null: out alone. All pointers must be 16-byte
   // aligned (cuBLASLt's requirement). cuBLASLt's GELU epilogue needs OC a multiple of 8 (the
-  // leading dimension of pre); for other OC the bias epilogue writes pre and bias_gelu_forward
-  // (kernels/cuda/gelu.h) applies GELU to it, so out is then gelu of the bf16-rounded pre.
+  // leading dimension of pre); for other OC the bias epilogue writes pre (or out, when pre is null)
+  // and bias_gelu_forward (kernels/cuda/gelu.h) applies GELU to it, so out is then gelu of the
+  // bf16-rounded pre.
   void forward(bf16* out, bf16* pre, const bf16* inp, const bf16* weight, const bf16* bias, int N,
                int C, int OC, Epilogue epilogue, cudaStream_t stream);
 
