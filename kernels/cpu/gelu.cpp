@@ -22,6 +22,8 @@ constexpr float kCubic = 0.044715f;
 // (exp(-2|u|) < 1e-37). There the exact tail value is selected, because fast_exp's clamp (and
 // x^3 overflowing to inf for huge |x|) would otherwise leak into the result.
 constexpr float kTailX = 10.0f;
+// Columns per bias_backward work unit; fixed so the split never depends on the thread count.
+constexpr int kColumnBlock = 64;
 
 }  // namespace
 
@@ -51,6 +53,36 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, long N) {
     const float one_minus_s = e * s;
     const float grad = s + 2.0f * x * s * one_minus_s * du;
     dinp[i] += (x > kTailX ? 1.0f : (x < -kTailX ? 0.0f : grad)) * dout[i];
+  }
+}
+
+void bias_gelu_forward(float* out, float* pre, const float* inp, const float* bias, int N, int C) {
+  LOOM_CHECK(N > 0 && C > 0, "bias_gelu sizes must be positive: N", N, "C", C);
+  LOOM_CHECK(out != nullptr && inp != nullptr, "bias_gelu_forward: out and inp must be non-null");
+  // The sum goes to pre when it is saved, else to out, and gelu then runs in place on it.
+  float* sum = pre != nullptr ? pre : out;
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < N; ++i) {
+    const long row = static_cast<long>(i) * C;
+    for (int c = 0; c < C; ++c) sum[row + c] = inp[row + c] + (bias != nullptr ? bias[c] : 0.0f);
+  }
+  gelu_forward(out, sum, static_cast<long>(N) * C);
+}
+
+void bias_backward(float* dbias, const float* dout, int N, int C) {
+  LOOM_CHECK(N > 0 && C > 0, "bias_backward sizes must be positive: N", N, "C", C);
+  LOOM_CHECK(dbias != nullptr && dout != nullptr, "bias_backward: dbias and dout must be non-null");
+  const int num_blocks = (C + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for schedule(static)
+  for (int block = 0; block < num_blocks; ++block) {
+    const int c0 = block * kColumnBlock;
+    const int c1 = std::min(C, c0 + kColumnBlock);
+    float sum[kColumnBlock] = {};
+    for (int i = 0; i < N; ++i) {
+      const float* d = dout + static_cast<long>(i) * C;  // (C)
+      for (int c = c0; c < c1; ++c) sum[c - c0] += d[c];
+    }
+    for (int c = c0; c < c1; ++c) dbias[c] += sum[c - c0];
   }
 }
 

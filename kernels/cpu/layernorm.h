@@ -19,4 +19,14 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
                         const float* inp, const float* weight, const float* mean,
                         const float* rstd, int N, int C);
 
+// The pre-LN block's residual add fused with the LayerNorm after it (the GPU kernel's twin):
+// residual_out (N, C) = residual_in + delta + delta_bias, summed in that order; residual_in or
+// delta may be null (absent) and delta_bias (C) may be null. Then out (N, C) =
+// LayerNorm(residual_out) with weight, bias (C), as layernorm_forward (mean, rstd may be null).
+// residual_out may alias residual_in; it must not alias out.
+void residual_layernorm_forward(float* residual_out, float* out, float* mean, float* rstd,
+                                const float* residual_in, const float* delta,
+                                const float* delta_bias, const float* weight, const float* bias,
+                                int N, int C);
+
 }  // namespace loom::kernels::cpu

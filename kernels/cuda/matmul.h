@@ -33,7 +33,11 @@ class Matmul {
 
   // out (N, OC) bf16 = inp (N, C) bf16 @ weight (OC, C)^T bf16, with the epilogue: bias (OC) bf16
   // for kBias and kBiasGelu; pre (N, OC) bf16 receives inp @ weight^T + bias for kBiasGelu.
-  // Rows of out have stride OC.
+  // Rows of out have stride OC. kBiasGelu with pre null: out alone. All pointers must be 16-byte
+  // aligned (cuBLASLt's requirement). cuBLASLt's GELU epilogue needs OC a multiple of 8 (the
+  // leading dimension of pre); for other OC the bias epilogue writes pre (or out, when pre is null)
+  // and bias_gelu_forward (kernels/cuda/gelu.h) applies GELU to it, so out is then gelu of the
+  // bf16-rounded pre.
   void forward(bf16* out, bf16* pre, const bf16* inp, const bf16* weight, const bf16* bias, int N,
                int C, int OC, Epilogue epilogue, cudaStream_t stream);
 
@@ -51,16 +55,20 @@ class Matmul {
 
  private:
   struct Plan;
-  using Key = std::tuple<int, int, int, int, int, int, int>;  // m, n, k, ta, tb, epilogue, d dtype
-  const Plan& plan_for(const Key& key);
-  void run(const Key& key, void* d, const void* a, const void* b, const void* bias, void* aux,
-           float alpha, float beta, cudaStream_t stream);
+  // m, n, k, transpose a, transpose b, cublasLtEpilogue_t, d dtype, and the pointers' common
+  // alignment in bytes (16..256): cuBLASLt picks algorithms for the alignment it is shown, so a
+  // plan is only reused for pointers at least as aligned.
+  using Key = std::tuple<int, int, int, int, int, int, int, int>;
+  Plan& plan_for(const Key& key);
+  void run(int m, int n, int k, bool transpose_a, bool transpose_b, int epilogue, DType d_dtype,
+           void* d, const void* a, const void* b, const void* bias, void* aux, float alpha,
+           float beta, cudaStream_t stream);
 
   CachingAllocator& allocator_;
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  std::map<Key, Plan*> plans_;
+  std::map<Key, Plan*> plans_;  // owned; deleted (with their descriptors) by the destructor
 };
 
 }  // namespace loom::kernels::cuda

@@ -128,5 +128,83 @@ TEST(GeluTest, ResultDoesNotDependOnThreadCount) {
   EXPECT_EQ(0, std::memcmp(dinp[0].data(), dinp[1].data(), sizeof(float) * dinp[0].size()));
 }
 
+// bias_gelu_forward: pre is the fp32 sum inp + bias (exact up to one rounding: rtol 2^-24 ~ 6e-8,
+// so 1e-7), out the gelu of that sum (the forward tolerances above, plus the sum's rounding
+// carried through gelu' <= 1.13: rtol 2e-6, atol 1e-7).
+TEST(GeluTest, BiasGeluForwardMatchesDoubleReference) {
+  struct Shape {
+    int N, C;
+  };
+  for (const Shape s : {Shape{1, 1}, Shape{7, 3}, Shape{13, 100}, Shape{5, 768}}) {
+    const size_t n = static_cast<size_t>(s.N) * s.C;
+    const std::vector<float> inp = random_floats(n, 10, -5.0f, 5.0f);
+    const std::vector<float> bias = random_floats(static_cast<size_t>(s.C), 11);
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool has_bias = (variant & 1) != 0;
+      const bool save_pre = (variant & 2) != 0;
+      SCOPED_TRACE(::testing::Message() << "N=" << s.N << " C=" << s.C << " bias=" << has_bias
+                                        << " pre=" << save_pre);
+      std::vector<double> expected_pre(n), expected_out(n);
+      for (size_t k = 0; k < n; ++k) {
+        expected_pre[k] = static_cast<double>(inp[k]) + (has_bias ? bias[k % static_cast<size_t>(s.C)] : 0.0f);
+        expected_out[k] = gelu_ref(expected_pre[k]);
+      }
+      std::vector<float> out = poisoned(n), pre = poisoned(n);
+      bias_gelu_forward(out.data(), save_pre ? pre.data() : nullptr, inp.data(),
+                        has_bias ? bias.data() : nullptr, s.N, s.C);
+      EXPECT_TRUE(all_close(out, expected_out, 2e-6, kAtol));
+      if (save_pre) {
+        EXPECT_TRUE(all_close(pre, expected_pre, 1e-7, 0.0));
+      }
+    }
+  }
+}
+
+TEST(GeluTest, BiasGeluForwardInPlace) {
+  const int N = 9, C = 31;
+  std::vector<float> inp = random_floats(static_cast<size_t>(N) * C, 12, -5.0f, 5.0f);
+  const std::vector<float> bias = random_floats(static_cast<size_t>(C), 13);
+  std::vector<float> expected(inp.size()), pre_alias = inp;
+  bias_gelu_forward(expected.data(), nullptr, inp.data(), bias.data(), N, C);
+  // pre aliasing inp: inp becomes the sum, out is the same as out of place.
+  std::vector<float> out(inp.size());
+  bias_gelu_forward(out.data(), pre_alias.data(), pre_alias.data(), bias.data(), N, C);
+  EXPECT_EQ(0, std::memcmp(out.data(), expected.data(), sizeof(float) * out.size()));
+  // out aliasing inp.
+  bias_gelu_forward(inp.data(), nullptr, inp.data(), bias.data(), N, C);
+  EXPECT_EQ(0, std::memcmp(inp.data(), expected.data(), sizeof(float) * inp.size()));
+}
+
+// bias_backward: fp32 column sums of up to 1000 terms in [-1, 1] (error ~ sqrt(N) * 2^-24 * |sum
+// so far| << 1e-5): rtol 1e-5, atol 1e-5; accumulates into dbias; thread independent.
+TEST(GeluTest, BiasBackwardMatchesDoubleReferenceAndAccumulates) {
+  struct Shape {
+    int N, C;
+  };
+  for (const Shape s : {Shape{1, 1}, Shape{7, 3}, Shape{1000, 65}, Shape{33, 768}}) {
+    SCOPED_TRACE(::testing::Message() << "N=" << s.N << " C=" << s.C);
+    const std::vector<float> dout = random_floats(static_cast<size_t>(s.N) * s.C, 14);
+    std::vector<float> dbias = random_floats(static_cast<size_t>(s.C), 15);
+    std::vector<double> expected(dbias.begin(), dbias.end());
+    for (int i = 0; i < s.N; ++i) {
+      for (int c = 0; c < s.C; ++c) expected[static_cast<size_t>(c)] += dout[static_cast<size_t>(i) * s.C + c];
+    }
+    bias_backward(dbias.data(), dout.data(), s.N, s.C);
+    EXPECT_TRUE(all_close(dbias, expected, 1e-5, 1e-5));
+  }
+  const int N = 1000, C = 200;
+  const std::vector<float> dout = random_floats(static_cast<size_t>(N) * C, 16);
+  const int saved = omp_get_max_threads();
+  std::vector<float> dbias[2];
+  const int threads[2] = {1, 3};
+  for (int k = 0; k < 2; ++k) {
+    omp_set_num_threads(threads[k]);
+    dbias[k] = std::vector<float>(static_cast<size_t>(C), 0.25f);
+    bias_backward(dbias[k].data(), dout.data(), N, C);
+  }
+  omp_set_num_threads(saved);
+  EXPECT_EQ(0, std::memcmp(dbias[0].data(), dbias[1].data(), sizeof(float) * C));
+}
+
 }  // namespace
 }  // namespace loom::kernels::cpu

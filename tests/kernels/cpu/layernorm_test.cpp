@@ -184,5 +184,57 @@ TEST(LayerNormTest, BackwardDoesNotDependOnThreadCount) {
   }
 }
 
+// residual_layernorm_forward: the residual sum in double, then the double LayerNorm of it. The
+// fp32 sum of three terms of size <= 2.5 is within 2 roundings (~6e-7 absolute) of the double one:
+// rtol 1e-6, atol 1e-6; the LayerNorm after it keeps the forward tolerances above (the residual's
+// error times rstd ~ 2 stays far below 1e-5).
+TEST(LayerNormTest, ResidualForwardMatchesDoubleReference) {
+  constexpr double kSumTol = 1e-6;
+  for (const Shape& s : kShapes) {
+    const int N = s.N, C = s.C;
+    Inputs in = make_inputs(N, C, 5);
+    const std::vector<float> delta = random_floats(in.inp.size(), 6);
+    const std::vector<float> delta_bias = random_floats(C, 7);
+    // Every combination of absent operands, each with and without residual_out aliasing residual_in.
+    for (int variant = 0; variant < 8; ++variant) {
+      const bool has_residual = (variant & 1) != 0;
+      const bool has_delta = (variant & 2) != 0;
+      const bool has_delta_bias = (variant & 4) != 0;
+      if (!has_residual && !has_delta) continue;
+      for (bool in_place : {false, true}) {
+        if (in_place && !has_residual) continue;
+        SCOPED_TRACE(::testing::Message() << "N=" << N << " C=" << C << " residual=" << has_residual
+                                          << " delta=" << has_delta << " delta_bias="
+                                          << has_delta_bias << " in_place=" << in_place);
+        std::vector<double> expected_residual(in.inp.size(), 0.0);
+        for (int i = 0; i < N; ++i) {
+          for (int c = 0; c < C; ++c) {
+            const size_t k = static_cast<size_t>(i) * C + c;
+            if (has_residual) expected_residual[k] += in.inp[k];
+            if (has_delta) expected_residual[k] += delta[k];
+            if (has_delta_bias) expected_residual[k] += delta_bias[c];
+          }
+        }
+        std::vector<float> residual_in = in.inp;
+        std::vector<float> residual_out = in_place ? residual_in : poisoned(in.inp.size());
+        std::vector<float>& residual_target = in_place ? residual_in : residual_out;
+        std::vector<float> out = poisoned(in.inp.size());
+        std::vector<float> mean = poisoned(N), rstd = poisoned(N);
+        residual_layernorm_forward(residual_target.data(), out.data(), mean.data(), rstd.data(),
+                                   has_residual ? residual_in.data() : nullptr,
+                                   has_delta ? delta.data() : nullptr,
+                                   has_delta_bias ? delta_bias.data() : nullptr, in.weight.data(),
+                                   in.bias.data(), N, C);
+        ForwardRef ref =
+            forward_ref(expected_residual, to_double(in.weight), to_double(in.bias), N, C);
+        EXPECT_TRUE(all_close(residual_target, expected_residual, kSumTol, kSumTol));
+        EXPECT_TRUE(all_close(out, ref.out, kForwardRtol, kForwardAtol));
+        EXPECT_TRUE(all_close(mean, ref.mean, kForwardRtol, kForwardAtol));
+        EXPECT_TRUE(all_close(rstd, ref.rstd, kForwardRtol, 0.0));
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace loom::kernels::cpu
