@@ -17,6 +17,7 @@ namespace loom::kernels::cuda {
 // qkv (B, T, 3C) bf16: per position [q | k | v], head h in columns [h*HS, (h+1)*HS), HS = C / NH.
 // out (B, T, C) bf16 overwritten; lse (B, NH, T) fp32 overwritten (natural log of each query's
 // sum of exp(scaled scores)). Scores are scaled by 1/sqrt(HS). Supports HS in {32, 64, 128}.
+// bf16 buffers must be 16-byte aligned (tiles are staged with 16-byte loads and stores).
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
                        cudaStream_t stream);
 
