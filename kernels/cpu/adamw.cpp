@@ -52,20 +52,24 @@ void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n
   }
 }
 
-void adamw_update_segments(float* master, bf16* params, const float* grad, float* m, float* v,
-                           int64_t n, const AdamWSegment* segments, int num_segments,
-                           float global_norm, const AdamWArenaHyper& hyper) {
-  LOOM_CHECK(n >= 0 && num_segments >= 0, "adamw_update_segments: element count", n,
-             "segments", num_segments);
+void check_adamw_segments(const AdamWSegment* segments, int num_segments, int64_t n) {
+  LOOM_CHECK(n >= 0 && num_segments >= 0, "AdamW segments: element count", n, "segments",
+             num_segments, "must not be negative");
   int64_t previous_end = 0;
   for (int s = 0; s < num_segments; ++s) {
     const AdamWSegment& segment = segments[s];
     LOOM_CHECK(segment.begin >= previous_end && segment.begin <= segment.end && segment.end <= n,
-               "adamw_update_segments: segment", s, "is [", segment.begin, ",", segment.end,
+               "AdamW segments: segment", s, "is [", segment.begin, ",", segment.end,
                ") after an end of", previous_end, "in an arena of", n,
                "(segments must be sorted, disjoint and inside the arena)");
     previous_end = segment.end;
   }
+}
+
+void adamw_update_segments(float* master, bf16* params, const float* grad, float* m, float* v,
+                           int64_t n, const AdamWSegment* segments, int num_segments,
+                           float global_norm, const AdamWArenaHyper& hyper) {
+  check_adamw_segments(segments, num_segments, n);
   if (!std::isfinite(global_norm)) return;
   AdamWHyper h;
   h.lr = hyper.lr;

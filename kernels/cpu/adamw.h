@@ -97,6 +97,9 @@ struct AdamWArenaHyper {
   float max_norm = 0;      // clip to this global norm; 0: no clipping
 };
 
+// Throws loom::Error unless the segments are sorted by begin, disjoint and inside [0, n).
+void check_adamw_segments(const AdamWSegment* segments, int num_segments, int64_t n);
+
 // The twin of the GPU arena update (kernels/cuda/adamw.h): segments sorted by begin, disjoint,
 // within [0, n); elements outside every segment are left alone. master, m, v (n) fp32 updated;
 // params (n) bf16 = master rounded to nearest even; grad (n). A global_norm that is not finite

@@ -19,8 +19,10 @@ using AdamWSegment = cpu::AdamWSegment;
 using AdamWHyper = cpu::AdamWArenaHyper;
 
 // Segments sorted by begin, disjoint; elements outside every segment (arena padding) are left
-// alone. master, m, v (n) fp32 updated; params (n) bf16 = master rounded to nearest; grad (n)
-// fp32. global_norm: one fp32 in device memory (gradient_norm's result). segments: device array.
+// alone. master, m, v (n) fp32 updated; params (n) bf16 = master rounded to nearest even
+// (loom::float_to_bf16's bits); grad (n) fp32. global_norm: one fp32 in device memory
+// (finish_norm's result). segments: device array, which the launcher cannot read: the caller
+// checks its host copy once with cpu::check_adamw_segments. Twin: cpu::adamw_update_segments.
 // Matches torch.optim.AdamW with clip_grad_norm_ (factor min(1, max_norm / (norm + 1e-6))).
 void adamw_update(float* master, bf16* params, const float* grad, float* m, float* v, int64_t n,
                   const AdamWSegment* segments, int num_segments, const float* global_norm,

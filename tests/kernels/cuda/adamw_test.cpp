@@ -3,10 +3,10 @@
 // loom::float_to_bf16 / bf16_to_float bit for bit.
 //
 // Tolerances:
-// - master, m, v: rtol 1e-6, atol 1e-6. Both devices run the same fp32 formula
+// - master, m, v: rtol 1e-5, atol 1e-6. Both devices run the same fp32 formula
 //   (cpu::adamw_update_element) with correctly rounded sqrt and division; they can differ only
-//   where one compiler fuses a multiply-add and the other does not: a few ulps per step on
-//   values of magnitude <= ~2.
+//   where one compiler fuses a multiply-add and the other does not: a few ulps (~1e-7
+//   relative) per step, compounding over the steps; a wrong term would be off by far more.
 // - bf16 params: bitwise equal to the kernel's own master rounded by loom::float_to_bf16.
 // - sum of squares: the fp32 result of a double sum, rtol 2^-23 (one fp32 ulp; the double
 //   accumulation error, ~n * 1e-16, is far below).
@@ -32,7 +32,7 @@ using loom::testing::all_close;
 using loom::testing::gpu;
 using loom::testing::random_floats;
 
-constexpr double kStateRtol = 1e-6;
+constexpr double kStateRtol = 1e-5;
 constexpr double kStateAtol = 1e-6;
 constexpr double kSumRtol = 1.0 / (1 << 23);
 
