@@ -137,7 +137,6 @@ void check_update(int64_t n, const std::vector<AdamWSegment>& segments, float ma
   for (int64_t i = 0; i < n; ++i) {
     if (inside(segments, i)) {
       ASSERT_EQ(params[i].bits, float_to_bf16(master[i]).bits) << "index " << i;
-      ASSERT_NE(master[i], master_before[i]) << "index " << i << " was not updated";
     } else {
       ASSERT_EQ(params[i].bits, 0x1234) << "padding index " << i;
       ASSERT_EQ(std::memcmp(&master[i], &master_before[i], 4), 0) << "padding index " << i;
