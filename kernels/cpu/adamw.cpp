@@ -3,8 +3,9 @@
 // The update mirrors torch.optim.AdamW's single-tensor CPU path operation by operation (scalars
 // computed in double as Python does, then used as float; lerp for the first moment; addcmul and
 // addcdiv in their own order) so a Loom run and a PyTorch run drift apart as little as possible.
-// sum_of_squares sums fixed-size chunks in double and adds the chunk sums in order, so the norm,
-// and therefore the clipping factor, is identical for any thread count.
+// The element formula itself is in the header, shared with the GPU kernel. sum_of_squares sums
+// fixed-size chunks in double and adds the chunk sums in order, so the norm, and therefore the
+// clipping factor, is identical for any thread count.
 #include "kernels/cpu/adamw.h"
 
 #include <algorithm>
@@ -20,38 +21,69 @@ constexpr int64_t kSumChunk = 1 << 14;
 
 }  // namespace
 
-void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
-                  const AdamWHyper& hyper) {
-  LOOM_CHECK(n >= 0, "adamw: element count", n, "must not be negative");
-  LOOM_CHECK(hyper.step >= 1, "adamw: step", hyper.step, "is 1-based and must be >= 1");
+AdamWStepConstants adamw_step_constants(const AdamWHyper& hyper) {
   const double lr = hyper.lr;
   const double beta1 = hyper.beta1;
   const double beta2 = hyper.beta2;
   const auto step = static_cast<double>(hyper.step);
-  const auto decay = static_cast<float>(1.0 - lr * static_cast<double>(hyper.weight_decay));
-  const auto lerp_weight = static_cast<float>(1.0 - beta1);
-  const bool lerp_small = std::fabs(lerp_weight) < 0.5f;  // torch's lerp picks a form by weight
-  const auto beta2_f = static_cast<float>(beta2);
-  const auto one_minus_beta2 = static_cast<float>(1.0 - beta2);
-  const double bias_correction1 = 1.0 - std::pow(beta1, step);
-  const double bias_correction2 = 1.0 - std::pow(beta2, step);
-  const auto neg_step_size = static_cast<float>(-(lr / bias_correction1));
-  const auto bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
-  const float eps = hyper.eps;
+  AdamWStepConstants c;
+  c.decay = static_cast<float>(1.0 - lr * static_cast<double>(hyper.weight_decay));
+  c.lerp_weight = static_cast<float>(1.0 - beta1);
+  c.lerp_small = std::fabs(c.lerp_weight) < 0.5f;
+  c.beta2 = static_cast<float>(beta2);
+  c.one_minus_beta2 = static_cast<float>(1.0 - beta2);
+  c.neg_step_size = static_cast<float>(-(lr / (1.0 - std::pow(beta1, step))));
+  c.bias_correction2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(beta2, step)));
+  c.eps = hyper.eps;
+  return c;
+}
+
+void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
+                  const AdamWHyper& hyper) {
+  LOOM_CHECK(n >= 0, "adamw: element count", n, "must not be negative");
+  LOOM_CHECK(hyper.step >= 1, "adamw: step", hyper.step, "is 1-based and must be >= 1");
+  const AdamWStepConstants c = adamw_step_constants(hyper);
   const float grad_scale = hyper.grad_scale;
   const bool scaled = grad_scale != 1.0f;
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float g = scaled ? grad[i] * grad_scale : grad[i];
-    const float p = param[i] * decay;
-    const float m_old = m[i];
-    const float m_new = lerp_small ? m_old + lerp_weight * (g - m_old)
-                                   : g + (lerp_weight - 1.0f) * (g - m_old);
-    const float v_new = v[i] * beta2_f + one_minus_beta2 * g * g;
-    const float denom = std::sqrt(v_new) / bias_correction2_sqrt + eps;
-    m[i] = m_new;
-    v[i] = v_new;
-    param[i] = p + neg_step_size * m_new / denom;  // addcdiv: self + value * t1 / t2
+    adamw_update_element(param[i], m[i], v[i], g, c);
+  }
+}
+
+void check_adamw_segments(const AdamWSegment* segments, int num_segments, int64_t n) {
+  LOOM_CHECK(n >= 0 && num_segments >= 0, "AdamW segments: element count", n, "segments",
+             num_segments, "must not be negative");
+  int64_t previous_end = 0;
+  for (int s = 0; s < num_segments; ++s) {
+    const AdamWSegment& segment = segments[s];
+    LOOM_CHECK(segment.begin >= previous_end && segment.begin <= segment.end && segment.end <= n,
+               "AdamW segments: segment", s, "is [", segment.begin, ",", segment.end,
+               ") after an end of", previous_end, "in an arena of", n,
+               "(segments must be sorted, disjoint and inside the arena)");
+    previous_end = segment.end;
+  }
+}
+
+void adamw_update_segments(float* master, bf16* params, const float* grad, float* m, float* v,
+                           int64_t n, const AdamWSegment* segments, int num_segments,
+                           float global_norm, const AdamWArenaHyper& hyper) {
+  check_adamw_segments(segments, num_segments, n);
+  if (!std::isfinite(global_norm)) return;
+  AdamWHyper h;
+  h.lr = hyper.lr;
+  h.beta1 = hyper.beta1;
+  h.beta2 = hyper.beta2;
+  h.eps = hyper.eps;
+  h.step = hyper.step;
+  h.grad_scale = clip_scale(global_norm, hyper.max_norm);
+  for (int s = 0; s < num_segments; ++s) {
+    const int64_t begin = segments[s].begin;
+    const int64_t count = segments[s].end - begin;
+    h.weight_decay = segments[s].decay ? hyper.weight_decay : 0.0f;
+    adamw_update(master + begin, grad + begin, m + begin, v + begin, count, h);
+    for (int64_t i = begin; i < begin + count; ++i) params[i] = float_to_bf16(master[i]);
   }
 }
 
@@ -74,12 +106,6 @@ double sum_of_squares(const float* x, int64_t n) {
   double total = 0.0;
   for (double s : chunk_sums) total += s;
   return total;
-}
-
-float clip_scale(double global_norm, float max_norm) {
-  if (max_norm <= 0.0f) return 1.0f;
-  const double factor = static_cast<double>(max_norm) / (global_norm + 1e-6);
-  return static_cast<float>(std::min(1.0, factor));
 }
 
 }  // namespace loom::kernels::cpu

@@ -8,40 +8,33 @@
 // not finite the update does nothing (the trainer, reading the norm later, counts a skipped step).
 #pragma once
 
+#include "kernels/cpu/adamw.h"
 #include "kernels/cuda/common.h"
 
 namespace loom::kernels::cuda {
 
-struct AdamWSegment {
-  int64_t begin = 0;  // first element of the run in the arena
-  int64_t end = 0;    // one past its last
-  int decay = 0;      // 1: weight decay applies
-};
-
-struct AdamWHyper {
-  float lr = 0;
-  float beta1 = 0.9f;
-  float beta2 = 0.95f;
-  float eps = 1e-8f;
-  float weight_decay = 0;  // for the segments with decay
-  int64_t step = 1;        // 1-based, for bias correction
-  float max_norm = 0;      // clip to this global norm; 0: no clipping
-};
+// A parameter's run of elements (begin, end, decay) and the step's hyperparameters (lr, beta1,
+// beta2, eps, weight_decay, step, max_norm): the CPU twin's types, so that both take one table.
+using AdamWSegment = cpu::AdamWSegment;
+using AdamWHyper = cpu::AdamWArenaHyper;
 
 // Segments sorted by begin, disjoint; elements outside every segment (arena padding) are left
-// alone. master, m, v (n) fp32 updated; params (n) bf16 = master rounded to nearest; grad (n)
-// fp32. global_norm: one fp32 in device memory (gradient_norm's result). segments: device array.
+// alone. master, m, v (n) fp32 updated; params (n) bf16 = master rounded to nearest even
+// (loom::float_to_bf16's bits); grad (n) fp32. global_norm: one fp32 in device memory
+// (finish_norm's result). segments: device array, which the launcher cannot read: the caller
+// checks its host copy once with cpu::check_adamw_segments. Twin: cpu::adamw_update_segments.
 // Matches torch.optim.AdamW with clip_grad_norm_ (factor min(1, max_norm / (norm + 1e-6))).
 void adamw_update(float* master, bf16* params, const float* grad, float* m, float* v, int64_t n,
                   const AdamWSegment* segments, int num_segments, const float* global_norm,
                   const AdamWHyper& hyper, cudaStream_t stream);
 
-// Floats of scratch the norm needs (one partial sum per block of the first pass).
+// Floats of scratch the norm needs (one double partial sum per block of the first pass, so two
+// floats each); the scratch must be 8-byte aligned (any allocator block is).
 size_t gradient_norm_scratch_floats();
 
 // sum_of_squares (one fp32 in device memory) = sum of x[i]^2, accumulated deterministically
 // (a fixed grid of blocks, each summing its strided elements and then a tree, in double; one
-// block adds the partials in index order), so the bits do not change from run to run.
+// block adds the partials in a fixed tree, in double), so the bits do not change from run to run.
 // `accumulate`: add to the value already there (a norm over several buffers).
 void sum_of_squares(float* result, const float* x, int64_t n, bool accumulate, float* scratch,
                     cudaStream_t stream);

@@ -17,7 +17,8 @@ namespace loom::kernels::cuda {
 
 // logits (N, stride) bf16, overwritten by the gradient dloss * (softmax - onehot) (0 in
 // ignored rows and in padding columns). losses (N) fp32 = -log softmax[target] (0 if ignored).
-// targets (N), each in [0, V) or -1 (the caller validates). dloss is the same for every row.
+// targets (N), each in [0, V) or -1 (the caller validates; any other id gives a NaN loss and no
+// one-hot term). dloss is the same for every row.
 void fused_cross_entropy(bf16* logits, float* losses, const int32_t* targets, float dloss, int N,
                          int V, int stride, cudaStream_t stream);
 

@@ -3,13 +3,17 @@
 //
 // Tolerances: after 5 float steps the parameters and moments agree with the double reference to
 // rtol 1e-5, atol 1e-6 (updates are ~lr = 1e-2 and each step adds a few float roundings).
-// sum_of_squares accumulates in double: rtol 1e-12.
+// sum_of_squares accumulates in double: rtol 1e-12. The arena update (adamw_update_segments) is
+// checked against the same double reference per segment, with the same tolerances.
 #include "kernels/cpu/adamw.h"
 
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "test_util.h"
@@ -89,6 +93,94 @@ TEST(AdamWTest, ClipScale) {
   EXPECT_EQ(clip_scale(0.5, 1.0f), 1.0f);    // already small
   EXPECT_EQ(clip_scale(0.0, 1.0f), 1.0f);
   EXPECT_FLOAT_EQ(clip_scale(4.0, 1.0f), static_cast<float>(1.0 / (4.0 + 1e-6)));
+}
+
+// An arena of three segments (decay, no decay, decay) with padding between and after them.
+TEST(AdamWTest, SegmentsUpdateTheirRunsAndLeavePaddingAlone) {
+  const int64_t n = 2100;
+  const std::vector<AdamWSegment> segments = {{0, 700, 1}, {700, 1001, 0}, {1040, 2090, 1}};
+  auto master = random_floats(n, 11);
+  auto m = random_floats(n, 12, 0.0f, 0.1f);
+  auto v = random_floats(n, 13, 0.0f, 0.01f);
+  const auto grad = random_floats(n, 14, -2.0f, 2.0f);
+  std::vector<bf16> params(n, bf16{0x1234});
+  Moments ref{{master.begin(), master.end()}, {m.begin(), m.end()}, {v.begin(), v.end()}};
+  const auto master_before = master;
+  AdamWArenaHyper hyper;
+  hyper.lr = 1e-2f;
+  hyper.weight_decay = 0.1f;
+  hyper.step = 3;
+  hyper.max_norm = 1.0f;
+  const float norm = 4.0f;  // clipping active: the gradient is scaled by ~1/4
+  adamw_update_segments(master.data(), params.data(), grad.data(), m.data(), v.data(), n,
+                        segments.data(), static_cast<int>(segments.size()), norm, hyper);
+  AdamWHyper h;
+  h.lr = hyper.lr;
+  h.step = hyper.step;
+  h.grad_scale = clip_scale(norm, hyper.max_norm);
+  for (const AdamWSegment& s : segments) {
+    h.weight_decay = s.decay ? hyper.weight_decay : 0.0f;
+    Moments seg{{ref.param.begin() + s.begin, ref.param.begin() + s.end},
+                {ref.m.begin() + s.begin, ref.m.begin() + s.end},
+                {ref.v.begin() + s.begin, ref.v.begin() + s.end}};
+    const std::vector<float> seg_grad(grad.begin() + s.begin, grad.begin() + s.end);
+    reference_adamw_step(&seg, seg_grad, h);
+    std::copy(seg.param.begin(), seg.param.end(), ref.param.begin() + s.begin);
+    std::copy(seg.m.begin(), seg.m.end(), ref.m.begin() + s.begin);
+    std::copy(seg.v.begin(), seg.v.end(), ref.v.begin() + s.begin);
+  }
+  EXPECT_TRUE(all_close(master, ref.param, 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(m, ref.m, 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(v, ref.v, 1e-5, 1e-6));
+  for (int64_t i = 0; i < n; ++i) {
+    const bool inside = i < 1001 || (i >= 1040 && i < 2090);
+    if (inside) {
+      ASSERT_EQ(params[i].bits, float_to_bf16(master[i]).bits) << "index " << i;
+    } else {
+      ASSERT_EQ(params[i].bits, 0x1234) << "padding index " << i;
+      ASSERT_EQ(master[i], master_before[i]) << "padding index " << i;
+    }
+  }
+}
+
+TEST(AdamWTest, SegmentsSkipTheStepWhenTheNormIsNotFinite) {
+  const int64_t n = 64;
+  const std::vector<AdamWSegment> segments = {{0, 32, 1}, {32, 64, 0}};
+  auto master = random_floats(n, 21);
+  auto m = random_floats(n, 22);
+  auto v = random_floats(n, 23, 0.0f, 1.0f);
+  const auto grad = random_floats(n, 24);
+  std::vector<bf16> params(n, bf16{0x4321});
+  const auto master_before = master, m_before = m, v_before = v;
+  AdamWArenaHyper hyper;
+  hyper.lr = 1e-2f;
+  hyper.max_norm = 1.0f;
+  for (float norm : {std::numeric_limits<float>::quiet_NaN(),
+                     std::numeric_limits<float>::infinity()}) {
+    adamw_update_segments(master.data(), params.data(), grad.data(), m.data(), v.data(), n,
+                          segments.data(), 2, norm, hyper);
+    EXPECT_EQ(std::memcmp(master.data(), master_before.data(), n * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(m.data(), m_before.data(), n * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(v.data(), v_before.data(), n * sizeof(float)), 0);
+    for (const bf16 p : params) ASSERT_EQ(p.bits, 0x4321);
+  }
+}
+
+TEST(AdamWTest, SegmentsMustBeSortedDisjointAndInside) {
+  std::vector<float> x(10, 0.0f);
+  std::vector<bf16> params(10);
+  const AdamWArenaHyper hyper;
+  const std::vector<std::vector<AdamWSegment>> bad = {
+      {{0, 5, 0}, {4, 8, 0}},  // overlapping
+      {{5, 8, 0}, {0, 2, 0}},  // unsorted
+      {{0, 11, 0}},            // past the arena
+      {{3, 2, 0}}};            // reversed
+  for (const auto& segments : bad) {
+    EXPECT_THROW(adamw_update_segments(x.data(), params.data(), x.data(), x.data(), x.data(), 10,
+                                       segments.data(), static_cast<int>(segments.size()), 1.0f,
+                                       hyper),
+                 Error);
+  }
 }
 
 }  // namespace
