@@ -5,6 +5,7 @@
 #include "core/base/check.h"
 #include "core/base/cuda/check.h"
 #include "core/cuda/device_tensor.h"
+#include "kernels/cpu/adamw.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cross_entropy.h"
 #include "kernels/cuda/embedding.h"
@@ -103,6 +104,7 @@ GPTTrainer::GPTTrainer(Context& context, const GPTConfig& config, const AdamWSet
     num_parameters_ += n;
   }
   const int64_t P = device_offset;
+  kernels::cpu::check_adamw_segments(segments_.data(), static_cast<int>(segments_.size()), P);
 
   buffers_ = std::make_unique<Buffers>();
   Buffers& b = *buffers_;
