@@ -36,12 +36,19 @@ constexpr std::string_view device_name(Device device) {
   return device == Device::kCPU ? "cpu" : "cuda";
 }
 
+// The bf16 conversions below compile for the GPU too (kernels/cuda), so that both round alike.
+#ifdef __CUDACC__
+#define LOOM_HOST_DEVICE __host__ __device__
+#else
+#define LOOM_HOST_DEVICE
+#endif
+
 // bf16 storage type: the top 16 bits of an IEEE float, rounded to nearest even.
 struct bf16 {
   uint16_t bits = 0;
 };
 
-inline bf16 float_to_bf16(float value) {
+LOOM_HOST_DEVICE inline bf16 float_to_bf16(float value) {
   uint32_t u;
   std::memcpy(&u, &value, 4);
   if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu) != 0) {
@@ -51,7 +58,7 @@ inline bf16 float_to_bf16(float value) {
   return bf16{static_cast<uint16_t>(u >> 16)};
 }
 
-inline float bf16_to_float(bf16 value) {
+LOOM_HOST_DEVICE inline float bf16_to_float(bf16 value) {
   uint32_t u = static_cast<uint32_t>(value.bits) << 16;
   float f;
   std::memcpy(&f, &u, 4);

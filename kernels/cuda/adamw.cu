@@ -27,20 +27,9 @@ constexpr int kNormThreads = 512;
 constexpr int kCastThreads = 256;
 constexpr int kCastMaxBlocks = 4096;
 
-// loom::float_to_bf16 bit for bit: round to nearest even; a NaN stays a quiet NaN with its sign
-// and top payload bits; values past the largest bf16 round to infinity.
-__device__ __forceinline__ uint16_t float_to_bf16_bits(float value) {
-  uint32_t u = __float_as_uint(value);
-  if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu) != 0) {
-    return static_cast<uint16_t>((u >> 16) | 0x40u);
-  }
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
+__device__ __forceinline__ uint16_t float_to_bf16_bits(float value) { return float_to_bf16(value).bits; }
 
-__device__ __forceinline__ float bf16_bits_to_float(uint16_t bits) {
-  return __uint_as_float(static_cast<uint32_t>(bits) << 16);
-}
+__device__ __forceinline__ float bf16_bits_to_float(uint16_t bits) { return bf16_to_float(bf16{bits}); }
 
 // The segment holding element i, or -1 where i lies in none (arena padding).
 __device__ int find_segment(const AdamWSegment* segments, int num_segments, int64_t i) {
