@@ -23,6 +23,7 @@
 
 #include "core/base/check.h"
 #include "core/base/cuda/check.h"
+#include "kernels/cuda/vector_io.cuh"
 
 namespace loom::kernels::cuda {
 namespace {
@@ -78,31 +79,20 @@ __global__ void embedding_forward_kernel(__nv_bfloat16* __restrict__ out,
   const int t = static_cast<int>((static_cast<int64_t>(first_row) + n) % T);
 
   float sum[kWidth];
+  float row[kWidth];
 #pragma unroll
   for (int k = 0; k < kWidth; ++k) sum[k] = 0.0f;
-  if constexpr (kWidth == 8) {
-    const auto add_row = [&sum](const __nv_bfloat16* p) {
-      const int4 raw = *reinterpret_cast<const int4*>(p);
-      const auto* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+  if (owned) {
+    load<kWidth>(row, wte + static_cast<int64_t>(local) * C + c);
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const float2 f = __bfloat1622float2(pairs[k]);
-        sum[2 * k] += f.x;
-        sum[2 * k + 1] += f.y;
-      }
-    };
-    if (owned) add_row(wte + static_cast<int64_t>(local) * C + c);
-    if (wpe != nullptr) add_row(wpe + static_cast<int64_t>(t) * C + c);
-    int4 raw;
-    auto* pairs = reinterpret_cast<__nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int k = 0; k < 4; ++k) pairs[k] = __floats2bfloat162_rn(sum[2 * k], sum[2 * k + 1]);
-    *reinterpret_cast<int4*>(out + static_cast<int64_t>(n) * C + c) = raw;
-  } else {
-    if (owned) sum[0] += __bfloat162float(wte[static_cast<int64_t>(local) * C + c]);
-    if (wpe != nullptr) sum[0] += __bfloat162float(wpe[static_cast<int64_t>(t) * C + c]);
-    out[static_cast<int64_t>(n) * C + c] = __float2bfloat16_rn(sum[0]);
+    for (int k = 0; k < kWidth; ++k) sum[k] += row[k];
   }
+  if (wpe != nullptr) {
+    load<kWidth>(row, wpe + static_cast<int64_t>(t) * C + c);
+#pragma unroll
+    for (int k = 0; k < kWidth; ++k) sum[k] += row[k];
+  }
+  store<kWidth>(out + static_cast<int64_t>(n) * C + c, sum);
 }
 
 __global__ void sort_keys_kernel(uint32_t* __restrict__ keys, int32_t* __restrict__ rows,
