@@ -38,6 +38,7 @@ class CudaTraining final : public GpuTraining {
     trainer_->load_weights(model_);
     trainer_->load_optimizer(optimizer_);
   }
+  uint64_t device_peak_bytes() const override { return trainer_->memory().peak_in_use_bytes; }
   std::string describe() const override {
     return str_cat("GPU", context_.device(), "(" + std::string(context_.properties().name) + "),",
                    "bf16 compute with fp32 master weights");

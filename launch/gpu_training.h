@@ -9,6 +9,7 @@
 // per process, the data-parallel replicas' gradients summed over NCCL.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
@@ -36,6 +37,8 @@ class GpuTraining {
   // Host model and optimizer <- GPU (weights, moments, step count); and back.
   virtual void to_host() = 0;
   virtual void from_host() = 0;
+  // Peak bytes of GPU memory the trainer held (the caching allocator's peak in use).
+  virtual uint64_t device_peak_bytes() const = 0;
   // "GPU 0 (NVIDIA H200), bf16 compute with fp32 master weights"
   virtual std::string describe() const = 0;
 };

@@ -556,10 +556,11 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     time_budget.record_step(std::chrono::duration<double>(Clock::now() - step_start).count());
     const bool last = done == steps;
     const bool log_step = done % tc.log_every() == 0 || last;
-    // Memory: the largest peak over the ranks, in MiB (every rank takes part at a log step).
+    // Memory: the largest peak over the ranks, in MiB (every rank takes part at a log step): the
+    // GPU's when the run trains there, else the process's resident set.
     int32_t peak_mib = 0;
     if (log_step) {
-      peak_mib = static_cast<int32_t>(peak_rss_bytes() >> 20);
+      peak_mib = static_cast<int32_t>((gpu ? gpu->device_peak_bytes() : peak_rss_bytes()) >> 20);
       if (world.size() > 1) world.all_reduce(&peak_mib, &peak_mib, 1, DType::kI32, parallel::ReduceOp::kMax);
     }
     if (metrics && log_step && window_steps > 0) {
