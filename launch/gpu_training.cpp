@@ -34,6 +34,7 @@ class CudaTraining final : public GpuTraining {
     trainer_->store_weights(model_);
     trainer_->store_optimizer(optimizer_);
   }
+  void weights_from_host() override { trainer_->load_weights(model_); }
   void from_host() override {
     trainer_->load_weights(model_);
     trainer_->load_optimizer(optimizer_);

@@ -35,8 +35,12 @@ class GpuTraining {
   virtual StepResult step(std::span<const MicroBatch> micro_batches, float lr) = 0;
   virtual double evaluate(std::span<const MicroBatch> micro_batches) = 0;
   // Host model and optimizer <- GPU (weights, moments, step count); and back.
+  // to_host is local; from_host is collective over the data-parallel group (the moments of a
+  // ZeRO-1 host optimizer are assembled from every replica's slice).
   virtual void to_host() = 0;
   virtual void from_host() = 0;
+  // The host model's weights to the GPU, without the optimizer state: local to this rank.
+  virtual void weights_from_host() = 0;
   // Peak bytes of GPU memory the trainer held (the caching allocator's peak in use).
   virtual uint64_t device_peak_bytes() const = 0;
   // "GPU 0 (NVIDIA H200), bf16 compute with fp32 master weights"

@@ -530,15 +530,16 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     std::optional<PoisonedWeight> poisoned;
     const bool poison = faults.due(FaultKind::kNan, step + 1);
     if (poison) {
-      // On a GPU the poisoned host weight travels there and back; the step's update is skipped
-      // (its gradient norm is not finite), so the host copy is the GPU's state before the step.
+      // On a GPU the poisoned host weight travels there and back (on this rank alone); the step's
+      // update is skipped everywhere (its gradient norm is not finite), so the host weights are
+      // the GPU's before the step.
       sync_to_host();
       poisoned.emplace(*chunks[0]);
-      if (gpu) gpu->from_host();
+      if (gpu) gpu->weights_from_host();
     }
     const StepResult result = gpu ? gpu->step(micro, lr) : train_step(chunk_ptrs, optimizer_ptrs, micro, lr);
     poisoned.reset();
-    if (poison && gpu) gpu->from_host();
+    if (poison && gpu) gpu->weights_from_host();
     if (!result.updated) {
       if (guard.rollback_after() == 0) {
         fail_user("the loss became", result.loss, "(gradient norm", result.grad_norm, ") at step", step + 1,
