@@ -15,13 +15,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "core/base/dtype.h"
-
-#if defined(__CUDACC__)
-#define LOOM_HOST_DEVICE __host__ __device__
-#else
-#define LOOM_HOST_DEVICE
-#endif
+#include "core/base/dtype.h"  // bf16, and LOOM_HOST_DEVICE for the functions both devices run
 
 namespace loom::kernels::cpu {
 
