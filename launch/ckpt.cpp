@@ -20,6 +20,7 @@
 #include "checkpoints/safetensors.h"
 #include "core/base/check.h"
 #include "core/base/file_io.h"
+#include "core/base/format.h"
 #include "core/config.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
@@ -73,19 +74,6 @@ const std::vector<FlagSpec>& ckpt_import_flags() {
 
 namespace {
 
-std::string human_bytes(uint64_t n) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char out[32];
-  std::snprintf(out, sizeof out, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return out;
-}
-
 std::string utc_time(int64_t unix_time) {
   const std::time_t t = static_cast<std::time_t>(unix_time);
   std::tm tm{};
@@ -131,7 +119,7 @@ std::string checkpoint_dir_of(const std::string& dir, bool list) {
       uint64_t size = 0;
       for (const ck::ShardFile& f : m.files()) size += f.size();
       std::printf("  %-16s %10" PRId64 "  %-23s  %s\n", name.c_str(), m.step(), utc_time(m.unix_time()).c_str(),
-                  human_bytes(size).c_str());
+                  format_bytes(size).c_str());
     }
     std::printf("\n");
   }
@@ -181,7 +169,7 @@ void print_header(const ck::CheckpointReader& reader) {
   std::printf("  files\n");
   for (const ck::ShardFile& f : m.files()) {
     std::printf("    %-20s rank %-5d %14" PRIu64 " bytes (%s)\n", f.name().c_str(), f.rank(), f.size(),
-                human_bytes(f.size()).c_str());
+                format_bytes(f.size()).c_str());
   }
 }
 
@@ -267,7 +255,7 @@ int export_command(const std::vector<std::string>& args) {
   const std::string& out = a.positionals[1];
   save_hf_gpt2(out, model);
   std::printf("exported %s (step %" PRId64 ", %" PRId64 " parameters) to %s (%s)\n", reader.dir().c_str(),
-              reader.manifest().step(), model.num_parameters(), out.c_str(), human_bytes(fs::file_size(out)).c_str());
+              reader.manifest().step(), model.num_parameters(), out.c_str(), format_bytes(fs::file_size(out)).c_str());
   return 0;
 }
 

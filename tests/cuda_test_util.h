@@ -31,4 +31,9 @@ inline std::vector<float> bf16_rounded(std::vector<float> values) {
   return values;
 }
 
+// A bf16 tensor on GPU 0 holding `values` rounded to bf16.
+inline Tensor bf16_upload(const std::vector<float>& values, const Shape& shape) {
+  return cuda::upload(gpu(), values, shape, DType::kBF16);
+}
+
 }  // namespace loom::testing

@@ -1,8 +1,7 @@
 #include "core/base/caching_allocator.h"
 
-#include <cstdio>
-
 #include "core/base/check.h"
+#include "core/base/format.h"
 
 namespace loom {
 
@@ -15,19 +14,6 @@ constexpr size_t kLargeRound = size_t{2} << 20;   // larger ones to 2 MiB
 size_t CachingAllocator::rounded_size(size_t bytes) {
   const size_t unit = bytes <= kSmallLimit ? kSmallRound : kLargeRound;
   return (bytes + unit - 1) / unit * unit;
-}
-
-std::string format_bytes(size_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024 && unit < 4) {
-    value /= 1024;
-    ++unit;
-  }
-  char text[32];
-  std::snprintf(text, sizeof(text), unit == 0 ? "%.0f %s" : "%.2f %s", value, units[unit]);
-  return text;
 }
 
 CachingAllocator::~CachingAllocator() {

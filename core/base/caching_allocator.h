@@ -73,7 +73,4 @@ class CachingAllocator {
   AllocatorStats stats_;
 };
 
-// "1.50 GiB": bytes for messages.
-std::string format_bytes(size_t bytes);
-
 }  // namespace loom

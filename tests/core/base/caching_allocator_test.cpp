@@ -121,7 +121,7 @@ TEST(CachingAllocatorTest, OutOfMemorySaysWhatWasAskedAndWhatIsInUse) {
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(),
-                 "out of cuda memory: asked for 4.00 MiB; 6.00 MiB in use, peak 6.00 MiB; lower "
+                 "out of cuda memory: asked for 4.0 MiB; 6.0 MiB in use, peak 6.0 MiB; lower "
                  "train.micro_batch_size or set train.recompute");
   }
   allocator.free(a);

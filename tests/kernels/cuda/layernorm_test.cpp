@@ -17,6 +17,7 @@ namespace {
 
 using testing::all_close;
 using testing::bf16_rounded;
+using testing::bf16_upload;
 using testing::gpu;
 using testing::random_floats;
 
@@ -40,10 +41,6 @@ struct Size {
   int N, C;
 };
 const Size kSizes[] = {{1, 768}, {7, 100}, {4096 + 13, 768}, {13, 3}, {5, 8}, {3, 1}};
-
-Tensor bf16_upload(const std::vector<float>& values, const Shape& shape) {
-  return cuda::upload(gpu(), values, shape, DType::kBF16);
-}
 
 TEST(LayerNormCudaTest, ForwardMatchesCpu) {
   LOOM_SKIP_WITHOUT_GPU();

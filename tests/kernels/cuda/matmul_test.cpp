@@ -19,6 +19,7 @@ namespace {
 
 using testing::all_close;
 using testing::bf16_rounded;
+using testing::bf16_upload;
 using testing::gpu;
 using testing::poisoned;
 using testing::random_floats;
@@ -40,10 +41,6 @@ struct Size {
 };
 const Size kSizes[] = {{1, 3, 5}, {7, 100, 24}, {7, 768, 2304}, {33, 64, 100}, {13, 24, 3},
                        {4096 + 13, 768, 2304}};
-
-Tensor bf16_upload(const std::vector<float>& values, const Shape& shape) {
-  return cuda::upload(gpu(), values, shape, DType::kBF16);
-}
 
 TEST(MatmulCudaTest, ForwardMatchesCpuWithEachEpilogue) {
   LOOM_SKIP_WITHOUT_GPU();
