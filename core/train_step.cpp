@@ -19,12 +19,6 @@ using parallel::P2POp;
 constexpr int kActivationTag = 0;
 constexpr int kGradientTag = 1;
 
-float counted_targets(const MicroBatch& mb) {
-  int n = 0;
-  for (int i = 0; i < mb.B * mb.T; ++i) n += mb.targets[i] != kernels::cpu::kIgnoreTarget;
-  return static_cast<float>(n);
-}
-
 // Message tags: what travels into virtual stage k (its input) and out of it (the gradient of its
 // input). Between two ranks several chunks' messages travel at once; the tag keeps them apart and
 // messages with one tag arrive in the order they were sent (micro-batch order).
@@ -143,29 +137,6 @@ void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimize
   }
 }
 
-// Each replica's share of every micro-batch's loss: its counted targets over all replicas'.
-struct LossShares {
-  std::vector<float> local;   // counted targets of this replica, per micro-batch
-  std::vector<float> global;  // ... of all replicas
-  std::vector<float> scale;   // local / global / micro-batches: the backward's loss scale
-};
-
-LossShares loss_shares(std::span<const MicroBatch> micro, Communicator& dp) {
-  const size_t accum = micro.size();
-  LossShares shares;
-  shares.local.resize(accum);
-  for (size_t i = 0; i < accum; ++i) shares.local[i] = counted_targets(micro[i]);
-  shares.global = shares.local;  // counts are exact in fp32 below 2^24
-  if (dp.size() > 1) {
-    dp.all_reduce(shares.global.data(), shares.global.data(), accum, DType::kF32, parallel::ReduceOp::kSum);
-  }
-  shares.scale.resize(accum);
-  for (size_t i = 0; i < accum; ++i) {
-    shares.scale[i] = shares.global[i] > 0 ? shares.local[i] / shares.global[i] / static_cast<float>(accum) : 0.0f;
-  }
-  return shares;
-}
-
 // Runs the micro-batches (forward only without optimizers) and returns the mean over them of
 // each one's global mean loss, known to every rank: the last stage's replicas sum their loss
 // sums, then the last stage broadcasts to the others.
@@ -200,6 +171,28 @@ double run_micro_batches(std::span<GPT* const> chunks, std::span<AdamW* const> o
 }
 
 }  // namespace
+
+float counted_targets(const MicroBatch& mb) {
+  int n = 0;
+  for (int i = 0; i < mb.B * mb.T; ++i) n += mb.targets[i] != kernels::cpu::kIgnoreTarget;
+  return static_cast<float>(n);
+}
+
+LossShares loss_shares(std::span<const MicroBatch> micro, Communicator& dp) {
+  const size_t accum = micro.size();
+  LossShares shares;
+  shares.local.resize(accum);
+  for (size_t i = 0; i < accum; ++i) shares.local[i] = counted_targets(micro[i]);
+  shares.global = shares.local;  // counts are exact in fp32 below 2^24
+  if (dp.size() > 1) {
+    dp.all_reduce(shares.global.data(), shares.global.data(), accum, DType::kF32, parallel::ReduceOp::kSum);
+  }
+  shares.scale.resize(accum);
+  for (size_t i = 0; i < accum; ++i) {
+    shares.scale[i] = shares.global[i] > 0 ? shares.local[i] / shares.global[i] / static_cast<float>(accum) : 0.0f;
+  }
+  return shares;
+}
 
 StepResult train_step(GPT& model, AdamW& optimizer, std::span<const MicroBatch> micro_batches, float lr) {
   GPT* chunk = &model;

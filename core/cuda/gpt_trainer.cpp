@@ -11,6 +11,7 @@
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/gelu.h"
 #include "kernels/cuda/layernorm.h"
+#include "parallel/solo_communicator.h"
 
 namespace loom::cuda {
 
@@ -25,12 +26,6 @@ enum LayerTensor : int {
 };
 
 int64_t align_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
-
-int counted(const MicroBatch& mb) {
-  int n = 0;
-  for (int i = 0; i < mb.B * mb.T; ++i) n += mb.targets[i] != -1;
-  return n;
-}
 
 }  // namespace
 
@@ -78,6 +73,10 @@ GPTTrainer::GPTTrainer(Context& context, const GPTConfig& config, const AdamWSet
   LOOM_CHECK((dp_host == nullptr) == (dp_device == nullptr), "data parallelism needs both the host and the device communicator");
   LOOM_CHECK(dp_host == nullptr || dp_host->size() == dp_device->size(), "data-parallel groups differ in size:",
              dp_host->size(), "and", dp_device->size());
+  if (dp_host_ == nullptr) {
+    solo_ = std::make_unique<parallel::SoloCommunicator>("dp");
+    dp_host_ = solo_.get();
+  }
   const int64_t C = config.n_embd, L = config.n_layer, V = config.vocab_size, maxT = config.max_seq_len;
 
   // Device layout: core/gpt.h's parameters() order, each tensor aligned, wte padded to Vp rows.
@@ -326,7 +325,7 @@ namespace {
 // The step's loss from the per-row losses of each micro-batch (accum rows of N on the host):
 // the mean over micro-batches of each one's global mean, as loom::train_step reports it.
 double step_loss(const std::vector<float>& losses, const std::vector<float>& global_counts, int N,
-                 parallel::Communicator* dp_host) {
+                 parallel::Communicator& dp_host) {
   const size_t accum = global_counts.size();
   std::vector<float> sums(accum, 0.0f);
   for (size_t i = 0; i < accum; ++i) {
@@ -334,9 +333,7 @@ double step_loss(const std::vector<float>& losses, const std::vector<float>& glo
     for (int n = 0; n < N; ++n) sum += losses[i * static_cast<size_t>(N) + static_cast<size_t>(n)];
     sums[i] = static_cast<float>(sum);
   }
-  if (dp_host != nullptr && dp_host->size() > 1) {
-    dp_host->all_reduce(sums.data(), sums.data(), accum, DType::kF32, parallel::ReduceOp::kSum);
-  }
+  if (dp_host.size() > 1) dp_host.all_reduce(sums.data(), sums.data(), accum, DType::kF32, parallel::ReduceOp::kSum);
   double loss = 0;
   for (size_t i = 0; i < accum; ++i) loss += global_counts[i] > 0 ? sums[i] / static_cast<double>(global_counts[i]) : 0.0;
   return loss / static_cast<double>(accum);
@@ -348,12 +345,7 @@ StepResult GPTTrainer::step(std::span<const MicroBatch> micro_batches, float lr)
   LOOM_CHECK(!micro_batches.empty(), "a GPU step needs at least one micro-batch");
   const size_t accum = micro_batches.size();
   const int N = B_ * T_;
-  std::vector<float> local(accum), global(accum);
-  for (size_t i = 0; i < accum; ++i) local[i] = static_cast<float>(counted(micro_batches[i]));
-  global = local;
-  if (dp_host_ != nullptr && dp_host_->size() > 1) {
-    dp_host_->all_reduce(global.data(), global.data(), accum, DType::kF32, parallel::ReduceOp::kSum);
-  }
+  const std::vector<float> global = loss_shares(micro_batches, *dp_host_).global;
   Buffers& b = *buffers_;
   const cudaStream_t s = context_.stream();
   Tensor losses = device_empty(context_, {static_cast<int64_t>(accum), N}, DType::kF32);
@@ -383,7 +375,7 @@ StepResult GPTTrainer::step(std::span<const MicroBatch> micro_batches, float lr)
   StepResult result;
   const std::vector<float> host_losses = download_floats(context_, losses);  // synchronises
   const std::vector<float> norm = download_floats(context_, b.norm);
-  result.loss = step_loss(host_losses, global, N, dp_host_);
+  result.loss = step_loss(host_losses, global, N, *dp_host_);
   result.grad_norm = norm[0];
   result.updated = std::isfinite(result.grad_norm);
   if (result.updated) ++step_;
@@ -394,16 +386,12 @@ double GPTTrainer::evaluate(std::span<const MicroBatch> micro_batches) {
   LOOM_CHECK(!micro_batches.empty(), "evaluation needs at least one micro-batch");
   const size_t accum = micro_batches.size();
   const int N = B_ * T_;
-  std::vector<float> global(accum);
-  for (size_t i = 0; i < accum; ++i) global[i] = static_cast<float>(counted(micro_batches[i]));
-  if (dp_host_ != nullptr && dp_host_->size() > 1) {
-    dp_host_->all_reduce(global.data(), global.data(), accum, DType::kF32, parallel::ReduceOp::kSum);
-  }
+  const std::vector<float> global = loss_shares(micro_batches, *dp_host_).global;
   Tensor losses = device_empty(context_, {static_cast<int64_t>(accum), N}, DType::kF32);
   for (size_t i = 0; i < accum; ++i) {
     forward_backward(micro_batches[i], losses.f32() + i * static_cast<size_t>(N), 0.0f, false);
   }
-  return step_loss(download_floats(context_, losses), global, N, dp_host_);
+  return step_loss(download_floats(context_, losses), global, N, *dp_host_);
 }
 
 }  // namespace loom::cuda

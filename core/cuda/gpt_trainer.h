@@ -83,8 +83,9 @@ class GPTTrainer {
   GPTConfig config_;
   AdamWSettings settings_;
   int B_, T_, Vp_;
-  parallel::Communicator* dp_host_;
-  parallel::Communicator* dp_device_;
+  std::unique_ptr<parallel::Communicator> solo_;  // dp_host_ with one replica
+  parallel::Communicator* dp_host_;               // never null
+  parallel::Communicator* dp_device_;             // null with one replica
   int64_t num_parameters_ = 0;
   int64_t step_ = 0;
   std::vector<ParamSlot> slots_;  // in core/gpt.h's parameters() order

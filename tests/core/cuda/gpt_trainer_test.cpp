@@ -107,7 +107,6 @@ TEST(GptTrainerTest, WeightsAndMomentsRoundTripExactly) {
   const GPTConfig config = tiny();
   GPT model(config);
   model.init_weights(11);
-  AdamW optimizer(model, {});
   GPTTrainer trainer(gpu(), config, {}, kB, kT);
   trainer.load_weights(model);
   const Batch batch = batch_at(0, config.vocab_size);
