@@ -623,8 +623,8 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     }
     if ((tc.eval_every() > 0 && done % tc.eval_every() == 0) || last) {
       const auto eval_start = Clock::now();
-      sync_to_host();
       if (addition) {
+        sync_to_host();  // the accuracy is measured on the host model
         assemble(chunks, grid, split, whole.get());
         if (leader) {
           const double acc = addition_accuracy(*whole, *task, task->test_problems());
@@ -642,7 +642,10 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
                                        std::exp(val_loss)));
           metrics->eval(done, {{"val_loss", val_loss}, {"perplexity", std::exp(val_loss)}});
         }
-        if (last) assemble(chunks, grid, split, whole.get());
+        if (last) {
+          sync_to_host();
+          assemble(chunks, grid, split, whole.get());
+        }
       }
       // Evaluation time does not count as training throughput: the window starts that much later.
       window_start += Clock::now() - eval_start;
