@@ -143,7 +143,6 @@ std::unique_ptr<CommRequest> StagedCommunicator::send_recv_batch_async(std::span
 
 std::unique_ptr<Communicator> StagedCommunicator::split(int color, int key, const std::string& name) {
   std::unique_ptr<Communicator> inner = inner_.split(color, key, name);
-  if (inner == nullptr) return nullptr;
   auto child = std::make_unique<StagedCommunicator>(*inner, stream_);
   child->owned_ = std::move(inner);
   return child;
