@@ -538,7 +538,6 @@ Resumed resume(const std::string& spec, const std::string& root, const config::R
         status = 2;
         message = str_cat("checkpoint", dir, "was saved from a different model:");
         for (size_t i = 0; i < diffs.size(); ++i) message += (i ? "; " : " ") + diffs[i];
-        message += " (make the config match it, or start a new run with another checkpoint.dir)";
       } else {
         load_state(reader, chunks, optimizers);
         r.resumed = true;
@@ -562,6 +561,10 @@ Resumed resume(const std::string& spec, const std::string& root, const config::R
     message = share_message(world, first, message);
     if (worst == 2 || !automatic) {
       if (world.size() > 1 && first != 0) message = str_cat("rank", first, ":", message);
+      if (worst == 2) {
+        throw DifferentModel(message + " (make the config match it, or start a new run with another checkpoint.dir)",
+                             message);
+      }
       throw UserError(message);
     }
     if (world.rank() == 0) warn(str_cat("checkpoint", dir, "is unusable and was skipped:", message));

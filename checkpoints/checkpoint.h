@@ -27,6 +27,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "checkpoints/checkpoint.pb.h"
@@ -125,6 +126,18 @@ Progress progress_of(const Manifest& manifest);
 // Without stored moments the optimizers start fresh (zero moments, step count 0).
 void load_state(const CheckpointReader& reader, std::span<GPT* const> chunks, std::span<AdamW* const> optimizers);
 
+// resume() found a checkpoint of another model shape: the message lists the differences.
+class DifferentModel : public UserError {
+ public:
+  DifferentModel(const std::string& message, std::string differences)
+      : UserError(message), differences_(std::move(differences)) {}
+  // "checkpoint DIR was saved from a different model: model.n_layer: checkpoint 4, config 2"
+  const std::string& differences() const { return differences_; }
+
+ private:
+  std::string differences_;
+};
+
 struct Resumed {
   bool resumed = false;  // false: nothing to resume from (start fresh)
   std::string dir;
@@ -135,7 +148,7 @@ struct Resumed {
 // `spec`: "auto" (the newest valid checkpoint under `root`; a corrupt one is skipped with a
 // warning and the previous one tried; none at all: start fresh) or a directory (a checkpoint, or
 // a root with checkpoints in it; it must load). Checks the model shape against `run` first (a
-// UserError listing the differences). Collective over the world: every rank loads its part and
+// DifferentModel error listing the differences). Collective over the world: every rank loads its part and
 // all agree that every rank succeeded before any goes on.
 Resumed resume(const std::string& spec, const std::string& root, const config::RunConfig& run,
                parallel::Communicator& world, std::span<GPT* const> chunks,

@@ -5,6 +5,8 @@
 #include <google/protobuf/text_format.h>
 
 #include <cmath>
+#include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -40,6 +42,17 @@ void require_positive(const char* field, int64_t value) {
   if (value <= 0) fail_user(field, "is", value, "but must be a positive integer");
 }
 
+// A deadline: positive, finite, and at most a week (it becomes milliseconds in 64 bits).
+void require_seconds(const char* field, double seconds) {
+  constexpr double kWeek = 7 * 24 * 3600;
+  if (!(seconds > 0 && seconds <= kWeek)) {
+    fail_user(field, "is", seconds, "but must be a number of seconds in (0, 604800] (at most a week)");
+  }
+}
+
+// Config files are a few kilobytes; anything far larger (or endless, like /dev/zero) is not one.
+constexpr std::uintmax_t kMaxConfigBytes = 16 << 20;
+
 }  // namespace
 
 config::RunConfig parse_config_text(const std::string& text, const std::string& source_name) {
@@ -55,6 +68,19 @@ config::RunConfig parse_config_text(const std::string& text, const std::string& 
 }
 
 config::RunConfig load_config_file(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (ec || !fs::exists(status)) fail_user("cannot read config file", path, "(does it exist?)");
+  if (!fs::is_regular_file(status)) {
+    fail_user("config file", path, "is", fs::is_directory(status) ? "a directory," : "not a regular file,",
+              "but must be a .pbtxt text file (examples in configs/)");
+  }
+  const std::uintmax_t size = fs::file_size(path, ec);
+  if (!ec && size > kMaxConfigBytes) {
+    fail_user("config file", path, "has", size, "bytes; a config is a small .pbtxt text file (at most", kMaxConfigBytes,
+              "bytes)");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) fail_user("cannot read config file", path, "(does it exist?)");
   std::stringstream buffer;
@@ -148,6 +174,12 @@ void apply_config_override(config::RunConfig& cfg, std::string_view assignment) 
   }
 }
 
+void check_thread_count(const char* what, int threads) {
+  if (threads < 0 || threads > kMaxThreads) {
+    fail_user(what, "is", threads, "but must be in 0 ..", kMaxThreads, "(0: this process's share of the host's cores)");
+  }
+}
+
 void validate_config(const config::RunConfig& cfg) {
   const config::ModelConfig& m = cfg.model();
   require_positive("model.n_layer", m.n_layer());
@@ -161,16 +193,24 @@ void validate_config(const config::RunConfig& cfg) {
   }
 
   const config::OptimizerConfig& o = cfg.optimizer();
-  if (!(o.lr() > 0)) fail_user("optimizer.lr is", o.lr(), "but must be > 0");
+  // AdamW moves every weight by about lr per step: beyond 1 no training survives the first steps.
+  if (!(o.lr() > 0 && o.lr() <= 1)) {
+    fail_user("optimizer.lr is", o.lr(), "but must be a number in (0, 1] (AdamW moves each weight by about lr per "
+              "step; typical values are 1e-4 to 1e-2)");
+  }
   if (o.warmup_steps() < 0) fail_user("optimizer.warmup_steps is", o.warmup_steps(), "but must be >= 0");
   if (!(o.min_lr_ratio() >= 0 && o.min_lr_ratio() <= 1)) {
     fail_user("optimizer.min_lr_ratio is", o.min_lr_ratio(), "but must be in [0, 1]");
   }
   if (!(o.beta1() >= 0 && o.beta1() < 1)) fail_user("optimizer.beta1 is", o.beta1(), "but must be in [0, 1)");
   if (!(o.beta2() >= 0 && o.beta2() < 1)) fail_user("optimizer.beta2 is", o.beta2(), "but must be in [0, 1)");
-  if (!(o.eps() > 0)) fail_user("optimizer.eps is", o.eps(), "but must be > 0");
-  if (!(o.weight_decay() >= 0)) fail_user("optimizer.weight_decay is", o.weight_decay(), "but must be >= 0");
-  if (!(o.grad_clip() >= 0)) fail_user("optimizer.grad_clip is", o.grad_clip(), "but must be >= 0 (0 disables clipping)");
+  if (!(o.eps() > 0 && std::isfinite(o.eps()))) fail_user("optimizer.eps is", o.eps(), "but must be a finite number > 0");
+  if (!(o.weight_decay() >= 0 && std::isfinite(o.weight_decay()))) {
+    fail_user("optimizer.weight_decay is", o.weight_decay(), "but must be a finite number >= 0");
+  }
+  if (!(o.grad_clip() >= 0 && std::isfinite(o.grad_clip()))) {
+    fail_user("optimizer.grad_clip is", o.grad_clip(), "but must be a finite number >= 0 (0 disables clipping)");
+  }
 
   if (cfg.data().has_addition()) {
     const config::AdditionData& a = cfg.data().addition();
@@ -204,7 +244,7 @@ void validate_config(const config::RunConfig& cfg) {
   require_positive("train.grad_accum_steps", t.grad_accum_steps());
   require_positive("train.log_every", t.log_every());
   if (t.eval_every() < 0) fail_user("train.eval_every is", t.eval_every(), "but must be >= 0");
-  if (t.threads() < 0) fail_user("train.threads is", t.threads(), "but must be >= 0 (0: every core)");
+  check_thread_count("train.threads", t.threads());
   if (t.samples() < 0) fail_user("train.samples is", t.samples(), "but must be >= 0");
   if (t.out_dir().empty()) fail_user("train.out_dir is empty but must name a directory");
 
@@ -251,16 +291,16 @@ void validate_config(const config::RunConfig& cfg) {
   if (c.every() < 0) fail_user("checkpoint.every is", c.every(), "but must be >= 0 (0: only at the end)");
   if (c.keep_last() < 0) fail_user("checkpoint.keep_last is", c.keep_last(), "but must be >= 0 (0: keep all)");
   if (c.keep_every() < 0) fail_user("checkpoint.keep_every is", c.keep_every(), "but must be >= 0 (0: none)");
-  if (!(c.commit_timeout_s() > 0)) fail_user("checkpoint.commit_timeout_s is", c.commit_timeout_s(), "but must be > 0");
+  require_seconds("checkpoint.commit_timeout_s", c.commit_timeout_s());
   if (c.has_dir() && c.dir().empty()) fail_user("checkpoint.dir is empty; unset it to use <train.out_dir>/checkpoints");
   const config::GuardConfig& g = cfg.guard();
   if (g.rollback_after() < 0) fail_user("guard.rollback_after is", g.rollback_after(), "but must be >= 0 (0: stop at the first non-finite step)");
   if (g.max_rollbacks() < 0) fail_user("guard.max_rollbacks is", g.max_rollbacks(), "but must be >= 0");
-  if (!(g.collective_timeout_s() > 0)) {
-    fail_user("guard.collective_timeout_s is", g.collective_timeout_s(), "but must be > 0 seconds");
-  }
+  require_seconds("guard.collective_timeout_s", g.collective_timeout_s());
   const config::MetricsConfig& mc = cfg.metrics();
-  if (!(mc.peak_tflops() >= 0)) fail_user("metrics.peak_tflops is", mc.peak_tflops(), "but must be >= 0 (0: measured)");
+  if (!(mc.peak_tflops() >= 0 && std::isfinite(mc.peak_tflops()))) {
+    fail_user("metrics.peak_tflops is", mc.peak_tflops(), "but must be a finite number >= 0 (0: measured)");
+  }
 }
 
 std::string metrics_path(const config::RunConfig& cfg) {

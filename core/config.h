@@ -21,6 +21,11 @@ config::RunConfig load_config_file(const std::string& path);
 // the path is created if absent. Selecting a oneof member (data.addition.digits=4) switches it.
 void apply_config_override(config::RunConfig& config, std::string_view assignment);
 
+// The most threads a process may be asked for: more than any host has cores for.
+inline constexpr int kMaxThreads = 1024;
+// UserError unless `threads` (a flag or field named `what`) is in 0 .. kMaxThreads.
+void check_thread_count(const char* what, int threads);
+
 // Checks every value for range and consistency; throws UserError for the first problem found.
 void validate_config(const config::RunConfig& config);
 

@@ -1,5 +1,7 @@
 #include "core/gpt.h"
 
+#include "core/base/checked_math.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -55,6 +57,62 @@ void residual_bias_add(float* out, const float* a, const float* b, const float* 
 // Split of `total` items into `parts` contiguous ranges whose sizes differ by at most one.
 int range_start(int total, int parts, int index) {
   return static_cast<int>(static_cast<int64_t>(total) * index / parts);
+}
+
+// The tensors of the rank `shape` describes, in parameters() order, with the part of each global
+// tensor it holds. Shapes come from the config: their sizes are checked (core/base/checked_math.h).
+struct ParameterSpec {
+  std::string name;
+  Shape global;
+  std::vector<ShardBlock> blocks;
+  bool decay;
+  bool replicated;
+};
+
+std::vector<ParameterSpec> parameter_specs(const GPTConfig& config, const StageShape& shape) {
+  const int tp = shape.tp, r = shape.tp_rank;
+  const int64_t C = config.n_embd, V = config.vocab_size, T = config.max_seq_len;
+  const int64_t HS = C / config.n_head;
+  const int64_t nh_local = config.n_head / tp, h0 = r * nh_local, Cl = nh_local * HS;
+  const int64_t C4 = checked_mul(4, C, "4 x n_embd"), C3 = checked_mul(3, C, "3 x n_embd");
+  const int64_t Fl = C4 / tp, f0 = r * Fl;
+  const int64_t vocab_start = range_start(config.vocab_size, tp, r);
+  const int64_t vocab_count = range_start(config.vocab_size, tp, r + 1) - vocab_start;
+  const int end_layer = shape.end_layer < 0 ? config.n_layer : shape.end_layer;
+  auto whole = [](int64_t rows, int64_t cols) { return std::vector<ShardBlock>{{0, rows, 0, cols}}; };
+  // The q, k and v rows of this rank's heads in a fused (3C, cols) tensor.
+  auto qkv_rows = [&](int64_t cols) {
+    return std::vector<ShardBlock>{{h0 * HS, Cl, 0, cols}, {C + h0 * HS, Cl, 0, cols},
+                                   {2 * C + h0 * HS, Cl, 0, cols}};
+  };
+  std::vector<ParameterSpec> specs;
+  if (shape.first_stage || shape.last_stage) {
+    specs.push_back({"wte", {V, C}, {{vocab_start, vocab_count, 0, C}}, true, false});
+  }
+  if (shape.first_stage) {
+    specs.push_back({"wpe", {T, C}, whole(T, C), true, true});
+  }
+  for (int l = shape.first_layer; l < end_layer; ++l) {
+    const std::string p = "h." + std::to_string(l) + ".";
+    specs.push_back({p + "ln_1.weight", {C}, whole(C, 1), false, true});
+    specs.push_back({p + "ln_1.bias", {C}, whole(C, 1), false, true});
+    specs.push_back({p + "attn.c_attn.weight", {C3, C}, qkv_rows(C), true, false});
+    specs.push_back({p + "attn.c_attn.bias", {C3}, qkv_rows(1), false, false});
+    specs.push_back({p + "attn.c_proj.weight", {C, C}, {{0, C, h0 * HS, Cl}}, true, false});
+    specs.push_back({p + "attn.c_proj.bias", {C}, whole(C, 1), false, true});
+    specs.push_back({p + "ln_2.weight", {C}, whole(C, 1), false, true});
+    specs.push_back({p + "ln_2.bias", {C}, whole(C, 1), false, true});
+    specs.push_back({p + "mlp.c_fc.weight", {C4, C}, {{f0, Fl, 0, C}}, true, false});
+    specs.push_back({p + "mlp.c_fc.bias", {C4}, {{f0, Fl, 0, 1}}, false, false});
+    specs.push_back({p + "mlp.c_proj.weight", {C, C4}, {{0, C, f0, Fl}}, true, false});
+    specs.push_back({p + "mlp.c_proj.bias", {C}, whole(C, 1), false, true});
+  }
+  if (shape.last_stage) {
+    specs.push_back({"ln_f.weight", {C}, whole(C, 1), false, true});
+    specs.push_back({"ln_f.bias", {C}, whole(C, 1), false, true});
+  }
+
+  return specs;
 }
 
 }  // namespace
@@ -135,7 +193,8 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
       end_layer_(parallel.end_layer < 0 ? config.n_layer : parallel.end_layer),
       first_stage_(parallel.first_stage),
       last_stage_(parallel.last_stage),
-      sequence_parallel_(parallel.sequence_parallel) {
+      sequence_parallel_(parallel.sequence_parallel),
+      arena_multiple_(parallel.arena_multiple) {
   config_.validate();
   LOOM_CHECK(0 <= first_layer_ && first_layer_ <= end_layer_ && end_layer_ <= config_.n_layer,
              "pipeline stage blocks [", first_layer_, ",", end_layer_, ") outside 0 ..", config_.n_layer);
@@ -155,9 +214,7 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     pp_ = parallel.pp;
   }
   if (parallel.embedding != nullptr && parallel.embedding->size() > 1) embedding_ = parallel.embedding;
-  const int tp = tp_->size(), r = tp_->rank();
-  const int64_t C = config_.n_embd, V = config_.vocab_size, T = config_.max_seq_len;
-  const int64_t HS = C / config_.n_head;
+  const int tp = tp_->size();
   if (config_.n_head % tp != 0) {
     fail_user("tensor parallelism tp =", tp, "must divide n_head =", config_.n_head,
               "(each rank computes whole heads)");
@@ -165,63 +222,20 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
   if (config_.vocab_size < tp) {
     fail_user("tensor parallelism tp =", tp, "exceeds vocab_size =", config_.vocab_size);
   }
-  const int64_t nh_local = config_.n_head / tp, h0 = r * nh_local, Cl = nh_local * HS;
-  const int64_t Fl = 4 * C / tp, f0 = r * Fl;
-  vocab_start_ = range_start(config_.vocab_size, tp, r);
-  vocab_count_ = range_start(config_.vocab_size, tp, r + 1) - vocab_start_;
+  const StageShape shape = stage_shape();
+  vocab_start_ = range_start(config_.vocab_size, tp, shape.tp_rank);
+  vocab_count_ = range_start(config_.vocab_size, tp, shape.tp_rank + 1) - vocab_start_;
+  std::vector<ParameterSpec> specs = parameter_specs(config_, shape);
+  if (first_stage_ || last_stage_) wte_ = 0;
+  if (first_stage_) wpe_ = 1;
+  layer0_ = (first_stage_ ? 2 : last_stage_ ? 1 : 0);
+  if (last_stage_) lnf_ = specs.size() - 2;
 
-  struct Spec {
-    std::string name;
-    Shape global;
-    std::vector<ShardBlock> blocks;
-    bool decay;
-    bool replicated;
-  };
-  auto whole = [](int64_t rows, int64_t cols) { return std::vector<ShardBlock>{{0, rows, 0, cols}}; };
-  // The q, k and v rows of this rank's heads in a fused (3C, cols) tensor.
-  auto qkv_rows = [&](int64_t cols) {
-    return std::vector<ShardBlock>{{h0 * HS, Cl, 0, cols}, {C + h0 * HS, Cl, 0, cols},
-                                   {2 * C + h0 * HS, Cl, 0, cols}};
-  };
-  std::vector<Spec> specs;
-  if (first_stage_ || last_stage_) {
-    wte_ = specs.size();
-    specs.push_back({"wte", {V, C}, {{vocab_start_, vocab_count_, 0, C}}, true, false});
-  }
-  if (first_stage_) {
-    wpe_ = specs.size();
-    specs.push_back({"wpe", {T, C}, whole(T, C), true, true});
-  }
-  layer0_ = specs.size();
-  for (int l = first_layer_; l < end_layer_; ++l) {
-    const std::string p = "h." + std::to_string(l) + ".";
-    specs.push_back({p + "ln_1.weight", {C}, whole(C, 1), false, true});
-    specs.push_back({p + "ln_1.bias", {C}, whole(C, 1), false, true});
-    specs.push_back({p + "attn.c_attn.weight", {3 * C, C}, qkv_rows(C), true, false});
-    specs.push_back({p + "attn.c_attn.bias", {3 * C}, qkv_rows(1), false, false});
-    specs.push_back({p + "attn.c_proj.weight", {C, C}, {{0, C, h0 * HS, Cl}}, true, false});
-    specs.push_back({p + "attn.c_proj.bias", {C}, whole(C, 1), false, true});
-    specs.push_back({p + "ln_2.weight", {C}, whole(C, 1), false, true});
-    specs.push_back({p + "ln_2.bias", {C}, whole(C, 1), false, true});
-    specs.push_back({p + "mlp.c_fc.weight", {4 * C, C}, {{f0, Fl, 0, C}}, true, false});
-    specs.push_back({p + "mlp.c_fc.bias", {4 * C}, {{f0, Fl, 0, 1}}, false, false});
-    specs.push_back({p + "mlp.c_proj.weight", {C, 4 * C}, {{0, C, f0, Fl}}, true, false});
-    specs.push_back({p + "mlp.c_proj.bias", {C}, whole(C, 1), false, true});
-  }
-  if (last_stage_) {
-    lnf_ = specs.size();
-    specs.push_back({"ln_f.weight", {C}, whole(C, 1), false, true});
-    specs.push_back({"ln_f.bias", {C}, whole(C, 1), false, true});
-  }
-
-  int64_t total = 0;
-  for (const Spec& s : specs) total += local_elements(s.blocks);
-  LOOM_CHECK(parallel.arena_multiple > 0, "arena_multiple", parallel.arena_multiple);
-  total = (total + parallel.arena_multiple - 1) / parallel.arena_multiple * parallel.arena_multiple;
+  const int64_t total = arena_elements(config_, shape);
   param_arena_ = Tensor::zeros({total});
   grad_arena_ = Tensor::zeros({total});
   int64_t offset = 0;
-  for (Spec& s : specs) {
+  for (ParameterSpec& s : specs) {
     const int64_t n = local_elements(s.blocks);
     int64_t rows = 0;
     for (const ShardBlock& b : s.blocks) rows += b.rows;
@@ -288,9 +302,49 @@ const float* GPT::stage_input_grad() const {
 }
 
 size_t GPT::activation_bytes(Recompute mode, int B, int T) const {
-  Activations counting;  // a slot's worth
-  counting.shape = layout_for(B, T);
-  return static_cast<size_t>(carve_activations(counting, mode, nullptr)) * sizeof(float);
+  return static_cast<size_t>(activation_elements(config_, stage_shape(), mode, B, T)) * sizeof(float);
+}
+
+StageShape GPT::stage_shape() const {
+  return StageShape{tp_->size(), tp_->rank(), first_layer_,      end_layer_,
+                    first_stage_, last_stage_, sequence_parallel_, arena_multiple_};
+}
+
+int64_t GPT::arena_elements(const GPTConfig& config, const StageShape& shape) {
+  config.validate();
+  LOOM_CHECK(shape.arena_multiple > 0, "arena_multiple", shape.arena_multiple);
+  // Blocks are alike: the tensors outside them, plus one block's times the count (a config with
+  // a billion blocks is refused without listing them).
+  auto held = [&](int blocks) {
+    StageShape s = shape;
+    s.end_layer = s.first_layer + blocks;
+    int64_t n = 0;
+    for (const ParameterSpec& p : parameter_specs(config, s)) n = checked_add(n, local_elements(p.blocks), "the parameter count");
+    return n;
+  };
+  const int blocks = (shape.end_layer < 0 ? config.n_layer : shape.end_layer) - shape.first_layer;
+  const int64_t outside = held(0);
+  const int64_t per_block = blocks > 0 ? held(1) - outside : 0;
+  const int64_t total = checked_add(outside, checked_mul(per_block, blocks, "the parameter count"), "the parameter count");
+  const int64_t m = shape.arena_multiple;
+  return checked_add(total, m - 1, "the parameter count") / m * m;
+}
+
+int64_t GPT::activation_elements(const GPTConfig& config, const StageShape& shape, Recompute mode, int64_t B,
+                                 int64_t T) {
+  // Linear in the blocks (each adds the same buffers): counted for none and one, then scaled.
+  auto count = [&](int blocks) {
+    StageShape s = shape;
+    s.end_layer = s.first_layer + blocks;
+    Activations counting;  // a slot's worth
+    counting.shape = layout_of(config, s, B, T);
+    return carve_activations(s, counting, mode, nullptr);
+  };
+  const int blocks = (shape.end_layer < 0 ? config.n_layer : shape.end_layer) - shape.first_layer;
+  const int64_t outside = count(0);
+  const int64_t per_block = blocks > 0 ? count(1) - outside : 0;
+  return checked_add(outside, checked_mul(per_block, blocks, "the activations of a micro-batch"),
+                     "the activations of a micro-batch");
 }
 
 void GPT::init_weights(uint64_t seed) {
@@ -310,34 +364,39 @@ void GPT::init_weights(uint64_t seed) {
   }
 }
 
-GPT::Layout GPT::layout_for(int B, int T) const {
-  const int tp = tp_->size();
-  const int N = B * T;
-  if (sequence_parallel_ && N % tp != 0) {
+GPT::Layout GPT::layout_for(int B, int T) const { return layout_of(config_, stage_shape(), B, T); }
+
+GPT::Layout GPT::layout_of(const GPTConfig& config, const StageShape& shape, int64_t B, int64_t T) {
+  const int tp = shape.tp;
+  const int64_t tokens = checked_mul(B, T, "the tokens of a micro-batch (B x T)");
+  const int N = checked_dimension(tokens, "the tokens of a micro-batch (train.micro_batch_size x the sequence length)");
+  if (shape.sequence_parallel && N % tp != 0) {
     fail_user("sequence parallelism splits the", N, "tokens of a micro-batch (B * T =", B, "*", T,
               ") over tp =", tp, "ranks, which needs B * T divisible by tp");
   }
   Layout s{};
-  s.B = B;
-  s.T = T;
+  s.B = static_cast<int>(B);
+  s.T = static_cast<int>(T);
   s.N = N;
-  s.Nl = sequence_parallel_ ? N / tp : N;
-  s.C = config_.n_embd;
-  s.NHl = config_.n_head / tp;
+  s.Nl = shape.sequence_parallel ? N / tp : N;
+  s.C = config.n_embd;
+  s.NHl = config.n_head / tp;
   s.Cl = s.C / tp;
-  s.Fl = 4 * s.C / tp;
-  s.Vl = vocab_count_;
-  s.first_row = sequence_parallel_ ? tp_->rank() * s.Nl : 0;
+  s.Fl = checked_dimension(checked_mul(4, s.C, "4 x n_embd") / tp, "the MLP width per rank (4 x n_embd / tp)");
+  s.Vl = range_start(config.vocab_size, tp, shape.tp_rank + 1) - range_start(config.vocab_size, tp, shape.tp_rank);
+  s.first_row = shape.sequence_parallel ? shape.tp_rank * s.Nl : 0;
   return s;
 }
 
-int64_t GPT::carve_activations(Activations& a, Recompute mode, float* base) const {
+int64_t GPT::carve_activations(const StageShape& shape, Activations& a, Recompute mode, float* base) {
   const Layout& s = a.shape;
   const int64_t n = s.N, nl = s.Nl, C = s.C;
+  const bool sp = shape.sequence_parallel;
   int64_t used = 0;
+  // Every count is a product of config sizes: checked, as is the running total.
   auto take = [&](int64_t count) {
     float* out = base ? base + used : nullptr;
-    used += count;
+    used = checked_add(used, count, "the activations of a micro-batch");
     return out;
   };
   // Without sequence parallelism the gathered ("full") input of a column-parallel matmul is the
@@ -346,8 +405,8 @@ int64_t GPT::carve_activations(Activations& a, Recompute mode, float* base) cons
     l.ln1 = take(nl * C);
     l.ln1_mean = take(nl);
     l.ln1_rstd = take(nl);
-    l.ln1_full = sequence_parallel_ ? take(n * C) : l.ln1;
-    l.qkv = take(n * 3 * s.Cl);
+    l.ln1_full = sp ? take(n * C) : l.ln1;
+    l.qkv = take(checked_mul(n, 3 * static_cast<int64_t>(s.Cl), "the QKV activations"));
     if (attention_core) {
       l.atty = take(n * s.Cl);
       l.att_lse = take(static_cast<int64_t>(s.B) * s.NHl * s.T);
@@ -357,13 +416,13 @@ int64_t GPT::carve_activations(Activations& a, Recompute mode, float* base) cons
     l.ln2 = take(nl * C);
     l.ln2_mean = take(nl);
     l.ln2_rstd = take(nl);
-    l.ln2_full = sequence_parallel_ ? take(n * C) : l.ln2;
+    l.ln2_full = sp ? take(n * C) : l.ln2;
     l.fch = take(n * s.Fl);
     l.fch_gelu = take(n * s.Fl);
     l.fcproj = take(n * C);
   };
   a.embedded = take(n * C);
-  a.layers.resize(static_cast<size_t>(end_layer_ - first_layer_));
+  a.layers.resize(static_cast<size_t>(shape.end_layer - shape.first_layer));
   // Buffers every block reuses: the whole block (full recompute) or its attention core
   // (selective). residual3 is always the block's own: it is the next block's input.
   Activations::Layer shared{};
@@ -385,11 +444,11 @@ int64_t GPT::carve_activations(Activations& a, Recompute mode, float* base) cons
     l.residual3 = take(nl * C);
   }
   // The head's buffers exist on the last stage only.
-  const int64_t head = last_stage_ ? 1 : 0;
+  const int64_t head = shape.last_stage ? 1 : 0;
   a.lnf = take(head * nl * C);
   a.lnf_mean = take(head * nl);
   a.lnf_rstd = take(head * nl);
-  a.lnf_full = sequence_parallel_ ? take(head * n * C) : a.lnf;
+  a.lnf_full = sp ? take(head * n * C) : a.lnf;
   a.logits = take(head * n * s.Vl);
   a.losses = take(head * n);
   a.row_max = take(head * n);
@@ -398,7 +457,7 @@ int64_t GPT::carve_activations(Activations& a, Recompute mode, float* base) cons
   a.dfull = take(n * C);
   a.dlocal = take(nl * C);
   a.datty = take(n * s.Cl);
-  a.dqkv = take(n * 3 * s.Cl);
+  a.dqkv = take(checked_mul(n, 3 * static_cast<int64_t>(s.Cl), "the QKV activations"));
   a.dfch = take(n * s.Fl);
   a.dfch_gelu = take(n * s.Fl);
   a.dlosses = take(head * n);
@@ -417,9 +476,9 @@ void GPT::ensure_activations(int B, int T) {
   if (!acts_) use_slot(0);
   Activations& a = *acts_;
   a.shape = layout_for(B, T);
-  const int64_t total = carve_activations(a, recompute_, nullptr);
+  const int64_t total = carve_activations(stage_shape(), a, recompute_, nullptr);
   if (a.arena.numel() < total) a.arena = Tensor::zeros({total});
-  carve_activations(a, recompute_, a.arena.f32());
+  carve_activations(stage_shape(), a, recompute_, a.arena.f32());
 }
 
 namespace {

@@ -62,6 +62,16 @@ struct ModelParallel {
   parallel::Communicator* embedding = nullptr;  // first + last stage (ProcessGrid::embedding())
 };
 
+// What the sizes of one rank's share depend on (ModelParallel without its communicators), so
+// that they can be known before anything is allocated: memory estimates, size validation.
+struct StageShape {
+  int tp = 1, tp_rank = 0;
+  int first_layer = 0, end_layer = -1;  // -1: through the last block
+  bool first_stage = true, last_stage = true;
+  bool sequence_parallel = false;
+  int arena_multiple = 1;
+};
+
 // Activation recomputation: what the forward keeps for the backward.
 //   kNone       every block's activations are kept.
 //   kSelective  the attention core (its output and log-sum-exp) is recomputed from QKV in the
@@ -179,12 +189,22 @@ class GPT {
   // Bytes of activations (forward and backward buffers) for a micro-batch of (B, T) under `mode`.
   size_t activation_bytes(Recompute mode, int B, int T) const;
 
+  // Without building a model (nothing allocated), in 64-bit checked arithmetic (UserError for
+  // a size that overflows or a dimension the kernels cannot index): the floats of the parameter
+  // arena of the rank `shape` describes (its gradient arena is as large), and of one activation
+  // slot for a micro-batch of (B, T). The same numbers a GPT built for that rank uses.
+  static int64_t arena_elements(const GPTConfig& config, const StageShape& shape);
+  static int64_t activation_elements(const GPTConfig& config, const StageShape& shape, Recompute mode,
+                                     int64_t B, int64_t T);
+
  private:
   struct Layout;
   struct Activations;
+  StageShape stage_shape() const;
   Layout layout_for(int B, int T) const;
+  static Layout layout_of(const GPTConfig& config, const StageShape& shape, int64_t B, int64_t T);
   // Assigns the buffers of `a` for `mode` from `base` (null: only counts); returns the floats used.
-  int64_t carve_activations(Activations& a, Recompute mode, float* base) const;
+  static int64_t carve_activations(const StageShape& shape, Activations& a, Recompute mode, float* base);
   void ensure_activations(int B, int T);
   void layer_forward(int layer, const float* residual_in, const std::vector<float*>& w);
   // The residual stream entering block `layer` (== the stage's output for end_layer).
@@ -202,6 +222,7 @@ class GPT {
   parallel::Communicator* pp_ = nullptr;
   parallel::Communicator* embedding_ = nullptr;  // null unless the tied wte has two copies
   bool sequence_parallel_ = false;
+  int arena_multiple_ = 1;
   int vocab_start_ = 0, vocab_count_ = 0;
   Tensor param_arena_;
   Tensor grad_arena_;

@@ -1,5 +1,7 @@
 #include "core/tensor.h"
 
+#include "core/base/checked_math.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -19,7 +21,7 @@ int64_t Shape::operator[](int axis) const {
 
 int64_t Shape::numel() const {
   int64_t n = 1;
-  for (int64_t d : dims_) n *= d;
+  for (int64_t d : dims_) n = checked_mul(n, d, "a tensor's element count");
   return n;
 }
 

@@ -9,6 +9,7 @@
 
 #include "checkpoints/model_file.h"
 #include "core/decoder.h"
+#include "core/config.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "data/tokenizer.h"
@@ -51,7 +52,9 @@ int run_generate(const std::vector<std::string>& args) {
   if (!(temperature >= 0)) fail_user("--temperature is", temperature, "but must be >= 0");
   if (top_k < 0) fail_user("--top-k is", top_k, "but must be >= 0");
   if (samples <= 0) fail_user("--num-samples is", samples, "but must be positive");
-  set_thread_count(a.get_int("threads", 0));
+  const int threads = a.get_int("threads", 0);
+  check_thread_count("--threads", threads);
+  set_thread_count(threads);
 
   ModelFile file = load_model_file(path);
   config::RunConfig cfg = parse_config_text(file.config_text, path + " (stored config)");

@@ -38,6 +38,54 @@ constexpr const char* kUsage =
     "\n"
     "`loom <command> --help` lists a command's options. Docs: docs/.\n";
 
+// How long a rank with a user error waits for the others to report theirs before it decides
+// that it alone found it (a check only some ranks reach) and ends the job.
+constexpr std::chrono::seconds kErrorAgreement{10};
+
+// A user error on this rank of a job of several processes. Usually every rank checks the same
+// input and fails alike: they meet in a barrier on `errors` (a communicator used for nothing
+// else, so that a rank still inside a training collective cannot be confused by it), rank 0
+// prints the sentence once and all exit 2. A rank whose peers do not arrive within
+// kErrorAgreement found it alone: it prints the sentence (naming itself) and ends the job with
+// exit code 2, rather than leave the others waiting for it until their deadline.
+int end_on_user_error(const std::string& command, const std::string& message, int rank,
+                      loom::parallel::Communicator* errors) {
+  if (errors == nullptr || errors->size() == 1) {
+    // One process, or an error while the launch itself was being agreed on (raised by every rank).
+    if (rank == 0) std::fprintf(stderr, "loom %s: error: %s\n", command.c_str(), message.c_str());
+    return 2;
+  }
+  bool everyone = true;
+  try {
+    errors->barrier();
+  } catch (const loom::Error&) {
+    everyone = false;
+  }
+  if (everyone) {
+    if (rank == 0) std::fprintf(stderr, "loom %s: error: %s\n", command.c_str(), message.c_str());
+    return 2;
+  }
+  std::fprintf(stderr, "loom %s: error: %s%s\n", command.c_str(),
+               rank == 0 ? "" : ("rank " + std::to_string(rank) + ": ").c_str(), message.c_str());
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 2);
+  return 2;
+}
+
+// An internal error (a bug) in words a user can report: no source location (LOOM_DEBUG=1 adds
+// it) and no rank in a one-process run.
+void print_internal_error(const std::string& command, const std::exception& e, int rank, int world_size) {
+  std::string where;
+  const auto* error = dynamic_cast<const loom::Error*>(&e);
+  const char* debug = std::getenv("LOOM_DEBUG");
+  if (error != nullptr && !error->location().empty() && debug != nullptr && std::string(debug) == "1") {
+    where = " [" + error->location() + "]";
+  }
+  const std::string on_rank = world_size > 1 ? " on rank " + std::to_string(rank) : "";
+  std::fprintf(stderr, "loom %s: internal error%s (a bug in Loom; please report this line): %s%s\n", command.c_str(),
+               on_rank.c_str(), e.what(), where.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -50,7 +98,7 @@ int main(int argc, char** argv) {
   args.erase(args.begin());
 
   std::optional<loom::parallel::MpiSession> mpi;
-  std::unique_ptr<loom::parallel::Communicator> world, host;
+  std::unique_ptr<loom::parallel::Communicator> world, host, errors;
   int rank = 0;  // the rank that prints user errors: the launcher's until MPI has confirmed it
   try {
     const loom::LaunchEnv env = loom::detect_launch(loom::process_environment());
@@ -61,6 +109,8 @@ int main(int argc, char** argv) {
       auto mpi_world = loom::parallel::MpiCommunicator::world();
       host = mpi_world->split_by_host("host");
       world = std::move(mpi_world);
+      errors = loom::parallel::MpiCommunicator::world();
+      errors->set_timeout(kErrorAgreement);
     } else {
       world = std::make_unique<loom::parallel::SoloCommunicator>("world");
       host = std::make_unique<loom::parallel::SoloCommunicator>("host");
@@ -81,8 +131,7 @@ int main(int argc, char** argv) {
     }
     return 2;
   } catch (const loom::UserError& e) {
-    if (rank == 0) std::fprintf(stderr, "loom %s: error: %s\n", command.c_str(), e.what());
-    return 2;
+    return end_on_user_error(command, e.what(), rank, errors.get());
   } catch (const loom::parallel::CommTimeout& e) {
     // A peer stopped answering: this rank says who and where, then ends the whole job (the
     // silent rank included) rather than wait for it. The other ranks waiting for it (or for a
@@ -97,7 +146,7 @@ int main(int argc, char** argv) {
     }
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "loom %s: internal error on rank %d: %s\n", command.c_str(), rank, e.what());
+    print_internal_error(command, e, rank, world ? world->size() : 1);
     if (world && world->size() > 1) {
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, 1);

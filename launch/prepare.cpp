@@ -13,6 +13,7 @@
 
 #include "core/base/check.h"
 #include "data/prepare.h"
+#include "core/config.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
 
@@ -98,7 +99,7 @@ PrepareOptions options_of(const ParsedArgs& a) {
   if (!(shard_mb > 0 && shard_mb <= 1 << 20)) fail_user("--shard-mb is", shard_mb, "but must be in (0, 1048576]");
   o.max_shard_bytes = static_cast<uint64_t>(std::llround(shard_mb * (1 << 20)));
   o.threads = a.get_int("threads", 0);
-  if (o.threads < 0) fail_user("--threads is", o.threads, "but must be >= 0 (0: every core)");
+  check_thread_count("--threads", o.threads);
   const int seed = a.get_int("seed", 0);
   if (seed < 0) fail_user("--seed is", seed, "but must be >= 0");
   o.seed = static_cast<uint64_t>(seed);

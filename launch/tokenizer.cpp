@@ -13,6 +13,7 @@
 #include "core/base/check.h"
 #include "data/sentencepiece_tokenizer.h"
 #include "data/tokenizer.h"
+#include "core/config.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
 
@@ -133,6 +134,7 @@ int train_command(const std::vector<std::string>& args) {
   const std::string out = a.get("out", "");
   SentencePieceTrainOptions options;
   options.threads = a.get_int("threads", 0);
+  check_thread_count("--threads", options.threads);
   options.max_sentences = a.get_int("max-sentences", 0);
   const int seed = a.get_int("seed", 0);
   if (seed < 0) fail_user("--seed is", seed, "but must be >= 0");

@@ -21,14 +21,17 @@
 #include <vector>
 
 #include "checkpoints/checkpoint.h"
+#include "core/base/format.h"
 #include "checkpoints/model_file.h"
 #include "core/optimizer.h"
 #include "core/train_step.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
+#include "launch/earlier_run.h"
 #include "launch/fault_injection.h"
 #include "launch/gpu_training.h"
 #include "launch/launch_env.h"
+#include "launch/memory_plan.h"
 #include "launch/metrics.h"
 #include "launch/stop_request.h"
 #include "core/decoder.h"
@@ -40,16 +43,16 @@
 
 namespace loom {
 
-namespace {
-
-}  // namespace
-
 const std::vector<FlagSpec>& train_flags() {
   static const std::vector<FlagSpec> flags = {
       {"set", "FIELD=VALUE", "override a config field, e.g. --set train.steps=500", true},
       {"resume", "auto|DIR|none",
-       "continue from a checkpoint: auto = the newest valid one under checkpoint.dir (none there: "
-       "start afresh); DIR = that checkpoint, or the newest in DIR; none (default) = start afresh"},
+       "auto (default) = continue from the newest valid checkpoint under checkpoint.dir, or start "
+       "afresh when there is none (refused when they are another model's); DIR = that checkpoint, or "
+       "the newest in DIR; none = start afresh, refused where checkpoints are (see --fresh)"},
+      {"fresh", "",
+       "start a new run even where an earlier run left checkpoints: they are deleted at this run's "
+       "first save, and its metrics file at once"},
       {"stop-after-steps", "N",
        "train at most N steps in this process, save a checkpoint and exit 0 (the run resumes with "
        "--resume auto)"},
@@ -245,6 +248,19 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   if (addition) task.emplace(make_task(cfg));
   const GPTConfig model_config = model_config_of(cfg);
   const std::vector<int> split = pipeline_split(cfg);
+  // The memory the run needs, known before anything is allocated: a run the host cannot hold
+  // stops here on every rank, with the estimate and what to lower.
+  const MemoryEstimate memory = estimate_memory(cfg);
+  const int64_t host_available = host_available_bytes();
+  {
+    std::string error;
+    try {
+      check_memory_fits(memory, current_launch().local_size, leader, host_available);
+    } catch (const UserError& e) {
+      error = e.what();
+    }
+    agree_on_error(world, error);
+  }
   // This rank's model chunks (one unless the pipeline is interleaved), each with its optimizer.
   const int n_chunks = pc.virtual_stages();
   const AdamWSettings settings{oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay(), oc.grad_clip()};
@@ -263,8 +279,13 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   const Recompute recompute = static_cast<Recompute>(tc.recompute());
 
   // Checkpoints: resume first, so that everything below starts where the checkpoint left off.
-  const std::string resume_spec = parsed.get("resume", "none");
-  if (resume_spec.empty()) fail_user("--resume expects auto, a checkpoint directory, or none");
+  // Every rank looks at the directory itself and reaches the same decision (a shared file system).
+  if (parsed.has("resume") && parsed.get("resume", "").empty()) {
+    fail_user("--resume expects auto, a checkpoint directory, or none");
+  }
+  const EarlierRun earlier = find_earlier_run(cfg);
+  const StartPlan start_plan = plan_start(parsed.get("resume", ""), parsed.has("fresh"), earlier);
+  const std::string& resume_spec = start_plan.resume_spec;
   const int stop_after = parsed.get_int("stop-after-steps", 0);
   const TimeBudget budget = parsed.has("time-budget")
                                 ? TimeBudget(parse_duration(parsed.get("time-budget", ""), "--time-budget"), started)
@@ -279,9 +300,18 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   bool resumed_run = false;
   std::string resumed_dir, resume_message;
   if (resume_spec != "none") {
-    const checkpoint::Resumed resumed = checkpoint::resume(
-        resume_spec, ckpt_root, cfg, world, chunk_ptrs, optimizer_ptrs,
-        [](const std::string& warning) { std::fprintf(stderr, "loom train: warning: %s\n", warning.c_str()); });
+    checkpoint::Resumed resumed;
+    try {
+      resumed = checkpoint::resume(
+          resume_spec, ckpt_root, cfg, world, chunk_ptrs, optimizer_ptrs,
+          [](const std::string& warning) { std::fprintf(stderr, "loom train: warning: %s\n", warning.c_str()); });
+    } catch (const checkpoint::DifferentModel& e) {
+      // Every rank throws it alike. Resuming is the default: say how to start afresh instead.
+      if (parsed.has("resume")) throw;
+      fail_user(e.differences() + "; loom train resumes the checkpoints under", ckpt_root,
+                "by default: choose another train.out_dir for this model, or pass --fresh to start afresh and "
+                "delete them at this run's first save");
+    }
     if (resumed.resumed) {
       resumed_run = true;
       resumed_dir = resumed.dir;
@@ -295,16 +325,27 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       std::printf("resume: no checkpoint under %s yet; starting afresh\n", ckpt_root.c_str());
     }
   }
+  std::string metrics_note, metrics_error;
   if (!resumed_run) {
-    // Starting afresh where an earlier run left checkpoints: they go once this run has saved one.
-    const std::vector<std::string> earlier = checkpoint::list_checkpoints(ckpt_root);
-    policy.replace_earlier_run = !earlier.empty();
-    if (leader && !earlier.empty()) {
-      std::printf("note: %s holds %zu checkpoint%s of an earlier run (newest %s); this run starts afresh and "
-                  "deletes them at its first save (pass --resume auto to continue that run instead)\n",
-                  ckpt_root.c_str(), earlier.size(), earlier.size() == 1 ? "" : "s", earlier[0].c_str());
+    // Starting afresh (--fresh) where an earlier run left checkpoints: they go once this run has
+    // saved one. Its metrics never mix with this run's.
+    policy.replace_earlier_run = start_plan.fresh && !earlier.checkpoints.empty();
+    if (leader && policy.replace_earlier_run) {
+      std::printf("--fresh: %s holds %zu checkpoint%s of an earlier run (newest %s); this run starts afresh and "
+                  "deletes them at its first save\n",
+                  ckpt_root.c_str(), earlier.checkpoints.size(), earlier.checkpoints.size() == 1 ? "" : "s",
+                  earlier.checkpoints[0].c_str());
+    }
+    if (leader) {
+      try {
+        metrics_note = set_aside_earlier_metrics(earlier, start_plan.fresh);
+      } catch (const UserError& e) {
+        metrics_error = e.what();
+      }
+      if (!metrics_note.empty()) std::printf("%s\n", metrics_note.c_str());
     }
   }
+  agree_on_error(world, metrics_error);
   FaultPlan faults = FaultPlan::from_environment(world.rank());
   if (!faults.empty()) {
     policy.halfway_hook = [save_faults = faults](int64_t step) mutable {
@@ -372,6 +413,8 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
                   recompute == Recompute::kFull ? "full" : "selective", all - kept, all);
     }
     std::printf("\n");
+    std::printf("memory: estimated %s; this host has %s available\n", memory.describe().c_str(),
+                host_available > 0 ? format_bytes(static_cast<uint64_t>(host_available)).c_str() : "an unknown amount");
     const std::string data = addition ? str_cat(std::to_string(task->digits()) + "-digit addition,", task->test_problems().size(),
                                                 "held-out problems")
                                       : token_run->describe();
@@ -396,7 +439,6 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     peak_flops = mine;
   }
   std::unique_ptr<MetricsLog> metrics;
-  std::string metrics_error;
   double flops_per_token = 0;
   if (leader) {
     // Under mpirun a rank's stdout is a pseudo-terminal even when mpirun writes to a file: only

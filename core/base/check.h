@@ -5,7 +5,7 @@
 // LOOM_CHECK stays on in release builds; use it for every runtime contract (never `assert`).
 //
 //   LOOM_CHECK(C % NH == 0, "n_head", NH, "must divide n_embd", C);
-//   -> "core/gpt.cpp:42: check failed (C % NH == 0): n_head 6 must divide n_embd 256"
+//   -> "check failed (C % NH == 0): n_head 6 must divide n_embd 256", location "core/gpt.cpp:42"
 #pragma once
 
 #include <sstream>
@@ -15,11 +15,17 @@
 
 namespace loom {
 
-// Thrown for every violated contract. `what()` is one readable sentence (plus the source location
-// for internal checks); launch/ prints it as is.
+// Thrown for every violated contract. `what()` is one readable sentence; launch/ prints it as is.
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& message) : std::runtime_error(message) {}
+  explicit Error(const std::string& message, std::string location = "")
+      : std::runtime_error(message), location_(std::move(location)) {}
+  // "core/gpt.cpp:42" for a failed LOOM_CHECK, else "". Kept out of what(): a user reads what(),
+  // a developer asks for the location (launch/main.cpp prints it under LOOM_DEBUG=1).
+  const std::string& location() const { return location_; }
+
+ private:
+  std::string location_;
 };
 
 // A mistake in what the user gave us (config, flag, file). Printed without source location.

@@ -74,7 +74,15 @@ TEST(ConfigTest, ValidationNamesTheFieldTheValueAndTheExpectation) {
       {"model.n_embd=-8", "model.n_embd is -8"},
       {"model.n_head=3", "model.n_head = 3 must divide model.n_embd = 128"},
       {"model.vocab_size=0", "model.vocab_size is 0"},
-      {"optimizer.lr=0", "optimizer.lr is 0 but must be > 0"},
+      {"optimizer.lr=0", "optimizer.lr is 0 but must be a number in (0, 1]"},
+      {"optimizer.lr=inf", "optimizer.lr is inf but must be a number in (0, 1]"},
+      {"optimizer.lr=1e30", "optimizer.lr is 1e+30 but must be a number in (0, 1]"},
+      {"optimizer.eps=inf", "optimizer.eps is inf but must be a finite number > 0"},
+      {"optimizer.grad_clip=inf", "optimizer.grad_clip is inf but must be a finite number >= 0"},
+      {"train.threads=100000", "train.threads is 100000 but must be in 0 .. 1024"},
+      {"train.threads=-1", "train.threads is -1 but must be in 0 .. 1024"},
+      {"checkpoint.commit_timeout_s=inf", "checkpoint.commit_timeout_s is inf but must be a number of seconds"},
+      {"guard.collective_timeout_s=inf", "guard.collective_timeout_s is inf but must be a number of seconds"},
       {"optimizer.beta2=1", "optimizer.beta2 is 1"},
       {"train.steps=0", "train.steps is 0"},
       {"train.micro_batch_size=-1", "train.micro_batch_size is -1"},
@@ -86,8 +94,9 @@ TEST(ConfigTest, ValidationNamesTheFieldTheValueAndTheExpectation) {
       {"checkpoint.keep_last=-1", "checkpoint.keep_last is -1 but must be >= 0"},
       {"guard.rollback_after=-1", "guard.rollback_after is -1 but must be >= 0 (0: stop at the first non-finite step)"},
       {"guard.max_rollbacks=-2", "guard.max_rollbacks is -2 but must be >= 0"},
-      {"guard.collective_timeout_s=0", "guard.collective_timeout_s is 0 but must be > 0 seconds"},
-      {"metrics.peak_tflops=-1", "metrics.peak_tflops is -1 but must be >= 0 (0: measured)"},
+      {"guard.collective_timeout_s=0", "guard.collective_timeout_s is 0 but must be a number of seconds in (0, 604800]"},
+      {"metrics.peak_tflops=-1", "metrics.peak_tflops is -1 but must be a finite number >= 0 (0: measured)"},
+      {"metrics.peak_tflops=inf", "metrics.peak_tflops is inf but must be a finite number >= 0"},
   };
   for (const Case& c : cases) {
     config::RunConfig cfg = valid();
@@ -155,4 +164,14 @@ TEST(ConfigTest, TextRoundTrips) {
 }
 
 }  // namespace
+TEST(ConfigTest, AConfigPathThatIsNoFileIsOneSentence) {
+  std::string e = user_error_of([] { load_config_file("/tmp"); });
+  EXPECT_NE(e.find("config file /tmp is a directory, but must be a .pbtxt text file"), std::string::npos) << e;
+  // /dev/zero never ends: refused without reading it.
+  e = user_error_of([] { load_config_file("/dev/zero"); });
+  EXPECT_NE(e.find("config file /dev/zero is not a regular file"), std::string::npos) << e;
+  e = user_error_of([] { check_thread_count("--threads", -3); });
+  EXPECT_NE(e.find("--threads is -3 but must be in 0 .. 1024"), std::string::npos) << e;
+}
+
 }  // namespace loom

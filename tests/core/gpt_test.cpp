@@ -280,7 +280,10 @@ TEST(GptTest, ChainedPipelineStagesEqualTheWholeModel) {
   for (size_t i = 0; i < summed.size(); ++i) summed[i] = wte_first.grad.f32()[i] + wte_last.grad.f32()[i];
   const Parameter& wte_whole = whole.parameter("wte");
   std::vector<float> want(wte_whole.grad.f32(), wte_whole.grad.f32() + wte_whole.grad.numel());
-  EXPECT_TRUE(testing::all_close(summed, want, 1e-6, 1e-9));
+  // The whole model adds the embedding's and the head's contributions into one gradient; the
+  // stages sum two finished ones: the same terms in another order, so they agree to fp32
+  // rounding of the largest terms (|g| ~ 0.2: ulp ~ 1.5e-8), not bitwise.
+  EXPECT_TRUE(testing::all_close(summed, want, 1e-5, 1e-7));
   EXPECT_LT(middle.activation_bytes(Recompute::kNone, B, T), whole.activation_bytes(Recompute::kNone, B, T) / 2);
 }
 

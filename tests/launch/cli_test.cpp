@@ -73,7 +73,18 @@ TEST_F(CliTest, BadConfigsAndFlagsAreOneClearSentence) {
   expect_user_error("train --frobnicate", "unknown option --frobnicate");
   expect_user_error("train --time-budget 3h50 --set train.steps=1",
                     "--time-budget is '3h50' but must be a duration such as 90s, 20m, 3h50m or 2d");
-  expect_user_error("train --set guard.collective_timeout_s=0", "guard.collective_timeout_s is 0 but must be > 0");
+  expect_user_error("train --set guard.collective_timeout_s=0", "guard.collective_timeout_s is 0 but must be a number of seconds");
+  expect_user_error("train --set guard.collective_timeout_s=inf", "guard.collective_timeout_s is inf but must be");
+  expect_user_error("train --set optimizer.lr=1e30", "optimizer.lr is 1e+30 but must be a number in (0, 1]");
+  expect_user_error("train --set train.threads=100000", "train.threads is 100000 but must be in 0 .. 1024");
+  expect_user_error("train /dev/zero", "config file /dev/zero is not a regular file");
+  expect_user_error("train " + dir_.string(), "is a directory, but must be a .pbtxt text file");
+  expect_user_error("generate --threads -1 --model x --prompt 1", "--threads is -1 but must be in 0 .. 1024");
+  // Sizes past what 64 bits or the host hold: refused before anything is allocated.
+  expect_user_error("train --set model.n_layer=783 --set model.n_embd=62661870 --set model.n_head=1",
+                    "the model is too large: the parameter count overflows 64-bit sizes");
+  expect_user_error("train --set model.n_layer=1000000000", "but the host has");
+  expect_user_error("train --set train.micro_batch_size=2147483647", "the tokens of a micro-batch");
   // CUDA asked for where there is none: a machine without a GPU (CI) or a build without CUDA.
   if (device_count() == 0) {
     expect_user_error("train --set train.device=DEVICE_CUDA --set train.steps=1",

@@ -1,0 +1,44 @@
+// What an earlier run left where a new `loom train` would write, and what the new run does about
+// it. Defaults never destroy work (docs/operations.md, "Running again in the same directory"):
+//
+//   checkpoints of the same model       resumed (the default, --resume auto)
+//   checkpoints of another model        refused with the differences (resume() says which)
+//   --resume none with checkpoints      refused: only --fresh starts afresh over them
+//   a metrics file but no checkpoint    the file is moved aside (metrics.jsonl.1, .2, ...), so
+//                                       that the new run's records never mix with the old ones
+//   --fresh                             starts afresh: the earlier checkpoints are deleted at the
+//                                       new run's first save, its metrics file at once
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+
+namespace loom {
+
+struct EarlierRun {
+  std::string checkpoint_root;           // checkpoint.dir, or <train.out_dir>/checkpoints
+  std::vector<std::string> checkpoints;  // committed checkpoints there, newest first
+  std::string metrics_path;              // the run's metrics file
+  bool has_metrics = false;              // it exists and is not empty
+};
+
+EarlierRun find_earlier_run(const config::RunConfig& cfg);
+
+// How `loom train` starts, from --resume and --fresh.
+struct StartPlan {
+  std::string resume_spec;  // "auto", "none" or a checkpoint directory
+  bool fresh = false;       // --fresh: replace the earlier run
+};
+
+// UserError for a combination that would lose work or cannot be meant: --fresh with --resume;
+// --resume none where checkpoints are (without --fresh). `resume_flag` is "" when not given.
+StartPlan plan_start(const std::string& resume_flag, bool fresh, const EarlierRun& earlier);
+
+// Before the metrics file is opened for a run that did not resume (rank 0 only): --fresh removes
+// the earlier file; otherwise an earlier file is renamed to the first free `<path>.N`. Returns
+// the sentence to print ("" when there was nothing). UserError when the file cannot be moved.
+std::string set_aside_earlier_metrics(const EarlierRun& earlier, bool fresh);
+
+}  // namespace loom
