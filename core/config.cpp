@@ -5,6 +5,7 @@
 #include <google/protobuf/text_format.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -265,6 +266,14 @@ void validate_config(const config::RunConfig& cfg) {
 
 std::string metrics_path(const config::RunConfig& cfg) {
   return cfg.metrics().has_jsonl() ? cfg.metrics().jsonl() : cfg.train().out_dir() + "/metrics.jsonl";
+}
+
+std::string tensorboard_dir(const config::RunConfig& cfg) {
+  if (!cfg.metrics().tensorboard()) return "";
+  const std::string jsonl = metrics_path(cfg);
+  if (jsonl.empty()) return cfg.train().out_dir();
+  const std::string dir = std::filesystem::path(jsonl).parent_path().string();
+  return dir.empty() ? "." : dir;
 }
 
 std::string checkpoint_root(const config::RunConfig& cfg) {
