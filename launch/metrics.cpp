@@ -293,16 +293,18 @@ void MetricsLog::progress(const TrainMetrics& reported) {
       {"eta_s", m.eta_s},
       {"step_ms", m.step_ms},
   };
-  std::string fields = "\"kind\": \"train\", \"step\": " + std::to_string(m.step) + ", \"steps\": " + std::to_string(m.steps);
+  std::string fields =
+      "\"kind\": \"train\", \"step\": " + std::to_string(m.step) + ", \"steps\": " + std::to_string(m.steps);
   std::vector<TensorBoardScalar> scalars;
   for (const auto& [key, value] : values) {
     fields += std::string(", \"") + key + "\": ";
     // mem_bytes is an integer of bytes, written as one whatever its size.
-    fields += key == std::string_view("mem_bytes") && m.mem_bytes > 0 ? std::to_string(m.mem_bytes) : json_number(value);
+    const bool bytes = key == std::string_view("mem_bytes") && m.mem_bytes > 0;
+    fields += bytes ? std::to_string(m.mem_bytes) : json_number(value);
     if (std::isfinite(value)) scalars.push_back({std::string("train/") + key, static_cast<float>(value)});
   }
   write_record(now, fields);
-  if (tensorboard_) write_event(event_scalars(now, m.step, scalars));
+  if (tensorboard_ && !scalars.empty()) write_event(event_scalars(now, m.step, scalars));
 }
 
 void MetricsLog::eval(int step, const std::vector<std::pair<std::string, double>>& values) {

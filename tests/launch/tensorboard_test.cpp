@@ -233,9 +233,9 @@ TEST(TensorBoardCliTest, TensorBoardReadsBackALoomRun) {
   const std::string run = dir / "demo";
   // A small model on one thread: a second or two on a busy machine.
   const std::string args = "train --set train.steps=20 --set train.log_every=1 --set train.eval_every=10 "
-                           "--set checkpoint.every=5 --set checkpoint.async=false --set guard.rollback_after=1 --set train.threads=1 "
-                           "--set train.micro_batch_size=8 --set model.n_embd=32 --set data.addition.test_problems=100 "
-                           "--set train.out_dir=" + run;
+                           "--set checkpoint.every=5 --set checkpoint.async=false --set guard.rollback_after=1 "
+                           "--set train.threads=1 --set train.micro_batch_size=8 --set model.n_embd=32 "
+                           "--set data.addition.test_problems=100 --set train.out_dir=" + run;
   const testing::RunResult killed = testing::run_loom_env("LOOM_FAULT=kill@13", args);
   ASSERT_NE(killed.exit_code, 0) << killed.out;
   ASSERT_EQ(event_files(run).size(), 1u) << killed.out;
@@ -267,15 +267,17 @@ TEST(TensorBoardCliTest, SwitchedOffOrUnwritable) {
   TempDir dir("tensorboard_cli");
   const std::string small = "train --set train.steps=2 --set train.threads=1 --set train.micro_batch_size=8 "
                             "--set model.n_embd=32 --set data.addition.test_problems=10 ";
-  const testing::RunResult off = testing::run_loom(small + "--set metrics.tensorboard=false --set train.out_dir=" + dir / "off");
+  const testing::RunResult off =
+      testing::run_loom(small + "--set metrics.tensorboard=false --set train.out_dir=" + dir / "off");
   ASSERT_EQ(off.exit_code, 0) << off.out;
   EXPECT_TRUE(event_files(dir / "off").empty());
   EXPECT_EQ(off.out.find("TensorBoard"), std::string::npos) << off.out;
 
   // The events go to the metrics file's directory, here a file.
   std::ofstream(dir / "taken") << "x";
-  testing::expect_user_error(small + "--set metrics.jsonl=" + dir / "taken/metrics.jsonl --set train.out_dir=" + dir / "run",
-                             "cannot create the directory " + dir / "taken for the TensorBoard event file");
+  testing::expect_user_error(
+      small + "--set metrics.jsonl=" + dir / "taken/metrics.jsonl --set train.out_dir=" + dir / "run",
+      "cannot create the directory " + dir / "taken for the TensorBoard event file");
 }
 
 }  // namespace
