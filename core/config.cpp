@@ -307,6 +307,14 @@ std::string metrics_path(const config::RunConfig& cfg) {
   return cfg.metrics().has_jsonl() ? cfg.metrics().jsonl() : cfg.train().out_dir() + "/metrics.jsonl";
 }
 
+std::string tensorboard_dir(const config::RunConfig& cfg) {
+  if (!cfg.metrics().tensorboard()) return "";
+  const std::string jsonl = metrics_path(cfg);
+  if (jsonl.empty()) return cfg.train().out_dir();
+  const std::string dir = std::filesystem::path(jsonl).parent_path().string();
+  return dir.empty() ? "." : dir;
+}
+
 std::string checkpoint_root(const config::RunConfig& cfg) {
   return cfg.checkpoint().has_dir() ? cfg.checkpoint().dir() : cfg.train().out_dir() + "/checkpoints";
 }

@@ -43,4 +43,9 @@ std::string checkpoint_root(const config::RunConfig& config);
 // means none.
 std::string metrics_path(const config::RunConfig& config);
 
+// Where rank 0 writes its TensorBoard event file: the metrics JSONL's directory (<train.out_dir>
+// unless metrics.jsonl says otherwise; <train.out_dir> when metrics.jsonl is ""); "" when
+// metrics.tensorboard is false.
+std::string tensorboard_dir(const config::RunConfig& config);
+
 }  // namespace loom

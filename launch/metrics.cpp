@@ -121,17 +121,27 @@ double measure_cpu_peak_flops(int threads) {
   sgemm();  // warms the caches and starts the threads
   int calls = 0;
   const double start = steady_seconds();
-  double elapsed = 0;
-  while (calls < 3 || (elapsed < 0.2 && calls < 200)) {
+  double fastest = std::numeric_limits<double>::infinity();
+  for (double now = start; calls < 3 || (now - start < 0.2 && calls < 200); ++calls) {
     sgemm();
-    ++calls;
-    elapsed = steady_seconds() - start;
+    const double end = steady_seconds();
+    fastest = std::min(fastest, end - now);
+    now = end;
   }
   if (threads > 0) {
     omp_set_num_threads(saved_omp);
     openblas_set_num_threads(saved_blas);
   }
-  return 2.0 * n * n * static_cast<double>(n) * calls / elapsed;
+  return 2.0 * n * n * static_cast<double>(n) / fastest;
+}
+
+double MfuMeter::mfu(double achieved_flops) {
+  if (!(peak_flops_ > 0) || !std::isfinite(achieved_flops)) return TrainMetrics::kUnknown;
+  if (measured_ && achieved_flops > peak_flops_) {
+    peak_flops_ = achieved_flops;
+    raised_ = true;
+  }
+  return achieved_flops / peak_flops_;
 }
 
 uint64_t peak_rss_bytes() {
@@ -214,8 +224,9 @@ double EtaClock::eta_s(int step, int steps) const {
   return per_step * std::max(0, steps - step);
 }
 
-MetricsLog::MetricsLog(const std::string& jsonl_path, bool progress_bar, FILE* out)
+MetricsLog::MetricsLog(const std::string& jsonl_path, bool progress_bar, FILE* out, const std::string& tensorboard_dir)
     : path_(jsonl_path), out_(out), bar_enabled_(progress_bar && ::isatty(::fileno(out)) == 1) {
+  if (!tensorboard_dir.empty()) tensorboard_ = std::make_unique<TensorBoardWriter>(tensorboard_dir);
   if (path_.empty()) return;
   namespace fs = std::filesystem;
   const fs::path parent = fs::path(path_).parent_path();
@@ -244,9 +255,9 @@ MetricsLog::~MetricsLog() {
   if (file_ != nullptr) std::fclose(file_);
 }
 
-void MetricsLog::write_record(const std::string& fields) {
+void MetricsLog::write_record(double time, const std::string& fields) {
   if (file_ == nullptr) return;
-  const std::string line = "{\"time\": " + json_number(unix_seconds()) + ", " + fields + "}\n";
+  const std::string line = "{\"time\": " + json_number(time) + ", " + fields + "}\n";
   if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
     // A full disk must not end the training (the checkpoints say for themselves whether they
     // can be written): say so once, and write no more records.
@@ -258,25 +269,63 @@ void MetricsLog::write_record(const std::string& fields) {
   }
 }
 
-void MetricsLog::progress(const TrainMetrics& m) {
+void MetricsLog::write_event(const std::string& event) {
+  if (!tensorboard_ || !tensorboard_->ok() || tensorboard_->write(event)) return;
+  clear_bar();
+  std::fprintf(stderr, "loom train: warning: cannot write TensorBoard event file %s: %s; no more events are written\n",
+               tensorboard_->path().c_str(), tensorboard_->error().c_str());
+}
+
+void MetricsLog::progress(const TrainMetrics& reported) {
+  // Above 1 the peak was stated too low (a measured one is raised, MfuMeter): report the cap.
+  TrainMetrics m = reported;
+  if (m.mfu > 1) m.mfu = 1;
   print_line(format_progress_line(m));
-  write_record("\"kind\": \"train\", \"step\": " + std::to_string(m.step) + ", \"steps\": " + std::to_string(m.steps) +
-               ", \"loss\": " + json_number(m.loss) + ", \"lr\": " + json_number(m.lr) +
-               ", \"grad_norm\": " + json_number(m.grad_norm) + ", \"tokens_per_s\": " + json_number(m.tokens_per_s) +
-               ", \"mfu\": " + json_number(m.mfu) +
-               ", \"mem_bytes\": " + (m.mem_bytes > 0 ? std::to_string(m.mem_bytes) : std::string("null")) +
-               ", \"eta_s\": " + json_number(m.eta_s) + ", \"step_ms\": " + json_number(m.step_ms));
+  const double now = unix_seconds();
+  // The record's numbers in the order the JSON lists them; each known one is a scalar too.
+  const std::pair<const char*, double> values[] = {
+      {"loss", m.loss},
+      {"lr", m.lr},
+      {"grad_norm", m.grad_norm},
+      {"tokens_per_s", m.tokens_per_s},
+      {"mfu", m.mfu},
+      {"mem_bytes", m.mem_bytes > 0 ? static_cast<double>(m.mem_bytes) : TrainMetrics::kUnknown},
+      {"eta_s", m.eta_s},
+      {"step_ms", m.step_ms},
+  };
+  std::string fields =
+      "\"kind\": \"train\", \"step\": " + std::to_string(m.step) + ", \"steps\": " + std::to_string(m.steps);
+  std::vector<TensorBoardScalar> scalars;
+  for (const auto& [key, value] : values) {
+    fields += std::string(", \"") + key + "\": ";
+    // mem_bytes is an integer of bytes, written as one whatever its size.
+    const bool bytes = key == std::string_view("mem_bytes") && m.mem_bytes > 0;
+    fields += bytes ? std::to_string(m.mem_bytes) : json_number(value);
+    if (std::isfinite(value)) scalars.push_back({std::string("train/") + key, static_cast<float>(value)});
+  }
+  write_record(now, fields);
+  if (tensorboard_ && !scalars.empty()) write_event(event_scalars(now, m.step, scalars));
 }
 
 void MetricsLog::eval(int step, const std::vector<std::pair<std::string, double>>& values) {
+  const double now = unix_seconds();
   std::string fields = "\"kind\": \"eval\", \"step\": " + std::to_string(step);
-  for (const auto& [name, value] : values) fields += ", " + json_quote(name) + ": " + json_number(value);
-  write_record(fields);
+  std::vector<TensorBoardScalar> scalars;
+  for (const auto& [name, value] : values) {
+    fields += ", " + json_quote(name) + ": " + json_number(value);
+    if (std::isfinite(value)) scalars.push_back({"eval/" + name, static_cast<float>(value)});
+  }
+  write_record(now, fields);
+  if (tensorboard_ && !scalars.empty()) write_event(event_scalars(now, step, scalars));
 }
 
 void MetricsLog::event(int step, const std::string& name, const std::string& message) {
-  write_record("\"kind\": \"event\", \"step\": " + std::to_string(step) + ", \"event\": " + json_quote(name) +
-               ", \"message\": " + json_quote(message));
+  const double now = unix_seconds();
+  write_record(now, "\"kind\": \"event\", \"step\": " + std::to_string(step) + ", \"event\": " + json_quote(name) +
+                        ", \"message\": " + json_quote(message));
+  // The first step redone is step + 1 (`step` counts the steps done): what TensorBoard holds of
+  // it and after it is an earlier attempt's.
+  if (tensorboard_ && (name == "resume" || name == "rollback")) write_event(event_restart(now, step + 1));
 }
 
 void MetricsLog::print_line(const std::string& line) {

@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <limits>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/gpt.h"
+#include "launch/tensorboard.h"
 
 namespace loom {
 
@@ -28,10 +30,31 @@ double model_flops_per_token(const GPTConfig& c, int64_t n_params, int seq_len);
 
 // This process's dense fp32 FLOP/s, measured with OpenBLAS sgemm on 1024 x 1024 matrices for
 // about 0.2 s on `threads` threads (<= 0: OpenBLAS's current setting, which is restored after).
-// The rate is total FLOPs over total time of the timed calls (after one warm-up call), so ranks
-// measuring at once on shared cores each get their share. The MFU denominator on CPU is the sum
-// over ranks.
+// The rate is that of the fastest of the timed calls (after one warm-up call): on a machine
+// that others use too, a call that ran undisturbed is the nearest to what the cores can do. The
+// MFU denominator on CPU is the sum over hosts (one rank per host measures).
 double measure_cpu_peak_flops(int threads);
+
+// MFU = achieved FLOP/s over the peak. A measured peak (the CPU's sgemm rate, taken in 0.2 s of a
+// machine that may be busy) can read low; when training runs faster than it, the peak is raised
+// to the rate training reached, so MFU never exceeds 1. A stated peak (metrics.peak_tflops, a
+// GPU's datasheet figure) is kept; MetricsLog caps what it reports at 1.
+class MfuMeter {
+ public:
+  // `peak_flops` <= 0: no peak, MFU unknown.
+  MfuMeter(double peak_flops, bool measured) : peak_flops_(peak_flops), measured_(measured) {}
+  // The MFU of `achieved_flops` (NaN when it or the peak is not known), raising a measured peak
+  // first when `achieved_flops` exceeds it.
+  double mfu(double achieved_flops);
+  double peak_flops() const { return peak_flops_; }
+  // Whether training has run faster than the measured peak.
+  bool raised() const { return raised_; }
+
+ private:
+  double peak_flops_;
+  bool measured_;
+  bool raised_ = false;
+};
 
 // The process's peak resident memory so far (getrusage's ru_maxrss), and its resident memory
 // now (/proc/self/statm), in bytes; 0 where the system does not say.
@@ -56,7 +79,7 @@ struct TrainMetrics {
   double lr = kUnknown;      // the learning rate of the last step
   double grad_norm = kUnknown;  // the global gradient norm of the last step, before clipping
   double tokens_per_s = kUnknown;  // training tokens per second over the window, all ranks
-  double mfu = kUnknown;     // model FLOPs utilisation, a fraction (0.312 is printed 31.2%)
+  double mfu = kUnknown;     // model FLOPs utilisation, a fraction (0.312 is printed 31.2%); reported as at most 1
   uint64_t mem_bytes = 0;    // the largest peak RSS of the ranks on CPU, device memory on a GPU
   double eta_s = kUnknown;   // seconds until train.steps, at the current rate
   double step_ms = kUnknown;  // milliseconds per step over the window
@@ -77,17 +100,20 @@ class EtaClock {
 };
 
 // Rank 0's reporter. Lines go to `out` as they are; JSON records, one object per line, are
-// appended to a file, each flushed as it is written so that a crash loses none and `loom plot`
-// can read a run in progress.
+// appended to a file, and their numbers are written as TensorBoard scalars to an event file
+// (launch/tensorboard.h), each record flushed as it is written so that a crash loses none and
+// `loom plot` or TensorBoard can read a run in progress.
 class MetricsLog {
  public:
   // `jsonl_path`: the JSON lines file; "" for none. Its directory is created; it is opened for
   // appending (a resumed run continues it), a torn last line of a crashed run cut off first.
-  // Throws UserError when it cannot be opened. A record that cannot be written later (a full
-  // disk) gives one warning on stderr and ends the records, never the training.
+  // `tensorboard_dir`: the directory of a new TensorBoard event file; "" for none.
+  // Throws UserError when either cannot be opened. A record that cannot be written later (a
+  // full disk) gives one warning on stderr and ends the records of that file, never the training.
   // `progress_bar`: draw the bar of tick() when `out` is a terminal; otherwise (a pipe, a log
   // file) tick() never prints anything.
-  MetricsLog(const std::string& jsonl_path, bool progress_bar, FILE* out = stdout);
+  MetricsLog(const std::string& jsonl_path, bool progress_bar, FILE* out = stdout,
+             const std::string& tensorboard_dir = "");
   // Erases a drawn bar and closes the file.
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
@@ -95,11 +121,15 @@ class MetricsLog {
 
   // Prints the progress line and appends a "train" record:
   //   step   100/1500 | loss 1.2345 | lr 1.00e-03 | grad norm 0.532 | 12.3k tok/s | MFU 31.2% | mem 412 MiB | ETA 1m05s
+  // Its known numbers are the TensorBoard scalars train/loss, train/lr, ... (the JSON keys).
   void progress(const TrainMetrics& m);
-  // Appends an "eval" record with these measurements, e.g. {{"val_loss", 3.2}}. Prints nothing.
+  // Appends an "eval" record with these measurements, e.g. {{"val_loss", 3.2}}, and the finite
+  // ones as TensorBoard scalars eval/val_loss, ... Prints nothing.
   void eval(int step, const std::vector<std::pair<std::string, double>>& values);
   // Appends an "event" record: `name` one word ("resume", "checkpoint", "skip", "rollback",
-  // "stop", ...) and `message` the sentence the caller prints for it. Prints nothing.
+  // "stop", ...) and `message` the sentence the caller prints for it. Prints nothing. A
+  // "resume" or "rollback" at `step` (the steps done) tells TensorBoard that the steps after
+  // it are done again: it drops what it holds of them from an earlier attempt.
   void event(int step, const std::string& name, const std::string& message);
   // Prints `line` and a newline (after erasing the bar, if one is drawn), and flushes `out`: how
   // the caller prints its own eval and event lines while a bar may be on the screen.
@@ -113,12 +143,16 @@ class MetricsLog {
   // Whether tick() draws: progress_bar was asked for and `out` is a terminal.
   bool bar_enabled() const { return bar_enabled_; }
   const std::string& jsonl_path() const { return path_; }
+  // The event file; "" when none is written.
+  std::string tensorboard_path() const { return tensorboard_ ? tensorboard_->path() : std::string(); }
 
  private:
-  void write_record(const std::string& fields);
+  void write_record(double time, const std::string& fields);
+  void write_event(const std::string& event);
 
   std::string path_;
   FILE* file_ = nullptr;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
   FILE* out_;
   bool bar_enabled_;
   bool bar_drawn_ = false;

@@ -1,7 +1,8 @@
 // `loom plot`: draws the JSON lines a training run wrote (launch/metrics.h, docs/metrics.md) as
-// a PNG with gnuplot: training and validation loss over the steps above, tokens per second and
-// MFU below, events such as resumes and rollbacks as dashed vertical lines. A step logged more
-// than once (a resumed or rolled-back run logs some steps again) counts with its last record.
+// a PNG with gnuplot, titled with the run's name: training and validation loss over the steps
+// above, tokens per second and MFU below, events such as resumes and rollbacks as dashed vertical
+// lines with labels that never overlap. A step logged more than once (a resumed or rolled-back
+// run logs some steps again) counts with its last record.
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -39,7 +40,7 @@ namespace fs = std::filesystem;
 const std::vector<FlagSpec>& plot_flags() {
   static const std::vector<FlagSpec> flags = {
       {"out", "PNG", "the image to write (default: the input's name with .png for .jsonl)"},
-      {"title", "TEXT", "the title above both panels (default: the input's file name)"},
+      {"title", "TEXT", "the title above both panels (default: the run's name, the input's directory)"},
       {"log-loss", "", "draw the loss on a logarithmic axis"},
       {"help", "", "show this help"},
   };
@@ -272,6 +273,66 @@ const char* event_colour(const std::string& name) {
   return "#7f8c8d";
 }
 
+// The colour of a label of several events: the red of a rollback or stop among them, else the
+// blue of a resume, else grey.
+const char* label_colour(const std::vector<std::string>& names) {
+  const char* colour = event_colour("");
+  for (const std::string& name : names) {
+    if (name == "rollback" || name == "stop") return event_colour(name);
+    if (name == "resume") colour = event_colour(name);
+  }
+  return colour;
+}
+
+// The title of a run's plot: the name of the directory of its metrics file, which is the run's
+// train.out_dir ("runs/demo/metrics.jsonl": "demo"), and the file's name when it is not the
+// default metrics.jsonl ("logs/old.jsonl": "logs (old.jsonl)").
+std::string run_name_of(const std::string& metrics_file) {
+  const fs::path path = fs::absolute(metrics_file).lexically_normal();
+  const std::string dir = path.parent_path().filename().string(), file = path.filename().string();
+  if (dir.empty()) return file;
+  return file == "metrics.jsonl" ? dir : dir + " (" + file + ")";
+}
+
+// The gnuplot commands that mark events on both panels: a dashed vertical line for every event
+// but checkpoint saves (routine, and as many as the saves) between steps `first` and `last`, and
+// its name written upwards on a white box beside the line, in front of the curves. Names of
+// marks within 2% of the steps of the first of them share one label ("resume, rollback"), so
+// that no two labels overlap; none are written when there would be more than 12.
+std::string event_marks(const Metrics& m, int64_t first, int64_t last) {
+  struct Label {
+    int64_t step;
+    std::vector<std::string> names;
+  };
+  std::string s;
+  std::vector<Label> labels;
+  int arrow = 0;
+  for (const auto& [key, e] : m.events) {
+    const int64_t step = key.first;
+    if (e.name == "checkpoint" || step < first || step > last) continue;
+    const std::string x = std::to_string(step);
+    s += "set arrow " + std::to_string(++arrow) + " from " + x + ", graph 0 to " + x +
+         ", graph 1 nohead dt 2 lw 1.2 lc rgb '" + event_colour(e.name) + "' back\n";
+    if (labels.empty() || static_cast<double>(step - labels.back().step) >= 0.02 * static_cast<double>(last - first)) {
+      labels.push_back({step, {}});
+    }
+    std::vector<std::string>& names = labels.back().names;
+    if (std::find(names.begin(), names.end(), e.name) == names.end()) names.push_back(e.name);
+  }
+  if (labels.size() > 12) return s;
+  s += "set style textbox opaque noborder margins 1,1\n";
+  for (size_t i = 0; i < labels.size(); ++i) {
+    std::string text;
+    for (const std::string& name : labels[i].names) text += (text.empty() ? "" : ", ") + name;
+    // Right of a line at the left edge, where the left would cover the axis' numbers.
+    const bool at_left_edge = static_cast<double>(labels[i].step - first) < 0.03 * static_cast<double>(last - first);
+    s += "set label " + std::to_string(i + 1) + " " + gp_quote(text) + " at " + std::to_string(labels[i].step) +
+         ", graph 0.98 rotate by 90 right offset " + (at_left_edge ? "1.6" : "-1.6") + ",0 font ',9' tc rgb '" +
+         label_colour(labels[i].names) + "' boxed front noenhanced\n";
+  }
+  return s;
+}
+
 std::string gnuplot_script(const Metrics& m, const std::string& train_file, const std::string& val_file,
                            const std::string& accuracy_file, const std::string& png, const std::string& title,
                            bool log_loss) {
@@ -279,7 +340,7 @@ std::string gnuplot_script(const Metrics& m, const std::string& train_file, cons
   for (const auto& [step, v] : m.val_loss) first = std::min(first, step), last = std::max(last, step);
   if (first == last) --first, ++last;
   bool have_mfu = false, have_rate = false, positive_loss = true;
-  double max_rate = 0, min_loss = std::numeric_limits<double>::infinity(), max_loss = 0;
+  double max_rate = 0, max_mfu = 0, min_loss = std::numeric_limits<double>::infinity(), max_loss = 0;
   auto span_loss = [&](double v) {
     if (std::isfinite(v)) min_loss = std::min(min_loss, v), max_loss = std::max(max_loss, v);
   };
@@ -287,6 +348,7 @@ std::string gnuplot_script(const Metrics& m, const std::string& train_file, cons
   for (const auto& [step, p] : m.train) {
     span_loss(p.loss);
     if (std::isfinite(p.tokens_per_s)) max_rate = std::max(max_rate, p.tokens_per_s);
+    if (std::isfinite(p.mfu)) max_mfu = std::max(max_mfu, p.mfu);
     have_mfu = have_mfu || std::isfinite(p.mfu);
     have_rate = have_rate || std::isfinite(p.tokens_per_s);
     if (std::isfinite(p.loss) && p.loss <= 0) positive_loss = false;
@@ -296,13 +358,6 @@ std::string gnuplot_script(const Metrics& m, const std::string& train_file, cons
   const std::pair<double, std::string> rate_unit = max_rate >= 2e6   ? std::make_pair(1e6, std::string("million"))
                                                    : max_rate >= 2e3 ? std::make_pair(1e3, std::string("thousand"))
                                                                      : std::make_pair(1.0, std::string());
-  // Marks: every event but checkpoint saves (routine, and as many as the saves); labels only
-  // while they stay legible.
-  std::vector<std::pair<int64_t, const Event*>> marks;
-  for (const auto& [key, e] : m.events) {
-    if (e.name != "checkpoint" && key.first >= first && key.first <= last) marks.emplace_back(key.first, &e);
-  }
-  const bool labels = marks.size() <= 12;
   // A line through one point is not drawn: a lone record is a dot.
   const std::string style = m.train.size() > 1 ? "lines" : "points pt 7 ps 1.5";
 
@@ -317,24 +372,16 @@ std::string gnuplot_script(const Metrics& m, const std::string& train_file, cons
   s += "set multiplot title " + gp_quote(title) + " noenhanced font ',14'\n";
   s += "set xrange [" + std::to_string(first) + ":" + std::to_string(last) + "]\n";
   s += "set xlabel 'step'\nset grid lc rgb '#dddddd'\nset border lc rgb '#555555'\n";
-  s += "set key top right opaque box lc rgb '#cccccc'\n";
+  // The keys sit above the panels, outside the curves and the event labels.
+  s += "set key outside top center horizontal samplen 3 spacing 1.1\n";
   s += "set lmargin 12\nset rmargin 12\n";
-  for (size_t i = 0; i < marks.size(); ++i) {
-    const std::string x = std::to_string(marks[i].first);
-    s += "set arrow " + std::to_string(i + 1) + " from " + x + ", graph 0 to " + x +
-         ", graph 1 nohead dt 2 lw 1.2 lc rgb '" + event_colour(marks[i].second->name) + "' back\n";
-    if (labels) {
-      s += "set label " + std::to_string(i + 1) + " " + gp_quote(marks[i].second->name) + " at " + x +
-           ", graph 0.97 rotate by 90 right offset -0.8,0 font ',9' tc rgb '" + event_colour(marks[i].second->name) +
-           "' noenhanced\n";
-    }
-  }
+  s += event_marks(m, first, last);
 
   // The loss panel takes 60% of the height below the title, the throughput panel the rest;
   // without throughput figures the loss panel is the whole image.
   const bool throughput = have_rate || have_mfu;
   s += std::string(throughput ? "set origin 0,0.37\nset size 1,0.58\n" : "set origin 0,0\nset size 1,0.95\n") +
-       "set title 'loss'\nset ylabel 'loss (nats)'\n";
+       "set ylabel 'loss (nats)'\n";
   if (log_loss && positive_loss && min_loss <= max_loss) {
     const double lo = min_loss / 1.05, hi = max_loss * 1.05;
     s += "set logscale y\nset yrange [" + gp_number(lo) + ":" + gp_number(hi) + "]\n";
@@ -342,7 +389,7 @@ std::string gnuplot_script(const Metrics& m, const std::string& train_file, cons
   }
   // Held-out accuracy (the addition task's evaluation) on the right-hand axis, in percent.
   if (!m.accuracy.empty()) {
-    s += "set y2label 'held-out accuracy'\nset y2tics\nset ytics nomirror\nset format y2 '%g%%'\nset y2range [0:100]\n";
+    s += "set y2label 'held-out accuracy'\nset y2tics\nset ytics nomirror\nset format y2 '%g%%'\nset y2range [0:108]\n";
   }
   s += "plot " + gp_quote(train_file) + " using 1:2 with " + style + " lw 1.5 lc rgb '#1f77b4' title 'training loss'";
   if (!m.val_loss.empty()) {
@@ -358,11 +405,14 @@ std::string gnuplot_script(const Metrics& m, const std::string& train_file, cons
   if (!throughput) return s + "unset multiplot\nset output\n";
   s += "unset logscale y\nset ytics autofreq mirror\nset mytics default\nunset label\n";
   s += "unset y2label\nunset y2tics\nset format y2 '% h'\nset y2range [*:*]\n";
-  s += "set origin 0,0\nset size 1,0.37\nset key bottom right\nset title 'throughput'\n";
+  s += "set origin 0,0\nset size 1,0.37\n";
+  // Room above the highest point, so that a steady rate is not drawn on the border.
+  auto up_to = [](double max) { return max > 0 ? "[0:" + gp_number(1.12 * max) + "]" : std::string("[0:*]"); };
   s += "set ylabel " + gp_quote(rate_unit.second.empty() ? "tokens / s" : rate_unit.second + " tokens / s") +
-       "\nset yrange [0:*]\n";
+       "\nset yrange " + up_to(max_rate / rate_unit.first) + "\n";
   if (have_mfu) {
-    s += "set y2label 'MFU'\nset y2tics\nset ytics nomirror\nset format y2 '%g%%'\nset y2range [0:*]\n";
+    s += "set y2label 'MFU'\nset y2tics\nset ytics nomirror\nset format y2 '%g%%'\nset y2range " +
+         up_to(100 * max_mfu) + "\n";
   }
   s += "plot ";
   if (have_rate) {
@@ -399,7 +449,7 @@ int run_plot(const std::vector<std::string>& args) {
     const fs::path p(input);
     out = (p.extension() == ".jsonl" ? fs::path(p).replace_extension(".png") : fs::path(input + ".png")).string();
   }
-  const std::string title = a.get("title", fs::path(input).filename().string());
+  const std::string title = a.has("title") ? a.get("title", "") : run_name_of(input);
 
   const Metrics m = read_metrics(input);
   if (m.train.empty()) fail_user(input, "has no training records (lines with \"kind\": \"train\") to plot");
@@ -447,9 +497,10 @@ int run_plot(const std::vector<std::string>& args) {
     throw;
   }
   auto count = [](size_t n, const char* noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); };
-  std::printf("wrote %s: %s (%lld .. %lld), %s, %s\n", out.c_str(), count(m.train.size(), "step").c_str(),
-              static_cast<long long>(m.train.begin()->first), static_cast<long long>(m.train.rbegin()->first),
-              count(m.evals.size(), "evaluation").c_str(), count(m.events.size(), "event").c_str());
+  std::printf("wrote %s: %s (%lld .. %lld), %s, %s; title \"%s\"\n", out.c_str(),
+              count(m.train.size(), "step").c_str(), static_cast<long long>(m.train.begin()->first),
+              static_cast<long long>(m.train.rbegin()->first), count(m.evals.size(), "evaluation").c_str(),
+              count(m.events.size(), "event").c_str(), title.c_str());
   return 0;
 }
 

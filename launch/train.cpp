@@ -438,6 +438,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     if (world.size() > 1) world.all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
     peak_flops = mine;
   }
+  MfuMeter mfu_meter(peak_flops, peak_tflops == 0);
   std::unique_ptr<MetricsLog> metrics;
   double flops_per_token = 0;
   if (leader) {
@@ -445,7 +446,8 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     // a process started on its own knows that it writes to a terminal.
     const bool standalone = current_launch().launcher == Launcher::kStandalone;
     try {
-      metrics = std::make_unique<MetricsLog>(metrics_path(cfg), mc.progress_bar() && standalone);
+      metrics = std::make_unique<MetricsLog>(metrics_path(cfg), mc.progress_bar() && standalone, stdout,
+                                             tensorboard_dir(cfg));
     } catch (const UserError& e) {
       metrics_error = e.what();
     }
@@ -454,12 +456,13 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   agree_on_error(world, metrics_error);
   if (leader) {
     flops_per_token = model_flops_per_token(model_config, whole->num_parameters(), T);
-    std::printf("metrics: %.3g model FLOPs per token; MFU against %s = %.3g GFLOP/s%s%s\n", flops_per_token,
+    std::printf("metrics: %.3g model FLOPs per token; MFU against %s = %.3g GFLOP/s%s%s%s%s\n", flops_per_token,
                 mc.peak_tflops() > 0 ? "metrics.peak_tflops x processes"
                 : gpu               ? "989 TFLOP/s (dense bf16, H100/H200 SXM) x GPUs"
-                                    : "the measured sgemm rate of the hosts' cores",
+                                    : "the measured sgemm rate of the hosts' cores (raised to training's if higher)",
                 peak_flops / 1e9, metrics->jsonl_path().empty() ? "" : "; JSON lines to ",
-                metrics->jsonl_path().c_str());
+                metrics->jsonl_path().c_str(), metrics->tensorboard_path().empty() ? "" : "; TensorBoard events to ",
+                metrics->tensorboard_path().c_str());
     std::fflush(stdout);
     if (!resume_message.empty()) metrics->event(static_cast<int>(progress.step), "resume", resume_message);
   }
@@ -623,7 +626,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       m.lr = lr;
       m.grad_norm = result.grad_norm;
       m.tokens_per_s = window_steps * static_cast<double>(global_B) * T * accum / seconds;
-      m.mfu = peak_flops > 0 ? m.tokens_per_s * flops_per_token / peak_flops : TrainMetrics::kUnknown;
+      m.mfu = mfu_meter.mfu(m.tokens_per_s * flops_per_token);
       m.mem_bytes = static_cast<uint64_t>(peak_mib) << 20;
       m.eta_s = eta.eta_s(done, steps);
       m.step_ms = 1e3 * seconds / window_steps;

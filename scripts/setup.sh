@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs everything Loom needs to build, test and benchmark: Debian packages, plus one Python
-# package that Debian does not have (safetensors, pinned, from PyPI with pip, for the tests that
-# check exported files with Hugging Face's own reader).
+# Installs everything Loom needs to build, test and benchmark: Debian packages, plus two Python
+# packages that Debian does not have (pinned, from PyPI with pip, for tests only): safetensors,
+# for the tests that check exported files with Hugging Face's own reader, and tensorboard, for
+# the test that reads Loom's event files back with TensorBoard's own reader.
 # Idempotent: when everything is already installed it changes nothing and touches no network.
 set -euo pipefail
 
@@ -18,12 +19,17 @@ packages=(
   clang libclang-rt-14-dev   # the checkpoint-reader fuzz target (libFuzzer, ASan, UBSan)
   python3 python3-torch python3-numpy  # the PyTorch reference tests and benchmark peer
   python3-regex              # \p{L} in the Python reference of GPT-2's tokenizer (tests)
-  python3-pip                # installs safetensors below
+  python3-pip                # installs safetensors and tensorboard below
+  python3-protobuf python3-absl python3-grpcio python3-markdown  # tensorboard's dependencies
+  python3-werkzeug python3-packaging python3-pil python3-setuptools  # from Debian: pip adds only
+                             # tensorboard itself and tensorboard-data-server
   slurmctld slurmd slurm-client munge  # the Slurm test: a one-node cluster on 127.0.0.1 (its
                              # plugins, PMIx's among them, come with slurm-wlm-basic-plugins)
   libpmix-dev                # Slurm's PMIx plugin loads the unversioned libpmix.so from it
 )
 safetensors_version=0.8.0
+# The newest tensorboard that runs on Debian 12's python3-protobuf (3.21); 2.21 needs protobuf 6.
+tensorboard_version=2.20.0
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -39,6 +45,15 @@ install_safetensors() {
   $sudo /usr/bin/python3 -m pip install -q --break-system-packages "safetensors==$safetensors_version"
 }
 
+# The tensorboard Python package for /usr/bin/python3, its dependencies from Debian above.
+install_tensorboard() {
+  if /usr/bin/python3 -c "import tensorboard, sys; sys.exit(tensorboard.__version__ != '$tensorboard_version')" 2>/dev/null; then
+    return 0
+  fi
+  echo "setup: installing tensorboard==$tensorboard_version for /usr/bin/python3 (PyPI)"
+  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "tensorboard==$tensorboard_version"
+}
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -48,6 +63,7 @@ done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages present"
   install_safetensors
+  install_tensorboard
   exit 0
 fi
 
@@ -58,4 +74,5 @@ echo "setup: installing ${missing[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 install_safetensors
+install_tensorboard
 echo "setup: done"

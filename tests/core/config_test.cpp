@@ -27,6 +27,22 @@ TEST(ConfigTest, DefaultsComeFromTheSchema) {
   EXPECT_NO_THROW(validate_config(c));
 }
 
+TEST(ConfigTest, MetricsFilesGoBesideEachOther) {
+  config::RunConfig c = valid();
+  apply_config_override(c, "train.out_dir=runs/demo");
+  EXPECT_EQ(metrics_path(c), "runs/demo/metrics.jsonl");
+  EXPECT_EQ(tensorboard_dir(c), "runs/demo");
+  apply_config_override(c, "metrics.jsonl=logs/demo.jsonl");
+  EXPECT_EQ(tensorboard_dir(c), "logs") << "the JSON lines' directory";
+  apply_config_override(c, "metrics.jsonl=demo.jsonl");
+  EXPECT_EQ(tensorboard_dir(c), ".");
+  apply_config_override(c, "metrics.jsonl=");
+  EXPECT_EQ(metrics_path(c), "");
+  EXPECT_EQ(tensorboard_dir(c), "runs/demo") << "no JSON lines: the run's directory";
+  apply_config_override(c, "metrics.tensorboard=false");
+  EXPECT_EQ(tensorboard_dir(c), "");
+}
+
 TEST(ConfigTest, ParseErrorsNameFileLineAndColumn) {
   std::string e = user_error_of([] { parse_config_text("model {\n  n_layr: 3\n}\n", "my.pbtxt"); });
   EXPECT_NE(e.find("my.pbtxt:2:"), std::string::npos) << e;

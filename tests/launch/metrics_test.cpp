@@ -1,7 +1,8 @@
 // Rank 0's progress reporting (launch/metrics.h): the FLOPs formula against GPT-2 small worked
 // out by hand, the progress line, JSON lines read back with the project's parser (escapes, NaN
 // as null, appending on reopen, a torn last line cut off), the progress bar drawn only on a
-// terminal (a pseudo-terminal here) and never into a file, durations, and the measurements.
+// terminal (a pseudo-terminal here) and never into a file, durations, the measurements, and an MFU
+// that never reads over 100%.
 #include "launch/metrics.h"
 
 #include <gtest/gtest.h>
@@ -380,6 +381,43 @@ TEST(MetricsTest, EtaFromTheStepsTimedSoFar) {
   EXPECT_GE(eta, 88 * 0.02);
   EXPECT_LT(eta, 88 * 5.0);
   EXPECT_EQ(clock.eta_s(100, 100), 0);
+}
+
+TEST(MetricsTest, MfuNeverExceedsOne) {
+  // A measured peak that training beats (measured on a busy machine) is raised to training's rate.
+  MfuMeter measured(100e9, true);
+  EXPECT_DOUBLE_EQ(measured.mfu(50e9), 0.5);
+  EXPECT_FALSE(measured.raised());
+  EXPECT_DOUBLE_EQ(measured.mfu(150e9), 1.0);
+  EXPECT_TRUE(measured.raised());
+  EXPECT_DOUBLE_EQ(measured.peak_flops(), 150e9);
+  EXPECT_DOUBLE_EQ(measured.mfu(75e9), 0.5) << "against the raised peak from then on";
+  EXPECT_TRUE(std::isnan(measured.mfu(std::nan("")))) << "no rate";
+
+  // A stated peak stays what it was stated to be.
+  MfuMeter stated(100e9, false);
+  EXPECT_DOUBLE_EQ(stated.mfu(150e9), 1.5);
+  EXPECT_FALSE(stated.raised());
+  EXPECT_DOUBLE_EQ(stated.peak_flops(), 100e9);
+  EXPECT_TRUE(std::isnan(MfuMeter(0, true).mfu(1e9))) << "no peak";
+
+  // MetricsLog reports at most 100%, on the line and in the record.
+  TempDir dir("metrics");
+  const std::string path = dir / "metrics.jsonl";
+  FILE* out = std::tmpfile();
+  ASSERT_NE(out, nullptr);
+  {
+    MetricsLog log(path, false, out);
+    TrainMetrics m = example_metrics();
+    m.mfu = 1.5;
+    log.progress(m);
+  }
+  const std::string line = contents_of(out);
+  std::fclose(out);
+  EXPECT_NE(line.find("| MFU 100.0% |"), std::string::npos) << line;
+  const std::vector<JsonValue> r = records_of(path);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(number(r[0], "mfu"), 1.0);
 }
 
 TEST(MetricsTest, Measurements) {

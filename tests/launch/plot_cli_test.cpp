@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "launch/loom_process.h"
 #include "test_util.h"
@@ -83,7 +85,8 @@ TEST(PlotCliTest, DrawsARunWithRepeatedStepsAsAPng) {
   RunResult r = run_loom("plot " + input + " --out " + dir / "plots/loss.png --title 'demo run' --log-loss");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   // 40 distinct steps; 2 + 1 evaluations; 2 checkpoints, a resume and a rollback.
-  EXPECT_NE(r.out.find("wrote " + dir / "plots/loss.png: 40 steps (10 .. 400), 3 evaluations, 4 events"),
+  EXPECT_NE(r.out.find("wrote " + dir / "plots/loss.png: 40 steps (10 .. 400), 3 evaluations, 4 events; title "
+                       "\"demo run\"\n"),
             std::string::npos)
       << r.out;
   expect_png(dir / "plots/loss.png");
@@ -91,6 +94,7 @@ TEST(PlotCliTest, DrawsARunWithRepeatedStepsAsAPng) {
   r = run_loom("plot " + input);  // the default output: the input's name with .png
   ASSERT_EQ(r.exit_code, 0) << r.out;
   expect_png(dir / "run/metrics.png");
+  EXPECT_NE(r.out.find("; title \"run\"\n"), std::string::npos) << "the run's name, its directory's:\n" << r.out;
   for (const auto& entry : fs::directory_iterator(dir / "run")) {
     const std::string name = entry.path().filename().string();
     EXPECT_TRUE(name == "metrics.jsonl" || name == "metrics.png") << "left behind: " << name;
@@ -126,8 +130,33 @@ TEST(PlotCliTest, HeldOutAccuracyIsDrawnOnTheRightHandAxis) {
   }
   const RunResult r = run_loom("plot " + input + " --out " + dir / "addition.png");
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_NE(r.out.find(": 5 steps (100 .. 500), 5 evaluations, 0 events"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(": 5 steps (100 .. 500), 5 evaluations, 0 events; title \"" + dir.path().filename().string() +
+                       " (addition.jsonl)\""),
+            std::string::npos)
+      << "a file not named metrics.jsonl is named in the title:\n" << r.out;
   expect_png(dir / "addition.png");
+}
+
+// Events at the first step and a few steps apart: their names share labels (not checked here:
+// look at the image) and the drawing succeeds.
+TEST(PlotCliTest, CrowdedEventsAreDrawn) {
+  TempDir dir("plot");
+  fs::create_directories(dir / "crowded");
+  const std::string input = dir / "crowded/metrics.jsonl";
+  {
+    std::ofstream out(input);
+    for (int step = 1; step <= 200; ++step) out << train_record(step, 10.0 / step + 2, 5000 + step, "0.4");
+    for (const auto& [step, name] : std::vector<std::pair<int, std::string>>{
+             {1, "resume"}, {50, "skip"}, {51, "skip"}, {52, "rollback"}, {52, "resume"}, {200, "stop"}}) {
+      out << "{\"time\": 1, \"kind\": \"event\", \"step\": " << step << ", \"event\": \"" << name
+          << "\", \"message\": \"x\"}\n";
+    }
+  }
+  const RunResult r = run_loom("plot " + input);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find(": 200 steps (1 .. 200), 0 evaluations, 6 events; title \"crowded\""), std::string::npos)
+      << r.out;
+  expect_png(dir / "crowded/metrics.png");
 }
 
 TEST(PlotCliTest, BadInputIsOneLine) {
