@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/base/check.h"
+#include "core/base/version.h"
 #include "launch/commands.h"
 #include "launch/launch_env.h"
 #include "parallel/mpi_communicator.h"
@@ -35,6 +36,7 @@ constexpr const char* kUsage =
     "  prepare    tokenize text or JSONL files into a dataset directory for train\n"
     "  ckpt       inspect and verify checkpoints; export to / import from GPT-2 safetensors\n"
     "  plot       draw a run's metrics (loss, tokens/s, MFU) as a PNG with gnuplot\n"
+    "  version    print Loom's version and the git commit it was built from (also --version)\n"
     "\n"
     "`loom <command> --help` lists a command's options. Docs: docs/.\n";
 
@@ -94,6 +96,10 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;
   }
+  if (args[0] == "--version" || args[0] == "version") {
+    std::printf("%s\n", loom::version_line().c_str());
+    return 0;
+  }
   const std::string command = args[0];
   args.erase(args.begin());
 
@@ -127,7 +133,7 @@ int main(int argc, char** argv) {
     if (command == "plot") return loom::run_plot(args);
     if (rank == 0) {
       std::fprintf(stderr, "loom: error: unknown command '%s': the commands are train, generate, tokenizer, "
-                   "prepare, ckpt and plot (see loom --help)\n", command.c_str());
+                   "prepare, ckpt, plot and version (see loom --help)\n", command.c_str());
     }
     return 2;
   } catch (const loom::UserError& e) {

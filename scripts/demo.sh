@@ -29,7 +29,11 @@ mkdir -p runs
 log=runs/addition-first-run.log
 echo
 echo "$ mpirun -np 4 ${run[*]}"
-mpirun -q --oversubscribe -np 4 "${run[@]}" > "$log" 2>&1 &
+# The log is emptied here, before either process starts: were it created by mpirun's redirection,
+# tail could start first, find no file and give up (the first run would go unshown), or show an
+# earlier demo's log before mpirun truncates it.
+: > "$log"
+mpirun -q --oversubscribe -np 4 "${run[@]}" >> "$log" 2>&1 &
 pid=$!
 tail -n +1 -f "$log" --pid=$pid &
 shown=$!

@@ -61,7 +61,7 @@ TEST(HelpCliTest, TopLevelHelpListsEveryCommand) {
   for (const std::string flag : {"--help", "-h", "help"}) {
     const RunResult r = run_loom(flag);
     ASSERT_EQ(r.exit_code, 0) << r.out;
-    for (const std::string command : {"train", "generate", "tokenizer", "prepare", "ckpt", "plot"}) {
+    for (const std::string command : {"train", "generate", "tokenizer", "prepare", "ckpt", "plot", "version"}) {
       EXPECT_NE(r.out.find("\n  " + command + " "), std::string::npos) << command << " not listed:\n" << r.out;
     }
   }

@@ -1,0 +1,46 @@
+# What `cmake --install` puts under the prefix, included by CMakeLists.txt when LOOM_INSTALL is on:
+#   bin/loom
+#   lib/libloom_lib.a, libloom_launch.a, libloom_proto.a
+#   include/loom/...               the headers of core/ kernels/ parallel/ data/ checkpoints/ launch/
+#                                  and the generated *.pb.h, in the source tree's layout
+#   lib/cmake/Loom/                LoomConfig.cmake, LoomConfigVersion.cmake, LoomTargets*.cmake
+#                                  and LoomDependencies.cmake, for find_package(Loom)
+# The headers go under include/loom rather than include/ because their folders have generic names
+# (core/, data/); include/loom is the installed targets' include directory, so that
+# `#include "core/tensor.h"` means the same inside Loom and in a project that uses it.
+include(CMakePackageConfigHelpers)
+
+set(LOOM_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/Loom)
+
+# Installed, `loom` finds the libraries outside the system's paths (CUDA's, NCCL's) where the build
+# found them.
+set_target_properties(loom PROPERTIES INSTALL_RPATH_USE_LINK_PATH TRUE)
+install(TARGETS loom loom_launch loom_lib loom_proto EXPORT LoomTargets
+        RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+
+# Every header of the library folders, those of the CUDA parts too (they need LOOM_HAS_CUDA,
+# which an installed Loom built with CUDA defines for its users).
+file(GLOB_RECURSE LOOM_INSTALL_HEADERS RELATIVE ${PROJECT_SOURCE_DIR} CONFIGURE_DEPENDS
+     core/*.h core/*.cuh kernels/*.h kernels/*.cuh parallel/*.h data/*.h checkpoints/*.h launch/*.h)
+foreach(header ${LOOM_INSTALL_HEADERS} ${LOOM_PROTO_HEADERS})
+  get_filename_component(folder ${header} DIRECTORY)
+  if(header MATCHES "\\.pb\\.h$")
+    set(header ${LOOM_PROTO_OUT}/${header})
+  endif()
+  install(FILES ${header} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/loom/${folder})
+endforeach()
+
+install(EXPORT LoomTargets NAMESPACE Loom:: DESTINATION ${LOOM_INSTALL_CMAKEDIR})
+set(LOOM_CUDA_TOOLKIT_ROOT "")
+if(LOOM_CUDA)
+  get_filename_component(LOOM_CUDA_TOOLKIT_ROOT "${CUDAToolkit_BIN_DIR}" DIRECTORY)
+endif()
+configure_package_config_file(cmake/LoomConfig.cmake.in ${PROJECT_BINARY_DIR}/LoomConfig.cmake
+                              INSTALL_DESTINATION ${LOOM_INSTALL_CMAKEDIR})
+# 0.x releases change the interface between minor versions: find_package(Loom 0.1) takes 0.1.*.
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/LoomConfigVersion.cmake
+                                 COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/LoomConfig.cmake ${PROJECT_BINARY_DIR}/LoomConfigVersion.cmake
+              cmake/LoomDependencies.cmake
+        DESTINATION ${LOOM_INSTALL_CMAKEDIR})
