@@ -297,7 +297,9 @@ PrepareSummary prepare_dataset(const PrepareOptions& options,
     train_options.max_sentences = options.max_sentences;
     train_options.seed = static_cast<uint32_t>(options.seed);
     const std::string model = out.file(kSentencePieceFile);
-    if (options.corpus.format == CorpusFormat::kJsonl) {
+    // SentencePiece reads plain text files itself; JSONL and compressed files go through the
+    // document reader into one temporary text file.
+    if (!is_plain_text_corpus(files, options.corpus)) {
       const std::string text = out.file("tokenizer-text.tmp." + std::to_string(::getpid()));
       if (write_training_text(files, options.corpus, text) == 0) fail_no_documents(options, files.size());
       summary.training = train_sentencepiece({text}, options.vocab_size, model, train_options);

@@ -20,11 +20,11 @@ namespace loom {
 
 const std::vector<FlagSpec>& prepare_flags() {
   static const std::vector<FlagSpec> flags = {
-      {"input", "PATH", "a text or JSONL file, or a directory of them (read recursively, sorted)", true},
+      {"input", "PATH", "a text or JSONL file (may be .gz or .zst), or a directory of them (read recursively, sorted)", true},
       {"out", "DIR", "the dataset directory to write"},
       {"tokenizer", "PATH", "tokenizer to use: a SentencePiece .model file or a GPT-2 directory"},
       {"vocab-size", "N", "instead of --tokenizer: train a SentencePiece tokenizer of N pieces on the inputs"},
-      {"format", "text|jsonl", "input format (default text)"},
+      {"format", "text|jsonl", "format of the files not named *.jsonl (default text); *.jsonl files are JSONL"},
       {"jsonl-field", "NAME", "the field of each JSONL object that holds the text (default text)"},
       {"documents", "file|blank-line", "text: one document per file, or per blank-line-separated block (default file)"},
       {"val-fraction", "F", "share of documents in the val split, 0 <= F < 1 (default 0.01)"},
@@ -79,9 +79,6 @@ PrepareOptions options_of(const ParsedArgs& a) {
     if (a.has("documents")) fail_user("--documents applies to --format text; a JSONL line is one document");
   } else if (format != "text") {
     fail_user("--format is '" + format + "' but must be text or jsonl");
-  }
-  if (a.has("jsonl-field") && o.corpus.format != CorpusFormat::kJsonl) {
-    fail_user("--jsonl-field applies to --format jsonl only");
   }
   o.corpus.jsonl_field = a.get("jsonl-field", "text");
   const std::string documents = a.get("documents", "file");
@@ -145,6 +142,7 @@ int run_prepare(const std::vector<std::string>& args) {
         "loom prepare --input PATH [--input PATH ...] --out DIR (--tokenizer PATH | --vocab-size N) [options]",
         "Tokenizes text or JSONL documents into a dataset directory for `loom train`: the tokenizer, and\n"
         "token shards of a train and a val split, each document followed by the end-of-document token.\n"
+        "Files may be gzip'd or zstd'd; *.jsonl files are always JSONL.\n"
         "The output is the same for any --threads. Docs: docs/data.md.",
         prepare_flags());
     return 0;
