@@ -18,6 +18,7 @@
 #include "core/rng.h"
 #include "data/loader.h"
 #include "data/shard_writer.h"
+#include "data/token_dataset.h"
 
 namespace {
 

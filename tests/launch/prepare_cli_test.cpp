@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "data/megatron_writer.h"
 #include "data/prepare.h"
 #include "data/token_data_util.h"
 #include "data/token_dataset.h"
@@ -277,6 +278,14 @@ TEST(PrepareCliTest, BadInputIsOneClearSentence) {
   expect_user_error("prepare --input " + dir.file("a.jsonl") + jsonl + " --documents blank-line",
                     "--documents applies to --format text");
   expect_user_error("prepare " + dir.file("good.txt") + tok + out, "unexpected argument '" + dir.file("good.txt") + "'");
+  testing::write_megatron_dataset(dir.file("web_text_document"), "uint16", {{{1, 2, 3}}});
+  expect_user_error("prepare --input " + dir.file("web_text_document") + " --format jsonl" + out,
+                    "--format applies to text and JSONL inputs, not to a Megatron dataset");
+  expect_user_error("prepare --input " + dir.file("web_text_document.bin") + tok + " --vocab-size 300" + out,
+                    "--tokenizer and --vocab-size both give a Megatron dataset's vocabulary; give one, or neither");
+  expect_user_error("prepare --input " + dir.file("web_text_document") + " --input " + dir.file("good.txt") + out,
+                    "input " + dir.file("web_text_document") + " is a Megatron dataset but " + dir.file("good.txt") +
+                        " is not; convert Megatron datasets in a run of their own");
   EXPECT_FALSE(fs::exists(dir.file("out"))) << "no failed run leaves its output directory";
 
   const RunResult r = run_loom("prepare --help");
