@@ -72,12 +72,12 @@ void convert(const T* src, uint64_t n, int32_t* out, int64_t& lo, int64_t& hi) {
 }  // namespace
 
 std::string MegatronDataset::prefix_of(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return "";
   for (const char* ext : {".bin", ".idx"}) {
     const std::string e = ext;
     if (path.size() > e.size() && path.ends_with(e)) return path.substr(0, path.size() - e.size());
   }
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) return "";
   return is_file(path + ".bin") || is_file(path + ".idx") ? path : "";
 }
 

@@ -39,8 +39,8 @@ class MegatronDataset final : public TokenStream {
  public:
   static constexpr uint64_t kIndexVersion = 1;
 
-  // The prefix of the dataset `path` names: PATH when PATH.bin or PATH.idx exists, or PATH less
-  // its extension when PATH ends in .bin or .idx; "" when it names none (e.g. a directory).
+  // The prefix of the dataset `path` names: "" for a directory (a Loom dataset); PATH less its
+  // extension when PATH ends in .bin or .idx; PATH when PATH.bin or PATH.idx exists; else "".
   static std::string prefix_of(const std::string& path);
 
   // Maps and validates PREFIX.bin and PREFIX.idx. vocab_size: ids must be below it; 0: the
