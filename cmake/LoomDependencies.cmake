@@ -92,6 +92,15 @@ loom_import_library(Loom::sentencepiece "${SENTENCEPIECE_LIBRARY}" "${SENTENCEPI
 loom_import_library(Loom::sentencepiece_train "${SENTENCEPIECE_TRAIN_LIBRARY}" "${SENTENCEPIECE_INCLUDE_DIR}")
 set_property(TARGET Loom::sentencepiece_train PROPERTY INTERFACE_LINK_LIBRARIES Loom::sentencepiece)
 
+# Compressed inputs of `loom prepare`: gzip (zlib) and zstd.
+loom_find_package(ZLIB)
+find_path(ZSTD_INCLUDE_DIR zstd.h)
+find_library(ZSTD_LIBRARY zstd)
+if(NOT ZSTD_INCLUDE_DIR OR NOT ZSTD_LIBRARY)
+  loom_dependency_missing("zstd" libzstd-dev)
+endif()
+loom_import_library(Loom::zstd "${ZSTD_LIBRARY}" "${ZSTD_INCLUDE_DIR}")
+
 if(LOOM_CUDA)
   find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib
                ${CUDAToolkit_TARGET_DIR}/lib)

@@ -225,7 +225,13 @@ void validate_config(const config::RunConfig& cfg) {
     }
     for (int i = 0; i < d.source_size(); ++i) {
       const config::TokenSource& src = d.source(i);
-      if (src.path().empty()) fail_user("data.tokens.source", i, "has no path (the directory `loom prepare` wrote)");
+      if (src.path().empty()) {
+        fail_user("data.tokens.source", i, "has no path (the directory `loom prepare` wrote, or a Megatron dataset)");
+      }
+      if (!(src.val_fraction() >= 0 && src.val_fraction() < 1)) {
+        fail_user("data.tokens.source", i, "(" + src.path() + ") has val_fraction", src.val_fraction(),
+                  "but must be at least 0 and below 1 (e.g. 0.01)");
+      }
       if (!(src.weight() > 0) || !std::isfinite(src.weight())) {
         fail_user("data.tokens.source", i, "(" + src.path() + ") has weight", src.weight(), "but must be > 0");
       }

@@ -1,15 +1,11 @@
 #include "data/corpus.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <string_view>
 
 #include "core/base/check.h"
+#include "data/input_stream.h"
 #include "data/json.h"
 #include "data/utf8.h"
 
@@ -50,27 +46,19 @@ void check_file_utf8(std::string_view text, const std::string& file) {
   fail_utf8(file, static_cast<uint64_t>(newlines) + 1, bad - line_start);
 }
 
-int open_input(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail_user("cannot read input file", path + ":", std::strerror(errno));
-  return fd;
-}
-
-// Appends up to `n` bytes of `fd` to `out`; returns how many (0 at the end).
-size_t read_some(int fd, std::string& out, size_t n, const std::string& path) {
-  const size_t at = out.size();
-  out.resize(at + n);
-  ssize_t got;
-  do {
-    got = ::read(fd, out.data() + at, n);
-  } while (got < 0 && errno == EINTR);
-  if (got < 0) {
-    const int error = errno;
-    out.resize(at);
-    fail_user("error while reading input file", path + ":", std::strerror(error));
-  }
-  out.resize(at + static_cast<size_t>(got));
-  return static_cast<size_t>(got);
+// A Megatron dataset's files in an input directory would be read as text (ids of small values
+// even pass as UTF-8): refused.
+void check_not_megatron(const fs::path& file, const std::string& dir) {
+  const std::string ext = file.extension().string();
+  if (ext != ".bin" && ext != ".idx") return;
+  fs::path other = file;
+  other.replace_extension(ext == ".bin" ? ".idx" : ".bin");
+  std::error_code ec;
+  if (!fs::is_regular_file(other, ec)) return;
+  fs::path prefix = file;
+  prefix.replace_extension();
+  fail_user("input directory", dir, "holds the Megatron dataset", prefix.string(), "(.bin and .idx), which would be",
+            "read as text; give it as an --input of its own run, or move it out of the directory");
 }
 
 }  // namespace
@@ -100,7 +88,10 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
         }
         continue;
       }
-      if (!is_hidden(entry.path()) && entry.is_regular_file(entry_ec)) found.push_back(entry.path().string());
+      if (!is_hidden(entry.path()) && entry.is_regular_file(entry_ec)) {
+        check_not_megatron(entry.path(), input);
+        found.push_back(entry.path().string());
+      }
     }
     if (ec) fail_user("cannot list input directory", input + ":", ec.message());
     std::sort(found.begin(), found.end());
@@ -114,26 +105,22 @@ struct DocumentReader::Line {
   uint64_t number = 0;    // from 1
 };
 
-// One file read in chunks and cut into lines.
+// One file read in chunks (decompressed as it streams) and cut into lines.
 class DocumentReader::LineSource {
  public:
-  explicit LineSource(std::string path) : path_(std::move(path)), fd_(open_input(path_)) {}
-  ~LineSource() { ::close(fd_); }
-  LineSource(const LineSource&) = delete;
-  LineSource& operator=(const LineSource&) = delete;
+  explicit LineSource(std::string path) : input_(std::move(path)) {}
 
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return input_.path(); }
+  uint64_t file_bytes_read() const { return input_.file_bytes_read(); }
 
-  // The next line, valid until the next call; false at the end of the file. `consumed`: bytes
-  // of the file it took, its '\n' included.
-  bool next(Line& line, uint64_t& consumed) {
+  // The next line, valid until the next call; false at the end of the file.
+  bool next(Line& line) {
     while (true) {
       const size_t newline = buffer_.find('\n', scan_from_);
       if (newline != std::string::npos || (eof_ && pos_ < buffer_.size())) {
         const size_t end = newline != std::string::npos ? newline : buffer_.size();
         line.text = std::string_view(buffer_).substr(pos_, end - pos_);
         line.number = ++line_no_;
-        consumed = end - pos_ + (newline != std::string::npos ? 1 : 0);
         pos_ = scan_from_ = end + (newline != std::string::npos ? 1 : 0);
         return true;
       }
@@ -141,13 +128,12 @@ class DocumentReader::LineSource {
       buffer_.erase(0, pos_);
       pos_ = 0;
       scan_from_ = buffer_.size();
-      eof_ = read_some(fd_, buffer_, kReadChunk, path_) == 0;
+      eof_ = input_.read(buffer_, kReadChunk) == 0;
     }
   }
 
  private:
-  std::string path_;
-  int fd_;
+  InputStream input_;
   std::string buffer_;
   size_t pos_ = 0;        // start of the next line in buffer_
   size_t scan_from_ = 0;  // no '\n' in buffer_[pos_, scan_from_)
@@ -155,9 +141,19 @@ class DocumentReader::LineSource {
   uint64_t line_no_ = 0;
 };
 
+CorpusFormat corpus_format_of(const std::string& file, const CorpusOptions& options) {
+  return uncompressed_name(file).ends_with(".jsonl") ? CorpusFormat::kJsonl : options.format;
+}
+
+bool is_plain_text_corpus(const std::vector<std::string>& files, const CorpusOptions& options) {
+  return std::all_of(files.begin(), files.end(), [&](const std::string& file) {
+    return corpus_format_of(file, options) == CorpusFormat::kText && compression_of(file) == Compression::kNone;
+  });
+}
+
 DocumentReader::DocumentReader(std::vector<std::string> files, CorpusOptions options)
     : files_(std::move(files)), options_(std::move(options)) {
-  if (options_.format == CorpusFormat::kJsonl && options_.jsonl_field.empty()) {
+  if (options_.jsonl_field.empty()) {
     fail_user("the JSONL field name is empty; name the field that holds each document's text");
   }
   for (const std::string& file : files_) {
@@ -169,72 +165,55 @@ DocumentReader::DocumentReader(std::vector<std::string> files, CorpusOptions opt
 
 DocumentReader::~DocumentReader() = default;
 
+uint64_t DocumentReader::bytes_read() const { return finished_bytes_ + (source_ ? source_->file_bytes_read() : 0); }
+
 bool DocumentReader::next(std::string& text) {
-  while (true) {
+  while (source_ || next_file_ < files_.size()) {
+    const std::string& file = source_ ? source_->path() : files_[next_file_];
     bool got;
-    if (options_.format == CorpusFormat::kJsonl) {
+    if (corpus_format_of(file, options_) == CorpusFormat::kJsonl) {
       got = next_jsonl(text);
     } else if (options_.documents == DocumentBoundary::kBlankLine) {
       got = next_block(text);
     } else {
       got = next_whole_file(text);
     }
-    if (!got) return false;
+    if (!got) continue;  // the file ended
     if (!is_blank(text)) return true;
     ++skipped_;
   }
+  return false;
 }
 
 bool DocumentReader::next_whole_file(std::string& text) {
-  if (next_file_ == files_.size()) return false;
-  const std::string& path = files_[next_file_++];
-  const int fd = open_input(path);
+  InputStream input(files_[next_file_++]);
   text.clear();
   std::error_code ec;
-  const uintmax_t size = fs::file_size(path, ec);
-  if (!ec) text.reserve(static_cast<size_t>(size) + 1);
-  try {
-    // The reserved room first: one read takes the whole file, a second finds its end.
-    while (true) {
-      const size_t room = text.capacity() - text.size();
-      if (read_some(fd, text, room > 0 ? room : kReadChunk, path) == 0) break;
-    }
-  } catch (...) {
-    ::close(fd);
-    throw;
+  const uintmax_t size = fs::file_size(input.path(), ec);
+  // A plain file's size is its text's: one read takes it all, a second finds the end.
+  if (!ec && input.compression() == Compression::kNone) text.reserve(static_cast<size_t>(size) + 1);
+  while (true) {
+    const size_t room = text.capacity() - text.size();
+    if (input.read(text, room > 0 ? room : kReadChunk) == 0) break;
   }
-  ::close(fd);
-  bytes_read_ += text.size();
-  check_file_utf8(text, path);
+  finished_bytes_ += input.file_bytes_read();
+  check_file_utf8(text, input.path());
   return true;
 }
 
 bool DocumentReader::next_line(Line& line) {
-  while (true) {
-    if (!source_) {
-      if (next_file_ == files_.size()) return false;
-      source_ = std::make_unique<LineSource>(files_[next_file_++]);
-    }
-    uint64_t consumed = 0;
-    if (source_->next(line, consumed)) {
-      bytes_read_ += consumed;
-      return true;
-    }
-    source_.reset();
-    return false;  // a file ends: whatever was being gathered ends with it
-  }
+  if (!source_) source_ = std::make_unique<LineSource>(files_[next_file_++]);
+  if (source_->next(line)) return true;
+  finished_bytes_ += source_->file_bytes_read();
+  source_.reset();
+  return false;
 }
 
 bool DocumentReader::next_block(std::string& text) {
   text.clear();
   bool in_block = false;
   Line line;
-  while (true) {
-    if (!next_line(line)) {
-      if (in_block) break;
-      if (next_file_ == files_.size()) return false;
-      continue;
-    }
+  while (next_line(line)) {
     if (is_blank(line.text)) {
       if (in_block) break;
       continue;
@@ -244,17 +223,14 @@ bool DocumentReader::next_block(std::string& text) {
     text += line.text;
     in_block = true;
   }
-  if (!text.empty() && text.back() == '\r') text.pop_back();
+  if (!in_block) return false;  // the file ended before another block
+  if (text.back() == '\r') text.pop_back();
   return true;
 }
 
 bool DocumentReader::next_jsonl(std::string& text) {
   Line line;
-  while (true) {
-    if (!next_line(line)) {
-      if (next_file_ == files_.size()) return false;
-      continue;
-    }
+  while (next_line(line)) {
     if (is_blank(line.text)) continue;
     try {
       text = json_string_field(line.text, options_.jsonl_field);
@@ -263,6 +239,7 @@ bool DocumentReader::next_jsonl(std::string& text) {
     }
     return true;
   }
+  return false;
 }
 
 }  // namespace loom

@@ -348,9 +348,15 @@ std::string json_string_field(std::string_view line, std::string_view field) {
   if (p.at_end()) throw JsonError("the line is empty; expected a JSON object", p.pos());
   const size_t start = p.pos();
   if (p.peek() != '{') {
-    const JsonValue::Kind kind = p.kind_ahead();
-    p.value(nullptr, 0);
-    p.expect_end();
+    const std::string wanted = "a JSON object with a field '" + std::string(field) + "'";
+    JsonValue::Kind kind;
+    try {
+      kind = p.kind_ahead();
+      p.value(nullptr, 0);
+      p.expect_end();
+    } catch (const JsonError& e) {  // a line of text, say
+      throw JsonError("the line is not " + wanted + ": " + e.what(), e.offset());
+    }
     throw JsonError(str_cat("the line is", json_kind_name(kind), "but should be a JSON object with a field '") +
                         std::string(field) + "'",
                     start);
@@ -360,7 +366,11 @@ std::string json_string_field(std::string_view line, std::string_view field) {
   std::string result;
   size_t found_at = std::string_view::npos, repeat_at = std::string_view::npos;
   JsonValue::Kind found_kind = JsonValue::Kind::kString;
+  std::string seen;  // the object's first keys, for the message when the field is missing
+  int keys = 0;
+  constexpr int kKeysShown = 8;
   p.for_each_member(1, [&](std::string_view name) {
+    if (++keys <= kKeysShown) seen += (keys > 1 ? ", '" : "'") + std::string(name) + "'";
     if (name != field) return false;
     if (found_at != std::string_view::npos) {
       if (repeat_at == std::string_view::npos) repeat_at = p.pos();
@@ -375,7 +385,10 @@ std::string json_string_field(std::string_view line, std::string_view field) {
   p.expect_end();
   const std::string quoted = "'" + std::string(field) + "'";
   if (found_at == std::string_view::npos) {
-    throw JsonError(str_cat("the JSON object at byte offset", start, "has no field") + " " + quoted, start);
+    const std::string has = keys == 0 ? "it is empty"
+                            : str_cat("its fields are", seen + (keys > kKeysShown ? str_cat(" and", keys - kKeysShown, "more") : ""));
+    throw JsonError(str_cat("the JSON object at byte offset", start, "has no field") + " " + quoted + " (" + has + ")",
+                    start);
   }
   if (repeat_at != std::string_view::npos) {
     throw JsonError(str_cat("the field", quoted, "appears twice in the JSON object (again at byte offset",

@@ -55,8 +55,8 @@ JsonValue json_parse(std::string_view text);
 
 // The string value of member `field` of the JSON object on one JSONL line, decoded, without
 // building the rest of the object (the rest is still checked). Throws JsonError when the line is
-// not valid JSON, is not an object, lacks the field, has it more than once, or has it with a
-// value that is not a string. A trailing '\r' (a file with CRLF line ends) is whitespace.
+// not valid JSON, is not an object, lacks the field (the message lists the object's first keys),
+// has it more than once, or has it with a value that is not a string. A trailing '\r' (a file with CRLF line ends) is whitespace.
 std::string json_string_field(std::string_view line, std::string_view field);
 
 }  // namespace loom

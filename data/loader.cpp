@@ -27,7 +27,7 @@ std::vector<uint64_t> windows_of(const std::vector<BlendSource>& sources, const 
   std::vector<uint64_t> windows;
   for (const BlendSource& source : sources) {
     LOOM_CHECK(source.dataset != nullptr, "a blend source without a dataset");
-    const TokenDataset& d = *source.dataset;
+    const TokenStream& d = *source.dataset;
     if (d.tokens() < T + 1) {
       fail_user("dataset", d.name(), "holds", d.tokens(), "tokens, fewer than one sample of sequence length",
                 T, "plus one");
@@ -71,7 +71,7 @@ TokenLoader::~TokenLoader() {
 
 void TokenLoader::read_sample(uint64_t index, int32_t* tokens, int32_t* targets) const {
   const SampleRef ref = order_.at(index);
-  const TokenDataset& dataset = *sources_[ref.dataset].dataset;
+  const TokenStream& dataset = *sources_[ref.dataset].dataset;
   const uint64_t T = static_cast<uint64_t>(options_.layout.seq_len);
   const uint64_t begin = ref.window * T;
   dataset.read(begin, T, tokens);

@@ -1,6 +1,6 @@
 // The streaming loader: this data-parallel rank's micro-batches for each training step, drawn in
-// the sample order (data/sample_order.h) from one or several blended token datasets, prepared
-// ahead of the trainer by a background thread.
+// the sample order (data/sample_order.h) from one or several blended token streams (Loom's splits,
+// Megatron datasets: data/token_stream.h), prepared ahead of the trainer by a background thread.
 //
 // Global batches. Every step consumes G = dp * B * accum consecutive global sample indices,
 // starting at LoaderState::next_sample. Micro-batch m of the step is the block of dp * B indices
@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "data/sample_order.h"
-#include "data/token_dataset.h"
+#include "data/token_stream.h"
 
 namespace loom {
 
@@ -52,7 +52,7 @@ struct BatchLayout {
 
 // A dataset and its share of the blend (weights are normalised over the sources).
 struct BlendSource {
-  const TokenDataset* dataset = nullptr;  // must outlive the loader
+  const TokenStream* dataset = nullptr;  // must outlive the loader
   double weight = 1.0;
 };
 

@@ -17,6 +17,7 @@
 #include "core/base/file_io.h"
 #include "core/rng.h"
 #include "data/batch_encoder.h"
+#include "data/megatron_dataset.h"
 #include "data/shard_writer.h"
 #include "data/token_dataset.h"
 #include "data/tokenizer.h"
@@ -245,6 +246,125 @@ class SplitRouter {
   bool have_pending_ = false;
 };
 
+// A tokenizer given with --tokenizer: loaded, and its files read, before the output directory
+// is touched; copied into it once it is made.
+struct GivenTokenizer {
+  std::unique_ptr<Tokenizer> tokenizer;
+  TokenizerFiles files;
+  std::vector<std::string> bytes;
+
+  explicit GivenTokenizer(const std::string& path) {
+    if (path.empty()) return;
+    files = tokenizer_files(path);
+    tokenizer = load_tokenizer(path);
+    for (const std::string& file : files.paths) bytes.push_back(read_file(file, "tokenizer file"));
+  }
+
+  void copy_into(const OutputDirectory& out) const {
+    const bool sentencepiece = files.kind == TokenizerFiles::Kind::kSentencePiece;
+    for (size_t i = 0; i < files.paths.size(); ++i) {
+      const std::string target = out.file(sentencepiece ? kSentencePieceFile : kGpt2Files[i]);
+      if (!same_file(files.paths[i], target)) write_file_durably(target, bytes[i]);
+    }
+  }
+};
+
+// Completes the splits (val first: the train descriptor, which readers require, is the last
+// file written) and the directory.
+void finish_splits(ShardWriter& train, std::optional<ShardWriter>& val, OutputDirectory& out, PrepareSummary& summary) {
+  if (val && val->documents() > 0) summary.val = {val->documents(), val->tokens(), val->finish()};
+  summary.train = {train.documents(), train.tokens(), train.finish()};
+  out.commit();
+}
+
+// The Megatron datasets the inputs name (data/megatron_dataset.h), or none when no input names
+// one. UserError when some do and others do not.
+std::vector<std::string> megatron_inputs(const std::vector<std::string>& inputs) {
+  std::vector<std::string> prefixes;
+  std::string other;
+  for (const std::string& input : inputs) {
+    const std::string prefix = MegatronDataset::prefix_of(input);
+    if (!prefix.empty()) {
+      prefixes.push_back(prefix);
+    } else if (other.empty()) {
+      other = input;
+    }
+  }
+  if (!prefixes.empty() && !other.empty()) {
+    fail_user("input", prefixes.front(), "is a Megatron dataset but", other,
+              "is not; convert Megatron datasets in a run of their own");
+  }
+  return prefixes;
+}
+
+// Megatron datasets -> the dataset directory: each non-empty document, its ids as they are, goes
+// to train or val as a text document would (SplitRouter). The vocabulary is the given
+// tokenizer's (copied into the directory, for samples), else vocab_size, else the largest id + 1.
+PrepareSummary prepare_from_megatron(const PrepareOptions& options, const std::vector<std::string>& prefixes,
+                                     const std::function<void(const PrepareProgress&)>& progress) {
+  if (options.out_dir.empty()) fail_user("no output directory given");
+  if (!options.tokenizer.empty() && options.vocab_size != 0) {
+    fail_user("give a tokenizer or a vocabulary size for the ids of a Megatron dataset, not both");
+  }
+  if (options.vocab_size < 0) fail_user("vocab size is", options.vocab_size, "but must be positive");
+  if (!(options.val_fraction >= 0 && options.val_fraction < 1)) {
+    fail_user("validation fraction", options.val_fraction, "must be at least 0 and below 1 (e.g. 0.01)");
+  }
+  PrepareSummary summary;
+  summary.files = prefixes.size();
+  summary.megatron = true;
+  const GivenTokenizer given(options.tokenizer);
+  uint32_t vocab = given.tokenizer ? static_cast<uint32_t>(given.tokenizer->vocab_size())
+                                   : static_cast<uint32_t>(options.vocab_size);
+  std::vector<std::unique_ptr<MegatronDataset>> datasets;
+  uint64_t total_bytes = 0;
+  for (const std::string& prefix : prefixes) {
+    datasets.push_back(std::make_unique<MegatronDataset>(prefix, vocab));
+    total_bytes += datasets.back()->tokens() * datasets.back()->token_bytes();
+  }
+  if (vocab == 0) {
+    for (const auto& d : datasets) vocab = std::max(vocab, d->vocab_size());
+  }
+  summary.tokenizer = given.tokenizer ? given.tokenizer->description()
+                                      : str_cat("none (the datasets' token ids; vocabulary", vocab,
+                                                options.vocab_size != 0 ? "as given)" : "= the largest id + 1)");
+  OutputDirectory out(options.out_dir, options.force, given.files.paths);
+  out.make();
+  given.copy_into(out);
+
+  const auto start = Clock::now();
+  ShardWriter train(options.out_dir, kTrain, vocab, options.max_shard_bytes);
+  std::optional<ShardWriter> val;
+  if (options.val_fraction > 0) val.emplace(options.out_dir, kVal, vocab, options.max_shard_bytes);
+  SplitRouter router(train, val ? &*val : nullptr, options.seed, options.val_fraction);
+  std::vector<int32_t> ids;
+  uint64_t bytes_read = 0;
+  for (const auto& d : datasets) {
+    for (uint64_t k = 0; k < d->documents(); ++k) {
+      const uint64_t begin = d->document_begin(k), end = d->document_end(k);
+      if (begin == end) {
+        ++summary.skipped_documents;
+        continue;
+      }
+      ids.resize(end - begin);
+      d->read(begin, ids.size(), ids.data());
+      router.add(ids, true);
+      ++summary.documents;
+      summary.tokens += ids.size();
+      bytes_read += ids.size() * d->token_bytes();
+      if (progress && (k % 4096 == 0 || k + 1 == d->documents())) {
+        progress({bytes_read, total_bytes, summary.documents, summary.tokens, seconds_since(start)});
+      }
+    }
+  }
+  router.finish();
+  summary.text_bytes = total_bytes;
+  if (summary.documents == 0) fail_user("the Megatron datasets", joined(prefixes), "hold no tokens");
+  finish_splits(train, val, out, summary);
+  summary.seconds = seconds_since(start);
+  return summary;
+}
+
 }  // namespace
 
 bool is_validation_document(uint64_t seed, uint64_t index, double val_fraction) {
@@ -264,6 +384,8 @@ std::string dataset_tokenizer_path(const std::string& dir) {
 
 PrepareSummary prepare_dataset(const PrepareOptions& options,
                                const std::function<void(const PrepareProgress&)>& progress) {
+  const std::vector<std::string> megatron = megatron_inputs(options.inputs);
+  if (!megatron.empty()) return prepare_from_megatron(options, megatron, progress);
   check_options(options);
   PrepareSummary summary;
   const std::vector<std::string> files = list_corpus_files(options.inputs, options.out_dir);
@@ -272,24 +394,13 @@ PrepareSummary prepare_dataset(const PrepareOptions& options,
   const int threads =
       options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
-  // A given tokenizer is loaded, and its files read, before the directory is touched.
-  std::unique_ptr<Tokenizer> tokenizer;
-  TokenizerFiles given;
-  std::vector<std::string> given_bytes;
-  if (!options.tokenizer.empty()) {
-    given = tokenizer_files(options.tokenizer);
-    tokenizer = load_tokenizer(options.tokenizer);
-    for (const std::string& path : given.paths) given_bytes.push_back(read_file(path, "tokenizer file"));
-  }
-  OutputDirectory out(options.out_dir, options.force, given.paths);
+  GivenTokenizer given(options.tokenizer);
+  std::unique_ptr<Tokenizer> tokenizer = std::move(given.tokenizer);
+  OutputDirectory out(options.out_dir, options.force, given.files.paths);
   out.make();
 
   if (tokenizer) {
-    const bool sentencepiece = given.kind == TokenizerFiles::Kind::kSentencePiece;
-    for (size_t i = 0; i < given.paths.size(); ++i) {
-      const std::string target = out.file(sentencepiece ? kSentencePieceFile : kGpt2Files[i]);
-      if (!same_file(given.paths[i], target)) write_file_durably(target, given_bytes[i]);
-    }
+    given.copy_into(out);
   } else {
     const auto start = Clock::now();
     SentencePieceTrainOptions train_options;
@@ -297,7 +408,9 @@ PrepareSummary prepare_dataset(const PrepareOptions& options,
     train_options.max_sentences = options.max_sentences;
     train_options.seed = static_cast<uint32_t>(options.seed);
     const std::string model = out.file(kSentencePieceFile);
-    if (options.corpus.format == CorpusFormat::kJsonl) {
+    // SentencePiece reads plain text files itself; JSONL and compressed files go through the
+    // document reader into one temporary text file.
+    if (!is_plain_text_corpus(files, options.corpus)) {
       const std::string text = out.file("tokenizer-text.tmp." + std::to_string(::getpid()));
       if (write_training_text(files, options.corpus, text) == 0) fail_no_documents(options, files.size());
       summary.training = train_sentencepiece({text}, options.vocab_size, model, train_options);
@@ -362,13 +475,8 @@ PrepareSummary prepare_dataset(const PrepareOptions& options,
   summary.skipped_documents = reader.skipped_documents();
   if (summary.documents == 0) fail_no_documents(options, files.size());
 
-  // val first: the train descriptor, which readers require, is the last file written.
-  if (val && val->documents() > 0) {
-    summary.val = {val->documents(), val->tokens(), val->finish()};
-  }
-  summary.train = {train.documents(), train.tokens(), train.finish()};
+  finish_splits(train, val, out, summary);
   summary.seconds = seconds_since(start);
-  out.commit();
   return summary;
 }
 

@@ -1,5 +1,10 @@
 // Preparing a dataset (`loom prepare`): text or JSONL documents -> a tokenizer and token shards
-// in one directory that `loom train` reads (config data.tokens.source.path).
+// in one directory that `loom train` reads (config data.tokens.source.path). Or Megatron-LM
+// indexed datasets (data/megatron_dataset.h), whose documents are token ids already, -> token
+// shards: each non-empty document as it is (no end-of-document token added: Megatron's own
+// preprocessing appended one or not), split into train and val as text documents are; the
+// vocabulary is the given tokenizer's (copied into DIR, for samples), else `vocab_size`, else
+// the largest id + 1. The inputs are then all Megatron datasets (their prefixes, or either file).
 //
 // The dataset directory DIR holds
 //   tokenizer.model                  the SentencePiece model (given, copied; or trained here), or
@@ -36,11 +41,12 @@
 namespace loom {
 
 struct PrepareOptions {
-  std::vector<std::string> inputs;  // files and directories (data/corpus.h)
+  std::vector<std::string> inputs;  // files and directories (data/corpus.h), or Megatron datasets
   CorpusOptions corpus;
   std::string out_dir;
   // A tokenizer path as load_tokenizer takes it; or empty, and then a SentencePiece model of
   // vocab_size pieces is trained on the inputs (on a sample of max_sentences lines; 0: all).
+  // Megatron inputs: either, or neither (see above).
   std::string tokenizer;
   int vocab_size = 0;
   int64_t max_sentences = 1000000;
@@ -73,6 +79,7 @@ struct PrepareSummary {
   uint64_t text_bytes = 0;         // bytes of the documents' text
   uint64_t tokens = 0;
   Split train, val;
+  bool megatron = false;               // the inputs were Megatron datasets (files counts them)
   bool trained_tokenizer = false;
   SentencePieceTrainSummary training;  // when trained_tokenizer
   double training_seconds = 0;

@@ -5,7 +5,8 @@
 // checks each against its entry: token and document counts, and the fingerprint (the shard's
 // header-and-index checksum), so shards rewritten after the descriptor are caught on open.
 // Token t of the stream is token t - start(i) of the shard i holding it; read() crosses shard
-// boundaries and checks ids against the vocabulary as it converts them.
+// boundaries and checks ids against the vocabulary as it converts them. A TokenStream
+// (data/token_stream.h): what the loader reads.
 #pragma once
 
 #include <cstdint>
@@ -13,13 +14,14 @@
 #include <vector>
 
 #include "data/token_shard.h"
+#include "data/token_stream.h"
 
 namespace loom {
 
 // DIR/<split>.split.pbtxt
 std::string split_descriptor_path(const std::string& dir, const std::string& split);
 
-class TokenDataset {
+class TokenDataset final : public TokenStream {
  public:
   // UserError naming the file for a missing or unreadable descriptor, a shard that fails
   // validation or disagrees with its entry, or a split that ends inside a document.
@@ -28,15 +30,15 @@ class TokenDataset {
   explicit TokenDataset(const std::vector<std::string>& shard_paths);
 
   // The descriptor's path, or the first shard's: how messages name this dataset.
-  const std::string& name() const { return name_; }
-  uint64_t tokens() const { return starts_.back(); }
-  uint32_t vocab_size() const { return shards_.front().header().vocab_size; }
+  const std::string& name() const override { return name_; }
+  uint64_t tokens() const override { return starts_.back(); }
+  uint32_t vocab_size() const override { return shards_.front().header().vocab_size; }
   size_t shard_count() const { return shards_.size(); }
   const TokenShard& shard(size_t i) const { return shards_.at(i); }
 
   // Writes stream tokens [begin, begin + n) to out[0, n) as int32; begin + n <= tokens().
   // UserError naming the shard and byte offset of an id outside the vocabulary.
-  void read(uint64_t begin, uint64_t n, int32_t* out) const;
+  void read(uint64_t begin, uint64_t n, int32_t* out) const override;
 
   // Reads every shard in full: ids and data checksums (verify_tokens).
   void verify() const;

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -41,6 +42,18 @@ void store(uint8_t* bytes, size_t at, T value) {
 
 uint64_t meta_checksum(const uint8_t* header, const void* index, size_t index_bytes) {
   return XXH64(index, index_bytes, XXH64(header, kMetaHashAt, 0));
+}
+
+// The index of the first of n ids that is >= vocab, or n. The common case (none) is one
+// branch-free pass.
+template <typename Source>
+uint64_t first_outside(const Source* src, uint64_t n, uint32_t vocab) {
+  Source largest = 0;
+  for (uint64_t i = 0; i < n; ++i) largest = std::max(largest, src[i]);
+  if (largest < vocab) return n;
+  uint64_t i = 0;
+  while (src[i] < vocab) ++i;
+  return i;
 }
 
 template <typename Source>
@@ -233,20 +246,43 @@ void TokenShard::fail_token(uint64_t index, uint32_t id) const {
             header_.vocab_size, "(a corrupt shard, or one written with another tokenizer)");
 }
 
-void TokenShard::verify_tokens() const {
+bool TokenShard::verify_tokens(std::stop_token stop) const {
   constexpr uint64_t kChunk = uint64_t{1} << 20;
-  std::vector<int32_t> scratch(kChunk);
+  const std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> hash(XXH64_createState(), XXH64_freeState);
+  LOOM_CHECK(hash != nullptr, "xxHash state for", path_);
+  XXH64_reset(hash.get(), 0);
+  const uint64_t width = static_cast<uint64_t>(header_.dtype);
+  uint64_t first_bad = header_.tokens;  // the first id outside the vocabulary, if any
   void* mapping = const_cast<uint8_t*>(base_);
   ::madvise(mapping, file_bytes_, MADV_SEQUENTIAL);  // one pass front to back: read ahead
+  bool finished = true;
   for (uint64_t begin = 0; begin < header_.tokens; begin += kChunk) {
-    read(begin, std::min(kChunk, header_.tokens - begin), scratch.data());
+    if (stop.stop_requested()) {
+      finished = false;
+      break;
+    }
+    const uint64_t n = std::min(kChunk, header_.tokens - begin);
+    const uint8_t* src = base_ + kShardHeaderBytes + begin * width;
+    XXH64_update(hash.get(), src, n * width);
+    if (first_bad == header_.tokens) {
+      const uint64_t bad = header_.dtype == TokenType::kU16
+                               ? first_outside(reinterpret_cast<const uint16_t*>(src), n, header_.vocab_size)
+                               : first_outside(reinterpret_cast<const uint32_t*>(src), n, header_.vocab_size);
+      if (bad < n) first_bad = begin + bad;
+    }
   }
   ::madvise(mapping, file_bytes_, MADV_RANDOM);
-  const uint64_t nbytes = header_.tokens * static_cast<uint64_t>(header_.dtype);
-  if (XXH64(base_ + kShardHeaderBytes, nbytes, 0) != header_.tokens_xxh64) {
+  if (!finished) return false;
+  if (XXH64_digest(hash.get()) != header_.tokens_xxh64) {
     fail_user("token shard", path_, "is corrupt: its tokens, byte offsets", kShardHeaderBytes, "to",
-              str_cat(kShardHeaderBytes + nbytes) + ", do not match the checksum at byte offset", kTokensHashAt);
+              str_cat(kShardHeaderBytes + header_.tokens * width) + ", do not match the checksum at byte offset",
+              str_cat(kTokensHashAt) + "; prepare the dataset again with loom prepare");
   }
+  if (first_bad < header_.tokens) {
+    const uint8_t* at = base_ + kShardHeaderBytes + first_bad * width;
+    fail_token(first_bad, header_.dtype == TokenType::kU16 ? load<uint16_t>(at, 0) : load<uint32_t>(at, 0));
+  }
+  return true;
 }
 
 }  // namespace loom

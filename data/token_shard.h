@@ -13,14 +13,16 @@
 // all that costs O(header + index): the size, magic, version, dtype, vocabulary, the token count
 // against the file size, the index, and the checksum of header and index. Token ids are checked
 // against the vocabulary where they are read (TokenShard::read: the loader reads every window it
-// delivers through it); verify_tokens() reads the whole shard and checks every id and the data
-// checksum. Every problem is a UserError of one sentence naming the file and the byte offset.
+// delivers through it); verify_tokens() reads the whole shard and checks the data checksum and
+// every id (`loom train` runs it on every shard it opens: data/shard_verifier.h). Every problem is
+// a UserError of one sentence naming the file and the byte offset.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <stop_token>
 #include <string>
 
 namespace loom {
@@ -82,8 +84,10 @@ class TokenShard {
   // offset of the first id >= vocab_size, if any. begin + n <= tokens().
   void read(uint64_t begin, uint64_t n, int32_t* out) const;
 
-  // Reads every token: checks each id against the vocabulary and the data checksum.
-  void verify_tokens() const;
+  // Reads every token: checks the data checksum, then each id against the vocabulary (so a
+  // changed byte is reported as a checksum mismatch). Returns false, unfinished, as soon as
+  // `stop` is requested (checked every 1 M tokens); true when the shard passed.
+  bool verify_tokens(std::stop_token stop = {}) const;
 
  private:
   void validate(uint64_t file_bytes);

@@ -1,8 +1,10 @@
-// `loom prepare`: text or JSONL files -> a dataset directory (tokenizer and token shards of a
-// train and a val split) that `loom train` reads. The work is data/prepare.h's; this file reads
-// the flags, draws a progress bar when stderr is a terminal, and prints the summary.
+// `loom prepare`: text or JSONL files (or Megatron-LM datasets) -> a dataset directory
+// (tokenizer and token shards of a train and a val split) that `loom train` reads. The work is
+// data/prepare.h's; this file reads the flags, draws a progress bar when stderr is a terminal,
+// and prints the summary.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "core/base/check.h"
+#include "data/megatron_dataset.h"
 #include "data/prepare.h"
 #include "core/config.h"
 #include "launch/cli.h"
@@ -21,11 +24,13 @@ namespace loom {
 
 const std::vector<FlagSpec>& prepare_flags() {
   static const std::vector<FlagSpec> flags = {
-      {"input", "PATH", "a text or JSONL file, or a directory of them (read recursively, sorted)", true},
+      {"input", "PATH", "a text or JSONL file (may be .gz or .zst), a directory of them (read recursively, sorted), "
+                        "or a Megatron dataset (PREFIX, PREFIX.bin or PREFIX.idx)", true},
       {"out", "DIR", "the dataset directory to write"},
       {"tokenizer", "PATH", "tokenizer to use: a SentencePiece .model file or a GPT-2 directory"},
-      {"vocab-size", "N", "instead of --tokenizer: train a SentencePiece tokenizer of N pieces on the inputs"},
-      {"format", "text|jsonl", "input format (default text)"},
+      {"vocab-size", "N", "instead of --tokenizer: train a SentencePiece tokenizer of N pieces on the inputs "
+                          "(Megatron input: the ids' vocabulary; neither: the largest id + 1)"},
+      {"format", "text|jsonl", "format of the files not named *.jsonl (default text); *.jsonl files are JSONL"},
       {"jsonl-field", "NAME", "the field of each JSONL object that holds the text (default text)"},
       {"documents", "file|blank-line", "text: one document per file, or per blank-line-separated block (default file)"},
       {"val-fraction", "F", "share of documents in the val split, 0 <= F < 1 (default 0.01)"},
@@ -63,7 +68,16 @@ PrepareOptions options_of(const ParsedArgs& a) {
   }
   if (!a.has("input")) fail_user("loom prepare needs --input PATH (a file or a directory; see loom prepare --help)");
   if (!a.has("out")) fail_user("loom prepare needs --out DIR, the dataset directory to write");
-  if (a.has("tokenizer") == a.has("vocab-size")) {
+  const std::vector<std::string>& inputs = a.flags.at("input");
+  const bool megatron = std::any_of(inputs.begin(), inputs.end(),
+                                    [](const std::string& input) { return !MegatronDataset::prefix_of(input).empty(); });
+  if (megatron) {
+    for (const char* text_only : {"format", "documents", "jsonl-field", "max-sentences"}) {
+      if (a.has(text_only)) {
+        fail_user("--" + std::string(text_only), "applies to text and JSONL inputs, not to a Megatron dataset");
+      }
+    }
+  } else if (a.has("tokenizer") == a.has("vocab-size")) {
     fail_user("loom prepare needs either --tokenizer PATH or --vocab-size N (to train one),",
               a.has("tokenizer") ? "not both" : "and got neither");
   }
@@ -74,15 +88,15 @@ PrepareOptions options_of(const ParsedArgs& a) {
     o.vocab_size = a.get_int("vocab-size", 0);
     if (o.vocab_size <= 0) fail_user("--vocab-size is", o.vocab_size, "but must be positive (e.g. 8000)");
   }
+  if (megatron && a.has("tokenizer") && a.has("vocab-size")) {
+    fail_user("--tokenizer and --vocab-size both give a Megatron dataset's vocabulary; give one, or neither");
+  }
   const std::string format = a.get("format", "text");
   if (format == "jsonl") {
     o.corpus.format = CorpusFormat::kJsonl;
     if (a.has("documents")) fail_user("--documents applies to --format text; a JSONL line is one document");
   } else if (format != "text") {
     fail_user("--format is '" + format + "' but must be text or jsonl");
-  }
-  if (a.has("jsonl-field") && o.corpus.format != CorpusFormat::kJsonl) {
-    fail_user("--jsonl-field applies to --format jsonl only");
   }
   o.corpus.jsonl_field = a.get("jsonl-field", "text");
   const std::string documents = a.get("documents", "file");
@@ -146,6 +160,8 @@ int run_prepare(const std::vector<std::string>& args) {
         "loom prepare --input PATH [--input PATH ...] --out DIR (--tokenizer PATH | --vocab-size N) [options]",
         "Tokenizes text or JSONL documents into a dataset directory for `loom train`: the tokenizer, and\n"
         "token shards of a train and a val split, each document followed by the end-of-document token.\n"
+        "Files may be gzip'd or zstd'd; *.jsonl files are always JSONL. A Megatron-LM dataset (PREFIX.bin\n"
+        "and PREFIX.idx) is converted as it is, its ids kept: no tokenizer needed.\n"
         "The output is the same for any --threads. Docs: docs/data.md.",
         prepare_flags());
     return 0;
@@ -166,10 +182,14 @@ int run_prepare(const std::vector<std::string>& args) {
   std::printf("tokenizer: %s\n", s.tokenizer.c_str());
   const double mb = static_cast<double>(s.text_bytes) / 1e6;
   std::string skipped;
-  if (s.skipped_documents > 0) skipped = ", " + std::to_string(s.skipped_documents) + " blank ones skipped";
-  std::printf("prepared %llu documents (%.1f MB in %zu files%s) into %llu tokens in %.1f s, %.2f MB/s: "
+  if (s.skipped_documents > 0) {
+    skipped = ", " + std::to_string(s.skipped_documents) + (s.megatron ? " empty" : " blank") + " ones skipped";
+  }
+  std::printf("%s %llu documents (%.1f MB in %zu %s%s) into %llu tokens in %.1f s, %.2f MB/s: "
               "train %llu documents %llu tokens, val %llu documents %llu tokens -> %s\n",
-              static_cast<unsigned long long>(s.documents), mb, s.files, skipped.c_str(),
+              s.megatron ? "converted" : "prepared",
+              static_cast<unsigned long long>(s.documents), mb, s.files, s.megatron ? "Megatron datasets" : "files",
+              skipped.c_str(),
               static_cast<unsigned long long>(s.tokens), s.seconds, s.seconds > 0 ? mb / s.seconds : 0.0,
               static_cast<unsigned long long>(s.train.documents), static_cast<unsigned long long>(s.train.tokens),
               static_cast<unsigned long long>(s.val.documents), static_cast<unsigned long long>(s.val.tokens),

@@ -17,7 +17,7 @@ config::RunConfig resolve_run_config(const std::string& path, const std::vector<
   validate_config(cfg);
   config::ModelConfig* m = cfg.mutable_model();
   if (cfg.data().has_tokens()) {
-    const int vocab = static_cast<int>(token_vocab_size(cfg.data().tokens()));
+    const int vocab = static_cast<int>(token_vocab_size(cfg.data().tokens(), m->has_vocab_size() ? m->vocab_size() : 0));
     const int T = cfg.data().tokens().seq_len();
     if (!m->has_vocab_size()) m->set_vocab_size(vocab);
     if (!m->has_seq_len()) m->set_seq_len(T);

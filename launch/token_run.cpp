@@ -1,9 +1,14 @@
 #include "launch/token_run.h"
 
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 
 #include "core/base/check.h"
+#include "core/base/format.h"
+#include "data/megatron_dataset.h"
 #include "data/prepare.h"
+#include "launch/launch_env.h"
 
 namespace loom {
 
@@ -22,6 +27,22 @@ std::vector<MicroBatch> micro_batches_of(const StepBatch& batch) {
   return micro;
 }
 
+// Source i's Megatron prefix, or "" for a Loom dataset directory. UserError for a path that is
+// neither, or a val_fraction on a Loom dataset.
+std::string megatron_prefix_of(const config::TokenSource& source, int i) {
+  const std::string prefix = MegatronDataset::prefix_of(source.path());
+  std::error_code ec;
+  if (prefix.empty() && !std::filesystem::is_directory(source.path(), ec)) {
+    fail_user("data.tokens.source", i, "path", source.path(),
+              "is neither a dataset directory from `loom prepare` nor a Megatron dataset (PATH.bin and PATH.idx)");
+  }
+  if (prefix.empty() && source.val_fraction() > 0) {
+    fail_user("data.tokens.source", i, "(" + source.path() + ") sets val_fraction, which applies to Megatron datasets;",
+              "this Loom dataset has the val split `loom prepare --val-fraction` wrote");
+  }
+  return prefix;
+}
+
 }  // namespace
 
 std::string tokenizer_path_of(const config::TokenData& data) {
@@ -30,10 +51,17 @@ std::string tokenizer_path_of(const config::TokenData& data) {
   return dataset_tokenizer_path(data.source(0).path());
 }
 
-uint32_t token_vocab_size(const config::TokenData& data) {
+uint32_t token_vocab_size(const config::TokenData& data, int model_vocab_size) {
   uint32_t vocab = 0;
   std::string first;
-  for (const config::TokenSource& source : data.source()) {
+  std::vector<std::string> megatron;
+  for (int i = 0; i < data.source_size(); ++i) {
+    const config::TokenSource& source = data.source(i);
+    const std::string prefix = megatron_prefix_of(source, i);
+    if (!prefix.empty()) {
+      megatron.push_back(prefix);
+      continue;
+    }
     const TokenDataset train = TokenDataset::open_split(source.path(), "train");
     if (vocab != 0 && train.vocab_size() != vocab) {
       fail_user("data.tokens sources disagree on the vocabulary:", first, "has", vocab, "tokens but",
@@ -42,24 +70,97 @@ uint32_t token_vocab_size(const config::TokenData& data) {
     vocab = train.vocab_size();
     first = source.path();
   }
+  // Megatron datasets take the Loom sources' vocabulary, else the model's, else their largest
+  // id + 1; opening them validates their files here, before any rank starts.
+  const uint32_t given = vocab != 0 ? vocab : static_cast<uint32_t>(std::max(model_vocab_size, 0));
+  for (const std::string& prefix : megatron) vocab = std::max(vocab, MegatronDataset(prefix, given).vocab_size());
   return vocab;
 }
 
-TokenRun::TokenRun(const config::TokenData& data, const BatchLayout& layout, LoaderState start)
-    : config_(data), layout_(layout), seed_(start.seed) {
-  std::vector<BlendSource> sources;
-  for (const config::TokenSource& source : data.source()) {
-    train_.push_back(TokenDataset::open_split(source.path(), "train"));
-    sources.push_back(BlendSource{&train_.back(), source.weight()});
-    if (has_split(source.path(), "val")) {
-      val_.push_back(TokenDataset::open_split(source.path(), "val"));
-      val_sources_.push_back(BlendSource{&val_.back(), source.weight()});
+TokenRun::TokenRun(const config::RunConfig& cfg, const BatchLayout& layout, LoaderState start,
+                   parallel::Communicator& world, uint64_t verify_in_background_above)
+    : config_(cfg.data().tokens()), layout_(layout), seed_(start.seed), world_(world) {
+  // A file one host cannot open (or finds damaged) stops every rank with its message, rather
+  // than leave the others waiting in the first step's collectives.
+  std::string error;
+  try {
+    open(static_cast<uint32_t>(cfg.model().vocab_size()), start, verify_in_background_above);
+  } catch (const UserError& e) {
+    error = e.what();
+  }
+  agree_on_error(world_, error);
+  agree_on_verification();
+}
+
+void TokenRun::open(uint32_t model_vocab, LoaderState start, uint64_t verify_in_background_above) {
+  uint32_t loom_vocab = 0;  // the Loom sources' (token_vocab_size checked that they agree)
+  for (int i = 0; i < config_.source_size() && loom_vocab == 0; ++i) {
+    if (megatron_prefix_of(config_.source(i), i).empty()) {
+      loom_vocab = TokenDataset::open_split(config_.source(i).path(), "train").vocab_size();
     }
   }
-  loader_ = std::make_unique<TokenLoader>(std::move(sources), LoaderOptions{layout, true, 2}, start);
+  for (int i = 0; i < config_.source_size(); ++i) open_source(i, loom_vocab != 0 ? loom_vocab : model_vocab);
+  loader_ = std::make_unique<TokenLoader>(train_sources_, LoaderOptions{layout_, true, 2}, start);
+  if (current_launch().local_rank == 0) {
+    std::vector<const TokenShard*> shards;
+    for (const TokenDataset* d : loom_datasets_) {
+      for (size_t s = 0; s < d->shard_count(); ++s) shards.push_back(&d->shard(s));
+    }
+    verifier_ = std::make_unique<ShardVerifier>(std::move(shards), verify_in_background_above);
+  }
+}
+
+void TokenRun::open_source(int i, uint32_t megatron_vocab) {
+  const config::TokenSource& source = config_.source(i);
+  const std::string prefix = megatron_prefix_of(source, i);
+  if (prefix.empty()) {
+    for (const std::string split : {"train", "val"}) {
+      if (split == "val" && !has_split(source.path(), split)) break;
+      auto dataset = std::make_unique<TokenDataset>(TokenDataset::open_split(source.path(), split));
+      loom_datasets_.push_back(dataset.get());
+      (split == "train" ? train_sources_ : val_sources_).push_back(BlendSource{dataset.get(), source.weight()});
+      owned_.push_back(std::move(dataset));
+    }
+    kinds_.push_back("token shards");
+    return;
+  }
+  auto dataset = std::make_unique<MegatronDataset>(prefix, megatron_vocab);
+  const MegatronDataset& d = *dataset;
+  kinds_.push_back(str_cat("Megatron dataset (" + std::string(d.dtype_name()) + ",", d.documents(), "documents)"));
+  owned_.push_back(std::move(dataset));
+  if (source.val_fraction() == 0) {
+    train_sources_.push_back(BlendSource{&d, source.weight()});
+    return;
+  }
+  const uint64_t docs = d.documents();
+  const uint64_t held = std::max<uint64_t>(1, static_cast<uint64_t>(std::llround(source.val_fraction() * static_cast<double>(docs))));
+  if (held >= docs) {
+    fail_user("data.tokens.source", i, "(" + source.path() + ") has val_fraction", source.val_fraction(),
+              "but holding out", held, "of its", docs, "documents leaves none to train on; lower it");
+  }
+  const uint64_t split = d.document_begin(docs - held);
+  owned_.push_back(std::make_unique<TokenRange>(d, 0, split, str_cat(d.name(), "(its first", docs - held, "documents)")));
+  train_sources_.push_back(BlendSource{owned_.back().get(), source.weight()});
+  owned_.push_back(std::make_unique<TokenRange>(d, split, d.tokens(), str_cat(d.name(), "(its last", held, "documents, held out by val_fraction)")));
+  val_sources_.push_back(BlendSource{owned_.back().get(), source.weight()});
+}
+
+void TokenRun::agree_on_verification() {
+  if (verified_) return;
+  // 0: passed (or nothing to verify on this rank), 1: still running, 2: failed.
+  int32_t state = 0;
+  if (verifier_) {
+    const ShardVerifier::State s = verifier_->state();
+    state = s == ShardVerifier::State::kFailed ? 2 : s == ShardVerifier::State::kRunning ? 1 : 0;
+  }
+  int32_t worst = state;
+  if (world_.size() > 1) world_.all_reduce(&state, &worst, 1, DType::kI32, parallel::ReduceOp::kMax);
+  if (worst == 2) agree_on_error(world_, state == 2 ? verifier_->error() : "");
+  if (worst == 0) verified_ = true;
 }
 
 std::span<const MicroBatch> TokenRun::next_step() {
+  agree_on_verification();
   batch_ = loader_->next();
   micro_ = micro_batches_of(batch_);
   return micro_;
@@ -82,20 +183,32 @@ bool TokenRun::validation_loss(const std::function<double(std::span<const MicroB
 
 uint64_t TokenRun::validation_tokens() const {
   uint64_t n = 0;
-  for (const TokenDataset& d : val_) n += d.tokens();
+  for (const BlendSource& s : val_sources_) n += s.dataset->tokens();
   return n;
 }
 
 std::string TokenRun::describe() const {
   std::string out;
   uint64_t tokens = 0;
-  for (size_t i = 0; i < train_.size(); ++i) {
-    tokens += train_[i].tokens();
-    out += (i ? ", " : "") + config_.source(static_cast<int>(i)).path();
-    if (train_.size() > 1) out += str_cat(" (weight", config_.source(static_cast<int>(i)).weight(), ")");
+  for (const BlendSource& s : train_sources_) tokens += s.dataset->tokens();
+  for (int i = 0; i < config_.source_size(); ++i) {
+    out += (i ? ", " : "") + kinds_[static_cast<size_t>(i)] + " " + config_.source(i).path();
+    if (config_.source_size() > 1) out += str_cat(" (weight", config_.source(i).weight()) + ")";
   }
-  return str_cat("token shards", out + ":", tokens, "training tokens,", validation_tokens(),
-                 "validation tokens, vocabulary", train_.front().vocab_size());
+  std::string checked;
+  if (verifier_ && verifier_->bytes() > 0) {
+    char line[128];
+    if (verifier_->in_background()) {
+      std::snprintf(line, sizeof(line), "; %s of shards being verified in the background",
+                    format_bytes(verifier_->bytes()).c_str());
+    } else {
+      std::snprintf(line, sizeof(line), "; %s of shards verified in %.2f s", format_bytes(verifier_->bytes()).c_str(),
+                    verifier_->seconds());
+    }
+    checked = line;
+  }
+  return str_cat(out + ":", tokens, "training tokens,", validation_tokens(), "validation tokens, vocabulary",
+                 train_sources_.front().dataset->vocab_size()) + checked;
 }
 
 }  // namespace loom

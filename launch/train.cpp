@@ -374,8 +374,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   std::unique_ptr<TokenRun> token_run;
   if (!addition) {
     const LoaderState start = progress.has_loader ? progress.loader : LoaderState{tc.seed(), 0};
-    token_run = std::make_unique<TokenRun>(cfg.data().tokens(), BatchLayout{T, B, accum, replicas, grid.coord().dp},
-                                           start);
+    token_run = std::make_unique<TokenRun>(cfg, BatchLayout{T, B, accum, replicas, grid.coord().dp}, start, world);
   }
   if (leader) {
     std::printf("loom train: GPT %d layers, %d heads, width %d, vocab %d, seq %d: %s parameters\n",
@@ -540,8 +539,8 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     progress = back.progress;
     saved_step = static_cast<int>(progress.step);
     if (token_run) {
-      token_run = std::make_unique<TokenRun>(cfg.data().tokens(), BatchLayout{T, B, accum, replicas, grid.coord().dp},
-                                             progress.loader);
+      token_run = std::make_unique<TokenRun>(cfg, BatchLayout{T, B, accum, replicas, grid.coord().dp},
+                                             progress.loader, world);
     }
     report(static_cast<int>(progress.step), "rollback",
            text_printf("guard: %d non-finite steps in a row: rolled back to %s (step %lld), rollback %d of at most %d",

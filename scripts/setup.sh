@@ -14,6 +14,7 @@ packages=(
   libsentencepiece-dev sentencepiece # tokenizer
   libicu-dev                 # Unicode letter/number/space classes of GPT-2's pre-tokenizer
   libxxhash-dev              # checksums in model files and checkpoints
+  zlib1g-dev libzstd-dev zstd  # gzip'd and zstd'd inputs of `loom prepare` (zstd: for the tests)
   libgtest-dev               # the test suite
   gnuplot-nox                # `loom plot` draws a run's metrics with it
   clang libclang-rt-14-dev   # the checkpoint-reader fuzz target (libFuzzer, ASan, UBSan)

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -61,6 +62,20 @@ TEST(CorpusTest, DirectoriesAreReadRecursivelySortedWithoutHiddenFiles) {
             "input " + dir.file("fifo") + " is not a regular file or a directory");
 }
 
+TEST(CorpusTest, AMegatronDatasetInADirectoryIsNotReadAsText) {
+  TempDir dir("corpus_megatron");
+  write_bytes(dir.file("a.txt"), "x");
+  write_bytes(dir.file("notes.bin"), "a .bin alone is just a file");
+  EXPECT_EQ(list_corpus_files({dir.str()}).size(), 2u);
+  fs::create_directories(dir.path() / "sub");
+  write_bytes(dir.file("sub/web_text_document.bin"), std::string(4, '\0'));
+  write_bytes(dir.file("sub/web_text_document.idx"), "MMIDIDX");
+  EXPECT_EQ(testing::user_error_of([&] { list_corpus_files({dir.str()}); }),
+            "input directory " + dir.str() + " holds the Megatron dataset " + dir.file("sub/web_text_document") +
+                " (.bin and .idx), which would be read as text; give it as an --input of its own run, or move it out "
+                "of the directory");
+}
+
 TEST(CorpusTest, WholeFilesAreDocumentsByteForByte) {
   TempDir dir("corpus_files");
   const Texts texts = {"first file\n", "  second\r\n\n\nwith blank lines, no final newline", "", " \n\t\n",
@@ -101,7 +116,7 @@ TEST(CorpusTest, JsonlLinesGiveTheirField) {
             (Texts{"caf\xC3\xA9\n\"quoted\"\ttab", "\xF0\x9F\x98\x80 emoji", "last"}));
   EXPECT_EQ(skipped, 1u) << "a text of spaces only";
   EXPECT_EQ(testing::user_error_of([&] { read_all({dir.file("a.jsonl")}, jsonl_options("body")); }),
-            dir.file("a.jsonl") + ":1: the JSON object at byte offset 0 has no field 'body'");
+            dir.file("a.jsonl") + ":1: the JSON object at byte offset 0 has no field 'body' (its fields are 'id', 'text')");
 }
 
 TEST(CorpusTest, BadJsonlLinesAreNamedByFileLineAndOffset) {
@@ -112,12 +127,62 @@ TEST(CorpusTest, BadJsonlLinesAreNamedByFileLineAndOffset) {
   };
   const std::string at = dir.file("c.jsonl") + ":3: ";
   EXPECT_EQ(error_of("{\"text\": \"unterminated}"), at + "invalid JSON at byte offset 23: the text ends inside a string");
-  EXPECT_EQ(error_of("{\"txt\": \"x\"}"), at + "the JSON object at byte offset 0 has no field 'text'");
+  EXPECT_EQ(error_of("{\"txt\": \"x\"}"), at + "the JSON object at byte offset 0 has no field 'text' (its fields are 'txt')");
+  EXPECT_EQ(error_of("{}"), at + "the JSON object at byte offset 0 has no field 'text' (it is empty)");
+  EXPECT_EQ(error_of("{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,\"h\":8,\"i\":9,\"j\":0}"),
+            at + "the JSON object at byte offset 0 has no field 'text' (its fields are 'a', 'b', 'c', 'd', 'e', 'f', "
+                 "'g', 'h' and 2 more)");
+  EXPECT_EQ(error_of("plain text, not JSON"), at + "the line is not a JSON object with a field 'text': invalid JSON at byte offset 0: expected a value, found 'p'");
   EXPECT_EQ(error_of("{\"text\": 5}"), at + "the field 'text' at byte offset 9 is a number but should be a string");
   EXPECT_EQ(error_of("[\"text\"]"), at + "the line is an array but should be a JSON object with a field 'text'");
   EXPECT_NE(error_of("{\"text\": \"bad \xFF byte\"}").find(at + "invalid JSON at byte offset 14"), std::string::npos);
   EXPECT_EQ(testing::user_error_of([&] { DocumentReader({}, jsonl_options("")); }),
             "the JSONL field name is empty; name the field that holds each document's text");
+}
+
+TEST(CorpusTest, AJsonlFileIsJsonlWhateverTheFormatSays) {
+  TempDir dir("corpus_jsonl_name");
+  write_bytes(dir.file("a.jsonl"), "{\"text\": \"one\"}\n{\"text\": \"two\"}\n");
+  write_bytes(dir.file("b.txt"), "three\n\nfour\n");
+  EXPECT_EQ(corpus_format_of(dir.file("a.jsonl"), text_options(DocumentBoundary::kFile)), CorpusFormat::kJsonl);
+  EXPECT_EQ(corpus_format_of("x.jsonl.zst", text_options(DocumentBoundary::kFile)), CorpusFormat::kJsonl);
+  EXPECT_EQ(corpus_format_of("x.json", text_options(DocumentBoundary::kFile)), CorpusFormat::kText);
+  EXPECT_EQ(corpus_format_of("x.txt", jsonl_options()), CorpusFormat::kJsonl) << "other names: the option";
+  EXPECT_EQ(read_all({dir.file("a.jsonl"), dir.file("b.txt")}, text_options(DocumentBoundary::kBlankLine)),
+            (Texts{"one", "two", "three", "four"}))
+      << "JSONL and text files mix, each read in its own format";
+  EXPECT_EQ(read_all({dir.file("b.txt"), dir.file("a.jsonl")}, text_options(DocumentBoundary::kFile)),
+            (Texts{"three\n\nfour\n", "one", "two"}));
+  write_bytes(dir.file("c.jsonl"), "{\"text\": \"fine\"}\nJust a line of text.\n");
+  EXPECT_EQ(testing::user_error_of([&] { read_all({dir.file("c.jsonl")}, text_options(DocumentBoundary::kFile)); }),
+            dir.file("c.jsonl") + ":2: the line is not a JSON object with a field 'text': invalid JSON at byte offset 0: "
+                                  "expected a value, found 'J'");
+}
+
+TEST(CorpusTest, CompressedFilesAreReadAsTheirContent) {
+  TempDir dir("corpus_compressed");
+  const std::string jsonl = "{\"text\": \"alpha\"}\n{\"text\": \"beta\"}\n", text = "gamma\n\ndelta";
+  write_bytes(dir.file("a.jsonl"), jsonl);
+  write_bytes(dir.file("b.txt"), text);
+  const auto compress = [&](const std::string& command) {
+    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  };
+  compress("gzip -k -n " + dir.file("a.jsonl") + " && zstd -q " + dir.file("a.jsonl") + " -o " + dir.file("a.jsonl.zst"));
+  compress("gzip -k -n " + dir.file("b.txt") + " && zstd -q " + dir.file("b.txt") + " -o " + dir.file("b.txt.zst"));
+  const std::vector<std::string> files = {dir.file("a.jsonl.gz"), dir.file("a.jsonl.zst"), dir.file("b.txt.gz"),
+                                          dir.file("b.txt.zst")};
+  EXPECT_EQ(read_all(files, text_options(DocumentBoundary::kBlankLine)),
+            (Texts{"alpha", "beta", "alpha", "beta", "gamma", "delta", "gamma", "delta"}));
+  EXPECT_EQ(read_all({dir.file("b.txt.gz")}, text_options(DocumentBoundary::kFile)), Texts{text});
+  EXPECT_TRUE(is_plain_text_corpus({dir.file("b.txt")}, text_options(DocumentBoundary::kFile)));
+  EXPECT_FALSE(is_plain_text_corpus({dir.file("b.txt"), dir.file("b.txt.gz")}, text_options(DocumentBoundary::kFile)));
+  EXPECT_FALSE(is_plain_text_corpus({dir.file("a.jsonl")}, text_options(DocumentBoundary::kFile)));
+
+  const std::string gz = testing::read_bytes(dir.file("a.jsonl.gz"));
+  write_bytes(dir.file("cut.jsonl.gz"), gz.substr(0, gz.size() - 4));
+  EXPECT_EQ(testing::user_error_of([&] { read_all({dir.file("cut.jsonl.gz")}, text_options(DocumentBoundary::kFile)); }),
+            "input file " + dir.file("cut.jsonl.gz") + " ends inside its gzip data after " +
+                std::to_string(gz.size() - 4) + " bytes (a truncated file); fetch or compress it again, or leave it out");
 }
 
 TEST(CorpusTest, InvalidUtf8IsNamedByFileLineAndOffset) {

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "data/token_data_util.h"
+#include "data/token_dataset.h"
 #include "test_util.h"
 
 namespace loom {

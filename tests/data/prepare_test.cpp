@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "data/gpt2_test_files.h"
+#include "data/megatron_writer.h"
 #include "data/token_data_util.h"
 #include "data/token_dataset.h"
 #include "data/tokenizer.h"
@@ -344,6 +345,84 @@ TEST_F(PrepareTest, OptionErrors) {
             "validation fraction 1 must be at least 0 and below 1 (e.g. 0.01)");
   EXPECT_EQ(error([&](PrepareOptions& b) { b.tokenizer = dir_.file("missing.model"); }).rfind("tokenizer " + dir_.file("missing.model") + " does not exist", 0), 0u);
   EXPECT_FALSE(fs::exists(o.out_dir)) << "no option error creates the directory";
+}
+
+// The documents of a one-shard split, by its document index.
+std::vector<std::vector<int32_t>> shard_documents(const std::string& dir, const std::string& split) {
+  const TokenDataset dataset = TokenDataset::open_split(dir, split);
+  EXPECT_EQ(dataset.shard_count(), 1u);
+  const TokenShard& shard = dataset.shard(0);
+  std::vector<std::vector<int32_t>> docs;
+  for (uint64_t d = 0, begin = 0; d < shard.documents(); ++d) {
+    docs.emplace_back(shard.document_end(d) - begin);
+    shard.read(begin, docs.back().size(), docs.back().data());
+    begin = shard.document_end(d);
+  }
+  return docs;
+}
+
+TEST_F(PrepareTest, MegatronDatasetsBecomeShardsDocumentForDocument) {
+  // Two datasets; documents of one or more sequences (read as one), one document empty.
+  const auto vocab = static_cast<int64_t>(tokenizer_->vocab_size());
+  testing::MegatronDocuments first, second;
+  std::vector<std::vector<int32_t>> expected;
+  std::mt19937 gen(5);
+  std::uniform_int_distribution<int64_t> id(0, vocab - 1);
+  for (int d = 0; d < 60; ++d) {
+    testing::MegatronDocuments& docs = d < 40 ? first : second;
+    docs.emplace_back(static_cast<size_t>(1 + d % 3));
+    std::vector<int32_t> whole;
+    for (auto& sequence : docs.back()) {
+      sequence.resize(static_cast<size_t>(d == 7 ? 0 : 1 + (d * 7) % 23));
+      for (int64_t& t : sequence) t = id(gen);
+      whole.insert(whole.end(), sequence.begin(), sequence.end());
+    }
+    if (!whole.empty()) expected.push_back(whole);
+  }
+  testing::write_megatron_dataset(dir_.file("first_text_document"), "uint16", first);
+  testing::write_megatron_dataset(dir_.file("second_text_document"), "int32", second);
+  PrepareOptions o = options({dir_.file("first_text_document"), dir_.file("second_text_document.idx")}, dir_.file("out"));
+  o.val_fraction = 0.25;
+  const PrepareSummary s = prepare_dataset(o);
+  EXPECT_TRUE(s.megatron);
+  EXPECT_EQ(s.files, 2u);
+  EXPECT_EQ(s.documents, expected.size());
+  EXPECT_EQ(s.skipped_documents, 1u) << "the empty document";
+  const auto train = shard_documents(o.out_dir, "train"), val = shard_documents(o.out_dir, "val");
+  EXPECT_EQ(train.size() + val.size(), expected.size());
+  EXPECT_GE(val.size(), 5u);
+  size_t t = 0, v = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const bool in_val = v < val.size() && val[v] == expected[i];
+    ASSERT_TRUE(in_val || (t < train.size() && train[t] == expected[i])) << "document " << i << " is next in neither split";
+    ++(in_val ? v : t);
+  }
+  EXPECT_EQ(dataset_tokenizer_path(o.out_dir), o.out_dir) << "the given tokenizer is copied, for samples";
+  EXPECT_EQ(TokenDataset::open_split(o.out_dir, "train").vocab_size(), static_cast<uint32_t>(vocab));
+
+  // No tokenizer: the vocabulary given, else the largest id + 1.
+  o.tokenizer.clear();
+  o.force = true;
+  o.vocab_size = 70000;
+  prepare_dataset(o);
+  EXPECT_EQ(TokenDataset::open_split(o.out_dir, "train").vocab_size(), 70000u);
+  EXPECT_EQ(dataset_tokenizer_path(o.out_dir), "") << "the old tokenizer went with the old dataset";
+  o.vocab_size = 0;
+  int32_t largest = 0;
+  for (const auto& doc : expected) largest = std::max(largest, *std::max_element(doc.begin(), doc.end()));
+  EXPECT_NE(prepare_dataset(o).tokenizer.find("vocabulary " + std::to_string(largest + 1)), std::string::npos);
+  EXPECT_EQ(TokenDataset::open_split(o.out_dir, "train").vocab_size(), static_cast<uint32_t>(largest + 1));
+
+  write_bytes(dir_.file("a.txt"), "text");
+  o.inputs = {dir_.file("first_text_document"), dir_.file("a.txt")};
+  EXPECT_EQ(user_error_of([&] { prepare_dataset(o); }),
+            "input " + dir_.file("first_text_document") + " is a Megatron dataset but " + dir_.file("a.txt") +
+                " is not; convert Megatron datasets in a run of their own");
+  o.inputs = {dir_.file("second_text_document")};
+  o.vocab_size = 3;
+  EXPECT_NE(user_error_of([&] { prepare_dataset(o); }).find("Megatron data file " + dir_.file("second_text_document.bin") +
+                                                           " holds token id"),
+            std::string::npos);
 }
 
 TEST(DatasetTokenizerPathTest, SentencePieceThenGpt2ThenNothing) {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "data/megatron_writer.h"
 #include "data/prepare.h"
 #include "data/token_data_util.h"
 #include "data/token_dataset.h"
@@ -168,6 +170,17 @@ TEST(PrepareCliTest, BlankLineParagraphsAndJsonlRoundTrip) {
   EXPECT_EQ(testing::read_bytes(dir.file("jsonl/train-00000.tok")), testing::read_bytes(dir.file("blocks/train-00000.tok")))
       << "the same documents, tokenizer and seed: the same shards";
 
+  // Compressed, and named .jsonl: no --format needed; the same shards.
+  ASSERT_EQ(std::system(("gzip -k -n " + dir.file("docs.jsonl") + " && zstd -q -k " + dir.file("paragraphs.txt")).c_str()), 0);
+  r = run_loom("prepare --input " + dir.file("docs.jsonl.gz") + " --jsonl-field body --tokenizer " +
+               dir.file("blocks/tokenizer.model") + " --out " + dir.file("jsonl_gz"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(testing::read_bytes(dir.file("jsonl_gz/train-00000.tok")), testing::read_bytes(dir.file("jsonl/train-00000.tok")));
+  r = run_loom("prepare --input " + dir.file("paragraphs.txt.zst") + " --documents blank-line --tokenizer " +
+               dir.file("blocks/tokenizer.model") + " --out " + dir.file("text_zst"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(testing::read_bytes(dir.file("text_zst/train-00000.tok")), testing::read_bytes(dir.file("blocks/train-00000.tok")));
+
   r = run_loom("prepare --input " + dir.file("docs.jsonl") + " --format jsonl --jsonl-field body --vocab-size 400 --out " +
                dir.file("jsonl_trained"));
   ASSERT_EQ(r.exit_code, 0) << r.out;
@@ -221,7 +234,7 @@ TEST(PrepareCliTest, BadInputIsOneClearSentence) {
   const std::string jsonl = " --format jsonl" + tok + out;
   write_bytes(dir.file("a.jsonl"), "{\"text\": \"ok\"}\nnot json\n");
   expect_user_error("prepare --input " + dir.file("a.jsonl") + jsonl,
-                    dir.file("a.jsonl") + ":2: invalid JSON at byte offset 0");
+                    dir.file("a.jsonl") + ":2: the line is not a JSON object with a field 'text': invalid JSON at byte offset 0");
   write_bytes(dir.file("b.jsonl"), "\n{\"title\": \"no text\"}\n");
   expect_user_error("prepare --input " + dir.file("b.jsonl") + jsonl,
                     dir.file("b.jsonl") + ":2: the JSON object at byte offset 0 has no field 'text'");
@@ -230,6 +243,20 @@ TEST(PrepareCliTest, BadInputIsOneClearSentence) {
                     dir.file("c.jsonl") + ":1: the field 'text' at byte offset 9 is an array but should be a string");
   expect_user_error("prepare --input " + dir.file("b.jsonl") + " --format jsonl --vocab-size 300" + out,
                     dir.file("b.jsonl") + ":2: the JSON object at byte offset 0 has no field 'text'");
+
+  const std::string text_gz = dir.file("corpus.txt.gz");
+  ASSERT_EQ(std::system(("gzip -k -n " + dir.file("corpus.txt")).c_str()), 0);
+  const std::string gz = testing::read_bytes(text_gz);
+  write_bytes(text_gz, gz.substr(0, gz.size() / 2));
+  expect_user_error("prepare --input " + text_gz + tok + out,
+                    "input file " + text_gz + " ends inside its gzip data after " + std::to_string(gz.size() / 2) + " bytes");
+  expect_user_error("prepare --input " + text_gz + " --vocab-size 300" + out, "input file " + text_gz + " ends inside");
+  write_bytes(dir.file("not.jsonl.gz"), "{\"text\": \"ok\"}\n");
+  expect_user_error("prepare --input " + dir.file("not.jsonl.gz") + tok + out,
+                    "input file " + dir.file("not.jsonl.gz") + " is named as gzip data but does not start with");
+  write_bytes(dir.file("d.jsonl"), "{\"text\": \"ok\"}\nplain text\n");
+  expect_user_error("prepare --input " + dir.file("d.jsonl") + tok + out,
+                    dir.file("d.jsonl") + ":2: the line is not a JSON object with a field 'text'");
 
   expect_user_error("prepare --input " + dir.file("corpus.txt") + " --vocab-size 200" + out, "vocab size 200 is too small");
   expect_user_error("prepare --input " + dir.file("good.txt") + " --vocab-size 5000" + out,
@@ -251,6 +278,14 @@ TEST(PrepareCliTest, BadInputIsOneClearSentence) {
   expect_user_error("prepare --input " + dir.file("a.jsonl") + jsonl + " --documents blank-line",
                     "--documents applies to --format text");
   expect_user_error("prepare " + dir.file("good.txt") + tok + out, "unexpected argument '" + dir.file("good.txt") + "'");
+  testing::write_megatron_dataset(dir.file("web_text_document"), "uint16", {{{1, 2, 3}}});
+  expect_user_error("prepare --input " + dir.file("web_text_document") + " --format jsonl" + out,
+                    "--format applies to text and JSONL inputs, not to a Megatron dataset");
+  expect_user_error("prepare --input " + dir.file("web_text_document.bin") + tok + " --vocab-size 300" + out,
+                    "--tokenizer and --vocab-size both give a Megatron dataset's vocabulary; give one, or neither");
+  expect_user_error("prepare --input " + dir.file("web_text_document") + " --input " + dir.file("good.txt") + out,
+                    "input " + dir.file("web_text_document") + " is a Megatron dataset but " + dir.file("good.txt") +
+                        " is not; convert Megatron datasets in a run of their own");
   EXPECT_FALSE(fs::exists(dir.file("out"))) << "no failed run leaves its output directory";
 
   const RunResult r = run_loom("prepare --help");
