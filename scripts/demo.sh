@@ -28,12 +28,14 @@ run=(build/loom train configs/addition.pbtxt --set parallel.tp=2 --set parallel.
 mkdir -p runs
 log=runs/addition-first-run.log
 echo
-echo "$ mpirun -np 4 ${run[*]}"
+echo "$ mpirun -np 4 ${run[*]} --fresh"
 # The log is emptied here, before either process starts: were it created by mpirun's redirection,
 # tail could start first, find no file and give up (the first run would go unshown), or show an
 # earlier demo's log before mpirun truncates it.
 : > "$log"
-mpirun -q --oversubscribe -np 4 "${run[@]}" >> "$log" 2>&1 &
+# --fresh: the demo starts over even where an earlier demo left its run (by default loom train
+# would resume it).
+mpirun -q --oversubscribe -np 4 "${run[@]}" --fresh >> "$log" 2>&1 &
 pid=$!
 tail -n +1 -f "$log" --pid=$pid &
 shown=$!
@@ -71,6 +73,6 @@ build/loom prepare --input /usr/share/common-licenses --documents blank-line --v
   --val-fraction 0.05 --out runs/demo-text/data --force
 echo
 echo "$ build/loom train configs/text.pbtxt --set data.tokens.source.0.path=runs/demo-text/data ..."
-build/loom train configs/text.pbtxt --set data.tokens.source.0.path=runs/demo-text/data \
+build/loom train configs/text.pbtxt --fresh --set data.tokens.source.0.path=runs/demo-text/data \
   --set data.tokens.seq_len=64 --set model.n_layer=2 --set train.steps=150 --set train.eval_every=50 --set train.log_every=50 \
   --set data.tokens.sample_prompt="This License" --set train.out_dir=runs/demo-text
