@@ -247,6 +247,10 @@ void validate_config(const config::RunConfig& cfg) {
   const config::TrainConfig& t = cfg.train();
   require_positive("train.steps", t.steps());
   require_positive("train.micro_batch_size", t.micro_batch_size());
+  if (o.warmup_steps() > t.steps()) {
+    fail_user("optimizer.warmup_steps is", o.warmup_steps(), "but train.steps is only", t.steps(),
+              "(the learning rate would never reach optimizer.lr): lower optimizer.warmup_steps or raise train.steps");
+  }
   require_positive("train.grad_accum_steps", t.grad_accum_steps());
   require_positive("train.log_every", t.log_every());
   if (t.eval_every() < 0) fail_user("train.eval_every is", t.eval_every(), "but must be >= 0");

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <regex>
 #include <fstream>
 #include <optional>
 #include <thread>
@@ -29,14 +30,15 @@ namespace fs = std::filesystem;
 constexpr int kSpecialPieces = 3;
 constexpr int kBytePieces = 256;
 
-// The message of a failed SentencePiece status without the "Internal: file.cc(123) [check]"
-// prefix that names the library's own source.
+// The message of a failed SentencePiece status in Loom's words: without the library's own source
+// locations ("./src/trainer_interface.cc(232)"), its failed checks ("[!sentences_.empty()]") and
+// its status code word ("Internal:"), which say nothing to a user.
 std::string reason_of(const sentencepiece::util::Status& status) {
-  std::string message = status.error_message();
-  if (const size_t bracket = message.find("] "); bracket != std::string::npos && message.find('[') < bracket) {
-    if (bracket + 2 < message.size()) message = message.substr(bracket + 2);
-  }
-  return message;
+  static const std::regex library_detail(R"((\S*\.(cc|cpp|h)\(\d+\)\s*)|(\[[^\]]*\]\s*)|(LOG\(\w+\)\s*))");
+  std::string message = std::regex_replace(status.error_message(), library_detail, "");
+  while (!message.empty() && (message.front() == ' ' || message.front() == ':')) message.erase(message.begin());
+  while (!message.empty() && (message.back() == ' ' || message.back() == '\n')) message.pop_back();
+  return message.empty() ? "the library gave no reason" : message;
 }
 
 // The non-empty lines of the input files in order, each checked to be UTF-8; or, when
@@ -168,14 +170,14 @@ class SentencePieceTokenizer final : public Tokenizer {
     }
     std::vector<int> ids;
     const sentencepiece::util::Status status = sp_->Encode(text, &ids);
-    LOOM_CHECK(status.ok(), "SentencePiece could not encode", text.size(), "bytes:", status.ToString());
+    if (!status.ok()) fail_user("the tokenizer could not encode", text.size(), "bytes of text:", reason_of(status));
     out.insert(out.end(), ids.begin(), ids.end());
   }
 
   std::string decode_valid(std::span<const int32_t> ids) const override {
     std::string text;
     const sentencepiece::util::Status status = sp_->Decode(std::vector<int>(ids.begin(), ids.end()), &text);
-    LOOM_CHECK(status.ok(), "SentencePiece could not decode", ids.size(), "ids:", status.ToString());
+    if (!status.ok()) fail_user("the tokenizer could not decode", ids.size(), "token ids:", reason_of(status));
     return text;
   }
 

@@ -23,6 +23,7 @@
 #include "core/base/format.h"
 #include "core/config.h"
 #include "launch/cli.h"
+#include "launch/model_source.h"
 #include "launch/commands.h"
 #include "launch/run_setup.h"
 #include "parallel/solo_communicator.h"
@@ -238,24 +239,23 @@ int inspect_command(const std::vector<std::string>& args) {
 int export_command(const std::vector<std::string>& args) {
   const ParsedArgs a = parse_args("ckpt export", args, ckpt_export_flags());
   if (a.has("help")) {
-    std::cout << usage_text("loom ckpt export DIR [--format safetensors] OUT.safetensors",
-                            "Loads the checkpoint DIR (or the latest under DIR) into one process, whatever layout\n"
-                            "saved it, and writes its weights as a Hugging Face GPT-2 safetensors file (GPT2Model\n"
+    std::cout << usage_text("loom ckpt export MODEL [--format safetensors] OUT.safetensors",
+                            "Loads MODEL into one process (a checkpoint directory, whatever layout saved it; a\n"
+                            "directory of checkpoints: the newest that loads; a run directory: its model.loom, else\n"
+                            "its newest checkpoint; or a model file) and writes its weights as a Hugging Face GPT-2 safetensors file (GPT2Model\n"
                             "names, Conv1D weights (in, out), model shape in __metadata__). Written atomically.",
                             ckpt_export_flags());
     return 0;
   }
-  if (a.positionals.size() != 2) fail_user("loom ckpt export takes a checkpoint and an output file (see loom ckpt export --help)");
+  if (a.positionals.size() != 2) fail_user("loom ckpt export takes a model (a checkpoint, a run directory or a model file) and an output file (see loom ckpt export --help)");
   const std::string format = a.get("format", "safetensors");
   if (format != "safetensors") fail_user("--format", format, "is not supported (safetensors is the only format)");
-  const ck::CheckpointReader reader(checkpoint_dir_of(a.positionals[0], false));
-  GPT model(model_config_of(reader.manifest().config()));
-  GPT* chunk = &model;
-  ck::load_state(reader, std::span<GPT* const>(&chunk, 1), {});
+  const LoadedModel loaded = load_trained_model(a.positionals[0]);
   const std::string& out = a.positionals[1];
-  save_hf_gpt2(out, model);
-  std::printf("exported %s (step %" PRId64 ", %" PRId64 " parameters) to %s (%s)\n", reader.dir().c_str(),
-              reader.manifest().step(), model.num_parameters(), out.c_str(), format_bytes(fs::file_size(out)).c_str());
+  save_hf_gpt2(out, *loaded.model);
+  const std::string step = loaded.step >= 0 ? "step " + std::to_string(loaded.step) + ", " : "";
+  std::printf("exported %s (%s%" PRId64 " parameters) to %s (%s)\n", loaded.source.c_str(), step.c_str(),
+              loaded.model->num_parameters(), out.c_str(), format_bytes(fs::file_size(out)).c_str());
   return 0;
 }
 

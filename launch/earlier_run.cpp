@@ -1,5 +1,6 @@
 #include "launch/earlier_run.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
@@ -18,6 +19,15 @@ EarlierRun find_earlier_run(const config::RunConfig& cfg) {
   std::error_code ec;
   const auto size = fs::file_size(e.metrics_path, ec);
   e.has_metrics = !ec && size > 0;
+  // Where event files go even when this run writes none: an earlier run may have.
+  config::RunConfig with_events = cfg;
+  with_events.mutable_metrics()->set_tensorboard(true);
+  e.tensorboard_dir = tensorboard_dir(with_events);
+  for (const auto& entry : fs::directory_iterator(e.tensorboard_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && name.rfind("events.out.tfevents.", 0) == 0) e.event_files.push_back(entry.path().string());
+  }
+  std::sort(e.event_files.begin(), e.event_files.end());
   return e;
 }
 
@@ -37,25 +47,57 @@ StartPlan plan_start(const std::string& resume_flag, bool fresh, const EarlierRu
 }
 
 std::string set_aside_earlier_metrics(const EarlierRun& earlier, bool fresh) {
-  if (!earlier.has_metrics) return "";
+  std::string said;
+  auto say = [&](const std::string& sentence) { said += (said.empty() ? "" : "\n") + sentence; };
   std::error_code ec;
   if (fresh) {
-    fs::remove(earlier.metrics_path, ec);
-    if (ec) fail_user("--fresh: cannot remove the earlier run's metrics file", earlier.metrics_path + ":", ec.message());
-    return str_cat("--fresh: removed the earlier run's metrics file", earlier.metrics_path);
+    if (earlier.has_metrics) {
+      fs::remove(earlier.metrics_path, ec);
+      if (ec) fail_user("--fresh: cannot remove the earlier run's metrics file", earlier.metrics_path + ":", ec.message());
+      say(str_cat("--fresh: removed the earlier run's metrics file", earlier.metrics_path));
+    }
+    for (const std::string& f : earlier.event_files) {
+      fs::remove(f, ec);
+      if (ec) fail_user("--fresh: cannot remove the earlier run's TensorBoard event file", f + ":", ec.message());
+    }
+    if (!earlier.event_files.empty()) {
+      say(str_cat("--fresh: removed the earlier run's", earlier.event_files.size(), "TensorBoard event file(s) in",
+                  earlier.tensorboard_dir));
+    }
+    return said;
   }
-  std::string aside;
-  for (int n = 1;; ++n) {
-    aside = earlier.metrics_path + "." + std::to_string(n);
-    if (!fs::exists(aside, ec)) break;
+  if (earlier.has_metrics) {
+    std::string aside;
+    for (int n = 1;; ++n) {
+      aside = earlier.metrics_path + "." + std::to_string(n);
+      if (!fs::exists(aside, ec)) break;
+    }
+    fs::rename(earlier.metrics_path, aside, ec);
+    if (ec) {
+      fail_user("cannot move the earlier run's metrics file", earlier.metrics_path, "aside to", aside + ":",
+                ec.message(), "(move or remove it, or pass --fresh)");
+    }
+    say(str_cat("note:", earlier.metrics_path, "held the metrics of an earlier run with no checkpoint to resume;"
+                " moved to", aside, "so that this run's records start anew"));
   }
-  fs::rename(earlier.metrics_path, aside, ec);
-  if (ec) {
-    fail_user("cannot move the earlier run's metrics file", earlier.metrics_path, "aside to", aside + ":",
-              ec.message(), "(move or remove it, or pass --fresh)");
+  if (!earlier.event_files.empty()) {
+    fs::path aside;
+    for (int n = 1;; ++n) {
+      aside = fs::path(earlier.tensorboard_dir) / ("earlier-run-" + std::to_string(n));
+      if (!fs::exists(aside, ec)) break;
+    }
+    fs::create_directories(aside, ec);
+    for (const std::string& f : earlier.event_files) {
+      if (!ec) fs::rename(f, aside / fs::path(f).filename(), ec);
+    }
+    if (ec) {
+      fail_user("cannot move the earlier run's TensorBoard event files into", aside.string() + ":", ec.message(),
+                "(move or remove them, or pass --fresh)");
+    }
+    say(str_cat("note: moved the earlier run's TensorBoard event files into", aside.string(),
+                "(TensorBoard shows it as a run of its own)"));
   }
-  return str_cat("note:", earlier.metrics_path, "held the metrics of an earlier run with no checkpoint to resume;"
-                 " moved to", aside, "so that this run's records start anew");
+  return said;
 }
 
 }  // namespace loom

@@ -4,10 +4,12 @@
 //   checkpoints of the same model       resumed (the default, --resume auto)
 //   checkpoints of another model        refused with the differences (resume() says which)
 //   --resume none with checkpoints      refused: only --fresh starts afresh over them
-//   a metrics file but no checkpoint    the file is moved aside (metrics.jsonl.1, .2, ...), so
-//                                       that the new run's records never mix with the old ones
+//   metrics but no checkpoint           the metrics file is moved aside (metrics.jsonl.1, .2, ...)
+//                                       and the TensorBoard event files into earlier-run-N/ (a
+//                                       run of its own in TensorBoard), so that the new run's
+//                                       records never mix with the old ones
 //   --fresh                             starts afresh: the earlier checkpoints are deleted at the
-//                                       new run's first save, its metrics file at once
+//                                       new run's first save, its metrics and event files at once
 #pragma once
 
 #include <string>
@@ -22,6 +24,8 @@ struct EarlierRun {
   std::vector<std::string> checkpoints;  // committed checkpoints there, newest first
   std::string metrics_path;              // the run's metrics file
   bool has_metrics = false;              // it exists and is not empty
+  std::string tensorboard_dir;           // where the run's TensorBoard event files go ("": none)
+  std::vector<std::string> event_files;  // event files already there
 };
 
 EarlierRun find_earlier_run(const config::RunConfig& cfg);
@@ -36,9 +40,10 @@ struct StartPlan {
 // --resume none where checkpoints are (without --fresh). `resume_flag` is "" when not given.
 StartPlan plan_start(const std::string& resume_flag, bool fresh, const EarlierRun& earlier);
 
-// Before the metrics file is opened for a run that did not resume (rank 0 only): --fresh removes
-// the earlier file; otherwise an earlier file is renamed to the first free `<path>.N`. Returns
-// the sentence to print ("" when there was nothing). UserError when the file cannot be moved.
+// Before the metrics files are opened for a run that did not resume (rank 0 only): --fresh
+// removes the earlier ones; otherwise the metrics file is renamed to the first free `<path>.N`
+// and the event files moved into the first free `<tensorboard_dir>/earlier-run-N/`. Returns the
+// sentences to print ("" when there was nothing). UserError when a file cannot be moved.
 std::string set_aside_earlier_metrics(const EarlierRun& earlier, bool fresh);
 
 }  // namespace loom

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "checkpoints/model_file.h"
+#include "launch/model_source.h"
 #include "core/decoder.h"
 #include "core/config.h"
 #include "launch/cli.h"
@@ -20,7 +21,9 @@ namespace loom {
 
 const std::vector<FlagSpec>& generate_flags() {
   static const std::vector<FlagSpec> flags = {
-      {"model", "PATH", "model file written by `loom train` (default runs/addition/model.loom)"},
+      {"model", "PATH",
+       "a model file written by `loom train`, a checkpoint directory, or a run directory (its model.loom, else "
+       "its newest checkpoint) (default runs/addition/model.loom)"},
       {"tokenizer", "PATH", "tokenizer of a model trained on token shards (default: the one its config names)"},
       {"prompt", "TEXT", "text to continue, e.g. \"123+456=\" for the addition demo"},
       {"max-new-tokens", "N", "tokens to generate (default: up to the model's seq_len)"},
@@ -56,11 +59,9 @@ int run_generate(const std::vector<std::string>& args) {
   check_thread_count("--threads", threads);
   set_thread_count(threads);
 
-  ModelFile file = load_model_file(path);
-  config::RunConfig cfg = parse_config_text(file.config_text, path + " (stored config)");
-  validate_config(cfg);
-  GPT model(model_config_of(cfg));
-  copy_into_model(file, path, model);
+  LoadedModel loaded = load_trained_model(path);
+  const config::RunConfig& cfg = loaded.config;
+  const GPT& model = *loaded.model;
   const int T = model.config().max_seq_len;
 
   // Text <-> tokens: the addition task's characters, or the tokenizer of the token shards.

@@ -8,6 +8,7 @@
 #include "core/base/format.h"
 #include "data/megatron_dataset.h"
 #include "data/prepare.h"
+#include "data/tokenizer.h"
 #include "launch/launch_env.h"
 
 namespace loom {
@@ -85,6 +86,11 @@ TokenRun::TokenRun(const config::RunConfig& cfg, const BatchLayout& layout, Load
   std::string error;
   try {
     open(static_cast<uint32_t>(cfg.model().vocab_size()), start, verify_in_background_above);
+    // The tokenizer the samples at the end decode with: a broken one is found now.
+    const std::string tokenizer_path = tokenizer_path_of(config_);
+    if (cfg.train().samples() > 0 && config_.sample_tokens() > 0 && !tokenizer_path.empty()) {
+      load_tokenizer(tokenizer_path);
+    }
   } catch (const UserError& e) {
     error = e.what();
   }
@@ -101,6 +107,11 @@ void TokenRun::open(uint32_t model_vocab, LoaderState start, uint64_t verify_in_
   }
   for (int i = 0; i < config_.source_size(); ++i) open_source(i, loom_vocab != 0 ? loom_vocab : model_vocab);
   loader_ = std::make_unique<TokenLoader>(train_sources_, LoaderOptions{layout_, true, 2}, start);
+  // The validation split is checked now (a split too small for one sample is refused), not at
+  // the first evaluation, hours into the run.
+  if (!val_sources_.empty() && config_.eval_batches() > 0) {
+    const TokenLoader check(val_sources_, LoaderOptions{layout_, false, 0}, LoaderState{seed_, 0});
+  }
   if (current_launch().local_rank == 0) {
     std::vector<const TokenShard*> shards;
     for (const TokenDataset* d : loom_datasets_) {

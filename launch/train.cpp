@@ -5,6 +5,8 @@
 // prints a progress line every log_every steps and the held-out exact-match accuracy every
 // eval_every steps, writes the model file and ends with samples. Evaluation, samples and the
 // model file use the whole model, assembled from the shards on rank 0.
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdarg>
@@ -13,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -326,6 +329,21 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     }
   }
   std::string metrics_note, metrics_error;
+  // The directories this run writes into, made (and found writable) now rather than at its first
+  // save or at the end (the same file system for every rank: rank 0 checks for all).
+  std::string dir_error;
+  if (leader) {
+    for (const std::string& dir : {tc.out_dir(), ckpt_root}) {
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      if (ec || ::access(dir.c_str(), W_OK) != 0) {
+        dir_error = str_cat("cannot write into", dir, "(" + (ec ? ec.message() : std::string(std::strerror(errno))) + "):",
+                                "choose another train.out_dir or checkpoint.dir");
+        break;
+      }
+    }
+  }
+  agree_on_error(world, dir_error);
   if (!resumed_run) {
     // Starting afresh (--fresh) where an earlier run left checkpoints: they go once this run has
     // saved one. Its metrics never mix with this run's.

@@ -95,6 +95,7 @@ TEST(ConfigTest, ValidationNamesTheFieldTheValueAndTheExpectation) {
       {"optimizer.lr=1e30", "optimizer.lr is 1e+30 but must be a number in (0, 1]"},
       {"optimizer.eps=inf", "optimizer.eps is inf but must be a finite number > 0"},
       {"optimizer.grad_clip=inf", "optimizer.grad_clip is inf but must be a finite number >= 0"},
+      {"optimizer.warmup_steps=100000", "optimizer.warmup_steps is 100000 but train.steps is only 2000"},
       {"train.threads=100000", "train.threads is 100000 but must be in 0 .. 1024"},
       {"train.threads=-1", "train.threads is -1 but must be in 0 .. 1024"},
       {"checkpoint.commit_timeout_s=inf", "checkpoint.commit_timeout_s is inf but must be a number of seconds"},

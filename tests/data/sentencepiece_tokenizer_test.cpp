@@ -236,8 +236,11 @@ TEST_F(SentencePieceTest, TrainingErrorsAreClearAndLeaveNoFile) {
 TEST_F(SentencePieceTest, LoadErrorsNameTheFile) {
   const std::string garbage = *dir_ / "garbage.model";
   std::ofstream(garbage) << "this is not a model";
-  EXPECT_NE(error_of([&] { load_tokenizer(garbage); }).find(garbage + " is not a SentencePiece model"),
-            std::string::npos);
+  const std::string garbage_error = error_of([&] { load_tokenizer(garbage); });
+  EXPECT_NE(garbage_error.find(garbage + " is not a SentencePiece model"), std::string::npos) << garbage_error;
+  // In Loom's words: none of the library's source locations or failed-check texts.
+  EXPECT_EQ(garbage_error.find(".cc("), std::string::npos) << garbage_error;
+  EXPECT_EQ(garbage_error.find("["), std::string::npos) << garbage_error;
   // A model without an end-of-sentence piece, made by the spm_train tool.
   const std::string prefix = *dir_ / "no_eos";
   const std::string command = "spm_train --input=" + *dir_ / "corpus_b.txt" + " --model_prefix=" + prefix +

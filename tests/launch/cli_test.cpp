@@ -30,7 +30,7 @@ class CliTest : public ::testing::Test {
 
 TEST_F(CliTest, TinyTrainingRunLearnsSavesAndGenerates) {
   const std::string out = (dir_ / "run").string();
-  RunResult r = run_loom("train --set train.steps=60 --set train.log_every=20 --set train.eval_every=0 "
+  RunResult r = run_loom("train --set train.steps=60 --set optimizer.warmup_steps=10 --set train.log_every=20 --set train.eval_every=0 "
                          "--set data.addition.digits=2 --set data.addition.test_problems=50 "
                          "--set train.micro_batch_size=32 --set train.out_dir=" + out);
   ASSERT_EQ(r.exit_code, 0) << r.out;
@@ -53,6 +53,22 @@ TEST_F(CliTest, TinyTrainingRunLearnsSavesAndGenerates) {
   RunResult again = run_loom("generate --model " + out + "/model.loom --prompt 12+34= --num-samples 3 --temperature 1 --top-k 3 --seed 5");
   EXPECT_EQ(again.out, r.out) << "same seed, same samples";
 
+  // A run directory, a checkpoint directory, a directory of checkpoints: the same model.
+  for (const std::string& model : {out, out + "/checkpoints/step-00000060", out + "/checkpoints"}) {
+    RunResult same = run_loom("generate --model " + model + " --prompt 12+34=");
+    EXPECT_EQ(same.exit_code, 0) << model << "\n" << same.out;
+    EXPECT_EQ(same.out, greedy.out) << model;
+  }
+  fs::create_directories(dir_ / "empty");
+  expect_user_error("generate --model " + (dir_ / "empty").string() + " --prompt 12+34=",
+                    "holds no model: expected a model file (model.loom), a checkpoint (manifest.pb) or checkpoints");
+  expect_user_error("generate --model " + (dir_ / "nothing").string() + " --prompt 1", "does not exist");
+  // Export takes the same: a model file as well as a checkpoint.
+  RunResult exported = run_loom("ckpt export " + out + "/model.loom " + (dir_ / "m.safetensors").string());
+  EXPECT_EQ(exported.exit_code, 0) << exported.out;
+  EXPECT_TRUE(fs::exists(dir_ / "m.safetensors"));
+  exported = run_loom("ckpt export " + out + " " + (dir_ / "r.safetensors").string());
+  EXPECT_EQ(exported.exit_code, 0) << exported.out;
   expect_user_error("generate --model " + out + "/model.loom --prompt 12*34=", "'*' at offset 2");
     expect_user_error("generate --model " + out + "/model.loom --prompt 12+34= --top-k -1", "--top-k is -1");
 }
@@ -71,7 +87,7 @@ TEST_F(CliTest, BadConfigsAndFlagsAreOneClearSentence) {
   expect_user_error("train --set model.colour=red", "no field 'colour'");
   expect_user_error("train --set train.steps=ten", "'ten' is not a valid");
   expect_user_error("train --frobnicate", "unknown option --frobnicate");
-  expect_user_error("train --time-budget 3h50 --set train.steps=1",
+  expect_user_error("train --time-budget 3h50 --set train.steps=1 --set optimizer.warmup_steps=1",
                     "--time-budget is '3h50' but must be a duration such as 90s, 20m, 3h50m or 2d");
   expect_user_error("train --set guard.collective_timeout_s=0", "guard.collective_timeout_s is 0 but must be a number of seconds");
   expect_user_error("train --set guard.collective_timeout_s=inf", "guard.collective_timeout_s is inf but must be");
@@ -87,7 +103,7 @@ TEST_F(CliTest, BadConfigsAndFlagsAreOneClearSentence) {
   expect_user_error("train --set train.micro_batch_size=2147483647", "the tokens of a micro-batch");
   // CUDA asked for where there is none: a machine without a GPU (CI) or a build without CUDA.
   if (device_count() == 0) {
-    expect_user_error("train --set train.device=DEVICE_CUDA --set train.steps=1",
+    expect_user_error("train --set train.device=DEVICE_CUDA --set train.steps=1 --set optimizer.warmup_steps=1",
 #ifdef LOOM_HAS_CUDA
                       "train.device is DEVICE_CUDA but this process has no GPU"
 #else
@@ -96,7 +112,7 @@ TEST_F(CliTest, BadConfigsAndFlagsAreOneClearSentence) {
     );
   }
   expect_user_error("train --set train.device=GPU", "'GPU'");
-  expect_user_error("generate --prompt 1+1= --model " + (dir_ / "none.loom").string(), "cannot read model file");
+  expect_user_error("generate --prompt 1+1= --model " + (dir_ / "none.loom").string(), "does not exist (give a model file, a checkpoint or a run directory)");
   expect_user_error("generate", "needs --prompt");
 
   const fs::path garbage = dir_ / "garbage.loom";

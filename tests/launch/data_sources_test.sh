@@ -27,6 +27,7 @@ PY
 "$python" "$src/tests/reference/megatron_indexed_writer.py" "$work/spec.json" "$work/web_text_document"
 
 common=(train "$src/configs/text.pbtxt" --set data.tokens.seq_len=32 --set model.n_layer=2 --set train.steps=12
+        --set optimizer.warmup_steps=4
         --set train.log_every=4 --set train.threads=1 --set train.micro_batch_size=4 --set train.samples=0)
 losses() { grep -oE "\| loss [0-9.]+" "$1" | awk '{print $NF}'; }
 

@@ -30,7 +30,7 @@ class EarlierRunTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::string train(const std::string& extra) const {
-    return "train --set train.steps=6 --set train.log_every=3 --set train.eval_every=0 --set train.samples=0 "
+    return "train --set train.steps=6 --set optimizer.warmup_steps=2 --set train.log_every=3 --set train.eval_every=0 --set train.samples=0 "
            "--set data.addition.digits=1 --set data.addition.test_problems=5 --set train.micro_batch_size=4 "
            "--set model.n_embd=16 --set train.threads=1 --set train.out_dir=" + (dir_ / "run").string() + " " + extra;
   }
@@ -91,6 +91,11 @@ TEST_F(EarlierRunTest, FreshReplacesTheEarlierRunAtItsFirstSave) {
   const std::string metrics = read(dir_ / "run/metrics.jsonl");
   EXPECT_EQ(metrics.find("\"step\": 6"), std::string::npos) << "the earlier run's records are gone:\n" << metrics;
   EXPECT_NE(metrics.find("\"step\": 4"), std::string::npos) << metrics;
+  int event_files = 0;
+  for (const auto& entry : fs::directory_iterator(dir_ / "run")) {
+    event_files += entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
+  }
+  EXPECT_EQ(event_files, 1) << "the earlier run's event file is gone, this run's is there";
 }
 
 TEST_F(EarlierRunTest, MetricsWithoutACheckpointAreMovedAsideNotMixed) {
@@ -98,12 +103,16 @@ TEST_F(EarlierRunTest, MetricsWithoutACheckpointAreMovedAsideNotMixed) {
   const std::string old_record = "{\"time\": 1, \"kind\": \"train\", \"step\": 99}\n";
   std::ofstream(dir_ / "run/metrics.jsonl") << old_record;
   std::ofstream(dir_ / "run/metrics.jsonl.1") << "an older one\n";
+  std::ofstream(dir_ / "run/events.out.tfevents.0000000001.host.1") << "old events";
   RunResult r = run_loom(train(""));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("moved to " + (dir_ / "run/metrics.jsonl.2").string()), std::string::npos) << r.out;
   EXPECT_EQ(read(dir_ / "run/metrics.jsonl.2"), old_record);
   EXPECT_EQ(read(dir_ / "run/metrics.jsonl.1"), "an older one\n");
   EXPECT_EQ(read(dir_ / "run/metrics.jsonl").find("\"step\": 99"), std::string::npos);
+  // TensorBoard shows the earlier events as a run of their own.
+  EXPECT_EQ(read(dir_ / "run/earlier-run-1/events.out.tfevents.0000000001.host.1"), "old events");
+  EXPECT_FALSE(fs::exists(dir_ / "run/events.out.tfevents.0000000001.host.1"));
 }
 
 TEST(PlanStart, ResumeIsTheDefaultAndNoneNeedsFreshOverCheckpoints) {

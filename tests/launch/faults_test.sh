@@ -25,7 +25,7 @@ echo "faults_test: seed $seed (rerun with LOOM_FAULT_SEED=$seed)"
 RANDOM=$seed
 fail() { echo "FAIL: $*"; exit 1; }
 steps=60
-common=(train --set model.n_layer=2 --set model.n_embd=32 --set train.steps=$steps --set train.log_every=5
+common=(train --set model.n_layer=2 --set model.n_embd=32 --set train.steps=$steps --set optimizer.warmup_steps=10 --set train.log_every=5
         --set train.eval_every=0 --set train.samples=0 --set train.threads=1 --set train.micro_batch_size=16
         --set train.grad_accum_steps=2 --set parallel.tp=2 --set parallel.pp=2 --set checkpoint.every=10
         --set checkpoint.keep_last=0)

@@ -17,7 +17,7 @@ fail() { echo "FAIL: $*"; exit 1; }
   --threads 2 --out "$work/data" > /dev/null
 common=(train "$src/configs/text.pbtxt" --set data.tokens.source.0.path="$work/data"
         --set data.tokens.seq_len=16 --set model.n_layer=2 --set model.n_embd=32 --set model.n_head=4
-        --set train.steps=20 --set train.log_every=5 --set train.eval_every=0 --set train.threads=1
+        --set train.steps=20 --set optimizer.warmup_steps=5 --set train.log_every=5 --set train.eval_every=0 --set train.threads=1
         --set train.samples=0 --set train.micro_batch_size=4 --set train.grad_accum_steps=2
         --set checkpoint.every=10)
 

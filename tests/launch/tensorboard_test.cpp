@@ -232,7 +232,7 @@ TEST(TensorBoardCliTest, TensorBoardReadsBackALoomRun) {
   TempDir dir("tensorboard_cli");
   const std::string run = dir / "demo";
   // A small model on one thread: a second or two on a busy machine.
-  const std::string args = "train --set train.steps=20 --set train.log_every=1 --set train.eval_every=10 "
+  const std::string args = "train --set train.steps=20 --set optimizer.warmup_steps=5 --set train.log_every=1 --set train.eval_every=10 "
                            "--set checkpoint.every=5 --set checkpoint.async=false --set guard.rollback_after=1 "
                            "--set train.threads=1 --set train.micro_batch_size=8 --set model.n_embd=32 "
                            "--set data.addition.test_problems=100 --set train.out_dir=" + run;
@@ -265,7 +265,7 @@ TEST(TensorBoardCliTest, TensorBoardReadsBackALoomRun) {
 
 TEST(TensorBoardCliTest, SwitchedOffOrUnwritable) {
   TempDir dir("tensorboard_cli");
-  const std::string small = "train --set train.steps=2 --set train.threads=1 --set train.micro_batch_size=8 "
+  const std::string small = "train --set train.steps=2 --set optimizer.warmup_steps=1 --set train.threads=1 --set train.micro_batch_size=8 "
                             "--set model.n_embd=32 --set data.addition.test_problems=10 ";
   const testing::RunResult off =
       testing::run_loom(small + "--set metrics.tensorboard=false --set train.out_dir=" + dir / "off");

@@ -10,7 +10,7 @@ rm -rf "$work" && mkdir -p "$work"
 "$loom" prepare --input "$src/docs" --documents blank-line --vocab-size 400 --val-fraction 0.1 \
   --threads 2 --out "$work/data"
 common=(train "$src/configs/text.pbtxt" --set data.tokens.source.0.path="$work/data"
-        --set data.tokens.seq_len=32 --set model.n_layer=2 --set train.steps=20 --set train.log_every=5
+        --set data.tokens.seq_len=32 --set model.n_layer=2 --set train.steps=20 --set optimizer.warmup_steps=5 --set train.log_every=5
         --set train.eval_every=10 --set data.tokens.eval_batches=2 --set train.threads=1
         --set train.samples=1 --set data.tokens.sample_tokens=8)
 "$loom" "${common[@]}" --set train.micro_batch_size=4 --set train.out_dir="$work/one" > "$work/one.log"

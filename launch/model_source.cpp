@@ -1,0 +1,75 @@
+#include "launch/model_source.h"
+
+#include <filesystem>
+#include <span>
+
+#include "checkpoints/checkpoint.h"
+#include "checkpoints/model_file.h"
+#include "checkpoints/reader.h"
+#include "launch/run_setup.h"
+
+namespace loom {
+
+namespace fs = std::filesystem;
+namespace ck = checkpoint;
+
+namespace {
+
+constexpr const char* kModelFileName = "model.loom";
+
+LoadedModel from_model_file(const std::string& path) {
+  ModelFile file = load_model_file(path);
+  LoadedModel m;
+  m.config = parse_config_text(file.config_text, path + " (stored config)");
+  validate_config(m.config);
+  m.model = std::make_unique<GPT>(model_config_of(m.config));
+  copy_into_model(file, path, *m.model);
+  m.source = path;
+  return m;
+}
+
+LoadedModel from_checkpoint(const std::string& dir) {
+  const ck::CheckpointReader reader(dir);
+  LoadedModel m;
+  m.config = reader.manifest().config();
+  m.model = std::make_unique<GPT>(model_config_of(m.config));
+  GPT* chunk = m.model.get();
+  ck::load_state(reader, std::span<GPT* const>(&chunk, 1), {});
+  m.source = dir;
+  m.step = reader.manifest().step();
+  return m;
+}
+
+// The newest checkpoint under `root` that loads; UserError with the last reason when none does.
+LoadedModel from_checkpoints(const std::string& root, const std::vector<std::string>& dirs) {
+  std::string reasons;
+  for (const std::string& dir : dirs) {
+    try {
+      return from_checkpoint(dir);
+    } catch (const UserError& e) {
+      reasons += std::string(reasons.empty() ? "" : "; ") + e.what();
+    }
+  }
+  fail_user("none of the", dirs.size(), "checkpoints under", root, "loads:", reasons);
+}
+
+}  // namespace
+
+LoadedModel load_trained_model(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (ec || !fs::exists(status)) fail_user("the model", path, "does not exist (give a model file, a checkpoint or a run directory)");
+  if (fs::is_regular_file(status)) return from_model_file(path);
+  if (!fs::is_directory(status)) fail_user("the model", path, "is neither a file nor a directory");
+  const fs::path dir(path);
+  if (fs::exists(dir / ck::kManifestName)) return from_checkpoint(path);
+  if (fs::is_regular_file(dir / kModelFileName)) return from_model_file((dir / kModelFileName).string());
+  for (const fs::path& root : {dir, dir / "checkpoints"}) {
+    const std::vector<std::string> found = ck::list_checkpoints(root.string());
+    if (!found.empty()) return from_checkpoints(root.string(), found);
+  }
+  fail_user("the directory", path, "holds no model: expected a model file (" + std::string(kModelFileName) + "),",
+            "a checkpoint (" + std::string(ck::kManifestName) + ") or checkpoints (step-NNNNNNNN)");
+}
+
+}  // namespace loom

@@ -1,0 +1,27 @@
+// Where a trained model comes from, for the commands that use one whole (`loom generate`,
+// `loom ckpt export`): a model file (model.loom), a checkpoint directory (step-NNNNNNNN), a
+// directory of checkpoints (the newest valid one), or a run directory (train.out_dir: its
+// model.loom, else its newest checkpoint). A checkpoint saved in any parallel layout loads into
+// one process.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "core/gpt.h"
+
+namespace loom {
+
+struct LoadedModel {
+  config::RunConfig config;     // the config that trained it
+  std::unique_ptr<GPT> model;   // the whole model, weights loaded
+  std::string source;           // the file or checkpoint directory it was read from
+  int64_t step = -1;            // the checkpoint's step; -1 for a model file
+};
+
+// UserError naming `path` when it is none of the above, or what it holds is unusable.
+LoadedModel load_trained_model(const std::string& path);
+
+}  // namespace loom
