@@ -36,7 +36,7 @@ FaultPlan::FaultPlan(const std::string& spec, int world_rank) {
     if (entry.empty()) continue;
     const size_t at = entry.find('@');
     if (at == std::string::npos) {
-      fail_user("LOOM_FAULT entry '" + entry + "' is not KIND@STEP[:RANK] (KIND: kill, kill-in-save, hang, nan, signal)");
+      fail_user("LOOM_FAULT entry '" + entry + "' is not KIND@STEP[:RANK] (KIND: kill, kill-in-save, hang, nan, signal, error)");
     }
     const std::string name = entry.substr(0, at);
     FaultKind kind;
@@ -45,7 +45,8 @@ FaultPlan::FaultPlan(const std::string& spec, int world_rank) {
     else if (name == "hang") kind = FaultKind::kHang;
     else if (name == "nan") kind = FaultKind::kNan;
     else if (name == "signal") kind = FaultKind::kSignal;
-    else fail_user("LOOM_FAULT entry '" + entry + "' names the fault '" + name + "'; expected kill, kill-in-save, hang, nan or signal");
+    else if (name == "error") kind = FaultKind::kUserError;
+    else fail_user("LOOM_FAULT entry '" + entry + "' names the fault '" + name + "'; expected kill, kill-in-save, hang, nan, signal or error");
     const std::string rest = entry.substr(at + 1);
     const size_t colon = rest.find(':');
     const int step = parse_number(rest.substr(0, colon), entry);

@@ -6,6 +6,8 @@
 //   LOOM_FAULT="hang@5:3"           rank 3 stops answering as step 5 starts (sleeps forever)
 //   LOOM_FAULT="nan@7"              step 7's forward sees a NaN weight (every rank, or :RANK)
 //   LOOM_FAULT="signal@8:1"         rank 1 receives SIGUSR1 during step 8
+//   LOOM_FAULT="error@3:1"          rank 1 alone finds a user error as step 3 starts (a check
+//                                   only some ranks reach: the others must not wait for it)
 //
 // Entries are separated by commas; without ":RANK" an entry applies to every rank. Steps count
 // from 1, as the progress lines print them. Each entry fires once per process, so a step that is
@@ -18,7 +20,7 @@
 
 namespace loom {
 
-enum class FaultKind { kKill, kKillInSave, kHang, kNan, kSignal };
+enum class FaultKind { kKill, kKillInSave, kHang, kNan, kSignal, kUserError };
 
 class FaultPlan {
  public:

@@ -578,6 +578,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     if (faults.due(FaultKind::kHang, step + 1)) hang_this_process();
     if (faults.due(FaultKind::kKill, step + 1)) kill_this_process();
     if (faults.due(FaultKind::kSignal, step + 1)) std::raise(SIGUSR1);
+    if (faults.due(FaultKind::kUserError, step + 1)) {
+      fail_user("LOOM_FAULT: an injected user error on this rank alone at step", step + 1);
+    }
     const float lr = lr_at_step(step, steps, oc.lr(), oc.warmup_steps(), oc.min_lr_ratio());
     std::span<const MicroBatch> micro = addition_micro;
     if (addition) {

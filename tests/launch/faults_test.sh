@@ -144,14 +144,35 @@ grep -q "resumed from $work/killsave/checkpoints/$committed" "$work/killsave2.lo
 same_as_straight "$work/killsave"
 echo "ok: kill -9 of rank $rank halfway through its step-$step shard: resumed from $committed, same weights"
 
-# 6. A checkpoint that cannot be written (its directory is under a file): every rank stops with
-#    rank 0's sentence within seconds, none waits for the collective timeout.
+# 6. A checkpoint directory that cannot be written (under a file): found before the first step
+#    (loom train makes its directories at start); every rank stops with rank 0's sentence within
+#    seconds, none waits for the collective timeout.
 touch "$work/a-file"
 timed "$mpiexec" -q --oversubscribe -np 4 "$loom" "${common[@]}" --set checkpoint.dir="$work/a-file/checkpoints" \
   --set checkpoint.commit_timeout_s=2 --set train.out_dir="$work/nosave" > "$work/nosave.log" 2>&1
 [ "$rc" = 2 ] || { cat "$work/nosave.log"; fail "unwritable checkpoint: exit $rc, expected 2"; }
-grep -q "error: cannot create checkpoint directory $work/a-file/checkpoints/.tmp-step-00000010" "$work/nosave.log" \
+grep -q "error: cannot write into $work/a-file/checkpoints (Not a directory)" "$work/nosave.log" \
   || { cat "$work/nosave.log"; fail "unwritable checkpoint: no clear error"; }
 [ "$took" -le 15 ] || fail "unwritable checkpoint: the job took $took s to stop"
 no_leftovers nosave
 echo "ok: an unwritable checkpoint directory: every rank stopped after $took s with one error"
+
+# 6b. A checkpoint directory that stops being writable during the run (replaced by a file once
+#     step 5 is done): the next save fails, and every rank stops with rank 0's sentence within
+#     seconds of it.
+run4 --set train.out_dir="$work/later" > "$work/later.log" 2>&1 &
+later=$!
+until grep -qE "^step +5/" "$work/later.log" || ! kill -0 $later 2>/dev/null; do sleep 0.1; done
+rm -rf "$work/later/checkpoints" && touch "$work/later/checkpoints"
+start=$SECONDS
+set +e
+wait $later
+rc=$?
+set -e
+took=$((SECONDS - start))
+[ "$rc" = 2 ] || { cat "$work/later.log"; fail "checkpoint directory gone mid-run: exit $rc, expected 2"; }
+grep -q "error: cannot create checkpoint directory $work/later/checkpoints/.tmp-step-" "$work/later.log" \
+  || { cat "$work/later.log"; fail "checkpoint directory gone mid-run: no clear error"; }
+[ "$took" -le 20 ] || fail "checkpoint directory gone mid-run: the job took $took s to stop"
+no_leftovers later
+echo "ok: a checkpoint directory gone mid-run: every rank stopped $took s after with one error"
