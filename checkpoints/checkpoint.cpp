@@ -11,7 +11,9 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <random>
+#include <tuple>
 
 #include "core/base/check.h"
 #include "core/base/file_io.h"
@@ -102,6 +104,45 @@ std::string share_message(parallel::Communicator& world, int root, std::string m
   if (!words.empty()) world.broadcast(words.data(), words.size(), loom::DType::kI32, root);
   msg.assign(reinterpret_cast<const char*>(words.data()), static_cast<size_t>(n));
   return msg;
+}
+
+// Committed checkpoint directories under `root` (step-N with a manifest), highest step first.
+std::vector<std::pair<int64_t, std::string>> committed_by_step(const std::string& root) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() < 6 || name.rfind("step-", 0) != 0) continue;
+    if (!std::all_of(name.begin() + 5, name.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) continue;
+    if (name.size() > 5 + 18) continue;
+    if (!fs::exists(entry.path() / kManifestName)) continue;
+    found.emplace_back(std::stoll(name.substr(5)), (fs::path(root) / name).string());
+  }
+  std::sort(found.begin(), found.end(), std::greater<>());
+  return found;
+}
+
+// DIR's manifest as far as it parses, its checksum unchecked (ordering only: loading checks it).
+std::optional<Manifest> read_manifest_leniently(const std::string& dir) {
+  Manifest m;
+  try {
+    const std::string path = dir + "/" + kManifestName;
+    std::error_code ec;
+    const auto size = fs::file_size(path, ec);
+    if (ec || size > kMaxManifestBytes || !m.ParseFromString(read_file(path, "checkpoint manifest"))) return std::nullopt;
+  } catch (const UserError&) {
+    return std::nullopt;
+  }
+  return m;
+}
+
+// The highest save_serial of the checkpoints under `root` (0: none).
+uint64_t last_save_serial(const std::string& root) {
+  uint64_t last = 0;
+  for (const auto& [step, dir] : committed_by_step(root)) {
+    if (const std::optional<Manifest> m = read_manifest_leniently(dir)) last = std::max(last, m->save_serial());
+  }
+  return last;
 }
 
 }  // namespace
@@ -368,7 +409,9 @@ void Checkpointer::write_and_commit(Pending& job) {
       *manifest.add_tensors() = std::move(t);
     }
   }
-  write_file_durably(job.tmp_dir + "/" + kManifestName, manifest.SerializeAsString());
+  if (next_serial_ == 0) next_serial_ = last_save_serial(policy_.root) + 1;
+  manifest.set_save_serial(next_serial_++);
+  write_file_durably(job.tmp_dir + "/" + kManifestName, serialize_manifest(manifest));
   for (int r = 0; r < job.world_size; ++r) fs::remove(job.tmp_dir + "/" + index_name(r));
   sync_directory(job.tmp_dir);
   // A checkpoint of the same step may exist (a run resumed from an earlier one): move it aside
@@ -388,17 +431,14 @@ void Checkpointer::write_and_commit(Pending& job) {
   // Retention: the newest keep_last, every keep_every-th, and whatever `latest` names. A run that
   // started afresh replaces the checkpoints of the earlier run, now that it has one of its own.
   written_.insert(job.final_dir);
-  const std::vector<std::string> all = list_checkpoints(policy_.root);  // latest first
   std::vector<std::pair<int64_t, std::string>> by_step;
-  for (const std::string& dir : all) {
+  for (auto& [step, dir] : committed_by_step(policy_.root)) {
     if (policy_.replace_earlier_run && written_.count(dir) == 0) {
       fs::remove_all(dir, ec);
       continue;
     }
-    const std::string name = fs::path(dir).filename().string();
-    by_step.emplace_back(std::stoll(name.substr(5)), dir);
+    by_step.emplace_back(step, std::move(dir));
   }
-  std::sort(by_step.begin(), by_step.end(), std::greater<>());
   for (size_t i = 0; i < by_step.size(); ++i) {
     const auto& [step, dir] = by_step[i];
     const bool keep = policy_.keep_last <= 0 || static_cast<int>(i) < policy_.keep_last ||
@@ -413,31 +453,77 @@ void Checkpointer::write_and_commit(Pending& job) {
 }
 
 std::vector<std::string> list_checkpoints(const std::string& root) {
-  std::vector<std::pair<int64_t, std::string>> found;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(root, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.size() < 6 || name.rfind("step-", 0) != 0) continue;
-    if (!std::all_of(name.begin() + 5, name.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) continue;
-    if (name.size() > 5 + 18) continue;
-    if (!fs::exists(entry.path() / kManifestName)) continue;
-    found.emplace_back(std::stoll(name.substr(5)), (fs::path(root) / name).string());
+  // Sorted by (manifest readable, save_serial, named by `latest`, step), descending. An
+  // unreadable manifest cannot say when it was saved; it comes first so that resuming tries it
+  // and says why it is skipped. Format 1 checkpoints (serial 0) keep their former order: the one
+  // `latest` names, then the highest step.
+  const std::string latest = latest_name(root);
+  struct Entry {
+    bool unreadable;
+    uint64_t serial;
+    bool named_latest;
+    int64_t step;
+    std::string dir;
+  };
+  std::vector<Entry> entries;
+  for (auto& [step, dir] : committed_by_step(root)) {
+    const std::optional<Manifest> m = read_manifest_leniently(dir);
+    entries.push_back({!m, m ? m->save_serial() : 0, fs::path(dir).filename() == latest, step, std::move(dir)});
   }
-  std::sort(found.begin(), found.end(), std::greater<>());
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return std::tie(a.unreadable, a.serial, a.named_latest, a.step) > std::tie(b.unreadable, b.serial, b.named_latest, b.step);
+  });
   std::vector<std::string> dirs;
-  // The checkpoint `latest` names comes first: after a run resumed from an older checkpoint, the
-  // newest step is not necessarily the newest save.
+  for (Entry& e : entries) dirs.push_back(std::move(e.dir));
+  return dirs;
+}
+
+std::string latest_name(const std::string& root) {
   std::string latest;
   try {
     latest = read_file(root + "/" + kLatestName, "latest pointer");
-    while (!latest.empty() && (latest.back() == '\n' || latest.back() == '\r')) latest.pop_back();
   } catch (const UserError&) {
+    return "";
   }
-  for (const auto& [step, dir] : found) {
-    if (fs::path(dir).filename() == latest) dirs.insert(dirs.begin(), dir);
-    else dirs.push_back(dir);
+  while (!latest.empty() && (latest.back() == '\n' || latest.back() == '\r')) latest.pop_back();
+  return latest;
+}
+
+void check_model_tensors(const CheckpointReader& reader) {
+  const Manifest& m = reader.manifest();
+  const std::string path = reader.dir() + "/" + kManifestName;
+  const config::ModelConfig& mc = m.config().model();
+  // A block holds tensors, so a model of more blocks than the manifest has entries cannot fit
+  // (and is not listed: n_layer may be anything here).
+  if (mc.n_layer() > m.tensors_size()) {
+    fail_user("checkpoint manifest", path, "records a model of", mc.n_layer(), "blocks but only", m.tensors_size(),
+              "tensor slices: it is not a checkpoint of that model");
   }
-  return dirs;
+  std::vector<GPT::ParameterShape> expected;
+  try {
+    expected = GPT::parameter_shapes(GPTConfig{mc.n_layer(), mc.n_head(), mc.n_embd(), mc.vocab_size(), mc.seq_len()});
+  } catch (const UserError& e) {
+    fail_user("checkpoint manifest", path, "records an invalid model:", e.what());
+  }
+  std::set<std::string> names;
+  for (const GPT::ParameterShape& p : expected) {
+    names.insert(p.name);
+    const std::vector<int64_t> stored = reader.global_shape(p.name);
+    if (stored.empty()) {
+      fail_user("checkpoint", reader.dir(), "is incomplete: it does not store tensor", "\"" + p.name + "\"",
+                "of its model (n_layer", mc.n_layer(), ", n_embd", std::to_string(mc.n_embd()) + ")");
+    }
+    if (stored != p.global.dims()) {
+      fail_user("checkpoint", reader.dir(), "tensor", "\"" + p.name + "\"", "has shape", shape_str(stored),
+                "but its model (the manifest's config) has", p.global.str());
+    }
+  }
+  for (const TensorShard& t : m.tensors()) {
+    if (names.count(t.name()) == 0) {
+      fail_user("checkpoint", reader.dir(), "stores tensor", "\"" + t.name() + "\"",
+                "which its model (the manifest's config) does not have");
+    }
+  }
 }
 
 std::vector<std::string> model_differences(const config::RunConfig& checkpoint, const config::RunConfig& run) {
@@ -466,6 +552,7 @@ Progress progress_of(const Manifest& manifest) {
 
 void load_state(const CheckpointReader& reader, std::span<GPT* const> chunks, std::span<AdamW* const> optimizers) {
   LOOM_CHECK(optimizers.empty() || optimizers.size() == chunks.size(), "one optimizer per chunk");
+  check_model_tensors(reader);
   const bool moments = reader.manifest().optimizer().has_moments();
   // Every rectangle this rank needs, with where it goes.
   std::vector<CheckpointReader::Request> wants;
@@ -526,6 +613,8 @@ Resumed resume(const std::string& spec, const std::string& root, const config::R
     }
     candidates.resize(1);
   }
+  const std::string latest = automatic ? latest_name(root) : "";
+  bool latest_tried = false;
   for (const std::string& dir : candidates) {
     // 0: loaded; 1: unusable here (missing, corrupt); 2: does not fit the model.
     int status = 0;
@@ -554,7 +643,19 @@ Resumed resume(const std::string& spec, const std::string& root, const config::R
     // Every rank learns the worst outcome and the message of the first rank that had it.
     float worst = static_cast<float>(status);
     world.all_reduce(&worst, &worst, 1, loom::DType::kF32, parallel::ReduceOp::kMax);
-    if (worst == 0) return r;
+    const std::string name = fs::path(dir).filename().string();
+    if (worst == 0) {
+      // Resuming another checkpoint than `latest` names, which was not skipped as unusable: the
+      // run crashed between committing a checkpoint and moving the pointer to it.
+      if (automatic && name != latest && !latest_tried && world.rank() == 0) {
+        warn(latest.empty() ? str_cat(root + "/latest", "is missing but", name,
+                                      "was committed (a crash before the pointer was written?): resuming", name)
+                            : str_cat(root + "/latest", "names", latest, "but", name,
+                                      "was committed after it (a crash before the pointer moved?): resuming", name));
+      }
+      return r;
+    }
+    latest_tried = latest_tried || name == latest;
     float neg_first = status == static_cast<int>(worst) ? -static_cast<float>(world.rank()) : -1e9f;
     world.all_reduce(&neg_first, &neg_first, 1, loom::DType::kF32, parallel::ReduceOp::kMax);
     const int first = static_cast<int>(-neg_first);

@@ -108,11 +108,23 @@ class Checkpointer {
   std::atomic<double> save_s_{0};  // written by the writer thread
   std::unique_ptr<char[]> buffer_;  // the host copy, reused across saves
   size_t buffer_size_ = 0;
+  uint64_t next_serial_ = 0;  // the next manifest's save_serial (rank 0; 0: not known yet)
 };
 
-// Checkpoint directories under `root`, newest step first (those with a manifest; unfinished
-// temporary directories are never listed).
+// The committed checkpoint directories under `root` (those with a manifest; unfinished temporary
+// directories are never listed), the most recently committed first: by the manifests'
+// save_serial; checkpoints of format 1 (no serial) after those, the one `latest` names first and
+// then the highest step. A checkpoint whose manifest does not parse comes first (its age is
+// unknown; resuming it fails and says why). The newest save is not necessarily the highest step
+// (a run resumed from an older checkpoint), nor the one `latest` names (a crash between the
+// commit and the pointer's move).
 std::vector<std::string> list_checkpoints(const std::string& root);
+// The checkpoint name the file root/latest holds ("step-00000020"; "" without one).
+std::string latest_name(const std::string& root);
+
+// UserError unless the checkpoint stores exactly the parameter tensors of the model its
+// manifest's config describes, each with its shape: the one check the reader cannot make alone.
+void check_model_tensors(const CheckpointReader& reader);
 
 // The model shape of the checkpoint's config against the run's: one line per differing field
 // ("model.n_layer: checkpoint 4, config 2"), empty when they agree.
@@ -121,7 +133,8 @@ std::vector<std::string> model_differences(const config::RunConfig& checkpoint, 
 Progress progress_of(const Manifest& manifest);
 
 // Loads this rank's parameters (and, when `optimizers` is not empty and the checkpoint has them,
-// its Adam moments and step count) from `reader`, whatever layout saved it. Not collective.
+// its Adam moments and step count) from `reader`, whatever layout saved it, after
+// check_model_tensors. Not collective.
 // UserError naming the file and tensor for a missing, corrupt or differently shaped tensor.
 // Without stored moments the optimizers start fresh (zero moments, step count 0).
 void load_state(const CheckpointReader& reader, std::span<GPT* const> chunks, std::span<AdamW* const> optimizers);
@@ -145,9 +158,10 @@ struct Resumed {
   Manifest header;       // the manifest without its tensor and file lists
 };
 
-// `spec`: "auto" (the newest valid checkpoint under `root`; a corrupt one is skipped with a
-// warning and the previous one tried; none at all: start fresh) or a directory (a checkpoint, or
-// a root with checkpoints in it; it must load). Checks the model shape against `run` first (a
+// `spec`: "auto" (the most recently committed valid checkpoint under `root`, list_checkpoints'
+// first; a corrupt one is skipped with a warning and the next one tried; none at all: start
+// fresh; a warning too when it is not the one `latest` names) or a directory (a checkpoint, or a
+// root with checkpoints in it; it must load). Checks the model shape against `run` first (a
 // DifferentModel error listing the differences). Collective over the world: every rank loads its part and
 // all agree that every rank succeeded before any goes on.
 Resumed resume(const std::string& spec, const std::string& root, const config::RunConfig& run,

@@ -23,9 +23,28 @@ namespace {
 // Largest element count of one tensor we accept (2^40): keeps every product below 2^63.
 constexpr int64_t kMaxElements = int64_t{1} << 40;
 
+// The manifest's checksum trailer: field manifest_xxh64's tag byte (field number << 3 | wire
+// type 1, fixed64), then its 8 bytes little-endian.
+static_assert(Manifest::kManifestXxh64FieldNumber == 13, "the trailer's tag byte is written by hand");
+constexpr char kTrailerTag = static_cast<char>(13 << 3 | 1);
+constexpr size_t kTrailerBytes = 9;
+
 uint64_t dtype_bytes(DType d) { return d == DTYPE_BF16 ? 2 : 4; }
 
+const char* state_suffix(int state) {
+  return state == STATE_PARAMETER ? "" : state == STATE_ADAM_M ? " (Adam m)" : " (Adam v)";
+}
+
 }  // namespace
+
+std::string serialize_manifest(Manifest manifest) {
+  manifest.clear_manifest_xxh64();
+  std::string bytes = manifest.SerializeAsString();
+  const uint64_t sum = XXH64(bytes.data(), bytes.size(), 0);
+  bytes.push_back(kTrailerTag);
+  for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<char>((sum >> (8 * i)) & 0xff));
+  return bytes;
+}
 
 std::string shard_file_name(int rank) {
   char name[32];
@@ -50,6 +69,29 @@ std::string CheckpointReader::file_path(int file) const {
   return dir_ + "/" + manifest_.files(file).name();
 }
 
+std::string CheckpointReader::manifest_path() const { return dir_ + "/" + kManifestName; }
+
+void CheckpointReader::parse_manifest(std::string_view bytes) {
+  const std::string path = manifest_path();
+  if (bytes.size() > kMaxManifestBytes) fail_user("checkpoint manifest", path, "is", bytes.size(), "bytes, more than a manifest can be");
+  if (!manifest_.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    fail_user("checkpoint manifest", path, "is corrupt: it does not parse as a loom.checkpoint.Manifest");
+  }
+  // Format 1 had no checksum. A format 1 manifest that has one is a format 2 manifest whose
+  // version byte changed: its checksum says so.
+  if (manifest_.format_version() < 2 && !manifest_.has_manifest_xxh64()) return;
+  const size_t n = bytes.size();
+  if (n < kTrailerBytes || bytes[n - kTrailerBytes] != kTrailerTag) {
+    fail_user("checkpoint manifest", path, "is corrupt: it does not end with its checksum (manifest_xxh64),",
+              "which format", manifest_.format_version(), "manifests do");
+  }
+  uint64_t stored = 0;
+  for (size_t i = 0; i < 8; ++i) stored |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[n - 8 + i])) << (8 * i);
+  if (stored != XXH64(bytes.data(), n - kTrailerBytes, 0)) {
+    fail_user("checkpoint manifest", path, "is corrupt: its checksum does not match (a byte changed after the save)");
+  }
+}
+
 CheckpointReader::CheckpointReader(const std::string& dir) : dir_(dir) {
   const std::string path = dir + "/" + kManifestName;
   struct stat st {};
@@ -59,10 +101,7 @@ CheckpointReader::CheckpointReader(const std::string& dir) : dir_(dir) {
   if (static_cast<uint64_t>(st.st_size) > kMaxManifestBytes) {
     fail_user("checkpoint manifest", path, "is", st.st_size, "bytes, more than a manifest can be");
   }
-  const std::string bytes = read_file(path, "checkpoint manifest");
-  if (!manifest_.ParseFromString(bytes)) {
-    fail_user("checkpoint manifest", path, "is corrupt: it does not parse as a loom.checkpoint.Manifest");
-  }
+  parse_manifest(read_file(path, "checkpoint manifest"));
   for (int i = 0; i < manifest_.files_size(); ++i) {
     const ShardFile& f = manifest_.files(i);
     if (f.name().empty() || f.name().find('/') != std::string::npos || f.name()[0] == '.') {
@@ -90,10 +129,7 @@ std::unique_ptr<CheckpointReader> CheckpointReader::from_memory(std::string_view
                                                                 const std::string& label) {
   std::unique_ptr<CheckpointReader> r(new CheckpointReader());
   r->dir_ = label;
-  if (manifest_bytes.size() > kMaxManifestBytes) fail_user("checkpoint manifest", label, "is too large");
-  if (!r->manifest_.ParseFromArray(manifest_bytes.data(), static_cast<int>(manifest_bytes.size()))) {
-    fail_user("checkpoint manifest", label, "is corrupt: it does not parse as a loom.checkpoint.Manifest");
-  }
+  r->parse_manifest(manifest_bytes);
   if (static_cast<size_t>(r->manifest_.files_size()) != files.size()) {
     fail_user("checkpoint", label, "lists", r->manifest_.files_size(), "shard files but", files.size(), "were given");
   }
@@ -114,11 +150,12 @@ std::unique_ptr<CheckpointReader> CheckpointReader::from_memory(std::string_view
 }
 
 void CheckpointReader::validate() {
-  const std::string manifest_path = dir_ + "/" + kManifestName;
-  if (manifest_.format_version() != kFormatVersion) {
-    fail_user("checkpoint", dir_, "has format version", manifest_.format_version(),
-              "but this Loom reads version", kFormatVersion);
+  const std::string manifest_file = manifest_path();
+  if (manifest_.format_version() < kOldestFormatVersion || manifest_.format_version() > kFormatVersion) {
+    fail_user("checkpoint", dir_, "has format version", manifest_.format_version(), "but this Loom reads versions",
+              kOldestFormatVersion, "to", kFormatVersion, "(a newer Loom wrote it? use that one)");
   }
+  validate_progress();
   rects_.resize(static_cast<size_t>(manifest_.tensors_size()));
   checked_.assign(rects_.size(), Check::kUnread);
   std::map<std::string, std::vector<int64_t>> shapes;
@@ -126,7 +163,7 @@ void CheckpointReader::validate() {
   for (int i = 0; i < manifest_.tensors_size(); ++i) {
     const TensorShard& t = manifest_.tensors(i);
     auto bad = [&](const auto&... why) {
-      fail_user("checkpoint manifest", manifest_path, "tensor", "\"" + t.name() + "\"", "(entry", i, "):", why...);
+      fail_user("checkpoint manifest", manifest_file, "tensor", "\"" + t.name() + "\"", "(entry", i, "):", why...);
     };
     if (t.name().empty()) bad("has no name");
     if (!State_IsValid(t.state())) bad("has an unknown state");
@@ -179,10 +216,67 @@ void CheckpointReader::validate() {
       for (size_t b = a + 1; b < by_row.size() && rects_[by_row[b]].row0 < ra.row0 + ra.rows; ++b) {
         const Rect& rb = rects_[by_row[b]];
         if (rb.col0 < ra.col0 + ra.cols && ra.col0 < rb.col0 + rb.cols) {
-          fail_user("checkpoint manifest", manifest_path, "tensor", "\"" + key.first + "\"", "(entries",
+          fail_user("checkpoint manifest", manifest_file, "tensor", "\"" + key.first + "\"", "(entries",
                     std::min(by_row[a], by_row[b]), "and", std::max(by_row[a], by_row[b]),
                     "): their slices overlap (an element is stored twice)");
         }
+      }
+    }
+  }
+  validate_coverage(stored, shapes);
+}
+
+void CheckpointReader::validate_progress() const {
+  auto bad = [&](const auto&... why) { fail_user("checkpoint manifest", manifest_path(), "is inconsistent:", why...); };
+  const int64_t step = manifest_.step();
+  if (step < 0) bad("its step is", step, "(steps completed cannot be negative)");
+  const int64_t updates = manifest_.optimizer().step_count();
+  if (updates < 0 || updates > step) {
+    bad("optimizer.step_count is", updates, "but must lie in [0, step =", std::to_string(step) + "]",
+        "(a skipped step makes it smaller than the step, never larger)");
+  }
+  const RngState* data_order = nullptr;
+  for (const RngState& r : manifest_.rng()) {
+    if (r.name() == "data_order") data_order = &r;
+  }
+  if (manifest_.has_loader() != (data_order != nullptr)) {
+    bad(manifest_.has_loader() ? "it records a loader position but no data_order random stream"
+                               : "it records a data_order random stream but no loader position");
+  }
+  if (data_order != nullptr &&
+      (data_order->seed() != manifest_.loader().seed() || data_order->counter() != manifest_.loader().next_sample())) {
+    bad("the loader position (seed", manifest_.loader().seed(), ", next sample", std::to_string(manifest_.loader().next_sample()) + ")",
+        "differs from the data_order stream's (seed", data_order->seed(), ", counter", std::to_string(data_order->counter()) + ")");
+  }
+  if (manifest_.config().data().has_tokens() && step > 0 && !manifest_.has_loader()) {
+    bad("a run on token shards at step", step, "must record its loader position, and this one does not");
+  }
+}
+
+void CheckpointReader::validate_coverage(const std::map<std::pair<std::string, int>, int64_t>& stored,
+                                         const std::map<std::string, std::vector<int64_t>>& shapes) const {
+  auto bad = [&](const std::string& name, int state, const auto&... why) {
+    fail_user("checkpoint manifest", manifest_path(), "tensor", "\"" + name + "\"" + state_suffix(state), why...);
+  };
+  // No slice overlaps another (checked before), so a count equal to the tensor's is every
+  // element exactly once.
+  for (const auto& [key, count] : stored) {
+    int64_t total = 1;
+    for (int64_t d : shapes.at(key.first)) total *= d;
+    if (count != total) bad(key.first, key.second, "is incomplete: its slices hold", count, "of its", total, "elements");
+  }
+  const bool moments = manifest_.optimizer().has_moments();
+  for (const auto& [key, count] : stored) {
+    const auto& [name, state] = key;
+    if (state != STATE_PARAMETER) {
+      if (!moments) bad(name, state, "is stored but optimizer.has_moments is false (no Adam moments were saved)");
+      if (stored.count({name, STATE_PARAMETER}) == 0) bad(name, state, "is stored but the parameter's values are not");
+      continue;
+    }
+    if (!moments) continue;
+    for (int m : {STATE_ADAM_M, STATE_ADAM_V}) {
+      if (stored.count({name, m}) == 0) {
+        bad(name, m, "is missing, but optimizer.has_moments is true (every parameter's Adam moments were saved)");
       }
     }
   }

@@ -1,8 +1,13 @@
 // Reading a checkpoint directory (checkpoints/checkpoint.proto, docs/checkpoints.md) safely.
 //
-// Opening parses the manifest and checks, before any tensor byte is touched, that every shard file
-// exists with the size the manifest records and that every tensor shard lies inside its file, has
-// the byte count its slice and dtype imply, and lies inside its global shape. Reading a
+// Opening parses the manifest, verifies its own checksum (the trailer serialize_manifest writes)
+// and checks, before any tensor byte is touched, that every shard file exists with the size the
+// manifest records; that every tensor shard lies inside its file, has the byte count its slice
+// and dtype imply, and lies inside its global shape; and that the manifest is consistent: the
+// step and the optimizer's step count are possible, every (tensor, state) stored is stored whole
+// and exactly once, and the Adam moments are there for every parameter exactly when the manifest
+// says they were saved. (Whether the tensors are those of the manifest's model is
+// checkpoint.h's check_model_tensors: it needs the model.) Reading a
 // rectangle of a tensor copies it from the stored slices that intersect it, after verifying the
 // xxh64 of each of those slices (once). Nothing in a file is ever executed or used as a length
 // before it is checked against the file's size. Every failure is a UserError naming the
@@ -21,10 +26,18 @@
 
 namespace loom::checkpoint {
 
-inline constexpr uint32_t kFormatVersion = 1;
+// Written: 2. Read: 1 too (the checkpoints saved before the manifest had its checksum).
+inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kOldestFormatVersion = 1;
 inline constexpr const char* kManifestName = "manifest.pb";
 // The manifest is small (a few thousand tensor entries); anything far larger is not one.
 inline constexpr uint64_t kMaxManifestBytes = uint64_t{256} << 20;
+
+// The bytes of manifest.pb: `manifest`'s wire format (without manifest_xxh64) followed by the
+// field manifest_xxh64 holding the XXH64 of those bytes. Protobuf reads the whole as one
+// Manifest, so a program that ignores the checksum reads the file as before. Every writer of a
+// manifest uses this.
+std::string serialize_manifest(Manifest manifest);
 
 // "rank-00003.shard"
 std::string shard_file_name(int rank);
@@ -47,6 +60,8 @@ class CheckpointReader {
 
   const std::string& dir() const { return dir_; }
   const Manifest& manifest() const { return manifest_; }
+  // Whether the manifest carried its checksum (always from format 2 on; it was verified).
+  bool manifest_checksummed() const { return manifest_.has_manifest_xxh64(); }
 
   // Whether any shard of (name, state) is stored, and its global shape (empty when not).
   bool has(const std::string& name, State state) const;
@@ -79,9 +94,14 @@ class CheckpointReader {
 
  private:
   CheckpointReader() = default;
-  void validate();  // the manifest against the file sizes; throws UserError
+  void parse_manifest(std::string_view bytes);  // parses and verifies its checksum
+  void validate();  // the manifest against the file sizes and itself; throws UserError
+  void validate_progress() const;
+  void validate_coverage(const std::map<std::pair<std::string, int>, int64_t>& stored,
+                         const std::map<std::string, std::vector<int64_t>>& shapes) const;
   void verify(size_t i) const;
   std::string file_path(int file) const;
+  std::string manifest_path() const;
 
   struct Mapping;
   std::string dir_;

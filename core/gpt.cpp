@@ -330,6 +330,13 @@ int64_t GPT::arena_elements(const GPTConfig& config, const StageShape& shape) {
   return checked_add(total, m - 1, "the parameter count") / m * m;
 }
 
+std::vector<GPT::ParameterShape> GPT::parameter_shapes(const GPTConfig& config) {
+  config.validate();
+  std::vector<ParameterShape> shapes;
+  for (ParameterSpec& p : parameter_specs(config, StageShape{})) shapes.push_back({std::move(p.name), p.global});
+  return shapes;
+}
+
 int64_t GPT::activation_elements(const GPTConfig& config, const StageShape& shape, Recompute mode, int64_t B,
                                  int64_t T) {
   // Linear in the blocks (each adds the same buffers): counted for none and one, then scaled.

@@ -196,6 +196,13 @@ class GPT {
   static int64_t arena_elements(const GPTConfig& config, const StageShape& shape);
   static int64_t activation_elements(const GPTConfig& config, const StageShape& shape, Recompute mode,
                                      int64_t B, int64_t T);
+  // Every parameter tensor of the whole model, by name with its global shape, in parameters()
+  // order (the tied output projection is wte itself). What a checkpoint of the model stores.
+  struct ParameterShape {
+    std::string name;
+    Shape global;
+  };
+  static std::vector<ParameterShape> parameter_shapes(const GPTConfig& config);
 
  private:
   struct Layout;

@@ -94,8 +94,8 @@ const char* state_name(ck::State s) {
   return s == ck::STATE_PARAMETER ? "param" : s == ck::STATE_ADAM_M ? "adam_m" : "adam_v";
 }
 
-// DIR itself when it is a checkpoint; else the latest checkpoint under it, after listing them
-// all when `list` is set.
+// DIR itself when it is a checkpoint; else the newest checkpoint under it (the one --resume auto
+// tries first), after listing them all when `list` is set.
 std::string checkpoint_dir_of(const std::string& dir, bool list) {
   if (fs::exists(fs::path(dir) / ck::kManifestName)) return dir;
   const std::vector<std::string> all = ck::list_checkpoints(dir);
@@ -103,7 +103,8 @@ std::string checkpoint_dir_of(const std::string& dir, bool list) {
     fail_user(dir, "is neither a checkpoint (no", std::string(ck::kManifestName) + ")", "nor a directory holding checkpoints");
   }
   if (list) {
-    std::printf("%zu checkpoint%s under %s (latest first):\n", all.size(), all.size() == 1 ? "" : "s", dir.c_str());
+    const std::string latest = ck::latest_name(dir);
+    std::printf("%zu checkpoint%s under %s (newest save first):\n", all.size(), all.size() == 1 ? "" : "s", dir.c_str());
     std::printf("  %-16s %10s  %-23s  %s\n", "checkpoint", "step", "created", "size");
     for (const std::string& d : all) {
       const std::string name = fs::path(d).filename().string();
@@ -119,8 +120,8 @@ std::string checkpoint_dir_of(const std::string& dir, bool list) {
       }
       uint64_t size = 0;
       for (const ck::ShardFile& f : m.files()) size += f.size();
-      std::printf("  %-16s %10" PRId64 "  %-23s  %s\n", name.c_str(), m.step(), utc_time(m.unix_time()).c_str(),
-                  format_bytes(size).c_str());
+      std::printf("  %-16s %10" PRId64 "  %-23s  %s%s\n", name.c_str(), m.step(), utc_time(m.unix_time()).c_str(),
+                  format_bytes(size).c_str(), name == latest ? "  (named by latest)" : "");
     }
     std::printf("\n");
   }
@@ -131,8 +132,9 @@ void print_header(const ck::CheckpointReader& reader) {
   const ck::Manifest& m = reader.manifest();
   const config::ModelConfig& mc = m.config().model();
   std::printf("checkpoint %s\n", reader.dir().c_str());
-  std::printf("  format version  %u, created by %s, %s\n", m.format_version(), m.created_by().c_str(),
-              utc_time(m.unix_time()).c_str());
+  std::printf("  format version  %u, created by %s, %s, %s\n", m.format_version(), m.created_by().c_str(),
+              utc_time(m.unix_time()).c_str(),
+              reader.manifest_checksummed() ? "manifest checksum ok" : "no manifest checksum (format 1)");
   std::printf("  progress        step %" PRId64 ", %" PRIu64 " tokens seen\n", m.step(), m.tokens_seen());
   const ck::Layout& l = m.layout();
   std::string stages;
@@ -216,15 +218,20 @@ int inspect_command(const std::vector<std::string>& args) {
     std::cout << usage_text("loom ckpt inspect DIR [--no-verify]",
                             "Describes the checkpoint DIR: format, progress, saved layout, model shape, optimizer,\n"
                             "loader position, shard files and a table of tensors. DIR may also be a directory of\n"
-                            "checkpoints (a run's checkpoint root): they are listed and the latest is described.\n"
-                            "Every stored tensor's checksum is verified unless --no-verify; exit code 2 if any\n"
-                            "fails (each failure names the shard file and the tensor).",
+                            "checkpoints (a run's checkpoint root): they are listed and the newest save (the one\n"
+                            "--resume auto tries first) is described. It checks all that a resume checks: the\n"
+                            "manifest's checksum and consistency, that every tensor of the model is stored whole,\n"
+                            "and every stored tensor's checksum unless --no-verify; exit code 2 if anything fails\n"
+                            "(each failure names the file and the tensor).",
                             ckpt_inspect_flags());
     return 0;
   }
   if (a.positionals.size() != 1) fail_user("loom ckpt inspect takes one directory (see loom ckpt inspect --help)");
   if (a.has("verify") && a.has("no-verify")) fail_user("--verify and --no-verify contradict each other");
+  // The reader checks the manifest (its checksum, its consistency, the files' sizes) as a resume
+  // does, and so does check_model_tensors: a failure of either is the one error line.
   const ck::CheckpointReader reader(checkpoint_dir_of(a.positionals[0], true));
+  ck::check_model_tensors(reader);
   std::vector<std::string> failures;
   if (!a.has("no-verify")) failures = reader.verify_all();
   print_header(reader);
@@ -232,7 +239,8 @@ int inspect_command(const std::vector<std::string>& args) {
   std::fflush(stdout);
   for (const std::string& f : failures) std::fprintf(stderr, "loom ckpt inspect: error: %s\n", f.c_str());
   if (!failures.empty()) return 2;
-  std::printf("%s\n", a.has("no-verify") ? "checksums not verified (--no-verify)" : "all checksums verified");
+  std::printf("%s\n", a.has("no-verify") ? "manifest and tensors consistent; tensor checksums not verified (--no-verify)"
+                                         : "all checksums verified: every tensor of the model is stored whole and intact");
   return 0;
 }
 

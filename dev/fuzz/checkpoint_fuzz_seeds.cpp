@@ -1,7 +1,8 @@
 // Writes the seed corpus of the checkpoint-reader fuzz target (dev/fuzz/checkpoint_reader_fuzz.cpp):
 // real checkpoints of a tiny GPT saved by Checkpointer (with and without AdamW moments), the same
-// spread over two shard files, a few damaged ones, and the inputs of bugs found so far, each in the
-// format of dev/fuzz/fuzz_input.h.
+// spread over two shard files, the same as a format 1 manifest (no checksum), a few damaged ones,
+// and the inputs of bugs found so far, each in the format of dev/fuzz/fuzz_input.h. Every manifest
+// is written by serialize_manifest, so it carries its checksum as a real one does.
 //
 //   checkpoint_fuzz_seeds OUT_DIR
 #include <stdlib.h>
@@ -90,7 +91,7 @@ CheckpointInput split_in_two(const CheckpointInput& input) {
   m.mutable_files(1)->set_name("rank-00001.shard");
   m.mutable_files(1)->set_rank(1);
   for (int i = 1; i < m.tensors_size(); i += 2) m.mutable_tensors(i)->set_file(1);
-  out.manifest = m.SerializeAsString();
+  out.manifest = loom::checkpoint::serialize_manifest(m);
   return out;
 }
 
@@ -111,7 +112,7 @@ CheckpointInput one_slice(std::vector<int64_t> shape, std::vector<int64_t> start
   t->set_file(0);
   t->set_nbytes(4);
   CheckpointInput out;
-  out.manifest = m.SerializeAsString();
+  out.manifest = loom::checkpoint::serialize_manifest(m);
   out.files.push_back(std::string(file_bytes, '\0'));
   return out;
 }
@@ -132,7 +133,7 @@ CheckpointInput overlapping_slices() {
   u->set_offset(8);
   u->set_nbytes(4);
   u->set_xxh64(XXH64(out.files[0].data() + 8, 4, 0));
-  out.manifest = m.SerializeAsString();
+  out.manifest = loom::checkpoint::serialize_manifest(m);
   return out;
 }
 
@@ -163,6 +164,20 @@ int main(int argc, char** argv) {
     write_seed(out, "weights_only", weights);
     write_seed(out, "two_files", split_in_two(full));
 
+    CheckpointInput legacy = full;  // format 1: no manifest checksum, still read
+    Manifest old = parse(full);
+    old.set_format_version(1);
+    old.clear_manifest_xxh64();
+    old.clear_save_serial();
+    legacy.manifest = old.SerializeAsString();
+    write_seed(out, "format_1", legacy);
+
+    CheckpointInput incomplete = full;  // one slice left out, the checksum recomputed
+    Manifest cut = parse(full);
+    cut.mutable_tensors()->DeleteSubrange(cut.tensors_size() - 1, 1);
+    incomplete.manifest = loom::checkpoint::serialize_manifest(cut);
+    write_seed(out, "incomplete", incomplete);
+
     CheckpointInput corrupt = full;  // one flipped bit in the first tensor's bytes
     corrupt.files[0][parse(full).tensors(0).offset()] ^= 0x10;
     write_seed(out, "bad_checksum", corrupt);
@@ -179,7 +194,7 @@ int main(int argc, char** argv) {
     write_seed(out, "shape_product_overflow", one_slice({kBig, kBig}, {0, 0}, {1, 1}, 4));
     write_seed(out, "slice_end_overflow", one_slice({5}, {kMax}, {1}, 4));
     write_seed(out, "overlapping_slices", overlapping_slices());
-    std::printf("wrote 10 seeds to %s\n", out.c_str());
+    std::printf("wrote 12 seeds to %s\n", out.c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "checkpoint_fuzz_seeds: %s\n", e.what());
     return 1;

@@ -1,5 +1,6 @@
 // Checkpoints on one process: exact resume, atomic commit and retention, integrity checks and
-// the fallback of --resume auto, model-shape mismatches.
+// the fallback of --resume auto, which checkpoint it takes (the newest commit, whatever `latest`
+// says), model-shape mismatches.
 #include "checkpoints/checkpoint.h"
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/base/file_io.h"
 #include "core/optimizer.h"
 #include "core/train_step.h"
 #include "parallel/solo_communicator.h"
@@ -340,6 +342,64 @@ TEST(CheckpointTest, AWeightsOnlyCheckpointStartsAFreshOptimizer) {
   EXPECT_EQ(bytes_of(other.model.parameter_arena()), bytes_of(run.model.parameter_arena()));
   const Tensor m = other.optimizer.moment_m();
   EXPECT_TRUE(std::all_of(m.f32(), m.f32() + m.numel(), [](float x) { return x == 0.0f; }));
+}
+
+TEST(CheckpointTest, ASecondRunResumedFromAnOlderCheckpointSavesAfterTheFirstRunsSaves) {
+  testing::TempDir dir("ckpt_second_run");
+  parallel::SoloCommunicator world("world");
+  TrainingRun run(5);
+  {
+    Checkpointer first(Policy{dir.str(), 0, 0, false, 30}, world);
+    run.save(first, 5);
+    run.save(first, 9);
+  }
+  Checkpointer second(Policy{dir.str(), 0, 0, false, 30}, world);  // resumed from step 5, say
+  run.save(second, 6);
+  std::vector<std::string> names;
+  for (const std::string& d : list_checkpoints(dir.str())) names.push_back(fs::path(d).filename().string());
+  EXPECT_EQ(names, (std::vector<std::string>{"step-00000006", "step-00000009", "step-00000005"}));
+  EXPECT_EQ(CheckpointReader(dir.str() + "/step-00000006").manifest().save_serial(), 3u);
+  TrainingRun other(6);
+  std::vector<std::string> warnings;
+  const Resumed r = resume("auto", dir.str(), run_config(), world, other.chunks(), other.optimizers(),
+                           [&](const std::string& w) { warnings.push_back(w); });
+  EXPECT_EQ(r.progress.step, 6);
+  EXPECT_TRUE(warnings.empty()) << warnings[0];
+}
+
+// A crash after a checkpoint was committed but before `latest` named it: resume takes the newer
+// committed checkpoint, and says that `latest` disagrees.
+TEST(CheckpointTest, ResumeAutoTakesTheNewestCommitWhenTheLatestPointerLagsAndSaysSo) {
+  testing::TempDir dir("ckpt_lagging_latest");
+  parallel::SoloCommunicator world("world");
+  TrainingRun run(7);
+  Checkpointer c(Policy{dir.str(), 0, 0, false, 30}, world);
+  run.save(c, 10);
+  run.save(c, 20);
+  write_file_durably(dir.str() + "/latest", "step-00000010\n");
+  EXPECT_EQ(fs::path(list_checkpoints(dir.str()).at(0)).filename(), "step-00000020");
+  TrainingRun other(8);
+  std::vector<std::string> warnings;
+  auto resume_auto = [&] {
+    warnings.clear();
+    return resume("auto", dir.str(), run_config(), world, other.chunks(), other.optimizers(),
+                  [&](const std::string& w) { warnings.push_back(w); });
+  };
+  EXPECT_EQ(resume_auto().progress.step, 20);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0], dir.str() + "/latest names step-00000010 but step-00000020 was committed after it (a crash "
+                                     "before the pointer moved?): resuming step-00000020");
+  // No pointer at all (a crash before the first one was written).
+  fs::remove(dir.str() + "/latest");
+  EXPECT_EQ(resume_auto().progress.step, 20);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("latest is missing but step-00000020 was committed"), std::string::npos) << warnings[0];
+  // The newest one corrupt: skipped with its own warning, and `latest`'s is the next one.
+  write_file_durably(dir.str() + "/latest", "step-00000010\n");
+  corrupt_tensor(dir.str() + "/step-00000020", "wpe");
+  EXPECT_EQ(resume_auto().progress.step, 10);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("step-00000020 is unusable"), std::string::npos) << warnings[0];
 }
 
 }  // namespace

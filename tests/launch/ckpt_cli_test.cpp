@@ -10,6 +10,7 @@
 
 #include "checkpoints/checkpoint.h"
 #include "checkpoints/reader.h"
+#include "core/base/file_io.h"
 #include "core/optimizer.h"
 #include "launch/loom_process.h"
 #include "launch/run_setup.h"
@@ -77,8 +78,8 @@ TEST_F(CkptCliTest, InspectListsDescribesAndVerifies) {
   const testing::RunResult r = run_loom("ckpt inspect " + root_.str());
   ASSERT_EQ(r.exit_code, 0) << r.out;
   for (const char* needle :
-       {"1 checkpoint under", "step-00000001", "format version  1, created by loom train", "step 1, ",
-        "tp=1 x pp=1 x dp=1", "n_layer 2, n_head 4, n_embd 32", "AdamW, 1 updates, moments saved",
+       {"1 checkpoint under", "step-00000001", "format version  2, created by loom train", "step 1, ",
+        "manifest checksum ok", "tp=1 x pp=1 x dp=1", "n_layer 2, n_head 4, n_embd 32", "AdamW, 1 updates, moments saved",
         "loader          none", "addition_problems", "rank-00000.shard", "h.1.attn.c_attn.weight  param   (96, 32)",
         "adam_v", "all checksums verified"}) {
     EXPECT_NE(r.out.find(needle), std::string::npos) << "missing '" << needle << "' in\n" << r.out;
@@ -112,6 +113,51 @@ TEST_F(CkptCliTest, InspectNamesTheCorruptFileAndTensor) {
   EXPECT_NE(skipped.out.find("not verified"), std::string::npos) << skipped.out;
   // Export verifies what it reads.
   expect_user_error("ckpt export " + dir_ + " " + (root_ / "out.safetensors"), "h.1.mlp.c_fc.weight");
+}
+
+// A manifest that lost entries but carries a correct checksum (a writer's bug, a hand edit):
+// inspect refuses it as export and resume do, with the same reason.
+TEST_F(CkptCliTest, AnIncompleteCheckpointIsRefusedByInspectExportAndResumeAlike) {
+  const std::string path = dir_ + "/" + ck::kManifestName;
+  const std::string original = read_file(path, "manifest");
+  struct Case {
+    const char* name;
+    bool all_states;  // remove the values and both moments, or only the Adam v
+    const char* reason;
+  };
+  for (const Case& c : {Case{"h.1.ln_2.bias", true, "does not store tensor \"h.1.ln_2.bias\""},
+                        Case{"wpe", false, "tensor \"wpe\" (Adam v) is missing"}}) {
+    SCOPED_TRACE(c.name);
+    ck::Manifest m;
+    ASSERT_TRUE(m.ParseFromString(original));
+    auto* tensors = m.mutable_tensors();
+    for (int i = tensors->size() - 1; i >= 0; --i) {
+      const ck::TensorShard& t = tensors->Get(i);
+      if (t.name() == c.name && (c.all_states || t.state() == ck::STATE_ADAM_V)) tensors->DeleteSubrange(i, 1);
+    }
+    write_file_durably(path, ck::serialize_manifest(m));
+    expect_user_error("ckpt inspect " + dir_, c.reason);
+    expect_user_error("ckpt inspect --no-verify " + root_.str(), c.reason);
+    expect_user_error("ckpt export " + dir_ + " " + (root_ / "out.safetensors"), c.reason);
+    GPT model(model_config_of(cfg_));
+    AdamW optimizer(model, AdamWSettings{});
+    GPT* chunk = &model;
+    AdamW* opt = &optimizer;
+    parallel::SoloCommunicator world("world");
+    for (const std::string& spec : {std::string("auto"), dir_}) {  // auto: skipped with the reason
+      std::string said;
+      try {
+        ck::resume(spec, root_.str(), cfg_, world, std::span<GPT* const>(&chunk, 1), std::span<AdamW* const>(&opt, 1),
+                   [&](const std::string& w) { said += w; });
+        ADD_FAILURE() << "resumed an incomplete checkpoint";
+      } catch (const UserError& e) {
+        said += e.what();
+      }
+      EXPECT_NE(said.find(c.reason), std::string::npos) << said;
+    }
+  }
+  write_file_durably(path, original);
+  EXPECT_EQ(run_loom("ckpt inspect " + dir_).exit_code, 0);
 }
 
 TEST_F(CkptCliTest, ExportedFileGivesLoomsLogitsInPyTorch) {

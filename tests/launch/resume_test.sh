@@ -7,7 +7,10 @@
 #      losses of steps 15 and 20 equal the straight one-process run's (printed to 4 decimals);
 #   3. integrity: the newest checkpoint corrupted -> --resume auto warns, falls back to the
 #      previous one and finishes; naming the corrupt one explicitly -> exit 2 naming the tensor;
-#   4. a config with another model shape -> exit 2 listing the differences.
+#   4. a config with another model shape -> exit 2 listing the differences;
+#   5. which checkpoint `loom train` resumes: after a crash between a commit and the move of
+#      `latest`, the newer commit, saying so; after a run resumed from an older checkpoint saved,
+#      its save (the newest), not the highest step.
 # usage: resume_test.sh LOOM MPIEXEC SOURCE_DIR WORK_DIR
 set -euo pipefail
 loom=$1 mpiexec=$2 src=$3 work=$4
@@ -65,4 +68,19 @@ code=$?
 set -e
 [ $code -eq 2 ] || { cat "$work/shape.log"; fail "shape mismatch: exit $code, expected 2"; }
 grep -q "was saved from a different model: model.n_layer: checkpoint 2, config 3" "$work/shape.log" || { cat "$work/shape.log"; fail "differences not listed"; }
-echo "PASS: exact resume, tp2xpp2 -> dp4 resharding, corrupt fallback and shape mismatch through loom train"
+
+# 5. `latest` lagging behind the newest commit, then a run resumed from an older checkpoint.
+ckpts="$work/straight/checkpoints"
+echo step-00000010 > "$ckpts/latest"
+"$loom" "${common[@]}" --set train.out_dir="$work/straight" --set train.steps=25 > "$work/lagging.log" 2>&1 \
+  || { cat "$work/lagging.log"; fail "resume with a lagging latest pointer failed"; }
+grep -q "warning: $ckpts/latest names step-00000010 but step-00000020 was committed after it" "$work/lagging.log" \
+  || { cat "$work/lagging.log"; fail "no warning about the lagging latest pointer"; }
+grep -q "resumed from $ckpts/step-00000020: step 20" "$work/lagging.log" || { cat "$work/lagging.log"; fail "did not resume step 20"; }
+"$loom" "${common[@]}" --set train.out_dir="$work/straight" --set train.steps=15 --resume "$ckpts/step-00000010" \
+  > "$work/old.log" 2>&1 || { cat "$work/old.log"; fail "resuming step 10 explicitly failed"; }
+"$loom" "${common[@]}" --set train.out_dir="$work/straight" --set train.steps=17 > "$work/after_old.log" 2>&1 \
+  || { cat "$work/after_old.log"; fail "resume after the run from an older checkpoint failed"; }
+grep -q "resumed from $ckpts/step-00000015: step 15" "$work/after_old.log" || { cat "$work/after_old.log"; fail "did not resume the newest save"; }
+! grep -q "latest" "$work/after_old.log" || { cat "$work/after_old.log"; fail "unexpected warning about latest"; }
+echo "PASS: exact resume, tp2xpp2 -> dp4 resharding, corrupt fallback, shape mismatch and the choice of checkpoint through loom train"
