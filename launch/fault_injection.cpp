@@ -36,17 +36,18 @@ FaultPlan::FaultPlan(const std::string& spec, int world_rank) {
     if (entry.empty()) continue;
     const size_t at = entry.find('@');
     if (at == std::string::npos) {
-      fail_user("LOOM_FAULT entry '" + entry + "' is not KIND@STEP[:RANK] (KIND: kill, kill-in-save, hang, nan, signal, error)");
+      fail_user("LOOM_FAULT entry '" + entry + "' is not KIND@STEP[:RANK] (KIND: kill, kill-in-save, fail-save, hang, nan, signal, error)");
     }
     const std::string name = entry.substr(0, at);
     FaultKind kind;
     if (name == "kill") kind = FaultKind::kKill;
     else if (name == "kill-in-save") kind = FaultKind::kKillInSave;
+    else if (name == "fail-save") kind = FaultKind::kFailSave;
     else if (name == "hang") kind = FaultKind::kHang;
     else if (name == "nan") kind = FaultKind::kNan;
     else if (name == "signal") kind = FaultKind::kSignal;
     else if (name == "error") kind = FaultKind::kUserError;
-    else fail_user("LOOM_FAULT entry '" + entry + "' names the fault '" + name + "'; expected kill, kill-in-save, hang, nan, signal or error");
+    else fail_user("LOOM_FAULT entry '" + entry + "' names the fault '" + name + "'; expected kill, kill-in-save, fail-save, hang, nan, signal or error");
     const std::string rest = entry.substr(at + 1);
     const size_t colon = rest.find(':');
     const int step = parse_number(rest.substr(0, colon), entry);

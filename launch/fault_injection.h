@@ -3,6 +3,7 @@
 //
 //   LOOM_FAULT="kill@12:1"          world rank 1 kills itself (SIGKILL) as step 12 starts
 //   LOOM_FAULT="kill-in-save@10:2"  rank 2 is killed halfway through writing its step-10 shard
+//   LOOM_FAULT="fail-save@20:1"     rank 1's write of its step-20 shard fails halfway (a disk error)
 //   LOOM_FAULT="hang@5:3"           rank 3 stops answering as step 5 starts (sleeps forever)
 //   LOOM_FAULT="nan@7"              step 7's forward sees a NaN weight (every rank, or :RANK)
 //   LOOM_FAULT="signal@8:1"         rank 1 receives SIGUSR1 during step 8
@@ -20,7 +21,7 @@
 
 namespace loom {
 
-enum class FaultKind { kKill, kKillInSave, kHang, kNan, kSignal, kUserError };
+enum class FaultKind { kKill, kKillInSave, kFailSave, kHang, kNan, kSignal, kUserError };
 
 class FaultPlan {
  public:

@@ -368,6 +368,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   if (!faults.empty()) {
     policy.halfway_hook = [save_faults = faults](int64_t step) mutable {
       if (save_faults.due(FaultKind::kKillInSave, static_cast<int>(step))) kill_this_process();
+      if (save_faults.due(FaultKind::kFailSave, static_cast<int>(step))) {
+        fail_user("writing the step", step, "checkpoint shard failed: an injected disk error (LOOM_FAULT)");
+      }
     };
   }
   checkpoint::Checkpointer checkpointer(policy, world);
