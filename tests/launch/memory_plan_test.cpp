@@ -11,18 +11,12 @@
 #include "core/config.h"
 #include "core/gpt.h"
 #include "launch/run_setup.h"
+#include "test_util.h"
 
 namespace loom {
 namespace {
 
-std::string user_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::user_error_of;
 
 TEST(MemoryPlan, CountsAreThoseOfABuiltModel) {
   GPTConfig c;
