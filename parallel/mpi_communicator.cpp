@@ -71,9 +71,8 @@ constexpr milliseconds kShutdownGrace{250};
                            ? std::string(text, static_cast<size_t>(length))
                            : str_cat("MPI error code", code);
   std::ostringstream message;
-  message << file << ":" << line << ": " << call << " failed: " << reason << " (" << this_process()
-          << ")";
-  throw Error(message.str());
+  message << call << " failed: " << reason << " (" << this_process() << ")";
+  throw Error(message.str(), std::string(file) + ":" + std::to_string(line));
 }
 
 inline void check_mpi(int code, const char* call, const char* file, int line) {

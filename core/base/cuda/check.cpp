@@ -6,8 +6,8 @@
 namespace loom::cuda {
 
 void throw_failure(const char* statement, const std::string& error, const char* file, int line) {
-  throw Error(std::string(file) + ":" + std::to_string(line) + ": " + statement + " failed: " + error +
-              " (" + this_process() + ")");
+  throw Error(std::string(statement) + " failed: " + error + " (" + this_process() + ")",
+              std::string(file) + ":" + std::to_string(line));
 }
 
 std::string error_text(cudaError_t status) {
