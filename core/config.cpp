@@ -218,6 +218,12 @@ void validate_config(const config::RunConfig& cfg) {
       fail_user("data.addition.digits is", a.digits(), "but must be in 1..9");
     }
     require_positive("data.addition.test_problems", a.test_problems());
+    // The held-out set is drawn, kept and decoded problem by problem at every evaluation: two
+    // billion of them would take the run's memory and never finish one evaluation.
+    if (a.test_problems() > kMaxTestProblems) {
+      fail_user("data.addition.test_problems is", a.test_problems(), "but must be at most", kMaxTestProblems,
+                "(each held-out problem is decoded at every evaluation)");
+    }
   } else if (cfg.data().has_tokens()) {
     const config::TokenData& d = cfg.data().tokens();
     if (d.source_size() == 0) {
@@ -263,7 +269,8 @@ void validate_config(const config::RunConfig& cfg) {
   require_positive("parallel.pp", p.pp());
   require_positive("parallel.dp", p.dp());
   require_positive("parallel.virtual_stages", p.virtual_stages());
-  const int virtual_stages = p.pp() * p.virtual_stages();
+  // In 64 bits: two int32 fields whose product must not wrap before it is compared.
+  const int64_t virtual_stages = int64_t{p.pp()} * p.virtual_stages();
   if (p.virtual_stages() > 1) {
     if (p.pp() == 1) {
       fail_user("parallel.virtual_stages is", p.virtual_stages(),
@@ -284,7 +291,7 @@ void validate_config(const config::RunConfig& cfg) {
       fail_user("parallel.pp_layers has", p.pp_layers_size(), "entries but parallel.pp x "
                 "parallel.virtual_stages is", virtual_stages, "(one block count per stage)");
     }
-    int sum = 0;
+    int64_t sum = 0;
     for (int n : p.pp_layers()) {
       if (n < 0) fail_user("parallel.pp_layers has a negative block count", n);
       sum += n;

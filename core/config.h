@@ -26,6 +26,9 @@ inline constexpr int kMaxThreads = 1024;
 // UserError unless `threads` (a flag or field named `what`) is in 0 .. kMaxThreads.
 void check_thread_count(const char* what, int threads);
 
+// The most held-out addition problems a config may ask for (data.addition.test_problems).
+inline constexpr int kMaxTestProblems = 1000000;
+
 // Checks every value for range and consistency; throws UserError for the first problem found.
 void validate_config(const config::RunConfig& config);
 

@@ -3,11 +3,12 @@
 #include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "core/base/checked_math.h"
 #include "core/base/format.h"
 #include "core/gpt.h"
-#include "launch/run_setup.h"
+#include "launch/run_shape.h"
 
 namespace loom {
 
@@ -46,6 +47,10 @@ MemoryEstimate estimate_memory(const config::RunConfig& cfg) {
   // pp (times the chunks, interleaved) in a pipeline.
   const int64_t in_flight = pp == 1 ? 1 : std::min<int64_t>(accum, static_cast<int64_t>(pp) * chunks);
 
+  // Blocks before each virtual stage (a config may have millions of stages: no quadratic loop).
+  std::vector<int> first_layer(split.size(), 0);
+  for (size_t s = 1; s < split.size(); ++s) first_layer[s] = first_layer[s - 1] + split[s - 1];
+
   MemoryEstimate worst;
   for (int stage = 0; stage < pp; ++stage) {
     for (int r = 0; r < tp; ++r) {
@@ -55,7 +60,7 @@ MemoryEstimate estimate_memory(const config::RunConfig& cfg) {
         StageShape shape;
         shape.tp = tp;
         shape.tp_rank = r;
-        for (int s = 0; s < virtual_stage; ++s) shape.first_layer += split[static_cast<size_t>(s)];
+        shape.first_layer = first_layer[static_cast<size_t>(virtual_stage)];
         shape.end_layer = shape.first_layer + split[static_cast<size_t>(virtual_stage)];
         shape.first_stage = virtual_stage == 0;
         shape.last_stage = virtual_stage == pp * chunks - 1;

@@ -6,19 +6,15 @@
 #include <vector>
 
 #include "core/config.h"
-#include "core/gpt.h"
-#include "data/addition.h"
 #include "launch/launch_env.h"
+#include "launch/run_shape.h"
 
 namespace loom {
 
 // Reads CONFIG (or the built-in default when `path` is empty), applies the --set overrides,
-// derives unset fields from the dataset (vocab_size, seq_len) and validates. UserError on any
-// problem.
+// validates and derives unset fields from the dataset (vocab_size, seq_len: fit_model_to_data).
+// UserError on any problem.
 config::RunConfig resolve_run_config(const std::string& path, const std::vector<std::string>& overrides);
-
-AdditionTask make_task(const config::RunConfig& config);
-GPTConfig model_config_of(const config::RunConfig& config);
 
 // Sets OpenMP's and OpenBLAS's thread counts and returns the count in use. 0 means this process's
 // share of its host's cores (LaunchInfo::cpu_share: the cores it may run on, each divided among the

@@ -104,6 +104,7 @@ TEST(ConfigTest, ValidationNamesTheFieldTheValueAndTheExpectation) {
       {"train.steps=0", "train.steps is 0"},
       {"train.micro_batch_size=-1", "train.micro_batch_size is -1"},
       {"data.addition.digits=12", "data.addition.digits is 12 but must be in 1..9"},
+      {"data.addition.test_problems=2147483647", "data.addition.test_problems is 2147483647 but must be at most 1000000"},
       {"parallel.pp_layers=1,1", "parallel.pp_layers has 2 entries but parallel.pp x parallel.virtual_stages is 1"},
       {"parallel.virtual_stages=0", "parallel.virtual_stages is 0"},
       {"parallel.virtual_stages=2", "parallel.virtual_stages is 2 but the interleaved schedule needs parallel.pp > 1"},
@@ -129,6 +130,11 @@ TEST(ConfigTest, ValidationNamesTheFieldTheValueAndTheExpectation) {
        "model.n_layer is 3 but 4 pipeline stages (parallel.pp x parallel.virtual_stages) need at least one block each"},
       {{"parallel.pp=2", "parallel.virtual_stages=2", "train.grad_accum_steps=4", "model.n_layer=4", "parallel.pp_layers=2,2"},
        "parallel.pp_layers has 2 entries but parallel.pp x parallel.virtual_stages is 4"},
+      // Products and sums of int32 fields are taken in 64 bits (config fuzzing, issue 14).
+      {{"parallel.pp=65536", "parallel.virtual_stages=65536", "train.grad_accum_steps=65536"},
+       "model.n_layer is 2 but 4294967296 pipeline stages"},
+      {{"parallel.pp=2", "parallel.pp_layers=2147483647,2147483647"},
+       "parallel.pp_layers sums to 4294967294 blocks but model.n_layer is 2"},
   };
   for (const auto& [sets, expect] : combined) {
     config::RunConfig cfg = valid();
