@@ -378,8 +378,8 @@ GPT::Layout GPT::layout_of(const GPTConfig& config, const StageShape& shape, int
   const int64_t tokens = checked_mul(B, T, "the tokens of a micro-batch (B x T)");
   const int N = checked_dimension(tokens, "the tokens of a micro-batch (train.micro_batch_size x the sequence length)");
   if (shape.sequence_parallel && N % tp != 0) {
-    fail_user("sequence parallelism splits the", N, "tokens of a micro-batch (B * T =", B, "*", T,
-              ") over tp =", tp, "ranks, which needs B * T divisible by tp");
+    fail_user("sequence parallelism splits the", N, "tokens of a micro-batch (B * T = " + std::to_string(B) + " * " +
+              std::to_string(T) + ") over tp =", tp, "ranks, which needs B * T divisible by tp");
   }
   Layout s{};
   s.B = static_cast<int>(B);
