@@ -3,15 +3,14 @@
 // earlier run's.
 #include "launch/earlier_run.h"
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 
 #include "core/base/check.h"
+#include "core/base/file_io.h"
 #include "launch/loom_process.h"
+#include "test_util.h"
 
 namespace loom {
 namespace {
@@ -23,24 +22,14 @@ using testing::RunResult;
 
 class EarlierRunTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("loom_earlier_" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
   std::string train(const std::string& extra) const {
     return "train --set train.steps=6 --set optimizer.warmup_steps=2 --set train.log_every=3 --set train.eval_every=0 --set train.samples=0 "
            "--set data.addition.digits=1 --set data.addition.test_problems=5 --set train.micro_batch_size=4 "
            "--set model.n_embd=16 --set train.threads=1 --set train.out_dir=" + (dir_ / "run").string() + " " + extra;
   }
-  std::string read(const fs::path& p) const {
-    std::ifstream in(p);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-  }
-  fs::path dir_;
+  static std::string read(const fs::path& p) { return read_file(p.string(), "test file"); }
+  testing::TempDir tmp_{"earlier_run"};
+  const fs::path dir_ = tmp_.path();
 };
 
 size_t count(const std::string& text, const std::string& needle) {
