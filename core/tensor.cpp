@@ -87,6 +87,11 @@ bf16* Tensor::bf16_data() const {
   return static_cast<bf16*>(data_);
 }
 
+double* Tensor::f64() const {
+  LOOM_CHECK(dtype_ == DType::kF64, "tensor of dtype", dtype_name(dtype_), "read as f64");
+  return static_cast<double*>(data_);
+}
+
 Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
   LOOM_CHECK(shape_.rank() >= 1, "slice_rows of a scalar tensor");
   LOOM_CHECK(0 <= begin && begin <= end && end <= shape_[0], "rows [", begin, ",", end,
@@ -116,6 +121,9 @@ void Tensor::fill(float value) const {
     bf16* p = bf16_data();
     bf16 b = float_to_bf16(value);
     for (int64_t i = 0; i < numel(); ++i) p[i] = b;
+  } else if (dtype_ == DType::kF64) {
+    double* p = f64();
+    for (int64_t i = 0; i < numel(); ++i) p[i] = value;
   } else {
     int32_t* p = i32();
     for (int64_t i = 0; i < numel(); ++i) p[i] = static_cast<int32_t>(value);

@@ -65,6 +65,7 @@ class Tensor {
   float* f32() const;
   int32_t* i32() const;
   bf16* bf16_data() const;
+  double* f64() const;
 
   // Rows [begin, end) of the first axis, as a view sharing this tensor's storage.
   Tensor slice_rows(int64_t begin, int64_t end) const;

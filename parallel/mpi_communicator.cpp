@@ -93,6 +93,7 @@ MPI_Datatype mpi_type(DType dtype) {
   switch (dtype) {
     case DType::kF32: return MPI_FLOAT;
     case DType::kI32: return MPI_INT32_T;
+    case DType::kF64: return MPI_DOUBLE;
     case DType::kBF16: return MPI_UINT16_T;  // moved as raw bits; never reduced
   }
   LOOM_CHECK(false, "dtype", static_cast<int>(dtype), "has no MPI type");

@@ -134,6 +134,7 @@ ncclDataType_t nccl_dtype(DType dtype) {
     case DType::kF32: return ncclFloat32;
     case DType::kBF16: return ncclBfloat16;
     case DType::kI32: return ncclInt32;
+    case DType::kF64: return ncclFloat64;
   }
   throw Error(str_cat("NCCL communicator: unknown dtype", static_cast<int>(dtype)));
 }

@@ -1,7 +1,7 @@
 // Element types and devices: the two facts every buffer carries.
 //
 // fp32 is the CPU compute type and the type of master weights everywhere; bf16 is the GPU compute
-// type (issue: GPU path). bf16 conversion lives here so that every layer rounds the same way.
+// type; f64 holds the CPU's accumulators (a gradient norm's sum of squares). bf16 conversion lives here so that every layer rounds the same way.
 #pragma once
 
 #include <cstddef>
@@ -11,7 +11,7 @@
 
 namespace loom {
 
-enum class DType : uint8_t { kF32 = 0, kBF16 = 1, kI32 = 2 };
+enum class DType : uint8_t { kF32 = 0, kBF16 = 1, kI32 = 2, kF64 = 3 };
 enum class Device : uint8_t { kCPU = 0, kCUDA = 1 };
 
 constexpr size_t dtype_size(DType dtype) {
@@ -19,6 +19,7 @@ constexpr size_t dtype_size(DType dtype) {
     case DType::kF32: return 4;
     case DType::kBF16: return 2;
     case DType::kI32: return 4;
+    case DType::kF64: return 8;
   }
   return 0;
 }
@@ -28,6 +29,7 @@ constexpr std::string_view dtype_name(DType dtype) {
     case DType::kF32: return "f32";
     case DType::kBF16: return "bf16";
     case DType::kI32: return "i32";
+    case DType::kF64: return "f64";
   }
   return "?";
 }

@@ -108,6 +108,21 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
   }
 }
 
+void residual_add(float* out, const float* a, const float* b, const float* bias, int N, int C) {
+  LOOM_CHECK(N > 0 && C > 0, "residual_add sizes must be positive: N", N, "C", C);
+  LOOM_CHECK(out != nullptr, "residual_add: out must be non-null");
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < N; ++i) {
+    const long row = static_cast<long>(i) * C;
+    for (int c = 0; c < C; ++c) {
+      float r = a != nullptr ? a[row + c] : 0.0f;
+      if (b != nullptr) r += b[row + c];
+      if (bias != nullptr) r += bias[c];
+      out[row + c] = r;
+    }
+  }
+}
+
 void residual_layernorm_forward(float* residual_out, float* out, float* mean, float* rstd,
                                 const float* residual_in, const float* delta,
                                 const float* delta_bias, const float* weight, const float* bias,
@@ -115,16 +130,7 @@ void residual_layernorm_forward(float* residual_out, float* out, float* mean, fl
   LOOM_CHECK(N > 0 && C > 0, "residual_layernorm sizes must be positive: N", N, "C", C);
   LOOM_CHECK(residual_out != nullptr && residual_out != out,
              "residual_layernorm_forward: residual_out must be non-null and distinct from out");
-#pragma omp parallel for schedule(static)
-  for (int i = 0; i < N; ++i) {
-    const long row = static_cast<long>(i) * C;
-    for (int c = 0; c < C; ++c) {
-      float r = residual_in != nullptr ? residual_in[row + c] : 0.0f;
-      if (delta != nullptr) r += delta[row + c];
-      if (delta_bias != nullptr) r += delta_bias[c];
-      residual_out[row + c] = r;
-    }
-  }
+  residual_add(residual_out, residual_in, delta, delta_bias, N, C);
   layernorm_forward(out, mean, rstd, residual_out, weight, bias, N, C);
 }
 

@@ -19,6 +19,10 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
                         const float* inp, const float* weight, const float* mean,
                         const float* rstd, int N, int C);
 
+// out (N, C) = a + b + bias (C), summed in that order; a or b may be null (absent), bias may be
+// null. out may alias a or b. The residual add where no LayerNorm follows it.
+void residual_add(float* out, const float* a, const float* b, const float* bias, int N, int C);
+
 // The pre-LN block's residual add fused with the LayerNorm after it (the GPU kernel's twin):
 // residual_out (N, C) = residual_in + delta + delta_bias, summed in that order; residual_in or
 // delta may be null (absent) and delta_bias (C) may be null. Then out (N, C) =

@@ -1,0 +1,384 @@
+// Every Backend op on every backend and precision against CpuBackend fp32 (ggml's
+// test-backend-ops): one harness, not a hand-written twin test per op.
+//
+// Each case builds its inputs from a seed (the same values on every backend; a bf16 backend
+// rounds them on upload), runs the op and reads its outputs back as floats. Three checks:
+//   1. the backward convention, on every backend: the op runs twice, its outputs prefilled with
+//      zeros and then with random values. An output it overwrites (forward outputs, activation
+//      gradients) must come out the same both times; one it accumulates (parameter gradients,
+//      the residual stream's gradient) must come out as prefill + the first result.
+//   2. CpuBackend fp32 against the kernels' own double-precision tests is not repeated here;
+//      it is the reference.
+//   3. every other backend against the reference, norm-wise: ||got - want|| / ||want|| <= tol.
+// Sizes are odd (N = 39 tokens, OC = 131, 67 vocabulary rows of this rank) so that no op gets
+// away with a multiple of a tile; C = 96 with 3 heads of 32 is the smallest head the CUDA
+// attention takes.
+//
+// Tolerances of bf16 (unit roundoff u = 2^-9 ~ 1.95e-3), derived per op:
+//   kCopyTol  = 1u    an output that is one rounded input or one rounding of an f32 sum of
+//                     rounded inputs of one sign (embeddings, the residual add)
+//   kOpTol    = 4u    one op on rounded inputs: each input is off by <= u relatively, a product
+//                     of two by <= 2u, and the bf16 output by one more u; random signs make
+//                     norm-wise sums no worse than that (LayerNorm, matmul, GELU, their
+//                     backwards, the cross-entropy statistics)
+//   kChainTol = 12u   attention: q.k^T on rounded q, k (2u), its softmax (the logits' error times
+//                     their spread, ~1 here: 2u), times rounded v (u), rounded output (u), and the
+//                     backward rounds dq, dk, dv once more: 12u leaves a margin of 2
+// The GPU computes the same formulas in another order (f32 partial sums in another order: ~1e-6
+// relative, far below u), so the same tolerances hold for it.
+#include "core/backend/backend.h"
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/backend/cpu_backend.h"
+#include "core/rng.h"
+#include "core/backend/op_checks.h"
+#include "test_util.h"
+
+namespace loom {
+namespace {
+
+using backend_checks::present;
+
+constexpr double kU = 1.0 / 512;  // bf16's unit roundoff
+constexpr double kCopyTol = 1 * kU, kOpTol = 4 * kU, kChainTol = 12 * kU;
+
+constexpr int kB = 3, kT = 13, kN = kB * kT, kC = 96, kNH = 3, kOC = 131, kVl = 67, kVocabStart = 5;
+constexpr int kMaxT = 17;
+
+enum class Role { kOverwrite, kAccumulate };
+
+// One run of an op on one backend: inputs made from the seed, outputs read back as floats.
+class Io {
+ public:
+  Io(Backend& backend, bool prefill) : backend_(backend), prefill_(prefill) {}
+
+  // Random values of the backend's activation dtype (or f32), the same for every backend.
+  Tensor act(const std::string& name, const Shape& shape, float scale = 1.0f, float offset = 0.0f) {
+    return upload(name, shape, backend_.activation_dtype(), scale, offset);
+  }
+  Tensor f32(const std::string& name, const Shape& shape, float scale = 1.0f, float offset = 0.0f) {
+    return upload(name, shape, DType::kF32, scale, offset);
+  }
+  Tensor ids(const std::string& name, int n, int lo, int hi, bool some_ignored = false) {
+    std::vector<int32_t> v = testing::random_ints(static_cast<size_t>(n), seed_of(name), lo, hi);
+    if (some_ignored) {
+      for (size_t i = 0; i < v.size(); i += 5) v[i] = -1;
+    }
+    Tensor t = backend_.zeros({n}, DType::kI32);
+    backend_.from_host(t, v.data());
+    return t;
+  }
+  // An output: zeros, or (the second run) random values the op must overwrite or add to.
+  Tensor out(const std::string& name, const Shape& shape, DType dtype, Role role) {
+    Tensor t = backend_.zeros(shape, dtype);
+    if (prefill_) {
+      std::vector<float> p = testing::random_floats(static_cast<size_t>(shape.numel()), seed_of(name + "/prefill"));
+      put(t, p);
+      prefills_[name] = read(t);
+    }
+    roles_[name] = role;
+    dtypes_[name] = dtype;
+    outputs_.emplace_back(name, t);
+    return t;
+  }
+  Tensor out_act(const std::string& name, const Shape& shape, Role role = Role::kOverwrite) {
+    return out(name, shape, backend_.activation_dtype(), role);
+  }
+  Backend& backend() { return backend_; }
+
+  // Every output, as floats, after the op ran.
+  std::map<std::string, std::vector<float>> results() {
+    backend_.synchronize();
+    std::map<std::string, std::vector<float>> r;
+    for (const auto& [name, t] : outputs_) r[name] = read(t);
+    return r;
+  }
+  const std::map<std::string, std::vector<float>>& prefills() const { return prefills_; }
+  const std::map<std::string, Role>& roles() const { return roles_; }
+  DType dtype_of(const std::string& name) const { return dtypes_.at(name); }
+
+ private:
+  static uint32_t seed_of(const std::string& name) { return static_cast<uint32_t>(1000 + stream_id_of(name) % 100000); }
+
+  Tensor upload(const std::string& name, const Shape& shape, DType dtype, float scale, float offset) {
+    std::vector<float> v = testing::random_floats(static_cast<size_t>(shape.numel()), seed_of(name));
+    for (float& x : v) x = offset + scale * x;
+    Tensor t = backend_.zeros(shape, dtype);
+    put(t, v);
+    return t;
+  }
+  void put(const Tensor& t, const std::vector<float>& v) {
+    Tensor staging = Tensor::zeros(t.shape(), DType::kF32);
+    std::memcpy(staging.f32(), v.data(), v.size() * sizeof(float));
+    if (t.dtype() == DType::kF64) {
+      std::vector<double> wide(v.begin(), v.end());
+      backend_.from_host(t, wide.data());
+      return;
+    }
+    if (t.dtype() == DType::kF32) {
+      backend_.from_host(t, staging.f32());
+      return;
+    }
+    Tensor rounded = Tensor::zeros(t.shape(), t.dtype());
+    CpuBackend().copy(rounded, staging);
+    backend_.from_host(t, rounded.raw());
+  }
+  std::vector<float> read(const Tensor& t) {
+    Tensor host = Tensor::zeros(t.shape(), t.dtype());
+    backend_.to_host(host.raw(), t);
+    Tensor wide = Tensor::zeros(t.shape(), DType::kF32);
+    if (t.dtype() == DType::kF64) {
+      for (int64_t i = 0; i < t.numel(); ++i) wide.f32()[i] = static_cast<float>(host.f64()[i]);
+    } else {
+      CpuBackend().copy(wide, host);
+    }
+    return std::vector<float>(wide.f32(), wide.f32() + wide.numel());
+  }
+
+  Backend& backend_;
+  bool prefill_;
+  std::vector<std::pair<std::string, Tensor>> outputs_;
+  std::map<std::string, std::vector<float>> prefills_;
+  std::map<std::string, Role> roles_;
+  std::map<std::string, DType> dtypes_;
+};
+
+struct OpCase {
+  std::string name;
+  double tolerance;  // bf16 against fp32 (see the file comment)
+  std::function<void(Io&)> run;
+};
+
+std::vector<OpCase> op_cases() {
+  const DType f32 = DType::kF32;
+  std::vector<OpCase> cases;
+  cases.push_back({"token_embedding_forward", kCopyTol, [](Io& io) {
+    Tensor tokens = io.ids("tokens", kN, 0, kVocabStart + kVl + 9);  // some outside the slice
+    io.backend().token_embedding_forward(io.out_act("out", {kN, kC}), tokens, io.act("wte", {kVl, kC}), kVocabStart);
+  }});
+  cases.push_back({"position_embedding_forward", kCopyTol, [](Io& io) {
+    io.backend().position_embedding_forward(io.out_act("out", {kN, kC}, Role::kAccumulate), io.act("wpe", {kMaxT, kC}),
+                                            kT, 4);
+  }});
+  cases.push_back({"token_embedding_backward", kCopyTol, [f32](Io& io) {
+    Tensor tokens = io.ids("tokens", kN, 0, kVocabStart + kVl + 9);
+    io.backend().token_embedding_backward(io.out("dwte", {kVl, kC}, f32, Role::kAccumulate), io.act("dout", {kN, kC}),
+                                          tokens, kVocabStart);
+  }});
+  cases.push_back({"position_embedding_backward", kCopyTol, [f32](Io& io) {
+    io.backend().position_embedding_backward(io.out("dwpe", {kMaxT, kC}, f32, Role::kAccumulate),
+                                             io.act("dout", {kN, kC}), kT, 4);
+  }});
+  cases.push_back({"layernorm_forward", kOpTol, [f32](Io& io) {
+    io.backend().layernorm_forward(io.out_act("out", {kN, kC}), io.out("mean", {kN}, f32, Role::kOverwrite),
+                                   io.out("rstd", {kN}, f32, Role::kOverwrite), io.act("inp", {kN, kC}, 2.0f, 0.5f),
+                                   io.act("weight", {kC}, 0.5f, 1.0f), io.act("bias", {kC}, 0.1f));
+  }});
+  cases.push_back({"residual_layernorm_forward", kOpTol, [f32](Io& io) {
+    io.backend().residual_layernorm_forward(io.out_act("residual_out", {kN, kC}), io.out_act("out", {kN, kC}),
+                                            io.out("mean", {kN}, f32, Role::kOverwrite),
+                                            io.out("rstd", {kN}, f32, Role::kOverwrite), io.act("residual", {kN, kC}),
+                                            io.act("delta", {kN, kC}), io.act("delta_bias", {kC}, 0.1f),
+                                            io.act("weight", {kC}, 0.5f, 1.0f), io.act("bias", {kC}, 0.1f));
+  }});
+  cases.push_back({"residual_add", kCopyTol + kU, [](Io& io) {
+    io.backend().residual_add(io.out_act("out", {kN, kC}), io.act("a", {kN, kC}), io.act("b", {kN, kC}),
+                              io.act("bias", {kC}, 0.1f));
+  }});
+  cases.push_back({"layernorm_backward", kOpTol, [f32](Io& io) {
+    // The statistics of the forward on the same input.
+    Tensor inp = io.act("inp", {kN, kC}, 2.0f, 0.5f), weight = io.act("weight", {kC}, 0.5f, 1.0f);
+    Tensor mean = io.backend().zeros({kN}, f32), rstd = io.backend().zeros({kN}, f32);
+    Tensor scratch = io.backend().zeros({kN, kC}, io.backend().activation_dtype());
+    io.backend().layernorm_forward(scratch, mean, rstd, inp, weight, io.act("bias", {kC}, 0.1f));
+    io.backend().layernorm_backward(io.out_act("dresidual", {kN, kC}, Role::kAccumulate),
+                                    io.out("dweight", {kC}, f32, Role::kAccumulate),
+                                    io.out("dbias", {kC}, f32, Role::kAccumulate), io.act("dout", {kN, kC}), inp, weight,
+                                    mean, rstd);
+  }});
+  for (Epilogue e : {Epilogue::kNone, Epilogue::kBias, Epilogue::kBiasGelu}) {
+    const std::string name = e == Epilogue::kNone ? "matmul_forward" : e == Epilogue::kBias ? "matmul_forward_bias"
+                                                                                             : "matmul_forward_bias_gelu";
+    cases.push_back({name, kOpTol, [e](Io& io) {
+      const float s = 1.0f / std::sqrt(static_cast<float>(kC));
+      io.backend().matmul_forward(io.out_act("out", {kN, kOC}),
+                                  e == Epilogue::kBiasGelu ? io.out_act("pre", {kN, kOC}) : Tensor(),
+                                  io.act("inp", {kN, kC}), io.act("weight", {kOC, kC}, s),
+                                  e == Epilogue::kNone ? Tensor() : io.act("bias", {kOC}, 0.1f), e);
+    }});
+  }
+  cases.push_back({"matmul_backward", kOpTol, [f32](Io& io) {
+    io.backend().matmul_backward(io.out_act("dinp", {kN, kC}), io.out("dweight", {kOC, kC}, f32, Role::kAccumulate),
+                                 io.act("dout", {kN, kOC}), io.act("inp", {kN, kC}), io.act("weight", {kOC, kC}, 0.1f));
+  }});
+  cases.push_back({"bias_backward", kOpTol, [f32](Io& io) {
+    io.backend().bias_backward(io.out("dbias", {kOC}, f32, Role::kAccumulate), io.act("dout", {kN, kOC}));
+  }});
+  cases.push_back({"gelu_backward", kOpTol, [](Io& io) {
+    io.backend().gelu_backward(io.out_act("dinp", {kN, kOC}), io.act("pre", {kN, kOC}, 3.0f), io.act("dout", {kN, kOC}));
+  }});
+  cases.push_back({"attention_forward", kChainTol, [f32](Io& io) {
+    io.backend().attention_forward(io.out_act("out", {kN, kC}), io.out("lse", {kB * kNH * kT}, f32, Role::kOverwrite),
+                                   io.act("qkv", {kN, 3 * kC}), kB, kT, kNH);
+  }});
+  cases.push_back({"attention_backward", kChainTol, [f32](Io& io) {
+    Tensor qkv = io.act("qkv", {kN, 3 * kC});
+    Tensor out = io.backend().zeros({kN, kC}, io.backend().activation_dtype());
+    Tensor lse = io.backend().zeros({kB * kNH * kT}, f32);
+    io.backend().attention_forward(out, lse, qkv, kB, kT, kNH);
+    io.backend().attention_backward(io.out_act("dqkv", {kN, 3 * kC}), io.act("dout", {kN, kC}), qkv, out, lse, kB, kT,
+                                    kNH);
+  }});
+  cases.push_back({"vocab_cross_entropy", kOpTol, [f32](Io& io) {
+    Backend& be = io.backend();
+    Tensor logits = io.act("logits", {kN, kVl}, 3.0f);
+    Tensor targets = io.ids("targets", kN, 0, kVocabStart + kVl + 9, /*some_ignored=*/true);
+    Tensor row_max = io.out("row_max", {kN}, f32, Role::kOverwrite);
+    Tensor sum_exp = io.out("sum_exp", {kN}, f32, Role::kOverwrite);
+    Tensor target_logit = io.out("target_logit", {kN}, f32, Role::kOverwrite);
+    be.vocab_row_max(row_max, logits);
+    be.vocab_sum_exp(sum_exp, target_logit, logits, targets, row_max, kVocabStart);
+    be.vocab_losses(io.out("losses", {kN}, f32, Role::kOverwrite), row_max, sum_exp, target_logit, targets);
+    be.vocab_cross_entropy_backward(io.out_act("dlogits", {kN, kVl}), logits, targets, row_max, sum_exp, kVocabStart,
+                                    0.25f);
+  }});
+  cases.push_back({"sum_of_squares", kOpTol, [](Io& io) {
+    Backend& be = io.backend();
+    Tensor result = io.out("result", {1}, be.accumulator_dtype(), Role::kOverwrite);
+    be.sum_of_squares(result, io.f32("x", {1001}), /*accumulate=*/false);
+    be.sum_of_squares(result, io.f32("y", {77}), /*accumulate=*/true);
+  }});
+  cases.push_back({"adamw_update", kOpTol, [f32](Io& io) {
+    Backend& be = io.backend();
+    constexpr int n = 301;
+    // The optimizer's state is f32 on every backend; only the compute copy is in its precision.
+    Tensor master = io.f32("master", {n}), grad = io.f32("grad", {n}, 0.1f);
+    Tensor m = io.f32("m", {n}, 0.01f), v = io.f32("v", {n}, 0.001f, 0.002f);
+    Tensor norm = be.zeros({1}, be.accumulator_dtype());
+    be.sum_of_squares(norm, grad, false);
+    std::vector<double> host_norm(1);
+    Tensor host = Tensor::zeros({1}, be.accumulator_dtype());
+    be.to_host(host.raw(), norm);
+    const double sq = be.accumulator_dtype() == DType::kF64 ? *host.f64() : *host.f32();
+    if (be.accumulator_dtype() == DType::kF64) {
+      *host.f64() = std::sqrt(sq);
+    } else {
+      *host.f32() = static_cast<float>(std::sqrt(sq));
+    }
+    be.from_host(norm, host.raw());
+    // The compute copy starts as the master weights in the backend's dtype, as in training;
+    // elements outside the segments (padding) must stay as they are.
+    Tensor compute = be.precision() == Precision::kF32 ? Tensor() : io.act("master", {n});
+    kernels::cpu::AdamWArenaHyper hyper;
+    hyper.lr = 1e-2f;
+    hyper.weight_decay = 0.1f;
+    hyper.step = 3;
+    hyper.max_norm = 0.5f;  // the norm of grad is ~1: clipping applies
+    be.adamw_update(master, compute, grad, m, v, {{0, 120, 1}, {120, 250, 0}, {260, n, 1}}, norm, hyper);
+    for (const auto& [name, t] : {std::pair{"master_after", &master}, {"m_after", &m}, {"v_after", &v},
+                                  {"compute_after", &compute}}) {
+      Tensor copy = io.out(name, {n}, f32, Role::kOverwrite);
+      be.copy(copy, present(*t) ? *t : master);  // fp32: the master is the compute copy
+    }
+  }});
+  return cases;
+}
+
+double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
+    norm += static_cast<double>(want[i]) * want[i];
+  }
+  return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+}
+
+// Runs the case twice on `backend` and checks the backward convention; returns the outputs of the
+// run from zeros.
+std::map<std::string, std::vector<float>> run_checked(const OpCase& c, Backend& backend) {
+  Io clean(backend, false), prefilled(backend, true);
+  c.run(clean);
+  c.run(prefilled);
+  std::map<std::string, std::vector<float>> a = clean.results(), b = prefilled.results();
+  for (const auto& [name, role] : clean.roles()) {
+    SCOPED_TRACE(backend.name() + " " + c.name + " output " + name);
+    const std::vector<float>& first = a.at(name);
+    std::vector<float> second = b.at(name);
+    if (role == Role::kAccumulate) {
+      const std::vector<float>& p = prefilled.prefills().at(name);
+      for (size_t i = 0; i < second.size(); ++i) second[i] -= p[i];
+      // (prefill + x) - prefill is x up to two roundings: of the sum (relative u of |p| + |x|)
+      // and of x alone (u of |x|); u is bf16's for a bf16 output, else f32's (with margin).
+      const bool bf16_output = clean.dtype_of(name) == DType::kBF16;
+      const double u = bf16_output ? kU : 1e-7;
+      for (size_t i = 0; i < second.size(); ++i) {
+        const double bound = 2 * u * (std::fabs(p[i]) + 2 * std::fabs(first[i])) + 1e-12;
+        if (std::fabs(second[i] - first[i]) <= bound) continue;
+        ADD_FAILURE() << "element " << i << ": the accumulated output minus its prefill is " << second[i]
+                      << ", alone it is " << first[i];
+        break;
+      }
+    } else {
+      for (size_t i = 0; i < second.size(); ++i) {
+        if (second[i] == first[i]) continue;
+        ADD_FAILURE() << "element " << i << ": an overwritten output depends on its old value: " << second[i]
+                      << " after a prefill, " << first[i] << " after zeros";
+        break;
+      }
+    }
+  }
+  return a;
+}
+
+std::vector<std::unique_ptr<Backend>> backends_under_test() {
+  std::vector<std::unique_ptr<Backend>> list;
+  list.push_back(std::make_unique<CpuBackend>(Precision::kBF16));
+  return list;
+}
+
+class BackendOpsTest : public ::testing::TestWithParam<OpCase> {};
+
+TEST_P(BackendOpsTest, EveryBackendMatchesCpuFp32) {
+  const OpCase& c = GetParam();
+  CpuBackend reference(Precision::kF32);
+  const std::map<std::string, std::vector<float>> want = run_checked(c, reference);
+  for (const auto& [name, values] : want) {
+    for (float x : values) ASSERT_TRUE(std::isfinite(x)) << c.name << " output " << name << " is not finite";
+  }
+  for (const std::unique_ptr<Backend>& backend : backends_under_test()) {
+    const std::map<std::string, std::vector<float>> got = run_checked(c, *backend);
+    const double tol = backend->precision() == Precision::kF32 ? 1e-5 : c.tolerance;
+    for (const auto& [name, values] : want) {
+      const double err = relative_error(got.at(name), values);
+      EXPECT_LE(err, tol) << backend->name() << " " << c.name << " output " << name << ": relative error " << err
+                          << " above " << tol;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, BackendOpsTest, ::testing::ValuesIn(op_cases()),
+                         [](const ::testing::TestParamInfo<OpCase>& param) { return param.param.name; });
+
+TEST(BackendOpsTest, ShapeAndDtypeMismatchesNameTheOpAndTheTensor) {
+  CpuBackend backend(Precision::kBF16);
+  Tensor out = backend.zeros({4, 8}, DType::kF32);  // f32 where bf16 is expected
+  Tensor inp = backend.zeros({4, 8}, DType::kBF16), w = backend.zeros({8}, DType::kBF16);
+  try {
+    backend.layernorm_forward(out, {}, {}, inp, w, w);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layernorm_forward : out is (4, 8) f32"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace loom
