@@ -6,14 +6,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/backend/cpu_backend.h"
 #include "core/rng.h"
-#include "kernels/cpu/attention.h"
 #include "kernels/cpu/cross_entropy.h"
-#include "kernels/cpu/embedding.h"
-#include "kernels/cpu/gelu.h"
-#include "kernels/cpu/layernorm.h"
-#include "kernels/cpu/matmul.h"
-#include "kernels/cpu/vocab_parallel_cross_entropy.h"
 #include "parallel/regions.h"
 #include "parallel/solo_communicator.h"
 
@@ -26,32 +21,29 @@ namespace {
 
 constexpr int kPerLayer = 12;  // tensors per transformer block, in the order of LayerWeights
 
-// Pointers to one block's tensors (values or gradients), in parameters() order.
+// One block's tensors (values or gradients), in parameters() order.
 struct LayerWeights {
-  float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *attproj_w, *attproj_b;
-  float *ln2_w, *ln2_b, *fc_w, *fc_b, *fcproj_w, *fcproj_b;
+  Tensor ln1_w, ln1_b, qkv_w, qkv_b, attproj_w, attproj_b;
+  Tensor ln2_w, ln2_b, fc_w, fc_b, fcproj_w, fcproj_b;
 };
 
 // `first` is the index in parameters() of the block's first tensor.
-LayerWeights layer_weights(const std::vector<float*>& v, size_t first) {
-  const size_t b = first;
-  return {v[b + 0], v[b + 1], v[b + 2], v[b + 3], v[b + 4],  v[b + 5],
-          v[b + 6], v[b + 7], v[b + 8], v[b + 9], v[b + 10], v[b + 11]};
+LayerWeights layer_weights(const std::vector<Parameter>& params, size_t first, bool grads) {
+  auto t = [&](size_t i) { return grads ? params[first + i].grad : params[first + i].value; };
+  return {t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7), t(8), t(9), t(10), t(11)};
+}
+
+// Views of the activation arena's buffers for the backend's ops: (rows, cols) or (n).
+Tensor rows_of(const float* p, int64_t rows, int64_t cols) {
+  return Tensor::view(const_cast<float*>(p), {rows, cols});
+}
+Tensor vector_of(const float* p, int64_t n) { return Tensor::view(const_cast<float*>(p), {n}); }
+Tensor ids_of(const std::vector<int32_t>& ids) {
+  return Tensor::view(const_cast<int32_t*>(ids.data()), {static_cast<int64_t>(ids.size())}, DType::kI32);
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-void zero(float* p, int64_t n) { std::memset(p, 0, static_cast<size_t>(n) * sizeof(float)); }
-
-// out (N, C) = a + b + bias (C): the residual add, with the row-parallel bias that is applied
-// once after the tensor-parallel reduction.
-void residual_bias_add(float* out, const float* a, const float* b, const float* bias, int64_t N, int64_t C) {
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t c = 0; c < C; ++c) out[n * C + c] = a[n * C + c] + b[n * C + c] + bias[c];
-  }
 }
 
 // Split of `total` items into `parts` contiguous ranges whose sizes differ by at most one.
@@ -214,6 +206,14 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     pp_ = parallel.pp;
   }
   if (parallel.embedding != nullptr && parallel.embedding->size() > 1) embedding_ = parallel.embedding;
+  if (parallel.backend == nullptr) {
+    owned_backend_ = std::make_unique<CpuBackend>(Precision::kF32);
+    backend_ = owned_backend_.get();
+  } else {
+    backend_ = parallel.backend;
+  }
+  LOOM_CHECK(backend_->device() == Device::kCPU && backend_->precision() == Precision::kF32,
+             "GPT runs on the CPU in fp32 for now; got the backend", backend_->name());
   const int tp = tp_->size();
   if (config_.n_head % tp != 0) {
     fail_user("tensor parallelism tp =", tp, "must divide n_head =", config_.n_head,
@@ -501,59 +501,64 @@ struct RegionEnds {
 
   const float* enter(const float* local, float* full) const {
     if (!sp) return local;  // CopyToTensorParallel::forward is the identity
-    parallel::GatherFromSequenceParallel::forward(tp, local, full, Nl, C);
+    parallel::GatherFromSequenceParallel::forward(tp, local, full, Nl, C, DType::kF32);
     return full;
   }
   // d(full) (N, C) -> d(local) (Nl, C); returns where d(local) is.
   float* enter_backward(float* dfull, float* dlocal) const {
     if (!sp) {
-      parallel::CopyToTensorParallel::backward(tp, dfull, Nl * C);
+      parallel::CopyToTensorParallel::backward(tp, dfull, Nl * C, DType::kF32);
       return dfull;
     }
-    parallel::GatherFromSequenceParallel::backward(tp, dfull, dlocal, Nl, C);
+    parallel::GatherFromSequenceParallel::backward(tp, dfull, dlocal, Nl, C, DType::kF32);
     return dlocal;
   }
   void leave(float* partial, float* scratch) const {
     if (!sp) {
-      parallel::ReduceFromTensorParallel::forward(tp, partial, Nl * C);
+      parallel::ReduceFromTensorParallel::forward(tp, partial, Nl * C, DType::kF32);
       return;
     }
-    parallel::ScatterToSequenceParallel::forward(tp, partial, scratch, Nl, C);
+    parallel::ScatterToSequenceParallel::forward(tp, partial, scratch, Nl, C, DType::kF32);
     std::memcpy(partial, scratch, Nl * C * sizeof(float));
   }
   // d(reduced) (Nl, C) -> d(partial) (N, C); returns where it is.
   const float* leave_backward(const float* dlocal, float* dfull) const {
     if (!sp) return dlocal;  // ReduceFromTensorParallel::backward is the identity
-    parallel::ScatterToSequenceParallel::backward(tp, dlocal, dfull, Nl, C);
+    parallel::ScatterToSequenceParallel::backward(tp, dlocal, dfull, Nl, C, DType::kF32);
     return dfull;
   }
 };
 
 }  // namespace
 
-void GPT::layer_forward(int l, const float* residual, const std::vector<float*>& w) {
+void GPT::layer_forward(int l, const float* residual) {
   Activations& a = *acts_;
   const Layout& s = a.shape;
   const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;
   const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};
   const size_t local = static_cast<size_t>(l - first_layer_);
-  const LayerWeights lw = layer_weights(w, layer0_ + local * kPerLayer);
+  const LayerWeights lw = layer_weights(params_, layer0_ + local * kPerLayer, false);
   Activations::Layer& la = a.layers[local];
-  k::layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lw.ln1_w, lw.ln1_b, Nl, C);
+  Backend& be = *backend_;
+  be.layernorm_forward(rows_of(la.ln1, Nl, C), vector_of(la.ln1_mean, Nl), vector_of(la.ln1_rstd, Nl),
+                       rows_of(residual, Nl, C), lw.ln1_w, lw.ln1_b);
   const float* ln1 = ends.enter(la.ln1, la.ln1_full);
-  k::matmul_forward(la.qkv, ln1, lw.qkv_w, lw.qkv_b, N, C, 3 * s.Cl);
-  k::attention_forward(la.atty, la.att_lse, la.qkv, B, T, s.Cl, s.NHl);
-  k::matmul_forward(la.attproj, la.atty, lw.attproj_w, nullptr, N, s.Cl, C);
+  be.matmul_forward(rows_of(la.qkv, N, 3 * s.Cl), {}, rows_of(ln1, N, C), lw.qkv_w, lw.qkv_b, Epilogue::kBias);
+  be.attention_forward(rows_of(la.atty, N, s.Cl), vector_of(la.att_lse, static_cast<int64_t>(B) * s.NHl * T),
+                       rows_of(la.qkv, N, 3 * s.Cl), B, T, s.NHl);
+  be.matmul_forward(rows_of(la.attproj, N, C), {}, rows_of(la.atty, N, s.Cl), lw.attproj_w, {}, Epilogue::kNone);
   ends.leave(la.attproj, a.dlocal);
-  residual_bias_add(la.residual2, residual, la.attproj, lw.attproj_b, Nl, C);
-
-  k::layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.residual2, lw.ln2_w, lw.ln2_b, Nl, C);
+  // The row-parallel bias is added once, after the tensor-parallel reduction.
+  be.residual_layernorm_forward(rows_of(la.residual2, Nl, C), rows_of(la.ln2, Nl, C), vector_of(la.ln2_mean, Nl),
+                                vector_of(la.ln2_rstd, Nl), rows_of(residual, Nl, C), rows_of(la.attproj, Nl, C),
+                                lw.attproj_b, lw.ln2_w, lw.ln2_b);
   const float* ln2 = ends.enter(la.ln2, la.ln2_full);
-  k::matmul_forward(la.fch, ln2, lw.fc_w, lw.fc_b, N, C, s.Fl);
-  k::gelu_forward(la.fch_gelu, la.fch, static_cast<long>(N) * s.Fl);
-  k::matmul_forward(la.fcproj, la.fch_gelu, lw.fcproj_w, nullptr, N, s.Fl, C);
+  be.matmul_forward(rows_of(la.fch_gelu, N, s.Fl), rows_of(la.fch, N, s.Fl), rows_of(ln2, N, C), lw.fc_w, lw.fc_b,
+                    Epilogue::kBiasGelu);
+  be.matmul_forward(rows_of(la.fcproj, N, C), {}, rows_of(la.fch_gelu, N, s.Fl), lw.fcproj_w, {}, Epilogue::kNone);
   ends.leave(la.fcproj, a.dlocal);
-  residual_bias_add(la.residual3, la.residual2, la.fcproj, lw.fcproj_b, Nl, C);
+  be.residual_add(rows_of(la.residual3, Nl, C), rows_of(la.residual2, Nl, C), rows_of(la.fcproj, Nl, C),
+                  lw.fcproj_b);
 }
 
 float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
@@ -576,34 +581,36 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   a.has_targets = targets != nullptr;
   a.forwarded = true;
   const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};
-  std::vector<float*> w;
-  for (const Parameter& p : params_) w.push_back(p.value.f32());
+  Backend& be = *backend_;
 
   if (first_stage_) {
     // Each rank looks up the tokens of its vocabulary slice; the region's reduction completes
     // the embedding, and each rank adds the positions of the rows it holds.
-    k::token_embedding_forward(a.embedded, tokens, w[wte_], N, C, vocab_start_, vocab_count_);
+    be.token_embedding_forward(rows_of(a.embedded, N, C), ids_of(a.tokens), params_[wte_].value, vocab_start_);
     ends.leave(a.embedded, a.dlocal);
-    k::position_embedding_forward(a.embedded, w[wpe_], Nl, T, C, s.first_row);
+    be.position_embedding_forward(rows_of(a.embedded, Nl, C), params_[wpe_].value, T, s.first_row);
   }  // else: the previous stage's output was written into a.embedded (stage_input())
   for (int l = first_layer_; l < end_layer_; ++l) {
-    layer_forward(l, block_input(l), w);
+    layer_forward(l, block_input(l));
   }
   if (!last_stage_) return 0.0f;
   const float* residual = stage_output();
-  k::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w[lnf_], w[lnf_ + 1], Nl, C);
+  be.layernorm_forward(rows_of(a.lnf, Nl, C), vector_of(a.lnf_mean, Nl), vector_of(a.lnf_rstd, Nl),
+                       rows_of(residual, Nl, C), params_[lnf_].value, params_[lnf_ + 1].value);
   const float* lnf = ends.enter(a.lnf, a.lnf_full);
-  k::matmul_forward(a.logits, lnf, w[wte_], nullptr, N, C, s.Vl);
+  const Tensor logits = rows_of(a.logits, N, s.Vl);
+  be.matmul_forward(logits, {}, rows_of(lnf, N, C), params_[wte_].value, {}, Epilogue::kNone);
   if (!a.has_targets) return 0.0f;
 
   // Vocabulary-parallel cross-entropy: two reductions of per-row statistics over the TP group.
   a.targets.assign(targets, targets + N);
-  k::vocab_shard_row_max(a.row_max, a.logits, N, s.Vl);
-  if (tp_->size() > 1) tp_->all_reduce(a.row_max, a.row_max, static_cast<size_t>(N), DType::kF32, parallel::ReduceOp::kMax);
-  k::vocab_shard_sum_exp_and_target(a.row_stats, a.row_stats + N, a.logits, targets, a.row_max, N,
-                                    s.Vl, vocab_start_);
-  if (tp_->size() > 1) tp_->all_reduce(a.row_stats, a.row_stats, 2 * static_cast<size_t>(N), DType::kF32, parallel::ReduceOp::kSum);
-  k::vocab_parallel_losses(a.losses, a.row_max, a.row_stats, a.row_stats + N, targets, N);
+  const Tensor target_ids = ids_of(a.targets), row_max = vector_of(a.row_max, N);
+  const Tensor sum_exp = vector_of(a.row_stats, N), target_logit = vector_of(a.row_stats + N, N);
+  be.vocab_row_max(row_max, logits);
+  parallel::VocabParallelStatistics::max(*tp_, a.row_max, static_cast<size_t>(N));
+  be.vocab_sum_exp(sum_exp, target_logit, logits, target_ids, row_max, vocab_start_);
+  parallel::VocabParallelStatistics::sum(*tp_, a.row_stats, 2 * static_cast<size_t>(N));
+  be.vocab_losses(vector_of(a.losses, N), row_max, sum_exp, target_logit, target_ids);
   double sum = 0;
   a.counted = 0;
   for (int i = 0; i < N; ++i) {
@@ -621,13 +628,8 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
   Activations& a = *acts_;
   const Layout& s = a.shape;
   const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;
-  const int64_t nlc = static_cast<int64_t>(Nl) * C, nc = static_cast<int64_t>(N) * C;
   const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};
-  std::vector<float*> w, g;
-  for (const Parameter& p : params_) {
-    w.push_back(p.value.f32());
-    g.push_back(p.grad.f32());
-  }
+  Backend& be = *backend_;
 
   const float dloss = a.counted ? loss_scale / static_cast<float>(a.counted) : 0.0f;
   // With sequence parallelism, some gradients cover only this rank's token rows
@@ -639,8 +641,7 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
       for (size_t i = first_param; i < first_param + count; ++i) {
         Parameter& p = params_[i];
         if (partial_under_sp_[i]) {
-          tp_->all_reduce(p.grad.f32(), p.grad.f32(), static_cast<size_t>(p.grad.numel()),
-                          DType::kF32, parallel::ReduceOp::kSum);
+          parallel::SequenceParallelGradients::sum(*tp_, p.grad.f32(), static_cast<size_t>(p.grad.numel()));
         }
       }
     }
@@ -649,72 +650,69 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
     }
   };
   if (last_stage_) {
-    for (int i = 0; i < N; ++i) a.dlosses[i] = dloss;
-  }
-
-  if (last_stage_) {
     // Logits become their gradient in place; the probabilities are never stored.
-    k::vocab_shard_cross_entropy_backward(a.logits, a.logits, a.targets.data(), a.row_max,
-                                          a.row_stats, a.dlosses, N, s.Vl, vocab_start_);
-    zero(a.dfull, nc);
+    const Tensor dlogits = rows_of(a.logits, N, s.Vl);
+    be.vocab_cross_entropy_backward(dlogits, dlogits, ids_of(a.targets), vector_of(a.row_max, N),
+                                    vector_of(a.row_stats, N), vocab_start_, dloss);
     // The *_full buffers still hold the rows gathered in the forward.
-    k::matmul_backward(a.dfull, g[wte_], nullptr, a.logits, a.lnf_full, w[wte_], N, C, s.Vl);
+    be.matmul_backward(rows_of(a.dfull, N, C), params_[wte_].grad, dlogits, rows_of(a.lnf_full, N, C),
+                       params_[wte_].value);
     float* dlnf = ends.enter_backward(a.dfull, a.dlocal);
-    zero(a.dresidual, nlc);
-    k::layernorm_backward(a.dresidual, g[lnf_], g[lnf_ + 1], dlnf, stage_output(), w[lnf_],
-                          a.lnf_mean, a.lnf_rstd, Nl, C);
+    const Tensor dresidual = rows_of(a.dresidual, Nl, C);
+    be.zero(dresidual);
+    be.layernorm_backward(dresidual, params_[lnf_].grad, params_[lnf_ + 1].grad, rows_of(dlnf, Nl, C),
+                          rows_of(stage_output(), Nl, C), params_[lnf_].value, vector_of(a.lnf_mean, Nl),
+                          vector_of(a.lnf_rstd, Nl));
     finish(lnf_, 2);
   }  // else: the next stage's gradient of this stage's output is in a.dresidual
 
   // dresidual holds d(loss)/d(output of block l) and, through the residual connections, turns
   // into d(loss)/d(input of block l) as the block's branches accumulate into it.
+  const Tensor dresidual = rows_of(a.dresidual, Nl, C);
   for (int l = end_layer_ - 1; l >= first_layer_; --l) {
     const size_t local = static_cast<size_t>(l - first_layer_);
-    const LayerWeights lw = layer_weights(w, layer0_ + local * kPerLayer);
-    const LayerWeights lg = layer_weights(g, layer0_ + local * kPerLayer);
+    const LayerWeights lw = layer_weights(params_, layer0_ + local * kPerLayer, false);
+    const LayerWeights lg = layer_weights(params_, layer0_ + local * kPerLayer, true);
     Activations::Layer& la = a.layers[local];
     const float* residual = block_input(l);
     // Full recomputation reruns the block from its input into the shared buffers (writing the
     // same residual3 again); dresidual is untouched and dlocal/dfull are free here.
-    if (recompute_ == Recompute::kFull) layer_forward(l, residual, w);
+    if (recompute_ == Recompute::kFull) layer_forward(l, residual);
 
     // MLP. The row-parallel bias sees every row of the (gathered) output gradient, so its
     // gradient is complete on every rank.
-    const float* dfcproj = ends.leave_backward(a.dresidual, a.dfull);
-    zero(a.dfch_gelu, static_cast<int64_t>(N) * s.Fl);
-    k::matmul_backward(a.dfch_gelu, lg.fcproj_w, lg.fcproj_b, dfcproj, la.fch_gelu, lw.fcproj_w,
-                       N, s.Fl, C);
-    zero(a.dfch, static_cast<int64_t>(N) * s.Fl);
-    k::gelu_backward(a.dfch, la.fch, a.dfch_gelu, static_cast<long>(N) * s.Fl);
-    zero(a.dfull, nc);
-    k::matmul_backward(a.dfull, lg.fc_w, lg.fc_b, a.dfch, la.ln2_full, lw.fc_w, N, C, s.Fl);
+    const Tensor dfcproj = rows_of(ends.leave_backward(a.dresidual, a.dfull), N, C);
+    const Tensor dfch_gelu = rows_of(a.dfch_gelu, N, s.Fl), dfch = rows_of(a.dfch, N, s.Fl);
+    be.matmul_backward(dfch_gelu, lg.fcproj_w, dfcproj, rows_of(la.fch_gelu, N, s.Fl), lw.fcproj_w);
+    be.bias_backward(lg.fcproj_b, dfcproj);
+    be.gelu_backward(dfch, rows_of(la.fch, N, s.Fl), dfch_gelu);
+    be.matmul_backward(rows_of(a.dfull, N, C), lg.fc_w, dfch, rows_of(la.ln2_full, N, C), lw.fc_w);
+    be.bias_backward(lg.fc_b, dfch);
     float* dln2 = ends.enter_backward(a.dfull, a.dlocal);
-    k::layernorm_backward(a.dresidual, lg.ln2_w, lg.ln2_b, dln2, la.residual2, lw.ln2_w,
-                          la.ln2_mean, la.ln2_rstd, Nl, C);
+    be.layernorm_backward(dresidual, lg.ln2_w, lg.ln2_b, rows_of(dln2, Nl, C), rows_of(la.residual2, Nl, C), lw.ln2_w,
+                          vector_of(la.ln2_mean, Nl), vector_of(la.ln2_rstd, Nl));
 
     // Attention. Selective recomputation rebuilds the attention core from the kept QKV.
-    if (recompute_ == Recompute::kSelective) {
-      k::attention_forward(la.atty, la.att_lse, la.qkv, B, T, s.Cl, s.NHl);
-    }
-    const float* dattproj = ends.leave_backward(a.dresidual, a.dfull);
-    zero(a.datty, static_cast<int64_t>(N) * s.Cl);
-    k::matmul_backward(a.datty, lg.attproj_w, lg.attproj_b, dattproj, la.atty, lw.attproj_w, N,
-                       s.Cl, C);
-    zero(a.dqkv, static_cast<int64_t>(N) * 3 * s.Cl);
-    k::attention_backward(a.dqkv, a.datty, la.qkv, la.atty, la.att_lse, B, T, s.Cl, s.NHl);
+    const Tensor qkv = rows_of(la.qkv, N, 3 * s.Cl), atty = rows_of(la.atty, N, s.Cl);
+    const Tensor lse = vector_of(la.att_lse, static_cast<int64_t>(B) * s.NHl * T);
+    if (recompute_ == Recompute::kSelective) be.attention_forward(atty, lse, qkv, B, T, s.NHl);
+    const Tensor dattproj = rows_of(ends.leave_backward(a.dresidual, a.dfull), N, C);
+    const Tensor datty = rows_of(a.datty, N, s.Cl), dqkv = rows_of(a.dqkv, N, 3 * s.Cl);
+    be.matmul_backward(datty, lg.attproj_w, dattproj, atty, lw.attproj_w);
+    be.bias_backward(lg.attproj_b, dattproj);
+    be.attention_backward(dqkv, datty, qkv, atty, lse, B, T, s.NHl);
     // dfull may still hold dattproj (sequence parallel): it was consumed above.
-    zero(a.dfull, nc);
-    k::matmul_backward(a.dfull, lg.qkv_w, lg.qkv_b, a.dqkv, la.ln1_full, lw.qkv_w, N, C, 3 * s.Cl);
+    be.matmul_backward(rows_of(a.dfull, N, C), lg.qkv_w, dqkv, rows_of(la.ln1_full, N, C), lw.qkv_w);
+    be.bias_backward(lg.qkv_b, dqkv);
     float* dln1 = ends.enter_backward(a.dfull, a.dlocal);
-    k::layernorm_backward(a.dresidual, lg.ln1_w, lg.ln1_b, dln1, residual, lw.ln1_w, la.ln1_mean,
-                          la.ln1_rstd, Nl, C);
+    be.layernorm_backward(dresidual, lg.ln1_w, lg.ln1_b, rows_of(dln1, Nl, C), rows_of(residual, Nl, C), lw.ln1_w,
+                          vector_of(la.ln1_mean, Nl), vector_of(la.ln1_rstd, Nl));
     finish(layer0_ + local * kPerLayer, kPerLayer);
   }
   if (first_stage_) {
-    k::position_embedding_backward(g[wpe_], a.dresidual, Nl, T, C, s.first_row);
+    be.position_embedding_backward(params_[wpe_].grad, dresidual, T, s.first_row);
     const float* dembedded = ends.leave_backward(a.dresidual, a.dfull);
-    k::token_embedding_backward(g[wte_], dembedded, a.tokens.data(), N, C, vocab_start_,
-                                vocab_count_);
+    be.token_embedding_backward(params_[wte_].grad, rows_of(dembedded, N, C), ids_of(a.tokens), vocab_start_);
   }  // else: a.dresidual is the gradient of this stage's input (stage_input_grad())
   // The tensors before the first block (wte and wpe, or the last stage's wte) are final now,
   // unless wte's two copies still have to be summed (sum_tied_embedding_gradients, after the
@@ -734,8 +732,7 @@ int64_t GPT::stage_elements(int B, int T) const {
 void GPT::sum_tied_embedding_gradients() {
   if (embedding_ == nullptr || wte_ == npos) return;
   Parameter& p = params_[wte_];
-  embedding_->all_reduce(p.grad.f32(), p.grad.f32(), static_cast<size_t>(p.grad.numel()),
-                         DType::kF32, parallel::ReduceOp::kSum);
+  parallel::TiedEmbeddingGradients::sum(*embedding_, p.grad.f32(), static_cast<size_t>(p.grad.numel()));
 }
 
 int64_t GPT::arena_offset(const Parameter& p) const { return p.value.f32() - param_arena_.f32(); }

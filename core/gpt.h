@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "core/backend/backend.h"
 #include "core/parameter.h"
 #include "core/tensor.h"
 #include "parallel/communicator.h"
@@ -60,6 +61,8 @@ struct ModelParallel {
   bool last_stage = true;
   parallel::Communicator* pp = nullptr;         // the pipeline group; null: one stage
   parallel::Communicator* embedding = nullptr;  // first + last stage (ProcessGrid::embedding())
+  // Runs the model's ops (core/backend/backend.h); null: a CpuBackend in fp32 of the model's own.
+  Backend* backend = nullptr;
 };
 
 // What the sizes of one rank's share depend on (ModelParallel without its communicators), so
@@ -213,7 +216,7 @@ class GPT {
   // Assigns the buffers of `a` for `mode` from `base` (null: only counts); returns the floats used.
   static int64_t carve_activations(const StageShape& shape, Activations& a, Recompute mode, float* base);
   void ensure_activations(int B, int T);
-  void layer_forward(int layer, const float* residual_in, const std::vector<float*>& w);
+  void layer_forward(int layer, const float* residual_in);
   // The residual stream entering block `layer` (== the stage's output for end_layer).
   const float* block_input(int layer) const;
 
@@ -225,6 +228,8 @@ class GPT {
   size_t wte_ = npos, wpe_ = npos, layer0_ = npos, lnf_ = npos;
   std::unique_ptr<parallel::Communicator> solo_;     // owned when no tp group was given
   std::unique_ptr<parallel::Communicator> solo_pp_;  // owned when no pp group was given
+  std::unique_ptr<Backend> owned_backend_;           // owned when no backend was given
+  Backend* backend_ = nullptr;
   parallel::Communicator* tp_ = nullptr;
   parallel::Communicator* pp_ = nullptr;
   parallel::Communicator* embedding_ = nullptr;  // null unless the tied wte has two copies

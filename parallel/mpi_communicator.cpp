@@ -94,25 +94,45 @@ MPI_Datatype mpi_type(DType dtype) {
     case DType::kF32: return MPI_FLOAT;
     case DType::kI32: return MPI_INT32_T;
     case DType::kF64: return MPI_DOUBLE;
-    case DType::kBF16: return MPI_UINT16_T;  // moved as raw bits; never reduced
+    case DType::kBF16: return MPI_UINT16_T;  // raw bits; reduced by the operations below
   }
   LOOM_CHECK(false, "dtype", static_cast<int>(dtype), "has no MPI type");
   return MPI_DATATYPE_NULL;
 }
 
-MPI_Op mpi_op(ReduceOp op) {
+// MPI has no bf16 type: bf16 travels as 16-bit integers and is reduced by these operations, in
+// f32 with one rounding per pairwise step, as NCCL reduces bf16 (so bf16 activations pass
+// through the tensor-parallel regions on CPU ranks as on GPUs).
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const bf16* a = static_cast<const bf16*>(in);
+  bf16* b = static_cast<bf16*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = float_to_bf16(bf16_to_float(a[i]) + bf16_to_float(b[i]));
+}
+
+void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
+  const bf16* a = static_cast<const bf16*>(in);
+  bf16* b = static_cast<bf16*>(inout);
+  for (int i = 0; i < *len; ++i) {
+    if (bf16_to_float(a[i]) > bf16_to_float(b[i])) b[i] = a[i];
+  }
+}
+
+MPI_Op mpi_op(ReduceOp op, DType dtype) {
+  if (dtype == DType::kBF16) {
+    // Created once, after MPI_Init (the first reduction); MPI frees them at MPI_Finalize.
+    static MPI_Op sum = MPI_OP_NULL, max = MPI_OP_NULL;
+    if (sum == MPI_OP_NULL) {
+      LOOM_MPI_CHECK(MPI_Op_create(&bf16_sum, /*commute=*/1, &sum));
+      LOOM_MPI_CHECK(MPI_Op_create(&bf16_max, /*commute=*/1, &max));
+    }
+    return op == ReduceOp::kSum ? sum : max;
+  }
   switch (op) {
     case ReduceOp::kSum: return MPI_SUM;
     case ReduceOp::kMax: return MPI_MAX;
   }
   LOOM_CHECK(false, "reduce op", static_cast<int>(op), "has no MPI operation");
   return MPI_OP_NULL;
-}
-
-void check_reducible(DType dtype, const char* op) {
-  LOOM_CHECK(dtype != DType::kBF16, op,
-             "on bf16 is not supported by the MPI communicator (MPI has no bf16 type):",
-             "reduce f32 buffers, or use the NCCL communicator for bf16 GPU buffers");
 }
 
 int mpi_count(size_t count) {
@@ -685,7 +705,6 @@ class MpiCommunicator::Request final : public CommRequest {
 std::unique_ptr<CommRequest> MpiCommunicator::all_reduce_async(const void* send, void* recv,
                                                                size_t count, DType dtype,
                                                                ReduceOp op) {
-  check_reducible(dtype, "all_reduce");
   LOOM_CHECK((send != nullptr && recv != nullptr) || count == 0, "all_reduce of", count,
              "elements on group '" + name_ + "' got a null buffer");
   const int n = mpi_count(count);
@@ -694,7 +713,7 @@ std::unique_ptr<CommRequest> MpiCommunicator::all_reduce_async(const void* send,
   return std::make_unique<Request>(impl_->post_collective(
       *this, "all_reduce", CommOp::kAllReduce, nbytes, [&](MPI_Request* request) {
         LOOM_MPI_CHECK(
-            MPI_Iallreduce(source, recv, n, mpi_type(dtype), mpi_op(op), comm_, request));
+            MPI_Iallreduce(source, recv, n, mpi_type(dtype), mpi_op(op, dtype), comm_, request));
       }));
 }
 
@@ -721,7 +740,6 @@ std::unique_ptr<CommRequest> MpiCommunicator::all_gather_async(const void* send,
 std::unique_ptr<CommRequest> MpiCommunicator::reduce_scatter_async(const void* send, void* recv,
                                                                    size_t count_per_rank,
                                                                    DType dtype, ReduceOp op) {
-  check_reducible(dtype, "reduce_scatter");
   LOOM_CHECK((send != nullptr && recv != nullptr) || count_per_rank == 0, "reduce_scatter of",
              count_per_rank, "elements per rank on group '" + name_ + "' got a null buffer");
   const int n = mpi_count(count_per_rank);
@@ -731,7 +749,7 @@ std::unique_ptr<CommRequest> MpiCommunicator::reduce_scatter_async(const void* s
   const void* source = send == recv ? MPI_IN_PLACE : send;
   return std::make_unique<Request>(impl_->post_collective(
       *this, "reduce_scatter", CommOp::kReduceScatter, nbytes, [&](MPI_Request* request) {
-        LOOM_MPI_CHECK(MPI_Ireduce_scatter_block(source, recv, n, mpi_type(dtype), mpi_op(op),
+        LOOM_MPI_CHECK(MPI_Ireduce_scatter_block(source, recv, n, mpi_type(dtype), mpi_op(op, dtype),
                                                  comm_, request));
       }));
 }
