@@ -4,14 +4,26 @@
 #include <cstring>
 
 #include "core/base/check.h"
+#ifdef LOOM_HAS_CUDA
+#include <cuda_runtime_api.h>
+
+#include "core/base/cuda/check.h"
+#endif
 
 namespace loom::parallel {
 
 namespace {
 
-void copy_if_distinct(const void* send, void* recv, size_t count, DType dtype) {
-  if (send != recv && count > 0) std::memcpy(recv, send, count * dtype_size(dtype));
+#ifdef LOOM_HAS_CUDA
+bool on_device(const void* p) {
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
+    (void)cudaGetLastError();  // not a pointer CUDA knows: host memory; clear the error it left
+    return false;
+  }
+  return attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
 }
+#endif
 
 class CompletedRequest final : public CommRequest {
  public:
@@ -21,24 +33,43 @@ class CompletedRequest final : public CommRequest {
 
 }  // namespace
 
+void SoloCommunicator::copy(const void* send, void* recv, size_t count, DType dtype) const {
+  if (send == recv || count == 0) return;
+  const size_t bytes = count * dtype_size(dtype);
+#ifdef LOOM_HAS_CUDA
+  if (device_stream_ != nullptr && (on_device(send) || on_device(recv))) {
+    LOOM_CUDA_CHECK(cudaMemcpyAsync(recv, send, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(device_stream_)));
+    return;
+  }
+#endif
+  std::memcpy(recv, send, bytes);
+}
+
+void SoloCommunicator::set_device_stream(void* stream) {
+#ifndef LOOM_HAS_CUDA
+  LOOM_CHECK(stream == nullptr, "SoloCommunicator", name_, ": a device stream in a build without CUDA");
+#endif
+  device_stream_ = stream;
+}
+
 int SoloCommunicator::world_rank_of(int group_rank) const {
   LOOM_CHECK(group_rank == 0, "rank", group_rank, "in a one-rank group");
   return 0;
 }
 
 void SoloCommunicator::all_reduce(const void* send, void* recv, size_t count, DType dtype, ReduceOp) {
-  copy_if_distinct(send, recv, count, dtype);
+  copy(send, recv, count, dtype);
   stats_.add(CommOp::kAllReduce, count * dtype_size(dtype));
 }
 
 void SoloCommunicator::all_gather(const void* send, void* recv, size_t count_per_rank, DType dtype) {
-  copy_if_distinct(send, recv, count_per_rank, dtype);
+  copy(send, recv, count_per_rank, dtype);
   stats_.add(CommOp::kAllGather, count_per_rank * dtype_size(dtype));
 }
 
 void SoloCommunicator::reduce_scatter(const void* send, void* recv, size_t count_per_rank,
                                       DType dtype, ReduceOp) {
-  copy_if_distinct(send, recv, count_per_rank, dtype);
+  copy(send, recv, count_per_rank, dtype);
   stats_.add(CommOp::kReduceScatter, count_per_rank * dtype_size(dtype));
 }
 
@@ -88,6 +119,7 @@ std::unique_ptr<CommRequest> SoloCommunicator::send_recv_batch_async(std::span<c
 std::unique_ptr<Communicator> SoloCommunicator::split(int, int, const std::string& name) {
   auto child = std::make_unique<SoloCommunicator>(name);
   child->set_timeout(timeout_);
+  child->device_stream_ = device_stream_;
   return child;
 }
 

@@ -1,6 +1,12 @@
 // A communicator of one rank, without MPI: every collective is a copy. The single-process trainer
 // and the tests of one rank use it, so that the tensor-parallel code path is the only path (with
 // tp = 1 its regions reduce to copies and no-ops).
+//
+// On a GPU its buffers are device memory: after set_device_stream(stream) (a cudaStream_t, held
+// opaquely so that this header needs no CUDA) a copy whose source or destination is device memory
+// is enqueued on that stream (cudaMemcpyAsync, in stream order like an NCCL collective) and the
+// call returns; host buffers are still copied at once. Without a stream set, buffers are host
+// memory. In a build without CUDA the stream cannot be set.
 #pragma once
 
 #include <memory>
@@ -39,8 +45,14 @@ class SoloCommunicator : public Communicator {
   void barrier() override {}
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
 
+  // The stream device copies are ordered on (null: host buffers only). Split children inherit it.
+  void set_device_stream(void* stream);
+
  private:
+  void copy(const void* send, void* recv, size_t count, DType dtype) const;
+
   std::string name_;
+  void* device_stream_ = nullptr;
 };
 
 }  // namespace loom::parallel
