@@ -29,13 +29,14 @@ struct LayerWeights {
 
 // `first` is the index in parameters() of the block's first tensor.
 LayerWeights layer_weights(const std::vector<Parameter>& params, size_t first, bool grads) {
-  auto t = [&](size_t i) { return grads ? params[first + i].grad : params[first + i].value; };
+  auto t = [&](size_t i) { return grads ? params[first + i].grad : params[first + i].compute; };
   return {t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7), t(8), t(9), t(10), t(11)};
 }
 
-// Views of the activation arena's buffers for the backend's ops: (rows, cols) or (n).
-Tensor rows_of(const float* p, int64_t rows, int64_t cols) {
-  return Tensor::view(const_cast<float*>(p), {rows, cols});
+// Views of the activation arena's buffers for the backend's ops: (rows, cols) of the activation
+// dtype, or (n) f32 statistics.
+Tensor rows_of(const void* p, int64_t rows, int64_t cols, DType dtype) {
+  return Tensor::view(const_cast<void*>(p), {rows, cols}, dtype);
 }
 Tensor vector_of(const float* p, int64_t n) { return Tensor::view(const_cast<float*>(p), {n}); }
 Tensor ids_of(const std::vector<int32_t>& ids) {
@@ -116,25 +117,27 @@ struct GPT::Layout {
   int B, T, N, Nl, C, Cl, NHl, Fl, Vl, first_row;
 };
 
+// Activation buffers (`void*`) hold the precision's activation dtype (f32 or bf16); the
+// statistics (`float*`) are always f32.
 struct GPT::Activations {
   struct Layer {
-    float* ln1;        // (Nl, C)
+    void* ln1;         // (Nl, C)
     float* ln1_mean;   // (Nl)
     float* ln1_rstd;   // (Nl)
-    float* ln1_full;   // (N, C): all rows (sequence parallel), else == ln1
-    float* qkv;        // (N, 3Cl)
-    float* atty;       // (N, Cl)
+    void* ln1_full;    // (N, C): all rows (sequence parallel), else == ln1
+    void* qkv;         // (N, 3Cl)
+    void* atty;        // (N, Cl)
     float* att_lse;    // (B, NHl, T)
-    float* attproj;    // (N, C): partial sums, then (Nl, C) of the reduced output in its first rows
-    float* residual2;  // (Nl, C)
-    float* ln2;        // (Nl, C)
+    void* attproj;     // (N, C): partial sums, then (Nl, C) of the reduced output in its first rows
+    void* residual2;   // (Nl, C)
+    void* ln2;         // (Nl, C)
     float* ln2_mean;   // (Nl)
     float* ln2_rstd;   // (Nl)
-    float* ln2_full;   // (N, C) or == ln2
-    float* fch;        // (N, Fl)
-    float* fch_gelu;   // (N, Fl)
-    float* fcproj;     // (N, C) as attproj
-    float* residual3;  // (Nl, C)
+    void* ln2_full;    // (N, C) or == ln2
+    void* fch;         // (N, Fl)
+    void* fch_gelu;    // (N, Fl)
+    void* fcproj;      // (N, C) as attproj
+    void* residual3;   // (Nl, C)
   };
   Tensor arena;
   Layout shape{};
@@ -144,25 +147,24 @@ struct GPT::Activations {
   bool has_targets = false;
   bool forwarded = false;  // a forward whose backward has not run yet
   int counted = 0;
-  float* embedded;   // (N, C): partial token embeddings, then (Nl, C) of the residual stream's start
+  void* embedded;    // (N, C): partial token embeddings, then (Nl, C) of the residual stream's start
   std::vector<Layer> layers;
-  float* lnf;        // (Nl, C)
+  void* lnf;         // (Nl, C)
   float* lnf_mean;   // (Nl)
   float* lnf_rstd;   // (Nl)
-  float* lnf_full;   // (N, C) or == lnf
-  float* logits;     // (N, Vl); becomes d(logits) in place during backward
+  void* lnf_full;    // (N, C) or == lnf
+  void* logits;      // (N, Vl); becomes d(logits) in place during backward
   float* losses;     // (N)
   float* row_max;    // (N)
   float* row_stats;  // (2N): sum of exps, then the target's logit
   // backward scratch
-  float* dresidual;  // (Nl, C)
-  float* dfull;      // (N, C): a gradient with all rows
-  float* dlocal;     // (Nl, C)
-  float* datty;      // (N, Cl)
-  float* dqkv;       // (N, 3Cl)
-  float* dfch;       // (N, Fl)
-  float* dfch_gelu;  // (N, Fl)
-  float* dlosses;    // (N)
+  void* dresidual;   // (Nl, C)
+  void* dfull;       // (N, C): a gradient with all rows
+  void* dlocal;      // (Nl, C)
+  void* datty;       // (N, Cl)
+  void* dqkv;        // (N, 3Cl)
+  void* dfch;        // (N, Fl)
+  void* dfch_gelu;   // (N, Fl)
 };
 
 void GPTConfig::validate() const {
@@ -212,8 +214,9 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
   } else {
     backend_ = parallel.backend;
   }
-  LOOM_CHECK(backend_->device() == Device::kCPU && backend_->precision() == Precision::kF32,
-             "GPT runs on the CPU in fp32 for now; got the backend", backend_->name());
+  LOOM_CHECK(backend_->device() == Device::kCPU, "GPT runs on the CPU for now; got the backend", backend_->name());
+  precision_ = backend_->precision();
+  act_ = backend_->activation_dtype();
   const int tp = tp_->size();
   if (config_.n_head % tp != 0) {
     fail_user("tensor parallelism tp =", tp, "must divide n_head =", config_.n_head,
@@ -234,6 +237,8 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
   const int64_t total = arena_elements(config_, shape);
   param_arena_ = Tensor::zeros({total});
   grad_arena_ = Tensor::zeros({total});
+  // bf16: the weights the ops read, rounded from the f32 master at each forward.
+  if (act_ != DType::kF32) compute_arena_ = Tensor::zeros({total}, act_);
   int64_t offset = 0;
   for (ParameterSpec& s : specs) {
     const int64_t n = local_elements(s.blocks);
@@ -246,6 +251,7 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     p.blocks = std::move(s.blocks);
     p.value = Tensor::view(param_arena_.f32() + offset, local);
     p.grad = Tensor::view(grad_arena_.f32() + offset, local);
+    p.compute = act_ == DType::kF32 ? p.value : compute_arena_.slice_rows(offset, offset + n).reshaped(local);
     p.decay = s.decay;
     p.tp_replicated = s.replicated;
     p.tied_copy = p.name == "wte" && !first_stage_;
@@ -273,30 +279,36 @@ int64_t GPT::num_parameters() const {
 
 const float* GPT::logits() const {
   LOOM_CHECK(acts_ != nullptr, "logits() before any forward");
-  return acts_->logits;
+  LOOM_CHECK(act_ == DType::kF32, "logits() of a", dtype_name(act_), "model: read logits_view()");
+  return static_cast<const float*>(acts_->logits);
 }
 
-const float* GPT::block_input(int l) const {
+Tensor GPT::logits_view() const {
+  LOOM_CHECK(acts_ != nullptr, "logits_view() before any forward");
+  return rows_of(acts_->logits, acts_->shape.N, acts_->shape.Vl, act_);
+}
+
+const void* GPT::block_input(int l) const {
   const Activations& a = *acts_;
   return l == first_layer_ ? a.embedded : a.layers[static_cast<size_t>(l - first_layer_) - 1].residual3;
 }
 
-float* GPT::stage_input(int B, int T) {
+void* GPT::stage_input(int B, int T) {
   ensure_activations(B, T);
   return acts_->embedded;
 }
 
-const float* GPT::stage_output() const {
+const void* GPT::stage_output() const {
   LOOM_CHECK(acts_ != nullptr, "stage_output() before any forward");
   return block_input(end_layer_);
 }
 
-float* GPT::stage_output_grad() {
+void* GPT::stage_output_grad() {
   LOOM_CHECK(acts_ != nullptr, "stage_output_grad() before any forward");
   return acts_->dresidual;
 }
 
-const float* GPT::stage_input_grad() const {
+const void* GPT::stage_input_grad() const {
   LOOM_CHECK(acts_ != nullptr, "stage_input_grad() before any backward");
   return acts_->dresidual;
 }
@@ -306,8 +318,8 @@ size_t GPT::activation_bytes(Recompute mode, int B, int T) const {
 }
 
 StageShape GPT::stage_shape() const {
-  return StageShape{tp_->size(), tp_->rank(), first_layer_,      end_layer_,
-                    first_stage_, last_stage_, sequence_parallel_, arena_multiple_};
+  return StageShape{tp_->size(), tp_->rank(), first_layer_,      end_layer_,     first_stage_,
+                    last_stage_,  sequence_parallel_, arena_multiple_, precision_};
 }
 
 int64_t GPT::arena_elements(const GPTConfig& config, const StageShape& shape) {
@@ -399,43 +411,47 @@ int64_t GPT::carve_activations(const StageShape& shape, Activations& a, Recomput
   const Layout& s = a.shape;
   const int64_t n = s.N, nl = s.Nl, C = s.C;
   const bool sp = shape.sequence_parallel;
-  int64_t used = 0;
+  int64_t used = 0;  // in floats
   // Every count is a product of config sizes: checked, as is the running total.
   auto take = [&](int64_t count) {
     float* out = base ? base + used : nullptr;
     used = checked_add(used, count, "the activations of a micro-batch");
     return out;
   };
+  // An activation buffer of `count` elements of the precision's dtype: bf16 ones take half the
+  // floats (rounded up, so that every buffer starts 4-byte aligned).
+  const bool half = shape.precision == Precision::kBF16;
+  auto take_act = [&](int64_t count) -> void* { return take(half ? (count + 1) / 2 : count); };
   // Without sequence parallelism the gathered ("full") input of a column-parallel matmul is the
   // LayerNorm output itself.
   auto carve_layer = [&](Activations::Layer& l, bool attention_core) {
-    l.ln1 = take(nl * C);
+    l.ln1 = take_act(nl * C);
     l.ln1_mean = take(nl);
     l.ln1_rstd = take(nl);
-    l.ln1_full = sp ? take(n * C) : l.ln1;
-    l.qkv = take(checked_mul(n, 3 * static_cast<int64_t>(s.Cl), "the QKV activations"));
+    l.ln1_full = sp ? take_act(n * C) : l.ln1;
+    l.qkv = take_act(checked_mul(n, 3 * static_cast<int64_t>(s.Cl), "the QKV activations"));
     if (attention_core) {
-      l.atty = take(n * s.Cl);
+      l.atty = take_act(n * s.Cl);
       l.att_lse = take(static_cast<int64_t>(s.B) * s.NHl * s.T);
     }
-    l.attproj = take(n * C);
-    l.residual2 = take(nl * C);
-    l.ln2 = take(nl * C);
+    l.attproj = take_act(n * C);
+    l.residual2 = take_act(nl * C);
+    l.ln2 = take_act(nl * C);
     l.ln2_mean = take(nl);
     l.ln2_rstd = take(nl);
-    l.ln2_full = sp ? take(n * C) : l.ln2;
-    l.fch = take(n * s.Fl);
-    l.fch_gelu = take(n * s.Fl);
-    l.fcproj = take(n * C);
+    l.ln2_full = sp ? take_act(n * C) : l.ln2;
+    l.fch = take_act(n * s.Fl);
+    l.fch_gelu = take_act(n * s.Fl);
+    l.fcproj = take_act(n * C);
   };
-  a.embedded = take(n * C);
+  a.embedded = take_act(n * C);
   a.layers.resize(static_cast<size_t>(shape.end_layer - shape.first_layer));
   // Buffers every block reuses: the whole block (full recompute) or its attention core
   // (selective). residual3 is always the block's own: it is the next block's input.
   Activations::Layer shared{};
   if (mode == Recompute::kFull) carve_layer(shared, true);
   if (mode == Recompute::kSelective) {
-    shared.atty = take(n * s.Cl);
+    shared.atty = take_act(n * s.Cl);
     shared.att_lse = take(static_cast<int64_t>(s.B) * s.NHl * s.T);
   }
   for (Activations::Layer& l : a.layers) {
@@ -448,26 +464,25 @@ int64_t GPT::carve_activations(const StageShape& shape, Activations& a, Recomput
         l.att_lse = shared.att_lse;
       }
     }
-    l.residual3 = take(nl * C);
+    l.residual3 = take_act(nl * C);
   }
   // The head's buffers exist on the last stage only.
   const int64_t head = shape.last_stage ? 1 : 0;
-  a.lnf = take(head * nl * C);
+  a.lnf = take_act(head * nl * C);
   a.lnf_mean = take(head * nl);
   a.lnf_rstd = take(head * nl);
-  a.lnf_full = sp ? take(head * n * C) : a.lnf;
-  a.logits = take(head * n * s.Vl);
+  a.lnf_full = sp ? take_act(head * n * C) : a.lnf;
+  a.logits = take_act(head * n * s.Vl);
   a.losses = take(head * n);
   a.row_max = take(head * n);
   a.row_stats = take(head * 2 * n);
-  a.dresidual = take(nl * C);
-  a.dfull = take(n * C);
-  a.dlocal = take(nl * C);
-  a.datty = take(n * s.Cl);
-  a.dqkv = take(checked_mul(n, 3 * static_cast<int64_t>(s.Cl), "the QKV activations"));
-  a.dfch = take(n * s.Fl);
-  a.dfch_gelu = take(n * s.Fl);
-  a.dlosses = take(head * n);
+  a.dresidual = take_act(nl * C);
+  a.dfull = take_act(n * C);
+  a.dlocal = take_act(nl * C);
+  a.datty = take_act(n * s.Cl);
+  a.dqkv = take_act(checked_mul(n, 3 * static_cast<int64_t>(s.Cl), "the QKV activations"));
+  a.dfch = take_act(n * s.Fl);
+  a.dfch_gelu = take_act(n * s.Fl);
   return used;
 }
 
@@ -498,66 +513,68 @@ struct RegionEnds {
   Communicator& tp;
   bool sp;
   size_t Nl, C;
+  DType dtype;  // of the activations
 
-  const float* enter(const float* local, float* full) const {
+  const void* enter(const void* local, void* full) const {
     if (!sp) return local;  // CopyToTensorParallel::forward is the identity
-    parallel::GatherFromSequenceParallel::forward(tp, local, full, Nl, C, DType::kF32);
+    parallel::GatherFromSequenceParallel::forward(tp, local, full, Nl, C, dtype);
     return full;
   }
   // d(full) (N, C) -> d(local) (Nl, C); returns where d(local) is.
-  float* enter_backward(float* dfull, float* dlocal) const {
+  void* enter_backward(void* dfull, void* dlocal) const {
     if (!sp) {
-      parallel::CopyToTensorParallel::backward(tp, dfull, Nl * C, DType::kF32);
+      parallel::CopyToTensorParallel::backward(tp, dfull, Nl * C, dtype);
       return dfull;
     }
-    parallel::GatherFromSequenceParallel::backward(tp, dfull, dlocal, Nl, C, DType::kF32);
+    parallel::GatherFromSequenceParallel::backward(tp, dfull, dlocal, Nl, C, dtype);
     return dlocal;
   }
-  void leave(float* partial, float* scratch) const {
+  void leave(void* partial, void* scratch) const {
     if (!sp) {
-      parallel::ReduceFromTensorParallel::forward(tp, partial, Nl * C, DType::kF32);
+      parallel::ReduceFromTensorParallel::forward(tp, partial, Nl * C, dtype);
       return;
     }
-    parallel::ScatterToSequenceParallel::forward(tp, partial, scratch, Nl, C, DType::kF32);
-    std::memcpy(partial, scratch, Nl * C * sizeof(float));
+    parallel::ScatterToSequenceParallel::forward(tp, partial, scratch, Nl, C, dtype);
+    std::memcpy(partial, scratch, Nl * C * dtype_size(dtype));
   }
   // d(reduced) (Nl, C) -> d(partial) (N, C); returns where it is.
-  const float* leave_backward(const float* dlocal, float* dfull) const {
+  const void* leave_backward(const void* dlocal, void* dfull) const {
     if (!sp) return dlocal;  // ReduceFromTensorParallel::backward is the identity
-    parallel::ScatterToSequenceParallel::backward(tp, dlocal, dfull, Nl, C, DType::kF32);
+    parallel::ScatterToSequenceParallel::backward(tp, dlocal, dfull, Nl, C, dtype);
     return dfull;
   }
 };
 
 }  // namespace
 
-void GPT::layer_forward(int l, const float* residual) {
+void GPT::layer_forward(int l, const void* residual) {
   Activations& a = *acts_;
   const Layout& s = a.shape;
   const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;
-  const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};
+  const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C), act_};
+  auto A = [&](const void* p, int64_t rows, int64_t cols) { return rows_of(p, rows, cols, act_); };
   const size_t local = static_cast<size_t>(l - first_layer_);
   const LayerWeights lw = layer_weights(params_, layer0_ + local * kPerLayer, false);
   Activations::Layer& la = a.layers[local];
   Backend& be = *backend_;
-  be.layernorm_forward(rows_of(la.ln1, Nl, C), vector_of(la.ln1_mean, Nl), vector_of(la.ln1_rstd, Nl),
-                       rows_of(residual, Nl, C), lw.ln1_w, lw.ln1_b);
-  const float* ln1 = ends.enter(la.ln1, la.ln1_full);
-  be.matmul_forward(rows_of(la.qkv, N, 3 * s.Cl), {}, rows_of(ln1, N, C), lw.qkv_w, lw.qkv_b, Epilogue::kBias);
-  be.attention_forward(rows_of(la.atty, N, s.Cl), vector_of(la.att_lse, static_cast<int64_t>(B) * s.NHl * T),
-                       rows_of(la.qkv, N, 3 * s.Cl), B, T, s.NHl);
-  be.matmul_forward(rows_of(la.attproj, N, C), {}, rows_of(la.atty, N, s.Cl), lw.attproj_w, {}, Epilogue::kNone);
+  be.layernorm_forward(A(la.ln1, Nl, C), vector_of(la.ln1_mean, Nl), vector_of(la.ln1_rstd, Nl),
+                       A(residual, Nl, C), lw.ln1_w, lw.ln1_b);
+  const void* ln1 = ends.enter(la.ln1, la.ln1_full);
+  be.matmul_forward(A(la.qkv, N, 3 * s.Cl), {}, A(ln1, N, C), lw.qkv_w, lw.qkv_b, Epilogue::kBias);
+  be.attention_forward(A(la.atty, N, s.Cl), vector_of(la.att_lse, static_cast<int64_t>(B) * s.NHl * T),
+                       A(la.qkv, N, 3 * s.Cl), B, T, s.NHl);
+  be.matmul_forward(A(la.attproj, N, C), {}, A(la.atty, N, s.Cl), lw.attproj_w, {}, Epilogue::kNone);
   ends.leave(la.attproj, a.dlocal);
   // The row-parallel bias is added once, after the tensor-parallel reduction.
-  be.residual_layernorm_forward(rows_of(la.residual2, Nl, C), rows_of(la.ln2, Nl, C), vector_of(la.ln2_mean, Nl),
-                                vector_of(la.ln2_rstd, Nl), rows_of(residual, Nl, C), rows_of(la.attproj, Nl, C),
+  be.residual_layernorm_forward(A(la.residual2, Nl, C), A(la.ln2, Nl, C), vector_of(la.ln2_mean, Nl),
+                                vector_of(la.ln2_rstd, Nl), A(residual, Nl, C), A(la.attproj, Nl, C),
                                 lw.attproj_b, lw.ln2_w, lw.ln2_b);
-  const float* ln2 = ends.enter(la.ln2, la.ln2_full);
-  be.matmul_forward(rows_of(la.fch_gelu, N, s.Fl), rows_of(la.fch, N, s.Fl), rows_of(ln2, N, C), lw.fc_w, lw.fc_b,
+  const void* ln2 = ends.enter(la.ln2, la.ln2_full);
+  be.matmul_forward(A(la.fch_gelu, N, s.Fl), A(la.fch, N, s.Fl), A(ln2, N, C), lw.fc_w, lw.fc_b,
                     Epilogue::kBiasGelu);
-  be.matmul_forward(rows_of(la.fcproj, N, C), {}, rows_of(la.fch_gelu, N, s.Fl), lw.fcproj_w, {}, Epilogue::kNone);
+  be.matmul_forward(A(la.fcproj, N, C), {}, A(la.fch_gelu, N, s.Fl), lw.fcproj_w, {}, Epilogue::kNone);
   ends.leave(la.fcproj, a.dlocal);
-  be.residual_add(rows_of(la.residual3, Nl, C), rows_of(la.residual2, Nl, C), rows_of(la.fcproj, Nl, C),
+  be.residual_add(A(la.residual3, Nl, C), A(la.residual2, Nl, C), A(la.fcproj, Nl, C),
                   lw.fcproj_b);
 }
 
@@ -580,26 +597,31 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   if (tokens) a.tokens.assign(tokens, tokens + N);
   a.has_targets = targets != nullptr;
   a.forwarded = true;
-  const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};
+  const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C), act_};
+  auto A = [&](const void* p, int64_t rows, int64_t cols) { return rows_of(p, rows, cols, act_); };
   Backend& be = *backend_;
+  // The optimizer, a checkpoint or init_weights() wrote the f32 master: the compute copy follows
+  // (a conversion of the weights once per micro-batch, against 2 N FLOPs per weight for the
+  // matmuls).
+  if (act_ != DType::kF32) be.copy(compute_arena_, param_arena_);
 
   if (first_stage_) {
     // Each rank looks up the tokens of its vocabulary slice; the region's reduction completes
     // the embedding, and each rank adds the positions of the rows it holds.
-    be.token_embedding_forward(rows_of(a.embedded, N, C), ids_of(a.tokens), params_[wte_].value, vocab_start_);
+    be.token_embedding_forward(A(a.embedded, N, C), ids_of(a.tokens), params_[wte_].compute, vocab_start_);
     ends.leave(a.embedded, a.dlocal);
-    be.position_embedding_forward(rows_of(a.embedded, Nl, C), params_[wpe_].value, T, s.first_row);
+    be.position_embedding_forward(A(a.embedded, Nl, C), params_[wpe_].compute, T, s.first_row);
   }  // else: the previous stage's output was written into a.embedded (stage_input())
   for (int l = first_layer_; l < end_layer_; ++l) {
     layer_forward(l, block_input(l));
   }
   if (!last_stage_) return 0.0f;
-  const float* residual = stage_output();
-  be.layernorm_forward(rows_of(a.lnf, Nl, C), vector_of(a.lnf_mean, Nl), vector_of(a.lnf_rstd, Nl),
-                       rows_of(residual, Nl, C), params_[lnf_].value, params_[lnf_ + 1].value);
-  const float* lnf = ends.enter(a.lnf, a.lnf_full);
-  const Tensor logits = rows_of(a.logits, N, s.Vl);
-  be.matmul_forward(logits, {}, rows_of(lnf, N, C), params_[wte_].value, {}, Epilogue::kNone);
+  const void* residual = stage_output();
+  be.layernorm_forward(A(a.lnf, Nl, C), vector_of(a.lnf_mean, Nl), vector_of(a.lnf_rstd, Nl),
+                       A(residual, Nl, C), params_[lnf_].compute, params_[lnf_ + 1].compute);
+  const void* lnf = ends.enter(a.lnf, a.lnf_full);
+  const Tensor logits = A(a.logits, N, s.Vl);
+  be.matmul_forward(logits, {}, A(lnf, N, C), params_[wte_].compute, {}, Epilogue::kNone);
   if (!a.has_targets) return 0.0f;
 
   // Vocabulary-parallel cross-entropy: two reductions of per-row statistics over the TP group.
@@ -628,7 +650,8 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
   Activations& a = *acts_;
   const Layout& s = a.shape;
   const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;
-  const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C)};
+  const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C), act_};
+  auto A = [&](const void* p, int64_t rows, int64_t cols) { return rows_of(p, rows, cols, act_); };
   Backend& be = *backend_;
 
   const float dloss = a.counted ? loss_scale / static_cast<float>(a.counted) : 0.0f;
@@ -651,68 +674,68 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
   };
   if (last_stage_) {
     // Logits become their gradient in place; the probabilities are never stored.
-    const Tensor dlogits = rows_of(a.logits, N, s.Vl);
+    const Tensor dlogits = A(a.logits, N, s.Vl);
     be.vocab_cross_entropy_backward(dlogits, dlogits, ids_of(a.targets), vector_of(a.row_max, N),
                                     vector_of(a.row_stats, N), vocab_start_, dloss);
     // The *_full buffers still hold the rows gathered in the forward.
-    be.matmul_backward(rows_of(a.dfull, N, C), params_[wte_].grad, dlogits, rows_of(a.lnf_full, N, C),
-                       params_[wte_].value);
-    float* dlnf = ends.enter_backward(a.dfull, a.dlocal);
-    const Tensor dresidual = rows_of(a.dresidual, Nl, C);
+    be.matmul_backward(A(a.dfull, N, C), params_[wte_].grad, dlogits, A(a.lnf_full, N, C),
+                       params_[wte_].compute);
+    void* dlnf = ends.enter_backward(a.dfull, a.dlocal);
+    const Tensor dresidual = A(a.dresidual, Nl, C);
     be.zero(dresidual);
-    be.layernorm_backward(dresidual, params_[lnf_].grad, params_[lnf_ + 1].grad, rows_of(dlnf, Nl, C),
-                          rows_of(stage_output(), Nl, C), params_[lnf_].value, vector_of(a.lnf_mean, Nl),
+    be.layernorm_backward(dresidual, params_[lnf_].grad, params_[lnf_ + 1].grad, A(dlnf, Nl, C),
+                          A(stage_output(), Nl, C), params_[lnf_].compute, vector_of(a.lnf_mean, Nl),
                           vector_of(a.lnf_rstd, Nl));
     finish(lnf_, 2);
   }  // else: the next stage's gradient of this stage's output is in a.dresidual
 
   // dresidual holds d(loss)/d(output of block l) and, through the residual connections, turns
   // into d(loss)/d(input of block l) as the block's branches accumulate into it.
-  const Tensor dresidual = rows_of(a.dresidual, Nl, C);
+  const Tensor dresidual = A(a.dresidual, Nl, C);
   for (int l = end_layer_ - 1; l >= first_layer_; --l) {
     const size_t local = static_cast<size_t>(l - first_layer_);
     const LayerWeights lw = layer_weights(params_, layer0_ + local * kPerLayer, false);
     const LayerWeights lg = layer_weights(params_, layer0_ + local * kPerLayer, true);
     Activations::Layer& la = a.layers[local];
-    const float* residual = block_input(l);
+    const void* residual = block_input(l);
     // Full recomputation reruns the block from its input into the shared buffers (writing the
     // same residual3 again); dresidual is untouched and dlocal/dfull are free here.
     if (recompute_ == Recompute::kFull) layer_forward(l, residual);
 
     // MLP. The row-parallel bias sees every row of the (gathered) output gradient, so its
     // gradient is complete on every rank.
-    const Tensor dfcproj = rows_of(ends.leave_backward(a.dresidual, a.dfull), N, C);
-    const Tensor dfch_gelu = rows_of(a.dfch_gelu, N, s.Fl), dfch = rows_of(a.dfch, N, s.Fl);
-    be.matmul_backward(dfch_gelu, lg.fcproj_w, dfcproj, rows_of(la.fch_gelu, N, s.Fl), lw.fcproj_w);
+    const Tensor dfcproj = A(ends.leave_backward(a.dresidual, a.dfull), N, C);
+    const Tensor dfch_gelu = A(a.dfch_gelu, N, s.Fl), dfch = A(a.dfch, N, s.Fl);
+    be.matmul_backward(dfch_gelu, lg.fcproj_w, dfcproj, A(la.fch_gelu, N, s.Fl), lw.fcproj_w);
     be.bias_backward(lg.fcproj_b, dfcproj);
-    be.gelu_backward(dfch, rows_of(la.fch, N, s.Fl), dfch_gelu);
-    be.matmul_backward(rows_of(a.dfull, N, C), lg.fc_w, dfch, rows_of(la.ln2_full, N, C), lw.fc_w);
+    be.gelu_backward(dfch, A(la.fch, N, s.Fl), dfch_gelu);
+    be.matmul_backward(A(a.dfull, N, C), lg.fc_w, dfch, A(la.ln2_full, N, C), lw.fc_w);
     be.bias_backward(lg.fc_b, dfch);
-    float* dln2 = ends.enter_backward(a.dfull, a.dlocal);
-    be.layernorm_backward(dresidual, lg.ln2_w, lg.ln2_b, rows_of(dln2, Nl, C), rows_of(la.residual2, Nl, C), lw.ln2_w,
+    void* dln2 = ends.enter_backward(a.dfull, a.dlocal);
+    be.layernorm_backward(dresidual, lg.ln2_w, lg.ln2_b, A(dln2, Nl, C), A(la.residual2, Nl, C), lw.ln2_w,
                           vector_of(la.ln2_mean, Nl), vector_of(la.ln2_rstd, Nl));
 
     // Attention. Selective recomputation rebuilds the attention core from the kept QKV.
-    const Tensor qkv = rows_of(la.qkv, N, 3 * s.Cl), atty = rows_of(la.atty, N, s.Cl);
+    const Tensor qkv = A(la.qkv, N, 3 * s.Cl), atty = A(la.atty, N, s.Cl);
     const Tensor lse = vector_of(la.att_lse, static_cast<int64_t>(B) * s.NHl * T);
     if (recompute_ == Recompute::kSelective) be.attention_forward(atty, lse, qkv, B, T, s.NHl);
-    const Tensor dattproj = rows_of(ends.leave_backward(a.dresidual, a.dfull), N, C);
-    const Tensor datty = rows_of(a.datty, N, s.Cl), dqkv = rows_of(a.dqkv, N, 3 * s.Cl);
+    const Tensor dattproj = A(ends.leave_backward(a.dresidual, a.dfull), N, C);
+    const Tensor datty = A(a.datty, N, s.Cl), dqkv = A(a.dqkv, N, 3 * s.Cl);
     be.matmul_backward(datty, lg.attproj_w, dattproj, atty, lw.attproj_w);
     be.bias_backward(lg.attproj_b, dattproj);
     be.attention_backward(dqkv, datty, qkv, atty, lse, B, T, s.NHl);
     // dfull may still hold dattproj (sequence parallel): it was consumed above.
-    be.matmul_backward(rows_of(a.dfull, N, C), lg.qkv_w, dqkv, rows_of(la.ln1_full, N, C), lw.qkv_w);
+    be.matmul_backward(A(a.dfull, N, C), lg.qkv_w, dqkv, A(la.ln1_full, N, C), lw.qkv_w);
     be.bias_backward(lg.qkv_b, dqkv);
-    float* dln1 = ends.enter_backward(a.dfull, a.dlocal);
-    be.layernorm_backward(dresidual, lg.ln1_w, lg.ln1_b, rows_of(dln1, Nl, C), rows_of(residual, Nl, C), lw.ln1_w,
+    void* dln1 = ends.enter_backward(a.dfull, a.dlocal);
+    be.layernorm_backward(dresidual, lg.ln1_w, lg.ln1_b, A(dln1, Nl, C), A(residual, Nl, C), lw.ln1_w,
                           vector_of(la.ln1_mean, Nl), vector_of(la.ln1_rstd, Nl));
     finish(layer0_ + local * kPerLayer, kPerLayer);
   }
   if (first_stage_) {
     be.position_embedding_backward(params_[wpe_].grad, dresidual, T, s.first_row);
-    const float* dembedded = ends.leave_backward(a.dresidual, a.dfull);
-    be.token_embedding_backward(params_[wte_].grad, rows_of(dembedded, N, C), ids_of(a.tokens), vocab_start_);
+    const void* dembedded = ends.leave_backward(a.dresidual, a.dfull);
+    be.token_embedding_backward(params_[wte_].grad, A(dembedded, N, C), ids_of(a.tokens), vocab_start_);
   }  // else: a.dresidual is the gradient of this stage's input (stage_input_grad())
   // The tensors before the first block (wte and wpe, or the last stage's wte) are final now,
   // unless wte's two copies still have to be summed (sum_tied_embedding_gradients, after the

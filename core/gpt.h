@@ -73,6 +73,7 @@ struct StageShape {
   bool first_stage = true, last_stage = true;
   bool sequence_parallel = false;
   int arena_multiple = 1;
+  Precision precision = Precision::kF32;  // the backend's: bf16 activations take half the bytes
 };
 
 // Activation recomputation: what the forward keeps for the backward.
@@ -152,20 +153,25 @@ class GPT {
   // (0 when none count); without, returns 0. UserError for a token or target outside the
   // vocabulary. logits() is valid until backward().
   float forward(const int32_t* tokens, const int32_t* targets, int B, int T);
-  // (B, T, vocab_count()) logits of the last forward: this rank's vocabulary slice.
+  // (B, T, vocab_count()) logits of the last forward: this rank's vocabulary slice (fp32 only).
   const float* logits() const;
+  // The same as a (B * T, vocab_count()) view of the activation dtype (f32 or bf16).
+  Tensor logits_view() const;
+  // The dtype of activations and of the stage boundary buffers below (f32 or bf16).
+  DType activation_dtype() const { return act_; }
 
   // Pipeline stage boundaries, for a micro-batch of (B, T); each is (rows of this rank, C), the
   // rows being N / tp with sequence parallelism, else N = B * T.
   // A stage that is not the first reads its input from stage_input(): fill it, then forward().
-  float* stage_input(int B, int T);
+  // The buffers hold activation_dtype() elements.
+  void* stage_input(int B, int T);
   // A stage that is not the last leaves its output here after forward().
-  const float* stage_output() const;
+  const void* stage_output() const;
   // A stage that is not the last reads the gradient of its output from here: fill it, then
   // backward().
-  float* stage_output_grad();
+  void* stage_output_grad();
   // A stage that is not the first leaves the gradient of its input here after backward().
-  const float* stage_input_grad() const;
+  const void* stage_input_grad() const;
 
   // Targets counted (not -1) in the last forward of the active slot.
   int counted_targets() const;
@@ -216,9 +222,9 @@ class GPT {
   // Assigns the buffers of `a` for `mode` from `base` (null: only counts); returns the floats used.
   static int64_t carve_activations(const StageShape& shape, Activations& a, Recompute mode, float* base);
   void ensure_activations(int B, int T);
-  void layer_forward(int layer, const float* residual_in);
+  void layer_forward(int layer, const void* residual_in);
   // The residual stream entering block `layer` (== the stage's output for end_layer).
-  const float* block_input(int layer) const;
+  const void* block_input(int layer) const;
 
   GPTConfig config_;
   int first_layer_ = 0, end_layer_ = 0;
@@ -236,8 +242,11 @@ class GPT {
   bool sequence_parallel_ = false;
   int arena_multiple_ = 1;
   int vocab_start_ = 0, vocab_count_ = 0;
-  Tensor param_arena_;
-  Tensor grad_arena_;
+  Precision precision_ = Precision::kF32;
+  DType act_ = DType::kF32;  // activations and compute weights
+  Tensor param_arena_;       // f32 master weights
+  Tensor grad_arena_;        // f32 gradients
+  Tensor compute_arena_;     // the weights in act_ when that is not f32 (else unused)
   std::vector<Parameter> params_;
   // Per parameter: with sequence parallelism each tp rank computes only its token rows' part of
   // the gradient (the replicated LayerNorms and wpe; not the row-parallel biases, whose output

@@ -27,8 +27,10 @@ struct Parameter {
   std::string name;
   Shape global_shape;
   std::vector<ShardBlock> blocks;  // in local memory order
-  Tensor value;                    // local values
-  Tensor grad;                     // local gradient, same layout
+  Tensor value;                    // local values (f32: the master copy)
+  Tensor grad;                     // local gradient, same layout, f32
+  Tensor compute;                  // the values the model's ops read: `value` itself in fp32, a
+                                   // bf16 rounding of it in bf16 precision
   bool decay = false;              // weight decay applies (matrices and embeddings)
   bool tp_replicated = false;      // every tensor-parallel rank holds the whole tensor
   bool tied_copy = false;          // a second copy of a tensor another stage holds (the last

@@ -68,8 +68,9 @@ void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimize
     if (slot.send) slot.send->wait();
     slot.send.reset();
   };
-  auto post_send = [&](Slot& slot, const float* buffer, int tag, int peer) {
-    const P2POp op{P2POp::Kind::kSend, const_cast<float*>(buffer), n, DType::kF32, peer, tag};
+  const DType dtype = chunks[0]->activation_dtype();
+  auto post_send = [&](Slot& slot, const void* buffer, int tag, int peer) {
+    const P2POp op{P2POp::Kind::kSend, const_cast<void*>(buffer), n, dtype, peer, tag};
     slot.send = pp.send_recv_batch_async(std::span<const P2POp>(&op, 1));
   };
 
@@ -105,7 +106,7 @@ void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimize
       }
       cs.of_micro_batch[static_cast<size_t>(i)] = slot;
       g.use_slot(slot);
-      if (k > 0) pp.recv(g.stage_input(B, T), n, DType::kF32, prev, forward_tag(k));
+      if (k > 0) pp.recv(g.stage_input(B, T), n, dtype, prev, forward_tag(k));
       const float loss = g.forward(k == 0 ? mb.tokens : nullptr, k == last_stage ? mb.targets : nullptr, B, T);
       if (k == last_stage) {
         loss_sums[static_cast<size_t>(i)] = loss * static_cast<float>(g.counted_targets());
@@ -119,7 +120,7 @@ void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimize
                  "before its forward");
       Slot& held = cs.slots[static_cast<size_t>(slot)];
       g.use_slot(slot);
-      if (k < last_stage) pp.recv(g.stage_output_grad(), n, DType::kF32, next, backward_tag(k));
+      if (k < last_stage) pp.recv(g.stage_output_grad(), n, dtype, next, backward_tag(k));
       // The output went out before its gradient came back: this completes at once. The backward
       // may rewrite that output (full recomputation), so the send must be over.
       wait_send(held);

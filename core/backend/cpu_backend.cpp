@@ -24,6 +24,10 @@ namespace {
 
 constexpr Device kCpu = Device::kCPU;
 
+// Conversions smaller than this run on the calling thread: an OpenMP region costs more than
+// widening a few thousand values.
+constexpr int64_t kParallelConversion = 1 << 15;
+
 int dim(int64_t n) {
   LOOM_CHECK(n >= 0 && n <= INT32_MAX, "a dimension of", n, "is more than the CPU kernels index");
   return static_cast<int>(n);
@@ -42,7 +46,7 @@ class F32In {
     LOOM_CHECK(t.dtype() == DType::kBF16, "an op input of dtype", dtype_name(t.dtype()));
     copy_.resize(static_cast<size_t>(t.numel()));
     const bf16* src = t.bf16_data();
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (t.numel() >= kParallelConversion)
     for (int64_t i = 0; i < t.numel(); ++i) copy_[static_cast<size_t>(i)] = bf16_to_float(src[i]);
     data_ = copy_.data();
   }
@@ -68,7 +72,7 @@ class F32Out {
     copy_.assign(static_cast<size_t>(t.numel()), 0.0f);
     if (keep) {
       const bf16* src = t.bf16_data();
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (t.numel() >= kParallelConversion)
       for (int64_t i = 0; i < t.numel(); ++i) copy_[static_cast<size_t>(i)] = bf16_to_float(src[i]);
     }
     data_ = copy_.data();
@@ -78,7 +82,7 @@ class F32Out {
   void done() {
     if (copy_.empty()) return;
     bf16* dst = tensor_.bf16_data();
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (tensor_.numel() >= kParallelConversion)
     for (int64_t i = 0; i < tensor_.numel(); ++i) dst[i] = float_to_bf16(copy_[static_cast<size_t>(i)]);
   }
 

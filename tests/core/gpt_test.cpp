@@ -253,15 +253,15 @@ TEST(GptTest, ChainedPipelineStagesEqualTheWholeModel) {
   }
   const size_t rows = static_cast<size_t>(B) * T * C;
   first.forward(tokens.data(), nullptr, B, T);
-  std::copy_n(first.stage_output(), rows, middle.stage_input(B, T));
+  std::copy_n(static_cast<const float*>(first.stage_output()), rows, static_cast<float*>(middle.stage_input(B, T)));
   middle.forward(nullptr, nullptr, B, T);
-  std::copy_n(middle.stage_output(), rows, last.stage_input(B, T));
+  std::copy_n(static_cast<const float*>(middle.stage_output()), rows, static_cast<float*>(last.stage_input(B, T)));
   const float loss = last.forward(nullptr, targets.data(), B, T);
   EXPECT_EQ(loss, want_loss);
   last.backward();
-  std::copy_n(last.stage_input_grad(), rows, middle.stage_output_grad());
+  std::copy_n(static_cast<const float*>(last.stage_input_grad()), rows, static_cast<float*>(middle.stage_output_grad()));
   middle.backward();
-  std::copy_n(middle.stage_input_grad(), rows, first.stage_output_grad());
+  std::copy_n(static_cast<const float*>(middle.stage_input_grad()), rows, static_cast<float*>(first.stage_output_grad()));
   first.backward();
 
   EXPECT_EQ(first.parameters().size() + middle.parameters().size() + last.parameters().size(),
