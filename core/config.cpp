@@ -263,6 +263,10 @@ void validate_config(const config::RunConfig& cfg) {
   check_thread_count("train.threads", t.threads());
   if (t.samples() < 0) fail_user("train.samples is", t.samples(), "but must be >= 0");
   if (t.out_dir().empty()) fail_user("train.out_dir is empty but must name a directory");
+  if (t.device() == config::TrainConfig::DEVICE_CUDA && t.precision() == config::TrainConfig::PRECISION_FP32) {
+    fail_user("train.precision is PRECISION_FP32 but train.device DEVICE_CUDA trains in bf16 mixed precision;",
+              "set train.precision: PRECISION_BF16 (or PRECISION_AUTO), or train on the CPU");
+  }
 
   const config::ParallelConfig& p = cfg.parallel();
   require_positive("parallel.tp", p.tp());

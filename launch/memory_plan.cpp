@@ -66,8 +66,11 @@ MemoryEstimate estimate_memory(const config::RunConfig& cfg) {
         shape.last_stage = virtual_stage == pp * chunks - 1;
         shape.sequence_parallel = p.sequence_parallel();
         shape.arena_multiple = dp;
+        shape.precision = cpu_precision_of(cfg);
         const int64_t arena = checked_mul(GPT::arena_elements(model, shape), kFloat, "the parameter bytes");
         e.weights = checked_add(e.weights, arena, "the parameter bytes");
+        // bf16: the copy of the weights the ops read, 2 bytes an element.
+        if (shape.precision == Precision::kBF16) e.weights = checked_add(e.weights, arena / 2, "the parameter bytes");
         e.gradients = checked_add(e.gradients, arena, "the gradient bytes");
         // m and v of the owned 1/dp slice, and the reduce-scattered gradient slice when dp > 1.
         const int64_t slice = arena / dp;

@@ -38,6 +38,10 @@ AdditionTask make_task(const config::RunConfig& cfg) {
                       cfg.train().seed());
 }
 
+Precision cpu_precision_of(const config::RunConfig& cfg) {
+  return cfg.train().precision() == config::TrainConfig::PRECISION_BF16 ? Precision::kBF16 : Precision::kF32;
+}
+
 GPTConfig model_config_of(const config::RunConfig& cfg) {
   GPTConfig c;
   c.n_layer = cfg.model().n_layer();

@@ -15,6 +15,10 @@ namespace loom {
 // vocabulary (read by the caller; unused for the addition dataset). UserError on any problem.
 void fit_model_to_data(config::RunConfig& config, int token_vocab);
 
+// The precision the CPU model computes in: bf16 only when train.precision asks for it (PRECISION_AUTO
+// is fp32 on the CPU; a GPU run trains in bf16 on the device whatever its host copy holds).
+Precision cpu_precision_of(const config::RunConfig& cfg);
+
 AdditionTask make_task(const config::RunConfig& config);
 GPTConfig model_config_of(const config::RunConfig& config);
 

@@ -26,6 +26,7 @@
 #include "checkpoints/checkpoint.h"
 #include "core/base/format.h"
 #include "checkpoints/model_file.h"
+#include "core/backend/cpu_backend.h"
 #include "core/optimizer.h"
 #include "core/train_step.h"
 #include "launch/cli.h"
@@ -267,12 +268,16 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   // This rank's model chunks (one unless the pipeline is interleaved), each with its optimizer.
   const int n_chunks = pc.virtual_stages();
   const AdamWSettings settings{oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay(), oc.grad_clip()};
+  // The ops of the model on the CPU: fp32, or bf16 mixed precision when train.precision says so.
+  CpuBackend cpu_backend(cpu_precision_of(cfg));
   std::vector<std::unique_ptr<GPT>> chunks;
   std::vector<std::unique_ptr<AdamW>> optimizers;
   std::vector<GPT*> chunk_ptrs;
   std::vector<AdamW*> optimizer_ptrs;
   for (int c = 0; c < n_chunks; ++c) {
-    chunks.push_back(std::make_unique<GPT>(model_config, model_parallel_for(grid, split, pc.sequence_parallel(), c, n_chunks)));
+    ModelParallel layout = model_parallel_for(grid, split, pc.sequence_parallel(), c, n_chunks);
+    layout.backend = &cpu_backend;
+    chunks.push_back(std::make_unique<GPT>(model_config, layout));
     chunks.back()->init_weights(tc.seed());
     chunks.back()->set_recompute(static_cast<Recompute>(tc.recompute()));
     optimizers.push_back(std::make_unique<AdamW>(*chunks.back(), settings, &grid.dp()));
@@ -381,7 +386,13 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   // hold what checkpoints, evaluation and the model file read, refreshed before each of them.
   const int B = tc.micro_batch_size(), accum = tc.grad_accum_steps();
   const int T = addition ? task->sequence_length() : cfg.data().tokens().seq_len();
-  std::unique_ptr<GpuTraining> gpu = GpuTraining::create(cfg, grid, *chunks[0], *optimizers[0], B, T);
+  // train.precision PRECISION_FP32 keeps a DEVICE_AUTO run on the CPU: the GPU trains in bf16.
+  config::RunConfig device_cfg = cfg;
+  if (cfg.train().precision() == config::TrainConfig::PRECISION_FP32 &&
+      cfg.train().device() == config::TrainConfig::DEVICE_AUTO) {
+    device_cfg.mutable_train()->set_device(config::TrainConfig::DEVICE_CPU);
+  }
+  std::unique_ptr<GpuTraining> gpu = GpuTraining::create(device_cfg, grid, *chunks[0], *optimizers[0], B, T);
   auto sync_to_host = [&] {
     if (gpu) gpu->to_host();
   };
@@ -427,6 +438,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       all += static_cast<double>(chunk->activation_bytes(Recompute::kNone, B, T)) / (1 << 20);
     }
     if (gpu) std::printf("device: %s\n", gpu->describe().c_str());
+    if (!gpu && cpu_backend.precision() == Precision::kBF16) {
+      std::printf("precision: bf16 mixed precision emulated on the CPU (f32 master weights; train.precision)\n");
+    }
     std::printf("activations: %.1f MiB per rank", kept);
     if (recompute != Recompute::kNone) {
       std::printf(" (recompute %s saves %.1f MiB of %.1f)",
