@@ -2,8 +2,9 @@
 # and for a project that uses an installed Loom (the installed LoomConfig.cmake includes its copy),
 # so that find_package(Loom) hands on what the build linked. All come from Debian packages (see
 # scripts/setup.sh). Packages that ship a CMake module are found with find_package; the libraries
-# that ship none are found by hand and given imported targets, Loom::<name>, which loom_lib and
-# loom_proto link by name (an absolute path would be frozen into the installed package).
+# that ship none are found by hand and given imported targets, Loom::<name>, which the layers'
+# libraries, loom_lib and loom_proto link by name (an absolute path would be frozen into the
+# installed package).
 #
 # Reads LOOM_CUDA (the CUDA toolkit and NCCL are needed only then) and LOOM_FINDING_INSTALLED (set
 # by LoomConfig.cmake: a missing dependency then makes find_package(Loom) report "not found",

@@ -1,6 +1,7 @@
 # What `cmake --install` puts under the prefix, included by CMakeLists.txt when LOOM_INSTALL is on:
 #   bin/loom
-#   lib/libloom_lib.a, libloom_launch.a, libloom_proto.a
+#   lib/libloom_base.a, libloom_kernels.a, libloom_parallel.a, libloom_core.a, libloom_data.a,
+#       libloom_checkpoints.a, libloom_launch.a (one per layer), libloom_proto.a
 #   include/loom/...               the headers of core/ kernels/ parallel/ data/ checkpoints/ launch/
 #                                  and the generated *.pb.h, in the source tree's layout
 #   lib/cmake/Loom/                LoomConfig.cmake, LoomConfigVersion.cmake, LoomTargets*.cmake
@@ -15,7 +16,9 @@ set(LOOM_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/Loom)
 # Installed, `loom` finds the libraries outside the system's paths (CUDA's, NCCL's) where the build
 # found them.
 set_target_properties(loom PROPERTIES INSTALL_RPATH_USE_LINK_PATH TRUE)
-install(TARGETS loom loom_launch loom_lib loom_proto EXPORT LoomTargets
+# loom_lib, the umbrella of the layers below launch/, is an interface target: no file of its own.
+get_property(LOOM_LAYER_TARGETS GLOBAL PROPERTY LOOM_LAYER_TARGETS)
+install(TARGETS loom loom_lib ${LOOM_LAYER_TARGETS} loom_proto EXPORT LoomTargets
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
 

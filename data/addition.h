@@ -4,15 +4,14 @@
 // the d+1 digits of the sum least-significant first ("123+456=9750" is 123+456=579): reversed
 // digits let a left-to-right model carry the way people do. Tokens: '0'..'9' are 0..9, '+' is
 // 10, '=' is 11. A training sequence is one problem; only the answer digits carry a target.
-// A fixed held-out set of problems is never trained on and measures exact-match accuracy.
+// A fixed held-out set of problems is never trained on; the trainer measures a model's exact-match
+// accuracy on it (launch/evaluation.h): a dataset does not run the model.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <unordered_set>
 #include <vector>
-
-#include "core/gpt.h"
 
 namespace loom {
 
@@ -57,11 +56,5 @@ class AdditionTask {
   std::vector<Problem> test_;
   std::unordered_set<int64_t> test_keys_;
 };
-
-// Exact-match accuracy of greedy answers on `problems`, decoded with the KV cache. If `answers`
-// is given it receives the model's answer for each problem (-1 when not a number).
-double addition_accuracy(const GPT& model, const AdditionTask& task,
-                         const std::vector<AdditionTask::Problem>& problems,
-                         std::vector<int64_t>* answers = nullptr);
 
 }  // namespace loom

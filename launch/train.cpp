@@ -32,6 +32,7 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "launch/earlier_run.h"
+#include "launch/evaluation.h"
 #include "launch/fault_injection.h"
 #include "launch/gpu_training.h"
 #include "launch/launch_env.h"

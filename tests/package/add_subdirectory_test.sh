@@ -4,7 +4,7 @@
 # fuzz seeds, and that its outputs land in its own binary directory; then builds and runs the
 # parent's program, which includes Loom's headers and its protobuf code generated in the parent's
 # build tree. Building all of Loom a second time takes minutes on two cores, so by default only
-# loom_proto is compiled; --full also builds `loom` (loom_lib, loom_launch) and runs it. Without
+# loom_proto is compiled; --full also builds `loom` (every layer's library) and runs it. Without
 # CUDA either way: what is checked here is the paths, not the kernels.
 # Usage: add_subdirectory_test.sh CMAKE SOURCE_DIR WORK_DIR CXX_COMPILER GENERATOR [--full]
 set -euo pipefail

@@ -18,7 +18,8 @@ config=$(find "$prefix" -path '*/cmake/Loom/LoomConfig.cmake')
 [ -n "$config" ] || fail "no lib/cmake/Loom/LoomConfig.cmake under $prefix"
 package=$(dirname "$config")
 libdir=${package%/cmake/Loom}
-for f in "$prefix/bin/loom" "$libdir/libloom_lib.a" "$libdir/libloom_launch.a" "$libdir/libloom_proto.a" \
+for f in "$prefix/bin/loom" "$libdir/libloom_proto.a" \
+         "$libdir"/libloom_{base,kernels,parallel,core,data,checkpoints,launch}.a \
          "$package/LoomConfigVersion.cmake" "$package/LoomTargets.cmake" "$package/LoomDependencies.cmake" \
          "$prefix/include/loom/core/tensor.h" "$prefix/include/loom/core/base/check.h" \
          "$prefix/include/loom/kernels/cpu/matmul.h" "$prefix/include/loom/parallel/communicator.h" \
