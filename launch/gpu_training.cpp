@@ -4,6 +4,7 @@
 #include "launch/launch_env.h"
 
 #ifdef LOOM_HAS_CUDA
+#include "core/backend/cuda/cuda_backend.h"
 #include "core/base/cuda/context.h"
 #include "core/cuda/gpt_trainer.h"
 #include "parallel/nccl_communicator.h"
@@ -63,11 +64,18 @@ std::unique_ptr<GpuTraining> GpuTraining::create(const config::RunConfig& cfg, c
   if (wanted == config::TrainConfig::DEVICE_CPU) return nullptr;
   const config::ParallelConfig& pc = cfg.parallel();
   const bool splits_model = pc.tp() > 1 || pc.pp() > 1;
-  const int head_size = model.config().n_embd / model.config().n_head;
-  const bool head_fits = head_size == 32 || head_size == 64 || head_size == 128;  // kernels/cuda/attention.h
   const int device = current_launch().device;
-  if (wanted == config::TrainConfig::DEVICE_AUTO && (device < 0 || splits_model || !head_fits)) return nullptr;
+  if (wanted == config::TrainConfig::DEVICE_AUTO && (device < 0 || splits_model)) return nullptr;
 #ifdef LOOM_HAS_CUDA
+  // The GPU's limits are the CUDA backend's to state (its attention takes some head sizes only).
+  OpShape attention;
+  attention.B = B;
+  attention.T = T;
+  attention.N = static_cast<int64_t>(B) * T;
+  attention.NH = model.config().n_head;
+  attention.C = model.config().n_embd;
+  const std::string unsupported = cuda_backend_unsupported(Op::kAttention, attention);
+  if (wanted == config::TrainConfig::DEVICE_AUTO && !unsupported.empty()) return nullptr;
   if (device < 0) {
     fail_user("train.device is DEVICE_CUDA but this process has no GPU (none visible on host", current_launch().host + ");",
               "set train.device: DEVICE_CPU or DEVICE_AUTO");
@@ -76,9 +84,10 @@ std::unique_ptr<GpuTraining> GpuTraining::create(const config::RunConfig& cfg, c
     fail_user("train.device DEVICE_CUDA runs data parallelism only, but parallel.tp =", pc.tp(), "and parallel.pp =", pc.pp(),
               "; tensor and pipeline parallelism train on the CPU (train.device: DEVICE_CPU)");
   }
-  if (!head_fits) {
-    fail_user("train.device DEVICE_CUDA needs a head size (model.n_embd / model.n_head) of 32, 64 or 128, got",
-              head_size, "; change the model or train on the CPU (train.device: DEVICE_CPU)");
+  if (!unsupported.empty()) {
+    fail_user("train.device DEVICE_CUDA cannot train this model:", unsupported, "(model.n_embd",
+              str_cat(model.config().n_embd) + ", model.n_head", str_cat(model.config().n_head) + ");",
+              "change the model or train on the CPU (train.device: DEVICE_CPU)");
   }
   return std::make_unique<CudaTraining>(device, cfg, grid, model, optimizer, B, T);
 #else

@@ -6,6 +6,10 @@
 // a table kept in device memory. Clipping needs the global norm, which the norm kernels leave in
 // device memory: the update reads it there, so no step waits for the host. When that norm is
 // not finite the update does nothing (the trainer, reading the norm later, counts a skipped step).
+//
+// No backward here. sum_of_squares overwrites its result, or adds to it with `accumulate`;
+// finish_norm turns the sum into the norm in place, which is what adamw_update reads (the
+// Backend's adamw_update is handed the norm itself, so it calls the update directly).
 #pragma once
 
 #include "kernels/cpu/adamw.h"

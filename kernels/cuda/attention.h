@@ -8,6 +8,10 @@
 // query tile and accumulates dQ over the key tiles, so that every gradient element is summed by
 // one thread block in a fixed order: no atomics, bitwise reproducible. Q·K^T and P·V run on the
 // tensor cores (bf16 in, fp32 accumulate).
+//
+// Backward convention (llm.c's): dqkv is an activation gradient and is OVERWRITTEN; the forward
+// overwrites out and lse. The Backend's convention, unadapted. Its limits (head sizes, grid, 16-byte
+// alignment) are stated to users by the CUDA backend's unsupported(), asked before a run starts.
 #pragma once
 
 #include "kernels/cuda/common.h"

@@ -5,6 +5,10 @@
 // layout of CUDA's __nv_bfloat16; the .cu files reinterpret them. Every launcher takes the stream
 // last, checks its preconditions with LOOM_CHECK (values in the message), launches, and checks the
 // launch with LOOM_CUDA_CHECK_LAUNCH.
+//
+// One backward convention for every kernel (llm.c's, and the Backend's, core/backend/backend.h):
+// activation gradients are overwritten (=); parameter gradients and the residual stream's gradient
+// accumulate (+=). Each header's opening paragraph says which of its outputs are which.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -12,6 +12,9 @@
 // In place: the gradient of an element is written by the thread that read the element, and the
 // one value another thread needs (the target logit, for the loss) is read before the block-wide
 // reduction's barrier, which every thread passes before it writes.
+//
+// Phase 3 also runs in two parts: the losses alone (one thread per row) and the gradient alone
+// (the phase-3 kernel told there is no loss to write).
 #include "kernels/cuda/cross_entropy.h"
 
 #include <cuda_bf16.h>
@@ -248,18 +251,32 @@ __global__ void __launch_bounds__(kThreads)
                          float dloss, int V_local, int stride, int vocab_start) {
   uint16_t* row = logits + static_cast<int64_t>(blockIdx.x) * stride;  // (stride)
   const int32_t target = targets[blockIdx.x];
+  // losses null: the gradient alone (target_logit is then not read).
   if (target == kIgnoreTarget) {
     zero_row<kWidth>(row, stride);
-    if (threadIdx.x == 0) losses[blockIdx.x] = 0.0f;
+    if (threadIdx.x == 0 && losses != nullptr) losses[blockIdx.x] = 0.0f;
     return;
   }
   const float max = row_max[blockIdx.x];
   const float sum = sum_exp[blockIdx.x];
-  if (threadIdx.x == 0) losses[blockIdx.x] = row_loss(max, sum, target_logit[blockIdx.x]);
+  if (threadIdx.x == 0 && losses != nullptr) {
+    losses[blockIdx.x] = row_loss(max, sum, target_logit[blockIdx.x]);
+  }
   // A target on another shard lands outside [0, V_local) and subtracts nothing here.
   const int64_t local = static_cast<int64_t>(target) - vocab_start;
   const int local_target = local >= 0 && local < V_local ? static_cast<int>(local) : -1;
   write_gradient<kWidth>(row, V_local, stride, max, sum, dloss, local_target);
+}
+
+// One thread per row: the loss from the all-reduced statistics (phase 3 without the gradient).
+__global__ void losses_kernel(float* __restrict__ losses, const float* __restrict__ row_max,
+                              const float* __restrict__ sum_exp,
+                              const float* __restrict__ target_logit,
+                              const int32_t* __restrict__ targets, int N) {
+  const int n = blockIdx.x * blockDim.x + threadIdx.x;
+  if (n >= N) return;
+  losses[n] =
+      targets[n] == kIgnoreTarget ? 0.0f : row_loss(row_max[n], sum_exp[n], target_logit[n]);
 }
 
 // 8 columns per access where every row starts 16-byte aligned: stride a multiple of 8 (which
@@ -320,6 +337,41 @@ void vocab_parallel_sum_exp(float* sum_exp, float* target_logit, const bf16* log
                                                    V_local, stride, vocab_start);
   }
   LOOM_CUDA_CHECK_LAUNCH("sum_exp_kernel");
+}
+
+void vocab_parallel_losses(float* losses, const float* row_max, const float* sum_exp,
+                           const float* target_logit, const int32_t* targets, int N,
+                           cudaStream_t stream) {
+  LOOM_CHECK(N >= 0, "vocab_parallel_losses: N", N, "must not be negative");
+  if (N == 0) return;
+  LOOM_CHECK(losses != nullptr && row_max != nullptr && sum_exp != nullptr &&
+                 target_logit != nullptr && targets != nullptr,
+             "vocab_parallel_losses: every buffer must be non-null");
+  constexpr int kRowThreads = 256;
+  losses_kernel<<<ceil_div(N, kRowThreads), kRowThreads, 0, stream>>>(losses, row_max, sum_exp,
+                                                                     target_logit, targets, N);
+  LOOM_CUDA_CHECK_LAUNCH("losses_kernel");
+}
+
+void vocab_parallel_cross_entropy_backward(bf16* logits, const int32_t* targets,
+                                           const float* row_max, const float* sum_exp, float dloss,
+                                           int N, int V_local, int stride, int vocab_start,
+                                           cudaStream_t stream) {
+  check_shape("vocab_parallel_cross_entropy_backward", N, V_local, stride);
+  LOOM_CHECK(vocab_start >= 0, "vocab_parallel_cross_entropy_backward: vocab_start", vocab_start,
+             "must not be negative");
+  if (N == 0) return;
+  auto* rows = reinterpret_cast<uint16_t*>(logits);
+  if (vectorisable(logits, stride)) {
+    loss_and_grad_kernel<8><<<N, kThreads, 0, stream>>>(rows, nullptr, targets, row_max, sum_exp,
+                                                         nullptr, dloss, V_local, stride,
+                                                         vocab_start);
+  } else {
+    loss_and_grad_kernel<1><<<N, kThreads, 0, stream>>>(rows, nullptr, targets, row_max, sum_exp,
+                                                         nullptr, dloss, V_local, stride,
+                                                         vocab_start);
+  }
+  LOOM_CUDA_CHECK_LAUNCH("loss_and_grad_kernel");
 }
 
 void vocab_parallel_loss_and_grad(bf16* logits, float* losses, const int32_t* targets,

@@ -1,6 +1,10 @@
 // Softmax cross-entropy over the vocabulary on the GPU, writing the logits' gradient in place
 // (CPU twins: kernels/cpu/cross_entropy.h and vocab_parallel_cross_entropy.h, same formulas).
 //
+// Backward convention (llm.c's): the logits' gradient is an activation gradient and is
+// OVERWRITTEN, in place of the logits (a caller that wants it elsewhere copies the logits there
+// first, as the CUDA backend does). Statistics and losses are overwritten.
+//
 // Logits rows may be padded (stride >= V, e.g. GPT-2's 50257 rounded up to 50304 for the
 // matmul): the padding columns are never read as logits and their gradient is written as 0.
 // A target of -1 does not count (loss 0, gradient 0). Statistics are fp32; logits bf16.
@@ -38,5 +42,20 @@ void vocab_parallel_loss_and_grad(bf16* logits, float* losses, const int32_t* ta
                                   const float* row_max, const float* sum_exp,
                                   const float* target_logit, float dloss, int N, int V_local,
                                   int stride, int vocab_start, cudaStream_t stream);
+
+
+// Phase 3 split in two, for a caller that wants the losses and the gradient at different times
+// (the Backend's vocab_losses and vocab_cross_entropy_backward):
+// losses (N) = log sum_exp + row_max - target_logit, 0 where targets[n] == -1 (twin:
+// cpu::vocab_parallel_losses) ...
+void vocab_parallel_losses(float* losses, const float* row_max, const float* sum_exp,
+                           const float* target_logit, const int32_t* targets, int N,
+                           cudaStream_t stream);
+// ... and the logits (N, stride) overwritten in place by dloss * (softmax - onehot), as
+// vocab_parallel_loss_and_grad without the loss (twin: cpu::vocab_shard_cross_entropy_backward).
+void vocab_parallel_cross_entropy_backward(bf16* logits, const int32_t* targets,
+                                           const float* row_max, const float* sum_exp, float dloss,
+                                           int N, int V_local, int stride, int vocab_start,
+                                           cudaStream_t stream);
 
 }  // namespace loom::kernels::cuda

@@ -2,7 +2,8 @@
 //
 // Forward: one thread per 8 columns of a row (16-byte loads and stores) when C is a multiple of 8
 // and the tables are 16-byte aligned, else one per element; wte and wpe rows are added in fp32
-// and rounded once, as the CPU twin's fp32 sum of the same bf16 values.
+// and rounded once, as the CPU twin's fp32 sum of the same bf16 values. The position term alone
+// (position_embedding_forward) adds wpe rows to out the same way.
 //
 // Backward (no floating-point atomics, the same bits on every run):
 //  1. keys[n] = tokens[n] - vocab_start for owned tokens, vocab_count (a sentinel sorted last)
@@ -92,6 +93,27 @@ __global__ void embedding_forward_kernel(__nv_bfloat16* __restrict__ out,
 #pragma unroll
     for (int k = 0; k < kWidth; ++k) sum[k] += row[k];
   }
+  store<kWidth>(out + static_cast<int64_t>(n) * C + c, sum);
+}
+
+// out[n] += wpe[(first_row + n) % T], the position term alone (the token term is already in out:
+// a stage that embeds tokens and positions in two steps, as the CPU twin does).
+template <int kWidth>
+__global__ void position_embedding_forward_kernel(__nv_bfloat16* __restrict__ out,
+                                                  const __nv_bfloat16* __restrict__ wpe, int N,
+                                                  int T, int C, int first_row) {
+  const int64_t vector = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int vectors_per_row = C / kWidth;
+  if (vector >= static_cast<int64_t>(N) * vectors_per_row) return;
+  const int n = static_cast<int>(vector / vectors_per_row);
+  const int c = static_cast<int>(vector % vectors_per_row) * kWidth;
+  const int t = static_cast<int>((static_cast<int64_t>(first_row) + n) % T);
+  float sum[kWidth];
+  float row[kWidth];
+  load<kWidth>(sum, out + static_cast<int64_t>(n) * C + c);
+  load<kWidth>(row, wpe + static_cast<int64_t>(t) * C + c);
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) sum[k] += row[k];
   store<kWidth>(out + static_cast<int64_t>(n) * C + c, sum);
 }
 
@@ -211,11 +233,40 @@ void embedding_backward(float* dwte, float* dwpe, const bf16* dout, const int32_
                                                              N, C, vocab_count);
   LOOM_CUDA_CHECK_LAUNCH("token_backward_kernel");
 
-  if (dwpe != nullptr) {
-    position_backward_kernel<<<ceil_div(static_cast<int64_t>(T) * C, kThreads), kThreads, 0,
-                               stream>>>(dwpe, dout_, N, T, C, first_row);
-    LOOM_CUDA_CHECK_LAUNCH("position_backward_kernel");
+  if (dwpe != nullptr) position_embedding_backward(dwpe, dout, N, T, C, first_row, stream);
+}
+
+void position_embedding_forward(bf16* out, const bf16* wpe, int N, int T, int C, int first_row,
+                                cudaStream_t stream) {
+  LOOM_CHECK(N > 0 && T > 0 && C > 0 && first_row >= 0,
+             "position_embedding_forward: N", N, "T", T, "C", C, "first_row", first_row,
+             "(sizes must be positive, first_row not negative)");
+  LOOM_CHECK(out != nullptr && wpe != nullptr,
+             "position_embedding_forward: out and wpe must be non-null");
+  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  auto* out_ = reinterpret_cast<__nv_bfloat16*>(out);
+  const auto* wpe_ = reinterpret_cast<const __nv_bfloat16*>(wpe);
+  if (C % 8 == 0 && aligned16(out) && aligned16(wpe)) {
+    position_embedding_forward_kernel<8><<<ceil_div(static_cast<int64_t>(N) * (C / 8), kThreads),
+                                           kThreads, 0, stream>>>(out_, wpe_, N, T, C, first_row);
+  } else {
+    position_embedding_forward_kernel<1><<<ceil_div(static_cast<int64_t>(N) * C, kThreads),
+                                           kThreads, 0, stream>>>(out_, wpe_, N, T, C, first_row);
   }
+  LOOM_CUDA_CHECK_LAUNCH("position_embedding_forward_kernel");
+}
+
+void position_embedding_backward(float* dwpe, const bf16* dout, int N, int T, int C,
+                                 int first_row, cudaStream_t stream) {
+  LOOM_CHECK(N > 0 && T > 0 && C > 0 && first_row >= 0,
+             "position_embedding_backward: N", N, "T", T, "C", C, "first_row", first_row,
+             "(sizes must be positive, first_row not negative)");
+  LOOM_CHECK(dwpe != nullptr && dout != nullptr,
+             "position_embedding_backward: dwpe and dout must be non-null");
+  position_backward_kernel<<<ceil_div(static_cast<int64_t>(T) * C, kThreads), kThreads, 0,
+                             stream>>>(dwpe, reinterpret_cast<const __nv_bfloat16*>(dout), N, T,
+                                       C, first_row);
+  LOOM_CUDA_CHECK_LAUNCH("position_backward_kernel");
 }
 
 }  // namespace loom::kernels::cuda

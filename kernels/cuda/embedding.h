@@ -1,5 +1,9 @@
 // Token + position embedding, forward and backward, on the GPU (CPU twin: kernels/cpu/embedding.h).
 //
+// Backward convention (llm.c's): dwte and dwpe are parameter gradients and ACCUMULATE (+=).
+// The forward of the token and position terms together overwrites out; the position term alone
+// (position_embedding_forward) adds to out, as its CPU twin does.
+//
 // The forward writes out = wte[token] + wpe[position] in bf16. The backward is deterministic and
 // uses no floating-point atomics: the (token, row) pairs are sorted by token (a stable radix sort,
 // so rows keep their order), and each distinct token's rows are summed in that order in fp32 into
@@ -28,5 +32,15 @@ size_t embedding_backward_scratch_bytes(int N);
 void embedding_backward(float* dwte, float* dwpe, const bf16* dout, const int32_t* tokens, int N,
                         int T, int C, int vocab_start, int vocab_count, int first_row,
                         void* scratch, cudaStream_t stream);
+
+// The position term alone. Accumulates: out (N, C) bf16 += wpe[(first_row + n) % T], the sum in
+// fp32 rounded once; wpe (T, C) bf16. Twin: cpu::position_embedding_forward.
+void position_embedding_forward(bf16* out, const bf16* wpe, int N, int T, int C, int first_row,
+                                cudaStream_t stream);
+
+// Accumulates in fp32: dwpe (T, C) [(first_row + n) % T] += dout (N, C) bf16 [n], each position's
+// rows summed in row order (no atomics). Twin: cpu::position_embedding_backward.
+void position_embedding_backward(float* dwpe, const bf16* dout, int N, int T, int C,
+                                 int first_row, cudaStream_t stream);
 
 }  // namespace loom::kernels::cuda

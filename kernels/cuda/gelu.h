@@ -2,6 +2,10 @@
 // (CPU twin: kernels/cpu/gelu.h). The cuBLASLt matmul can apply bias + GELU in its epilogue
 // (kernels/cuda/matmul.h); these kernels are the path for shapes and layouts the epilogue
 // does not take, and the reference it is tested against.
+//
+// Backward convention (llm.c's): gelu_backward's dinp is an activation gradient and is
+// OVERWRITTEN; bias_backward's dbias is a parameter gradient and ACCUMULATES (+=). Both are the
+// Backend's convention as they stand.
 #pragma once
 
 #include "kernels/cuda/common.h"

@@ -6,7 +6,9 @@
 // pass 2 re-reads residual_out (the lane's own writes, now in L1/L2) for the centred variance
 // (two-pass: no E[x^2] - E[x]^2 cancellation); pass 3 writes out. The statistics are those of
 // the bf16 residual_out, which is exactly what the backward sees as the LayerNorm's input.
-// Rows are never held in registers or shared memory, so any C works.
+// Rows are never held in registers or shared memory, so any C works. The plain LayerNorm is the
+// same kernel with no residual to write (it normalises its input as read); the residual add alone
+// is an elementwise kernel with the same vector path.
 //
 // Backward, three kernels:
 //  1. one warp per row (as the forward) computes the two row means of the input gradient and adds
@@ -58,6 +60,8 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 // One warp per row. residual_out may alias residual_in (same element, same lane, read before
 // written), hence no __restrict__ on either, and residual_out is re-read with plain loads.
+// residual_out null (the plain LayerNorm): delta and delta_bias are null too, so residual_in
+// already holds the bf16 values to normalise; nothing is stored and passes 2 and 3 re-read it.
 template <int kWidth>
 __global__ void residual_layernorm_forward_kernel(
     __nv_bfloat16* residual_out, __nv_bfloat16* __restrict__ out, float* __restrict__ mean,
@@ -69,6 +73,7 @@ __global__ void residual_layernorm_forward_kernel(
   if (row >= N) return;  // whole warps leave; no block-wide synchronisation follows
   const int64_t offset = static_cast<int64_t>(row) * C;
   constexpr int kStride = kWarp * kWidth;
+  const __nv_bfloat16* normed = residual_out != nullptr ? residual_out : residual_in;
 
   float sum = 0.0f;
   for (int c = lane * kWidth; c < C; c += kStride) {
@@ -91,7 +96,7 @@ __global__ void residual_layernorm_forward_kernel(
       for (int k = 0; k < kWidth; ++k) r[k] += t[k];
     }
     round_to_bf16<kWidth>(r);
-    store<kWidth>(residual_out + offset + c, r);
+    if (residual_out != nullptr) store<kWidth>(residual_out + offset + c, r);
 #pragma unroll
     for (int k = 0; k < kWidth; ++k) sum += r[k];
   }
@@ -100,7 +105,7 @@ __global__ void residual_layernorm_forward_kernel(
   float var = 0.0f;
   for (int c = lane * kWidth; c < C; c += kStride) {
     float r[kWidth];
-    load<kWidth>(r, residual_out + offset + c);
+    load<kWidth>(r, normed + offset + c);
 #pragma unroll
     for (int k = 0; k < kWidth; ++k) var += (r[k] - m) * (r[k] - m);
   }
@@ -108,7 +113,7 @@ __global__ void residual_layernorm_forward_kernel(
 
   for (int c = lane * kWidth; c < C; c += kStride) {
     float r[kWidth], w[kWidth], b[kWidth], y[kWidth];
-    load<kWidth>(r, residual_out + offset + c);
+    load<kWidth>(r, normed + offset + c);
     load<kWidth>(w, weight + c);
     load<kWidth>(b, bias + c);
 #pragma unroll
@@ -119,6 +124,31 @@ __global__ void residual_layernorm_forward_kernel(
     if (mean != nullptr) mean[row] = m;
     if (rstd != nullptr) rstd[row] = s;
   }
+}
+
+// out = a + b + bias, summed in fp32 in that order and rounded once; one thread per kWidth
+// elements. out may alias a or b (each element is read before it is written, by one thread).
+template <int kWidth>
+__global__ void residual_add_kernel(__nv_bfloat16* out, const __nv_bfloat16* a,
+                                    const __nv_bfloat16* b,
+                                    const __nv_bfloat16* __restrict__ bias, int64_t n, int C) {
+  const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
+  if (i >= n) return;
+  float sum[kWidth], t[kWidth];
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) sum[k] = 0.0f;
+  if (a != nullptr) load<kWidth>(sum, a + i);
+  if (b != nullptr) {
+    load<kWidth>(t, b + i);
+#pragma unroll
+    for (int k = 0; k < kWidth; ++k) sum[k] += t[k];
+  }
+  if (bias != nullptr) {
+    load<kWidth>(t, bias + i % C);  // kWidth divides C: a vector never wraps a row
+#pragma unroll
+    for (int k = 0; k < kWidth; ++k) sum[k] += t[k];
+  }
+  store<kWidth>(out + i, sum);
 }
 
 // One warp per row: dresidual += rstd * (g - mean(g) - norm * mean(g * norm)), g = weight * dout.
@@ -257,6 +287,54 @@ void residual_layernorm_forward(bf16* residual_out, bf16* out, float* mean, floa
         residual_out_, out_, mean, rstd, residual_in_, delta_, delta_bias_, weight_, bias_, N, C);
   }
   LOOM_CUDA_CHECK_LAUNCH("residual_layernorm_forward_kernel");
+}
+
+void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
+                       const bf16* bias, int N, int C, cudaStream_t stream) {
+  LOOM_CHECK(N > 0 && C > 0, "layernorm_forward sizes must be positive: N", N, "C", C);
+  LOOM_CHECK(out != nullptr && inp != nullptr && weight != nullptr && bias != nullptr,
+             "layernorm_forward: out, inp, weight and bias must be non-null");
+  LOOM_CHECK(static_cast<const void*>(out) != static_cast<const void*>(inp),
+             "layernorm_forward: out must not alias inp (a row is read three times)");
+  const bool vectorised = C % 8 == 0 && aligned16(out) && aligned16(inp) && aligned16(weight) &&
+                          aligned16(bias);
+  const int grid = ceil_div(N, kRowsPerBlock);
+  const int block = kRowsPerBlock * kWarp;
+  auto* out_ = reinterpret_cast<__nv_bfloat16*>(out);
+  const auto* inp_ = reinterpret_cast<const __nv_bfloat16*>(inp);
+  const auto* weight_ = reinterpret_cast<const __nv_bfloat16*>(weight);
+  const auto* bias_ = reinterpret_cast<const __nv_bfloat16*>(bias);
+  // The fused kernel without a residual to write: see residual_layernorm_forward_kernel.
+  if (vectorised) {
+    residual_layernorm_forward_kernel<8><<<grid, block, 0, stream>>>(
+        nullptr, out_, mean, rstd, inp_, nullptr, nullptr, weight_, bias_, N, C);
+  } else {
+    residual_layernorm_forward_kernel<1><<<grid, block, 0, stream>>>(
+        nullptr, out_, mean, rstd, inp_, nullptr, nullptr, weight_, bias_, N, C);
+  }
+  LOOM_CUDA_CHECK_LAUNCH("residual_layernorm_forward_kernel");
+}
+
+void residual_add(bf16* out, const bf16* a, const bf16* b, const bf16* bias, int N, int C,
+                  cudaStream_t stream) {
+  LOOM_CHECK(N > 0 && C > 0, "residual_add sizes must be positive: N", N, "C", C);
+  LOOM_CHECK(out != nullptr, "residual_add: out must be non-null");
+  const int64_t n = static_cast<int64_t>(N) * C;
+  constexpr int kThreads = 256;
+  const bool vectorised = C % 8 == 0 && aligned16(out) && aligned16(a) && aligned16(b) &&
+                          aligned16(bias);
+  auto* out_ = reinterpret_cast<__nv_bfloat16*>(out);
+  const auto* a_ = reinterpret_cast<const __nv_bfloat16*>(a);
+  const auto* b_ = reinterpret_cast<const __nv_bfloat16*>(b);
+  const auto* bias_ = reinterpret_cast<const __nv_bfloat16*>(bias);
+  if (vectorised) {
+    residual_add_kernel<8><<<ceil_div(n / 8, kThreads), kThreads, 0, stream>>>(out_, a_, b_, bias_,
+                                                                               n, C);
+  } else {
+    residual_add_kernel<1><<<ceil_div(n, kThreads), kThreads, 0, stream>>>(out_, a_, b_, bias_, n,
+                                                                           C);
+  }
+  LOOM_CUDA_CHECK_LAUNCH("residual_add_kernel");
 }
 
 size_t layernorm_backward_scratch_floats(int N, int C) {

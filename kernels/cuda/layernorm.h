@@ -1,5 +1,11 @@
 // LayerNorm fused with the residual add that precedes it in a pre-LN transformer block, forward
-// and backward, on the GPU (CPU twin: kernels/cpu/layernorm.h, residual_layernorm_*).
+// and backward, on the GPU (CPU twin: kernels/cpu/layernorm.h, residual_layernorm_*); the plain
+// LayerNorm and the residual add alone, for where one of the two has no partner.
+//
+// Backward convention (llm.c's): dweight and dbias are parameter gradients and ACCUMULATE (+=);
+// the input's gradient is the residual stream's and ACCUMULATES too (dresidual +=): the residual
+// connection adds the branch's gradient to the gradient flowing past it. Forward outputs are
+// overwritten.
 //
 // Forward: residual_out = residual_in + delta (+ delta_bias); out = LN(residual_out) * weight + bias;
 // one warp per row, statistics in fp32 (mean and rstd saved for the backward), inputs and outputs
@@ -21,6 +27,18 @@ void residual_layernorm_forward(bf16* residual_out, bf16* out, float* mean, floa
                                 const bf16* residual_in, const bf16* delta, const bf16* delta_bias,
                                 const bf16* weight, const bf16* bias, int N, int C,
                                 cudaStream_t stream);
+
+// out (N, C) bf16 = LayerNorm(inp (N, C) bf16) with weight, bias (C) bf16; mean, rstd (N) fp32
+// (null: not saved). The fused kernel with nothing to add, so the same arithmetic. out must not
+// alias inp. Twin: cpu::layernorm_forward.
+void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
+                       const bf16* bias, int N, int C, cudaStream_t stream);
+
+// out (N, C) bf16 = a + b + bias (C), summed in fp32 in that order and rounded once; a, b and
+// bias may each be null (absent). out may alias a or b. The residual add where no LayerNorm
+// follows (a stage's last block). Twin: cpu::residual_add.
+void residual_add(bf16* out, const bf16* a, const bf16* b, const bf16* bias, int N, int C,
+                  cudaStream_t stream);
 
 // Floats of scratch layernorm_backward needs for (N, C).
 size_t layernorm_backward_scratch_floats(int N, int C);

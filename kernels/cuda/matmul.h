@@ -4,6 +4,10 @@
 // A Matmul owns the cuBLASLt handle, a workspace and a cache of the algorithm chosen for each
 // shape (cublasLtMatmulAlgoGetHeuristic's first answer), so that a training step does no
 // allocation and no heuristic query after its first call.
+//
+// Backward convention (llm.c's): dinp is an activation gradient and is OVERWRITTEN (beta = 0);
+// dweight is a parameter gradient and ACCUMULATES (beta = 1), so that micro-batches sum into one
+// fp32 gradient. The Backend's convention as it stands; the bias gradient is gelu.h's.
 #pragma once
 
 #include <cublasLt.h>

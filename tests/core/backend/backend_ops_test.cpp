@@ -1,5 +1,7 @@
 // Every Backend op on every backend and precision against CpuBackend fp32 (ggml's
-// test-backend-ops): one harness, not a hand-written twin test per op.
+// test-backend-ops): one harness, not a hand-written twin test per op. CudaBackend joins the
+// backends in a CUDA build with a GPU; a CUDA build without one checks the CPU backends and then
+// reports the case as skipped, so that nobody mistakes it for a GPU pass.
 //
 // Each case builds its inputs from a seed (the same values on every backend; a bf16 backend
 // rounds them on upload), runs the op and reads its outputs back as floats. Three checks:
@@ -39,9 +41,14 @@
 #include <gtest/gtest.h>
 
 #include "core/backend/cpu_backend.h"
-#include "core/rng.h"
 #include "core/backend/op_checks.h"
+#include "core/base/device.h"
+#include "core/rng.h"
 #include "test_util.h"
+
+#ifdef LOOM_HAS_CUDA
+#include "core/backend/cuda/cuda_backend.h"
+#endif
 
 namespace loom {
 namespace {
@@ -342,6 +349,9 @@ std::map<std::string, std::vector<float>> run_checked(const OpCase& c, Backend& 
 std::vector<std::unique_ptr<Backend>> backends_under_test() {
   std::vector<std::unique_ptr<Backend>> list;
   list.push_back(std::make_unique<CpuBackend>(Precision::kBF16));
+#ifdef LOOM_HAS_CUDA
+  if (device_count() > 0) list.push_back(make_cuda_backend(0));
+#endif
   return list;
 }
 
@@ -363,6 +373,10 @@ TEST_P(BackendOpsTest, EveryBackendMatchesCpuFp32) {
                           << " above " << tol;
     }
   }
+#ifdef LOOM_HAS_CUDA
+  // Reported as skipped only if the CPU backends passed: a failure above still fails the test.
+  if (device_count() == 0) GTEST_SKIP() << "the CPU backends passed; no GPU here, so CudaBackend did not run";
+#endif
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, BackendOpsTest, ::testing::ValuesIn(op_cases()),

@@ -1,5 +1,6 @@
 // GPU cross-entropy (fused, and the three vocab-parallel phases with a 2-shard split simulated on
-// one GPU) against the CPU twins, which see the same bf16-rounded logits without row padding.
+// one GPU) against the CPU twins, which see the same bf16-rounded logits without row padding; and
+// phase 3 split into its losses and its gradient.
 //
 // Tolerances:
 // - row max and the target logit: exact (a max and a copy of bf16 values).
@@ -16,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -234,6 +236,50 @@ TEST(CrossEntropyCudaTest, VocabParallelTwoShardsMatchCpu) {
           << "shard at " << s.start;
       if (!got_grad.empty()) expect_ignored_rows_zero(got_losses, got_grad, targets, s.V_local);
     }
+  }
+}
+
+// Phase 3 split in two: the losses alone against the CPU twin on the same statistics, and the
+// gradient alone bit for bit what the combined kernel writes (the same code path without a loss).
+TEST(CrossEntropyCudaTest, LossesAndGradientAloneMatchPhaseThree) {
+  LOOM_SKIP_WITHOUT_GPU();
+  auto& ctx = gpu();
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(name(c));
+    const int N = c.N;
+    const auto rows = padded_logits(c, 5);
+    const auto targets = make_targets(c, 6);
+    Tensor target_ids = loom::cuda::upload(ctx, targets, Shape{N});
+    Tensor logits[2] = {loom::cuda::upload(ctx, rows, Shape{N, c.stride}, DType::kBF16),
+                        loom::cuda::upload(ctx, rows, Shape{N, c.stride}, DType::kBF16)};
+    Tensor row_max = loom::cuda::upload(ctx, poisoned(N), Shape{N});
+    Tensor sum_exp = loom::cuda::upload(ctx, poisoned(N), Shape{N});
+    Tensor target_logit = loom::cuda::upload(ctx, poisoned(N), Shape{N});
+    vocab_parallel_row_max(row_max.f32(), logits[0].bf16_data(), N, c.V, c.stride, ctx.stream());
+    vocab_parallel_sum_exp(sum_exp.f32(), target_logit.f32(), logits[0].bf16_data(), target_ids.i32(),
+                           row_max.f32(), N, c.V, c.stride, 0, ctx.stream());
+
+    Tensor losses = loom::cuda::upload(ctx, poisoned(N), Shape{N});
+    vocab_parallel_losses(losses.f32(), row_max.f32(), sum_exp.f32(), target_logit.f32(), target_ids.i32(), N,
+                          ctx.stream());
+    const auto stats_max = loom::cuda::download_floats(ctx, row_max);
+    const auto stats_sum = loom::cuda::download_floats(ctx, sum_exp);
+    const auto stats_target = loom::cuda::download_floats(ctx, target_logit);
+    std::vector<float> expected_losses(N);
+    cpu::vocab_parallel_losses(expected_losses.data(), stats_max.data(), stats_sum.data(), stats_target.data(),
+                               targets.data(), N);
+    EXPECT_TRUE(all_close(loom::cuda::download_floats(ctx, losses), expected_losses, kLossRtol, kLossAtol));
+
+    Tensor combined_losses = loom::cuda::upload(ctx, poisoned(N), Shape{N});
+    vocab_parallel_loss_and_grad(logits[0].bf16_data(), combined_losses.f32(), target_ids.i32(), row_max.f32(),
+                                 sum_exp.f32(), target_logit.f32(), kDloss, N, c.V, c.stride, 0, ctx.stream());
+    vocab_parallel_cross_entropy_backward(logits[1].bf16_data(), target_ids.i32(), row_max.f32(), sum_exp.f32(),
+                                          kDloss, N, c.V, c.stride, 0, ctx.stream());
+    const auto combined = loom::cuda::download_floats(ctx, logits[0]);
+    const auto alone = loom::cuda::download_floats(ctx, logits[1]);
+    EXPECT_EQ(0, std::memcmp(combined.data(), alone.data(), sizeof(float) * combined.size()));
+    EXPECT_TRUE(all_close(loom::cuda::download_floats(ctx, combined_losses),
+                          loom::cuda::download_floats(ctx, losses), 0, 0));
   }
 }
 

@@ -1,7 +1,8 @@
 // The GPU embedding against its CPU twin (kernels/cpu/embedding.h): forward bit for bit, backward
 // within fp32 summation order, for the whole GPT-2 vocabulary, a vocabulary shard, a row block
 // starting mid-sequence, widths that are and are not multiples of 8, and a single token repeated
-// over every row; and the backward's determinism (two runs, the same bits).
+// over every row; the backward's determinism (two runs, the same bits); and the position term
+// alone, forward and backward.
 #include "kernels/cuda/embedding.h"
 
 #include <gtest/gtest.h>
@@ -131,6 +132,39 @@ TEST(EmbeddingCudaTest, BackwardWithoutPositionTable) {
   std::vector<float> expected(static_cast<size_t>(V) * C, 0.0f);
   kernels::cpu::token_embedding_backward(expected.data(), dout.data(), tokens.data(), N, C, 0, V);
   EXPECT_TRUE(all_close(cuda::download_floats(ctx, d_dwte), expected, kBackwardRtol, kBackwardAtol));
+}
+
+// The position term alone (a stage that embeds tokens and positions in two steps): the forward
+// adds to what out holds, exactly as the twin's fp32 sum rounded once; the backward accumulates.
+TEST(EmbeddingCudaTest, PositionTermAloneMatchesCpu) {
+  LOOM_SKIP_WITHOUT_GPU();
+  cuda::Context& ctx = gpu();
+  for (const Case& k : kCases) {
+    SCOPED_TRACE(::testing::Message() << "N=" << k.N << " T=" << k.T << " C=" << k.C
+                                      << " first_row=" << k.first_row);
+    const size_t n = static_cast<size_t>(k.N) * k.C;
+    const std::vector<float> out0 = bf16_rounded(random_floats(n, 10));
+    const std::vector<float> wpe = bf16_rounded(random_floats(static_cast<size_t>(k.T) * k.C, 11));
+    const std::vector<float> dout = bf16_rounded(random_floats(n, 12));
+    const std::vector<float> dwpe0 = random_floats(static_cast<size_t>(k.T) * k.C, 13);
+    Tensor d_out = cuda::upload(ctx, out0, Shape{k.N, k.C}, DType::kBF16);
+    Tensor d_wpe = cuda::upload(ctx, wpe, Shape{k.T, k.C}, DType::kBF16);
+    kernels::cuda::position_embedding_forward(d_out.bf16_data(), d_wpe.bf16_data(), k.N, k.T, k.C,
+                                              k.first_row, ctx.stream());
+    std::vector<float> expected = out0;
+    kernels::cpu::position_embedding_forward(expected.data(), wpe.data(), k.N, k.T, k.C, k.first_row);
+    EXPECT_TRUE(all_close(cuda::download_floats(ctx, d_out), bf16_rounded(expected), 0.0, 0.0));
+
+    Tensor d_dout = cuda::upload(ctx, dout, Shape{k.N, k.C}, DType::kBF16);
+    Tensor d_dwpe = cuda::upload(ctx, dwpe0, Shape{k.T, k.C});
+    kernels::cuda::position_embedding_backward(d_dwpe.f32(), d_dout.bf16_data(), k.N, k.T, k.C,
+                                               k.first_row, ctx.stream());
+    std::vector<float> expected_dwpe = dwpe0;
+    kernels::cpu::position_embedding_backward(expected_dwpe.data(), dout.data(), k.N, k.T, k.C,
+                                              k.first_row);
+    EXPECT_TRUE(all_close(cuda::download_floats(ctx, d_dwpe), expected_dwpe, kBackwardRtol,
+                          kBackwardAtol));
+  }
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // The GPU residual add + LayerNorm against its CPU twin (kernels/cpu/layernorm.h): the residual
 // sum bit for bit, the LayerNorm of the bf16 residual within fp32 statistics and bf16 rounding,
 // every combination of absent operands and the in-place residual, widths with and without the
-// 16-byte vector path (768, 8 vs 100, 3, 1), and the backward's accumulation and determinism.
+// 16-byte vector path (768, 8 vs 100, 3, 1), and the backward's accumulation and determinism; the
+// plain LayerNorm and the residual add alone.
 #include "kernels/cuda/layernorm.h"
 
 #include <gtest/gtest.h>
@@ -127,6 +128,82 @@ TEST(LayerNormCudaTest, ForwardWithoutStatistics) {
   const std::vector<float> a = cuda::download_floats(ctx, d_out[0]);
   const std::vector<float> b = cuda::download_floats(ctx, d_out[1]);
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), sizeof(float) * a.size()));
+}
+
+// The plain LayerNorm is the fused kernel with nothing to add: the same bits as the fused call
+// with residual_in alone, and the input left as it was.
+TEST(LayerNormCudaTest, PlainForwardMatchesFusedAndCpu) {
+  LOOM_SKIP_WITHOUT_GPU();
+  cuda::Context& ctx = gpu();
+  for (const Size& s : kSizes) {
+    const int N = s.N, C = s.C;
+    SCOPED_TRACE(::testing::Message() << "N=" << N << " C=" << C);
+    const size_t n = static_cast<size_t>(N) * C;
+    const std::vector<float> x = bf16_rounded(random_floats(n, 20, 0.5f, 2.5f));
+    const std::vector<float> weight = bf16_rounded(random_floats(static_cast<size_t>(C), 21, 0.5f, 1.5f));
+    const std::vector<float> bias = bf16_rounded(random_floats(static_cast<size_t>(C), 22));
+    Tensor d_x = bf16_upload(x, Shape{N, C});
+    Tensor d_weight = bf16_upload(weight, Shape{C});
+    Tensor d_bias = bf16_upload(bias, Shape{C});
+    Tensor d_residual = cuda::device_empty(ctx, Shape{N, C}, DType::kBF16);
+    Tensor d_out[2] = {cuda::device_empty(ctx, Shape{N, C}, DType::kBF16),
+                       cuda::device_empty(ctx, Shape{N, C}, DType::kBF16)};
+    Tensor d_mean = cuda::device_empty(ctx, Shape{N}, DType::kF32);
+    Tensor d_rstd = cuda::device_empty(ctx, Shape{N}, DType::kF32);
+    kernels::cuda::layernorm_forward(d_out[0].bf16_data(), d_mean.f32(), d_rstd.f32(), d_x.bf16_data(),
+                                     d_weight.bf16_data(), d_bias.bf16_data(), N, C, ctx.stream());
+    const std::vector<float> mean = cuda::download_floats(ctx, d_mean);
+    const std::vector<float> rstd = cuda::download_floats(ctx, d_rstd);
+    kernels::cuda::residual_layernorm_forward(d_residual.bf16_data(), d_out[1].bf16_data(), d_mean.f32(),
+                                              d_rstd.f32(), d_x.bf16_data(), nullptr, nullptr,
+                                              d_weight.bf16_data(), d_bias.bf16_data(), N, C, ctx.stream());
+    const std::vector<float> plain = cuda::download_floats(ctx, d_out[0]);
+    const std::vector<float> fused = cuda::download_floats(ctx, d_out[1]);
+    EXPECT_EQ(0, std::memcmp(plain.data(), fused.data(), sizeof(float) * n));
+    EXPECT_EQ(0, std::memcmp(mean.data(), cuda::download_floats(ctx, d_mean).data(), sizeof(float) * mean.size()));
+    EXPECT_EQ(0, std::memcmp(rstd.data(), cuda::download_floats(ctx, d_rstd).data(), sizeof(float) * rstd.size()));
+    EXPECT_TRUE(all_close(cuda::download_floats(ctx, d_x), x, 0.0, 0.0));
+
+    std::vector<float> out(n), expected_mean(static_cast<size_t>(N)), expected_rstd(static_cast<size_t>(N));
+    kernels::cpu::layernorm_forward(out.data(), expected_mean.data(), expected_rstd.data(), x.data(),
+                                    weight.data(), bias.data(), N, C);
+    EXPECT_TRUE(all_close(plain, out, kBf16Rtol, kOutAtol));
+    EXPECT_TRUE(all_close(mean, expected_mean, kMeanTol, kMeanTol));
+    EXPECT_TRUE(all_close(rstd, expected_rstd, kRstdRtol, 0.0));
+  }
+}
+
+// The residual add alone: the twin's fp32 sum in the same order, rounded once: the same bits, for
+// every combination of absent operands and in place.
+TEST(LayerNormCudaTest, ResidualAddMatchesCpuExactly) {
+  LOOM_SKIP_WITHOUT_GPU();
+  cuda::Context& ctx = gpu();
+  for (const Size& s : kSizes) {
+    const int N = s.N, C = s.C;
+    const size_t n = static_cast<size_t>(N) * C;
+    const std::vector<float> a = bf16_rounded(random_floats(n, 30));
+    const std::vector<float> b = bf16_rounded(random_floats(n, 31));
+    const std::vector<float> bias = bf16_rounded(random_floats(static_cast<size_t>(C), 32));
+    Tensor d_b = bf16_upload(b, Shape{N, C});
+    Tensor d_bias = bf16_upload(bias, Shape{C});
+    for (int variant = 0; variant < 8; ++variant) {
+      const bool has_a = (variant & 1) != 0, has_b = (variant & 2) != 0, has_bias = (variant & 4) != 0;
+      for (bool in_place : {false, true}) {
+        if (in_place && !has_a) continue;
+        SCOPED_TRACE(::testing::Message() << "N=" << N << " C=" << C << " a=" << has_a << " b=" << has_b
+                                          << " bias=" << has_bias << " in_place=" << in_place);
+        Tensor d_a = bf16_upload(a, Shape{N, C});
+        Tensor d_out = in_place ? d_a : bf16_upload(testing::random_floats(n, 33), Shape{N, C});
+        kernels::cuda::residual_add(d_out.bf16_data(), has_a ? d_a.bf16_data() : nullptr,
+                                    has_b ? d_b.bf16_data() : nullptr, has_bias ? d_bias.bf16_data() : nullptr,
+                                    N, C, ctx.stream());
+        std::vector<float> expected(n);
+        kernels::cpu::residual_add(expected.data(), has_a ? a.data() : nullptr, has_b ? b.data() : nullptr,
+                                   has_bias ? bias.data() : nullptr, N, C);
+        EXPECT_TRUE(all_close(cuda::download_floats(ctx, d_out), bf16_rounded(expected), 0.0, 0.0));
+      }
+    }
+  }
 }
 
 TEST(LayerNormCudaTest, BackwardMatchesCpuAccumulatesAndIsDeterministic) {
