@@ -760,6 +760,18 @@ void GPT::sum_tied_embedding_gradients() {
 
 int64_t GPT::arena_offset(const Parameter& p) const { return p.value.f32() - param_arena_.f32(); }
 
+ParameterSet GPT::parameter_set() {
+  ParameterSet set;
+  set.parameters = &params_;
+  set.master = param_arena_;
+  set.grads = grad_arena_;
+  if (act_ != DType::kF32) set.compute = compute_arena_;
+  set.tp = tp_;
+  set.pp = pp_;
+  set.backend = backend_;
+  return set;
+}
+
 void check_token_ids(const int32_t* ids, int B, int T, int first_position, int V, bool allow_ignore,
                      const char* what) {
   for (int i = 0; i < B * T; ++i) {

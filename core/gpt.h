@@ -26,6 +26,7 @@
 
 #include "core/backend/backend.h"
 #include "core/parameter.h"
+#include "core/parameter_set.h"
 #include "core/tensor.h"
 #include "parallel/communicator.h"
 #include "parallel/process_grid.h"
@@ -136,6 +137,8 @@ class GPT {
   int end_layer() const { return end_layer_; }
   bool first_stage() const { return first_stage_; }
   bool last_stage() const { return last_stage_; }
+  // What an optimizer of this chunk updates: the parameters, their arenas, the groups, the backend.
+  ParameterSet parameter_set();
   // This rank's parameter values (resp. gradients) as one flat buffer, in parameters() order.
   Tensor parameter_arena() const { return param_arena_; }
   Tensor gradient_arena() const { return grad_arena_; }

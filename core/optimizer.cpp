@@ -45,16 +45,21 @@ struct AdamW::Segment {
   bool counts_in_norm = true;
 };
 
-AdamW::AdamW(GPT& model, const AdamWSettings& settings, parallel::Communicator* dp,
+AdamW::AdamW(GPT& model, const AdamWSettings& settings, parallel::Communicator* dp, int64_t bucket_elements)
+    : AdamW(model.parameter_set(), settings, dp, bucket_elements) {}
+
+AdamW::AdamW(const ParameterSet& parameters, const AdamWSettings& settings, parallel::Communicator* dp,
              int64_t bucket_elements)
-    : model_(model), settings_(settings) {
+    : set_(parameters), settings_(settings) {
+  LOOM_CHECK(set_.parameters != nullptr && set_.backend != nullptr && set_.tp != nullptr && set_.pp != nullptr,
+             "AdamW needs a complete ParameterSet");
   if (dp == nullptr) {
     solo_ = std::make_unique<parallel::SoloCommunicator>("dp");
     dp = solo_.get();
   }
   dp_ = dp;
   const int64_t replicas = dp_->size(), r = dp_->rank();
-  const int64_t n = model.gradient_arena().numel();
+  const int64_t n = set_.grads.numel();
   LOOM_CHECK(n % replicas == 0, "gradient arena of", n, "elements is not a multiple of dp =", replicas,
              "(build the model with ModelParallel::arena_multiple = dp)");
   LOOM_CHECK(bucket_elements > 0, "bucket_elements", bucket_elements);
@@ -71,12 +76,13 @@ AdamW::AdamW(GPT& model, const AdamWSettings& settings, parallel::Communicator* 
     buckets_.push_back(std::move(b));
     end -= size;
   }
-  const int tp_rank = model.tp().rank();
+  const int tp_rank = set_.tp->rank();
+  const std::vector<Parameter>& params = *set_.parameters;
   for (const Bucket& b : buckets_) {
     const int64_t slice = b.size / replicas, lo = b.begin + r * slice, hi = lo + slice;
-    for (size_t i = 0; i < model.parameters().size(); ++i) {
-      const Parameter& p = model.parameters()[i];
-      const int64_t p_lo = model.arena_offset(p), p_hi = p_lo + p.value.numel();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const Parameter& p = params[i];
+      const int64_t p_lo = set_.offset_of(p), p_hi = p_lo + p.value.numel();
       const int64_t s_lo = std::max(lo, p_lo), s_hi = std::min(hi, p_hi);
       if (s_lo >= s_hi) continue;
       Segment s;
@@ -89,9 +95,12 @@ AdamW::AdamW(GPT& model, const AdamWSettings& settings, parallel::Communicator* 
       segments_.push_back(s);
     }
   }
-  grad_shard_ = Tensor::zeros({replicas > 1 ? owned_ : 0});
-  m_ = Tensor::zeros({owned_});
-  v_ = Tensor::zeros({owned_});
+  Backend& be = *set_.backend;
+  grad_shard_ = be.zeros({replicas > 1 ? owned_ : 0}, DType::kF32);
+  m_ = be.zeros({owned_}, DType::kF32);
+  v_ = be.zeros({owned_}, DType::kF32);
+  square_sum_ = be.zeros({1}, be.accumulator_dtype());
+  norm_ = be.zeros({1}, be.accumulator_dtype());
 }
 
 AdamW::~AdamW() = default;
@@ -100,8 +109,8 @@ std::vector<AdamW::OwnedRun> AdamW::owned_runs() const {
   std::vector<OwnedRun> runs;
   runs.reserve(segments_.size());
   for (const Segment& s : segments_) {
-    const Parameter& p = model_.parameters()[s.param];
-    runs.push_back(OwnedRun{s.param, s.arena_begin - model_.arena_offset(p), s.count, s.shard_offset});
+    const Parameter& p = (*set_.parameters)[s.param];
+    runs.push_back(OwnedRun{s.param, s.arena_begin - set_.offset_of(p), s.count, s.shard_offset});
   }
   return runs;
 }
@@ -110,7 +119,7 @@ void AdamW::post_bucket(Bucket& b) {
   if (dp_->size() == 1) return;  // the arena itself holds the (only) gradient
   // Posted, not awaited: the backward goes on with the next blocks meanwhile. Every replica
   // posts the buckets in the same order (the model reports readiness at the same points).
-  const float* grads = model_.gradient_arena().f32();
+  const float* grads = set_.grads.f32();
   b.reduction = dp_->reduce_scatter_async(grads + b.begin, grad_shard_.f32() + b.shard_offset,
                                           static_cast<size_t>(b.size / dp_->size()), DType::kF32,
                                           parallel::ReduceOp::kSum);
@@ -133,16 +142,46 @@ void AdamW::finish_gradient_reduction() {
   next_bucket_ = 0;
 }
 
+namespace {
+
+// A view of n f32 elements of `arena` from `offset`.
+Tensor f32_range(const Tensor& arena, int64_t offset, int64_t n) {
+  return Tensor::view(arena.f32() + offset, {n}, DType::kF32, arena.device());
+}
+
+// The value of a one-element accumulator on the host (f64 on the CPU, f32 on a GPU).
+double read_scalar(Backend& backend, const Tensor& scalar) {
+  if (scalar.dtype() == DType::kF64) {
+    double value = 0;
+    backend.to_host(&value, scalar);
+    return value;
+  }
+  float value = 0;
+  backend.to_host(&value, scalar);
+  return value;
+}
+
+void write_scalar(Backend& backend, const Tensor& scalar, double value) {
+  if (scalar.dtype() == DType::kF64) {
+    backend.from_host(scalar, &value);
+  } else {
+    const auto narrow = static_cast<float>(value);
+    backend.from_host(scalar, &narrow);
+  }
+}
+
+}  // namespace
+
 double AdamW::local_gradient_square_sum() const {
   const bool sharded = dp_->size() > 1;
-  const float* arena = model_.gradient_arena().f32();
-  double local = 0;
+  Backend& be = *set_.backend;
+  be.zero(square_sum_);
   for (const Segment& s : segments_) {
     if (!s.counts_in_norm) continue;
-    const float* g = sharded ? grad_shard_.f32() + s.shard_offset : arena + s.arena_begin;
-    local += k::sum_of_squares(g, s.count);
+    const Tensor g = sharded ? f32_range(grad_shard_, s.shard_offset, s.count) : f32_range(set_.grads, s.arena_begin, s.count);
+    be.sum_of_squares(square_sum_, g, /*accumulate=*/true);
   }
-  return local;
+  return read_scalar(be, square_sum_);
 }
 
 double AdamW::gradient_norm() const {
@@ -154,35 +193,40 @@ double global_gradient_norm(std::span<const AdamW* const> optimizers) {
   LOOM_CHECK(!optimizers.empty(), "global_gradient_norm of no optimizer");
   double local = 0;
   for (const AdamW* o : optimizers) local += o->local_gradient_square_sum();
-  // Across ranks in fp32 (~1e-7 relative): the communicators carry no doubles.
-  const GPT& model = optimizers[0]->model();
+  // Across ranks in fp32 (~1e-7 relative), as Loom always summed them.
+  const ParameterSet& set = optimizers[0]->parameters();
   parallel::Communicator& dp = optimizers[0]->dp();
+  parallel::Communicator& tp = *set.tp;
+  parallel::Communicator& pp = *set.pp;
   float mine = static_cast<float>(local);
   if (dp.size() > 1) dp.all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
-  if (model.tp().size() > 1) model.tp().all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
-  if (model.pp().size() > 1) model.pp().all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
-  const bool shared = dp.size() > 1 || model.tp().size() > 1 || model.pp().size() > 1;
+  if (tp.size() > 1) tp.all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
+  if (pp.size() > 1) pp.all_reduce(&mine, &mine, 1, DType::kF32, parallel::ReduceOp::kSum);
+  const bool shared = dp.size() > 1 || tp.size() > 1 || pp.size() > 1;
   return shared ? std::sqrt(static_cast<double>(mine)) : std::sqrt(local);
 }
 
 void AdamW::step(float lr, double grad_norm) {
   ++t_;
-  k::AdamWHyper hyper;
+  k::AdamWArenaHyper hyper;
   hyper.lr = lr;
   hyper.beta1 = settings_.beta1;
   hyper.beta2 = settings_.beta2;
   hyper.eps = settings_.eps;
+  hyper.weight_decay = settings_.weight_decay;
   hyper.step = t_;
-  hyper.grad_scale = k::clip_scale(grad_norm, settings_.grad_clip);
+  hyper.max_norm = settings_.grad_clip;
+  Backend& be = *set_.backend;
+  write_scalar(be, norm_, grad_norm);
   const bool sharded = dp_->size() > 1;
-  float* params = model_.parameter_arena().f32();
-  const float* arena_grads = model_.gradient_arena().f32();
+  // One update per segment: the master weights are indexed by arena offset, the gradient slice
+  // and the moments by shard offset. The compute copy follows at the model's next forward.
   for (const Segment& s : segments_) {
-    hyper.weight_decay = s.decay ? settings_.weight_decay : 0.0f;
-    const float* g = sharded ? grad_shard_.f32() + s.shard_offset : arena_grads + s.arena_begin;
-    k::adamw_update(params + s.arena_begin, g, m_.f32() + s.shard_offset,
-                    v_.f32() + s.shard_offset, s.count, hyper);
+    const Tensor g = sharded ? f32_range(grad_shard_, s.shard_offset, s.count) : f32_range(set_.grads, s.arena_begin, s.count);
+    be.adamw_update(f32_range(set_.master, s.arena_begin, s.count), Tensor(), g, f32_range(m_, s.shard_offset, s.count),
+                    f32_range(v_, s.shard_offset, s.count), {{0, s.count, s.decay ? 1 : 0}}, norm_, hyper);
   }
+  float* params = set_.master.f32();
   if (!sharded) return;
   // Every replica gets the new weights: each bucket's slices gathered in place, all in flight
   // together.

@@ -9,6 +9,11 @@
 // moments and the update of exactly those elements (ZeRO stage 1). After its update it
 // all-gathers each bucket's parameters so that every replica holds the new weights.
 // With dp = 1 the single slice is the whole arena and nothing is communicated.
+//
+// The optimizer works on a ParameterSet (core/parameter_set.h), not on the model: its state
+// lives where the set's arenas live (the set's backend allocates it), and the sum of squares of
+// the gradients and the AdamW update run through that backend. The host reads one scalar per
+// step, this rank's sum of squares, to form the global norm.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +44,9 @@ class AdamW {
  public:
   // `dp` null: one replica. The model's arenas must be padded to a multiple of dp
   // (ModelParallel::arena_multiple).
+  AdamW(const ParameterSet& parameters, const AdamWSettings& settings, parallel::Communicator* dp = nullptr,
+        int64_t bucket_elements = int64_t{1} << 20);
+  // The parameters of `model` (GPT::parameter_set()).
   AdamW(GPT& model, const AdamWSettings& settings, parallel::Communicator* dp = nullptr,
         int64_t bucket_elements = int64_t{1} << 20);
   ~AdamW();
@@ -57,7 +65,7 @@ class AdamW {
   // all-gather of the new parameters.
   void step(float lr, double grad_norm);
   parallel::Communicator& dp() const { return *dp_; }
-  const GPT& model() const { return model_; }
+  const ParameterSet& parameters() const { return set_; }
   // Elements whose optimizer state this rank keeps (the memory accounting tests use it).
   int64_t owned_elements() const { return owned_; }
 
@@ -66,7 +74,7 @@ class AdamW {
   // data-parallel ranks together cover every parameter element exactly once (checkpoints write
   // each rank's runs).
   struct OwnedRun {
-    size_t param = 0;          // index into model().parameters()
+    size_t param = 0;          // index into parameters().parameters
     int64_t local_offset = 0;  // first element within the parameter's local values
     int64_t count = 0;
     int64_t state_offset = 0;  // first element within moment_m() / moment_v()
@@ -83,7 +91,7 @@ class AdamW {
   struct Segment;
   void post_bucket(Bucket& b);
 
-  GPT& model_;
+  ParameterSet set_;
   AdamWSettings settings_;
   std::unique_ptr<parallel::Communicator> solo_;
   parallel::Communicator* dp_;
@@ -92,6 +100,8 @@ class AdamW {
   Tensor grad_shard_;  // (owned) summed gradients of this rank's slices
   Tensor m_;           // (owned)
   Tensor v_;           // (owned)
+  Tensor square_sum_;  // (1) the backend's accumulator dtype: this rank's sum of squares
+  Tensor norm_;        // (1) the same dtype: the global norm the update clips by
   int64_t owned_ = 0;
   int64_t t_ = 0;
   size_t next_bucket_ = 0;  // buckets_[0 .. next_bucket_) are posted this step
