@@ -236,7 +236,8 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
 
   const int64_t total = arena_elements(config_, shape);
   param_arena_ = Tensor::zeros({total});
-  grad_arena_ = Tensor::zeros({total});
+  has_gradients_ = parallel.gradients;
+  if (has_gradients_) grad_arena_ = Tensor::zeros({total});
   // bf16: the weights the ops read, rounded from the f32 master at each forward.
   if (act_ != DType::kF32) compute_arena_ = Tensor::zeros({total}, act_);
   int64_t offset = 0;
@@ -250,7 +251,7 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     p.global_shape = s.global;
     p.blocks = std::move(s.blocks);
     p.value = Tensor::view(param_arena_.f32() + offset, local);
-    p.grad = Tensor::view(grad_arena_.f32() + offset, local);
+    if (parallel.gradients) p.grad = Tensor::view(grad_arena_.f32() + offset, local);
     p.compute = act_ == DType::kF32 ? p.value : compute_arena_.slice_rows(offset, offset + n).reshaped(local);
     p.decay = s.decay;
     p.tp_replicated = s.replicated;
@@ -645,6 +646,7 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
 }
 
 void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady& ready) {
+  LOOM_CHECK(has_gradients_, "backward() of a model built without gradients");
   LOOM_CHECK(acts_ && acts_->forwarded && (!last_stage_ || acts_->has_targets),
              "GPT::backward needs a forward", last_stage_ ? "with targets" : "", "first");
   Activations& a = *acts_;
@@ -745,7 +747,9 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
   a.forwarded = false;
 }
 
-void GPT::zero_grad() { grad_arena_.fill(0.0f); }
+void GPT::zero_grad() {
+  if (has_gradients_) grad_arena_.fill(0.0f);
+}
 
 int64_t GPT::stage_elements(int B, int T) const {
   const Layout s = layout_for(B, T);

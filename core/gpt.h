@@ -64,6 +64,9 @@ struct ModelParallel {
   parallel::Communicator* embedding = nullptr;  // first + last stage (ProcessGrid::embedding())
   // Runs the model's ops (core/backend/backend.h); null: a CpuBackend in fp32 of the model's own.
   Backend* backend = nullptr;
+  // false: no gradient arena (a model that only runs forward: evaluation, sampling, the whole
+  // model rank 0 assembles); backward() is then an error.
+  bool gradients = true;
 };
 
 // What the sizes of one rank's share depend on (ModelParallel without its communicators), so
@@ -248,7 +251,8 @@ class GPT {
   Precision precision_ = Precision::kF32;
   DType act_ = DType::kF32;  // activations and compute weights
   Tensor param_arena_;       // f32 master weights
-  Tensor grad_arena_;        // f32 gradients
+  Tensor grad_arena_;        // f32 gradients (none without ModelParallel::gradients)
+  bool has_gradients_ = true;
   Tensor compute_arena_;     // the weights in act_ when that is not f32 (else unused)
   std::vector<Parameter> params_;
   // Per parameter: with sequence parallelism each tp rank computes only its token rows' part of

@@ -87,8 +87,10 @@ MemoryEstimate estimate_memory(const config::RunConfig& cfg) {
       if (e.per_rank() > worst.per_rank()) worst = e;
     }
   }
+  // Rank 0's whole model (weights only): none when one process trains the whole model itself.
+  const bool one_process = tp * pp * dp == 1 && chunks == 1;
   worst.rank0_whole_model =
-      checked_mul(GPT::arena_elements(model, StageShape{}), 2 * kFloat, "the whole model's bytes");
+      one_process ? 0 : checked_mul(GPT::arena_elements(model, StageShape{}), kFloat, "the whole model's bytes");
   return worst;
 }
 

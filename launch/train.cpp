@@ -398,8 +398,17 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     if (gpu) gpu->to_host();
   };
 
-  // Rank 0 keeps a whole copy of the model for evaluation, samples and the model file.
-  std::unique_ptr<GPT> whole = leader ? std::make_unique<GPT>(model_config) : nullptr;
+  // Rank 0 needs the whole model for evaluation, samples and the model file: in one process that
+  // holds it all, the training model itself; else a copy without gradients, assembled from the
+  // shards when needed.
+  const bool holds_whole = world.size() == 1 && chunks.size() == 1;
+  std::unique_ptr<GPT> whole_copy;
+  if (leader && !holds_whole) {
+    ModelParallel weights_only;
+    weights_only.gradients = false;
+    whole_copy = std::make_unique<GPT>(model_config, weights_only);
+  }
+  GPT* const whole = holds_whole ? chunks[0].get() : whole_copy.get();
 
   // Each micro-batch holds B sequences per data-parallel replica; this rank takes its rows.
   const int replicas = pc.dp(), global_B = B * replicas;
@@ -708,7 +717,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       const auto eval_start = Clock::now();
       if (addition) {
         sync_to_host();  // the accuracy is measured on the host model
-        assemble(chunks, grid, split, whole.get());
+        if (!holds_whole) assemble(chunks, grid, split, whole);
         if (leader) {
           const double acc = addition_accuracy(*whole, *task, task->test_problems());
           report(done, "", text_printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)", done, steps,
@@ -727,7 +736,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
         }
         if (last) {
           sync_to_host();
-          assemble(chunks, grid, split, whole.get());
+          if (!holds_whole) assemble(chunks, grid, split, whole);
         }
       }
       // Evaluation time does not count as training throughput: the window starts that much later.
@@ -747,7 +756,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   }
   if (first_step == steps) {
     if (leader) std::printf("the checkpoint is at step %d of train.steps = %d: nothing left to train\n", first_step, steps);
-    assemble(chunks, grid, split, whole.get());
+    if (!holds_whole) assemble(chunks, grid, split, whole);
   }
   if (!leader) return 0;
 
