@@ -2,16 +2,24 @@
 """PyTorch peer of Loom's training benchmarks (bench_train on CPU, bench_gpu_train on a GPU).
 
 Trains a nanoGPT-style GPT-2 (pre-LN, tied embeddings, no dropout) on random
-tokens. On the CPU (default): fp32, attention written out. With --device cuda:
-what nanoGPT does on a GPU: bf16 autocast with fp32 weights, TF32 matmuls,
-F.scaled_dot_product_attention (flash attention), torch.compile and fused
-AdamW. Prints ONE JSON line:
-{"impl":"pytorch","tokens_per_s":...,"ms_per_step":...,"loss_first":...,"loss_last":...}
-loss_first / loss_last are the losses of the first and last timed steps.
+tokens, with the best each torch version offers unless told otherwise:
+F.scaled_dot_product_attention where it exists (torch >= 2.0; the masked softmax
+written out before), AdamW with fused=True where it runs on the device (CPU:
+torch >= 2.4), else foreach=True. On the CPU (default):
+fp32, eager unless --compile. With --device cuda: what nanoGPT does on a GPU:
+bf16 autocast with fp32 weights, TF32 matmuls, torch.compile (unless
+--no-compile). Prints ONE JSON line:
+{"impl":"pytorch","tokens_per_s":...,"ms_per_step":...,"loss_first":...,"loss_last":...,
+ "torch":..., "attention":..., "adamw":..., "compiled":..., "threads":..., "blas":...,
+ "mm_gflops":...}
+loss_first / loss_last are the losses of the first and last timed steps; mm_gflops
+(CPU) is torch.mm's best rate on --mm-size square fp32 matrices, timed after the
+steps in the same process.
 """
 import argparse
 import json
 import math
+import os
 import sys
 import time
 
@@ -21,9 +29,10 @@ import torch.nn.functional as F
 
 
 class Block(nn.Module):
-    def __init__(self, C, NH, T):
+    def __init__(self, C, NH, T, sdpa):
         super().__init__()
         self.NH = NH
+        self.sdpa = sdpa
         self.ln_1 = nn.LayerNorm(C)
         self.c_attn = nn.Linear(C, 3 * C)
         self.attn_proj = nn.Linear(C, C)
@@ -37,7 +46,7 @@ class Block(nn.Module):
         HS = C // self.NH
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = [t.view(B, T, self.NH, HS).transpose(1, 2) for t in (q, k, v)]
-        if x.is_cuda:
+        if self.sdpa:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             return self.attn_proj(y.transpose(1, 2).contiguous().view(B, T, C))
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(HS))
@@ -51,11 +60,11 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, L, NH, C, V, T):
+    def __init__(self, L, NH, C, V, T, sdpa):
         super().__init__()
         self.wte = nn.Embedding(V, C)
         self.wpe = nn.Embedding(T, C)
-        self.h = nn.ModuleList([Block(C, NH, T) for _ in range(L)])
+        self.h = nn.ModuleList([Block(C, NH, T, sdpa) for _ in range(L)])
         self.ln_f = nn.LayerNorm(C)
         for n, p in self.named_parameters():
             if p.dim() >= 2:
@@ -72,6 +81,50 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
 
 
+def make_adamw(model, device, want):
+    """AdamW with nanoGPT's groups; want: "auto" (fused where it runs, else foreach), "fused",
+    "foreach" or "plain". Returns (optimizer, the kind used)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}]
+    kinds = ["fused", "foreach", "plain"] if want == "auto" else [want]
+    for kind in kinds:
+        extra = {} if kind == "plain" else {kind: True}
+        try:
+            # one step on a scratch tensor: some versions refuse a kind only when it runs
+            probe = torch.zeros(2, device=device, requires_grad=True)
+            probe.grad = torch.ones_like(probe)
+            torch.optim.AdamW([probe], lr=3e-4, **extra).step()
+            return torch.optim.AdamW(groups, lr=3e-4, betas=(0.9, 0.95), eps=1e-8, **extra), kind
+        except (TypeError, RuntimeError, ValueError) as e:
+            if want != "auto":
+                sys.exit("torch_train.py: AdamW(%s=True) does not run here: %s" % (kind, e))
+    raise AssertionError("plain AdamW always runs")
+
+
+def blas_in_use():
+    """Which BLAS serves torch's fp32 matmuls: MKL when torch was built with it (linked in, so
+    not a file of its own), else the OpenBLAS build the dynamic loader mapped (openblas-openmp
+    shares torch's OpenMP pool; openblas-pthread starts a second pool that fights it)."""
+    if "Math Kernel Library" in torch.__config__.show():
+        return "mkl"
+    with open("/proc/self/maps") as maps:
+        paths = sorted({line.split()[-1] for line in maps if "libopenblas" in line})
+    return ",".join(os.path.basename(os.path.dirname(p)) for p in paths) or "unknown"
+
+
+def mm_gflops(n, repeats=5):
+    """torch.mm's best rate on n x n fp32 matrices (A @ B^T, as bench_sgemm times OpenBLAS)."""
+    a, b = torch.full((n, n), 0.5), torch.full((n, n), 0.25)
+    torch.mm(a, b.t())  # warms caches and threads
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b.t())
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-layer", type=int, default=4)
@@ -81,10 +134,15 @@ def main():
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps (torch.compile compiles in them)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--no-compile", action="store_true", help="cuda: skip torch.compile")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="torch.compile the model (default: on cuda, off on the cpu)")
+    ap.add_argument("--attention", choices=["auto", "sdpa", "manual"], default="auto",
+                    help="auto: scaled_dot_product_attention where torch has it")
+    ap.add_argument("--adamw", choices=["auto", "fused", "foreach", "plain"], default="auto")
+    ap.add_argument("--mm-size", type=int, default=2048, help="cpu: torch.mm rate on this square size; 0: skip")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="cuda: for the MFU field")
     a = ap.parse_args()
     if a.n_embd % a.n_head or a.steps < 1 or a.warmup < 0:
@@ -93,18 +151,19 @@ def main():
     torch.set_num_interop_threads(1)
     torch.manual_seed(1234)
     cuda = a.device == "cuda"
-    model = GPT(a.n_layer, a.n_head, a.n_embd, a.vocab, a.seq).to(a.device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    other = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": other, "weight_decay": 0.0}],
-                            lr=3e-4, betas=(0.9, 0.95), eps=1e-8, **({"fused": True} if cuda else {}))
+    compiled = cuda if a.compile is None else a.compile
+    has_sdpa = hasattr(F, "scaled_dot_product_attention")
+    if a.attention == "sdpa" and not has_sdpa:
+        sys.exit("torch_train.py: torch %s has no scaled_dot_product_attention" % torch.__version__)
+    sdpa = has_sdpa and a.attention != "manual"
+    model = GPT(a.n_layer, a.n_head, a.n_embd, a.vocab, a.seq, sdpa).to(a.device)
+    opt, adamw = make_adamw(model, a.device, a.adamw)
     forward = model
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        if not a.no_compile:
-            forward = torch.compile(model)
+    if compiled:
+        forward = torch.compile(model)
     g = torch.Generator().manual_seed(42)
     # a fixed pool of random batches, cycled (data loading is not what we time)
     pool = []
@@ -130,7 +189,15 @@ def main():
               "tokens_per_s": a.steps * a.batch * a.seq / dt,
               "ms_per_step": 1000.0 * dt / a.steps,
               "loss_first": losses[a.warmup],
-              "loss_last": losses[-1]}
+              "loss_last": losses[-1],
+              "torch": torch.__version__,
+              "attention": "sdpa" if sdpa else "manual",
+              "adamw": adamw,
+              "compiled": compiled,
+              "threads": torch.get_num_threads(),
+              "blas": blas_in_use()}
+    if not cuda and a.mm_size > 0:
+        result["mm_gflops"] = mm_gflops(a.mm_size)
     if cuda:
         n = sum(p.numel() for p in model.parameters()) - model.wpe.weight.numel()
         flops_per_token = 6 * n + 12 * a.n_layer * a.n_embd * a.seq
