@@ -21,6 +21,7 @@ packages=(
   python3 python3-torch python3-numpy  # the PyTorch reference tests and benchmark peer
   python3-regex              # \p{L} in the Python reference of GPT-2's tokenizer (tests)
   python3-pip                # installs safetensors and tensorboard below
+  python3-venv               # bench/setup_peers.sh: the current PyTorch peer's venv (benchmarks only)
   python3-protobuf python3-absl python3-grpcio python3-markdown  # tensorboard's dependencies
   python3-werkzeug python3-packaging python3-pil python3-setuptools  # from Debian: pip adds only
                              # tensorboard itself and tensorboard-data-server
