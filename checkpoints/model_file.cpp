@@ -1,5 +1,7 @@
 #include "checkpoints/model_file.h"
 
+#include <vector>
+
 #include <xxhash.h>
 
 #include <cstring>
@@ -80,10 +82,10 @@ void save_model_file(const std::string& path, const std::string& config_text,
     offset += p.value.nbytes();
   }
   LOOM_CHECK(header.size() == header_size, "model file header size", header.size(), "!=", header_size);
-  std::string bytes = std::move(header);
-  bytes.reserve(offset);
-  for (const Parameter& p : params) bytes.append(static_cast<const char*>(p.value.raw()), p.value.nbytes());
-  write_file_durably(path, bytes);
+  // Written piece by piece from the tensors themselves: no copy of the model in memory.
+  std::vector<ByteRange> pieces{{header.data(), header.size()}};
+  for (const Parameter& p : params) pieces.push_back({p.value.raw(), p.value.nbytes()});
+  write_file_durably(path, pieces);
 }
 
 ModelFile load_model_file(const std::string& path) {

@@ -24,6 +24,11 @@ std::string read_file(const std::string& path, const std::string& what) {
 }
 
 void write_file_durably(const std::string& path, const std::string& bytes) {
+  const ByteRange whole{bytes.data(), bytes.size()};
+  write_file_durably(path, std::span<const ByteRange>(&whole, 1));
+}
+
+void write_file_durably(const std::string& path, std::span<const ByteRange> pieces) {
   std::filesystem::path target(path);
   std::filesystem::path dir = target.has_parent_path() ? target.parent_path() : ".";
   std::error_code ec;
@@ -33,7 +38,7 @@ void write_file_durably(const std::string& path, const std::string& bytes) {
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) fail_user("cannot write", tmp, ":", std::strerror(errno));
   try {
-    write_fully(fd, bytes.data(), bytes.size(), tmp);
+    for (const ByteRange& piece : pieces) write_fully(fd, piece.data, piece.size, tmp);
   } catch (const UserError&) {
     ::close(fd);
     ::unlink(tmp.c_str());

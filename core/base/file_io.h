@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <span>
 #include <string>
 
 namespace loom {
@@ -15,6 +16,14 @@ std::string read_file(const std::string& path, const std::string& what);
 
 // Creates the parent directory if needed. Throws UserError naming the step that failed.
 void write_file_durably(const std::string& path, const std::string& bytes);
+
+// The same for a file made of several pieces, written one after another: a large file (a model's
+// tensors) is never copied into one buffer first.
+struct ByteRange {
+  const void* data;
+  size_t size;
+};
+void write_file_durably(const std::string& path, std::span<const ByteRange> pieces);
 
 // write(2) until all `n` bytes are out (retrying short writes and EINTR); UserError naming
 // `path` on failure.
