@@ -161,8 +161,11 @@ struct Checkpointer::Pending {
   Manifest index;   // this rank's tensors, file 0 being its own shard file
   Manifest header;  // rank 0: everything but the tensor and file lists
   std::vector<uint64_t> offsets;  // of index.tensors(i) in the image
-  const char* image = nullptr;
+  const char* image = nullptr;  // the shard file's bytes (a host copy); null when written in place
   size_t image_size = 0;
+  // In place: the file's header, then tensor i's bytes (index.tensors(i)) read from the tensors.
+  std::string header_bytes;
+  std::vector<const char*> sources;
 };
 
 Checkpointer::Checkpointer(Policy policy, parallel::Communicator& world)
@@ -177,6 +180,9 @@ Checkpointer::~Checkpointer() {
 void Checkpointer::wait() {
   if (thread_.joinable()) thread_.join();
   pending_.reset();
+  // The host copy is held only while a save is in flight: between saves a rank holds its model.
+  buffer_.reset();
+  buffer_size_ = 0;
   if (error_) {
     std::exception_ptr e = error_;
     error_ = nullptr;
@@ -186,7 +192,7 @@ void Checkpointer::wait() {
 
 void Checkpointer::save(const config::RunConfig& cfg, const Progress& progress,
                         std::span<GPT* const> chunks, std::span<AdamW* const> optimizers,
-                        const std::string& created_by) {
+                        const std::string& created_by, bool in_place) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   wait();
@@ -254,13 +260,16 @@ void Checkpointer::save(const config::RunConfig& cfg, const Progress& progress,
       });
     }
   }
-  // The host copy: the only part of a save that holds training up.
+  // The host copy: the only part of a save that holds training up. In place, only the header.
   const auto copy_start = Clock::now();
-  if (size > buffer_size_) {
+  if (in_place) {
+    job->header_bytes.assign(kShardHeaderBytes, '\0');
+    for (const Copy& cp : copies) job->sources.push_back(reinterpret_cast<const char*>(cp.src));
+  } else if (size > buffer_size_) {
     buffer_.reset(new char[size]);
     buffer_size_ = size;
   }
-  char* image = buffer_.get();
+  char* image = in_place ? job->header_bytes.data() : buffer_.get();
   std::memset(image, 0, kShardHeaderBytes);
   std::memcpy(image, kShardMagic, sizeof kShardMagic);
   const uint32_t version = kFormatVersion, rank = static_cast<uint32_t>(job->rank);
@@ -268,7 +277,7 @@ void Checkpointer::save(const config::RunConfig& cfg, const Progress& progress,
   std::memcpy(image + 12, &rank, 4);
   std::memcpy(image + 16, &job->step, 8);
   std::memcpy(image + 24, &size, 8);
-  const int64_t n_copies = static_cast<int64_t>(copies.size());
+  const int64_t n_copies = in_place ? 0 : static_cast<int64_t>(copies.size());
 #pragma omp parallel for schedule(dynamic, 4)
   for (int64_t i = 0; i < n_copies; ++i) {
     const Copy& cp = copies[static_cast<size_t>(i)];
@@ -276,7 +285,7 @@ void Checkpointer::save(const config::RunConfig& cfg, const Progress& progress,
     const uint64_t end = i + 1 < n_copies ? copies[static_cast<size_t>(i + 1)].offset : size;
     std::memset(image + cp.offset + cp.nbytes, 0, end - cp.offset - cp.nbytes);  // alignment gap
   }
-  job->image = image;
+  job->image = in_place ? nullptr : image;
   job->image_size = size;
   copy_s_ = std::chrono::duration<double>(Clock::now() - copy_start).count();
 
@@ -348,18 +357,39 @@ void Checkpointer::write_and_commit(Pending& job) {
     std::error_code ec;
     fs::create_directories(job.tmp_dir, ec);
     if (ec) fail_user("cannot create checkpoint directory", job.tmp_dir, ":", ec.message());
+    const bool in_place = job.image == nullptr;
+    auto bytes_of = [&](int i) {
+      const TensorShard& t = job.index.tensors(i);
+      return in_place ? job.sources[static_cast<size_t>(i)] : job.image + t.offset();
+    };
     for (int i = 0; i < job.index.tensors_size(); ++i) {
       TensorShard* t = job.index.mutable_tensors(i);
-      t->set_xxh64(XXH64(job.image + t->offset(), t->nbytes(), 0));
+      t->set_xxh64(XXH64(bytes_of(i), t->nbytes(), 0));
     }
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) fail_user("cannot create checkpoint shard file", path, ":", std::strerror(errno));
     try {
-      const size_t half = policy_.halfway_hook ? job.image_size / 2 : job.image_size;
-      write_fully(fd, job.image, half, path);
-      if (policy_.halfway_hook) {
-        policy_.halfway_hook(job.step);
-        write_fully(fd, job.image + half, job.image_size - half, path);
+      if (in_place) {
+        // The header, then each tensor after the zeros that align it, then the zeros to the end.
+        static const char kZeros[kAlign] = {};
+        write_fully(fd, job.header_bytes.data(), job.header_bytes.size(), path);
+        uint64_t at = job.header_bytes.size();
+        const int n = job.index.tensors_size();
+        for (int i = 0; i < n; ++i) {
+          if (policy_.halfway_hook && i == n / 2) policy_.halfway_hook(job.step);
+          const TensorShard& t = job.index.tensors(i);
+          write_fully(fd, kZeros, t.offset() - at, path);
+          write_fully(fd, bytes_of(i), t.nbytes(), path);
+          at = t.offset() + t.nbytes();
+        }
+        write_fully(fd, kZeros, job.image_size - at, path);
+      } else {
+        const size_t half = policy_.halfway_hook ? job.image_size / 2 : job.image_size;
+        write_fully(fd, job.image, half, path);
+        if (policy_.halfway_hook) {
+          policy_.halfway_hook(job.step);
+          write_fully(fd, job.image + half, job.image_size - half, path);
+        }
       }
     } catch (...) {
       ::close(fd);

@@ -77,8 +77,12 @@ class Checkpointer {
   // Collective over the world. Waits for the previous save (throwing its error), copies this
   // rank's state into host memory, starts the background write and returns (after the commit
   // when the policy is synchronous). `optimizers`: one per chunk, or empty to save weights only.
+  // `in_place` (the last save of a run): no host copy; the shard is written straight from the
+  // tensors, so the save needs no memory beside the model's. The caller must not change the
+  // weights or the optimizer's state until wait() has returned.
   void save(const config::RunConfig& cfg, const Progress& progress, std::span<GPT* const> chunks,
-            std::span<AdamW* const> optimizers, const std::string& created_by = "loom train");
+            std::span<AdamW* const> optimizers, const std::string& created_by = "loom train",
+            bool in_place = false);
   // Waits until this rank's part of the last save is on disk, and on rank 0 until it is
   // committed. UserError if it failed (naming the rank and the file).
   void wait();
@@ -106,7 +110,7 @@ class Checkpointer {
   std::set<std::string> written_;  // directories this checkpointer committed (rank 0)
   double blocked_s_ = 0, copy_s_ = 0;
   std::atomic<double> save_s_{0};  // written by the writer thread
-  std::unique_ptr<char[]> buffer_;  // the host copy, reused across saves
+  std::unique_ptr<char[]> buffer_;  // the host copy of the save in flight; freed when written
   size_t buffer_size_ = 0;
   uint64_t next_serial_ = 0;  // the next manifest's save_serial (rank 0; 0: not known yet)
 };

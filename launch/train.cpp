@@ -545,7 +545,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   };
   // Saves the state after `done` steps (collective).
   int saved_step = first_step;
-  auto save_checkpoint = [&](int done) {
+  // `final`: nothing changes the state after it (the last step, or a stop), so it is written
+  // straight from the model and optimizer, without a host copy.
+  auto save_checkpoint = [&](int done, bool final) {
     progress.step = done;
     progress.tokens_seen += tokens_per_step * static_cast<uint64_t>(done - saved_step);
     saved_step = done;
@@ -553,7 +555,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     if (token_run) progress.loader = token_run->state();
     wait_for_save();
     sync_to_host();
-    checkpointer.save(cfg, progress, chunk_ptrs, optimizer_ptrs);
+    checkpointer.save(cfg, progress, chunk_ptrs, optimizer_ptrs, "loom train", final);
     rollback_dir = ckpt_root + "/" + checkpoint::step_dir_name(done);
     report(done, "checkpoint",
            text_printf("checkpoint %5d/%d | %s/%s | training held %.0f ms (host copy %.0f ms)%s", done, steps,
@@ -694,7 +696,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
     // (the last one stays the rollback point, and the one a stopped run resumes from).
     const bool healthy = bad_in_a_row == 0;
     if (stop.stop()) {
-      if (healthy) save_checkpoint(done);
+      if (healthy) save_checkpoint(done, /*final=*/true);
       // Collective, and rank 0 enters it once the checkpoint is committed: mpirun ends the job as
       // soon as one rank exits non-zero, so none may leave before the commit.
       wait_for_save();
@@ -710,7 +712,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       return kExitResumable;
     }
     if (last || done == end_step || (healthy && ckc.every() > 0 && done % ckc.every() == 0)) {
-      save_checkpoint(done);
+      save_checkpoint(done, /*final=*/last || done == end_step);
       time_budget.record_save(checkpointer.last_save_seconds());
     }
     if ((tc.eval_every() > 0 && done % tc.eval_every() == 0) || last) {
