@@ -5,8 +5,9 @@
 // forward by seeding the output with bias rows.
 //
 // Thread independence. A threaded sgemm sums in an order that depends on its thread count
-// (OpenBLAS 0.3.21 blocks the reduction differently once it splits the work), so training at 1
-// and 2 threads drifted apart from the first steps. Here every product is cut into a grid of
+// (OpenBLAS 0.3.21 blocks the reduction differently once it splits the work: a K of 520 is summed
+// as 272 + 248 terms on one thread, 260 + 260 on two), so training at 1 and 2 threads drifted
+// apart from the first step. Here every product is cut into a grid of
 // output tiles that depends on the matrix sizes only (matmul_tiles); OpenMP threads take whole
 // tiles, and each tile is one single-threaded sgemm over the entire reduction dimension (never a
 // split of K: for dweight that is every token). An element's sum is then the same whatever
@@ -28,12 +29,13 @@
 // projection) have tiles for many threads. At 2 threads this ran as fast as OpenBLAS's own
 // threading on the training shapes of bench/train_bench.py (docs/benchmarks.md).
 //
-// At one thread the tiled result equals a single whole sgemm bitwise on the machine above for
-// every training shape we tried: OpenBLAS's level-3 driver blocks K by K alone, and a tile's
-// micro-kernel sums each element in the same order as the whole call's. The exception is its
-// small-matrix kernels (SkylakeX target, m n k <= 10^6), which a small tile may take where the
-// whole product did not, and which sum differently; tiles of at least 128 x 128 keep training
-// shapes out of them.
+// At one thread the tiles give the bits of one whole single-threaded sgemm (the code before the
+// tiles) for every training shape we tried on the machine above: the single-threaded driver
+// blocks K by K alone, and a tile's micro-kernel sums each element in the whole call's order. The
+// exception is OpenBLAS's small-matrix kernels (SkylakeX target, m n k <= 10^6), which a narrow
+// tile may take where the whole product did not and which sum differently; tiles at least 128
+// wide (or the whole dimension) keep training shapes out of them, but a decode step's one-row
+// forward of the vocabulary projection is such a case.
 #include "kernels/cpu/matmul.h"
 
 #include <cblas.h>
@@ -63,6 +65,10 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // grid, spread over the OpenMP threads; each call runs on one thread.
 template <typename Tile>
 void for_each_tile(int rows, int cols, const MatmulTiles& grid, const Tile& tile) {
+  // The pthread build would run every tile on its own thread pool, in a thread-dependent order.
+  LOOM_CHECK(openblas_get_parallel() != OPENBLAS_THREAD,
+             "matmul: linked with OpenBLAS's pthread build; Loom needs its OpenMP (or sequential) "
+             "build, whose calls from inside a parallel region run on one thread");
   const int count = grid.count();
 #pragma omp parallel num_threads(std::min(count, omp_get_max_threads()))
   {
