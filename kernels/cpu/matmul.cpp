@@ -22,12 +22,13 @@
 //
 // Tile sizes. Each tile repacks its slices of both operands, (rows + cols) x K floats against
 // rows x cols x K multiply-adds, so tiles must stay large: on a 2-core AVX-512 machine 64-wide
-// tiles ran 1.9x slower than one whole sgemm on one thread, 512-wide ones about 5%. Against that,
+// tiles ran 1.9x slower than one whole sgemm on one thread, 512-wide ones 4-9%. Against that,
 // threads need several tiles. The grid halves the longer tile side until there are 4 tiles
 // (balanced for 2 and 4 threads; power-of-two parts) but never below 128 wide or 2^20
 // multiply-adds, and also cuts any side longer than 1024 so that big products (the vocabulary
-// projection) have tiles for many threads. At 2 threads this ran as fast as OpenBLAS's own
-// threading on the training shapes of bench/train_bench.py (docs/benchmarks.md).
+// projection) have tiles for many threads. At 2 threads the tiles took 0.86-1.06x of OpenBLAS's
+// threaded time on the training shapes of bench/train_bench.py, within the noise of that shared
+// machine (docs/benchmarks.md).
 //
 // At one thread the tiles give the bits of one whole single-threaded sgemm (the code before the
 // tiles) for every training shape we tried on the machine above: the single-threaded driver
@@ -39,7 +40,9 @@
 #include "kernels/cpu/matmul.h"
 
 #include <cblas.h>
+#ifdef _OPENMP
 #include <omp.h>
+#endif
 
 #include <algorithm>
 #include <cstring>
@@ -70,17 +73,25 @@ void for_each_tile(int rows, int cols, const MatmulTiles& grid, const Tile& tile
              "matmul: linked with OpenBLAS's pthread build; Loom needs its OpenMP (or sequential) "
              "build, whose calls from inside a parallel region run on one thread");
   const int count = grid.count();
-#pragma omp parallel num_threads(std::min(count, omp_get_max_threads()))
+  // Without OpenMP (the fuzz targets build the kernels so) the tiles simply run in order.
+#ifdef _OPENMP
+  const int team = std::min(count, omp_get_max_threads());  // no thread without a tile
+#pragma omp parallel num_threads(team)
+#endif
   {
+#ifdef _OPENMP
     omp_set_num_threads(1);  // this region's sgemm calls run single-threaded (file comment)
+#endif
     // Dynamic: which thread takes a tile never changes its result, and a free thread takes
     // the next one when another was slowed down by the rest of the machine.
 #pragma omp for schedule(dynamic)
     for (int i = 0; i < count; ++i) {
       const int r = i / grid.col_parts;
       const int c = i % grid.col_parts;
-      tile(matmul_tile_start(rows, grid.row_parts, r), matmul_tile_start(rows, grid.row_parts, r + 1),
-           matmul_tile_start(cols, grid.col_parts, c), matmul_tile_start(cols, grid.col_parts, c + 1));
+      tile(matmul_tile_start(rows, grid.row_parts, r),
+           matmul_tile_start(rows, grid.row_parts, r + 1),
+           matmul_tile_start(cols, grid.col_parts, c),
+           matmul_tile_start(cols, grid.col_parts, c + 1));
     }
   }
 }
