@@ -29,8 +29,8 @@ constexpr double kAtol = 1e-5;
 struct Shape {
   int N, C, OC;
 };
-// The last two are tiled: {37, 45, 131} is one tile per product, {300, 272, 520} two by two
-// (ThreadCountNeverChangesABit checks both).
+// The last two are also ThreadCountNeverChangesABit's: {37, 45, 131} is one tile per product,
+// {300, 272, 520} two by two tiles.
 const Shape kShapes[] = {{1, 1, 1},    {1, 3, 5},     {7, 3, 5},
                          {13, 33, 65}, {64, 129, 96}, {37, 45, 131},
                          {300, 272, 520}};
