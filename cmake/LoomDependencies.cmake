@@ -64,7 +64,9 @@ loom_import_library(Loom::protobuf_static "${PROTOBUF_STATIC_LIBRARY}" "${Protob
 set_property(TARGET Loom::protobuf_static PROPERTY INTERFACE_LINK_OPTIONS "LINKER:--exclude-libs,libprotobuf.a")
 
 # OpenBLAS's OpenMP build shares one thread pool with our OpenMP kernels; the pthread build
-# keeps a second pool of spinning threads that fight them for the cores.
+# keeps a second pool of spinning threads that fight them for the cores. The CPU matmul also
+# relies on it: its tiles call sgemm from inside a parallel region, where this build runs the
+# call on one thread (kernels/cpu/matmul.cpp).
 find_path(OPENBLAS_INCLUDE_DIR cblas.h NO_DEFAULT_PATH
   PATHS /usr/include/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp)
 find_library(OPENBLAS_LIBRARY openblas NO_DEFAULT_PATH

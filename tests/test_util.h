@@ -4,11 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <omp.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <random>
@@ -112,6 +114,40 @@ template <typename Got, typename Expected>
       << " expected " << expected[worst] << "), rtol " << rtol << " atol " << atol;
   return ::testing::AssertionFailure() << msg.str();
 }
+
+// Passes when every float of got has the bit pattern of expected's (so -0 != +0, NaN == same NaN).
+inline ::testing::AssertionResult bitwise_equal(const std::vector<float>& got,
+                                                const std::vector<float>& expected) {
+  if (got.size() != expected.size()) {
+    return ::testing::AssertionFailure()
+           << "size mismatch: got " << got.size() << " expected " << expected.size();
+  }
+  size_t bad = 0;
+  size_t first_bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::memcmp(&got[i], &expected[i], sizeof(float)) != 0 && bad++ == 0) first_bad = i;
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  std::ostringstream msg;
+  msg.precision(9);
+  msg << bad << " of " << got.size() << " elements differ bitwise; first at index " << first_bad
+      << ": got " << got[first_bad] << " expected " << expected[first_bad];
+  return ::testing::AssertionFailure() << msg.str();
+}
+
+// Sets the OpenMP thread count for a scope and restores the previous one.
+class ScopedThreadCount {
+ public:
+  explicit ScopedThreadCount(int threads) : saved_(omp_get_max_threads()) {
+    omp_set_num_threads(threads);
+  }
+  ~ScopedThreadCount() { omp_set_num_threads(saved_); }
+  ScopedThreadCount(const ScopedThreadCount&) = delete;
+  ScopedThreadCount& operator=(const ScopedThreadCount&) = delete;
+
+ private:
+  int saved_;
+};
 
 // ||got - expected|| / ||expected||, in double.
 template <typename Got, typename Expected>

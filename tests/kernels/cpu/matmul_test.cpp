@@ -1,13 +1,13 @@
 // Matmul against a double-precision reference: forward with and without bias, backward (analytic
-// and finite differences), accumulation, optional gradients, thread independence of dbias.
+// and finite differences), accumulation, optional gradients; the tile grid; and bitwise equal
+// results at 1, 2, 3 and 4 threads, at sizes of one tile and of several in every dimension.
 #include "kernels/cpu/matmul.h"
 
 #include <gtest/gtest.h>
-#include <omp.h>
 
 #include <array>
 #include <cmath>
-#include <cstring>
+#include <utility>
 #include <vector>
 
 #include "core/base/check.h"
@@ -20,15 +20,20 @@ using loom::testing::all_close;
 using loom::testing::poisoned;
 using loom::testing::random_floats;
 
-// fp32 dot products of length <= 129 with O(1) terms in [-1, 1]: absolute error ~sqrt(K) * 6e-8
-// * |terms|, so rtol 1e-5 with atol 1e-5 (values near zero) leaves a margin of ~10x.
+// fp32 dot products of length <= 520 with O(1) terms in [-1, 1]: absolute error ~sqrt(K) * 6e-8
+// * |terms| (1.4e-6 at K = 520), so rtol 1e-5 with atol 1e-5 (values near zero) leaves a margin
+// of ~7x.
 constexpr double kRtol = 1e-5;
 constexpr double kAtol = 1e-5;
 
 struct Shape {
   int N, C, OC;
 };
-const Shape kShapes[] = {{1, 1, 1}, {1, 3, 5}, {7, 3, 5}, {13, 33, 65}, {64, 129, 96}};
+// The last two are also ThreadCountNeverChangesABit's: {37, 45, 131} is one tile per product,
+// {300, 272, 520} two by two tiles.
+const Shape kShapes[] = {{1, 1, 1},    {1, 3, 5},     {7, 3, 5},
+                         {13, 33, 65}, {64, 129, 96}, {37, 45, 131},
+                         {300, 272, 520}};
 
 std::array<size_t, 3> dims(const Shape& s) {
   return {static_cast<size_t>(s.N), static_cast<size_t>(s.C), static_cast<size_t>(s.OC)};
@@ -153,24 +158,87 @@ TEST(MatmulTest, RejectsBadArguments) {
                loom::Error);
 }
 
-TEST(MatmulTest, BiasGradientDoesNotDependOnThreadCount) {
-  const int N = 301, C = 8, OC = 1000;
-  std::vector<float> inp = random_floats(N * C, 31);
-  std::vector<float> weight = random_floats(OC * C, 32);
-  std::vector<float> dout = random_floats(N * OC, 33);
-  const int saved = omp_get_max_threads();
-  std::vector<float> dbias[3];
-  const int threads[3] = {1, 2, 3};
-  for (int k = 0; k < 3; ++k) {
-    omp_set_num_threads(threads[k]);
-    dbias[k] = std::vector<float>(OC, 0.25f);
-    matmul_backward(nullptr, nullptr, dbias[k].data(), dout.data(), inp.data(), weight.data(), N,
-                    C, OC);
+TEST(MatmulTest, TileGridIsFixedBySizesAndCoversTheOutput) {
+  struct Case {
+    int rows, cols;
+    int64_t reduction;
+    int row_parts, col_parts;
+  };
+  const Case cases[] = {
+      {37, 131, 45, 1, 1},         // too small to split
+      {300, 520, 272, 2, 2},       // the longer side halved first: columns, then rows
+      {256, 768, 768, 1, 4},       // columns halved twice; the 256 rows stay whole
+      {2048, 768, 256, 4, 1},      // 2048 > 1024 rows: 2 parts, then 4 to reach 4 tiles
+      {256, 50257, 768, 1, 64},    // every column part <= 1024 wide: the vocabulary projection
+      {256, 768, 50257, 1, 4},     // its dinp: 4 tiles, none split below 128 wide
+      {128, 255, 1000000, 1, 1},   // no side reaches 2 x 128
+      {512, 512, 4, 1, 1},         // halves of 256 x 512 x 4 = 2^19 multiply-adds: too little
+      {512, 512, 8, 2, 1},         // ... 2^20 is enough once, on the rows (ties split rows)
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "rows=" << c.rows << " cols=" << c.cols
+                                      << " reduction=" << c.reduction);
+    const MatmulTiles grid = matmul_tiles(c.rows, c.cols, c.reduction);
+    EXPECT_EQ(grid.row_parts, c.row_parts);
+    EXPECT_EQ(grid.col_parts, c.col_parts);
+    for (auto [extent, parts] : {std::pair{c.rows, grid.row_parts}, {c.cols, grid.col_parts}}) {
+      EXPECT_EQ(matmul_tile_start(extent, parts, 0), 0);
+      EXPECT_EQ(matmul_tile_start(extent, parts, parts), extent);
+      for (int i = 1; i < parts; ++i) {
+        const int start = matmul_tile_start(extent, parts, i);
+        EXPECT_EQ(start % 16, 0) << "part " << i;
+        EXPECT_GT(start, matmul_tile_start(extent, parts, i - 1)) << "part " << i;
+      }
+    }
   }
-  omp_set_num_threads(saved);
-  for (int k = 1; k < 3; ++k) {
-    EXPECT_EQ(0, std::memcmp(dbias[0].data(), dbias[k].data(), sizeof(float) * OC))
-        << threads[k] << " threads differ from 1";
+  EXPECT_THROW(matmul_tiles(0, 5, 5), loom::Error);
+}
+
+// Forward (with bias) and backward (all three gradients, accumulating into random values) at 1,
+// 2, 3 and 4 threads must agree to the bit, with 1 thread as the reference. Each shape is given
+// with the tile grids that it must produce, so that a change of the grid cannot quietly leave the
+// test with single tiles only.
+TEST(MatmulTest, ThreadCountNeverChangesABit) {
+  struct Case {
+    Shape shape;
+    int forward_tiles, dinp_tiles, dweight_tiles;
+  };
+  // {300, 272, 520}: every product is 2 x 2 tiles; {21, 50, 1100}: 1100 output columns are cut
+  // for being longer than one tile may be, however little work the tiles hold.
+  const Case cases[] = {{{37, 45, 131}, 1, 1, 1}, {{300, 272, 520}, 4, 4, 4},
+                        {{21, 50, 1100}, 2, 1, 2}};
+  for (const Case& c : cases) {
+    const Shape& s = c.shape;
+    SCOPED_TRACE(::testing::Message() << "N=" << s.N << " C=" << s.C << " OC=" << s.OC);
+    EXPECT_EQ(matmul_tiles(s.N, s.OC, s.C).count(), c.forward_tiles);
+    EXPECT_EQ(matmul_tiles(s.N, s.C, s.OC).count(), c.dinp_tiles);
+    EXPECT_EQ(matmul_tiles(s.OC, s.C, s.N).count(), c.dweight_tiles);
+    auto [N, C, OC] = dims(s);
+    const std::vector<float> inp = random_floats(N * C, 41);
+    const std::vector<float> weight = random_floats(OC * C, 42);
+    const std::vector<float> bias = random_floats(OC, 43);
+    const std::vector<float> dout = random_floats(N * OC, 44);
+    struct Results {
+      std::vector<float> out, dinp, dweight, dbias;
+    };
+    auto run = [&](int threads) {
+      loom::testing::ScopedThreadCount scoped(threads);
+      Results r{poisoned(N * OC), random_floats(N * C, 45), random_floats(OC * C, 46),
+                random_floats(OC, 47)};
+      matmul_forward(r.out.data(), inp.data(), weight.data(), bias.data(), s.N, s.C, s.OC);
+      matmul_backward(r.dinp.data(), r.dweight.data(), r.dbias.data(), dout.data(), inp.data(),
+                      weight.data(), s.N, s.C, s.OC);
+      return r;
+    };
+    const Results one = run(1);
+    for (int threads : {2, 3, 4}) {
+      SCOPED_TRACE(::testing::Message() << threads << " threads against 1");
+      const Results many = run(threads);
+      EXPECT_TRUE(loom::testing::bitwise_equal(many.out, one.out)) << "out";
+      EXPECT_TRUE(loom::testing::bitwise_equal(many.dinp, one.dinp)) << "dinp";
+      EXPECT_TRUE(loom::testing::bitwise_equal(many.dweight, one.dweight)) << "dweight";
+      EXPECT_TRUE(loom::testing::bitwise_equal(many.dbias, one.dbias)) << "dbias";
+    }
   }
 }
 
