@@ -26,7 +26,7 @@ constexpr Device kCpu = Device::kCPU;
 
 // Conversions smaller than this run on the calling thread: an OpenMP region costs more than
 // widening a few thousand values.
-constexpr int64_t kParallelConversion = 1 << 15;
+[[maybe_unused]] constexpr int64_t kParallelConversion = 1 << 15;  // unused without OpenMP
 
 int dim(int64_t n) {
   LOOM_CHECK(n >= 0 && n <= INT32_MAX, "a dimension of", n, "is more than the CPU kernels index");
