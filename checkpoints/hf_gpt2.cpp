@@ -8,18 +8,22 @@
 #include <vector>
 
 #include "core/base/check.h"
+#include "core/model/gpt2_layout.h"
 
 namespace loom {
 
 namespace {
 
-// Conv1D weights: stored (in, out) by HF, (out, in) by Loom.
-bool is_conv1d_weight(const std::string& loom_name) {
-  for (const char* suffix : {"attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"}) {
-    const size_t n = std::strlen(suffix);
-    if (loom_name.size() >= n && loom_name.compare(loom_name.size() - n, n, suffix) == 0) return true;
-  }
-  return false;
+// The whole model's parameter layout (core/model/gpt2_layout.h): it says which tensors Hugging
+// Face stores transposed (GPT-2's Conv1D weights, (in, out) there, (out, in) in Loom).
+std::vector<TensorSpec> whole_layout(const GPT& model) {
+  return gpt2_layout(model.config(), 0, model.config().n_layer, true, true);
+}
+
+bool is_conv1d_weight(const std::vector<TensorSpec>& layout, const std::string& loom_name) {
+  const TensorSpec* spec = find_spec(layout, loom_name);
+  LOOM_CHECK(spec != nullptr, "no tensor", loom_name, "in GPT-2's layout");
+  return spec->hf_transposed;
 }
 
 std::string hf_name_of(const std::string& loom_name) {
@@ -27,9 +31,9 @@ std::string hf_name_of(const std::string& loom_name) {
 }
 
 // The tensor's shape in the file: Loom's, reversed for a Conv1D weight.
-std::vector<int64_t> hf_shape_of(const Parameter& p) {
+std::vector<int64_t> hf_shape_of(const std::vector<TensorSpec>& layout, const Parameter& p) {
   std::vector<int64_t> shape = p.global_shape.dims();
-  if (is_conv1d_weight(p.name)) std::swap(shape[0], shape[1]);
+  if (is_conv1d_weight(layout, p.name)) std::swap(shape[0], shape[1]);
   return shape;
 }
 
@@ -83,14 +87,15 @@ std::optional<int> metadata_int(const SafetensorsFile& file, const std::string& 
 
 void save_hf_gpt2(const std::string& path, const GPT& model) {
   check_whole_model(model);
+  const std::vector<TensorSpec> layout = whole_layout(model);
   std::vector<SafetensorsOutput> tensors;
   for (const Parameter& p : model.parameters()) {
     SafetensorsOutput t;
     t.name = hf_name_of(p.name);
-    t.shape = hf_shape_of(p);
+    t.shape = hf_shape_of(layout, p);
     const float* src = p.value.f32();
     const int64_t numel = p.value.numel();
-    if (is_conv1d_weight(p.name)) {
+    if (is_conv1d_weight(layout, p.name)) {
       const int64_t out = p.global_shape[0], in = p.global_shape[1];
       t.fill = [src, out, in](float* dest) {
         for (int64_t o = 0; o < out; ++o) {
@@ -163,6 +168,7 @@ GPTConfig hf_gpt2_config_of(const SafetensorsFile& file, int n_head) {
 
 void load_hf_gpt2(const SafetensorsFile& file, GPT& model) {
   check_whole_model(model);
+  const std::vector<TensorSpec> layout = whole_layout(model);
   const std::string prefix = name_prefix(file);
   std::set<std::string> used;
   for (Parameter& p : model.parameters()) {
@@ -172,7 +178,7 @@ void load_hf_gpt2(const SafetensorsFile& file, GPT& model) {
       fail_user("safetensors file", file.path(), "has no tensor", "\"" + name + "\"", "(a GPT-2 of", model.config().n_layer,
                 "layers has it)");
     }
-    const std::vector<int64_t> expected = hf_shape_of(p);
+    const std::vector<int64_t> expected = hf_shape_of(layout, p);
     if (e->shape != expected) {
       fail_user("safetensors file", file.path(), "tensor", "\"" + name + "\"", "has shape", shape_text(e->shape),
                 "but the model expects", shape_text(expected));
@@ -180,7 +186,7 @@ void load_hf_gpt2(const SafetensorsFile& file, GPT& model) {
     used.insert(name);
     const std::vector<float> values = file.read_f32(*e);
     float* dest = p.value.f32();
-    if (is_conv1d_weight(p.name)) {
+    if (is_conv1d_weight(layout, p.name)) {
       const int64_t out = p.global_shape[0], in = p.global_shape[1];
       for (int64_t o = 0; o < out; ++o) {
         for (int64_t i = 0; i < in; ++i) dest[o * in + i] = values[static_cast<size_t>(i * out + o)];

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/backend/cpu_backend.h"
+#include "core/model/gpt2_layout.h"
 #include "core/rng.h"
 #include "kernels/cpu/cross_entropy.h"
 #include "parallel/regions.h"
@@ -43,68 +44,26 @@ Tensor ids_of(const std::vector<int32_t>& ids) {
   return Tensor::view(const_cast<int32_t*>(ids.data()), {static_cast<int64_t>(ids.size())}, DType::kI32);
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Split of `total` items into `parts` contiguous ranges whose sizes differ by at most one.
 int range_start(int total, int parts, int index) {
   return static_cast<int>(static_cast<int64_t>(total) * index / parts);
 }
 
 // The tensors of the rank `shape` describes, in parameters() order, with the part of each global
-// tensor it holds. Shapes come from the config: their sizes are checked (core/base/checked_math.h).
+// tensor it holds: GPT-2's layout (core/model/gpt2_layout.h), cut for this rank. Shapes come from
+// the config: their sizes are checked (core/base/checked_math.h).
 struct ParameterSpec {
-  std::string name;
-  Shape global;
+  TensorSpec tensor;
   std::vector<ShardBlock> blocks;
-  bool decay;
-  bool replicated;
 };
 
 std::vector<ParameterSpec> parameter_specs(const GPTConfig& config, const StageShape& shape) {
-  const int tp = shape.tp, r = shape.tp_rank;
-  const int64_t C = config.n_embd, V = config.vocab_size, T = config.max_seq_len;
-  const int64_t HS = C / config.n_head;
-  const int64_t nh_local = config.n_head / tp, h0 = r * nh_local, Cl = nh_local * HS;
-  const int64_t C4 = checked_mul(4, C, "4 x n_embd"), C3 = checked_mul(3, C, "3 x n_embd");
-  const int64_t Fl = C4 / tp, f0 = r * Fl;
-  const int64_t vocab_start = range_start(config.vocab_size, tp, r);
-  const int64_t vocab_count = range_start(config.vocab_size, tp, r + 1) - vocab_start;
   const int end_layer = shape.end_layer < 0 ? config.n_layer : shape.end_layer;
-  auto whole = [](int64_t rows, int64_t cols) { return std::vector<ShardBlock>{{0, rows, 0, cols}}; };
-  // The q, k and v rows of this rank's heads in a fused (3C, cols) tensor.
-  auto qkv_rows = [&](int64_t cols) {
-    return std::vector<ShardBlock>{{h0 * HS, Cl, 0, cols}, {C + h0 * HS, Cl, 0, cols},
-                                   {2 * C + h0 * HS, Cl, 0, cols}};
-  };
   std::vector<ParameterSpec> specs;
-  if (shape.first_stage || shape.last_stage) {
-    specs.push_back({"wte", {V, C}, {{vocab_start, vocab_count, 0, C}}, true, false});
+  for (TensorSpec& t : gpt2_layout(config, shape.first_layer, end_layer, shape.first_stage, shape.last_stage)) {
+    std::vector<ShardBlock> blocks = shard_blocks(t, config, shape.tp, shape.tp_rank);
+    specs.push_back({std::move(t), std::move(blocks)});
   }
-  if (shape.first_stage) {
-    specs.push_back({"wpe", {T, C}, whole(T, C), true, true});
-  }
-  for (int l = shape.first_layer; l < end_layer; ++l) {
-    const std::string p = "h." + std::to_string(l) + ".";
-    specs.push_back({p + "ln_1.weight", {C}, whole(C, 1), false, true});
-    specs.push_back({p + "ln_1.bias", {C}, whole(C, 1), false, true});
-    specs.push_back({p + "attn.c_attn.weight", {C3, C}, qkv_rows(C), true, false});
-    specs.push_back({p + "attn.c_attn.bias", {C3}, qkv_rows(1), false, false});
-    specs.push_back({p + "attn.c_proj.weight", {C, C}, {{0, C, h0 * HS, Cl}}, true, false});
-    specs.push_back({p + "attn.c_proj.bias", {C}, whole(C, 1), false, true});
-    specs.push_back({p + "ln_2.weight", {C}, whole(C, 1), false, true});
-    specs.push_back({p + "ln_2.bias", {C}, whole(C, 1), false, true});
-    specs.push_back({p + "mlp.c_fc.weight", {C4, C}, {{f0, Fl, 0, C}}, true, false});
-    specs.push_back({p + "mlp.c_fc.bias", {C4}, {{f0, Fl, 0, 1}}, false, false});
-    specs.push_back({p + "mlp.c_proj.weight", {C, C4}, {{0, C, f0, Fl}}, true, false});
-    specs.push_back({p + "mlp.c_proj.bias", {C}, whole(C, 1), false, true});
-  }
-  if (shape.last_stage) {
-    specs.push_back({"ln_f.weight", {C}, whole(C, 1), false, true});
-    specs.push_back({"ln_f.bias", {C}, whole(C, 1), false, true});
-  }
-
   return specs;
 }
 
@@ -245,18 +204,19 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     const int64_t n = local_elements(s.blocks);
     int64_t rows = 0;
     for (const ShardBlock& b : s.blocks) rows += b.rows;
-    const Shape local = s.global.rank() == 1 ? Shape{n} : Shape{rows, s.blocks[0].cols};
+    const Shape local = s.tensor.global.rank() == 1 ? Shape{n} : Shape{rows, s.blocks[0].cols};
     Parameter p;
-    p.name = s.name;
-    p.global_shape = s.global;
+    p.name = s.tensor.name;
+    p.global_shape = s.tensor.global;
     p.blocks = std::move(s.blocks);
     p.value = Tensor::view(param_arena_.f32() + offset, local);
     if (parallel.gradients) p.grad = Tensor::view(grad_arena_.f32() + offset, local);
     p.compute = act_ == DType::kF32 ? p.value : compute_arena_.slice_rows(offset, offset + n).reshaped(local);
-    p.decay = s.decay;
-    p.tp_replicated = s.replicated;
+    p.decay = s.tensor.decay;
+    p.tp_replicated = s.tensor.sharding == Sharding::kReplicated;
     p.tied_copy = p.name == "wte" && !first_stage_;
-    partial_under_sp_.push_back(p.tp_replicated && !ends_with(p.name, "c_proj.bias"));
+    partial_under_sp_.push_back(s.tensor.partial_under_sequence_parallel);
+    inits_.push_back(s.tensor.init);
     params_.push_back(std::move(p));
     offset += n;
   }
@@ -346,7 +306,7 @@ int64_t GPT::arena_elements(const GPTConfig& config, const StageShape& shape) {
 std::vector<GPT::ParameterShape> GPT::parameter_shapes(const GPTConfig& config) {
   config.validate();
   std::vector<ParameterShape> shapes;
-  for (ParameterSpec& p : parameter_specs(config, StageShape{})) shapes.push_back({std::move(p.name), p.global});
+  for (ParameterSpec& p : parameter_specs(config, StageShape{})) shapes.push_back({std::move(p.tensor.name), p.tensor.global});
   return shapes;
 }
 
@@ -369,17 +329,18 @@ int64_t GPT::activation_elements(const GPTConfig& config, const StageShape& shap
 
 void GPT::init_weights(uint64_t seed) {
   const float residual_std = 0.02f / std::sqrt(2.0f * static_cast<float>(config_.n_layer));
-  for (Parameter& p : params_) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Parameter& p = params_[i];
     float* data = p.value.f32();
     const int64_t n = p.value.numel();
-    if (ends_with(p.name, ".bias")) {
-      std::fill(data, data + n, 0.0f);
-    } else if (p.name.find("ln_") != std::string::npos) {
-      std::fill(data, data + n, 1.0f);
-    } else {
-      const bool residual = ends_with(p.name, "c_proj.weight");
-      fill_parameter_normal(p, CounterRng(seed, stream_id_of(p.name)), 0.0f,
-                            residual ? residual_std : 0.02f);
+    switch (inits_[i]) {
+      case Init::kZeros: std::fill(data, data + n, 0.0f); break;
+      case Init::kOnes: std::fill(data, data + n, 1.0f); break;
+      case Init::kNormal:
+      case Init::kResidualNormal:
+        fill_parameter_normal(p, CounterRng(seed, stream_id_of(p.name)), 0.0f,
+                              inits_[i] == Init::kResidualNormal ? residual_std : 0.02f);
+        break;
     }
   }
 }

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/backend/backend.h"
+#include "core/model/gpt2_layout.h"
 #include "core/parameter.h"
 #include "core/parameter_set.h"
 #include "core/tensor.h"
@@ -259,6 +260,7 @@ class GPT {
   // the gradient (the replicated LayerNorms and wpe; not the row-parallel biases, whose output
   // gradient is gathered whole).
   std::vector<bool> partial_under_sp_;
+  std::vector<Init> inits_;  // per parameter: its initialisation (core/model/gpt2_layout.h)
   std::vector<std::unique_ptr<Activations>> slots_;
   Activations* acts_ = nullptr;  // the active slot
   Recompute recompute_ = Recompute::kNone;

@@ -5,6 +5,7 @@
 #include "core/base/check.h"
 #include "core/base/cuda/check.h"
 #include "core/cuda/device_tensor.h"
+#include "core/model/gpt2_layout.h"
 #include "kernels/cpu/adamw.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cross_entropy.h"
@@ -77,21 +78,13 @@ GPTTrainer::GPTTrainer(Context& context, const GPTConfig& config, const AdamWSet
     solo_ = std::make_unique<parallel::SoloCommunicator>("dp");
     dp_host_ = solo_.get();
   }
-  const int64_t C = config.n_embd, L = config.n_layer, V = config.vocab_size, maxT = config.max_seq_len;
+  const int64_t C = config.n_embd, L = config.n_layer;
 
   // Device layout: core/gpt.h's parameters() order, each tensor aligned, wte padded to Vp rows.
-  std::vector<std::pair<int64_t, bool>> sizes;  // (elements, decay) per tensor
-  sizes.push_back({V * C, true});
-  sizes.push_back({maxT * C, true});
-  for (int64_t l = 0; l < L; ++l) {
-    for (auto [n, decay] : std::vector<std::pair<int64_t, bool>>{
-             {C, false}, {C, false}, {3 * C * C, true}, {3 * C, false}, {C * C, true}, {C, false},
-             {C, false}, {C, false}, {4 * C * C, true}, {4 * C, false}, {4 * C * C, true}, {C, false}}) {
-      sizes.push_back({n, decay});
-    }
+  std::vector<std::pair<int64_t, bool>> sizes;  // (elements, decay) per tensor, from GPT-2's layout
+  for (const TensorSpec& t : gpt2_layout(config, 0, config.n_layer, true, true)) {
+    sizes.push_back({t.global.numel(), t.decay});
   }
-  sizes.push_back({C, false});
-  sizes.push_back({C, false});
   int64_t device_offset = 0, host_offset = 0;
   for (size_t i = 0; i < sizes.size(); ++i) {
     const auto [n, decay] = sizes[i];

@@ -1,0 +1,82 @@
+#include "core/model/gpt2_layout.h"
+
+#include "core/base/checked_math.h"
+#include "core/gpt.h"
+
+namespace loom {
+
+namespace {
+
+// Split of `total` items into `parts` contiguous ranges whose sizes differ by at most one.
+int64_t range_start(int64_t total, int parts, int index) { return total * index / parts; }
+
+}  // namespace
+
+std::vector<TensorSpec> gpt2_layout(const GPTConfig& config, int first_layer, int end_layer, bool first_stage,
+                                    bool last_stage) {
+  const int64_t C = config.n_embd, V = config.vocab_size, T = config.max_seq_len;
+  const int64_t C4 = checked_mul(4, C, "4 x n_embd"), C3 = checked_mul(3, C, "3 x n_embd");
+  std::vector<TensorSpec> specs;
+  auto add = [&](std::string name, Shape shape, Sharding sharding, Init init, bool decay, bool partial = false,
+                 bool transposed = false) {
+    specs.push_back({std::move(name), std::move(shape), sharding, init, decay, partial, transposed});
+  };
+  if (first_stage || last_stage) add("wte", {V, C}, Sharding::kVocabRows, Init::kNormal, true);
+  if (first_stage) add("wpe", {T, C}, Sharding::kReplicated, Init::kNormal, true, /*partial=*/true);
+  for (int l = first_layer; l < end_layer; ++l) {
+    const std::string p = "h." + std::to_string(l) + ".";
+    add(p + "ln_1.weight", {C}, Sharding::kReplicated, Init::kOnes, false, true);
+    add(p + "ln_1.bias", {C}, Sharding::kReplicated, Init::kZeros, false, true);
+    add(p + "attn.c_attn.weight", {C3, C}, Sharding::kQkvRows, Init::kNormal, true, false, true);
+    add(p + "attn.c_attn.bias", {C3}, Sharding::kQkvRows, Init::kZeros, false);
+    add(p + "attn.c_proj.weight", {C, C}, Sharding::kColumns, Init::kResidualNormal, true, false, true);
+    add(p + "attn.c_proj.bias", {C}, Sharding::kReplicated, Init::kZeros, false);
+    add(p + "ln_2.weight", {C}, Sharding::kReplicated, Init::kOnes, false, true);
+    add(p + "ln_2.bias", {C}, Sharding::kReplicated, Init::kZeros, false, true);
+    add(p + "mlp.c_fc.weight", {C4, C}, Sharding::kRows, Init::kNormal, true, false, true);
+    add(p + "mlp.c_fc.bias", {C4}, Sharding::kRows, Init::kZeros, false);
+    add(p + "mlp.c_proj.weight", {C, C4}, Sharding::kColumns, Init::kResidualNormal, true, false, true);
+    add(p + "mlp.c_proj.bias", {C}, Sharding::kReplicated, Init::kZeros, false);
+  }
+  if (last_stage) {
+    add("ln_f.weight", {C}, Sharding::kReplicated, Init::kOnes, false, true);
+    add("ln_f.bias", {C}, Sharding::kReplicated, Init::kZeros, false, true);
+  }
+  return specs;
+}
+
+std::vector<ShardBlock> shard_blocks(const TensorSpec& spec, const GPTConfig& config, int tp, int tp_rank) {
+  const Shape& g = spec.global;
+  const int64_t rows = g[0], cols = g.rank() == 1 ? 1 : g[1];
+  const int64_t C = config.n_embd, HS = C / config.n_head;
+  const int64_t heads = config.n_head / tp, h0 = tp_rank * heads, Cl = heads * HS;
+  switch (spec.sharding) {
+    case Sharding::kReplicated:
+      return {{0, rows, 0, cols}};
+    case Sharding::kRows: {
+      const int64_t per = rows / tp;
+      return {{tp_rank * per, per, 0, cols}};
+    }
+    case Sharding::kColumns: {
+      const int64_t per = cols / tp;
+      return {{0, rows, tp_rank * per, per}};
+    }
+    case Sharding::kQkvRows:
+      return {{h0 * HS, Cl, 0, cols}, {C + h0 * HS, Cl, 0, cols}, {2 * C + h0 * HS, Cl, 0, cols}};
+    case Sharding::kVocabRows: {
+      const int64_t start = range_start(rows, tp, tp_rank);
+      return {{start, range_start(rows, tp, tp_rank + 1) - start, 0, cols}};
+    }
+  }
+  LOOM_CHECK(false, "tensor", spec.name, "has an unknown sharding");
+  return {};
+}
+
+const TensorSpec* find_spec(const std::vector<TensorSpec>& layout, const std::string& name) {
+  for (const TensorSpec& s : layout) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+}  // namespace loom

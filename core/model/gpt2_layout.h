@@ -1,0 +1,64 @@
+// The parameter layout of GPT-2: every tensor once, with everything any reader needs to know of
+// it: its name, global shape, how tensor parallelism splits it, its initialisation, whether weight
+// decay applies, and how Hugging Face stores it.
+//
+// The model (core/gpt.cpp) builds its arenas and initialises its weights from it; the optimizer
+// reads decay through the model's parameters; Hugging Face import and export
+// (checkpoints/hf_gpt2.cpp) read the storage order from it. A new model family is a new layout
+// beside this one (and a block), not a second copy of these facts.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/parameter.h"
+#include "core/tensor.h"
+
+namespace loom {
+
+struct GPTConfig;
+
+// How a tensor is split over the tensor-parallel group.
+enum class Sharding : uint8_t {
+  kReplicated,  // every rank holds the whole tensor (LayerNorms, wpe, row-parallel biases)
+  kRows,        // column-parallel: a contiguous slice of the rows (c_fc weight and bias)
+  kColumns,     // row-parallel: a contiguous slice of the columns (the c_proj weights)
+  kQkvRows,     // the q, k and v rows of this rank's heads in a fused (3C, ...) tensor
+  kVocabRows,   // this rank's slice of the vocabulary (wte)
+};
+
+// GPT-2's initialisation of a tensor (drawn at each element's global index: layout-independent).
+enum class Init : uint8_t {
+  kZeros,           // biases
+  kOnes,            // LayerNorm gains
+  kNormal,          // N(0, 0.02): matrices and embeddings
+  kResidualNormal,  // N(0, 0.02 / sqrt(2 n_layer)): the projections into the residual stream
+};
+
+struct TensorSpec {
+  std::string name;
+  Shape global;
+  Sharding sharding = Sharding::kReplicated;
+  Init init = Init::kZeros;
+  bool decay = false;  // weight decay applies (matrices and embeddings)
+  // With sequence parallelism each rank computes this replicated tensor's gradient from its own
+  // token rows only, to be summed over the group (LayerNorms, wpe; not a row-parallel bias, whose
+  // output gradient is gathered whole first).
+  bool partial_under_sequence_parallel = false;
+  bool hf_transposed = false;  // Hugging Face stores it (in, out) (GPT-2's Conv1D)
+};
+
+// The tensors of a pipeline stage holding blocks [first_layer, end_layer), in arena order: wte
+// (first or last stage), wpe (first), the blocks' twelve each, ln_f (last).
+std::vector<TensorSpec> gpt2_layout(const GPTConfig& config, int first_layer, int end_layer, bool first_stage,
+                                    bool last_stage);
+
+// The part of `spec` that tensor-parallel rank `tp_rank` of `tp` holds, as blocks of the global
+// tensor seen as a matrix, in local memory order.
+std::vector<ShardBlock> shard_blocks(const TensorSpec& spec, const GPTConfig& config, int tp, int tp_rank);
+
+// The spec named `name` in `layout`; null when there is none.
+const TensorSpec* find_spec(const std::vector<TensorSpec>& layout, const std::string& name);
+
+}  // namespace loom
