@@ -138,11 +138,8 @@ void CpuBackend::from_host(const Tensor& dst, const void* host) {
 
 void CpuBackend::token_embedding_forward(const Tensor& out, const Tensor& tokens, const Tensor& wte,
                                          int vocab_start) {
-  const DType act = activation_dtype();
+  backend_checks::check_token_embedding_forward(contract(), out, tokens, wte);
   const int64_t N = rows(out), C = cols(out), Vl = rows(wte);
-  backend_checks::expect("token_embedding_forward", "out", out, act, kCpu, {N, C});
-  backend_checks::expect("token_embedding_forward", "tokens", tokens, DType::kI32, kCpu, {N});
-  backend_checks::expect("token_embedding_forward", "wte", wte, act, kCpu, {Vl, C});
   F32In w(wte);
   F32Out o(out, false);
   k::token_embedding_forward(o.get(), tokens.i32(), w.get(), dim(N), dim(C), vocab_start, dim(Vl));
@@ -150,11 +147,8 @@ void CpuBackend::token_embedding_forward(const Tensor& out, const Tensor& tokens
 }
 
 void CpuBackend::position_embedding_forward(const Tensor& out, const Tensor& wpe, int T, int first_row) {
-  const DType act = activation_dtype();
+  backend_checks::check_position_embedding_forward(contract(), out, wpe, T);
   const int64_t N = rows(out), C = cols(out);
-  backend_checks::expect("position_embedding_forward", "out", out, act, kCpu, {N, C});
-  backend_checks::expect("position_embedding_forward", "wpe", wpe, act, kCpu, {rows(wpe), C});
-  LOOM_CHECK(T > 0 && T <= rows(wpe), "position_embedding_forward: T", T, "outside 1 ..", rows(wpe));
   F32In w(wpe);
   F32Out o(out, true);
   k::position_embedding_forward(o.get(), w.get(), dim(N), T, dim(C), first_row);
@@ -163,19 +157,15 @@ void CpuBackend::position_embedding_forward(const Tensor& out, const Tensor& wpe
 
 void CpuBackend::token_embedding_backward(const Tensor& dwte, const Tensor& dout, const Tensor& tokens,
                                           int vocab_start) {
+  backend_checks::check_token_embedding_backward(contract(), dwte, dout, tokens);
   const int64_t N = rows(dout), C = cols(dout), Vl = rows(dwte);
-  backend_checks::expect("token_embedding_backward", "dout", dout, activation_dtype(), kCpu, {N, C});
-  backend_checks::expect("token_embedding_backward", "tokens", tokens, DType::kI32, kCpu, {N});
-  backend_checks::expect("token_embedding_backward", "dwte", dwte, DType::kF32, kCpu, {Vl, C});
   F32In d(dout);
   k::token_embedding_backward(dwte.f32(), d.get(), tokens.i32(), dim(N), dim(C), vocab_start, dim(Vl));
 }
 
 void CpuBackend::position_embedding_backward(const Tensor& dwpe, const Tensor& dout, int T, int first_row) {
+  backend_checks::check_position_embedding_backward(contract(), dwpe, dout, T);
   const int64_t N = rows(dout), C = cols(dout);
-  backend_checks::expect("position_embedding_backward", "dout", dout, activation_dtype(), kCpu, {N, C});
-  backend_checks::expect("position_embedding_backward", "dwpe", dwpe, DType::kF32, kCpu, {rows(dwpe), C});
-  LOOM_CHECK(T > 0 && T <= rows(dwpe), "position_embedding_backward: T", T, "outside 1 ..", rows(dwpe));
   F32In d(dout);
   k::position_embedding_backward(dwpe.f32(), d.get(), dim(N), T, dim(C), first_row);
 }
@@ -184,15 +174,8 @@ void CpuBackend::position_embedding_backward(const Tensor& dwpe, const Tensor& d
 
 void CpuBackend::layernorm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& inp,
                                    const Tensor& weight, const Tensor& bias) {
-  const DType act = activation_dtype();
+  backend_checks::check_layernorm_forward(contract(), out, mean, rstd, inp, weight, bias);
   const int64_t N = rows(inp), C = cols(inp);
-  const char* op = "layernorm_forward";
-  backend_checks::expect(op, "inp", inp, act, kCpu, {N, C});
-  backend_checks::expect(op, "out", out, act, kCpu, {N, C});
-  backend_checks::expect(op, "weight", weight, act, kCpu, {C});
-  backend_checks::expect(op, "bias", bias, act, kCpu, {C});
-  backend_checks::expect_optional(op, "mean", mean, DType::kF32, kCpu, {N});
-  backend_checks::expect_optional(op, "rstd", rstd, DType::kF32, kCpu, {N});
   F32In x(inp), w(weight), b(bias);
   F32Out o(out, false);
   k::layernorm_forward(o.get(), present(mean) ? mean.f32() : nullptr, present(rstd) ? rstd.f32() : nullptr,
@@ -201,13 +184,8 @@ void CpuBackend::layernorm_forward(const Tensor& out, const Tensor& mean, const 
 }
 
 void CpuBackend::residual_add(const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& bias) {
-  const DType act = activation_dtype();
+  backend_checks::check_residual_add(contract(), out, a, b, bias);
   const int64_t N = rows(out), C = cols(out);
-  const char* op = "residual_add";
-  backend_checks::expect(op, "out", out, act, kCpu, {N, C});
-  backend_checks::expect_optional(op, "a", a, act, kCpu, {N, C});
-  backend_checks::expect_optional(op, "b", b, act, kCpu, {N, C});
-  backend_checks::expect_optional(op, "bias", bias, act, kCpu, {C});
   F32In x(a), y(b), z(bias);
   F32Out o(out, false);
   k::residual_add(o.get(), x.get(), y.get(), z.get(), dim(N), dim(C));
@@ -217,7 +195,8 @@ void CpuBackend::residual_add(const Tensor& out, const Tensor& a, const Tensor& 
 void CpuBackend::residual_layernorm_forward(const Tensor& residual_out, const Tensor& out, const Tensor& mean,
                                             const Tensor& rstd, const Tensor& residual_in, const Tensor& delta,
                                             const Tensor& delta_bias, const Tensor& weight, const Tensor& bias) {
-  LOOM_CHECK(residual_out.raw() != out.raw(), "residual_layernorm_forward: residual_out must not alias out");
+  backend_checks::check_residual_layernorm_forward(contract(), residual_out, out, mean, rstd, residual_in, delta,
+                                                   delta_bias, weight, bias);
   // The residual is rounded (bf16) before the LayerNorm reads it, as the GPU's fused kernel
   // does; in fp32 this is kernels/cpu's residual_layernorm_forward, the add then the norm.
   residual_add(residual_out, residual_in, delta, delta_bias);
@@ -227,17 +206,8 @@ void CpuBackend::residual_layernorm_forward(const Tensor& residual_out, const Te
 void CpuBackend::layernorm_backward(const Tensor& dresidual, const Tensor& dweight, const Tensor& dbias,
                                     const Tensor& dout, const Tensor& inp, const Tensor& weight, const Tensor& mean,
                                     const Tensor& rstd) {
-  const DType act = activation_dtype();
+  backend_checks::check_layernorm_backward(contract(), dresidual, dweight, dbias, dout, inp, weight, mean, rstd);
   const int64_t N = rows(inp), C = cols(inp);
-  const char* op = "layernorm_backward";
-  backend_checks::expect(op, "inp", inp, act, kCpu, {N, C});
-  backend_checks::expect(op, "dout", dout, act, kCpu, {N, C});
-  backend_checks::expect(op, "dresidual", dresidual, act, kCpu, {N, C});
-  backend_checks::expect(op, "weight", weight, act, kCpu, {C});
-  backend_checks::expect(op, "dweight", dweight, DType::kF32, kCpu, {C});
-  backend_checks::expect(op, "dbias", dbias, DType::kF32, kCpu, {C});
-  backend_checks::expect(op, "mean", mean, DType::kF32, kCpu, {N});
-  backend_checks::expect(op, "rstd", rstd, DType::kF32, kCpu, {N});
   F32In x(inp), dy(dout), w(weight);
   F32Out dx(dresidual, true);
   k::layernorm_backward(dx.get(), dweight.f32(), dbias.f32(), dy.get(), x.get(), w.get(), mean.f32(), rstd.f32(),
@@ -249,22 +219,8 @@ void CpuBackend::layernorm_backward(const Tensor& dresidual, const Tensor& dweig
 
 void CpuBackend::matmul_forward(const Tensor& out, const Tensor& pre, const Tensor& inp, const Tensor& weight,
                                 const Tensor& bias, Epilogue epilogue) {
-  const DType act = activation_dtype();
+  backend_checks::check_matmul_forward(contract(), out, pre, inp, weight, bias, static_cast<int>(epilogue));
   const int64_t N = rows(inp), C = cols(inp), OC = rows(weight);
-  const char* op = "matmul_forward";
-  backend_checks::expect(op, "inp", inp, act, kCpu, {N, C});
-  backend_checks::expect(op, "weight", weight, act, kCpu, {OC, C});
-  backend_checks::expect(op, "out", out, act, kCpu, {N, OC});
-  if (epilogue == Epilogue::kNone) {
-    LOOM_CHECK(!present(bias) && !present(pre), "matmul_forward: Epilogue::kNone takes no bias and no pre");
-  } else {
-    backend_checks::expect(op, "bias", bias, act, kCpu, {OC});
-  }
-  if (epilogue == Epilogue::kBiasGelu) {
-    backend_checks::expect(op, "pre", pre, act, kCpu, {N, OC});
-  } else {
-    LOOM_CHECK(!present(pre), "matmul_forward: only Epilogue::kBiasGelu takes pre");
-  }
   F32In x(inp), w(weight), b(bias);
   if (epilogue != Epilogue::kBiasGelu) {
     F32Out o(out, false);
@@ -284,19 +240,9 @@ void CpuBackend::matmul_forward(const Tensor& out, const Tensor& pre, const Tens
 
 void CpuBackend::matmul_backward(const Tensor& dinp, const Tensor& dweight, const Tensor& dout, const Tensor& inp,
                                  const Tensor& weight) {
-  const DType act = activation_dtype();
+  backend_checks::check_matmul_backward(contract(), dinp, dweight, dout, inp, weight);
   const int64_t N = rows(dout), OC = cols(dout);
   const int64_t C = present(weight) ? cols(weight) : cols(inp);
-  const char* op = "matmul_backward";
-  backend_checks::expect(op, "dout", dout, act, kCpu, {N, OC});
-  if (present(dinp)) {
-    backend_checks::expect(op, "dinp", dinp, act, kCpu, {N, C});
-    backend_checks::expect(op, "weight", weight, act, kCpu, {OC, C});
-  }
-  if (present(dweight)) {
-    backend_checks::expect(op, "dweight", dweight, DType::kF32, kCpu, {OC, C});
-    backend_checks::expect(op, "inp", inp, act, kCpu, {N, C});
-  }
   F32In dy(dout), x(present(dweight) ? inp : Tensor()), w(present(dinp) ? weight : Tensor());
   F32Out dx(dinp, false);
   // The kernel accumulates into dinp: it starts from zero, so dinp is overwritten.
@@ -307,21 +253,16 @@ void CpuBackend::matmul_backward(const Tensor& dinp, const Tensor& dweight, cons
 }
 
 void CpuBackend::bias_backward(const Tensor& dbias, const Tensor& dout) {
+  backend_checks::check_bias_backward(contract(), dbias, dout);
   const int64_t N = rows(dout), OC = cols(dout);
-  backend_checks::expect("bias_backward", "dout", dout, activation_dtype(), kCpu, {N, OC});
-  backend_checks::expect("bias_backward", "dbias", dbias, DType::kF32, kCpu, {OC});
   F32In dy(dout);
   // The matmul kernel's column sums (fixed column blocks, rows in order).
   k::matmul_backward(nullptr, nullptr, dbias.f32(), dy.get(), nullptr, nullptr, dim(N), 1, dim(OC));
 }
 
 void CpuBackend::gelu_backward(const Tensor& dinp, const Tensor& pre, const Tensor& dout) {
-  const DType act = activation_dtype();
+  backend_checks::check_gelu_backward(contract(), dinp, pre, dout);
   const int64_t n = pre.numel();
-  const char* op = "gelu_backward";
-  backend_checks::expect(op, "pre", pre, act, kCpu, {n});
-  backend_checks::expect(op, "dout", dout, act, kCpu, {n});
-  backend_checks::expect(op, "dinp", dinp, act, kCpu, {n});
   F32In x(pre), dy(dout);
   // dinp may alias dout: the kernel accumulates, so it writes a fresh zeroed buffer then.
   const bool aliased = dinp.raw() == dout.raw();
@@ -342,12 +283,8 @@ void CpuBackend::gelu_backward(const Tensor& dinp, const Tensor& pre, const Tens
 // --- attention -------------------------------------------------------------------------------
 
 void CpuBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH) {
-  const DType act = activation_dtype();
-  const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);
-  const char* op = "attention_forward";
-  backend_checks::expect(op, "qkv", qkv, act, kCpu, {N, 3 * Cl});
-  backend_checks::expect(op, "out", out, act, kCpu, {N, Cl});
-  backend_checks::expect(op, "lse", lse, DType::kF32, kCpu, {static_cast<int64_t>(B) * NH * T});
+  backend_checks::check_attention_forward(contract(), out, lse, qkv, B, T, NH);
+  const int64_t Cl = cols(out);
   F32In x(qkv);
   F32Out o(out, false);
   k::attention_forward(o.get(), lse.f32(), x.get(), B, T, dim(Cl), NH);
@@ -356,14 +293,8 @@ void CpuBackend::attention_forward(const Tensor& out, const Tensor& lse, const T
 
 void CpuBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                                     const Tensor& lse, int B, int T, int NH) {
-  const DType act = activation_dtype();
+  backend_checks::check_attention_backward(contract(), dqkv, dout, qkv, out, lse, B, T, NH);
   const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);
-  const char* op = "attention_backward";
-  backend_checks::expect(op, "qkv", qkv, act, kCpu, {N, 3 * Cl});
-  backend_checks::expect(op, "dqkv", dqkv, act, kCpu, {N, 3 * Cl});
-  backend_checks::expect(op, "out", out, act, kCpu, {N, Cl});
-  backend_checks::expect(op, "dout", dout, act, kCpu, {N, Cl});
-  backend_checks::expect(op, "lse", lse, DType::kF32, kCpu, {static_cast<int64_t>(B) * NH * T});
   F32In x(qkv), y(out), dy(dout);
   F32Out dx(dqkv, false);
   zero_floats(dx.get(), N * 3 * Cl);
@@ -374,22 +305,16 @@ void CpuBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, cons
 // --- vocabulary-parallel cross-entropy -------------------------------------------------------
 
 void CpuBackend::vocab_row_max(const Tensor& row_max, const Tensor& logits) {
+  backend_checks::check_vocab_row_max(contract(), row_max, logits);
   const int64_t N = rows(logits), Vl = cols(logits);
-  backend_checks::expect("vocab_row_max", "logits", logits, activation_dtype(), kCpu, {N, Vl});
-  backend_checks::expect("vocab_row_max", "row_max", row_max, DType::kF32, kCpu, {N});
   F32In x(logits);
   k::vocab_shard_row_max(row_max.f32(), x.get(), dim(N), dim(Vl));
 }
 
 void CpuBackend::vocab_sum_exp(const Tensor& sum_exp, const Tensor& target_logit, const Tensor& logits,
                                const Tensor& targets, const Tensor& row_max, int vocab_start) {
+  backend_checks::check_vocab_sum_exp(contract(), sum_exp, target_logit, logits, targets, row_max);
   const int64_t N = rows(logits), Vl = cols(logits);
-  const char* op = "vocab_sum_exp";
-  backend_checks::expect(op, "logits", logits, activation_dtype(), kCpu, {N, Vl});
-  backend_checks::expect(op, "targets", targets, DType::kI32, kCpu, {N});
-  for (const auto& [name, t] : {std::pair{"sum_exp", &sum_exp}, {"target_logit", &target_logit}, {"row_max", &row_max}}) {
-    backend_checks::expect(op, name, *t, DType::kF32, kCpu, {N});
-  }
   F32In x(logits);
   k::vocab_shard_sum_exp_and_target(sum_exp.f32(), target_logit.f32(), x.get(), targets.i32(), row_max.f32(), dim(N),
                                     dim(Vl), vocab_start);
@@ -397,26 +322,16 @@ void CpuBackend::vocab_sum_exp(const Tensor& sum_exp, const Tensor& target_logit
 
 void CpuBackend::vocab_losses(const Tensor& losses, const Tensor& row_max, const Tensor& sum_exp,
                               const Tensor& target_logit, const Tensor& targets) {
+  backend_checks::check_vocab_losses(contract(), losses, row_max, sum_exp, target_logit, targets);
   const int64_t N = rows(losses);
-  const char* op = "vocab_losses";
-  backend_checks::expect(op, "targets", targets, DType::kI32, kCpu, {N});
-  for (const auto& [name, t] : {std::pair{"losses", &losses}, {"sum_exp", &sum_exp}, {"target_logit", &target_logit},
-                                {"row_max", &row_max}}) {
-    backend_checks::expect(op, name, *t, DType::kF32, kCpu, {N});
-  }
   k::vocab_parallel_losses(losses.f32(), row_max.f32(), sum_exp.f32(), target_logit.f32(), targets.i32(), dim(N));
 }
 
 void CpuBackend::vocab_cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                                               const Tensor& row_max, const Tensor& sum_exp, int vocab_start,
                                               float dloss) {
+  backend_checks::check_vocab_cross_entropy_backward(contract(), dlogits, logits, targets, row_max, sum_exp);
   const int64_t N = rows(logits), Vl = cols(logits);
-  const char* op = "vocab_cross_entropy_backward";
-  backend_checks::expect(op, "logits", logits, activation_dtype(), kCpu, {N, Vl});
-  backend_checks::expect(op, "dlogits", dlogits, activation_dtype(), kCpu, {N, Vl});
-  backend_checks::expect(op, "targets", targets, DType::kI32, kCpu, {N});
-  backend_checks::expect(op, "row_max", row_max, DType::kF32, kCpu, {N});
-  backend_checks::expect(op, "sum_exp", sum_exp, DType::kF32, kCpu, {N});
   const std::vector<float> dlosses(static_cast<size_t>(N), dloss);
   F32In x(logits);
   // In place (dlogits == logits) the kernel reads each row before writing it.
@@ -429,8 +344,7 @@ void CpuBackend::vocab_cross_entropy_backward(const Tensor& dlogits, const Tenso
 // --- optimizer -------------------------------------------------------------------------------
 
 void CpuBackend::sum_of_squares(const Tensor& result, const Tensor& x, bool accumulate) {
-  backend_checks::expect("sum_of_squares", "result", result, DType::kF64, kCpu, {1});
-  backend_checks::expect("sum_of_squares", "x", x, DType::kF32, kCpu, {x.numel()});
+  backend_checks::check_sum_of_squares(contract(), result, x);
   const double sum = k::sum_of_squares(x.f32(), x.numel());
   double* r = result.f64();
   *r = accumulate ? *r + sum : sum;
@@ -439,14 +353,9 @@ void CpuBackend::sum_of_squares(const Tensor& result, const Tensor& x, bool accu
 void CpuBackend::adamw_update(const Tensor& master, const Tensor& compute, const Tensor& grad, const Tensor& m,
                               const Tensor& v, const std::vector<k::AdamWSegment>& segments,
                               const Tensor& global_norm, const k::AdamWArenaHyper& hyper) {
+  backend_checks::check_adamw_update(contract(), master, compute, grad, m, v, global_norm);
   const int64_t n = master.numel();
-  const char* op = "adamw_update";
-  for (const auto& [name, t] : {std::pair{"master", &master}, {"grad", &grad}, {"m", &m}, {"v", &v}}) {
-    backend_checks::expect(op, name, *t, DType::kF32, kCpu, {n});
-  }
   const bool separate = present(compute) && compute.raw() != master.raw();
-  if (separate) backend_checks::expect(op, "compute", compute, activation_dtype(), kCpu, {n});
-  backend_checks::expect(op, "global_norm", global_norm, DType::kF64, kCpu, {1});
   k::check_adamw_segments(segments.data(), static_cast<int>(segments.size()), n);
   const double norm = *global_norm.f64();
   if (!std::isfinite(norm)) return;

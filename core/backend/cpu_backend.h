@@ -13,6 +13,7 @@
 #pragma once
 
 #include "core/backend/backend.h"
+#include "core/backend/op_checks.h"
 
 namespace loom {
 
@@ -70,6 +71,9 @@ class CpuBackend final : public Backend {
   void adamw_update(const Tensor& master, const Tensor& compute, const Tensor& grad, const Tensor& m,
                     const Tensor& v, const std::vector<kernels::cpu::AdamWSegment>& segments,
                     const Tensor& global_norm, const kernels::cpu::AdamWArenaHyper& hyper) override;
+
+ private:
+  backend_checks::OpContract contract() const { return {Device::kCPU, activation_dtype(), DType::kF64}; }
 };
 
 }  // namespace loom

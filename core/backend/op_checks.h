@@ -23,4 +23,50 @@ void expect(const char* op, const char* name, const Tensor& t, DType dtype, Devi
 void expect_optional(const char* op, const char* name, const Tensor& t, DType dtype, Device device,
                      std::initializer_list<int64_t> dims);
 
+// The contract of each Backend op (core/backend/backend.h), checked by every backend before it
+// runs the op: one statement of each op's shapes and dtypes, on a backend's device with its
+// activation dtype (f32 or bf16) and accumulator dtype. Each throws loom::Error naming the op and
+// the argument.
+struct OpContract {
+  Device device;
+  DType act;          // activations and compute weights
+  DType accumulator;  // device scalars that accumulate
+};
+void check_token_embedding_forward(const OpContract& c, const Tensor& out, const Tensor& tokens, const Tensor& wte);
+void check_position_embedding_forward(const OpContract& c, const Tensor& out, const Tensor& wpe, int T);
+void check_token_embedding_backward(const OpContract& c, const Tensor& dwte, const Tensor& dout, const Tensor& tokens);
+void check_position_embedding_backward(const OpContract& c, const Tensor& dwpe, const Tensor& dout, int T);
+void check_layernorm_forward(const OpContract& c, const Tensor& out, const Tensor& mean, const Tensor& rstd,
+                             const Tensor& inp, const Tensor& weight, const Tensor& bias);
+void check_residual_add(const OpContract& c, const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& bias);
+void check_residual_layernorm_forward(const OpContract& c, const Tensor& residual_out, const Tensor& out,
+                                      const Tensor& mean, const Tensor& rstd, const Tensor& residual_in,
+                                      const Tensor& delta, const Tensor& delta_bias, const Tensor& weight,
+                                      const Tensor& bias);
+void check_layernorm_backward(const OpContract& c, const Tensor& dresidual, const Tensor& dweight, const Tensor& dbias,
+                              const Tensor& dout, const Tensor& inp, const Tensor& weight, const Tensor& mean,
+                              const Tensor& rstd);
+// Epilogue as an int (0 none, 1 bias, 2 bias + GELU) to keep backend.h out of this header.
+void check_matmul_forward(const OpContract& c, const Tensor& out, const Tensor& pre, const Tensor& inp,
+                          const Tensor& weight, const Tensor& bias, int epilogue);
+void check_matmul_backward(const OpContract& c, const Tensor& dinp, const Tensor& dweight, const Tensor& dout,
+                           const Tensor& inp, const Tensor& weight);
+void check_bias_backward(const OpContract& c, const Tensor& dbias, const Tensor& dout);
+void check_gelu_backward(const OpContract& c, const Tensor& dinp, const Tensor& pre, const Tensor& dout);
+void check_attention_forward(const OpContract& c, const Tensor& out, const Tensor& lse, const Tensor& qkv, int B,
+                             int T, int NH);
+void check_attention_backward(const OpContract& c, const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
+                              const Tensor& out, const Tensor& lse, int B, int T, int NH);
+void check_vocab_row_max(const OpContract& c, const Tensor& row_max, const Tensor& logits);
+void check_vocab_sum_exp(const OpContract& c, const Tensor& sum_exp, const Tensor& target_logit, const Tensor& logits,
+                         const Tensor& targets, const Tensor& row_max);
+void check_vocab_losses(const OpContract& c, const Tensor& losses, const Tensor& row_max, const Tensor& sum_exp,
+                        const Tensor& target_logit, const Tensor& targets);
+void check_vocab_cross_entropy_backward(const OpContract& c, const Tensor& dlogits, const Tensor& logits,
+                                        const Tensor& targets, const Tensor& row_max, const Tensor& sum_exp);
+void check_sum_of_squares(const OpContract& c, const Tensor& result, const Tensor& x);
+// `compute` is checked when present and not `master` itself.
+void check_adamw_update(const OpContract& c, const Tensor& master, const Tensor& compute, const Tensor& grad,
+                        const Tensor& m, const Tensor& v, const Tensor& global_norm);
+
 }  // namespace loom::backend_checks

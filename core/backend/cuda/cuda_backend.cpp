@@ -210,10 +210,8 @@ void CudaBackend::synchronize() { context_.synchronize(); }
 
 void CudaBackend::token_embedding_forward(const Tensor& out, const Tensor& tokens, const Tensor& wte,
                                           int vocab_start) {
+  backend_checks::check_token_embedding_forward(contract(), out, tokens, wte);
   const int64_t N = rows(out), C = cols(out), Vl = rows(wte);
-  backend_checks::expect("token_embedding_forward", "out", out, kBf16, kGpu, {N, C});
-  backend_checks::expect("token_embedding_forward", "tokens", tokens, kI32, kGpu, {N});
-  backend_checks::expect("token_embedding_forward", "wte", wte, kBf16, kGpu, {Vl, C});
   if (N == 0) return;
   // The fused token + position kernel without positions (T = 1 is then not used).
   k::embedding_forward(out.bf16_data(), tokens.i32(), wte.bf16_data(), nullptr, dim(N), 1, dim(C), vocab_start,
@@ -221,20 +219,16 @@ void CudaBackend::token_embedding_forward(const Tensor& out, const Tensor& token
 }
 
 void CudaBackend::position_embedding_forward(const Tensor& out, const Tensor& wpe, int T, int first_row) {
+  backend_checks::check_position_embedding_forward(contract(), out, wpe, T);
   const int64_t N = rows(out), C = cols(out);
-  backend_checks::expect("position_embedding_forward", "out", out, kBf16, kGpu, {N, C});
-  backend_checks::expect("position_embedding_forward", "wpe", wpe, kBf16, kGpu, {rows(wpe), C});
-  LOOM_CHECK(T > 0 && T <= rows(wpe), "position_embedding_forward: T", T, "outside 1 ..", rows(wpe));
   if (N == 0) return;
   k::position_embedding_forward(out.bf16_data(), wpe.bf16_data(), dim(N), T, dim(C), first_row, context_.stream());
 }
 
 void CudaBackend::token_embedding_backward(const Tensor& dwte, const Tensor& dout, const Tensor& tokens,
                                            int vocab_start) {
+  backend_checks::check_token_embedding_backward(contract(), dwte, dout, tokens);
   const int64_t N = rows(dout), C = cols(dout), Vl = rows(dwte);
-  backend_checks::expect("token_embedding_backward", "dout", dout, kBf16, kGpu, {N, C});
-  backend_checks::expect("token_embedding_backward", "tokens", tokens, kI32, kGpu, {N});
-  backend_checks::expect("token_embedding_backward", "dwte", dwte, kF32, kGpu, {Vl, C});
   if (N == 0) return;
   void* scratch = embedding_scratch(k::embedding_backward_scratch_bytes(dim(N)));
   k::embedding_backward(dwte.f32(), nullptr, dout.bf16_data(), tokens.i32(), dim(N), 1, dim(C), vocab_start,
@@ -242,10 +236,8 @@ void CudaBackend::token_embedding_backward(const Tensor& dwte, const Tensor& dou
 }
 
 void CudaBackend::position_embedding_backward(const Tensor& dwpe, const Tensor& dout, int T, int first_row) {
+  backend_checks::check_position_embedding_backward(contract(), dwpe, dout, T);
   const int64_t N = rows(dout), C = cols(dout);
-  backend_checks::expect("position_embedding_backward", "dout", dout, kBf16, kGpu, {N, C});
-  backend_checks::expect("position_embedding_backward", "dwpe", dwpe, kF32, kGpu, {rows(dwpe), C});
-  LOOM_CHECK(T > 0 && T <= rows(dwpe), "position_embedding_backward: T", T, "outside 1 ..", rows(dwpe));
   if (N == 0) return;
   k::position_embedding_backward(dwpe.f32(), dout.bf16_data(), dim(N), T, dim(C), first_row, context_.stream());
 }
@@ -254,14 +246,8 @@ void CudaBackend::position_embedding_backward(const Tensor& dwpe, const Tensor& 
 
 void CudaBackend::layernorm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& inp,
                                     const Tensor& weight, const Tensor& bias) {
+  backend_checks::check_layernorm_forward(contract(), out, mean, rstd, inp, weight, bias);
   const int64_t N = rows(inp), C = cols(inp);
-  const char* op = "layernorm_forward";
-  backend_checks::expect(op, "inp", inp, kBf16, kGpu, {N, C});
-  backend_checks::expect(op, "out", out, kBf16, kGpu, {N, C});
-  backend_checks::expect(op, "weight", weight, kBf16, kGpu, {C});
-  backend_checks::expect(op, "bias", bias, kBf16, kGpu, {C});
-  backend_checks::expect_optional(op, "mean", mean, kF32, kGpu, {N});
-  backend_checks::expect_optional(op, "rstd", rstd, kF32, kGpu, {N});
   if (N == 0) return;
   k::layernorm_forward(out.bf16_data(), f32_or_null(mean), f32_or_null(rstd), inp.bf16_data(), weight.bf16_data(),
                        bias.bf16_data(), dim(N), dim(C), context_.stream());
@@ -270,18 +256,9 @@ void CudaBackend::layernorm_forward(const Tensor& out, const Tensor& mean, const
 void CudaBackend::residual_layernorm_forward(const Tensor& residual_out, const Tensor& out, const Tensor& mean,
                                              const Tensor& rstd, const Tensor& residual_in, const Tensor& delta,
                                              const Tensor& delta_bias, const Tensor& weight, const Tensor& bias) {
+  backend_checks::check_residual_layernorm_forward(contract(), residual_out, out, mean, rstd, residual_in, delta,
+                                                   delta_bias, weight, bias);
   const int64_t N = rows(out), C = cols(out);
-  const char* op = "residual_layernorm_forward";
-  backend_checks::expect(op, "out", out, kBf16, kGpu, {N, C});
-  backend_checks::expect(op, "residual_out", residual_out, kBf16, kGpu, {N, C});
-  backend_checks::expect_optional(op, "residual_in", residual_in, kBf16, kGpu, {N, C});
-  backend_checks::expect_optional(op, "delta", delta, kBf16, kGpu, {N, C});
-  backend_checks::expect_optional(op, "delta_bias", delta_bias, kBf16, kGpu, {C});
-  backend_checks::expect(op, "weight", weight, kBf16, kGpu, {C});
-  backend_checks::expect(op, "bias", bias, kBf16, kGpu, {C});
-  backend_checks::expect_optional(op, "mean", mean, kF32, kGpu, {N});
-  backend_checks::expect_optional(op, "rstd", rstd, kF32, kGpu, {N});
-  LOOM_CHECK(residual_out.raw() != out.raw(), "residual_layernorm_forward: residual_out must not alias out");
   if (N == 0) return;
   if (!present(residual_in) && !present(delta)) {
     // The fused kernel wants a row to start from; the bias alone is the residual add's.
@@ -295,12 +272,8 @@ void CudaBackend::residual_layernorm_forward(const Tensor& residual_out, const T
 }
 
 void CudaBackend::residual_add(const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& bias) {
+  backend_checks::check_residual_add(contract(), out, a, b, bias);
   const int64_t N = rows(out), C = cols(out);
-  const char* op = "residual_add";
-  backend_checks::expect(op, "out", out, kBf16, kGpu, {N, C});
-  backend_checks::expect_optional(op, "a", a, kBf16, kGpu, {N, C});
-  backend_checks::expect_optional(op, "b", b, kBf16, kGpu, {N, C});
-  backend_checks::expect_optional(op, "bias", bias, kBf16, kGpu, {C});
   if (N == 0) return;
   k::residual_add(out.bf16_data(), bf16_or_null(a), bf16_or_null(b), bf16_or_null(bias), dim(N), dim(C),
                   context_.stream());
@@ -309,16 +282,8 @@ void CudaBackend::residual_add(const Tensor& out, const Tensor& a, const Tensor&
 void CudaBackend::layernorm_backward(const Tensor& dresidual, const Tensor& dweight, const Tensor& dbias,
                                      const Tensor& dout, const Tensor& inp, const Tensor& weight, const Tensor& mean,
                                      const Tensor& rstd) {
+  backend_checks::check_layernorm_backward(contract(), dresidual, dweight, dbias, dout, inp, weight, mean, rstd);
   const int64_t N = rows(inp), C = cols(inp);
-  const char* op = "layernorm_backward";
-  backend_checks::expect(op, "inp", inp, kBf16, kGpu, {N, C});
-  backend_checks::expect(op, "dout", dout, kBf16, kGpu, {N, C});
-  backend_checks::expect(op, "dresidual", dresidual, kBf16, kGpu, {N, C});
-  backend_checks::expect(op, "weight", weight, kBf16, kGpu, {C});
-  backend_checks::expect(op, "dweight", dweight, kF32, kGpu, {C});
-  backend_checks::expect(op, "dbias", dbias, kF32, kGpu, {C});
-  backend_checks::expect(op, "mean", mean, kF32, kGpu, {N});
-  backend_checks::expect(op, "rstd", rstd, kF32, kGpu, {N});
   if (N == 0) return;
   float* scratch = float_scratch(k::layernorm_backward_scratch_floats(dim(N), dim(C)));
   k::layernorm_backward(dresidual.bf16_data(), dweight.f32(), dbias.f32(), dout.bf16_data(), inp.bf16_data(),
@@ -329,21 +294,8 @@ void CudaBackend::layernorm_backward(const Tensor& dresidual, const Tensor& dwei
 
 void CudaBackend::matmul_forward(const Tensor& out, const Tensor& pre, const Tensor& inp, const Tensor& weight,
                                  const Tensor& bias, Epilogue epilogue) {
+  backend_checks::check_matmul_forward(contract(), out, pre, inp, weight, bias, static_cast<int>(epilogue));
   const int64_t N = rows(inp), C = cols(inp), OC = rows(weight);
-  const char* op = "matmul_forward";
-  backend_checks::expect(op, "inp", inp, kBf16, kGpu, {N, C});
-  backend_checks::expect(op, "weight", weight, kBf16, kGpu, {OC, C});
-  backend_checks::expect(op, "out", out, kBf16, kGpu, {N, OC});
-  if (epilogue == Epilogue::kNone) {
-    LOOM_CHECK(!present(bias) && !present(pre), "matmul_forward: Epilogue::kNone takes no bias and no pre");
-  } else {
-    backend_checks::expect(op, "bias", bias, kBf16, kGpu, {OC});
-  }
-  if (epilogue == Epilogue::kBiasGelu) {
-    backend_checks::expect(op, "pre", pre, kBf16, kGpu, {N, OC});
-  } else {
-    LOOM_CHECK(!present(pre), "matmul_forward: only Epilogue::kBiasGelu takes pre");
-  }
   if (N == 0) return;
   const k::Epilogue e = epilogue == Epilogue::kNone   ? k::Epilogue::kNone
                         : epilogue == Epilogue::kBias ? k::Epilogue::kBias
@@ -354,18 +306,9 @@ void CudaBackend::matmul_forward(const Tensor& out, const Tensor& pre, const Ten
 
 void CudaBackend::matmul_backward(const Tensor& dinp, const Tensor& dweight, const Tensor& dout, const Tensor& inp,
                                   const Tensor& weight) {
+  backend_checks::check_matmul_backward(contract(), dinp, dweight, dout, inp, weight);
   const int64_t N = rows(dout), OC = cols(dout);
   const int64_t C = present(weight) ? cols(weight) : cols(inp);
-  const char* op = "matmul_backward";
-  backend_checks::expect(op, "dout", dout, kBf16, kGpu, {N, OC});
-  if (present(dinp)) {
-    backend_checks::expect(op, "dinp", dinp, kBf16, kGpu, {N, C});
-    backend_checks::expect(op, "weight", weight, kBf16, kGpu, {OC, C});
-  }
-  if (present(dweight)) {
-    backend_checks::expect(op, "dweight", dweight, kF32, kGpu, {OC, C});
-    backend_checks::expect(op, "inp", inp, kBf16, kGpu, {N, C});
-  }
   if (N == 0 || (!present(dinp) && !present(dweight))) return;
   // Matmul::backward overwrites dinp and accumulates dweight: the interface's convention.
   matmul_->backward(bf16_or_null(dinp), f32_or_null(dweight), dout.bf16_data(),
@@ -374,20 +317,16 @@ void CudaBackend::matmul_backward(const Tensor& dinp, const Tensor& dweight, con
 }
 
 void CudaBackend::bias_backward(const Tensor& dbias, const Tensor& dout) {
+  backend_checks::check_bias_backward(contract(), dbias, dout);
   const int64_t N = rows(dout), OC = cols(dout);
-  backend_checks::expect("bias_backward", "dout", dout, kBf16, kGpu, {N, OC});
-  backend_checks::expect("bias_backward", "dbias", dbias, kF32, kGpu, {OC});
   if (N == 0) return;
   float* scratch = float_scratch(k::bias_backward_scratch_floats(dim(N), dim(OC)));
   k::bias_backward(dbias.f32(), dout.bf16_data(), dim(N), dim(OC), scratch, context_.stream());
 }
 
 void CudaBackend::gelu_backward(const Tensor& dinp, const Tensor& pre, const Tensor& dout) {
+  backend_checks::check_gelu_backward(contract(), dinp, pre, dout);
   const int64_t n = pre.numel();
-  const char* op = "gelu_backward";
-  backend_checks::expect(op, "pre", pre, kBf16, kGpu, {n});
-  backend_checks::expect(op, "dout", dout, kBf16, kGpu, {n});
-  backend_checks::expect(op, "dinp", dinp, kBf16, kGpu, {n});
   if (n == 0) return;
   k::gelu_backward(dinp.bf16_data(), pre.bf16_data(), dout.bf16_data(), n, context_.stream());
 }
@@ -410,25 +349,17 @@ void require_attention(int B, int T, int NH, int64_t Cl, const char* op) {
 }  // namespace
 
 void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH) {
-  const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);
-  const char* op = "attention_forward";
-  backend_checks::expect(op, "qkv", qkv, kBf16, kGpu, {N, 3 * Cl});
-  backend_checks::expect(op, "out", out, kBf16, kGpu, {N, Cl});
-  backend_checks::expect(op, "lse", lse, kF32, kGpu, {static_cast<int64_t>(B) * NH * T});
-  require_attention(B, T, NH, Cl, op);
+  backend_checks::check_attention_forward(contract(), out, lse, qkv, B, T, NH);
+  const int64_t Cl = cols(out);
+  require_attention(B, T, NH, Cl, "attention_forward");
   k::attention_forward(out.bf16_data(), lse.f32(), qkv.bf16_data(), B, T, dim(Cl), NH, context_.stream());
 }
 
 void CudaBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                                      const Tensor& lse, int B, int T, int NH) {
-  const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);
-  const char* op = "attention_backward";
-  backend_checks::expect(op, "qkv", qkv, kBf16, kGpu, {N, 3 * Cl});
-  backend_checks::expect(op, "dqkv", dqkv, kBf16, kGpu, {N, 3 * Cl});
-  backend_checks::expect(op, "out", out, kBf16, kGpu, {N, Cl});
-  backend_checks::expect(op, "dout", dout, kBf16, kGpu, {N, Cl});
-  backend_checks::expect(op, "lse", lse, kF32, kGpu, {static_cast<int64_t>(B) * NH * T});
-  require_attention(B, T, NH, Cl, op);
+  backend_checks::check_attention_backward(contract(), dqkv, dout, qkv, out, lse, B, T, NH);
+  const int64_t Cl = cols(out);
+  require_attention(B, T, NH, Cl, "attention_backward");
   float* scratch = float_scratch(k::attention_backward_scratch_floats(B, T, NH));
   k::attention_backward(dqkv.bf16_data(), dout.bf16_data(), qkv.bf16_data(), out.bf16_data(), lse.f32(), B, T,
                         dim(Cl), NH, scratch, context_.stream());
@@ -438,22 +369,16 @@ void CudaBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, con
 // Rows of logits are contiguous: the kernels' row stride is Vl.
 
 void CudaBackend::vocab_row_max(const Tensor& row_max, const Tensor& logits) {
+  backend_checks::check_vocab_row_max(contract(), row_max, logits);
   const int64_t N = rows(logits), Vl = cols(logits);
-  backend_checks::expect("vocab_row_max", "logits", logits, kBf16, kGpu, {N, Vl});
-  backend_checks::expect("vocab_row_max", "row_max", row_max, kF32, kGpu, {N});
   if (N == 0) return;
   k::vocab_parallel_row_max(row_max.f32(), logits.bf16_data(), dim(N), dim(Vl), dim(Vl), context_.stream());
 }
 
 void CudaBackend::vocab_sum_exp(const Tensor& sum_exp, const Tensor& target_logit, const Tensor& logits,
                                 const Tensor& targets, const Tensor& row_max, int vocab_start) {
+  backend_checks::check_vocab_sum_exp(contract(), sum_exp, target_logit, logits, targets, row_max);
   const int64_t N = rows(logits), Vl = cols(logits);
-  const char* op = "vocab_sum_exp";
-  backend_checks::expect(op, "logits", logits, kBf16, kGpu, {N, Vl});
-  backend_checks::expect(op, "targets", targets, kI32, kGpu, {N});
-  for (const auto& [name, t] : {std::pair{"sum_exp", &sum_exp}, {"target_logit", &target_logit}, {"row_max", &row_max}}) {
-    backend_checks::expect(op, name, *t, kF32, kGpu, {N});
-  }
   if (N == 0) return;
   k::vocab_parallel_sum_exp(sum_exp.f32(), target_logit.f32(), logits.bf16_data(), targets.i32(), row_max.f32(),
                             dim(N), dim(Vl), dim(Vl), vocab_start, context_.stream());
@@ -461,13 +386,8 @@ void CudaBackend::vocab_sum_exp(const Tensor& sum_exp, const Tensor& target_logi
 
 void CudaBackend::vocab_losses(const Tensor& losses, const Tensor& row_max, const Tensor& sum_exp,
                                const Tensor& target_logit, const Tensor& targets) {
+  backend_checks::check_vocab_losses(contract(), losses, row_max, sum_exp, target_logit, targets);
   const int64_t N = rows(losses);
-  const char* op = "vocab_losses";
-  backend_checks::expect(op, "targets", targets, kI32, kGpu, {N});
-  for (const auto& [name, t] : {std::pair{"losses", &losses}, {"sum_exp", &sum_exp}, {"target_logit", &target_logit},
-                                {"row_max", &row_max}}) {
-    backend_checks::expect(op, name, *t, kF32, kGpu, {N});
-  }
   k::vocab_parallel_losses(losses.f32(), row_max.f32(), sum_exp.f32(), target_logit.f32(), targets.i32(), dim(N),
                            context_.stream());
 }
@@ -475,13 +395,8 @@ void CudaBackend::vocab_losses(const Tensor& losses, const Tensor& row_max, cons
 void CudaBackend::vocab_cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                                                const Tensor& row_max, const Tensor& sum_exp, int vocab_start,
                                                float dloss) {
+  backend_checks::check_vocab_cross_entropy_backward(contract(), dlogits, logits, targets, row_max, sum_exp);
   const int64_t N = rows(logits), Vl = cols(logits);
-  const char* op = "vocab_cross_entropy_backward";
-  backend_checks::expect(op, "logits", logits, kBf16, kGpu, {N, Vl});
-  backend_checks::expect(op, "dlogits", dlogits, kBf16, kGpu, {N, Vl});
-  backend_checks::expect(op, "targets", targets, kI32, kGpu, {N});
-  backend_checks::expect(op, "row_max", row_max, kF32, kGpu, {N});
-  backend_checks::expect(op, "sum_exp", sum_exp, kF32, kGpu, {N});
   if (N == 0) return;
   // The kernel turns the logits into their gradient in place: elsewhere, it works on a copy.
   copy(dlogits, logits);
@@ -492,8 +407,7 @@ void CudaBackend::vocab_cross_entropy_backward(const Tensor& dlogits, const Tens
 // --- optimizer -------------------------------------------------------------------------------
 
 void CudaBackend::sum_of_squares(const Tensor& result, const Tensor& x, bool accumulate) {
-  backend_checks::expect("sum_of_squares", "result", result, kF32, kGpu, {1});
-  backend_checks::expect("sum_of_squares", "x", x, kF32, kGpu, {x.numel()});
+  backend_checks::check_sum_of_squares(contract(), result, x);
   if (!present(norm_scratch_)) {
     norm_scratch_ = Tensor::empty({static_cast<int64_t>(k::gradient_norm_scratch_floats())}, kF32,
                                   context_.allocator());
@@ -505,14 +419,9 @@ void CudaBackend::sum_of_squares(const Tensor& result, const Tensor& x, bool acc
 void CudaBackend::adamw_update(const Tensor& master, const Tensor& compute, const Tensor& grad, const Tensor& m,
                                const Tensor& v, const std::vector<kernels::cpu::AdamWSegment>& segments,
                                const Tensor& global_norm, const kernels::cpu::AdamWArenaHyper& hyper) {
+  backend_checks::check_adamw_update(contract(), master, compute, grad, m, v, global_norm);
   const int64_t n = master.numel();
-  const char* op = "adamw_update";
-  for (const auto& [name, t] : {std::pair{"master", &master}, {"grad", &grad}, {"m", &m}, {"v", &v}}) {
-    backend_checks::expect(op, name, *t, kF32, kGpu, {n});
-  }
   // In bf16 the compute copy is always a tensor of its own.
-  backend_checks::expect(op, "compute", compute, kBf16, kGpu, {n});
-  backend_checks::expect(op, "global_norm", global_norm, kF32, kGpu, {1});
   kernels::cpu::check_adamw_segments(segments.data(), static_cast<int>(segments.size()), n);
   if (n == 0 || segments.empty()) return;
   // The kernel reads the norm on the device and skips the update when it is not finite.

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "core/backend/backend.h"
+#include "core/backend/op_checks.h"
 #include "core/base/cuda/context.h"
 #include "kernels/cuda/matmul.h"
 
@@ -101,6 +102,7 @@ class CudaBackend final : public Backend {
                     const Tensor& global_norm, const kernels::cpu::AdamWArenaHyper& hyper) override;
 
  private:
+  backend_checks::OpContract contract() const { return {Device::kCUDA, DType::kBF16, DType::kF32}; }
   // Device scratch of at least the size asked for, kept and grown (never shrunk) between calls.
   float* float_scratch(size_t floats);
   void* embedding_scratch(size_t bytes);

@@ -1,0 +1,209 @@
+// The contract of every Backend op, stated once (op_checks.h).
+#include "core/backend/op_checks.h"
+
+#include <utility>
+
+#include "core/base/check.h"
+
+namespace loom::backend_checks {
+
+namespace {
+
+constexpr DType kF32 = DType::kF32, kI32 = DType::kI32;
+
+}  // namespace
+
+void check_token_embedding_forward(const OpContract& c, const Tensor& out, const Tensor& tokens, const Tensor& wte) {
+  const int64_t N = rows(out), C = cols(out), Vl = rows(wte);
+  expect("token_embedding_forward", "out", out, c.act, c.device, {N, C});
+  expect("token_embedding_forward", "tokens", tokens, kI32, c.device, {N});
+  expect("token_embedding_forward", "wte", wte, c.act, c.device, {Vl, C});
+}
+
+void check_position_embedding_forward(const OpContract& c, const Tensor& out, const Tensor& wpe, int T) {
+  const int64_t N = rows(out), C = cols(out);
+  expect("position_embedding_forward", "out", out, c.act, c.device, {N, C});
+  expect("position_embedding_forward", "wpe", wpe, c.act, c.device, {rows(wpe), C});
+  LOOM_CHECK(T > 0 && T <= rows(wpe), "position_embedding_forward: T", T, "outside 1 ..", rows(wpe));
+}
+
+void check_token_embedding_backward(const OpContract& c, const Tensor& dwte, const Tensor& dout, const Tensor& tokens) {
+  const int64_t N = rows(dout), C = cols(dout), Vl = rows(dwte);
+  expect("token_embedding_backward", "dout", dout, c.act, c.device, {N, C});
+  expect("token_embedding_backward", "tokens", tokens, kI32, c.device, {N});
+  expect("token_embedding_backward", "dwte", dwte, kF32, c.device, {Vl, C});
+}
+
+void check_position_embedding_backward(const OpContract& c, const Tensor& dwpe, const Tensor& dout, int T) {
+  const int64_t N = rows(dout), C = cols(dout);
+  expect("position_embedding_backward", "dout", dout, c.act, c.device, {N, C});
+  expect("position_embedding_backward", "dwpe", dwpe, kF32, c.device, {rows(dwpe), C});
+  LOOM_CHECK(T > 0 && T <= rows(dwpe), "position_embedding_backward: T", T, "outside 1 ..", rows(dwpe));
+}
+
+void check_layernorm_forward(const OpContract& c, const Tensor& out, const Tensor& mean, const Tensor& rstd,
+                             const Tensor& inp, const Tensor& weight, const Tensor& bias) {
+  const int64_t N = rows(inp), C = cols(inp);
+  const char* op = "layernorm_forward";
+  expect(op, "inp", inp, c.act, c.device, {N, C});
+  expect(op, "out", out, c.act, c.device, {N, C});
+  expect(op, "weight", weight, c.act, c.device, {C});
+  expect(op, "bias", bias, c.act, c.device, {C});
+  expect_optional(op, "mean", mean, kF32, c.device, {N});
+  expect_optional(op, "rstd", rstd, kF32, c.device, {N});
+}
+
+void check_residual_add(const OpContract& c, const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& bias) {
+  const int64_t N = rows(out), C = cols(out);
+  const char* op = "residual_add";
+  expect(op, "out", out, c.act, c.device, {N, C});
+  expect_optional(op, "a", a, c.act, c.device, {N, C});
+  expect_optional(op, "b", b, c.act, c.device, {N, C});
+  expect_optional(op, "bias", bias, c.act, c.device, {C});
+}
+
+void check_residual_layernorm_forward(const OpContract& c, const Tensor& residual_out, const Tensor& out,
+                                      const Tensor& mean, const Tensor& rstd, const Tensor& residual_in,
+                                      const Tensor& delta, const Tensor& delta_bias, const Tensor& weight,
+                                      const Tensor& bias) {
+  LOOM_CHECK(residual_out.raw() != out.raw(), "residual_layernorm_forward: residual_out must not alias out");
+  check_residual_add(c, residual_out, residual_in, delta, delta_bias);
+  check_layernorm_forward(c, out, mean, rstd, residual_out, weight, bias);
+}
+
+void check_layernorm_backward(const OpContract& c, const Tensor& dresidual, const Tensor& dweight, const Tensor& dbias,
+                              const Tensor& dout, const Tensor& inp, const Tensor& weight, const Tensor& mean,
+                              const Tensor& rstd) {
+  const int64_t N = rows(inp), C = cols(inp);
+  const char* op = "layernorm_backward";
+  expect(op, "inp", inp, c.act, c.device, {N, C});
+  expect(op, "dout", dout, c.act, c.device, {N, C});
+  expect(op, "dresidual", dresidual, c.act, c.device, {N, C});
+  expect(op, "weight", weight, c.act, c.device, {C});
+  expect(op, "dweight", dweight, kF32, c.device, {C});
+  expect(op, "dbias", dbias, kF32, c.device, {C});
+  expect(op, "mean", mean, kF32, c.device, {N});
+  expect(op, "rstd", rstd, kF32, c.device, {N});
+}
+
+void check_matmul_forward(const OpContract& c, const Tensor& out, const Tensor& pre, const Tensor& inp,
+                          const Tensor& weight, const Tensor& bias, int epilogue) {
+  const int64_t N = rows(inp), C = cols(inp), OC = rows(weight);
+  const char* op = "matmul_forward";
+  expect(op, "inp", inp, c.act, c.device, {N, C});
+  expect(op, "weight", weight, c.act, c.device, {OC, C});
+  expect(op, "out", out, c.act, c.device, {N, OC});
+  if (epilogue == 0) {
+    LOOM_CHECK(!present(bias) && !present(pre), "matmul_forward: Epilogue::kNone takes no bias and no pre");
+  } else {
+    expect(op, "bias", bias, c.act, c.device, {OC});
+  }
+  if (epilogue == 2) {
+    expect(op, "pre", pre, c.act, c.device, {N, OC});
+  } else {
+    LOOM_CHECK(!present(pre), "matmul_forward: only Epilogue::kBiasGelu takes pre");
+  }
+}
+
+void check_matmul_backward(const OpContract& c, const Tensor& dinp, const Tensor& dweight, const Tensor& dout,
+                           const Tensor& inp, const Tensor& weight) {
+  const int64_t N = rows(dout), OC = cols(dout);
+  const int64_t C = present(weight) ? cols(weight) : cols(inp);
+  const char* op = "matmul_backward";
+  expect(op, "dout", dout, c.act, c.device, {N, OC});
+  if (present(dinp)) {
+    expect(op, "dinp", dinp, c.act, c.device, {N, C});
+    expect(op, "weight", weight, c.act, c.device, {OC, C});
+  }
+  if (present(dweight)) {
+    expect(op, "dweight", dweight, kF32, c.device, {OC, C});
+    expect(op, "inp", inp, c.act, c.device, {N, C});
+  }
+}
+
+void check_bias_backward(const OpContract& c, const Tensor& dbias, const Tensor& dout) {
+  expect("bias_backward", "dout", dout, c.act, c.device, {rows(dout), cols(dout)});
+  expect("bias_backward", "dbias", dbias, kF32, c.device, {cols(dout)});
+}
+
+void check_gelu_backward(const OpContract& c, const Tensor& dinp, const Tensor& pre, const Tensor& dout) {
+  const int64_t n = pre.numel();
+  expect("gelu_backward", "pre", pre, c.act, c.device, {n});
+  expect("gelu_backward", "dout", dout, c.act, c.device, {n});
+  expect("gelu_backward", "dinp", dinp, c.act, c.device, {n});
+}
+
+void check_attention_forward(const OpContract& c, const Tensor& out, const Tensor& lse, const Tensor& qkv, int B,
+                             int T, int NH) {
+  const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);
+  expect("attention_forward", "qkv", qkv, c.act, c.device, {N, 3 * Cl});
+  expect("attention_forward", "out", out, c.act, c.device, {N, Cl});
+  expect("attention_forward", "lse", lse, kF32, c.device, {static_cast<int64_t>(B) * NH * T});
+}
+
+void check_attention_backward(const OpContract& c, const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
+                              const Tensor& out, const Tensor& lse, int B, int T, int NH) {
+  const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);
+  const char* op = "attention_backward";
+  expect(op, "qkv", qkv, c.act, c.device, {N, 3 * Cl});
+  expect(op, "dqkv", dqkv, c.act, c.device, {N, 3 * Cl});
+  expect(op, "out", out, c.act, c.device, {N, Cl});
+  expect(op, "dout", dout, c.act, c.device, {N, Cl});
+  expect(op, "lse", lse, kF32, c.device, {static_cast<int64_t>(B) * NH * T});
+}
+
+void check_vocab_row_max(const OpContract& c, const Tensor& row_max, const Tensor& logits) {
+  expect("vocab_row_max", "logits", logits, c.act, c.device, {rows(logits), cols(logits)});
+  expect("vocab_row_max", "row_max", row_max, kF32, c.device, {rows(logits)});
+}
+
+void check_vocab_sum_exp(const OpContract& c, const Tensor& sum_exp, const Tensor& target_logit, const Tensor& logits,
+                         const Tensor& targets, const Tensor& row_max) {
+  const int64_t N = rows(logits);
+  const char* op = "vocab_sum_exp";
+  expect(op, "logits", logits, c.act, c.device, {N, cols(logits)});
+  expect(op, "targets", targets, kI32, c.device, {N});
+  for (const auto& [name, t] : {std::pair{"sum_exp", &sum_exp}, {"target_logit", &target_logit}, {"row_max", &row_max}}) {
+    expect(op, name, *t, kF32, c.device, {N});
+  }
+}
+
+void check_vocab_losses(const OpContract& c, const Tensor& losses, const Tensor& row_max, const Tensor& sum_exp,
+                        const Tensor& target_logit, const Tensor& targets) {
+  const int64_t N = rows(losses);
+  const char* op = "vocab_losses";
+  expect(op, "targets", targets, kI32, c.device, {N});
+  for (const auto& [name, t] : {std::pair{"losses", &losses}, {"sum_exp", &sum_exp}, {"target_logit", &target_logit},
+                                {"row_max", &row_max}}) {
+    expect(op, name, *t, kF32, c.device, {N});
+  }
+}
+
+void check_vocab_cross_entropy_backward(const OpContract& c, const Tensor& dlogits, const Tensor& logits,
+                                        const Tensor& targets, const Tensor& row_max, const Tensor& sum_exp) {
+  const int64_t N = rows(logits), Vl = cols(logits);
+  const char* op = "vocab_cross_entropy_backward";
+  expect(op, "logits", logits, c.act, c.device, {N, Vl});
+  expect(op, "dlogits", dlogits, c.act, c.device, {N, Vl});
+  expect(op, "targets", targets, kI32, c.device, {N});
+  expect(op, "row_max", row_max, kF32, c.device, {N});
+  expect(op, "sum_exp", sum_exp, kF32, c.device, {N});
+}
+
+void check_sum_of_squares(const OpContract& c, const Tensor& result, const Tensor& x) {
+  expect("sum_of_squares", "result", result, c.accumulator, c.device, {1});
+  expect("sum_of_squares", "x", x, kF32, c.device, {x.numel()});
+}
+
+void check_adamw_update(const OpContract& c, const Tensor& master, const Tensor& compute, const Tensor& grad,
+                        const Tensor& m, const Tensor& v, const Tensor& global_norm) {
+  const int64_t n = master.numel();
+  const char* op = "adamw_update";
+  for (const auto& [name, t] : {std::pair{"master", &master}, {"grad", &grad}, {"m", &m}, {"v", &v}}) {
+    expect(op, name, *t, kF32, c.device, {n});
+  }
+  if (present(compute) && compute.raw() != master.raw()) expect(op, "compute", compute, c.act, c.device, {n});
+  expect(op, "global_norm", global_norm, c.accumulator, c.device, {1});
+}
+
+}  // namespace loom::backend_checks
