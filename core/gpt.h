@@ -11,7 +11,10 @@
 // dropout-free token-wise work hold N / tp of the N = B * T token rows per rank.
 //
 // One rank is the case tp = 1 of the same code (its regions are copies), so the single-process
-// trainer and every parallel layout share one implementation.
+// trainer and every parallel layout share one implementation. The ops run on a Backend
+// (core/backend/backend.h) in its precision: fp32, or bf16 activations and compute weights with
+// f32 master weights and gradients; the tensors come from GPT-2's parameter layout
+// (core/model/gpt2_layout.h).
 //
 //   x = wte[tokens] + wpe[:T]
 //   for each block: x += attn(ln_1(x)); x += mlp(ln_2(x))
