@@ -228,13 +228,13 @@ void CpuBackend::matmul_forward(const Tensor& out, const Tensor& pre, const Tens
     o.done();
     return;
   }
-  // GELU reads pre as stored (rounded in bf16), as the GPU's epilogue does.
+  // GELU reads pre before it is rounded to bf16, as cuBLASLt's GELU epilogue does (the GPU's
+  // path for output widths that are multiples of 8: every GPT-2 MLP); pre is stored rounded.
   F32Out p(pre, false);
   k::matmul_forward(p.get(), x.get(), w.get(), b.get(), dim(N), dim(C), dim(OC));
-  p.done();
-  F32In rounded(pre);
   F32Out o(out, false);
-  k::gelu_forward(o.get(), rounded.get(), static_cast<long>(N * OC));
+  k::gelu_forward(o.get(), p.get(), static_cast<long>(N * OC));
+  p.done();
   o.done();
 }
 
