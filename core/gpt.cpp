@@ -44,11 +44,6 @@ Tensor ids_of(const std::vector<int32_t>& ids) {
   return Tensor::view(const_cast<int32_t*>(ids.data()), {static_cast<int64_t>(ids.size())}, DType::kI32);
 }
 
-// Split of `total` items into `parts` contiguous ranges whose sizes differ by at most one.
-int range_start(int total, int parts, int index) {
-  return static_cast<int>(static_cast<int64_t>(total) * index / parts);
-}
-
 // The tensors of the rank `shape` describes, in parameters() order, with the part of each global
 // tensor it holds: GPT-2's layout (core/model/gpt2_layout.h), cut for this rank. Shapes come from
 // the config: their sizes are checked (core/base/checked_math.h).
@@ -185,8 +180,9 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     fail_user("tensor parallelism tp =", tp, "exceeds vocab_size =", config_.vocab_size);
   }
   const StageShape shape = stage_shape();
-  vocab_start_ = range_start(config_.vocab_size, tp, shape.tp_rank);
-  vocab_count_ = range_start(config_.vocab_size, tp, shape.tp_rank + 1) - vocab_start_;
+  // This rank's slice of the vocabulary, as the layout splits wte.
+  vocab_start_ = static_cast<int>(split_start(config_.vocab_size, tp, shape.tp_rank));
+  vocab_count_ = static_cast<int>(split_start(config_.vocab_size, tp, shape.tp_rank + 1)) - vocab_start_;
   std::vector<ParameterSpec> specs = parameter_specs(config_, shape);
   if (first_stage_ || last_stage_) wte_ = 0;
   if (first_stage_) wpe_ = 1;
@@ -364,7 +360,8 @@ GPT::Layout GPT::layout_of(const GPTConfig& config, const StageShape& shape, int
   s.NHl = config.n_head / tp;
   s.Cl = s.C / tp;
   s.Fl = checked_dimension(checked_mul(4, s.C, "4 x n_embd") / tp, "the MLP width per rank (4 x n_embd / tp)");
-  s.Vl = range_start(config.vocab_size, tp, shape.tp_rank + 1) - range_start(config.vocab_size, tp, shape.tp_rank);
+  s.Vl = static_cast<int>(split_start(config.vocab_size, tp, shape.tp_rank + 1) -
+                         split_start(config.vocab_size, tp, shape.tp_rank));
   s.first_row = shape.sequence_parallel ? shape.tp_rank * s.Nl : 0;
   return s;
 }

@@ -5,12 +5,7 @@
 
 namespace loom {
 
-namespace {
-
-// Split of `total` items into `parts` contiguous ranges whose sizes differ by at most one.
-int64_t range_start(int64_t total, int parts, int index) { return total * index / parts; }
-
-}  // namespace
+int64_t split_start(int64_t total, int parts, int index) { return total * index / parts; }
 
 std::vector<TensorSpec> gpt2_layout(const GPTConfig& config, int first_layer, int end_layer, bool first_stage,
                                     bool last_stage) {
@@ -64,8 +59,8 @@ std::vector<ShardBlock> shard_blocks(const TensorSpec& spec, const GPTConfig& co
     case Sharding::kQkvRows:
       return {{h0 * HS, Cl, 0, cols}, {C + h0 * HS, Cl, 0, cols}, {2 * C + h0 * HS, Cl, 0, cols}};
     case Sharding::kVocabRows: {
-      const int64_t start = range_start(rows, tp, tp_rank);
-      return {{start, range_start(rows, tp, tp_rank + 1) - start, 0, cols}};
+      const int64_t start = split_start(rows, tp, tp_rank);
+      return {{start, split_start(rows, tp, tp_rank + 1) - start, 0, cols}};
     }
   }
   LOOM_CHECK(false, "tensor", spec.name, "has an unknown sharding");

@@ -58,6 +58,10 @@ std::vector<TensorSpec> gpt2_layout(const GPTConfig& config, int first_layer, in
 // tensor seen as a matrix, in local memory order.
 std::vector<ShardBlock> shard_blocks(const TensorSpec& spec, const GPTConfig& config, int tp, int tp_rank);
 
+// Where part `index` of `parts` contiguous parts of `total` items starts: the parts differ in size
+// by at most one (the vocabulary's split over tensor-parallel ranks).
+int64_t split_start(int64_t total, int parts, int index);
+
 // The spec named `name` in `layout`; null when there is none.
 const TensorSpec* find_spec(const std::vector<TensorSpec>& layout, const std::string& name);
 
