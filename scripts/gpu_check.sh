@@ -15,8 +15,8 @@ echo "== build (CUDA)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=ON >/dev/null
 cmake --build build -j"$(nproc)" --target loom loom_tests loom_mpi_tests bench_gpu_train bench_cuda_kernels
 
-echo "== GPU tests: kernels against their CPU twins, the trainer against the fp32 CPU trainer"
-build/loom_tests --gtest_filter='*Cuda*:GptTrainer*:CachingAllocator*:LaunchEnv*' | tee /tmp/loom_gpu_tests.log
+echo "== GPU tests: kernels against their CPU twins, every backend op against CpuBackend fp32, the trainer against the fp32 CPU trainer"
+build/loom_tests --gtest_filter='*Cuda*:*BackendOps*:GptTrainer*:CachingAllocator*:LaunchEnv*' | tee /tmp/loom_gpu_tests.log
 # Every GPU test must have run, not skipped itself.
 if grep -q '\[  SKIPPED \]' /tmp/loom_gpu_tests.log; then
   echo "gpu_check: a GPU test skipped itself on a GPU machine"; exit 1
