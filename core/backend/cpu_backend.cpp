@@ -354,31 +354,12 @@ void CpuBackend::adamw_update(const Tensor& master, const Tensor& compute, const
                               const Tensor& v, const std::vector<k::AdamWSegment>& segments,
                               const Tensor& global_norm, const k::AdamWArenaHyper& hyper) {
   backend_checks::check_adamw_update(contract(), master, compute, grad, m, v, global_norm);
-  const int64_t n = master.numel();
+  // The compute copy is master itself in fp32, a bf16 rounding of it in bf16.
   const bool separate = present(compute) && compute.raw() != master.raw();
-  k::check_adamw_segments(segments.data(), static_cast<int>(segments.size()), n);
-  const double norm = *global_norm.f64();
-  if (!std::isfinite(norm)) return;
-  k::AdamWHyper h;
-  h.lr = hyper.lr;
-  h.beta1 = hyper.beta1;
-  h.beta2 = hyper.beta2;
-  h.eps = hyper.eps;
-  h.step = hyper.step;
-  h.grad_scale = k::clip_scale(norm, hyper.max_norm);
-  for (const k::AdamWSegment& s : segments) {
-    h.weight_decay = s.decay ? hyper.weight_decay : 0.0f;
-    const int64_t count = s.end - s.begin;
-    if (count == 0) continue;
-    k::adamw_update(master.f32() + s.begin, grad.f32() + s.begin, m.f32() + s.begin, v.f32() + s.begin, count, h);
-    if (!separate) continue;
-    if (compute.dtype() == DType::kBF16) {
-      bf16* c = compute.bf16_data();
-      for (int64_t i = s.begin; i < s.end; ++i) c[i] = float_to_bf16(master.f32()[i]);
-    } else {
-      std::memcpy(compute.f32() + s.begin, master.f32() + s.begin, static_cast<size_t>(count) * sizeof(float));
-    }
-  }
+  LOOM_CHECK(!separate || compute.dtype() == DType::kBF16, "adamw_update: a separate compute copy must be bf16");
+  k::adamw_update_segments(master.f32(), separate ? compute.bf16_data() : nullptr, grad.f32(), m.f32(), v.f32(),
+                           master.numel(), segments.data(), static_cast<int>(segments.size()), *global_norm.f64(),
+                           hyper);
 }
 
 }  // namespace loom

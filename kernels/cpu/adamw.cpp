@@ -68,7 +68,7 @@ void check_adamw_segments(const AdamWSegment* segments, int num_segments, int64_
 
 void adamw_update_segments(float* master, bf16* params, const float* grad, float* m, float* v,
                            int64_t n, const AdamWSegment* segments, int num_segments,
-                           float global_norm, const AdamWArenaHyper& hyper) {
+                           double global_norm, const AdamWArenaHyper& hyper) {
   check_adamw_segments(segments, num_segments, n);
   if (!std::isfinite(global_norm)) return;
   AdamWHyper h;
@@ -83,6 +83,7 @@ void adamw_update_segments(float* master, bf16* params, const float* grad, float
     const int64_t count = segments[s].end - begin;
     h.weight_decay = segments[s].decay ? hyper.weight_decay : 0.0f;
     adamw_update(master + begin, grad + begin, m + begin, v + begin, count, h);
+    if (params == nullptr) continue;
     for (int64_t i = begin; i < begin + count; ++i) params[i] = float_to_bf16(master[i]);
   }
 }

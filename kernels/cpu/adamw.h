@@ -96,10 +96,11 @@ void check_adamw_segments(const AdamWSegment* segments, int num_segments, int64_
 
 // The twin of the GPU arena update (kernels/cuda/adamw.h): segments sorted by begin, disjoint,
 // within [0, n); elements outside every segment are left alone. master, m, v (n) fp32 updated;
-// params (n) bf16 = master rounded to nearest even; grad (n). A global_norm that is not finite
-// leaves everything unchanged (a skipped step).
+// params (n) bf16 = master rounded to nearest even (null: no bf16 copy, fp32 training); grad (n).
+// The clipping factor is computed from global_norm in double (the CPU's norm; the GPU passes its
+// f32 one). A global_norm that is not finite leaves everything unchanged (a skipped step).
 void adamw_update_segments(float* master, bf16* params, const float* grad, float* m, float* v,
                            int64_t n, const AdamWSegment* segments, int num_segments,
-                           float global_norm, const AdamWArenaHyper& hyper);
+                           double global_norm, const AdamWArenaHyper& hyper);
 
 }  // namespace loom::kernels::cpu
