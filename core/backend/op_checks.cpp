@@ -1,17 +1,56 @@
 // The contract of every Backend op, stated once (op_checks.h).
 #include "core/backend/op_checks.h"
 
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "core/base/check.h"
 
 namespace loom::backend_checks {
 
+int64_t rows(const Tensor& t) { return t.shape().rank() == 0 ? 1 : t.shape()[0]; }
+
+int64_t cols(const Tensor& t) {
+  const int64_t r = rows(t);
+  return r == 0 ? 0 : t.numel() / r;
+}
+
+bool present(const Tensor& t) { return t.raw() != nullptr; }
+
 namespace {
 
 constexpr DType kF32 = DType::kF32, kI32 = DType::kI32;
 
+std::string dims_text(std::initializer_list<int64_t> dims) {
+  std::string s = "(";
+  for (auto it = dims.begin(); it != dims.end(); ++it) {
+    if (it != dims.begin()) s += ", ";
+    s += std::to_string(*it);
+  }
+  return s + ")";
+}
+
+bool dims_match(const Tensor& t, std::initializer_list<int64_t> dims) {
+  if (dims.size() == 1) return t.numel() == *dims.begin();
+  if (dims.size() == 2) return rows(t) == dims.begin()[0] && cols(t) == dims.begin()[1];
+  return t.shape().dims() == std::vector<int64_t>(dims);
+}
+
 }  // namespace
+
+void expect(const char* op, const char* name, const Tensor& t, DType dtype, Device device,
+            std::initializer_list<int64_t> dims) {
+  LOOM_CHECK(present(t), op, ":", name, "is absent but required");
+  LOOM_CHECK(t.dtype() == dtype && t.device() == device && dims_match(t, dims), op, ":", name, "is",
+             t.shape().str(), dtype_name(t.dtype()), "on", device_name(t.device()), "; expected",
+             dims_text(dims), dtype_name(dtype), "on", device_name(device));
+}
+
+void expect_optional(const char* op, const char* name, const Tensor& t, DType dtype, Device device,
+                     std::initializer_list<int64_t> dims) {
+  if (present(t)) expect(op, name, t, dtype, device, dims);
+}
 
 void check_token_embedding_forward(const OpContract& c, const Tensor& out, const Tensor& tokens, const Tensor& wte) {
   const int64_t N = rows(out), C = cols(out), Vl = rows(wte);
