@@ -15,6 +15,7 @@
 #include <random>
 #include <tuple>
 
+#include "core/backend/host_copy.h"
 #include "core/base/check.h"
 #include "core/base/file_io.h"
 
@@ -166,6 +167,9 @@ struct Checkpointer::Pending {
   // In place: the file's header, then tensor i's bytes (index.tensors(i)) read from the tensors.
   std::string header_bytes;
   std::vector<const char*> sources;
+  // Host copies of arenas that live on a GPU (one device-to-host copy each), which the image or
+  // the in-place sources read; empty on the CPU, where they read the arenas themselves.
+  std::vector<Tensor> host_arenas;
 };
 
 Checkpointer::Checkpointer(Policy policy, parallel::Communicator& world)
@@ -235,26 +239,34 @@ void Checkpointer::save(const config::RunConfig& cfg, const Progress& progress,
     copies.push_back(Copy{src, size, nbytes});
     size = align_up(size + nbytes);
   };
+  // The arenas as the host sees them: themselves on the CPU, one copy each from a GPU.
+  auto on_host = [&](Backend& backend, const Tensor& arena) -> const float* {
+    HostCopy copy(backend, arena, /*download=*/true);
+    if (copy.host().raw() != arena.raw()) job->host_arenas.push_back(copy.host());
+    return copy.host().f32();
+  };
   for (size_t c = 0; c < chunks.size(); ++c) {
     const GPT& chunk = *chunks[c];
+    const float* values = on_host(chunk.backend(), chunk.parameter_arena());
+    auto value_of = [&](const Parameter& p) { return values + chunk.arena_offset(p); };
     if (optimizers.empty()) {
       for (const Parameter& p : chunk.parameters()) {
         if (!writes(chunk, p)) continue;
         for_each_rect(p, 0, p.value.numel(), [&](const Rect& r, int64_t li) {
-          add(p, STATE_PARAMETER, r, p.value.f32() + li);
+          add(p, STATE_PARAMETER, r, value_of(p) + li);
         });
       }
       continue;
     }
     const AdamW& opt = *optimizers[c];
-    const float* m = opt.moment_m().f32();
-    const float* v = opt.moment_v().f32();
+    const float* m = on_host(*opt.parameters().backend, opt.moment_m());
+    const float* v = on_host(*opt.parameters().backend, opt.moment_v());
     for (const AdamW::OwnedRun& run : opt.owned_runs()) {
       const Parameter& p = chunk.parameters()[run.param];
       if (!writes(chunk, p)) continue;
       for_each_rect(p, run.local_offset, run.count, [&](const Rect& r, int64_t li) {
         const int64_t s = run.state_offset + (li - run.local_offset);
-        add(p, STATE_PARAMETER, r, p.value.f32() + li);
+        add(p, STATE_PARAMETER, r, value_of(p) + li);
         add(p, STATE_ADAM_M, r, m + s);
         add(p, STATE_ADAM_V, r, v + s);
       });
@@ -285,6 +297,7 @@ void Checkpointer::save(const config::RunConfig& cfg, const Progress& progress,
     const uint64_t end = i + 1 < n_copies ? copies[static_cast<size_t>(i + 1)].offset : size;
     std::memset(image + cp.offset + cp.nbytes, 0, end - cp.offset - cp.nbytes);  // alignment gap
   }
+  if (!in_place) job->host_arenas.clear();  // the image holds the bytes now
   job->image = in_place ? nullptr : image;
   job->image_size = size;
   copy_s_ = std::chrono::duration<double>(Clock::now() - copy_start).count();
@@ -584,10 +597,17 @@ void load_state(const CheckpointReader& reader, std::span<GPT* const> chunks, st
   LOOM_CHECK(optimizers.empty() || optimizers.size() == chunks.size(), "one optimizer per chunk");
   check_model_tensors(reader);
   const bool moments = reader.manifest().optimizer().has_moments();
-  // Every rectangle this rank needs, with where it goes.
+  // Every rectangle this rank needs, with where it goes: the arenas themselves on the CPU, host
+  // copies uploaded once at the end from a GPU.
   std::vector<CheckpointReader::Request> wants;
+  std::vector<std::unique_ptr<HostCopy>> copies;
+  auto on_host = [&](Backend& backend, const Tensor& arena) {
+    copies.push_back(std::make_unique<HostCopy>(backend, arena, /*download=*/true));
+    return copies.back()->host().f32();
+  };
   for (size_t c = 0; c < chunks.size(); ++c) {
     GPT& chunk = *chunks[c];
+    float* values = on_host(chunk.backend(), chunk.parameter_arena());
     for (Parameter& p : chunk.parameters()) {
       const std::vector<int64_t> stored = reader.global_shape(p.name);
       if (!stored.empty() && stored != p.global_shape.dims()) {
@@ -596,19 +616,20 @@ void load_state(const CheckpointReader& reader, std::span<GPT* const> chunks, st
       }
       int64_t local = 0;
       for (const ShardBlock& b : p.blocks) {
-        wants.push_back({p.name, STATE_PARAMETER, b, p.value.f32() + local, b.cols});
+        wants.push_back({p.name, STATE_PARAMETER, b, values + chunk.arena_offset(p) + local, b.cols});
         local += b.rows * b.cols;
       }
     }
     if (optimizers.empty()) continue;
     AdamW& opt = *optimizers[c];
-    float* m = opt.moment_m().f32();
-    float* v = opt.moment_v().f32();
+    Backend& backend = *opt.parameters().backend;
     if (!moments) {
-      std::fill(m, m + opt.moment_m().numel(), 0.0f);
-      std::fill(v, v + opt.moment_v().numel(), 0.0f);
+      backend.zero(opt.moment_m());
+      backend.zero(opt.moment_v());
       continue;
     }
+    float* m = on_host(backend, opt.moment_m());
+    float* v = on_host(backend, opt.moment_v());
     for (const AdamW::OwnedRun& run : opt.owned_runs()) {
       const Parameter& p = chunk.parameters()[run.param];
       for_each_rect(p, run.local_offset, run.count, [&](const Rect& r, int64_t li) {
@@ -622,6 +643,7 @@ void load_state(const CheckpointReader& reader, std::span<GPT* const> chunks, st
   // the copies from the now cached files.
   reader.verify_for(wants);
   for (const CheckpointReader::Request& w : wants) reader.read(w.name, w.state, w.rect, w.dest, w.dest_stride);
+  for (auto& copy : copies) copy->upload();
   for (AdamW* opt : optimizers) opt->set_step_count(moments ? reader.manifest().optimizer().step_count() : 0);
 }
 

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/backend/host_copy.h"
 #include "core/base/check.h"
 #include "core/model/gpt2_layout.h"
 
@@ -88,12 +89,13 @@ std::optional<int> metadata_int(const SafetensorsFile& file, const std::string& 
 void save_hf_gpt2(const std::string& path, const GPT& model) {
   check_whole_model(model);
   const std::vector<TensorSpec> layout = whole_layout(model);
+  const HostCopy values(model.backend(), model.parameter_arena(), /*download=*/true);
   std::vector<SafetensorsOutput> tensors;
   for (const Parameter& p : model.parameters()) {
     SafetensorsOutput t;
     t.name = hf_name_of(p.name);
     t.shape = hf_shape_of(layout, p);
-    const float* src = p.value.f32();
+    const float* src = values.host().f32() + model.arena_offset(p);
     const int64_t numel = p.value.numel();
     if (is_conv1d_weight(layout, p.name)) {
       const int64_t out = p.global_shape[0], in = p.global_shape[1];
@@ -170,6 +172,8 @@ void load_hf_gpt2(const SafetensorsFile& file, GPT& model) {
   check_whole_model(model);
   const std::vector<TensorSpec> layout = whole_layout(model);
   const std::string prefix = name_prefix(file);
+  // Read into a host copy of the weights, which goes to the model once every tensor was found.
+  HostCopy host(model.backend(), model.parameter_arena(), /*download=*/true);
   std::set<std::string> used;
   for (Parameter& p : model.parameters()) {
     const std::string name = prefix + hf_name_of(p.name);
@@ -185,7 +189,7 @@ void load_hf_gpt2(const SafetensorsFile& file, GPT& model) {
     }
     used.insert(name);
     const std::vector<float> values = file.read_f32(*e);
-    float* dest = p.value.f32();
+    float* dest = host.host().f32() + model.arena_offset(p);
     if (is_conv1d_weight(layout, p.name)) {
       const int64_t out = p.global_shape[0], in = p.global_shape[1];
       for (int64_t o = 0; o < out; ++o) {
@@ -202,6 +206,7 @@ void load_hf_gpt2(const SafetensorsFile& file, GPT& model) {
     fail_user("safetensors file", file.path(), "tensor", "\"" + e.name + "\"", "is not part of a GPT-2 of",
               model.config().n_layer, "layers (n_embd", model.config().n_embd, ")");
   }
+  host.upload();
 }
 
 }  // namespace loom

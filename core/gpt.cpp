@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/backend/cpu_backend.h"
+#include "core/backend/host_copy.h"
 #include "core/model/gpt2_layout.h"
 #include "core/rng.h"
 #include "kernels/cpu/cross_entropy.h"
@@ -34,14 +35,13 @@ LayerWeights layer_weights(const std::vector<Parameter>& params, size_t first, b
   return {t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7), t(8), t(9), t(10), t(11)};
 }
 
-// Views of the activation arena's buffers for the backend's ops: (rows, cols) of the activation
-// dtype, or (n) f32 statistics.
-Tensor rows_of(const void* p, int64_t rows, int64_t cols, DType dtype) {
-  return Tensor::view(const_cast<void*>(p), {rows, cols}, dtype);
+// Views of the activation arena's buffers (on the backend's device) for the backend's ops:
+// (rows, cols) of the activation dtype, or (n) f32 statistics.
+Tensor rows_of(const void* p, int64_t rows, int64_t cols, DType dtype, Device device) {
+  return Tensor::view(const_cast<void*>(p), {rows, cols}, dtype, device);
 }
-Tensor vector_of(const float* p, int64_t n) { return Tensor::view(const_cast<float*>(p), {n}); }
-Tensor ids_of(const std::vector<int32_t>& ids) {
-  return Tensor::view(const_cast<int32_t*>(ids.data()), {static_cast<int64_t>(ids.size())}, DType::kI32);
+Tensor vector_of(const float* p, int64_t n, Device device) {
+  return Tensor::view(const_cast<float*>(p), {n}, DType::kF32, device);
 }
 
 // The tensors of the rank `shape` describes, in parameters() order, with the part of each global
@@ -95,9 +95,13 @@ struct GPT::Activations {
   };
   Tensor arena;
   Layout shape{};
-  // The micro-batch of the last forward, for its backward.
+  // The micro-batch of the last forward, for its backward: on the host (checks, the count of
+  // targets) and on the device (the ops).
   std::vector<int32_t> tokens;
   std::vector<int32_t> targets;
+  Tensor device_tokens;   // (N) i32
+  Tensor device_targets;  // (N) i32
+  std::vector<float> host_losses;  // (N): the losses read back for the mean
   bool has_targets = false;
   bool forwarded = false;  // a forward whose backward has not run yet
   int counted = 0;
@@ -168,7 +172,7 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
   } else {
     backend_ = parallel.backend;
   }
-  LOOM_CHECK(backend_->device() == Device::kCPU, "GPT runs on the CPU for now; got the backend", backend_->name());
+  device_ = backend_->device();
   precision_ = backend_->precision();
   act_ = backend_->activation_dtype();
   const int tp = tp_->size();
@@ -189,12 +193,13 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
   layer0_ = (first_stage_ ? 2 : last_stage_ ? 1 : 0);
   if (last_stage_) lnf_ = specs.size() - 2;
 
+  // The arenas live where the backend computes (a GPU's memory for CudaBackend).
   const int64_t total = arena_elements(config_, shape);
-  param_arena_ = Tensor::zeros({total});
+  param_arena_ = backend_->zeros({total}, DType::kF32);
   has_gradients_ = parallel.gradients;
-  if (has_gradients_) grad_arena_ = Tensor::zeros({total});
+  if (has_gradients_) grad_arena_ = backend_->zeros({total}, DType::kF32);
   // bf16: the weights the ops read, rounded from the f32 master at each forward.
-  if (act_ != DType::kF32) compute_arena_ = Tensor::zeros({total}, act_);
+  if (act_ != DType::kF32) compute_arena_ = backend_->zeros({total}, act_);
   int64_t offset = 0;
   for (ParameterSpec& s : specs) {
     const int64_t n = local_elements(s.blocks);
@@ -205,8 +210,8 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     p.name = s.tensor.name;
     p.global_shape = s.tensor.global;
     p.blocks = std::move(s.blocks);
-    p.value = Tensor::view(param_arena_.f32() + offset, local);
-    if (parallel.gradients) p.grad = Tensor::view(grad_arena_.f32() + offset, local);
+    p.value = param_arena_.slice_rows(offset, offset + n).reshaped(local);
+    if (parallel.gradients) p.grad = grad_arena_.slice_rows(offset, offset + n).reshaped(local);
     p.compute = act_ == DType::kF32 ? p.value : compute_arena_.slice_rows(offset, offset + n).reshaped(local);
     p.decay = s.tensor.decay;
     p.tp_replicated = s.tensor.sharding == Sharding::kReplicated;
@@ -236,13 +241,14 @@ int64_t GPT::num_parameters() const {
 
 const float* GPT::logits() const {
   LOOM_CHECK(acts_ != nullptr, "logits() before any forward");
-  LOOM_CHECK(act_ == DType::kF32, "logits() of a", dtype_name(act_), "model: read logits_view()");
+  LOOM_CHECK(act_ == DType::kF32 && device_ == Device::kCPU, "logits() of a", backend_->name(),
+             "model: read logits_view()");
   return static_cast<const float*>(acts_->logits);
 }
 
 Tensor GPT::logits_view() const {
   LOOM_CHECK(acts_ != nullptr, "logits_view() before any forward");
-  return rows_of(acts_->logits, acts_->shape.N, acts_->shape.Vl, act_);
+  return rows_of(acts_->logits, acts_->shape.N, acts_->shape.Vl, act_, device_);
 }
 
 const void* GPT::block_input(int l) const {
@@ -325,8 +331,10 @@ int64_t GPT::activation_elements(const GPTConfig& config, const StageShape& shap
 
 void GPT::init_weights(uint64_t seed) {
   const float residual_std = 0.02f / std::sqrt(2.0f * static_cast<float>(config_.n_layer));
+  // Drawn on the host, then one copy to the device (none on the CPU). The padding stays zero.
+  HostCopy host(*backend_, param_arena_, /*download=*/false);
   for (size_t i = 0; i < params_.size(); ++i) {
-    Parameter& p = params_[i];
+    const Parameter p = host_parameter(params_[i], host.host(), arena_offset(params_[i]));
     float* data = p.value.f32();
     const int64_t n = p.value.numel();
     switch (inits_[i]) {
@@ -339,6 +347,7 @@ void GPT::init_weights(uint64_t seed) {
         break;
     }
   }
+  host.upload();
 }
 
 GPT::Layout GPT::layout_for(int B, int T) const { return layout_of(config_, stage_shape(), B, T); }
@@ -458,7 +467,7 @@ void GPT::ensure_activations(int B, int T) {
   Activations& a = *acts_;
   a.shape = layout_for(B, T);
   const int64_t total = carve_activations(stage_shape(), a, recompute_, nullptr);
-  if (a.arena.numel() < total) a.arena = Tensor::zeros({total});
+  if (a.arena.numel() < total) a.arena = backend_->zeros({total}, DType::kF32);
   carve_activations(stage_shape(), a, recompute_, a.arena.f32());
 }
 
@@ -470,6 +479,7 @@ namespace {
 //        start of the same buffer.
 struct RegionEnds {
   Communicator& tp;
+  Backend& backend;
   bool sp;
   size_t Nl, C;
   DType dtype;  // of the activations
@@ -494,7 +504,8 @@ struct RegionEnds {
       return;
     }
     parallel::ScatterToSequenceParallel::forward(tp, partial, scratch, Nl, C, dtype);
-    std::memcpy(partial, scratch, Nl * C * dtype_size(dtype));
+    const Shape rows{static_cast<int64_t>(Nl), static_cast<int64_t>(C)};
+    backend.copy(Tensor::view(partial, rows, dtype, backend.device()), Tensor::view(scratch, rows, dtype, backend.device()));
   }
   // d(reduced) (Nl, C) -> d(partial) (N, C); returns where it is.
   const void* leave_backward(const void* dlocal, void* dfull) const {
@@ -510,8 +521,9 @@ void GPT::layer_forward(int l, const void* residual) {
   Activations& a = *acts_;
   const Layout& s = a.shape;
   const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;
-  const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C), act_};
-  auto A = [&](const void* p, int64_t rows, int64_t cols) { return rows_of(p, rows, cols, act_); };
+  const RegionEnds ends{*tp_, *backend_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C), act_};
+  auto A = [&](const void* p, int64_t rows, int64_t cols) { return rows_of(p, rows, cols, act_, device_); };
+  auto vector_of = [&](const float* p, int64_t n) { return loom::vector_of(p, n, device_); };
   const size_t local = static_cast<size_t>(l - first_layer_);
   const LayerWeights lw = layer_weights(params_, layer0_ + local * kPerLayer, false);
   Activations::Layer& la = a.layers[local];
@@ -553,11 +565,18 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   const Layout& s = a.shape;
   const int N = s.N, Nl = s.Nl, C = s.C;
   a.counted = 0;
-  if (tokens) a.tokens.assign(tokens, tokens + N);
+  // The ids go to the device once per micro-batch (a plain assignment on the CPU).
+  auto upload = [&](Tensor& device, std::vector<int32_t>& host, const int32_t* ids) {
+    host.assign(ids, ids + N);
+    if (device.numel() != N) device = backend_->zeros({N}, DType::kI32);
+    backend_->from_host(device, host.data());
+  };
+  if (tokens) upload(a.device_tokens, a.tokens, tokens);
   a.has_targets = targets != nullptr;
   a.forwarded = true;
-  const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C), act_};
-  auto A = [&](const void* p, int64_t rows, int64_t cols) { return rows_of(p, rows, cols, act_); };
+  const RegionEnds ends{*tp_, *backend_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C), act_};
+  auto A = [&](const void* p, int64_t rows, int64_t cols) { return rows_of(p, rows, cols, act_, device_); };
+  auto vector_of = [&](const float* p, int64_t n) { return loom::vector_of(p, n, device_); };
   Backend& be = *backend_;
   // The optimizer, a checkpoint or init_weights() wrote the f32 master: the compute copy follows
   // (a conversion of the weights once per micro-batch, against 2 N FLOPs per weight for the
@@ -567,7 +586,7 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   if (first_stage_) {
     // Each rank looks up the tokens of its vocabulary slice; the region's reduction completes
     // the embedding, and each rank adds the positions of the rows it holds.
-    be.token_embedding_forward(A(a.embedded, N, C), ids_of(a.tokens), params_[wte_].compute, vocab_start_);
+    be.token_embedding_forward(A(a.embedded, N, C), a.device_tokens, params_[wte_].compute, vocab_start_);
     ends.leave(a.embedded, a.dlocal);
     be.position_embedding_forward(A(a.embedded, Nl, C), params_[wpe_].compute, T, s.first_row);
   }  // else: the previous stage's output was written into a.embedded (stage_input())
@@ -584,19 +603,23 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   if (!a.has_targets) return 0.0f;
 
   // Vocabulary-parallel cross-entropy: two reductions of per-row statistics over the TP group.
-  a.targets.assign(targets, targets + N);
-  const Tensor target_ids = ids_of(a.targets), row_max = vector_of(a.row_max, N);
+  upload(a.device_targets, a.targets, targets);
+  const Tensor target_ids = a.device_targets, row_max = vector_of(a.row_max, N);
   const Tensor sum_exp = vector_of(a.row_stats, N), target_logit = vector_of(a.row_stats + N, N);
   be.vocab_row_max(row_max, logits);
   parallel::VocabParallelStatistics::max(*tp_, a.row_max, static_cast<size_t>(N));
   be.vocab_sum_exp(sum_exp, target_logit, logits, target_ids, row_max, vocab_start_);
   parallel::VocabParallelStatistics::sum(*tp_, a.row_stats, 2 * static_cast<size_t>(N));
   be.vocab_losses(vector_of(a.losses, N), row_max, sum_exp, target_logit, target_ids);
+  // The host reads the losses back (the stream's one wait of a forward on a GPU) and sums them
+  // in f64, in row order.
+  a.host_losses.resize(static_cast<size_t>(N));
+  backend_->to_host(a.host_losses.data(), vector_of(a.losses, N));
   double sum = 0;
   a.counted = 0;
   for (int i = 0; i < N; ++i) {
     if (targets[i] != k::kIgnoreTarget) {
-      sum += a.losses[i];
+      sum += a.host_losses[static_cast<size_t>(i)];
       ++a.counted;
     }
   }
@@ -610,8 +633,9 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
   Activations& a = *acts_;
   const Layout& s = a.shape;
   const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;
-  const RegionEnds ends{*tp_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C), act_};
-  auto A = [&](const void* p, int64_t rows, int64_t cols) { return rows_of(p, rows, cols, act_); };
+  const RegionEnds ends{*tp_, *backend_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C), act_};
+  auto A = [&](const void* p, int64_t rows, int64_t cols) { return rows_of(p, rows, cols, act_, device_); };
+  auto vector_of = [&](const float* p, int64_t n) { return loom::vector_of(p, n, device_); };
   Backend& be = *backend_;
 
   const float dloss = a.counted ? loss_scale / static_cast<float>(a.counted) : 0.0f;
@@ -635,7 +659,7 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
   if (last_stage_) {
     // Logits become their gradient in place; the probabilities are never stored.
     const Tensor dlogits = A(a.logits, N, s.Vl);
-    be.vocab_cross_entropy_backward(dlogits, dlogits, ids_of(a.targets), vector_of(a.row_max, N),
+    be.vocab_cross_entropy_backward(dlogits, dlogits, a.device_targets, vector_of(a.row_max, N),
                                     vector_of(a.row_stats, N), vocab_start_, dloss);
     // The *_full buffers still hold the rows gathered in the forward.
     be.matmul_backward(A(a.dfull, N, C), params_[wte_].grad, dlogits, A(a.lnf_full, N, C),
@@ -695,7 +719,7 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
   if (first_stage_) {
     be.position_embedding_backward(params_[wpe_].grad, dresidual, T, s.first_row);
     const void* dembedded = ends.leave_backward(a.dresidual, a.dfull);
-    be.token_embedding_backward(params_[wte_].grad, A(dembedded, N, C), ids_of(a.tokens), vocab_start_);
+    be.token_embedding_backward(params_[wte_].grad, A(dembedded, N, C), a.device_tokens, vocab_start_);
   }  // else: a.dresidual is the gradient of this stage's input (stage_input_grad())
   // The tensors before the first block (wte and wpe, or the last stage's wte) are final now,
   // unless wte's two copies still have to be summed (sum_tied_embedding_gradients, after the
@@ -706,7 +730,7 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
 }
 
 void GPT::zero_grad() {
-  if (has_gradients_) grad_arena_.fill(0.0f);
+  if (has_gradients_) backend_->zero(grad_arena_);
 }
 
 int64_t GPT::stage_elements(int B, int T) const {
@@ -775,15 +799,18 @@ ModelParallel model_parallel_for(const parallel::ProcessGrid& grid,
   return layout;
 }
 
-std::vector<float> gather_parameter(const GPT& model, const Parameter& p) {
+std::vector<float> gather_parameter(const GPT& model, const Parameter& p, parallel::Communicator* host_tp) {
+  parallel::Communicator& tp = host_tp != nullptr ? *host_tp : model.tp();
+  LOOM_CHECK(tp.size() == model.tp().size() && tp.rank() == model.tp().rank(), "gather_parameter over",
+             tp.name(), "which is not the model's tensor-parallel group");
   // Each rank places its blocks into a zero tensor (replicated tensors: rank 0 only) and the sum
   // over the group assembles the whole.
   std::vector<float> global(static_cast<size_t>(p.global_shape.numel()), 0.0f);
-  if (!p.tp_replicated || model.tp().rank() == 0) place_into_global(p, p.value.f32(), global.data());
-  if (model.tp().size() > 1) {
-    model.tp().all_reduce(global.data(), global.data(), global.size(), DType::kF32,
-                          parallel::ReduceOp::kSum);
+  if (!p.tp_replicated || tp.rank() == 0) {
+    HostCopy local(model.backend(), p.value, /*download=*/true);
+    place_into_global(p, local.host().f32(), global.data());
   }
+  if (tp.size() > 1) tp.all_reduce(global.data(), global.data(), global.size(), DType::kF32, parallel::ReduceOp::kSum);
   return global;
 }
 

@@ -134,6 +134,9 @@ class GPT {
   // group; a no-op elsewhere.
   void sum_tied_embedding_gradients();
   bool sequence_parallel() const { return sequence_parallel_; }
+  // The backend the model runs on; its arenas (parameters, gradients, activations) live on the
+  // backend's device, so host code reads and writes them through it (core/backend/host_copy.h).
+  Backend& backend() const { return *backend_; }
   std::vector<Parameter>& parameters() { return params_; }
   const std::vector<Parameter>& parameters() const { return params_; }
   const Parameter& parameter(const std::string& name) const;
@@ -146,7 +149,8 @@ class GPT {
   bool last_stage() const { return last_stage_; }
   // What an optimizer of this chunk updates: the parameters, their arenas, the groups, the backend.
   ParameterSet parameter_set();
-  // This rank's parameter values (resp. gradients) as one flat buffer, in parameters() order.
+  // This rank's parameter values (resp. gradients) as one flat buffer, in parameters() order, on
+  // the backend's device.
   Tensor parameter_arena() const { return param_arena_; }
   Tensor gradient_arena() const { return grad_arena_; }
   // The vocabulary slice [vocab_start, vocab_start + vocab_count) whose logits this rank holds.
@@ -252,6 +256,7 @@ class GPT {
   bool sequence_parallel_ = false;
   int arena_multiple_ = 1;
   int vocab_start_ = 0, vocab_count_ = 0;
+  Device device_ = Device::kCPU;  // the backend's: where every arena lives
   Precision precision_ = Precision::kF32;
   DType act_ = DType::kF32;  // activations and compute weights
   Tensor param_arena_;       // f32 master weights
@@ -270,7 +275,9 @@ class GPT {
 };
 
 // The whole (unsharded) tensor of parameter `p` of a tensor-parallel model, assembled on every
-// rank of the tp group (collective over it).
-std::vector<float> gather_parameter(const GPT& model, const Parameter& p);
+// rank of the tp group (collective over it), on the host. `host_tp` is a communicator of host
+// buffers over the same ranks as the model's tp group (null: the model's own, when that one
+// takes host buffers, as on the CPU); a model on a GPU passes the MPI group its NCCL one mirrors.
+std::vector<float> gather_parameter(const GPT& model, const Parameter& p, parallel::Communicator* host_tp = nullptr);
 
 }  // namespace loom

@@ -172,16 +172,20 @@ void write_scalar(Backend& backend, const Tensor& scalar, double value) {
 
 }  // namespace
 
-double AdamW::local_gradient_square_sum() const {
+void AdamW::add_gradient_square_sum(const Tensor& into) const {
   const bool sharded = dp_->size() > 1;
   Backend& be = *set_.backend;
-  be.zero(square_sum_);
   for (const Segment& s : segments_) {
     if (!s.counts_in_norm) continue;
     const Tensor g = sharded ? f32_range(grad_shard_, s.shard_offset, s.count) : f32_range(set_.grads, s.arena_begin, s.count);
-    be.sum_of_squares(square_sum_, g, /*accumulate=*/true);
+    be.sum_of_squares(into, g, /*accumulate=*/true);
   }
-  return read_scalar(be, square_sum_);
+}
+
+double AdamW::local_gradient_square_sum() const {
+  set_.backend->zero(square_sum_);
+  add_gradient_square_sum(square_sum_);
+  return read_scalar(*set_.backend, square_sum_);
 }
 
 double AdamW::gradient_norm() const {
@@ -191,6 +195,20 @@ double AdamW::gradient_norm() const {
 
 double global_gradient_norm(std::span<const AdamW* const> optimizers) {
   LOOM_CHECK(!optimizers.empty(), "global_gradient_norm of no optimizer");
+  Backend& be = *optimizers[0]->parameters().backend;
+  if (be.accumulator_dtype() == DType::kF32) {
+    // On a GPU: every chunk's squares into one device scalar, summed over the groups on the
+    // device (stream-ordered), read once.
+    const Tensor& total = optimizers[0]->square_sum_scalar();
+    be.zero(total);
+    for (const AdamW* o : optimizers) o->add_gradient_square_sum(total);
+    for (parallel::Communicator* group : {&optimizers[0]->dp(), optimizers[0]->parameters().tp,
+                                          optimizers[0]->parameters().pp}) {
+      if (group->size() > 1) group->all_reduce(total.raw(), total.raw(), 1, DType::kF32, parallel::ReduceOp::kSum);
+    }
+    return std::sqrt(read_scalar(be, total));
+  }
+  // On the CPU (f64 accumulators): each chunk's sum read, then summed over ranks in fp32.
   double local = 0;
   for (const AdamW* o : optimizers) local += o->local_gradient_square_sum();
   // Across ranks in fp32 (~1e-7 relative), as Loom always summed them.

@@ -61,6 +61,11 @@ class AdamW {
   double gradient_norm() const;
   // This rank's part of the squared global norm (no communication).
   double local_gradient_square_sum() const;
+  // `into` (1) of the backend's accumulator dtype += this rank's part of the squared global norm,
+  // on the device (nothing read back).
+  void add_gradient_square_sum(const Tensor& into) const;
+  // A device scalar of the accumulator dtype this optimizer lends to global_gradient_norm().
+  const Tensor& square_sum_scalar() const { return square_sum_; }
   // One update of this rank's slice with learning rate `lr`, clipping by `grad_norm`, then the
   // all-gather of the new parameters.
   void step(float lr, double grad_norm);
