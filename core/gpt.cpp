@@ -281,8 +281,9 @@ size_t GPT::activation_bytes(Recompute mode, int B, int T) const {
 }
 
 StageShape GPT::stage_shape() const {
-  return StageShape{tp_->size(), tp_->rank(), first_layer_,      end_layer_,     first_stage_,
-                    last_stage_,  sequence_parallel_, arena_multiple_, precision_};
+  return StageShape{tp_->size(), tp_->rank(),  first_layer_,    end_layer_,
+                    first_stage_, last_stage_,  sequence_parallel_, arena_multiple_,
+                    precision_,   device_ == Device::kCPU ? 1 : 64};
 }
 
 int64_t GPT::arena_elements(const GPTConfig& config, const StageShape& shape) {
@@ -382,6 +383,8 @@ int64_t GPT::carve_activations(const StageShape& shape, Activations& a, Recomput
   int64_t used = 0;  // in floats
   // Every count is a product of config sizes: checked, as is the running total.
   auto take = [&](int64_t count) {
+    used = checked_add(used, (shape.align_floats - used % shape.align_floats) % shape.align_floats,
+                       "the activations of a micro-batch");
     float* out = base ? base + used : nullptr;
     used = checked_add(used, count, "the activations of a micro-batch");
     return out;

@@ -82,6 +82,9 @@ struct StageShape {
   bool sequence_parallel = false;
   int arena_multiple = 1;
   Precision precision = Precision::kF32;  // the backend's: bf16 activations take half the bytes
+  // Each activation buffer starts at a multiple of this many floats: 1 on the CPU, 64 (256 bytes,
+  // what cuBLASLt's fastest kernels want; it needs 16) on a GPU.
+  int64_t align_floats = 1;
 };
 
 // Activation recomputation: what the forward keeps for the backward.
