@@ -20,6 +20,24 @@
 // and returns a CommRequest; so do batches of point-to-point transfers (a pipeline stage sends
 // its activations while it computes the next micro-batch). Ranks must post a group's collectives in the same order (blocking
 // and asynchronous alike, as MPI requires); requests may be waited for in any order.
+//
+// Two kinds of communicator, told apart by stream_ordered():
+// - Host-ordered (MPI, one-rank, staged through the host): a blocking call returns when the data
+//   has moved; a request's wait() returns when its operation has completed. synchronize() does
+//   nothing.
+// - Stream-ordered (NCCL, on GPU buffers): every call, blocking or not, enqueues the operation on
+//   the communicator's compute stream (the caller's, given when it was made) and returns before
+//   the data has moved. The result is there for the work queued after the call on that stream,
+//   and for the host only once it has synchronised that stream. A *_async operation runs on the
+//   communicator's own stream, after the compute stream's work so far; its request's wait()
+//   makes the compute stream wait for it, without blocking the host. Deadlines are kept by a
+//   watchdog thread: a peer that never arrives, or an error of the library, aborts the group at
+//   the deadline (its operations then return, with garbage), and the next call, a request's
+//   wait() or synchronize() throws the error. So host code that reads a result, or writes a
+//   buffer an operation may still use, first calls synchronize(): it returns once every
+//   operation posted so far has completed, or throws why one did not; a stream synchronised
+//   without it may hold garbage from an aborted operation. barrier() alone waits on the host
+//   (it is a rendezvous of the ranks, not of data).
 #pragma once
 
 #include <chrono>
@@ -75,20 +93,25 @@ struct P2POp {
   int tag;
 };
 
-// A collective in flight. wait() returns when it completed, or throws loom::Error at the
-// communicator's deadline (counted from when the operation was posted) naming the operation, the
-// group and the missing rank(s), like the blocking calls. Destroying a request that was not
-// waited for waits for it (never leaves an operation dangling silently); an error there is not
-// reported, but leaves the communicator unusable, so the next call on it throws.
+// A collective in flight. On a host-ordered communicator wait() returns when it completed, or
+// throws loom::Error at the communicator's deadline (counted from when the operation was posted)
+// naming the operation, the group and the missing rank(s), like the blocking calls. On a
+// stream-ordered one wait() orders the compute stream after the operation and returns at once,
+// throwing the communicator's error if it has one (the watchdog keeps the deadline). Destroying a
+// request that was not waited for does what wait() does (never leaves an operation dangling
+// silently); an error there is not reported, but leaves the communicator unusable, so the next
+// call on it throws.
 //
 // Until it completes the operation may read its send buffer and write its receive buffer: both
-// must stay alive and untouched until then. A request must not outlive its communicator.
+// must stay alive and untouched until then (on a stream-ordered communicator: until wait(), and
+// then only by work queued on the compute stream after it). A request must not outlive its
+// communicator.
 class CommRequest {
  public:
   virtual ~CommRequest() = default;
   virtual void wait() = 0;
   // true once complete (then wait() returns at once); never blocks. The deadline is enforced by
-  // wait() only.
+  // wait() (host-ordered) or the watchdog (stream-ordered), not by test().
   virtual bool test() = 0;
 };
 
@@ -135,6 +158,13 @@ class Communicator {
   // meaning); every rank of this communicator must call it. `name` labels the new group, which
   // starts with this one's timeout.
   virtual std::unique_ptr<Communicator> split(int color, int key, const std::string& name) = 0;
+
+  // true where calls return before the data has moved (see the top of this file).
+  virtual bool stream_ordered() const { return false; }
+  // Stream-ordered: blocks until every operation posted so far has completed (not the other work
+  // on the stream), each bounded by its deadline, and throws the communicator's error if it has
+  // one. Host-ordered: nothing to wait for.
+  virtual void synchronize() {}
 
   std::chrono::milliseconds timeout() const { return timeout_; }
   void set_timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; }

@@ -1,22 +1,21 @@
-// NcclCommunicator: NCCL collectives on device buffers, each one enqueued and then awaited with a
-// deadline (see nccl_communicator.h). Needs NCCL >= 2.18 (ncclCommSplit, non-blocking
-// communicators with ncclConfig_t).
+// NcclCommunicator: NCCL collectives on device buffers, enqueued in stream order, with a watchdog
+// thread keeping their deadlines (see nccl_communicator.h). Needs NCCL >= 2.18 (ncclCommSplit,
+// non-blocking communicators with ncclConfig_t).
 #include "parallel/nccl_communicator.h"
 
 #include "core/base/cuda/check.h"
 
-#include <unistd.h>
-
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <sstream>
 #include <thread>
-#include <type_traits>
 #include <utility>
 
 #include "core/base/check.h"
+#include "core/base/process.h"
 
 #if NCCL_VERSION_CODE < NCCL_VERSION(2, 18, 0)
 #error "Loom's NCCL communicator needs NCCL 2.18 or newer (ncclCommSplit)"
@@ -26,12 +25,6 @@ namespace loom::parallel {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string host_name() {
-  std::array<char, 256> name{};
-  if (gethostname(name.data(), name.size() - 1) != 0) return "?";
-  return name.data();
-}
 
 std::string where(const char* file, int line, int world_rank) {
   std::ostringstream out;
@@ -53,6 +46,18 @@ std::string nccl_error_text(ncclResult_t status) {
               " failed: " + nccl_error_text(status));
 }
 
+// One NCCL call's result, checked after the NCCL lock is released (a failure aborts, which takes
+// the lock).
+struct NcclCall {
+  ncclResult_t status = ncclSuccess;
+  const char* statement = "";
+  int line = 0;
+};
+
+bool call_failed(const NcclCall& call) {
+  return call.status != ncclSuccess && call.status != ncclInProgress;
+}
+
 }  // namespace
 }  // namespace loom::parallel
 
@@ -67,61 +72,11 @@ std::string nccl_error_text(ncclResult_t status) {
     }                                                                                        \
   } while (0)
 
-// For calls on a non-blocking communicator, which may answer ncclInProgress; any other failure
-// aborts the communicator (its peers may already be waiting in the operation).
-#define LOOM_NCCL_ENQUEUE(communicator, statement) \
-  (communicator).check_enqueued((statement), #statement, __FILE__, __LINE__)
+// A call on a non-blocking communicator, which may answer ncclInProgress, kept for the check.
+#define LOOM_NCCL_CALL(statement) (::loom::parallel::NcclCall{(statement), #statement, __LINE__})
 
 namespace loom::parallel {
 namespace {
-
-struct PollResult {
-  enum class Kind : uint8_t { kDone, kTimeout, kNcclError, kCudaError } kind = Kind::kDone;
-  std::string error;  // NCCL's or CUDA's text for the error kinds
-};
-
-// Polls until no communicator in `comms` is ncclInProgress and, if `stream` is given, the stream
-// is idle (if `event` is given, the work before it is done); or until an error, or the deadline.
-PollResult poll_until_ready(std::initializer_list<ncclComm_t> comms, const cudaStream_t* stream,
-                            Clock::time_point deadline, cudaEvent_t event = nullptr) {
-  using Kind = PollResult::Kind;
-  const Clock::time_point start = Clock::now();
-  for (;;) {
-    bool in_progress = false;
-    for (ncclComm_t comm : comms) {
-      ncclResult_t state = ncclSuccess;
-      const ncclResult_t status = ncclCommGetAsyncError(comm, &state);
-      if (status != ncclSuccess) {
-        return {Kind::kNcclError, "ncclCommGetAsyncError: " + nccl_error_text(status)};
-      }
-      if (state == ncclInProgress) {
-        in_progress = true;
-      } else if (state != ncclSuccess) {
-        return {Kind::kNcclError, nccl_error_text(state)};
-      }
-    }
-    if (!in_progress) {
-      if (stream == nullptr && event == nullptr) return {};
-      const cudaError_t status =
-          event != nullptr ? cudaEventQuery(event) : cudaStreamQuery(*stream);
-      if (status == cudaSuccess) return {};
-      if (status != cudaErrorNotReady) {
-        return {Kind::kCudaError, std::string(event != nullptr ? "cudaEventQuery: "
-                                                               : "cudaStreamQuery: ") +
-                                      ::loom::cuda::error_text(status)};
-      }
-    }
-    const Clock::time_point now = Clock::now();
-    if (now >= deadline) return {Kind::kTimeout, {}};
-    // Spin for the first millisecond (small collectives take microseconds), then sleep briefly
-    // so that a long wait does not take a core from the data loader.
-    if (now - start < std::chrono::milliseconds(1)) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-    }
-  }
-}
 
 Clock::time_point deadline_after(std::chrono::milliseconds timeout) {
   // A timeout of years means "never": saturate instead of overflowing the clock.
@@ -163,14 +118,72 @@ std::string elements(size_t count, DType dtype) {
   return str_cat(count, dtype_name(dtype), "elements");
 }
 
-struct EventDestroyer {
-  void operator()(cudaEvent_t event) const { cudaEventDestroy(event); }
-};
-using Event = std::unique_ptr<std::remove_pointer_t<cudaEvent_t>, EventDestroyer>;
-
 constexpr const char* kCollectiveSuspects =
     "peer(s) did not arrive; NCCL cannot tell which (compare the operation numbers in the other "
     "ranks' messages)";
+
+// An operation as the watchdog sees it: done when the event recorded after it is reached.
+class EventCompletion final : public Completion {
+ public:
+  explicit EventCompletion(std::shared_ptr<cuda::Event> event) : event_(std::move(event)) {}
+  Status poll() override {
+    const cudaError_t status = cudaEventQuery(event_->get());
+    if (status == cudaSuccess) return {State::kDone, {}};
+    if (status == cudaErrorNotReady) return {State::kPending, {}};
+    return {State::kFailed, "cudaEventQuery: " + cuda::error_text(status)};
+  }
+
+ private:
+  std::shared_ptr<cuda::Event> event_;
+};
+
+// The enqueueing calls, shared by the blocking and the asynchronous operations. Arguments are
+// converted here, so that a bad dtype throws before anything is enqueued.
+auto all_reduce_call(const void* send, void* recv, size_t count, DType dtype, ReduceOp op) {
+  const ncclDataType_t type = nccl_dtype(dtype);
+  const ncclRedOp_t reduce = nccl_op(op);
+  return [=](ncclComm_t comm, cudaStream_t stream) {
+    return LOOM_NCCL_CALL(ncclAllReduce(send, recv, count, type, reduce, comm, stream));
+  };
+}
+
+auto all_gather_call(const void* send, void* recv, size_t count_per_rank, DType dtype) {
+  const ncclDataType_t type = nccl_dtype(dtype);
+  return [=](ncclComm_t comm, cudaStream_t stream) {
+    return LOOM_NCCL_CALL(ncclAllGather(send, recv, count_per_rank, type, comm, stream));
+  };
+}
+
+auto reduce_scatter_call(const void* send, void* recv, size_t count_per_rank, DType dtype,
+                         ReduceOp op) {
+  const ncclDataType_t type = nccl_dtype(dtype);
+  const ncclRedOp_t reduce = nccl_op(op);
+  return [=](ncclComm_t comm, cudaStream_t stream) {
+    return LOOM_NCCL_CALL(
+        ncclReduceScatter(send, recv, count_per_rank, type, reduce, comm, stream));
+  };
+}
+
+// One NCCL group of sends and receives. `ops` must outlive the call of the result.
+auto send_recv_call(std::span<const P2POp> ops) {
+  return [ops](ncclComm_t comm, cudaStream_t stream) {
+    // Every call is made even after one fails, so that the group is always closed; the first
+    // failure is reported.
+    NcclCall first = LOOM_NCCL_CALL(ncclGroupStart());
+    if (call_failed(first)) return first;
+    for (const P2POp& op : ops) {
+      const NcclCall call =
+          op.kind == P2POp::Kind::kSend
+              ? LOOM_NCCL_CALL(
+                    ncclSend(op.buffer, op.count, nccl_dtype(op.dtype), op.peer, comm, stream))
+              : LOOM_NCCL_CALL(
+                    ncclRecv(op.buffer, op.count, nccl_dtype(op.dtype), op.peer, comm, stream));
+      if (call_failed(call) && !call_failed(first)) first = call;
+    }
+    const NcclCall end = LOOM_NCCL_CALL(ncclGroupEnd());
+    return call_failed(first) ? first : end;
+  };
+}
 
 }  // namespace
 
@@ -204,21 +217,42 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& bootstr
   bootstrap.broadcast(id_words.data(), id_words.size(), DType::kI32, 0);
   std::memcpy(&id, id_words.data(), sizeof(id));
 
-  std::unique_ptr<NcclCommunicator> result(
-      new NcclCommunicator(bootstrap, nullptr, device, stream, name));
+  std::unique_ptr<NcclCommunicator> result(new NcclCommunicator(
+      bootstrap, nullptr, device, stream, name, std::make_shared<std::mutex>()));
   result->timeout_ = bootstrap.timeout();
+  const Clock::time_point deadline = deadline_after(result->timeout_);
   ncclConfig_t config = nccl_config(result->name_);
-  LOOM_NCCL_ENQUEUE(
-      *result, ncclCommInitRankConfig(&result->comm_, result->size_, id, result->rank_, &config));
-  result->wait("initialisation", "peer(s) did not call NcclCommunicator::create", false);
+  NcclCall init;
+  {
+    std::lock_guard<std::mutex> lock(*result->nccl_lock_);
+    init = LOOM_NCCL_CALL(
+        ncclCommInitRankConfig(&result->comm_, result->size_, id, result->rank_, &config));
+  }
+  if (call_failed(init)) {
+    result->fail(false, where(__FILE__, init.line, world_rank) + ": " + init.statement +
+                            " failed in " + result->describe() + ": " +
+                            nccl_error_text(init.status));
+  }
+  bool timed_out = false;
+  const std::string error = result->wait_nccl({&result->comm_}, deadline, timed_out);
+  if (timed_out) {
+    result->fail(true, str_cat("initialisation of", result->describe(), "did not complete within",
+                               result->timeout_.count(),
+                               "ms: peer(s) did not call NcclCommunicator::create"));
+  }
+  if (!error.empty()) {
+    result->fail(false, "initialisation of " + result->describe() + " failed: " + error);
+  }
   result->finish_setup();
   return result;
 }
 
 NcclCommunicator::NcclCommunicator(Communicator& bootstrap,
                                    std::unique_ptr<Communicator> owned_bootstrap, int device,
-                                   cudaStream_t stream, std::string name)
-    : bootstrap_(bootstrap),
+                                   cudaStream_t stream, std::string name,
+                                   std::shared_ptr<std::mutex> nccl_lock)
+    : nccl_lock_(std::move(nccl_lock)),
+      bootstrap_(bootstrap),
       owned_bootstrap_(std::move(owned_bootstrap)),
       device_(device),
       stream_(stream),
@@ -232,23 +266,47 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap,
 void NcclCommunicator::finish_setup() {
   int nccl_rank = -1;
   int nccl_size = -1;
-  LOOM_NCCL_CHECK(ncclCommUserRank(comm_, &nccl_rank), world_rank());
-  LOOM_NCCL_CHECK(ncclCommCount(comm_, &nccl_size), world_rank());
+  {
+    std::lock_guard<std::mutex> lock(*nccl_lock_);
+    LOOM_NCCL_CHECK(ncclCommUserRank(comm_, &nccl_rank), world_rank());
+    LOOM_NCCL_CHECK(ncclCommCount(comm_, &nccl_size), world_rank());
+  }
   LOOM_CHECK(nccl_rank == rank_ && nccl_size == size_, "NCCL places", describe(), "at rank",
              nccl_rank, "of", nccl_size, "but its bootstrap at rank", rank_, "of", size_);
+  LOOM_CUDA_CHECK(cudaSetDevice(device_));
   LOOM_CUDA_CHECK(cudaMalloc(&barrier_scratch_, sizeof(float)));
   LOOM_CUDA_CHECK(cudaMemset(barrier_scratch_, 0, sizeof(float)));
+  // The highest priority, so that a reduction whose inputs are ready gets the SMs it needs ahead
+  // of the backward's kernels it overlaps.
+  int lowest_priority = 0;
+  int highest_priority = 0;
+  LOOM_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lowest_priority, &highest_priority));
+  LOOM_CUDA_CHECK(cudaStreamCreateWithPriority(&communication_stream_, cudaStreamNonBlocking,
+                                               highest_priority));
+  compute_ready_ = std::make_unique<cuda::Event>();
+  watchdog_ = std::make_unique<Watchdog>(
+      WatchedGroup{"NCCL", name_, rank_, size_, world_rank(), host_name(),
+                   "device " + std::to_string(device_)},
+      static_cast<WatchdogTarget&>(*this), Watchdog::Options{});
 }
 
 NcclCommunicator::~NcclCommunicator() {
   // A destructor cannot report: errors here are ignored, and a communicator that does not
   // finalize in time is aborted rather than left to block the process forever.
+  if (watchdog_ != nullptr) {
+    try {
+      watchdog_->wait_all();  // each operation completes, or the watchdog aborts at its deadline
+    } catch (const std::exception&) {
+      // Aborted: comm_ is null.
+    }
+    watchdog_.reset();  // joins its thread: from here on nothing else touches comm_
+  }
   if (comm_ != nullptr) {
     const ncclResult_t status = ncclCommFinalize(comm_);
     bool finalized = status == ncclSuccess || status == ncclInProgress;
     if (finalized) {
-      const PollResult poll = poll_until_ready({comm_}, nullptr, deadline_after(timeout_));
-      finalized = poll.kind == PollResult::Kind::kDone;
+      bool timed_out = false;
+      finalized = wait_nccl({&comm_}, deadline_after(timeout_), timed_out).empty();
     }
     if (finalized) {
       ncclCommDestroy(comm_);
@@ -257,6 +315,7 @@ NcclCommunicator::~NcclCommunicator() {
     }
     comm_ = nullptr;
   }
+  if (communication_stream_ != nullptr) cudaStreamDestroy(communication_stream_);
   if (barrier_scratch_ != nullptr) cudaFree(barrier_scratch_);
 }
 
@@ -267,124 +326,165 @@ int NcclCommunicator::world_rank_of(int group_rank) const {
 }
 
 std::string NcclCommunicator::describe() const {
-  std::ostringstream out;
-  out << "NCCL group '" << name_ << "' (rank " << rank_ << " of " << size_ << ", world rank "
-      << world_rank() << " on host " << host_name() << ", device " << device_ << ")";
-  return out.str();
+  if (watchdog_ != nullptr) return watchdog_->group().describe();
+  return WatchedGroup{"NCCL", name_, rank_, size_, world_rank(), host_name(),
+                      "device " + std::to_string(device_)}
+      .describe();
 }
 
 void NcclCommunicator::check_usable(const char* op) const {
-  if (comm_ == nullptr) {
-    throw Error(std::string(op) + " on " + describe() +
-                ": the communicator was aborted by an earlier error and cannot be used");
+  if (watchdog_ != nullptr) watchdog_->check(op);
+}
+
+void NcclCommunicator::fail(bool timeout, const std::string& message) {
+  if (watchdog_ != nullptr) watchdog_->fail(timeout, message);
+  // Before the watchdog runs (initialisation) this thread is the only one.
+  abort();
+  const std::string aborted = message + "; the communicator was aborted";
+  if (timeout) throw CommTimeout(aborted);
+  throw Error(aborted);
+}
+
+std::string NcclCommunicator::wait_nccl(std::initializer_list<ncclComm_t*> comms,
+                                        Clock::time_point deadline, bool& timed_out) {
+  timed_out = false;
+  // Connecting takes milliseconds to seconds: start with short sleeps, then back off.
+  std::chrono::microseconds sleep(10);
+  for (;;) {
+    bool in_progress = false;
+    {
+      std::lock_guard<std::mutex> lock(*nccl_lock_);
+      for (ncclComm_t* comm : comms) {
+        if (*comm == nullptr) return "the communicator was aborted";
+        ncclResult_t state = ncclSuccess;
+        const ncclResult_t status = ncclCommGetAsyncError(*comm, &state);
+        if (status != ncclSuccess) return "ncclCommGetAsyncError: " + nccl_error_text(status);
+        if (state == ncclInProgress) {
+          in_progress = true;
+        } else if (state != ncclSuccess) {
+          return nccl_error_text(state);
+        }
+      }
+    }
+    if (!in_progress) return {};
+    if (Clock::now() >= deadline) {
+      timed_out = true;
+      return "timed out";
+    }
+    std::this_thread::sleep_for(sleep);
+    sleep = std::min(sleep * 2, std::chrono::microseconds(1000));
   }
 }
 
-void NcclCommunicator::abort_and_throw(const std::string& message) {
-  if (comm_ != nullptr) {
-    ncclCommAbort(comm_);  // also stops this rank's kernels still waiting for peers
-    comm_ = nullptr;
+// --- the watchdog's view -----------------------------------------------------------------------
+
+void NcclCommunicator::enter_thread() {
+  cudaSetDevice(device_);  // events of this device are queried from here; an error shows there
+}
+
+std::string NcclCommunicator::async_error() {
+  std::lock_guard<std::mutex> lock(*nccl_lock_);
+  if (comm_ == nullptr) return {};  // aborted: the failure is already recorded
+  ncclResult_t state = ncclSuccess;
+  const ncclResult_t status = ncclCommGetAsyncError(comm_, &state);
+  if (status != ncclSuccess) return "ncclCommGetAsyncError: " + nccl_error_text(status);
+  if (state == ncclSuccess || state == ncclInProgress) return {};
+  return nccl_error_text(state);
+}
+
+void NcclCommunicator::abort() {
+  std::lock_guard<std::mutex> lock(*nccl_lock_);
+  if (comm_ == nullptr) return;
+  ncclCommAbort(comm_);  // also makes this rank's kernels still waiting for peers return
+  comm_ = nullptr;
+}
+
+// --- posting -------------------------------------------------------------------------------------
+
+template <typename Enqueue>
+std::shared_ptr<cuda::Event> NcclCommunicator::post(const char* op, std::string what,
+                                                    std::string suspects, cudaStream_t stream,
+                                                    Enqueue&& enqueue) {
+  check_usable(op);
+  // Made before the operation is enqueued, so that a failure here leaves nothing in flight.
+  auto done = std::make_shared<cuda::Event>();
+  const uint64_t sequence = ++operations_;
+  const Clock::time_point deadline = deadline_after(timeout_);
+  const std::string label = what + " (operation #" + std::to_string(sequence) + ")";
+  NcclCall call;
+  bool aborted = false;
+  {
+    std::lock_guard<std::mutex> lock(*nccl_lock_);
+    aborted = comm_ == nullptr;
+    if (!aborted) call = enqueue(comm_, stream);
   }
-  throw Error(message + "; the communicator was aborted");
-}
-
-void NcclCommunicator::check_enqueued(ncclResult_t status, const char* statement, const char* file,
-                                      int line) {
-  if (status == ncclSuccess || status == ncclInProgress) return;
-  const std::string text = nccl_error_text(status);  // before the abort adds its own
-  abort_and_throw(where(file, line, world_rank()) + ": " + statement + " failed in " + describe() +
-                  ": " + text);
-}
-
-void NcclCommunicator::wait(const std::string& what, const std::string& suspects,
-                            bool drain_stream) {
-  await(what, suspects, operations_, timeout_, drain_stream ? &stream_ : nullptr, nullptr,
-        deadline_after(timeout_));
-}
-
-void NcclCommunicator::await(const std::string& what, const std::string& suspects,
-                             uint64_t operation, std::chrono::milliseconds timeout,
-                             const cudaStream_t* stream, cudaEvent_t event,
-                             Clock::time_point deadline) {
-  const PollResult poll = poll_until_ready({comm_}, stream, deadline, event);
-  switch (poll.kind) {
-    case PollResult::Kind::kDone:
-      return;
-    case PollResult::Kind::kTimeout:
-      abort_and_throw(str_cat(what, "(operation #" + std::to_string(operation) + ") in",
-                              describe(), "did not complete within", timeout.count(),
-                              "ms:", suspects));
-    case PollResult::Kind::kNcclError:
-    case PollResult::Kind::kCudaError:
-      abort_and_throw(str_cat(what, "(operation #" + std::to_string(operation) + ") failed in",
-                              describe() + ":", poll.error));
+  if (aborted) {
+    check_usable(op);  // throws the watchdog's failure, which aborted it
+    fail(false, label + " in " + describe() + ": the communicator was aborted");
   }
+  if (call_failed(call)) {
+    fail(false, where(__FILE__, call.line, world_rank()) + ": " + call.statement + " failed for " +
+                    label + " in " + describe() + ": " + nccl_error_text(call.status));
+  }
+  if (call.status == ncclInProgress) {
+    // NCCL finishes the enqueue in the background (it is connecting to the peers) and takes no
+    // other call until then; the event must follow the operation's kernels on the stream.
+    bool timed_out = false;
+    const std::string error = wait_nccl({&comm_}, deadline, timed_out);
+    if (!error.empty()) {
+      check_usable(op);
+      if (timed_out) {
+        fail(true, str_cat(label, "in", describe(), "did not complete within", timeout_.count(),
+                           "ms (NCCL was still connecting to the peers):", suspects));
+      }
+      fail(false, label + " failed in " + describe() + ": " + error);
+    }
+  }
+  const cudaError_t recorded = cudaEventRecord(done->get(), stream);
+  if (recorded != cudaSuccess) {
+    fail(false, label + " in " + describe() +
+                    ": cudaEventRecord after it failed: " + cuda::error_text(recorded));
+  }
+  watchdog_->watch(WatchedOperation{std::move(what), sequence, std::move(suspects), timeout_},
+                   std::make_unique<EventCompletion>(done));
+  return done;
 }
 
-// --- asynchronous collectives ------------------------------------------------------------------
+// --- asynchronous operations ---------------------------------------------------------------------
 
 class NcclCommunicator::Request final : public CommRequest {
  public:
-  Request(NcclCommunicator& owner, Event event, std::string what, std::string suspects,
-          uint64_t operation, std::chrono::milliseconds timeout, Clock::time_point deadline)
-      : owner_(owner),
-        event_(std::move(event)),
-        what_(std::move(what)),
-        suspects_(std::move(suspects)),
-        operation_(operation),
-        timeout_(timeout),
-        deadline_(deadline) {}
+  Request(NcclCommunicator& owner, std::shared_ptr<cuda::Event> done)
+      : owner_(owner), done_(std::move(done)) {}
   Request(const Request&) = delete;
   Request& operator=(const Request&) = delete;
 
   ~Request() override {
-    try {
-      wait();
-    } catch (const Error&) {
-      // A destructor cannot report; the communicator is aborted, which its next call reports.
-    }
+    // What wait() does, but silently: the compute stream never runs ahead of the operation.
+    if (!waited_) cudaStreamWaitEvent(owner_.stream_, done_->get(), 0);
   }
 
   void wait() override {
-    if (complete_) return;
-    if (!failure_.empty()) throw Error(failure_);
-    try {
-      if (owner_.comm_ == nullptr) {
-        // Aborted by another operation's failure: this one completed before, or never will.
-        if (cudaEventQuery(event_.get()) == cudaSuccess) {
-          complete_ = true;
-          return;
-        }
-        owner_.check_usable(what_.c_str());
-      }
-      owner_.await(what_, suspects_, operation_, timeout_, nullptr, event_.get(),
-                   deadline_);
-    } catch (const Error& error) {
-      failure_ = error.what();
-      throw;
+    if (!waited_) {
+      done_->wait_on(owner_.stream_);
+      waited_ = true;
     }
-    complete_ = true;
+    owner_.watchdog_->rethrow_failure();
   }
 
   bool test() override {
-    if (complete_) return true;
-    if (!failure_.empty()) throw Error(failure_);
-    const cudaError_t status = cudaEventQuery(event_.get());
+    const cudaError_t status = cudaEventQuery(done_->get());
+    // After the query: an operation that an abort made return is complete, but garbage.
+    owner_.watchdog_->rethrow_failure();
     if (status == cudaErrorNotReady) return false;
-    wait();  // done, or an error that wait() reports (and aborts on) without waiting
+    LOOM_CUDA_CHECK(status);
     return true;
   }
 
  private:
   NcclCommunicator& owner_;
-  Event event_;
-  std::string what_;      // "all_reduce of 10 f32 elements"
-  std::string suspects_;  // who may not have arrived, named on a timeout
-  uint64_t operation_ = 0;
-  std::chrono::milliseconds timeout_;
-  Clock::time_point deadline_;
-  bool complete_ = false;
-  std::string failure_;  // the error wait() threw, thrown again by later calls
+  std::shared_ptr<cuda::Event> done_;  // recorded after the operation, on the communication stream
+  bool waited_ = false;
 };
 
 template <typename Enqueue>
@@ -392,35 +492,19 @@ std::unique_ptr<CommRequest> NcclCommunicator::post_async(const char* op, std::s
                                                           std::string suspects,
                                                           Enqueue&& enqueue) {
   check_usable(op);
-  // Created before the operation is enqueued, so that a failure here leaves nothing in flight.
-  cudaEvent_t raw_event = nullptr;
-  LOOM_CUDA_CHECK(cudaEventCreateWithFlags(&raw_event, cudaEventDisableTiming));
-  Event event(raw_event);
-  ++operations_;
-  const Clock::time_point deadline = deadline_after(timeout_);
-  enqueue();
-  // A non-blocking communicator may still be enqueueing (ncclInProgress): NCCL takes no other
-  // call until it has finished, so wait for that (not for the operation).
-  await(what, suspects, operations_, timeout_, nullptr, nullptr, deadline);
-  const cudaError_t recorded = cudaEventRecord(event.get(), stream_);
-  if (recorded != cudaSuccess) {
-    abort_and_throw(str_cat(what, "(operation #" + std::to_string(operations_) + ") in",
-                            describe() + ": cudaEventRecord after it failed:",
-                            ::loom::cuda::error_text(recorded)));
-  }
-  return std::make_unique<Request>(*this, std::move(event), std::move(what), std::move(suspects),
-                                   operations_, timeout_, deadline);
+  // The operation reads what the compute stream has produced so far, and nothing after.
+  compute_ready_->record(stream_);
+  compute_ready_->wait_on(communication_stream_);
+  std::shared_ptr<cuda::Event> done = post(op, std::move(what), std::move(suspects),
+                                           communication_stream_, std::forward<Enqueue>(enqueue));
+  return std::make_unique<Request>(*this, std::move(done));
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::all_reduce_async(const void* send, void* recv,
                                                                 size_t count, DType dtype,
                                                                 ReduceOp op) {
   auto request = post_async("all_reduce", "all_reduce of " + elements(count, dtype),
-                            kCollectiveSuspects, [&] {
-                              LOOM_NCCL_ENQUEUE(*this, ncclAllReduce(send, recv, count,
-                                                                     nccl_dtype(dtype), nccl_op(op),
-                                                                     comm_, stream_));
-                            });
+                            kCollectiveSuspects, all_reduce_call(send, recv, count, dtype, op));
   stats_.add(CommOp::kAllReduce, count * dtype_size(dtype));
   return request;
 }
@@ -430,10 +514,7 @@ std::unique_ptr<CommRequest> NcclCommunicator::all_gather_async(const void* send
                                                                 DType dtype) {
   auto request = post_async(
       "all_gather", "all_gather of " + elements(count_per_rank, dtype) + " per rank",
-      kCollectiveSuspects, [&] {
-        LOOM_NCCL_ENQUEUE(
-            *this, ncclAllGather(send, recv, count_per_rank, nccl_dtype(dtype), comm_, stream_));
-      });
+      kCollectiveSuspects, all_gather_call(send, recv, count_per_rank, dtype));
   stats_.add(CommOp::kAllGather, count_per_rank * static_cast<size_t>(size_) * dtype_size(dtype));
   return request;
 }
@@ -443,45 +524,32 @@ std::unique_ptr<CommRequest> NcclCommunicator::reduce_scatter_async(const void* 
                                                                     DType dtype, ReduceOp op) {
   auto request = post_async(
       "reduce_scatter", "reduce_scatter of " + elements(count_per_rank, dtype) + " per rank",
-      kCollectiveSuspects, [&] {
-        LOOM_NCCL_ENQUEUE(*this, ncclReduceScatter(send, recv, count_per_rank, nccl_dtype(dtype),
-                                                   nccl_op(op), comm_, stream_));
-      });
+      kCollectiveSuspects, reduce_scatter_call(send, recv, count_per_rank, dtype, op));
   stats_.add(CommOp::kReduceScatter,
              count_per_rank * static_cast<size_t>(size_) * dtype_size(dtype));
   return request;
 }
 
-// --- blocking operations -------------------------------------------------------------------------
+// --- operations on the compute stream ------------------------------------------------------------
 
 void NcclCommunicator::all_reduce(const void* send, void* recv, size_t count, DType dtype,
                                   ReduceOp op) {
-  check_usable("all_reduce");
-  ++operations_;
-  LOOM_NCCL_ENQUEUE(
-      *this, ncclAllReduce(send, recv, count, nccl_dtype(dtype), nccl_op(op), comm_, stream_));
-  wait("all_reduce of " + elements(count, dtype), kCollectiveSuspects, true);
+  post("all_reduce", "all_reduce of " + elements(count, dtype), kCollectiveSuspects, stream_,
+       all_reduce_call(send, recv, count, dtype, op));
   stats_.add(CommOp::kAllReduce, count * dtype_size(dtype));
 }
 
 void NcclCommunicator::all_gather(const void* send, void* recv, size_t count_per_rank,
                                   DType dtype) {
-  check_usable("all_gather");
-  ++operations_;
-  LOOM_NCCL_ENQUEUE(*this,
-                    ncclAllGather(send, recv, count_per_rank, nccl_dtype(dtype), comm_, stream_));
-  wait("all_gather of " + elements(count_per_rank, dtype) + " per rank", kCollectiveSuspects, true);
+  post("all_gather", "all_gather of " + elements(count_per_rank, dtype) + " per rank",
+       kCollectiveSuspects, stream_, all_gather_call(send, recv, count_per_rank, dtype));
   stats_.add(CommOp::kAllGather, count_per_rank * static_cast<size_t>(size_) * dtype_size(dtype));
 }
 
 void NcclCommunicator::reduce_scatter(const void* send, void* recv, size_t count_per_rank,
                                       DType dtype, ReduceOp op) {
-  check_usable("reduce_scatter");
-  ++operations_;
-  LOOM_NCCL_ENQUEUE(*this, ncclReduceScatter(send, recv, count_per_rank, nccl_dtype(dtype),
-                                             nccl_op(op), comm_, stream_));
-  wait("reduce_scatter of " + elements(count_per_rank, dtype) + " per rank", kCollectiveSuspects,
-       true);
+  post("reduce_scatter", "reduce_scatter of " + elements(count_per_rank, dtype) + " per rank",
+       kCollectiveSuspects, stream_, reduce_scatter_call(send, recv, count_per_rank, dtype, op));
   stats_.add(CommOp::kReduceScatter,
              count_per_rank * static_cast<size_t>(size_) * dtype_size(dtype));
 }
@@ -489,11 +557,11 @@ void NcclCommunicator::reduce_scatter(const void* send, void* recv, size_t count
 void NcclCommunicator::broadcast(void* buffer, size_t count, DType dtype, int root) {
   check_usable("broadcast");
   LOOM_CHECK(root >= 0 && root < size_, "broadcast root", root, "is outside", describe());
-  ++operations_;
-  LOOM_NCCL_ENQUEUE(*this,
-                    ncclBroadcast(buffer, buffer, count, nccl_dtype(dtype), root, comm_, stream_));
-  wait("broadcast of " + elements(count, dtype) + " from rank " + std::to_string(root),
-       kCollectiveSuspects, true);
+  const ncclDataType_t type = nccl_dtype(dtype);
+  post("broadcast", "broadcast of " + elements(count, dtype) + " from rank " + std::to_string(root),
+       kCollectiveSuspects, stream_, [&](ncclComm_t comm, cudaStream_t stream) {
+         return LOOM_NCCL_CALL(ncclBroadcast(buffer, buffer, count, type, root, comm, stream));
+       });
   stats_.add(CommOp::kBroadcast, count * dtype_size(dtype));
 }
 
@@ -507,54 +575,54 @@ void NcclCommunicator::recv(void* buffer, size_t count, DType dtype, int peer, i
   send_recv_batch(std::span<const P2POp>(&op, 1));
 }
 
-void NcclCommunicator::send_recv_batch(std::span<const P2POp> ops) {
-  send_recv_batch_async(ops)->wait();
-}
+namespace {
 
-std::unique_ptr<CommRequest> NcclCommunicator::send_recv_batch_async(std::span<const P2POp> ops) {
-  check_usable("send_recv_batch");
+// What a batch of transfers is called in messages, and who may not have arrived.
+struct BatchNames {
+  std::string what;
+  std::string suspects;
+};
+
+BatchNames batch_names(std::span<const P2POp> ops, const std::vector<int>& world_ranks,
+                       int size, const std::string& group) {
   std::ostringstream what;
   std::ostringstream peers;
   what << (ops.size() == 1 ? "" : "send_recv_batch: ");
   for (size_t i = 0; i < ops.size(); ++i) {
     const P2POp& op = ops[i];
     const bool is_send = op.kind == P2POp::Kind::kSend;
-    LOOM_CHECK(op.peer >= 0 && op.peer < size_, is_send ? "send to" : "recv from", "rank", op.peer,
-               "is outside", describe());
+    LOOM_CHECK(op.peer >= 0 && op.peer < size, is_send ? "send to" : "recv from", "rank", op.peer,
+               "is outside", group);
     LOOM_CHECK(op.buffer != nullptr || op.count == 0, is_send ? "send" : "recv", "of", op.count,
                "elements has a null buffer");
-    nccl_dtype(op.dtype);  // throws for a bad dtype here, not inside the group below
+    nccl_dtype(op.dtype);  // throws for a bad dtype here, not inside the NCCL group
     what << (i == 0 ? "" : ", ") << (is_send ? "send of " : "recv of ")
          << elements(op.count, op.dtype) << (is_send ? " to rank " : " from rank ") << op.peer
          << " (tag " << op.tag << ")";
-    peers << (i == 0 ? "" : ", ") << world_ranks_[static_cast<size_t>(op.peer)];
+    peers << (i == 0 ? "" : ", ") << world_ranks[static_cast<size_t>(op.peer)];
   }
-  auto request = post_async(
-      "send_recv_batch", what.str(),
-      (ops.size() == 1 ? "world rank " : "one of world ranks ") + peers.str() +
-          " did not post the matching operation",
-      [&] {
-        // Every call is made even after one fails, so that the group is always closed; the
-        // first failure is reported.
-        ncclResult_t first_error = ncclSuccess;
-        const char* failed_call = nullptr;
-        LOOM_NCCL_ENQUEUE(*this, ncclGroupStart());
-        for (const P2POp& op : ops) {
-          const ncclResult_t status =
-              op.kind == P2POp::Kind::kSend
-                  ? ncclSend(op.buffer, op.count, nccl_dtype(op.dtype), op.peer, comm_, stream_)
-                  : ncclRecv(op.buffer, op.count, nccl_dtype(op.dtype), op.peer, comm_, stream_);
-          if (status != ncclSuccess && status != ncclInProgress && first_error == ncclSuccess) {
-            first_error = status;
-            failed_call = op.kind == P2POp::Kind::kSend ? "ncclSend" : "ncclRecv";
-          }
-        }
-        const ncclResult_t end_status = ncclGroupEnd();
-        if (first_error != ncclSuccess) {
-          check_enqueued(first_error, failed_call, __FILE__, __LINE__);
-        }
-        check_enqueued(end_status, "ncclGroupEnd()", __FILE__, __LINE__);
-      });
+  return {what.str(), (ops.size() == 1 ? "world rank " : "one of world ranks ") + peers.str() +
+                          " did not post the matching operation"};
+}
+
+}  // namespace
+
+void NcclCommunicator::send_recv_batch(std::span<const P2POp> ops) {
+  check_usable("send_recv_batch");
+  BatchNames names = batch_names(ops, world_ranks_, size_, describe());
+  post("send_recv_batch", std::move(names.what), std::move(names.suspects), stream_,
+       send_recv_call(ops));
+  for (const P2POp& op : ops) {
+    stats_.add(op.kind == P2POp::Kind::kSend ? CommOp::kSend : CommOp::kRecv,
+               op.count * dtype_size(op.dtype));
+  }
+}
+
+std::unique_ptr<CommRequest> NcclCommunicator::send_recv_batch_async(std::span<const P2POp> ops) {
+  check_usable("send_recv_batch");
+  BatchNames names = batch_names(ops, world_ranks_, size_, describe());
+  auto request = post_async("send_recv_batch", std::move(names.what), std::move(names.suspects),
+                            send_recv_call(ops));
   for (const P2POp& op : ops) {
     stats_.add(op.kind == P2POp::Kind::kSend ? CommOp::kSend : CommOp::kRecv,
                op.count * dtype_size(op.dtype));
@@ -562,14 +630,19 @@ std::unique_ptr<CommRequest> NcclCommunicator::send_recv_batch_async(std::span<c
   return request;
 }
 
+// --- waiting on the host -------------------------------------------------------------------------
+
+void NcclCommunicator::synchronize() { watchdog_->wait_all(); }
+
 void NcclCommunicator::barrier() {
-  check_usable("barrier");
-  ++operations_;
   // NCCL has no barrier: an all-reduce of one element waits for every rank just the same.
-  LOOM_NCCL_ENQUEUE(*this, ncclAllReduce(barrier_scratch_, barrier_scratch_, 1, ncclFloat32,
-                                         ncclSum, comm_, stream_));
-  wait("barrier", kCollectiveSuspects, true);
+  post("barrier", "barrier", kCollectiveSuspects, stream_,
+       [this](ncclComm_t comm, cudaStream_t stream) {
+         return LOOM_NCCL_CALL(ncclAllReduce(barrier_scratch_, barrier_scratch_, 1, ncclFloat32,
+                                             ncclSum, comm, stream));
+       });
   stats_.add(CommOp::kBarrier, 0);
+  watchdog_->wait_all();
 }
 
 std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key, const std::string& name) {
@@ -581,31 +654,37 @@ std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key, const 
   std::unique_ptr<Communicator> child_bootstrap = bootstrap_.split(color, key, name);
   Communicator& child_bootstrap_ref = *child_bootstrap;
   std::unique_ptr<NcclCommunicator> child(new NcclCommunicator(
-      child_bootstrap_ref, std::move(child_bootstrap), device_, stream_, name));
+      child_bootstrap_ref, std::move(child_bootstrap), device_, stream_, name, nccl_lock_));
   child->timeout_ = timeout_;
-  ++operations_;
+  const uint64_t sequence = ++operations_;
+  const Clock::time_point deadline = deadline_after(timeout_);
   ncclConfig_t config = nccl_config(child->name_);
-  const ncclResult_t status = ncclCommSplit(comm_, color, key, &child->comm_, &config);
-  if (status != ncclSuccess && status != ncclInProgress && child->comm_ != nullptr) {
-    ncclCommAbort(child->comm_);  // a half-made child is not finalized by its destructor
-    child->comm_ = nullptr;
+  NcclCall call;
+  bool aborted = false;
+  {
+    std::lock_guard<std::mutex> lock(*nccl_lock_);
+    aborted = comm_ == nullptr;
+    if (!aborted) call = LOOM_NCCL_CALL(ncclCommSplit(comm_, color, key, &child->comm_, &config));
   }
-  check_enqueued(status, "ncclCommSplit(comm_, color, key, &child->comm_, &config)", __FILE__,
-                 __LINE__);
+  if (aborted) check_usable("split");
+  const std::string what = "split into '" + name + "' (color " + std::to_string(color) + ", key " +
+                           std::to_string(key) + ", operation #" + std::to_string(sequence) + ")";
+  if (call_failed(call)) {
+    child->abort();  // a half-made child is not finalized by its destructor
+    fail(false, where(__FILE__, call.line, world_rank()) + ": " + call.statement + " failed for " +
+                    what + " in " + describe() + ": " + nccl_error_text(call.status));
+  }
   // The parent as well as the child is busy until the split completes.
-  const PollResult poll =
-      poll_until_ready({comm_, child->comm_}, nullptr, deadline_after(timeout_));
-  if (poll.kind != PollResult::Kind::kDone) {
-    ncclCommAbort(child->comm_);
-    child->comm_ = nullptr;
-    const std::string what = "split into '" + name + "' (color " + std::to_string(color) +
-                             ", key " + std::to_string(key) + ", operation #" +
-                             std::to_string(operations_) + ")";
-    if (poll.kind == PollResult::Kind::kTimeout) {
-      abort_and_throw(str_cat(what, "in", describe(), "did not complete within", timeout_.count(),
-                              "ms:", kCollectiveSuspects));
+  bool timed_out = false;
+  const std::string error = wait_nccl({&comm_, &child->comm_}, deadline, timed_out);
+  if (!error.empty()) {
+    child->abort();
+    check_usable("split");
+    if (timed_out) {
+      fail(true, str_cat(what, "in", describe(), "did not complete within", timeout_.count(),
+                         "ms:", kCollectiveSuspects));
     }
-    abort_and_throw(str_cat(what, "failed in", describe() + ":", poll.error));
+    fail(false, str_cat(what, "failed in", describe() + ":", error));
   }
   child->finish_setup();
   return child;

@@ -4,9 +4,9 @@
 //
 // Each call waits for the work queued on `stream` (the buffers' producer), copies the send data
 // to pinned host buffers, runs the wrapped communicator's operation on them, and copies the
-// result back, synchronously. The *_async variants do the same and return a completed request:
-// there is no overlap on this path. Bytes are counted, and timeouts kept, by the wrapped
-// communicator. Only built with CUDA (staged_communicator_cuda.cpp).
+// result back, synchronously: it is host-ordered (communicator.h). The *_async variants do the
+// same and return a completed request: there is no overlap on this path. Bytes are counted, and
+// timeouts kept, by the wrapped communicator. Only built with CUDA (staged_communicator_cuda.cpp).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -49,6 +49,7 @@ class StagedCommunicator : public Communicator {
   void barrier() override { inner_.barrier(); }
   // Splits the wrapped communicator; the child stages through host memory too and owns its split.
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
+  void synchronize() override { inner_.synchronize(); }
 
  private:
   struct HostBuffer {

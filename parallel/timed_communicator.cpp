@@ -38,13 +38,14 @@ class TimedRequest : public CommRequest {
 }  // namespace
 
 double TimedCommunicator::total_seconds() const {
-  double total = 0;
+  double total = synchronize_seconds_;
   for (double s : seconds_) total += s;
   return total;
 }
 
 void TimedCommunicator::reset_time() {
   for (double& s : seconds_) s = 0;
+  synchronize_seconds_ = 0;
 }
 
 #define LOOM_TIMED(op, call)                    \
@@ -115,6 +116,12 @@ std::unique_ptr<CommRequest> TimedCommunicator::all_gather_async(const void* sen
 
 std::unique_ptr<Communicator> TimedCommunicator::split(int color, int key, const std::string& name) {
   return inner_.split(color, key, name);
+}
+
+void TimedCommunicator::synchronize() {
+  const Clock::time_point start = Clock::now();
+  inner_.synchronize();
+  synchronize_seconds_ += since(start);
 }
 
 #undef LOOM_TIMED

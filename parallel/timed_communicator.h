@@ -1,7 +1,9 @@
 // A Communicator that forwards every call to another one and adds up the wall time the caller
-// spent blocked in it (posting, and waiting for asynchronous requests), per operation kind. The
-// benchmark wraps the process grid's groups with it to split a step into compute and
-// communication. Bytes are counted, and timeouts kept, by the wrapped communicator.
+// spent blocked in it (posting, and waiting for asynchronous requests), per operation kind, and in
+// synchronize(). The benchmark wraps the process grid's groups with it to split a step into
+// compute and communication. Bytes are counted, and timeouts kept, by the wrapped communicator;
+// it is stream-ordered where the wrapped one is (then the time of a call is that of enqueueing it,
+// and the waiting shows in synchronize()).
 #pragma once
 
 #include <memory>
@@ -15,8 +17,9 @@ class TimedCommunicator : public Communicator {
  public:
   explicit TimedCommunicator(Communicator& inner) : inner_(inner) {}
 
-  // Seconds the caller was blocked in calls of kind `op`, and in all calls.
+  // Seconds the caller was blocked in calls of kind `op`, in synchronize(), and in all calls.
   double seconds(CommOp op) const { return seconds_[static_cast<int>(op)]; }
+  double synchronize_seconds() const { return synchronize_seconds_; }
   double total_seconds() const;
   void reset_time();
   void add_time(CommOp op, double seconds) { seconds_[static_cast<int>(op)] += seconds; }
@@ -45,10 +48,13 @@ class TimedCommunicator : public Communicator {
                                                 size_t count_per_rank, DType dtype) override;
   // Splits the wrapped communicator; the child is not timed.
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
+  bool stream_ordered() const override { return inner_.stream_ordered(); }
+  void synchronize() override;
 
  private:
   Communicator& inner_;
   double seconds_[static_cast<int>(CommOp::kCount)] = {};
+  double synchronize_seconds_ = 0;
 };
 
 }  // namespace loom::parallel

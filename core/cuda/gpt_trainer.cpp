@@ -200,6 +200,7 @@ void GPTTrainer::load_optimizer(const AdamW& optimizer) {
       dp_device_->all_reduce(moments->raw(), moments->raw(), static_cast<size_t>(moments->numel()), DType::kF32,
                              parallel::ReduceOp::kSum);
     }
+    dp_device_->synchronize();  // a stream-ordered reduction's error surfaces here, named
   }
   step_ = optimizer.step_count();
   context_.synchronize();
@@ -366,6 +367,9 @@ StepResult GPTTrainer::step(std::span<const MicroBatch> micro_batches, float lr)
                   reinterpret_cast<const k::AdamWSegment*>(b.segments.raw()), static_cast<int>(segments_.size()),
                   b.norm.f32(), hyper, s);
   StepResult result;
+  // The host reads what the gradient reduction fed: a peer that never arrived is a named timeout
+  // here, not garbage from an aborted NCCL operation.
+  if (dp_device_ != nullptr) dp_device_->synchronize();
   const std::vector<float> host_losses = download_floats(context_, losses);  // synchronises
   const std::vector<float> norm = download_floats(context_, b.norm);
   result.loss = step_loss(host_losses, global, N, *dp_host_);

@@ -64,6 +64,8 @@ class TaglessCommunicator final : public parallel::Communicator {
   std::unique_ptr<parallel::Communicator> split(int color, int key, const std::string& group) override {
     return inner_.split(color, key, group);
   }
+  bool stream_ordered() const override { return inner_.stream_ordered(); }
+  void synchronize() override { inner_.synchronize(); }
 
  private:
   static std::vector<parallel::P2POp> without_tags(std::span<const parallel::P2POp> ops) {

@@ -1,7 +1,10 @@
 // TimedCommunicator forwards every call unchanged (results, byte counts in the wrapped
-// communicator) and adds the blocked time to the right operation kind.
+// communicator) and adds the blocked time to the right operation kind; it is stream-ordered where
+// the wrapped communicator is, and times its synchronize().
 #include "parallel/timed_communicator.h"
 
+#include <chrono>
+#include <thread>
 #include <vector>
 
 #include "parallel/solo_communicator.h"
@@ -33,6 +36,33 @@ TEST(TimedCommunicatorTest, ForwardsCallsAndAccountsTimePerOperation) {
   EXPECT_DOUBLE_EQ(timed.total_seconds(), timed.seconds(CommOp::kAllReduce) + timed.seconds(CommOp::kAllGather));
   timed.reset_time();
   EXPECT_EQ(timed.total_seconds(), 0.0);
+}
+
+// A one-rank communicator that claims stream order and takes 20 ms to synchronize.
+class SlowToSynchronize final : public SoloCommunicator {
+ public:
+  SlowToSynchronize() : SoloCommunicator("dp") {}
+  bool stream_ordered() const override { return true; }
+  void synchronize() override {
+    ++synchronized;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  int synchronized = 0;
+};
+
+TEST(TimedCommunicatorTest, ForwardsStreamOrderAndTimesSynchronize) {
+  SoloCommunicator host_ordered("tp");
+  EXPECT_FALSE(TimedCommunicator(host_ordered).stream_ordered());
+
+  SlowToSynchronize inner;
+  TimedCommunicator timed(inner);
+  EXPECT_TRUE(timed.stream_ordered());
+  timed.synchronize();
+  EXPECT_EQ(inner.synchronized, 1);
+  EXPECT_GE(timed.synchronize_seconds(), 0.019);
+  EXPECT_DOUBLE_EQ(timed.total_seconds(), timed.synchronize_seconds());
+  timed.reset_time();
+  EXPECT_EQ(timed.synchronize_seconds(), 0.0);
 }
 
 }  // namespace
