@@ -617,6 +617,7 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   // The host reads the losses back (the stream's one wait of a forward on a GPU) and sums them
   // in f64, in row order.
   a.host_losses.resize(static_cast<size_t>(N));
+  tp_->synchronize();  // a stream-ordered group's reductions are complete (or their error thrown)
   backend_->to_host(a.host_losses.data(), vector_of(a.losses, N));
   double sum = 0;
   a.counted = 0;

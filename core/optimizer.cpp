@@ -206,6 +206,10 @@ double global_gradient_norm(std::span<const AdamW* const> optimizers) {
                                           optimizers[0]->parameters().pp}) {
       if (group->size() > 1) group->all_reduce(total.raw(), total.raw(), 1, DType::kF32, parallel::ReduceOp::kSum);
     }
+    for (parallel::Communicator* group : {&optimizers[0]->dp(), optimizers[0]->parameters().tp,
+                                          optimizers[0]->parameters().pp}) {
+      group->synchronize();  // complete, or the stream-ordered group's error thrown
+    }
     return std::sqrt(read_scalar(be, total));
   }
   // On the CPU (f64 accumulators): each chunk's sum read, then summed over ranks in fp32.

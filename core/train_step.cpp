@@ -136,6 +136,36 @@ void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimize
   }
 }
 
+// The host's few numbers of a step (loss sums, target counts) over a group of the model, whose
+// buffers live on `backend`'s device: on the CPU the vector itself, on a GPU through a device
+// copy (the group is NCCL's there), read back after the group's operations are complete.
+void all_reduce_host_values(Communicator& group, Backend& backend, std::vector<float>& values) {
+  if (group.size() == 1) return;
+  if (backend.device() == Device::kCPU) {
+    group.all_reduce(values.data(), values.data(), values.size(), DType::kF32, parallel::ReduceOp::kSum);
+    return;
+  }
+  const Tensor device = backend.zeros({static_cast<int64_t>(values.size())}, DType::kF32);
+  backend.from_host(device, values.data());
+  group.all_reduce(device.raw(), device.raw(), values.size(), DType::kF32, parallel::ReduceOp::kSum);
+  group.synchronize();
+  backend.to_host(values.data(), device);
+}
+
+float broadcast_host_value(Communicator& group, Backend& backend, float value, int root) {
+  if (group.size() == 1) return value;
+  if (backend.device() == Device::kCPU) {
+    group.broadcast(&value, 1, DType::kF32, root);
+    return value;
+  }
+  const Tensor device = backend.zeros({1}, DType::kF32);
+  backend.from_host(device, &value);
+  group.broadcast(device.raw(), 1, DType::kF32, root);
+  group.synchronize();
+  backend.to_host(&value, device);
+  return value;
+}
+
 // Runs the micro-batches (forward only without optimizers) and returns the mean over them of
 // each one's global mean loss, known to every rank: the last stage's replicas sum their loss
 // sums, then the last stage broadcasts to the others.
@@ -155,16 +185,14 @@ double run_micro_batches(std::span<GPT* const> chunks, std::span<AdamW* const> o
   } else {
     run_pipeline(chunks, optimizers, micro, shares.scale, loss_sums);
   }
-  if (dp.size() > 1) dp.all_reduce(loss_sums.data(), loss_sums.data(), accum, DType::kF32, parallel::ReduceOp::kSum);
+  all_reduce_host_values(dp, model.backend(), loss_sums);
   double loss = 0;
   for (size_t i = 0; i < accum; ++i) {
     loss += shares.global[i] > 0 ? static_cast<double>(loss_sums[i]) / shares.global[i] : 0.0;
   }
   loss /= static_cast<double>(accum);
   if (model.pp().size() > 1) {
-    float value = static_cast<float>(loss);
-    model.pp().broadcast(&value, 1, DType::kF32, model.pp().size() - 1);
-    loss = value;
+    loss = broadcast_host_value(model.pp(), model.backend(), static_cast<float>(loss), model.pp().size() - 1);
   }
   return loss;
 }
@@ -177,15 +205,13 @@ float counted_targets(const MicroBatch& mb) {
   return static_cast<float>(n);
 }
 
-LossShares loss_shares(std::span<const MicroBatch> micro, Communicator& dp) {
+LossShares loss_shares(std::span<const MicroBatch> micro, Communicator& dp, Backend& backend) {
   const size_t accum = micro.size();
   LossShares shares;
   shares.local.resize(accum);
   for (size_t i = 0; i < accum; ++i) shares.local[i] = counted_targets(micro[i]);
   shares.global = shares.local;  // counts are exact in fp32 below 2^24
-  if (dp.size() > 1) {
-    dp.all_reduce(shares.global.data(), shares.global.data(), accum, DType::kF32, parallel::ReduceOp::kSum);
-  }
+  all_reduce_host_values(dp, backend, shares.global);
   shares.scale.resize(accum);
   for (size_t i = 0; i < accum; ++i) {
     shares.scale[i] = shares.global[i] > 0 ? shares.local[i] / shares.global[i] / static_cast<float>(accum) : 0.0f;
@@ -206,7 +232,7 @@ StepResult train_step(std::span<GPT* const> chunks, std::span<AdamW* const> opti
   LOOM_CHECK(!chunks.empty() && chunks.size() == optimizers.size(), "train_step needs one optimizer per model chunk, got",
              chunks.size(), "chunks and", optimizers.size(), "optimizers");
   Communicator& dp = optimizers[0]->dp();
-  const LossShares shares = loss_shares(micro_batches, dp);
+  const LossShares shares = loss_shares(micro_batches, dp, chunks[0]->backend());
   for (GPT* chunk : chunks) chunk->zero_grad();
   StepResult result;
   result.loss = run_micro_batches(chunks, optimizers, micro_batches, shares, dp);
@@ -224,7 +250,7 @@ StepResult train_step(std::span<GPT* const> chunks, std::span<AdamW* const> opti
 double evaluate_loss(std::span<GPT* const> chunks, Communicator& dp,
                      std::span<const MicroBatch> micro_batches) {
   LOOM_CHECK(!micro_batches.empty() && !chunks.empty(), "evaluate_loss needs model chunks and micro-batches");
-  return run_micro_batches(chunks, {}, micro_batches, loss_shares(micro_batches, dp), dp);
+  return run_micro_batches(chunks, {}, micro_batches, loss_shares(micro_batches, dp, chunks[0]->backend()), dp);
 }
 
 }  // namespace loom

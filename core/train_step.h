@@ -35,13 +35,14 @@ float counted_targets(const MicroBatch& mb);
 // Each replica's share of every micro-batch's loss: its counted targets over all replicas'.
 // The step's loss is the mean over micro-batches of (summed row losses / global count), and a
 // row's loss enters the backward scaled by 1 / (global count x micro-batches): what one process
-// computes on the whole batch. Collective over `dp` (a sum of the counts when it has > 1 rank).
+// computes on the whole batch. Collective over `dp` (a sum of the counts when it has > 1 rank),
+// whose buffers live on `backend`'s device (the model's).
 struct LossShares {
   std::vector<float> local;   // counted targets of this replica, per micro-batch
   std::vector<float> global;  // ... of all replicas
   std::vector<float> scale;   // local / global / micro-batches: the backward's loss scale
 };
-LossShares loss_shares(std::span<const MicroBatch> micro_batches, parallel::Communicator& dp);
+LossShares loss_shares(std::span<const MicroBatch> micro_batches, parallel::Communicator& dp, Backend& backend);
 
 // Collective over the model's tensor-parallel and pipeline groups and the optimizer's
 // data-parallel group. With several pipeline stages the micro-batches run in the 1F1B schedule.

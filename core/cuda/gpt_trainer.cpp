@@ -1,5 +1,7 @@
 #include "core/cuda/gpt_trainer.h"
 
+#include "core/backend/cpu_backend.h"
+
 #include <cmath>
 
 #include "core/base/check.h"
@@ -339,7 +341,8 @@ StepResult GPTTrainer::step(std::span<const MicroBatch> micro_batches, float lr)
   LOOM_CHECK(!micro_batches.empty(), "a GPU step needs at least one micro-batch");
   const size_t accum = micro_batches.size();
   const int N = B_ * T_;
-  const std::vector<float> global = loss_shares(micro_batches, *dp_host_).global;
+  CpuBackend host_backend;  // the counts are host values over the host group
+  const std::vector<float> global = loss_shares(micro_batches, *dp_host_, host_backend).global;
   Buffers& b = *buffers_;
   const cudaStream_t s = context_.stream();
   Tensor losses = device_empty(context_, {static_cast<int64_t>(accum), N}, DType::kF32);
@@ -383,7 +386,8 @@ double GPTTrainer::evaluate(std::span<const MicroBatch> micro_batches) {
   LOOM_CHECK(!micro_batches.empty(), "evaluation needs at least one micro-batch");
   const size_t accum = micro_batches.size();
   const int N = B_ * T_;
-  const std::vector<float> global = loss_shares(micro_batches, *dp_host_).global;
+  CpuBackend host_backend;  // the counts are host values over the host group
+  const std::vector<float> global = loss_shares(micro_batches, *dp_host_, host_backend).global;
   Tensor losses = device_empty(context_, {static_cast<int64_t>(accum), N}, DType::kF32);
   for (size_t i = 0; i < accum; ++i) {
     forward_backward(micro_batches[i], losses.f32() + i * static_cast<size_t>(N), 0.0f, false);
