@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "core/backend/host_copy.h"
 #include "core/base/file_io.h"
 
 namespace loom {
@@ -88,6 +89,13 @@ void save_model_file(const std::string& path, const std::string& config_text,
   write_file_durably(path, pieces);
 }
 
+void save_model_file(const std::string& path, const std::string& config_text, const GPT& model) {
+  const HostCopy host(model.backend(), model.parameter_arena(), /*download=*/true);
+  std::vector<Parameter> params;
+  for (const Parameter& p : model.parameters()) params.push_back(host_parameter(p, host.host(), model.arena_offset(p)));
+  save_model_file(path, config_text, params);
+}
+
 ModelFile load_model_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail_user("cannot read model file", path, "(run `loom train` first, or check the path)");
@@ -143,7 +151,8 @@ ModelFile load_model_file(const std::string& path) {
 }
 
 void copy_into_model(const ModelFile& file, const std::string& path, GPT& model) {
-  for (Parameter& p : model.parameters()) {
+  HostCopy host(model.backend(), model.parameter_arena(), /*download=*/true);
+  for (const Parameter& p : model.parameters()) {
     const StoredTensor* found = nullptr;
     for (const StoredTensor& t : file.tensors) {
       if (t.name == p.name) found = &t;
@@ -153,8 +162,9 @@ void copy_into_model(const ModelFile& file, const std::string& path, GPT& model)
       fail_user("model file", path, "tensor", p.name, "has shape", found->shape.str(),
                 "but the model expects", p.value.shape().str());
     }
-    std::memcpy(p.value.raw(), found->values.data(), p.value.nbytes());
+    std::memcpy(host.host().f32() + model.arena_offset(p), found->values.data(), p.value.nbytes());
   }
+  host.upload();
 }
 
 }  // namespace loom

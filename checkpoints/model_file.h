@@ -28,15 +28,19 @@ struct ModelFile {
   std::vector<StoredTensor> tensors;
 };
 
+// `params` hold host values (a CPU model's parameters()).
 void save_model_file(const std::string& path, const std::string& config_text,
                      const std::vector<Parameter>& params);
+// A whole model on any backend: its weights read through one host copy (none on the CPU).
+void save_model_file(const std::string& path, const std::string& config_text, const GPT& model);
 
 // Throws UserError naming the file (and the tensor, and the byte offset) for a missing, short,
 // corrupted or foreign file.
 ModelFile load_model_file(const std::string& path);
 
-// Copies stored tensors into a model's parameters; every parameter must be present with the same
-// shape (else UserError listing the difference).
+// Copies stored tensors into a model's parameters (on any backend: through one host copy, uploaded
+// once every tensor was found); every parameter must be present with the same shape (else
+// UserError listing the difference, and the model unchanged).
 void copy_into_model(const ModelFile& file, const std::string& path, GPT& model);
 
 }  // namespace loom

@@ -75,7 +75,7 @@ class CudaRun final : public DeviceRun {
   parallel::Communicator& pp() override { return *pp_; }
   parallel::Communicator& dp() override { return *dp_; }
   parallel::Communicator& embedding() override { return *embedding_; }
-  uint64_t peak_bytes() const override { return context_.allocator().stats().peak_in_use_bytes; }
+  uint64_t peak_bytes() const override { return const_cast<cuda::Context&>(context_).allocator().stats().peak_in_use_bytes; }
   std::string describe() const override {
     return str_cat("GPU", context_.device(), "(" + std::string(context_.properties().name) + "),",
                    "bf16 compute with fp32 master weights, groups",

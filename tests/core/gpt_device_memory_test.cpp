@@ -10,6 +10,7 @@
 
 #include "checkpoints/checkpoint.h"
 #include "checkpoints/hf_gpt2.h"
+#include "checkpoints/model_file.h"
 #include "checkpoints/safetensors.h"
 #include "core/backend/cpu_backend.h"
 #include "core/backend/host_copy.h"
@@ -136,7 +137,7 @@ TEST_P(GptDeviceMemoryTest, CheckpointSavedAndLoadedThroughOneHostCopy) {
   }
 }
 
-TEST_P(GptDeviceMemoryTest, HuggingFaceFilesAndWholeTensorsComeFromTheDevice) {
+TEST_P(GptDeviceMemoryTest, HuggingFaceAndModelFilesAndWholeTensorsComeFromTheDevice) {
   testing::TempDir dir("device_hf");
   DeviceRun host(cpu(GetParam()));
   DeviceRun device(guarded(GetParam()));
@@ -147,6 +148,12 @@ TEST_P(GptDeviceMemoryTest, HuggingFaceFilesAndWholeTensorsComeFromTheDevice) {
   DeviceRun back(guarded(GetParam()));
   load_hf_gpt2(SafetensorsFile(path), *back.model);
   EXPECT_EQ(back.weights(), host.weights());
+  // The model file too.
+  const std::string file = dir.str() + "/model.bin";
+  save_model_file(file, "cfg", *device.model);
+  DeviceRun again(guarded(GetParam()));
+  copy_into_model(load_model_file(file), file, *again.model);
+  EXPECT_EQ(again.weights(), host.weights());
   for (const Parameter& p : device.model->parameters()) {
     EXPECT_EQ(gather_parameter(*device.model, p), gather_parameter(*host.model, host.model->parameter(p.name))) << p.name;
   }
