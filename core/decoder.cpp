@@ -62,14 +62,7 @@ const float* Decoder::step(const int32_t* tokens) {
     float* vc = v_cache_.f32() + layer_off;  // (B, T, C)
     k::layernorm_forward(ln_, nullptr, nullptr, x_, w(b + 0), w(b + 1), B, C);
     k::matmul_forward(qkv_, ln_, w(b + 2), w(b + 3), B, C, 3 * C);
-    for (int i = 0; i < B; ++i) {
-      const float* row = qkv_ + static_cast<int64_t>(i) * 3 * C;
-      const int64_t at = (static_cast<int64_t>(i) * T + pos_) * C;
-      std::memcpy(q_ + static_cast<int64_t>(i) * C, row, sizeof(float) * C);
-      std::memcpy(kc + at, row + C, sizeof(float) * C);
-      std::memcpy(vc + at, row + 2 * C, sizeof(float) * C);
-    }
-    k::attention_decode(att_, q_, kc, vc, B, pos_, T, C, NH);
+    k::attention_decode(att_, kc, vc, qkv_, B, pos_, T, C, NH);
     k::matmul_forward(proj_, att_, w(b + 4), w(b + 5), B, C, C);
     for (int64_t i = 0; i < static_cast<int64_t>(B) * C; ++i) x_[i] += proj_[i];
     k::layernorm_forward(ln_, nullptr, nullptr, x_, w(b + 6), w(b + 7), B, C);
