@@ -144,6 +144,8 @@ class GPT {
   int end_layer() const { return end_layer_; }
   bool first_stage() const { return first_stage_; }
   bool last_stage() const { return last_stage_; }
+  // The backend the model's ops run on (what a decoder of the model runs on too).
+  Backend& backend() const { return *backend_; }
   // What an optimizer of this chunk updates: the parameters, their arenas, the groups, the backend.
   ParameterSet parameter_set();
   // This rank's parameter values (resp. gradients) as one flat buffer, in parameters() order.
