@@ -2,86 +2,106 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <numeric>
+#include <string>
 
 #include "core/base/check.h"
 #include "core/rng.h"
-#include "kernels/cpu/attention.h"
-#include "kernels/cpu/embedding.h"
-#include "kernels/cpu/gelu.h"
-#include "kernels/cpu/layernorm.h"
-#include "kernels/cpu/matmul.h"
 
 namespace loom {
 
-namespace k = kernels::cpu;
-
-Decoder::Decoder(const GPT& model, int batch) : model_(model), B_(batch) {
+Decoder::Decoder(const GPT& model, int batch) : model_(model), backend_(model.backend()), B_(batch) {
   const GPTConfig& c = model.config();
   LOOM_CHECK(batch > 0, "decoder batch", batch, "must be positive");
   LOOM_CHECK(model.tp().size() == 1, "the decoder runs a whole model on one rank, not a shard of tp =",
              model.tp().size());
-  const int64_t L = c.n_layer, B = batch, T = c.max_seq_len, C = c.n_embd, V = c.vocab_size;
-  k_cache_ = Tensor::zeros({L, B, T, C});
-  v_cache_ = Tensor::zeros({L, B, T, C});
-  scratch_ = Tensor::zeros({B * (C + C + 3 * C + C + C + C + 4 * C + V)});
-  float* p = scratch_.f32();
-  auto take = [&p](int64_t n) {
-    float* out = p;
-    p += n;
-    return out;
-  };
-  x_ = take(B * C);          // (B, C) residual stream
-  ln_ = take(B * C);         // (B, C)
-  qkv_ = take(B * 3 * C);    // (B, 3C)
-  q_ = take(B * C);          // (B, C)
-  att_ = take(B * C);        // (B, C)
-  proj_ = take(B * C);       // (B, C)
-  fc_ = take(B * 4 * C);     // (B, 4C)
-  logits_ = take(B * V);     // (B, V)
+  LOOM_CHECK(model.first_stage() && model.last_stage(), "the decoder runs a whole model, not the pipeline stage of",
+             "blocks [", model.first_layer(), ",", model.end_layer(), ")");
+  OpShape attention;
+  attention.B = batch;
+  attention.T = c.max_seq_len;
+  attention.NH = c.n_head;
+  attention.C = c.n_embd;
+  const std::string why = backend_.unsupported(Op::kAttentionDecode, attention);
+  if (!why.empty()) fail_user("the", backend_.name(), "backend cannot decode this model:", why);
+
+  // The compute copy follows the f32 master, as at the start of GPT::forward (in fp32 the two
+  // are one tensor).
+  for (const Parameter& p : model.parameters()) {
+    if (p.compute.raw() != p.value.raw()) backend_.copy(p.compute, p.value);
+  }
+  auto weight = [&model](const std::string& name) { return model.parameter(name).compute; };
+  wte_ = weight("wte");
+  wpe_ = weight("wpe");
+  lnf_w_ = weight("ln_f.weight");
+  lnf_b_ = weight("ln_f.bias");
+  for (int l = 0; l < c.n_layer; ++l) {
+    const std::string h = "h." + std::to_string(l) + ".";
+    blocks_.push_back({weight(h + "ln_1.weight"), weight(h + "ln_1.bias"), weight(h + "attn.c_attn.weight"),
+                       weight(h + "attn.c_attn.bias"), weight(h + "attn.c_proj.weight"),
+                       weight(h + "attn.c_proj.bias"), weight(h + "ln_2.weight"), weight(h + "ln_2.bias"),
+                       weight(h + "mlp.c_fc.weight"), weight(h + "mlp.c_fc.bias"), weight(h + "mlp.c_proj.weight"),
+                       weight(h + "mlp.c_proj.bias")});
+  }
+
+  const DType act = backend_.activation_dtype();
+  const int64_t B = batch, T = c.max_seq_len, C = c.n_embd, V = c.vocab_size;
+  for (int l = 0; l < c.n_layer; ++l) {
+    k_cache_.push_back(backend_.zeros({B, T, C}, act));
+    v_cache_.push_back(backend_.zeros({B, T, C}, act));
+  }
+  tokens_ = backend_.zeros({B}, DType::kI32);
+  x_ = backend_.zeros({B, C}, act);
+  residual2_ = backend_.zeros({B, C}, act);
+  ln_ = backend_.zeros({B, C}, act);
+  qkv_ = backend_.zeros({B, 3 * C}, act);
+  att_ = backend_.zeros({B, C}, act);
+  proj_ = backend_.zeros({B, C}, act);
+  fc_pre_ = backend_.zeros({B, 4 * C}, act);
+  fc_ = backend_.zeros({B, 4 * C}, act);
+  logits_ = backend_.zeros({B, V}, act);
+  if (act != DType::kF32) logits_f32_ = backend_.zeros({B, V}, DType::kF32);
+  host_logits_.assign(static_cast<size_t>(B * V), 0.0f);
+}
+
+// GPT::layer_forward for one position, with the cache's attention.
+void Decoder::block_forward(int l) {
+  const BlockWeights& w = blocks_[static_cast<size_t>(l)];
+  Backend& be = backend_;
+  be.layernorm_forward(ln_, {}, {}, x_, w.ln1_w, w.ln1_b);
+  be.matmul_forward(qkv_, {}, ln_, w.qkv_w, w.qkv_b, Epilogue::kBias);
+  be.attention_decode(att_, k_cache_[static_cast<size_t>(l)], v_cache_[static_cast<size_t>(l)], qkv_,
+                      model_.config().n_head, pos_);
+  be.matmul_forward(proj_, {}, att_, w.attproj_w, {}, Epilogue::kNone);
+  be.residual_layernorm_forward(residual2_, ln_, {}, {}, x_, proj_, w.attproj_b, w.ln2_w, w.ln2_b);
+  be.matmul_forward(fc_, fc_pre_, ln_, w.fc_w, w.fc_b, Epilogue::kBiasGelu);
+  be.matmul_forward(proj_, {}, fc_, w.fcproj_w, {}, Epilogue::kNone);
+  be.residual_add(x_, residual2_, proj_, w.fcproj_b);
 }
 
 const float* Decoder::step(const int32_t* tokens) {
   const GPTConfig& c = model_.config();
-  const int C = c.n_embd, V = c.vocab_size, NH = c.n_head, T = c.max_seq_len, B = B_;
+  const int T = c.max_seq_len;
   if (pos_ >= T) {
     fail_user("the sequence reached the model's", T, "positions (model.seq_len); cannot decode further");
   }
-  const std::vector<Parameter>& P = model_.parameters();
-  auto w = [&P](size_t i) { return P[i].value.f32(); };
-
-  check_token_ids(tokens, B, 1, pos_, V, false, "token");
-  k::token_embedding_forward(x_, tokens, w(0), B, C, 0, V);
-  // Row pos_ of wpe, seen as a one-position table.
-  k::position_embedding_forward(x_, w(1) + static_cast<int64_t>(pos_) * C, B, 1, C, 0);
-  for (int l = 0; l < c.n_layer; ++l) {
-    const size_t b = 2 + static_cast<size_t>(l) * 12;
-    const int64_t layer_off = static_cast<int64_t>(l) * B * T * C;
-    float* kc = k_cache_.f32() + layer_off;  // (B, T, C)
-    float* vc = v_cache_.f32() + layer_off;  // (B, T, C)
-    k::layernorm_forward(ln_, nullptr, nullptr, x_, w(b + 0), w(b + 1), B, C);
-    k::matmul_forward(qkv_, ln_, w(b + 2), w(b + 3), B, C, 3 * C);
-    for (int i = 0; i < B; ++i) {
-      const float* row = qkv_ + static_cast<int64_t>(i) * 3 * C;
-      const int64_t at = (static_cast<int64_t>(i) * T + pos_) * C;
-      std::memcpy(q_ + static_cast<int64_t>(i) * C, row, sizeof(float) * C);
-      std::memcpy(kc + at, row + C, sizeof(float) * C);
-      std::memcpy(vc + at, row + 2 * C, sizeof(float) * C);
-    }
-    k::attention_decode(att_, q_, kc, vc, B, pos_, T, C, NH);
-    k::matmul_forward(proj_, att_, w(b + 4), w(b + 5), B, C, C);
-    for (int64_t i = 0; i < static_cast<int64_t>(B) * C; ++i) x_[i] += proj_[i];
-    k::layernorm_forward(ln_, nullptr, nullptr, x_, w(b + 6), w(b + 7), B, C);
-    k::matmul_forward(fc_, ln_, w(b + 8), w(b + 9), B, C, 4 * C);
-    k::gelu_forward(fc_, fc_, static_cast<long>(B) * 4 * C);
-    k::matmul_forward(proj_, fc_, w(b + 10), w(b + 11), B, 4 * C, C);
-    for (int64_t i = 0; i < static_cast<int64_t>(B) * C; ++i) x_[i] += proj_[i];
+  check_token_ids(tokens, B_, 1, pos_, c.vocab_size, false, "token");
+  Backend& be = backend_;
+  be.from_host(tokens_, tokens);
+  be.token_embedding_forward(x_, tokens_, wte_, 0);
+  // Every sequence is at position pos_: row pos_ of wpe, seen as a table of one position.
+  be.position_embedding_forward(x_, wpe_.slice_rows(pos_, pos_ + 1), 1, 0);
+  for (int l = 0; l < c.n_layer; ++l) block_forward(l);
+  be.layernorm_forward(ln_, {}, {}, x_, lnf_w_, lnf_b_);
+  be.matmul_forward(logits_, {}, ln_, wte_, {}, Epilogue::kNone);
+  if (logits_.dtype() == DType::kF32) {
+    be.to_host(host_logits_.data(), logits_);
+  } else {
+    be.copy(logits_f32_, logits_);
+    be.to_host(host_logits_.data(), logits_f32_);
   }
-  k::layernorm_forward(ln_, nullptr, nullptr, x_, w(P.size() - 2), w(P.size() - 1), B, C);
-  k::matmul_forward(logits_, ln_, w(0), nullptr, B, C, V);
   ++pos_;
-  return logits_;
+  return host_logits_.data();
 }
 
 int32_t sample_token(const float* logits, int V, float temperature, int top_k, float uniform) {

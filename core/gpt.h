@@ -138,7 +138,8 @@ class GPT {
   void sum_tied_embedding_gradients();
   bool sequence_parallel() const { return sequence_parallel_; }
   // The backend the model runs on; its arenas (parameters, gradients, activations) live on the
-  // backend's device, so host code reads and writes them through it (core/backend/host_copy.h).
+  // backend's device, so host code reads and writes them through it (core/backend/host_copy.h);
+  // a decoder of the model runs on it too.
   Backend& backend() const { return *backend_; }
   std::vector<Parameter>& parameters() { return params_; }
   const std::vector<Parameter>& parameters() const { return params_; }

@@ -57,6 +57,7 @@ enum class Op : uint8_t {
   kMatmul,
   kGelu,
   kAttention,
+  kAttentionDecode,
   kVocabCrossEntropy,
   kAdamW,
   kCount
@@ -153,6 +154,15 @@ class Backend {
   // dqkv (N, 3 * Cl) = the gradient of qkv given dout (N, Cl).
   virtual void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                                   const Tensor& lse, int B, int T, int NH) = 0;
+
+  // --- causal self-attention of one new position over a KV cache (decoding; no backward) -----
+  // qkv (B, 3 * Cl) holds q, k and v of position `pos` of each of B sequences (NH heads of size
+  // Cl / NH); its k and v are written into row pos of k_cache and v_cache (B, max_T, Cl), then
+  // out (B, Cl) = the attention of q over cache rows 0 .. pos, which hold the keys and values of
+  // the sequence's positions so far: what attention_forward gives position pos. out is
+  // overwritten; the caches' other rows are left as they are, and rows after pos are never read.
+  virtual void attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache, const Tensor& qkv,
+                                int NH, int pos) = 0;
 
   // --- vocabulary-parallel cross-entropy, in phases between which the tp group reduces ------
   // logits (N, Vl) of this rank's slice [vocab_start, vocab_start + Vl); targets (N) i32, -1 not

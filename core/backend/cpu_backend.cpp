@@ -302,6 +302,40 @@ void CpuBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, cons
   dx.done();
 }
 
+void CpuBackend::attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache, const Tensor& qkv,
+                                  int NH, int pos) {
+  backend_checks::check_attention_decode(contract(), out, k_cache, v_cache, qkv, NH, pos);
+  const int64_t B = rows(out), Cl = cols(out), max_T = k_cache.shape()[1];
+  if (out.dtype() == DType::kF32) {
+    k::attention_decode(out.f32(), k_cache.f32(), v_cache.f32(), qkv.f32(), dim(B), pos, dim(max_T), dim(Cl), NH);
+    return;
+  }
+  // bf16: the kernel runs on f32 copies of the cache rows it reads (0 .. pos of each sequence, a
+  // cache of pos + 1 rows), so that a step widens O(pos) rows, not max_T. It appends the new key
+  // and value to those copies itself; the bf16 caches take them below. Both are exact copies of
+  // qkv's bf16 values, so the attention reads what the full forward's attention reads.
+  const int64_t n_keys = pos + 1;
+  std::vector<float> keys(static_cast<size_t>(B * n_keys * Cl)), values(keys.size());
+  for (int64_t b = 0; b < B; ++b) {
+    const bf16* k_rows = k_cache.bf16_data() + b * max_T * Cl;
+    const bf16* v_rows = v_cache.bf16_data() + b * max_T * Cl;
+    for (int64_t i = 0; i < pos * Cl; ++i) {
+      keys[static_cast<size_t>(b * n_keys * Cl + i)] = bf16_to_float(k_rows[i]);
+      values[static_cast<size_t>(b * n_keys * Cl + i)] = bf16_to_float(v_rows[i]);
+    }
+  }
+  F32In x(qkv);
+  F32Out o(out, false);
+  k::attention_decode(o.get(), keys.data(), values.data(), x.get(), dim(B), pos, dim(n_keys), dim(Cl), NH);
+  o.done();
+  const bf16* row = qkv.bf16_data();
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t at = (b * max_T + pos) * Cl;
+    std::memcpy(k_cache.bf16_data() + at, row + b * 3 * Cl + Cl, static_cast<size_t>(Cl) * sizeof(bf16));
+    std::memcpy(v_cache.bf16_data() + at, row + b * 3 * Cl + 2 * Cl, static_cast<size_t>(Cl) * sizeof(bf16));
+  }
+}
+
 // --- vocabulary-parallel cross-entropy -------------------------------------------------------
 
 void CpuBackend::vocab_row_max(const Tensor& row_max, const Tensor& logits) {

@@ -191,6 +191,21 @@ void check_attention_backward(const OpContract& c, const Tensor& dqkv, const Ten
   expect(op, "lse", lse, kF32, c.device, {static_cast<int64_t>(B) * NH * T});
 }
 
+void check_attention_decode(const OpContract& c, const Tensor& out, const Tensor& k_cache, const Tensor& v_cache,
+                            const Tensor& qkv, int NH, int pos) {
+  const int64_t B = rows(out), Cl = cols(out);
+  // max_T is the cache's own; a cache of another rank is refused by expect() below.
+  const int64_t max_T = k_cache.shape().rank() == 3 ? k_cache.shape()[1] : 0;
+  const char* op = "attention_decode";
+  expect(op, "out", out, c.act, c.device, {B, Cl});
+  expect(op, "qkv", qkv, c.act, c.device, {B, 3 * Cl});
+  expect(op, "k_cache", k_cache, c.act, c.device, {B, max_T, Cl});
+  expect(op, "v_cache", v_cache, c.act, c.device, {B, max_T, Cl});
+  LOOM_CHECK(NH > 0 && Cl % NH == 0, "attention_decode: NH", NH, "heads must divide the", Cl, "channels");
+  LOOM_CHECK(pos >= 0 && pos < max_T, "attention_decode: position", pos, "outside the cache's", max_T, "positions");
+  LOOM_CHECK(k_cache.raw() != v_cache.raw(), "attention_decode: k_cache and v_cache must be different tensors");
+}
+
 void check_vocab_row_max(const OpContract& c, const Tensor& row_max, const Tensor& logits) {
   expect("vocab_row_max", "logits", logits, c.act, c.device, {rows(logits), cols(logits)});
   expect("vocab_row_max", "row_max", row_max, kF32, c.device, {rows(logits)});

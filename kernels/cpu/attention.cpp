@@ -238,14 +238,20 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
   }
 }
 
-void attention_decode(float* out, const float* q, const float* k_cache, const float* v_cache,
-                      int B, int pos, int max_T, int C, int NH) {
+void attention_decode(float* out, float* k_cache, float* v_cache, const float* qkv, int B, int pos,
+                      int max_T, int C, int NH) {
   check_shapes(B, max_T, C, NH);
   LOOM_CHECK(pos >= 0 && pos < max_T, "attention_decode: position", pos, "outside the cache of",
              max_T, "positions");
   const int HS = C / NH;
   const int n_keys = pos + 1;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  for (int b = 0; b < B; ++b) {
+    const float* row = qkv + static_cast<size_t>(b) * 3 * C;
+    const size_t at = (static_cast<size_t>(b) * max_T + pos) * C;
+    std::copy(row + C, row + 2 * C, k_cache + at);
+    std::copy(row + 2 * C, row + 3 * C, v_cache + at);
+  }
   const int n_units = B * NH;
 #pragma omp parallel
   {
@@ -256,7 +262,8 @@ void attention_decode(float* out, const float* q, const float* k_cache, const fl
     for (int unit = 0; unit < n_units; ++unit) {
       const int h = unit % NH;
       const int b = unit / NH;
-      for (int d = 0; d < HS; ++d) q_row[d] = q[static_cast<size_t>(b) * C + h * HS + d] * scale;
+      const float* q = qkv + static_cast<size_t>(b) * 3 * C + h * HS;
+      for (int d = 0; d < HS; ++d) q_row[d] = q[d] * scale;
       const size_t cache0 = static_cast<size_t>(b) * max_T * C + h * HS;
       transpose_rows(k_t.data(), k_cache + cache0, n_keys, HS, C);
       gemm(scores.data(), n_keys, q_row.data(), HS, 1, k_t.data(), n_keys, 1, n_keys, HS, 1.0f,

@@ -17,10 +17,12 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int T, i
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
                         const float* lse, int B, int T, int C, int NH);
 
-// One decoding step with a KV cache. q (B, C) is the query of the token at position `pos`;
-// k_cache, v_cache (B, max_T, C) hold keys and values of positions 0..pos (pos included).
-// out (B, C) is overwritten.
-void attention_decode(float* out, const float* q, const float* k_cache, const float* v_cache,
-                      int B, int pos, int max_T, int C, int NH);
+// One decoding step with a KV cache: the attention of the new position `pos` of each of B
+// sequences over positions 0..pos. qkv (B, 3C) holds that position's [q | k | v]; its k and v are
+// written into row pos of k_cache and v_cache (B, max_T, C), whose rows 0..pos-1 hold the earlier
+// positions' keys and values (rows after pos are never read). out (B, C) is overwritten with what
+// attention_forward gives that position. No backward: decoding is inference only.
+void attention_decode(float* out, float* k_cache, float* v_cache, const float* qkv, int B, int pos,
+                      int max_T, int C, int NH);
 
 }  // namespace loom::kernels::cpu

@@ -9,6 +9,7 @@
 #include "core/base/cuda/check.h"
 #include "kernels/cuda/adamw.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_decode.h"
 #include "kernels/cuda/cross_entropy.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/gelu.h"
@@ -63,6 +64,21 @@ std::string attention_unsupported(const OpShape& s) {
   return {};
 }
 
+std::string attention_decode_unsupported(const OpShape& s) {
+  if (s.B <= 0 || s.NH <= 0 || s.C <= 0) {
+    return str_cat("the CUDA decoding attention needs positive sizes, got B", s.B, "NH", s.NH, "C", s.C);
+  }
+  if (s.C % s.NH != 0) return str_cat("the CUDA decoding attention needs NH =", s.NH, "to divide C =", s.C);
+  if (s.C / s.NH > k::kAttentionDecodeMaxHeadSize) {
+    return str_cat("the CUDA decoding attention takes head sizes (C / NH) of at most", k::kAttentionDecodeMaxHeadSize,
+                   "(8 channels in each of a warp's 32 lanes), got", s.C / s.NH);
+  }
+  if (s.B > 65535) {
+    return str_cat("the CUDA decoding attention launches an (NH, B) grid, so B =", s.B, "must be at most 65535");
+  }
+  return {};
+}
+
 }  // namespace
 
 std::string cuda_backend_unsupported(Op op, const OpShape& shape) {
@@ -74,6 +90,7 @@ std::string cuda_backend_unsupported(Op op, const OpShape& shape) {
   }
   switch (op) {
     case Op::kAttention: return attention_unsupported(shape);
+    case Op::kAttentionDecode: return attention_decode_unsupported(shape);
     case Op::kTokenEmbedding:
       // The embedding backward's grid has a column tile of 256 per y-block (at most 65535).
       if (shape.C > int64_t{65535} * 256) {
@@ -363,6 +380,21 @@ void CudaBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, con
   float* scratch = float_scratch(k::attention_backward_scratch_floats(B, T, NH));
   k::attention_backward(dqkv.bf16_data(), dout.bf16_data(), qkv.bf16_data(), out.bf16_data(), lse.f32(), B, T,
                         dim(Cl), NH, scratch, context_.stream());
+}
+
+void CudaBackend::attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache,
+                                   const Tensor& qkv, int NH, int pos) {
+  backend_checks::check_attention_decode(contract(), out, k_cache, v_cache, qkv, NH, pos);
+  const int64_t B = rows(out), Cl = cols(out), max_T = k_cache.shape()[1];
+  OpShape shape;
+  shape.B = B;
+  shape.T = max_T;
+  shape.NH = NH;
+  shape.C = Cl;
+  const std::string why = cuda_backend_unsupported(Op::kAttentionDecode, shape);
+  LOOM_CHECK(why.empty(), "attention_decode :", why);
+  k::attention_decode(out.bf16_data(), k_cache.bf16_data(), v_cache.bf16_data(), qkv.bf16_data(), dim(B), pos,
+                      dim(max_T), dim(Cl), NH, context_.stream());
 }
 
 // --- vocabulary-parallel cross-entropy -------------------------------------------------------

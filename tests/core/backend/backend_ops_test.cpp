@@ -26,7 +26,9 @@
 //                     backwards, the cross-entropy statistics)
 //   kChainTol = 12u   attention: q.k^T on rounded q, k (2u), its softmax (the logits' error times
 //                     their spread, ~1 here: 2u), times rounded v (u), rounded output (u), and the
-//                     backward rounds dq, dk, dv once more: 12u leaves a margin of 2
+//                     backward rounds dq, dk, dv once more: 12u leaves a margin of 2;
+//                     attention_decode is the forward's part (6u), so 12u leaves it a margin of
+//                     4, and its caches are copies of rounded inputs (u)
 // The GPU computes the same formulas in another order (f32 partial sums in another order: ~1e-6
 // relative, far below u), so the same tolerances hold for it.
 #include "core/backend/backend.h"
@@ -100,6 +102,16 @@ class Io {
   }
   Tensor out_act(const std::string& name, const Shape& shape, Role role = Role::kOverwrite) {
     return out(name, shape, backend_.activation_dtype(), role);
+  }
+  // An input the op updates in part (a KV cache): random values of the activation dtype, the same
+  // in both runs, read back as an output. Both runs must then leave the same values, as for an
+  // overwritten output, and the reference checks the part kept as well as the part written.
+  Tensor in_out(const std::string& name, const Shape& shape) {
+    Tensor t = act(name, shape);
+    roles_[name] = Role::kOverwrite;
+    dtypes_[name] = t.dtype();
+    outputs_.emplace_back(name, t);
+    return t;
   }
   Backend& backend() { return backend_; }
 
@@ -246,6 +258,13 @@ std::vector<OpCase> op_cases() {
     io.backend().attention_backward(io.out_act("dqkv", {kN, 3 * kC}), io.act("dout", {kN, kC}), qkv, out, lse, kB, kT,
                                     kNH);
   }});
+  // The first row of the cache, one in the middle and its last.
+  for (int pos : {0, 11, kMaxT - 1}) {
+    cases.push_back({"attention_decode_pos" + std::to_string(pos), kChainTol, [pos](Io& io) {
+      io.backend().attention_decode(io.out_act("out", {kB, kC}), io.in_out("k_cache", {kB, kMaxT, kC}),
+                                    io.in_out("v_cache", {kB, kMaxT, kC}), io.act("qkv", {kB, 3 * kC}), kNH, pos);
+    }});
+  }
   cases.push_back({"vocab_cross_entropy", kOpTol, [f32](Io& io) {
     Backend& be = io.backend();
     Tensor logits = io.act("logits", {kN, kVl}, 3.0f);
@@ -392,6 +411,28 @@ TEST(BackendOpsTest, ShapeAndDtypeMismatchesNameTheOpAndTheTensor) {
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("layernorm_forward : out is (4, 8) f32"), std::string::npos) << e.what();
+  }
+}
+
+TEST(BackendOpsTest, AttentionDecodeRefusesAPositionOutsideTheCache) {
+  CpuBackend backend(Precision::kBF16);
+  const DType bf16 = DType::kBF16;
+  Tensor out = backend.zeros({2, 8}, bf16), qkv = backend.zeros({2, 24}, bf16);
+  Tensor k_cache = backend.zeros({2, 5, 8}, bf16), v_cache = backend.zeros({2, 5, 8}, bf16);
+  try {
+    backend.attention_decode(out, k_cache, v_cache, qkv, 2, 5);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("attention_decode: position 5 outside the cache's 5 positions"),
+              std::string::npos)
+        << e.what();
+  }
+  // A cache of another shape than (B, max_T, Cl) is named.
+  try {
+    backend.attention_decode(out, backend.zeros({10, 8}, bf16), v_cache, qkv, 2, 0);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("attention_decode : k_cache is (10, 8) bf16"), std::string::npos) << e.what();
   }
 }
 

@@ -3,7 +3,7 @@
 // finite differences, plus accumulate semantics and bitwise determinism across thread counts.
 //
 // Tolerances: the kernel computes in float with a ~2 ulp exp, summing at most a few hundred terms
-// of magnitude <= 1, so forward and analytic backward are compared at rtol 1e-4, atol 2e-5.
+// of magnitude <= 1, so forward, decode and analytic backward are compared at rtol 1e-4, atol 2e-5.
 // Finite differences (double, step 1e-3, central) have truncation error ~1e-7 and are compared at
 // rtol 1e-3, atol 1e-4, which still catches any wrong term. Decode and the forward row it must
 // reproduce run the same float code on the same inputs: rtol 1e-6, atol 1e-7.
@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -192,37 +193,68 @@ TEST(AttentionTest, DeterministicAcrossThreadCounts) {
   EXPECT_EQ(0, std::memcmp(dqkv1.data(), dqkv2.data(), n_qkv * sizeof(float)));
 }
 
-TEST(AttentionTest, DecodeMatchesForwardRow) {
-  const Shape s{2, 37, 24, 3};
-  const int max_T = 40;
-  const int C = s.C;
-  const auto qkv = random_floats(static_cast<size_t>(s.B) * s.T * 3 * C, 51);
-  std::vector<float> out(static_cast<size_t>(s.B) * s.T * C), lse(static_cast<size_t>(s.B) * s.NH * s.T);
-  attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, C, s.NH);
-  for (int pos : {0, 1, 5, 36}) {
-    SCOPED_TRACE("pos " + std::to_string(pos));
-    // Cache rows after pos are NaN: decode must not read them.
-    auto k_cache = poisoned(static_cast<size_t>(s.B) * max_T * C);
-    auto v_cache = poisoned(k_cache.size());
-    std::vector<float> q(static_cast<size_t>(s.B) * C), expected(q.size());
+// Decodes the rows of qkv (B, T, 3C) one position at a time into caches of max_T positions whose
+// rows start as NaN (decode must write row pos before it reads it, and never read a later row);
+// returns the outputs (B, T, C) and leaves the caches in *k_cache, *v_cache.
+std::vector<float> decode_all(const std::vector<float>& qkv, const Shape& s, int max_T,
+                              std::vector<float>* k_cache, std::vector<float>* v_cache) {
+  const int B = s.B, T = s.T, C = s.C;
+  *k_cache = poisoned(static_cast<size_t>(B) * max_T * C);
+  *v_cache = poisoned(k_cache->size());
+  std::vector<float> out(static_cast<size_t>(B) * T * C);
+  std::vector<float> row(static_cast<size_t>(B) * 3 * C);
+  for (int pos = 0; pos < T; ++pos) {
+    for (int b = 0; b < B; ++b) {
+      const float* src = qkv.data() + (static_cast<size_t>(b) * T + pos) * 3 * C;
+      std::copy(src, src + 3 * C, row.begin() + static_cast<std::ptrdiff_t>(b) * 3 * C);
+    }
+    auto step = poisoned(static_cast<size_t>(B) * C);
+    attention_decode(step.data(), k_cache->data(), v_cache->data(), row.data(), B, pos, max_T, C,
+                     s.NH);
+    for (int b = 0; b < B; ++b) {
+      std::copy(step.begin() + static_cast<std::ptrdiff_t>(b) * C,
+                step.begin() + static_cast<std::ptrdiff_t>(b + 1) * C,
+                out.begin() + (static_cast<std::ptrdiff_t>(b) * T + pos) * C);
+    }
+  }
+  return out;
+}
+
+TEST(AttentionTest, DecodeMatchesReference) {
+  for (const Shape& s : kShapes) {
+    SCOPED_TRACE(name(s));
+    const int max_T = s.T + 3;
+    const auto qkv = random_floats(static_cast<size_t>(s.B) * s.T * 3 * s.C, 61);
+    std::vector<float> k_cache, v_cache;
+    const auto out = decode_all(qkv, s, max_T, &k_cache, &v_cache);
+    std::vector<double> out_ref, lse_ref;
+    reference_attention(to_double(qkv), s, &out_ref, &lse_ref);
+    EXPECT_TRUE(all_close(out, out_ref, 1e-4, 2e-5));
+    // Rows 0..T-1 of the caches are the keys and values, copied; the rows after stay unwritten.
     for (int b = 0; b < s.B; ++b) {
-      for (int t = 0; t <= pos; ++t) {
-        const float* row = qkv.data() + (static_cast<size_t>(b) * s.T + t) * 3 * C;
-        for (int c = 0; c < C; ++c) {
-          k_cache[(static_cast<size_t>(b) * max_T + t) * C + c] = row[C + c];
-          v_cache[(static_cast<size_t>(b) * max_T + t) * C + c] = row[2 * C + c];
-          if (t == pos) q[static_cast<size_t>(b) * C + c] = row[c];
+      for (int t = 0; t < max_T; ++t) {
+        for (int c = 0; c < s.C; ++c) {
+          const size_t at = (static_cast<size_t>(b) * max_T + t) * s.C + c;
+          const size_t row = (static_cast<size_t>(b) * s.T + t) * 3 * s.C;
+          if (t < s.T) {
+            ASSERT_EQ(k_cache[at], qkv[row + s.C + c]) << "k of (b, t, c) = " << b << ", " << t << ", " << c;
+            ASSERT_EQ(v_cache[at], qkv[row + 2 * s.C + c]) << "v of (b, t, c) = " << b << ", " << t << ", " << c;
+          } else {
+            ASSERT_TRUE(std::isnan(k_cache[at]) && std::isnan(v_cache[at])) << "row " << t << " written";
+          }
         }
       }
-      for (int c = 0; c < C; ++c) {
-        expected[static_cast<size_t>(b) * C + c] = out[(static_cast<size_t>(b) * s.T + pos) * C + c];
-      }
     }
-    auto got = poisoned(q.size());
-    attention_decode(got.data(), q.data(), k_cache.data(), v_cache.data(), s.B, pos, max_T, C,
-                     s.NH);
-    EXPECT_TRUE(all_close(got, expected, 1e-6, 1e-7));
   }
+}
+
+TEST(AttentionTest, DecodeMatchesForwardRow) {
+  const Shape s{2, 37, 24, 3};
+  const auto qkv = random_floats(static_cast<size_t>(s.B) * s.T * 3 * s.C, 51);
+  std::vector<float> out(static_cast<size_t>(s.B) * s.T * s.C), lse(static_cast<size_t>(s.B) * s.NH * s.T);
+  attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, s.C, s.NH);
+  std::vector<float> k_cache, v_cache;
+  EXPECT_TRUE(all_close(decode_all(qkv, s, 40, &k_cache, &v_cache), out, 1e-6, 1e-7));
 }
 
 TEST(AttentionTest, RejectsBadShapes) {
@@ -233,6 +265,8 @@ TEST(AttentionTest, RejectsBadShapes) {
                                   2, 10, 4),
                loom::Error);
   EXPECT_THROW(attention_decode(buf.data(), buf.data(), buf.data(), buf.data(), 1, 2, 2, 10, 2),
+               loom::Error);  // position 2 of a 2-position cache
+  EXPECT_THROW(attention_decode(buf.data(), buf.data(), buf.data(), buf.data(), 1, 0, 2, 10, 3),
                loom::Error);
 }
 

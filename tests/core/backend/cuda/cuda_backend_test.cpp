@@ -46,6 +46,25 @@ TEST(CudaBackendTest, AttentionHeadSizesOutsideTheKernelsAreRefusedWithAReason) 
   EXPECT_NE(cuda_backend_unsupported(Op::kAttention, shape).find("at most 65535"), std::string::npos);
 }
 
+TEST(CudaBackendTest, DecodingAttentionTakesAnyHeadSizeUpTo256) {
+  OpShape shape;
+  shape.B = 4;
+  shape.T = 1024;  // the cache's positions: any
+  shape.C = 768;
+  for (int64_t heads : {16, 12, 3}) {  // head sizes 48 and 64 run; 256 is the largest
+    shape.NH = heads;
+    EXPECT_EQ(cuda_backend_unsupported(Op::kAttentionDecode, shape), "") << "NH " << heads;
+  }
+  shape.NH = 2;  // head size 384
+  const std::string why = cuda_backend_unsupported(Op::kAttentionDecode, shape);
+  EXPECT_NE(why.find("head sizes (C / NH) of at most 256 (8 channels in each of a warp's 32 lanes), got 384"), std::string::npos) << why;
+  shape.NH = 5;  // does not divide 768
+  EXPECT_NE(cuda_backend_unsupported(Op::kAttentionDecode, shape).find("to divide C"), std::string::npos);
+  shape.NH = 12;
+  shape.B = 70000;
+  EXPECT_NE(cuda_backend_unsupported(Op::kAttentionDecode, shape).find("at most 65535"), std::string::npos);
+}
+
 TEST(CudaBackendTest, SizesBeyondThirtyTwoBitsAreRefused) {
   OpShape shape;
   shape.N = int64_t{1} << 31;
