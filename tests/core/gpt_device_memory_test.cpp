@@ -14,6 +14,7 @@
 #include "checkpoints/safetensors.h"
 #include "core/backend/cpu_backend.h"
 #include "core/backend/host_copy.h"
+#include "core/decoder.h"
 #include "core/gpt.h"
 #include "core/optimizer.h"
 #include "core/train_step.h"
@@ -157,6 +158,19 @@ TEST_P(GptDeviceMemoryTest, HuggingFaceAndModelFilesAndWholeTensorsComeFromTheDe
   for (const Parameter& p : device.model->parameters()) {
     EXPECT_EQ(gather_parameter(*device.model, p), gather_parameter(*host.model, host.model->parameter(p.name))) << p.name;
   }
+}
+
+TEST_P(GptDeviceMemoryTest, DecodesAsOnTheCpuBackend) {
+  DeviceRun host(cpu(GetParam()));
+  DeviceRun device(guarded(GetParam()));
+  host.step(0);
+  device.step(0);
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  SamplingSettings sampling;
+  sampling.temperature = 0.8f;
+  sampling.top_k = 5;
+  sampling.seed = 3;
+  EXPECT_EQ(generate_tokens(*device.model, prompt, 4, 2, sampling), generate_tokens(*host.model, prompt, 4, 2, sampling));
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, GptDeviceMemoryTest, ::testing::Values(Precision::kF32, Precision::kBF16),

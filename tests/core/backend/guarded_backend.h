@@ -119,6 +119,11 @@ class GuardedBackend final : public Backend {
     Open o(*this);
     cpu_.attention_backward(host(dqkv), host(dout), host(qkv), host(out), host(lse), B, T, NH);
   }
+  void attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache, const Tensor& qkv, int NH,
+                        int pos) override {
+    Open o(*this);
+    cpu_.attention_decode(host(out), host(k_cache), host(v_cache), host(qkv), NH, pos);
+  }
   void vocab_row_max(const Tensor& row_max, const Tensor& logits) override {
     Open o(*this);
     cpu_.vocab_row_max(host(row_max), host(logits));
