@@ -8,7 +8,10 @@
 
 #include "core/backend/cpu_backend.h"
 #include "core/backend/host_copy.h"
+#include "core/model/gpt2_block.h"
+#include "core/model/gpt2_embedding.h"
 #include "core/model/gpt2_layout.h"
+#include "core/model/stage_context.h"
 #include "core/rng.h"
 #include "kernels/cpu/cross_entropy.h"
 #include "parallel/regions.h"
@@ -21,28 +24,6 @@ using parallel::Communicator;
 
 namespace {
 
-constexpr int kPerLayer = 12;  // tensors per transformer block, in the order of LayerWeights
-
-// One block's tensors (values or gradients), in parameters() order.
-struct LayerWeights {
-  Tensor ln1_w, ln1_b, qkv_w, qkv_b, attproj_w, attproj_b;
-  Tensor ln2_w, ln2_b, fc_w, fc_b, fcproj_w, fcproj_b;
-};
-
-// `first` is the index in parameters() of the block's first tensor.
-LayerWeights layer_weights(const std::vector<Parameter>& params, size_t first, bool grads) {
-  auto t = [&](size_t i) { return grads ? params[first + i].grad : params[first + i].compute; };
-  return {t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7), t(8), t(9), t(10), t(11)};
-}
-
-// Views of the activation arena's buffers (on the backend's device) for the backend's ops:
-// (rows, cols) of the activation dtype, or (n) f32 statistics.
-Tensor rows_of(const void* p, int64_t rows, int64_t cols, DType dtype, Device device) {
-  return Tensor::view(const_cast<void*>(p), {rows, cols}, dtype, device);
-}
-Tensor vector_of(const float* p, int64_t n, Device device) {
-  return Tensor::view(const_cast<float*>(p), {n}, DType::kF32, device);
-}
 
 // The tensors of the rank `shape` describes, in parameters() order, with the part of each global
 // tensor it holds: GPT-2's layout (core/model/gpt2_layout.h), cut for this rank. Shapes come from
@@ -64,35 +45,11 @@ std::vector<ParameterSpec> parameter_specs(const GPTConfig& config, const StageS
 
 }  // namespace
 
-// Sizes of this rank's share. N = B * T token rows; Nl rows of the residual stream per rank
-// (N / tp with sequence parallelism, else N); Cl = C / tp attention channels (NHl heads);
-// Fl = 4C / tp MLP hidden units; Vl vocabulary rows.
-struct GPT::Layout {
-  int B, T, N, Nl, C, Cl, NHl, Fl, Vl, first_row;
-};
+// The sizes of this rank's share of a micro-batch (core/model/stage_context.h).
+struct GPT::Layout : StageDims {};
 
-// Activation buffers (`void*`) hold the precision's activation dtype (f32 or bf16); the
-// statistics (`float*`) are always f32.
+// One activation slot: the micro-batch of its last forward and the buffers of the stage's pieces.
 struct GPT::Activations {
-  struct Layer {
-    void* ln1;         // (Nl, C)
-    float* ln1_mean;   // (Nl)
-    float* ln1_rstd;   // (Nl)
-    void* ln1_full;    // (N, C): all rows (sequence parallel), else == ln1
-    void* qkv;         // (N, 3Cl)
-    void* atty;        // (N, Cl)
-    float* att_lse;    // (B, NHl, T)
-    void* attproj;     // (N, C): partial sums, then (Nl, C) of the reduced output in its first rows
-    void* residual2;   // (Nl, C)
-    void* ln2;         // (Nl, C)
-    float* ln2_mean;   // (Nl)
-    float* ln2_rstd;   // (Nl)
-    void* ln2_full;    // (N, C) or == ln2
-    void* fch;         // (N, Fl)
-    void* fch_gelu;    // (N, Fl)
-    void* fcproj;      // (N, C) as attproj
-    void* residual3;   // (Nl, C)
-  };
   Tensor arena;
   Layout shape{};
   // The micro-batch of the last forward, for its backward: on the host (checks, the count of
@@ -106,23 +63,9 @@ struct GPT::Activations {
   bool forwarded = false;  // a forward whose backward has not run yet
   int counted = 0;
   void* embedded;    // (N, C): partial token embeddings, then (Nl, C) of the residual stream's start
-  std::vector<Layer> layers;
-  void* lnf;         // (Nl, C)
-  float* lnf_mean;   // (Nl)
-  float* lnf_rstd;   // (Nl)
-  void* lnf_full;    // (N, C) or == lnf
-  void* logits;      // (N, Vl); becomes d(logits) in place during backward
-  float* losses;     // (N)
-  float* row_max;    // (N)
-  float* row_stats;  // (2N): sum of exps, then the target's logit
-  // backward scratch
-  void* dresidual;   // (Nl, C)
-  void* dfull;       // (N, C): a gradient with all rows
-  void* dlocal;      // (Nl, C)
-  void* datty;       // (N, Cl)
-  void* dqkv;        // (N, 3Cl)
-  void* dfch;        // (N, Fl)
-  void* dfch_gelu;   // (N, Fl)
+  std::vector<Gpt2BlockActivations> layers;
+  Gpt2HeadActivations head;
+  StageScratch scratch;
 };
 
 void GPTConfig::validate() const {
@@ -243,12 +186,12 @@ const float* GPT::logits() const {
   LOOM_CHECK(acts_ != nullptr, "logits() before any forward");
   LOOM_CHECK(act_ == DType::kF32 && device_ == Device::kCPU, "logits() of a", backend_->name(),
              "model: read logits_view()");
-  return static_cast<const float*>(acts_->logits);
+  return static_cast<const float*>(acts_->head.logits);
 }
 
 Tensor GPT::logits_view() const {
   LOOM_CHECK(acts_ != nullptr, "logits_view() before any forward");
-  return rows_of(acts_->logits, acts_->shape.N, acts_->shape.Vl, act_, device_);
+  return stage_ops().rows(acts_->head.logits, acts_->shape.N, acts_->shape.Vl);
 }
 
 const void* GPT::block_input(int l) const {
@@ -268,12 +211,12 @@ const void* GPT::stage_output() const {
 
 void* GPT::stage_output_grad() {
   LOOM_CHECK(acts_ != nullptr, "stage_output_grad() before any forward");
-  return acts_->dresidual;
+  return acts_->scratch.dresidual;
 }
 
 const void* GPT::stage_input_grad() const {
   LOOM_CHECK(acts_ != nullptr, "stage_input_grad() before any backward");
-  return acts_->dresidual;
+  return acts_->scratch.dresidual;
 }
 
 size_t GPT::activation_bytes(Recompute mode, int B, int T) const {
@@ -377,84 +320,34 @@ GPT::Layout GPT::layout_of(const GPTConfig& config, const StageShape& shape, int
 }
 
 int64_t GPT::carve_activations(const StageShape& shape, Activations& a, Recompute mode, float* base) {
-  const Layout& s = a.shape;
-  const int64_t n = s.N, nl = s.Nl, C = s.C;
+  // The activation planner: which buffers each piece keeps under the recompute mode, in one
+  // arena whose bf16 buffers take half the floats.
+  const StageDims& s = a.shape;
   const bool sp = shape.sequence_parallel;
-  int64_t used = 0;  // in floats
-  // Every count is a product of config sizes: checked, as is the running total.
-  auto take = [&](int64_t count) {
-    used = checked_add(used, (shape.align_floats - used % shape.align_floats) % shape.align_floats,
-                       "the activations of a micro-batch");
-    float* out = base ? base + used : nullptr;
-    used = checked_add(used, count, "the activations of a micro-batch");
-    return out;
-  };
-  // An activation buffer of `count` elements of the precision's dtype: bf16 ones take half the
-  // floats (rounded up, so that every buffer starts 4-byte aligned).
-  const bool half = shape.precision == Precision::kBF16;
-  auto take_act = [&](int64_t count) -> void* { return take(half ? (count + 1) / 2 : count); };
-  // Without sequence parallelism the gathered ("full") input of a column-parallel matmul is the
-  // LayerNorm output itself.
-  auto carve_layer = [&](Activations::Layer& l, bool attention_core) {
-    l.ln1 = take_act(nl * C);
-    l.ln1_mean = take(nl);
-    l.ln1_rstd = take(nl);
-    l.ln1_full = sp ? take_act(n * C) : l.ln1;
-    l.qkv = take_act(checked_mul(n, 3 * static_cast<int64_t>(s.Cl), "the QKV activations"));
-    if (attention_core) {
-      l.atty = take_act(n * s.Cl);
-      l.att_lse = take(static_cast<int64_t>(s.B) * s.NHl * s.T);
-    }
-    l.attproj = take_act(n * C);
-    l.residual2 = take_act(nl * C);
-    l.ln2 = take_act(nl * C);
-    l.ln2_mean = take(nl);
-    l.ln2_rstd = take(nl);
-    l.ln2_full = sp ? take_act(n * C) : l.ln2;
-    l.fch = take_act(n * s.Fl);
-    l.fch_gelu = take_act(n * s.Fl);
-    l.fcproj = take_act(n * C);
-  };
-  a.embedded = take_act(n * C);
+  ArenaCarver arena(base, shape.precision == Precision::kBF16, shape.align_floats);
+  a.embedded = arena.take_act(static_cast<int64_t>(s.N) * s.C);
   a.layers.resize(static_cast<size_t>(shape.end_layer - shape.first_layer));
   // Buffers every block reuses: the whole block (full recompute) or its attention core
   // (selective). residual3 is always the block's own: it is the next block's input.
-  Activations::Layer shared{};
-  if (mode == Recompute::kFull) carve_layer(shared, true);
-  if (mode == Recompute::kSelective) {
-    shared.atty = take_act(n * s.Cl);
-    shared.att_lse = take(static_cast<int64_t>(s.B) * s.NHl * s.T);
-  }
-  for (Activations::Layer& l : a.layers) {
+  Gpt2BlockActivations shared{};
+  if (mode == Recompute::kFull) carve_gpt2_block(arena, s, sp, true, shared);
+  if (mode == Recompute::kSelective) carve_gpt2_attention_core(arena, s, shared);
+  for (Gpt2BlockActivations& l : a.layers) {
     if (mode == Recompute::kFull) {
       l = shared;
     } else {
-      carve_layer(l, mode == Recompute::kNone);
+      carve_gpt2_block(arena, s, sp, mode == Recompute::kNone, l);
       if (mode == Recompute::kSelective) {
         l.atty = shared.atty;
         l.att_lse = shared.att_lse;
       }
     }
-    l.residual3 = take_act(nl * C);
+    l.residual3 = arena.take_act(static_cast<int64_t>(s.Nl) * s.C);
   }
   // The head's buffers exist on the last stage only.
-  const int64_t head = shape.last_stage ? 1 : 0;
-  a.lnf = take_act(head * nl * C);
-  a.lnf_mean = take(head * nl);
-  a.lnf_rstd = take(head * nl);
-  a.lnf_full = sp ? take_act(head * n * C) : a.lnf;
-  a.logits = take_act(head * n * s.Vl);
-  a.losses = take(head * n);
-  a.row_max = take(head * n);
-  a.row_stats = take(head * 2 * n);
-  a.dresidual = take_act(nl * C);
-  a.dfull = take_act(n * C);
-  a.dlocal = take_act(nl * C);
-  a.datty = take_act(n * s.Cl);
-  a.dqkv = take_act(checked_mul(n, 3 * static_cast<int64_t>(s.Cl), "the QKV activations"));
-  a.dfch = take_act(n * s.Fl);
-  a.dfch_gelu = take_act(n * s.Fl);
-  return used;
+  carve_gpt2_head(arena, s, sp, shape.last_stage, a.head);
+  carve_stage_scratch(arena, s, a.scratch);
+  return arena.used();
 }
 
 void GPT::use_slot(int slot) {
@@ -474,82 +367,13 @@ void GPT::ensure_activations(int B, int T) {
   carve_activations(stage_shape(), a, recompute_, a.arena.f32());
 }
 
-namespace {
-
-// The two ends of a tensor-parallel region, in the sequence-parallel or the plain variant.
-// enter: (Nl, C) rows this rank holds -> (N, C) all rows, for a column-parallel matmul.
-// leave: (N, C) partial sums of a row-parallel matmul -> (Nl, C) reduced rows, in place at the
-//        start of the same buffer.
-struct RegionEnds {
-  Communicator& tp;
-  Backend& backend;
-  bool sp;
-  size_t Nl, C;
-  DType dtype;  // of the activations
-
-  const void* enter(const void* local, void* full) const {
-    if (!sp) return local;  // CopyToTensorParallel::forward is the identity
-    parallel::GatherFromSequenceParallel::forward(tp, local, full, Nl, C, dtype);
-    return full;
-  }
-  // d(full) (N, C) -> d(local) (Nl, C); returns where d(local) is.
-  void* enter_backward(void* dfull, void* dlocal) const {
-    if (!sp) {
-      parallel::CopyToTensorParallel::backward(tp, dfull, Nl * C, dtype);
-      return dfull;
-    }
-    parallel::GatherFromSequenceParallel::backward(tp, dfull, dlocal, Nl, C, dtype);
-    return dlocal;
-  }
-  void leave(void* partial, void* scratch) const {
-    if (!sp) {
-      parallel::ReduceFromTensorParallel::forward(tp, partial, Nl * C, dtype);
-      return;
-    }
-    parallel::ScatterToSequenceParallel::forward(tp, partial, scratch, Nl, C, dtype);
-    const Shape rows{static_cast<int64_t>(Nl), static_cast<int64_t>(C)};
-    backend.copy(Tensor::view(partial, rows, dtype, backend.device()), Tensor::view(scratch, rows, dtype, backend.device()));
-  }
-  // d(reduced) (Nl, C) -> d(partial) (N, C); returns where it is.
-  const void* leave_backward(const void* dlocal, void* dfull) const {
-    if (!sp) return dlocal;  // ReduceFromTensorParallel::backward is the identity
-    parallel::ScatterToSequenceParallel::backward(tp, dlocal, dfull, Nl, C, dtype);
-    return dfull;
-  }
-};
-
-}  // namespace
+StageOps GPT::stage_ops() const { return StageOps{*backend_, *tp_, sequence_parallel_, act_}; }
 
 void GPT::layer_forward(int l, const void* residual) {
   Activations& a = *acts_;
-  const Layout& s = a.shape;
-  const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;
-  const RegionEnds ends{*tp_, *backend_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C), act_};
-  auto A = [&](const void* p, int64_t rows, int64_t cols) { return rows_of(p, rows, cols, act_, device_); };
-  auto vector_of = [&](const float* p, int64_t n) { return loom::vector_of(p, n, device_); };
   const size_t local = static_cast<size_t>(l - first_layer_);
-  const LayerWeights lw = layer_weights(params_, layer0_ + local * kPerLayer, false);
-  Activations::Layer& la = a.layers[local];
-  Backend& be = *backend_;
-  be.layernorm_forward(A(la.ln1, Nl, C), vector_of(la.ln1_mean, Nl), vector_of(la.ln1_rstd, Nl),
-                       A(residual, Nl, C), lw.ln1_w, lw.ln1_b);
-  const void* ln1 = ends.enter(la.ln1, la.ln1_full);
-  be.matmul_forward(A(la.qkv, N, 3 * s.Cl), {}, A(ln1, N, C), lw.qkv_w, lw.qkv_b, Epilogue::kBias);
-  be.attention_forward(A(la.atty, N, s.Cl), vector_of(la.att_lse, static_cast<int64_t>(B) * s.NHl * T),
-                       A(la.qkv, N, 3 * s.Cl), B, T, s.NHl);
-  be.matmul_forward(A(la.attproj, N, C), {}, A(la.atty, N, s.Cl), lw.attproj_w, {}, Epilogue::kNone);
-  ends.leave(la.attproj, a.dlocal);
-  // The row-parallel bias is added once, after the tensor-parallel reduction.
-  be.residual_layernorm_forward(A(la.residual2, Nl, C), A(la.ln2, Nl, C), vector_of(la.ln2_mean, Nl),
-                                vector_of(la.ln2_rstd, Nl), A(residual, Nl, C), A(la.attproj, Nl, C),
-                                lw.attproj_b, lw.ln2_w, lw.ln2_b);
-  const void* ln2 = ends.enter(la.ln2, la.ln2_full);
-  be.matmul_forward(A(la.fch_gelu, N, s.Fl), A(la.fch, N, s.Fl), A(ln2, N, C), lw.fc_w, lw.fc_b,
-                    Epilogue::kBiasGelu);
-  be.matmul_forward(A(la.fcproj, N, C), {}, A(la.fch_gelu, N, s.Fl), lw.fcproj_w, {}, Epilogue::kNone);
-  ends.leave(la.fcproj, a.dlocal);
-  be.residual_add(A(la.residual3, Nl, C), A(la.residual2, Nl, C), A(la.fcproj, Nl, C),
-                  lw.fcproj_b);
+  gpt2_block_forward(stage_ops(), a.shape, Gpt2BlockWeights::values(params_, layer0_ + local * kGpt2BlockTensors),
+                     a.layers[local], residual, a.scratch.dlocal);
 }
 
 float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
@@ -566,7 +390,7 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   ensure_activations(B, T);
   Activations& a = *acts_;
   const Layout& s = a.shape;
-  const int N = s.N, Nl = s.Nl, C = s.C;
+  const int N = s.N;
   a.counted = 0;
   // The ids go to the device once per micro-batch (a plain assignment on the CPU).
   auto upload = [&](Tensor& device, std::vector<int32_t>& host, const int32_t* ids) {
@@ -577,9 +401,7 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   if (tokens) upload(a.device_tokens, a.tokens, tokens);
   a.has_targets = targets != nullptr;
   a.forwarded = true;
-  const RegionEnds ends{*tp_, *backend_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C), act_};
-  auto A = [&](const void* p, int64_t rows, int64_t cols) { return rows_of(p, rows, cols, act_, device_); };
-  auto vector_of = [&](const float* p, int64_t n) { return loom::vector_of(p, n, device_); };
+  const StageOps ops = stage_ops();
   Backend& be = *backend_;
   // The optimizer, a checkpoint or init_weights() wrote the f32 master: the compute copy follows
   // (a conversion of the weights once per micro-batch, against 2 N FLOPs per weight for the
@@ -587,38 +409,22 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   if (act_ != DType::kF32) be.copy(compute_arena_, param_arena_);
 
   if (first_stage_) {
-    // Each rank looks up the tokens of its vocabulary slice; the region's reduction completes
-    // the embedding, and each rank adds the positions of the rows it holds.
-    be.token_embedding_forward(A(a.embedded, N, C), a.device_tokens, params_[wte_].compute, vocab_start_);
-    ends.leave(a.embedded, a.dlocal);
-    be.position_embedding_forward(A(a.embedded, Nl, C), params_[wpe_].compute, T, s.first_row);
+    gpt2_embedding_forward(ops, s, params_[wte_].compute, params_[wpe_].compute, a.device_tokens, vocab_start_,
+                           a.embedded, a.scratch.dlocal);
   }  // else: the previous stage's output was written into a.embedded (stage_input())
   for (int l = first_layer_; l < end_layer_; ++l) {
     layer_forward(l, block_input(l));
   }
   if (!last_stage_) return 0.0f;
-  const void* residual = stage_output();
-  be.layernorm_forward(A(a.lnf, Nl, C), vector_of(a.lnf_mean, Nl), vector_of(a.lnf_rstd, Nl),
-                       A(residual, Nl, C), params_[lnf_].compute, params_[lnf_ + 1].compute);
-  const void* lnf = ends.enter(a.lnf, a.lnf_full);
-  const Tensor logits = A(a.logits, N, s.Vl);
-  be.matmul_forward(logits, {}, A(lnf, N, C), params_[wte_].compute, {}, Epilogue::kNone);
+  if (a.has_targets) upload(a.device_targets, a.targets, targets);
+  gpt2_head_forward(ops, s, head_weights(false), stage_output(), a.has_targets ? a.device_targets : Tensor(),
+                    vocab_start_, a.head);
   if (!a.has_targets) return 0.0f;
-
-  // Vocabulary-parallel cross-entropy: two reductions of per-row statistics over the TP group.
-  upload(a.device_targets, a.targets, targets);
-  const Tensor target_ids = a.device_targets, row_max = vector_of(a.row_max, N);
-  const Tensor sum_exp = vector_of(a.row_stats, N), target_logit = vector_of(a.row_stats + N, N);
-  be.vocab_row_max(row_max, logits);
-  parallel::VocabParallelStatistics::max(*tp_, a.row_max, static_cast<size_t>(N));
-  be.vocab_sum_exp(sum_exp, target_logit, logits, target_ids, row_max, vocab_start_);
-  parallel::VocabParallelStatistics::sum(*tp_, a.row_stats, 2 * static_cast<size_t>(N));
-  be.vocab_losses(vector_of(a.losses, N), row_max, sum_exp, target_logit, target_ids);
   // The host reads the losses back (the stream's one wait of a forward on a GPU) and sums them
   // in f64, in row order.
   a.host_losses.resize(static_cast<size_t>(N));
   tp_->synchronize();  // a stream-ordered group's reductions are complete (or their error thrown)
-  backend_->to_host(a.host_losses.data(), vector_of(a.losses, N));
+  backend_->to_host(a.host_losses.data(), ops.stats(a.head.losses, N));
   double sum = 0;
   a.counted = 0;
   for (int i = 0; i < N; ++i) {
@@ -630,17 +436,18 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   return a.counted ? static_cast<float>(sum / a.counted) : 0.0f;
 }
 
+Gpt2HeadWeights GPT::head_weights(bool grads) const {
+  auto t = [&](size_t i) { return grads ? params_[i].grad : params_[i].compute; };
+  return {t(lnf_), t(lnf_ + 1), t(wte_)};
+}
+
 void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady& ready) {
   LOOM_CHECK(has_gradients_, "backward() of a model built without gradients");
   LOOM_CHECK(acts_ && acts_->forwarded && (!last_stage_ || acts_->has_targets),
              "GPT::backward needs a forward", last_stage_ ? "with targets" : "", "first");
   Activations& a = *acts_;
   const Layout& s = a.shape;
-  const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;
-  const RegionEnds ends{*tp_, *backend_, sequence_parallel_, static_cast<size_t>(Nl), static_cast<size_t>(C), act_};
-  auto A = [&](const void* p, int64_t rows, int64_t cols) { return rows_of(p, rows, cols, act_, device_); };
-  auto vector_of = [&](const float* p, int64_t n) { return loom::vector_of(p, n, device_); };
-  Backend& be = *backend_;
+  const StageOps ops = stage_ops();
 
   const float dloss = a.counted ? loss_scale / static_cast<float>(a.counted) : 0.0f;
   // With sequence parallelism, some gradients cover only this rank's token rows
@@ -661,70 +468,27 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
     }
   };
   if (last_stage_) {
-    // Logits become their gradient in place; the probabilities are never stored.
-    const Tensor dlogits = A(a.logits, N, s.Vl);
-    be.vocab_cross_entropy_backward(dlogits, dlogits, a.device_targets, vector_of(a.row_max, N),
-                                    vector_of(a.row_stats, N), vocab_start_, dloss);
-    // The *_full buffers still hold the rows gathered in the forward.
-    be.matmul_backward(A(a.dfull, N, C), params_[wte_].grad, dlogits, A(a.lnf_full, N, C),
-                       params_[wte_].compute);
-    void* dlnf = ends.enter_backward(a.dfull, a.dlocal);
-    const Tensor dresidual = A(a.dresidual, Nl, C);
-    be.zero(dresidual);
-    be.layernorm_backward(dresidual, params_[lnf_].grad, params_[lnf_ + 1].grad, A(dlnf, Nl, C),
-                          A(stage_output(), Nl, C), params_[lnf_].compute, vector_of(a.lnf_mean, Nl),
-                          vector_of(a.lnf_rstd, Nl));
+    gpt2_head_backward(ops, s, head_weights(false), head_weights(true), stage_output(), a.device_targets, vocab_start_,
+                       dloss, a.head, a.scratch);
     finish(lnf_, 2);
-  }  // else: the next stage's gradient of this stage's output is in a.dresidual
+  }  // else: the next stage's gradient of this stage's output is in a.scratch.dresidual
 
   // dresidual holds d(loss)/d(output of block l) and, through the residual connections, turns
   // into d(loss)/d(input of block l) as the block's branches accumulate into it.
-  const Tensor dresidual = A(a.dresidual, Nl, C);
   for (int l = end_layer_ - 1; l >= first_layer_; --l) {
     const size_t local = static_cast<size_t>(l - first_layer_);
-    const LayerWeights lw = layer_weights(params_, layer0_ + local * kPerLayer, false);
-    const LayerWeights lg = layer_weights(params_, layer0_ + local * kPerLayer, true);
-    Activations::Layer& la = a.layers[local];
+    const size_t first = layer0_ + local * kGpt2BlockTensors;
     const void* residual = block_input(l);
     // Full recomputation reruns the block from its input into the shared buffers (writing the
     // same residual3 again); dresidual is untouched and dlocal/dfull are free here.
     if (recompute_ == Recompute::kFull) layer_forward(l, residual);
-
-    // MLP. The row-parallel bias sees every row of the (gathered) output gradient, so its
-    // gradient is complete on every rank.
-    const Tensor dfcproj = A(ends.leave_backward(a.dresidual, a.dfull), N, C);
-    const Tensor dfch_gelu = A(a.dfch_gelu, N, s.Fl), dfch = A(a.dfch, N, s.Fl);
-    be.matmul_backward(dfch_gelu, lg.fcproj_w, dfcproj, A(la.fch_gelu, N, s.Fl), lw.fcproj_w);
-    be.bias_backward(lg.fcproj_b, dfcproj);
-    be.gelu_backward(dfch, A(la.fch, N, s.Fl), dfch_gelu);
-    be.matmul_backward(A(a.dfull, N, C), lg.fc_w, dfch, A(la.ln2_full, N, C), lw.fc_w);
-    be.bias_backward(lg.fc_b, dfch);
-    void* dln2 = ends.enter_backward(a.dfull, a.dlocal);
-    be.layernorm_backward(dresidual, lg.ln2_w, lg.ln2_b, A(dln2, Nl, C), A(la.residual2, Nl, C), lw.ln2_w,
-                          vector_of(la.ln2_mean, Nl), vector_of(la.ln2_rstd, Nl));
-
-    // Attention. Selective recomputation rebuilds the attention core from the kept QKV.
-    const Tensor qkv = A(la.qkv, N, 3 * s.Cl), atty = A(la.atty, N, s.Cl);
-    const Tensor lse = vector_of(la.att_lse, static_cast<int64_t>(B) * s.NHl * T);
-    if (recompute_ == Recompute::kSelective) be.attention_forward(atty, lse, qkv, B, T, s.NHl);
-    const Tensor dattproj = A(ends.leave_backward(a.dresidual, a.dfull), N, C);
-    const Tensor datty = A(a.datty, N, s.Cl), dqkv = A(a.dqkv, N, 3 * s.Cl);
-    be.matmul_backward(datty, lg.attproj_w, dattproj, atty, lw.attproj_w);
-    be.bias_backward(lg.attproj_b, dattproj);
-    be.attention_backward(dqkv, datty, qkv, atty, lse, B, T, s.NHl);
-    // dfull may still hold dattproj (sequence parallel): it was consumed above.
-    be.matmul_backward(A(a.dfull, N, C), lg.qkv_w, dqkv, A(la.ln1_full, N, C), lw.qkv_w);
-    be.bias_backward(lg.qkv_b, dqkv);
-    void* dln1 = ends.enter_backward(a.dfull, a.dlocal);
-    be.layernorm_backward(dresidual, lg.ln1_w, lg.ln1_b, A(dln1, Nl, C), A(residual, Nl, C), lw.ln1_w,
-                          vector_of(la.ln1_mean, Nl), vector_of(la.ln1_rstd, Nl));
-    finish(layer0_ + local * kPerLayer, kPerLayer);
+    gpt2_block_backward(ops, s, Gpt2BlockWeights::values(params_, first), Gpt2BlockWeights::grads(params_, first),
+                        a.layers[local], residual, a.scratch, recompute_ == Recompute::kSelective);
+    finish(first, kGpt2BlockTensors);
   }
   if (first_stage_) {
-    be.position_embedding_backward(params_[wpe_].grad, dresidual, T, s.first_row);
-    const void* dembedded = ends.leave_backward(a.dresidual, a.dfull);
-    be.token_embedding_backward(params_[wte_].grad, A(dembedded, N, C), a.device_tokens, vocab_start_);
-  }  // else: a.dresidual is the gradient of this stage's input (stage_input_grad())
+    gpt2_embedding_backward(ops, s, params_[wte_].grad, params_[wpe_].grad, a.device_tokens, vocab_start_, a.scratch);
+  }  // else: a.scratch.dresidual is the gradient of this stage's input (stage_input_grad())
   // The tensors before the first block (wte and wpe, or the last stage's wte) are final now,
   // unless wte's two copies still have to be summed (sum_tied_embedding_gradients, after the
   // pipeline has drained); the optimizer then posts that bucket itself.

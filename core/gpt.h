@@ -28,7 +28,9 @@
 #include <vector>
 
 #include "core/backend/backend.h"
+#include "core/model/gpt2_embedding.h"
 #include "core/model/gpt2_layout.h"
+#include "core/model/stage_context.h"
 #include "core/parameter.h"
 #include "core/parameter_set.h"
 #include "core/tensor.h"
@@ -240,6 +242,9 @@ class GPT {
   // Assigns the buffers of `a` for `mode` from `base` (null: only counts); returns the floats used.
   static int64_t carve_activations(const StageShape& shape, Activations& a, Recompute mode, float* base);
   void ensure_activations(int B, int T);
+  StageOps stage_ops() const;
+  // The head's tensors: their compute values, or their gradients.
+  Gpt2HeadWeights head_weights(bool grads) const;
   void layer_forward(int layer, const void* residual_in);
   // The residual stream entering block `layer` (== the stage's output for end_layer).
   const void* block_input(int layer) const;
