@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one run on a GPU machine (docs/gpu.md): the CUDA build, the GPU
-# tests, data parallelism on the GPU, a one-GPU `loom train`, and the benchmarks whose tables go
-# into docs/benchmarks.md. Exits non-zero at the first failure. Output also lands in $1 (default
+# tests, the model on the GPU in every layout (tp = 2, pp = 2, tp2 x pp2, interleaved, dp: ranks
+# sharing the GPU over the staged path; a world of one over NCCL), a one-GPU `loom train`, and the
+# benchmarks whose tables go into docs/benchmarks.md. Exits non-zero at the first failure. Output also lands in $1 (default
 # gpu_check.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,16 +16,25 @@ echo "== build (CUDA)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=ON >/dev/null
 cmake --build build -j"$(nproc)" --target loom loom_tests loom_mpi_tests bench_gpu_train bench_cuda_kernels
 
-echo "== GPU tests: kernels against their CPU twins, every backend op against CpuBackend fp32, the trainer against the fp32 CPU trainer"
-build/loom_tests --gtest_filter='*Cuda*:*BackendOps*:GptTrainer*:CachingAllocator*:LaunchEnv*' | tee /tmp/loom_gpu_tests.log
 # Every GPU test must have run, not skipped itself.
-if grep -q '\[  SKIPPED \]' /tmp/loom_gpu_tests.log; then
-  echo "gpu_check: a GPU test skipped itself on a GPU machine"; exit 1
-fi
+no_skips() {
+  if grep -q 'SKIPPED \]' "$1"; then
+    echo "gpu_check: a GPU test skipped itself on a GPU machine ($1)"; exit 1
+  fi
+}
 
-echo "== NCCL (a world of one) and data-parallel GPU training (NCCL, and MPI staged through the host)"
-mpirun --oversubscribe -np 1 build/loom_mpi_tests --gtest_filter='Nccl*:GptTrainerDataParallel*'
-mpirun --oversubscribe -np 2 build/loom_mpi_tests --gtest_filter='GptTrainerDataParallelTest.ReplicasOverMpiStaged*'
+echo "== GPU tests: kernels against their CPU twins, every backend op against CpuBackend fp32"
+build/loom_tests --gtest_filter='*Cuda*:*BackendOps*:CachingAllocator*:LaunchEnv*' | tee /tmp/loom_gpu_tests.log
+no_skips /tmp/loom_gpu_tests.log
+
+echo "== NCCL in stream order with its watchdog (a world of one)"
+mpirun --oversubscribe -np 1 build/loom_mpi_tests --gtest_filter='Nccl*' | tee /tmp/loom_nccl.log
+
+echo "== the model on the GPU in every layout, against one GPU rank and the CPU (1, 2 and 4 ranks on GPU 0)"
+for np in 1 2 4; do
+  mpirun --oversubscribe -np $np build/loom_mpi_tests --gtest_filter='DeviceRun*' | tee /tmp/loom_device_run_$np.log
+  no_skips /tmp/loom_device_run_$np.log
+done
 
 echo "== loom train: the addition demo (head size 32) on the GPU, then on the CPU for comparison"
 build/loom train --set train.steps=300 --set train.log_every=100 --set train.device=DEVICE_CUDA \

@@ -1,6 +1,7 @@
 // Loom's side of the GPU training benchmark (bench/gpu_train_bench.py runs it next to
-// bench/torch_gpu_train.py): GPT-2 trained on one GPU in bf16 with fp32 master weights
-// (core/cuda/gpt_trainer.h) on random tokens, timed with CUDA events after warm-up steps.
+// bench/torch_gpu_train.py): GPT-2 trained on one GPU in bf16 with fp32 master weights (the
+// model of core/gpt.h on a CudaBackend, its AdamW and train_step: what `loom train` runs) on
+// random tokens, timed with CUDA events after warm-up steps.
 // Prints one JSON line: tokens/s, ms per step, MFU against --peak-tflops, first and last timed
 // losses, peak device memory, and device allocations made after the first step (should be 0).
 #include <cstdio>
@@ -10,10 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "core/backend/cuda/cuda_backend.h"
 #include "core/base/cuda/context.h"
-#include "core/cuda/gpt_trainer.h"
 #include "core/gpt.h"
 #include "core/optimizer.h"
+#include "core/train_step.h"
 #include "launch/metrics.h"
 
 namespace {
@@ -64,10 +66,13 @@ int main(int argc, char** argv) {
   try {
     const loom::GPTConfig config = config_of(o.model, o.seq);
     loom::cuda::Context context(0);
-    loom::GPT host_model(config);
-    host_model.init_weights(1234);
-    loom::cuda::GPTTrainer trainer(context, config, {}, o.batch, o.seq);
-    trainer.load_weights(host_model);
+    loom::CudaBackend backend(context);
+    loom::ModelParallel layout;
+    layout.backend = &backend;
+    loom::GPT model(config, layout);
+    model.init_weights(1234);
+    loom::AdamW optimizer(model, loom::AdamWSettings{});
+    const loom::AllocatorStats& memory = context.allocator().stats();
 
     std::mt19937 rng(42);
     std::uniform_int_distribution<int32_t> token(0, config.vocab_size - 1);
@@ -83,23 +88,23 @@ int main(int argc, char** argv) {
       if (step == o.warmup) start.record(context.stream());
       const std::vector<int32_t>& p = pool[static_cast<size_t>(step) % pool.size()];
       const loom::MicroBatch mb{p.data(), p.data() + 1, o.batch, o.seq};
-      // step() reads the loss and norm back, so each step ends with the device idle: what a
+      // A step reads the loss and norm back, so each step ends with the device idle: what a
       // training loop that logs every step sees.
-      losses.push_back(static_cast<float>(trainer.step(std::span<const loom::MicroBatch>(&mb, 1), 3e-4f).loss));
-      if (step == 0) allocations_after_first = trainer.memory().raw_allocations;
+      losses.push_back(static_cast<float>(loom::train_step(model, optimizer, {&mb, 1}, 3e-4f).loss));
+      if (step == 0) allocations_after_first = memory.raw_allocations;
     }
     stop.record(context.stream());
     stop.synchronize();
     const double seconds = stop.elapsed_ms_since(start) / 1000.0;
     const double tokens_per_s = static_cast<double>(o.steps) * static_cast<double>(n) / seconds;
-    const double flops = tokens_per_s * loom::model_flops_per_token(config, trainer.num_parameters(), o.seq);
+    const double flops = tokens_per_s * loom::model_flops_per_token(config, model.num_parameters(), o.seq);
     std::printf(
         "{\"impl\":\"loom\",\"model\":\"%s\",\"params\":%lld,\"tokens_per_s\":%.1f,\"ms_per_step\":%.3f,"
         "\"mfu\":%.4f,\"loss_first\":%.4f,\"loss_last\":%.4f,\"peak_gib\":%.2f,\"allocations_after_first_step\":%lld}\n",
-        o.model.c_str(), static_cast<long long>(trainer.num_parameters()), tokens_per_s, 1000.0 * seconds / o.steps,
+        o.model.c_str(), static_cast<long long>(model.num_parameters()), tokens_per_s, 1000.0 * seconds / o.steps,
         flops / (o.peak_tflops * 1e12), losses[static_cast<size_t>(o.warmup)], losses.back(),
-        static_cast<double>(trainer.memory().peak_in_use_bytes) / (1 << 30),
-        static_cast<long long>(trainer.memory().raw_allocations - allocations_after_first));
+        static_cast<double>(memory.peak_in_use_bytes) / (1 << 30),
+        static_cast<long long>(memory.raw_allocations - allocations_after_first));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_gpu_train: %s\n", e.what());
     return 1;
