@@ -27,6 +27,7 @@
 #include "core/base/format.h"
 #include "checkpoints/model_file.h"
 #include "core/backend/cpu_backend.h"
+#include "core/model/assembly.h"
 #include "core/optimizer.h"
 #include "core/train_step.h"
 #include "launch/cli.h"
@@ -112,47 +113,6 @@ class PoisonedWeight {
   va_end(args);
   big.resize(static_cast<size_t>(n));
   return big;
-}
-
-constexpr int kAssembleTag = 7;  // point-to-point tag of the tensors sent to rank 0
-
-// Assembles the whole model in `whole` on world rank 0: every chunk gathers its tensors over its
-// tp group, and the pipeline ranks after the first send theirs (the tied wte copy excepted) to
-// rank 0 over the pipeline group of data-parallel replica 0. `split` has the blocks of each
-// virtual stage; virtual stage k lives on pipeline rank k % pp. Collective over the world.
-void assemble(const std::vector<std::unique_ptr<GPT>>& chunks, const parallel::ProcessGrid& grid,
-              const std::vector<int>& split, GPT* whole) {
-  const int pp = grid.shape().pp;
-  auto rank_of_block = [&](int block) {
-    int stage = 0;
-    for (int end = split[0]; block >= end; end += split[static_cast<size_t>(++stage)]) {
-    }
-    return stage % pp;
-  };
-  const bool sender = grid.coord().dp == 0 && grid.coord().tp == 0 && grid.coord().pp > 0;
-  std::vector<std::vector<float>> mine;  // in block order: chunk by chunk, ln_f last
-  for (const auto& chunk : chunks) {
-    for (const Parameter& p : chunk->parameters()) {
-      std::vector<float> global = gather_parameter(*chunk, p);
-      if (whole) std::memcpy(whole->parameter(p.name).value.raw(), global.data(), global.size() * sizeof(float));
-      if (sender && !p.tied_copy) mine.push_back(std::move(global));
-    }
-  }
-  if (pp == 1 || grid.coord().dp != 0 || grid.coord().tp != 0) return;
-  if (sender) {
-    for (const std::vector<float>& t : mine) grid.pp().send(t.data(), t.size(), DType::kF32, 0, kAssembleTag);
-    return;
-  }
-  // Rank 0 receives, rank by rank, the tensors in the order each rank holds them.
-  for (int rank = 1; rank < pp; ++rank) {
-    for (Parameter& p : whole->parameters()) {
-      if (p.name == "wte" || p.name == "wpe") continue;
-      const bool head = p.name.rfind("ln_f.", 0) == 0;
-      const int owner = head ? pp - 1 : rank_of_block(std::stoi(p.name.substr(2, p.name.find('.', 2) - 2)));
-      if (owner != rank) continue;
-      grid.pp().recv(p.value.raw(), static_cast<size_t>(p.value.numel()), DType::kF32, rank, kAssembleTag);
-    }
-  }
 }
 
 // Greedy answers of the first held-out problems, and how to ask the model more.
@@ -719,7 +679,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
       const auto eval_start = Clock::now();
       if (addition) {
         sync_to_host();  // the accuracy is measured on the host model
-        if (!holds_whole) assemble(chunks, grid, split, whole);
+        if (!holds_whole) assemble_whole_model(chunk_ptrs, grid, split, whole);
         if (leader) {
           const double acc = addition_accuracy(*whole, *task, task->test_problems());
           report(done, "", text_printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)", done, steps,
@@ -738,7 +698,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
         }
         if (last) {
           sync_to_host();
-          if (!holds_whole) assemble(chunks, grid, split, whole);
+          if (!holds_whole) assemble_whole_model(chunk_ptrs, grid, split, whole);
         }
       }
       // Evaluation time does not count as training throughput: the window starts that much later.
@@ -758,7 +718,7 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   }
   if (first_step == steps) {
     if (leader) std::printf("the checkpoint is at step %d of train.steps = %d: nothing left to train\n", first_step, steps);
-    if (!holds_whole) assemble(chunks, grid, split, whole);
+    if (!holds_whole) assemble_whole_model(chunk_ptrs, grid, split, whole);
   }
   if (!leader) return 0;
 
