@@ -143,7 +143,7 @@ void print_token_samples(const GPT& whole, const config::RunConfig& cfg, const s
 // Rank 0, after the last step: the model file and samples from the whole model.
 void write_model_and_samples(const TrainingRun& run) {
   const std::string model_path = run.cfg.train().out_dir() + "/model.loom";
-  save_model_file(model_path, config_to_text(run.cfg), run.whole->parameters());
+  save_model_file(model_path, config_to_text(run.cfg), *run.whole);
   std::printf("saved %s\n", model_path.c_str());
   if (run.task) {
     print_addition_samples(*run.whole, *run.task, run.cfg.train().samples(), model_path);

@@ -6,7 +6,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <limits>
-#include <optional>
+#include <memory>
 
 #include "core/optimizer.h"
 #include "launch/evaluation.h"
@@ -18,27 +18,32 @@ namespace {
 
 // LOOM_FAULT=nan@N (launch/fault_injection.h): one weight of this rank is NaN for one step and
 // restored after it, so that step's loss and gradients are not finite on every rank, as a real
-// numerical fault would make them. A LayerNorm weight, which every token passes through.
+// numerical fault would make them. A LayerNorm weight, which every token passes through; written
+// through the model's backend (the weights may live on a GPU).
 class PoisonedWeight {
  public:
-  explicit PoisonedWeight(GPT& chunk) {
+  explicit PoisonedWeight(GPT& chunk) : backend_(chunk.backend()) {
     for (Parameter& p : chunk.parameters()) {
       if (p.value.numel() == 0) continue;
-      if (!target_ || p.name.find("ln") != std::string::npos) target_ = p.value.f32();
+      if (!target_.raw() || p.name.find("ln") != std::string::npos) {
+        target_ = Tensor::view(p.value.raw(), {1}, DType::kF32, p.value.device());
+      }
       if (p.name.find("ln") != std::string::npos) break;
     }
-    if (!target_) return;
-    kept_ = *target_;
-    *target_ = std::numeric_limits<float>::quiet_NaN();
+    if (!target_.raw()) return;
+    backend_.to_host(&kept_, target_);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    backend_.from_host(target_, &nan);
   }
   ~PoisonedWeight() {
-    if (target_) *target_ = kept_;
+    if (target_.raw()) backend_.from_host(target_, &kept_);
   }
   PoisonedWeight(const PoisonedWeight&) = delete;
   PoisonedWeight& operator=(const PoisonedWeight&) = delete;
 
  private:
-  float* target_ = nullptr;
+  Backend& backend_;
+  Tensor target_;  // one element of the master weights
   float kept_ = 0;
 };
 
@@ -120,20 +125,13 @@ StepResult TrainingLoop::step(float lr) {
     fail_user("LOOM_FAULT: an injected user error on this rank alone at step", number);
   }
   const std::span<const MicroBatch> micro = next_batch();
-  std::optional<PoisonedWeight> poisoned;
+  std::unique_ptr<PoisonedWeight> poisoned;
   const bool poison = faults.due(FaultKind::kNan, number);
-  if (poison) {
-    // On a GPU the poisoned host weight travels there and back (on this rank alone); the step's
-    // update is skipped everywhere (its gradient norm is not finite), so the host weights are the
-    // GPU's before the step.
-    run_.to_host();
-    poisoned.emplace(*run_.chunks[0]);
-    if (run_.gpu) run_.gpu->weights_from_host();
-  }
-  const StepResult result =
-      run_.gpu ? run_.gpu->step(micro, lr) : train_step(run_.chunk_ptrs, run_.optimizer_ptrs, micro, lr);
+  // The step's update is skipped everywhere (its gradient norm is not finite), so restoring the
+  // weight afterwards leaves the weights as they were before the step.
+  if (poison) poisoned = std::make_unique<PoisonedWeight>(*run_.chunks[0]);
+  const StepResult result = train_step(run_.chunk_ptrs, run_.optimizer_ptrs, micro, lr);
   poisoned.reset();
-  if (poison && run_.gpu) run_.gpu->weights_from_host();
   return result;
 }
 
@@ -183,7 +181,6 @@ void TrainingLoop::roll_back(int failed_step) {
   }
   wait_for_save();  // collective, and rank 0 enters it once the checkpoint is committed
   const checkpoint::Resumed back = run_.resume(rollback_dir_);
-  run_.from_host();
   progress_ = back.progress;
   saved_step_ = static_cast<int>(progress_.step);
   if (run_.token_run) run_.open_token_run(progress_.loader);
@@ -276,7 +273,6 @@ void TrainingLoop::checkpoint(bool final) {
   progress_.has_loader = run_.token_run != nullptr;
   if (run_.token_run) progress_.loader = run_.token_run->state();
   wait_for_save();
-  run_.to_host();
   checkpoint::Checkpointer& checkpointer = *run_.checkpointer;
   checkpointer.save(run_.cfg, progress_, run_.chunk_ptrs, run_.optimizer_ptrs, "loom train", final);
   rollback_dir_ = run_.checkpoint_root + "/" + checkpoint::step_dir_name(done_);
@@ -296,7 +292,6 @@ void TrainingLoop::evaluate() {
   const auto eval_start = Clock::now();
   const bool last = done_ == run_.steps;
   if (run_.task) {
-    run_.to_host();  // the accuracy is measured on the host model
     run_.assemble_whole();
     if (run_.leader) {
       const AdditionTask& task = *run_.task;
@@ -308,7 +303,8 @@ void TrainingLoop::evaluate() {
   } else {
     double val_loss = 0;
     auto evaluate_batch = [this](std::span<const MicroBatch> val_micro) {
-      return run_.gpu ? run_.gpu->evaluate(val_micro) : evaluate_loss(run_.chunk_ptrs, run_.grid->dp(), val_micro);
+      // Over the optimizers' data-parallel group: the device's on a GPU.
+      return evaluate_loss(run_.chunk_ptrs, run_.optimizer_ptrs[0]->dp(), val_micro);
     };
     if (run_.token_run->validation_loss(evaluate_batch, &val_loss) && run_.leader) {
       log_event(done_, "", text_printf("eval  %5d/%d | validation loss %.4f | perplexity %.2f", done_, run_.steps,
@@ -316,7 +312,6 @@ void TrainingLoop::evaluate() {
       run_.metrics->eval(done_, {{"val_loss", val_loss}, {"perplexity", std::exp(val_loss)}});
     }
     if (last) {
-      run_.to_host();
       run_.assemble_whole();
     }
   }

@@ -63,13 +63,17 @@ void build_model(TrainingRun& run) {
   const int n_chunks = pc.virtual_stages();
   const AdamWSettings settings{oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay(), oc.grad_clip()};
   run.cpu_backend = std::make_unique<CpuBackend>(cpu_precision_of(run.cfg));
+  // The same model and optimizer on either device: on a GPU its backend and groups are the
+  // device's (the grid's own groups stay the host's, for assembly and checkpoints).
+  parallel::Communicator* dp = run.device ? &run.device->dp() : &run.grid->dp();
   for (int c = 0; c < n_chunks; ++c) {
     ModelParallel layout = model_parallel_for(*run.grid, run.split, pc.sequence_parallel(), c, n_chunks);
     layout.backend = run.cpu_backend.get();
+    if (run.device) layout = run.device->on_device(layout);
     run.chunks.push_back(std::make_unique<GPT>(run.model_config, layout));
     run.chunks.back()->init_weights(tc.seed());
     run.chunks.back()->set_recompute(static_cast<Recompute>(tc.recompute()));
-    run.optimizers.push_back(std::make_unique<AdamW>(*run.chunks.back(), settings, &run.grid->dp()));
+    run.optimizers.push_back(std::make_unique<AdamW>(*run.chunks.back(), settings, dp));
     run.chunk_ptrs.push_back(run.chunks.back().get());
     run.optimizer_ptrs.push_back(run.optimizers.back().get());
   }
@@ -168,15 +172,9 @@ void open_checkpointer(TrainingRun& run, bool replace_earlier_run) {
   run.checkpointer = std::make_unique<checkpoint::Checkpointer>(policy, run.world);
 }
 
-// train.precision PRECISION_FP32 keeps a DEVICE_AUTO run on the CPU: the GPU trains in bf16.
-void attach_gpu(TrainingRun& run) {
-  config::RunConfig device_cfg = run.cfg;
-  if (run.cfg.train().precision() == config::TrainConfig::PRECISION_FP32 &&
-      run.cfg.train().device() == config::TrainConfig::DEVICE_AUTO) {
-    device_cfg.mutable_train()->set_device(config::TrainConfig::DEVICE_CPU);
-  }
-  run.gpu = GpuTraining::create(device_cfg, *run.grid, *run.chunks[0], *run.optimizers[0], run.B, run.T);
-}
+// The GPU when train.device asks for one (DeviceRun::create says when: train.precision
+// PRECISION_FP32 keeps a DEVICE_AUTO run on the CPU, the GPU trains in bf16).
+void attach_gpu(TrainingRun& run) { run.device = DeviceRun::create(run.cfg, *run.grid, run.model_config, run.B, run.T); }
 
 void make_whole_model(TrainingRun& run) {
   run.holds_whole = run.world.size() == 1 && run.chunks.size() == 1;
@@ -225,8 +223,8 @@ void print_run(const TrainingRun& run) {
     kept += static_cast<double>(chunk->activation_bytes(recompute, run.B, run.T)) / (1 << 20);
     all += static_cast<double>(chunk->activation_bytes(Recompute::kNone, run.B, run.T)) / (1 << 20);
   }
-  if (run.gpu) std::printf("device: %s\n", run.gpu->describe().c_str());
-  if (!run.gpu && run.cpu_backend->precision() == Precision::kBF16) {
+  if (run.device) std::printf("device: %s\n", run.device->describe().c_str());
+  if (!run.device && run.cpu_backend->precision() == Precision::kBF16) {
     std::printf("precision: bf16 mixed precision emulated on the CPU (f32 master weights; train.precision)\n");
   }
   std::printf("activations: %.1f MiB per rank", kept);
@@ -253,7 +251,7 @@ void print_run(const TrainingRun& run) {
 void open_metrics(TrainingRun& run) {
   const config::MetricsConfig& mc = run.cfg.metrics();
   // On GPUs without metrics.peak_tflops: 989 TFLOP/s each, the dense bf16 rate of an H100/H200 SXM.
-  const double peak_tflops = mc.peak_tflops() > 0 ? mc.peak_tflops() : run.gpu ? 989.0 : 0.0;
+  const double peak_tflops = mc.peak_tflops() > 0 ? mc.peak_tflops() : run.device ? 989.0 : 0.0;
   double peak_flops = 1e12 * peak_tflops * run.world.size();
   if (peak_flops == 0) {
     const LaunchInfo& launch = current_launch();
@@ -281,7 +279,7 @@ void open_metrics(TrainingRun& run) {
   run.flops_per_token = model_flops_per_token(run.model_config, run.whole->num_parameters(), run.T);
   std::printf("metrics: %.3g model FLOPs per token; MFU against %s = %.3g GFLOP/s%s%s%s%s\n", run.flops_per_token,
               mc.peak_tflops() > 0 ? "metrics.peak_tflops x processes"
-              : run.gpu            ? "989 TFLOP/s (dense bf16, H100/H200 SXM) x GPUs"
+              : run.device         ? "989 TFLOP/s (dense bf16, H100/H200 SXM) x GPUs"
                                    : "the measured sgemm rate of the hosts' cores (raised to training's if higher)",
               peak_flops / 1e9, run.metrics->jsonl_path().empty() ? "" : "; JSON lines to ",
               run.metrics->jsonl_path().c_str(), run.metrics->tensorboard_path().empty() ? "" : "; TensorBoard events to ",
@@ -295,15 +293,7 @@ void open_metrics(TrainingRun& run) {
 TrainingRun::TrainingRun(config::RunConfig resolved, parallel::Communicator& world_communicator)
     : cfg(std::move(resolved)), world(world_communicator), leader(world_communicator.rank() == 0) {}
 
-void TrainingRun::to_host() {
-  if (gpu) gpu->to_host();
-}
-
-void TrainingRun::from_host() {
-  if (gpu) gpu->from_host();
-}
-
-uint64_t TrainingRun::peak_memory_bytes() const { return gpu ? gpu->device_peak_bytes() : peak_rss_bytes(); }
+uint64_t TrainingRun::peak_memory_bytes() const { return device ? device->peak_bytes() : peak_rss_bytes(); }
 
 void TrainingRun::assemble_whole() {
   if (!holds_whole) assemble_whole_model(chunk_ptrs, *grid, split, whole);
@@ -322,6 +312,7 @@ std::unique_ptr<TrainingRun> build_training_run(config::RunConfig cfg, const Tra
   auto run = std::make_unique<TrainingRun>(std::move(cfg), world);
   set_up_layout(*run);
   check_memory(*run);
+  attach_gpu(*run);
   build_model(*run);
   run->checkpoint_root = checkpoint_root(run->cfg);
   const EarlierRun earlier = find_earlier_run(run->cfg);
@@ -329,7 +320,6 @@ std::unique_ptr<TrainingRun> build_training_run(config::RunConfig cfg, const Tra
   const bool resumed = resume_from_checkpoint(*run, plan.resume_spec, options);
   make_output_directories(*run);
   open_checkpointer(*run, set_aside_earlier_run(*run, plan, earlier, resumed));
-  attach_gpu(*run);
   make_whole_model(*run);
   open_data(*run);
   print_run(*run);

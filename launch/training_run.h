@@ -6,11 +6,12 @@
 //   set up the layout     the collective deadline, the process grid, threads, the addition task,
 //                         the model's shape and its split over the pipeline stages
 //   check the memory      the run's estimate against what the host has
-//   build the model       this rank's model chunks, each with its AdamW
+//   attach the GPU        the GPU, its backend and device groups when the run trains there
+//                         (train.device)
+//   build the model       this rank's model chunks, each with its AdamW, on the GPU or the CPU
 //   resume or start       the checkpoint to continue from (--resume, --fresh), the output
 //                         directories, an earlier run's metrics set aside
 //   open the checkpointer the save policy, with the faults injected into saves
-//   attach the GPU        the working copy on the GPU when the run trains there (train.device)
 //   make the whole model  rank 0's copy of the whole model, assembled from the shards
 //   open the data         token shards (the addition task generates its batches itself)
 //   print the run         model, layout, device, activations, memory, data
@@ -30,7 +31,7 @@
 #include "core/optimizer.h"
 #include "data/addition.h"
 #include "launch/fault_injection.h"
-#include "launch/gpu_training.h"
+#include "launch/device_run.h"
 #include "launch/memory_plan.h"
 #include "launch/metrics.h"
 #include "launch/stop_request.h"
@@ -74,16 +75,17 @@ struct TrainingRun {
   std::optional<AdditionTask> task;
   std::unique_ptr<TokenRun> token_run;
 
+  // The GPU when the run trains there (train.device), else null: its backend and the device
+  // groups the model and optimizers use. Declared before them: they go first.
+  std::unique_ptr<DeviceRun> device;
   // This rank's model chunks (one unless the pipeline is interleaved), each with its optimizer,
-  // on the CPU backend (fp32, or bf16 mixed precision when train.precision says so).
+  // on the GPU's backend (bf16) or the CPU backend (fp32, or bf16 mixed precision when
+  // train.precision says so).
   std::unique_ptr<CpuBackend> cpu_backend;
   std::vector<std::unique_ptr<GPT>> chunks;
   std::vector<std::unique_ptr<AdamW>> optimizers;
   std::vector<GPT*> chunk_ptrs;
   std::vector<AdamW*> optimizer_ptrs;
-  // The working copy on the GPU when the run trains there (train.device), else null; the host
-  // objects above hold what checkpoints, evaluation and the model file read.
-  std::unique_ptr<GpuTraining> gpu;
 
   // Rank 0's whole model (null elsewhere): in one process that holds it all, the training model
   // itself; else a copy without gradients, assembled from the shards when needed.
@@ -104,15 +106,10 @@ struct TrainingRun {
   std::unique_ptr<MetricsLog> metrics;  // rank 0 only
   double flops_per_token = 0;           // rank 0 only
 
-  // The host model and optimizer brought up to date from the GPU's working copy, and back (a
-  // no-op on the CPU): before a checkpoint, an evaluation or the model file reads them, and after
-  // a rollback wrote them. from_host is collective over the data-parallel group.
-  void to_host();
-  void from_host();
   // This rank's peak memory in bytes: the GPU's when the run trains there, else the process's
   // resident set.
   uint64_t peak_memory_bytes() const;
-  // The whole model on rank 0 from the host model's shards (nothing when this one process holds
+  // The whole model on rank 0 from the model's shards (nothing when this one process holds
   // it all). Collective over the world.
   void assemble_whole();
   // Token runs: the loader, starting at `start` (collective over the world).

@@ -32,7 +32,7 @@ void assemble_whole_model(std::span<GPT* const> chunks, const parallel::ProcessG
   std::vector<std::vector<float>> mine;  // in block order: chunk by chunk, ln_f last
   for (GPT* chunk : chunks) {
     for (const Parameter& p : chunk->parameters()) {
-      std::vector<float> global = gather_parameter(*chunk, p);
+      std::vector<float> global = gather_parameter(*chunk, p, &grid.tp());  // host buffers over the grid's group
       if (whole) std::memcpy(whole->parameter(p.name).value.raw(), global.data(), global.size() * sizeof(float));
       if (sender && !p.tied_copy) mine.push_back(std::move(global));
     }

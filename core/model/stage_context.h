@@ -83,7 +83,7 @@ struct RegionEnds {
 // with a null base it only counts. Counts are products of config sizes: checked, as is the total.
 class ArenaCarver {
  public:
-  ArenaCarver(float* base, bool half, int64_t align) : base_(base), half_(half), align_(align) {}
+  ArenaCarver(float* base, bool bf16, int64_t align) : base_(base), half_(bf16), align_(align) {}
   // `count` f32 values (statistics).
   float* take(int64_t count) {
     used_ = checked_add(used_, (align_ - used_ % align_) % align_, "the activations of a micro-batch");
