@@ -49,7 +49,7 @@ bool ranks_share_a_gpu(parallel::Communicator& world, int device) {
 class CudaRun final : public DeviceRun {
  public:
   CudaRun(int device, const parallel::ProcessGrid& grid, Transport transport)
-      : context_(device), backend_(context_) {
+      : context_(device), allocator_(context_.allocator()), backend_(context_) {
     nccl_everywhere_ = transport == Transport::kNccl;
     if (transport == Transport::kAuto) {
       transport = ranks_share_a_gpu(grid.world(), device) ? Transport::kStaged : Transport::kNccl;
@@ -75,7 +75,7 @@ class CudaRun final : public DeviceRun {
   parallel::Communicator& pp() override { return *pp_; }
   parallel::Communicator& dp() override { return *dp_; }
   parallel::Communicator& embedding() override { return *embedding_; }
-  uint64_t peak_bytes() const override { return const_cast<cuda::Context&>(context_).allocator().stats().peak_in_use_bytes; }
+  uint64_t peak_bytes() const override { return allocator_.stats().peak_in_use_bytes; }
   std::string describe() const override {
     return str_cat("GPU", context_.device(), "(" + std::string(context_.properties().name) + "),",
                    "bf16 compute with fp32 master weights, groups",
@@ -95,6 +95,7 @@ class CudaRun final : public DeviceRun {
   }
 
   cuda::Context context_;
+  const CachingAllocator& allocator_;  // the context's: its peak in use
   CudaBackend backend_;
   Transport transport_ = Transport::kNccl;
   bool nccl_everywhere_ = false;  // Transport::kNccl asked for: one-rank groups over NCCL too

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -62,27 +63,29 @@ std::vector<int32_t> batch(int s, uint32_t salt, int dp) {
 }
 
 // Trains kSteps on this rank's part of `layout` (the grid's), on `run`'s GPU when given, else on
-// a CpuBackend of `precision` as one rank. Returns the losses and this rank's chunks' weights
-// (whole tensors, gathered over tp on the host).
-Result train(const parallel::ProcessGrid* grid, DeviceRun* run, const Layout& layout, Precision precision) {
+// a CpuBackend of `precision` as one rank, on the global batches of `replicas` data-parallel
+// replicas: with the grid's dp = replicas each rank takes its kB rows of a micro-batch, with
+// dp = 1 the rank takes all replicas x kB rows. Returns the losses and this rank's chunks'
+// weights (whole tensors, gathered over tp on the host).
+Result train(const parallel::ProcessGrid* grid, DeviceRun* run, const Layout& layout, Precision precision,
+             int replicas) {
   const int dp = grid ? grid->shape().dp : 1;
   const int dp_rank = grid ? grid->coord().dp : 0;
+  const int rows = kB * replicas / dp;  // of a micro-batch on this rank
   std::unique_ptr<CpuBackend> cpu;
   std::vector<std::unique_ptr<GPT>> models;
   std::vector<std::unique_ptr<AdamW>> optimizers;
   const std::vector<int> split = even_block_split(kConfig.n_layer, layout.pp * layout.chunks);
   for (int c = 0; c < layout.chunks; ++c) {
     ModelParallel mp;
-    if (grid) {
-      mp = model_parallel_for(*grid, split, layout.sp, c, layout.chunks);
-    } else {
-      cpu = std::make_unique<CpuBackend>(precision);
-      mp.backend = cpu.get();
-    }
+    if (grid) mp = model_parallel_for(*grid, split, layout.sp, c, layout.chunks);
+    if (!cpu) cpu = std::make_unique<CpuBackend>(precision);
+    mp.backend = cpu.get();
     if (run) mp = run->on_device(mp);
     models.push_back(std::make_unique<GPT>(kConfig, mp));
     models.back()->init_weights(11);
-    optimizers.push_back(std::make_unique<AdamW>(*models.back(), kAdam, run ? &run->dp() : nullptr, 1000));
+    parallel::Communicator* dp_group = run ? &run->dp() : grid ? &grid->dp() : nullptr;
+    optimizers.push_back(std::make_unique<AdamW>(*models.back(), kAdam, dp_group, 1000));
   }
   std::vector<GPT*> chunks;
   std::vector<AdamW*> opts;
@@ -92,11 +95,11 @@ Result train(const parallel::ProcessGrid* grid, DeviceRun* run, const Layout& la
   }
   Result result;
   for (int s = 0; s < kSteps; ++s) {
-    const std::vector<int32_t> tokens = batch(s, 1, dp), targets = batch(s, 2, dp);
+    const std::vector<int32_t> tokens = batch(s, 1, replicas), targets = batch(s, 2, replicas);
     std::vector<MicroBatch> micro;
     for (int a = 0; a < kAccum; ++a) {
-      const size_t at = static_cast<size_t>((a * dp + dp_rank) * kB * kT);  // this replica's rows
-      micro.push_back({tokens.data() + at, targets.data() + at, kB, kT});
+      const size_t at = static_cast<size_t>((a * replicas * kB + dp_rank * rows) * kT);  // this rank's rows
+      micro.push_back({tokens.data() + at, targets.data() + at, rows, kT});
     }
     result.losses.push_back(train_step(chunks, opts, micro, lr_at_step(s, kSteps, 3e-3f, 2, 0.1f)).loss);
   }
@@ -111,16 +114,73 @@ Result train(const parallel::ProcessGrid* grid, DeviceRun* run, const Layout& la
 
 bool has_gpu() { return device_count() > 0; }
 
-TEST(DeviceRunMpiTest, EveryLayoutOnTheGpuMatchesOneRankOnTheGpu) {
+const std::vector<Layout> kLayouts = {{1, 1, 1, false}, {2, 1, 1, false}, {2, 1, 1, true}, {1, 2, 1, false},
+                                      {1, 2, 2, false}, {2, 2, 1, true},  {2, 2, 2, false}};
+
+// Every layout of the world against one rank of the global batch. `device`: on GPU 0 (through
+// DeviceRun, with `transports`), else on the CPU backend in bf16 (the harness itself, checked
+// where no GPU is).
+void check_layouts(bool device, const Result& reference, const std::function<Result(int)>& one_rank) {
   Communicator& world = testing::mpi_world();
+  for (const Layout& l : kLayouts) {
+    if (world.size() % (l.tp * l.pp) != 0) continue;
+    const int dp = world.size() / (l.tp * l.pp);
+    parallel::ProcessGrid grid(world, parallel::GridShape{l.tp, l.pp, dp});
+    const Result want_run = dp == 1 ? Result{} : one_rank(dp);
+    const Result& want_all = dp == 1 ? reference : want_run;
+    // A world of one runs its groups over NCCL too (its one-rank communicators); more ranks share
+    // GPU 0 over the staged path.
+    std::vector<DeviceRun::Transport> transports = {DeviceRun::Transport::kAuto};
+    if (device && world.size() == 1) transports.push_back(DeviceRun::Transport::kNccl);
+    for (DeviceRun::Transport transport : transports) {
+      SCOPED_TRACE(::testing::Message() << "tp=" << l.tp << " pp=" << l.pp << " chunks=" << l.chunks << " dp=" << dp
+                                        << " sp=" << l.sp << " transport=" << static_cast<int>(transport));
+      std::unique_ptr<DeviceRun> run = device ? DeviceRun::on_gpu(0, grid, transport) : nullptr;
+      const Result got = train(&grid, run.get(), l, Precision::kBF16, dp);
+      double worst = 0;
+      for (int s = 0; s < kSteps; ++s) {
+        const double want = want_all.losses[static_cast<size_t>(s)];
+        const double rel = std::fabs(got.losses[static_cast<size_t>(s)] - want) / want;
+        worst = std::max(worst, rel);
+        EXPECT_LE(rel, 2e-3) << "step " << s << ": got " << got.losses[static_cast<size_t>(s)] << " want " << want;
+      }
+      std::vector<float> all_got, all_want;
+      for (size_t i = 0; i < got.names.size(); ++i) {
+        const auto at = std::find(want_all.names.begin(), want_all.names.end(), got.names[i]);
+        ASSERT_NE(at, want_all.names.end()) << got.names[i];
+        const std::vector<float>& want = want_all.weights[static_cast<size_t>(at - want_all.names.begin())];
+        all_got.insert(all_got.end(), got.weights[i].begin(), got.weights[i].end());
+        all_want.insert(all_want.end(), want.begin(), want.end());
+      }
+      const double weights = testing::relative_l2(all_got, all_want);
+      EXPECT_LE(weights, 2e-2) << "final weights of this rank's chunks";
+      if (world.rank() == 0 && device) {
+        std::printf("GPU tp=%d pp=%d chunks=%d dp=%d sp=%d: worst loss difference %.3g, final weights %.3g (%s)\n", l.tp,
+                    l.pp, l.chunks, dp, l.sp ? 1 : 0, worst, weights, run->describe().c_str());
+      }
+    }
+  }
+}
+
+// The harness on the CPU backend in bf16: the layouts it builds, the batches it splits and the
+// weights it gathers agree there, so a failure on the GPU is the GPU's.
+TEST(DeviceRunMpiTest, TheLayoutHarnessHoldsOnTheCpuInBf16) {
+  auto one_rank = [](int replicas) { return train(nullptr, nullptr, Layout{}, Precision::kBF16, replicas); };
+  check_layouts(false, one_rank(1), one_rank);
+}
+
+TEST(DeviceRunMpiTest, EveryLayoutOnTheGpuMatchesOneRankOnTheGpu) {
   if (!has_gpu()) GTEST_SKIP() << "no GPU";
-  // One rank on the GPU: the reference; it must agree with the CPU in fp32 too.
+  // One rank on the GPU: the reference (of the global batch of `replicas`); it must agree with
+  // the CPU in fp32 too.
   parallel::SoloCommunicator solo_world("world");
   parallel::ProcessGrid one(solo_world, parallel::GridShape{1, 1, 1});
-  std::unique_ptr<DeviceRun> alone = DeviceRun::on_gpu(0, one);
-  const Result reference = train(&one, alone.get(), Layout{}, Precision::kBF16);
-  alone.reset();
-  const Result fp32 = train(nullptr, nullptr, Layout{}, Precision::kF32);
+  auto one_gpu_rank = [&](int replicas) {
+    std::unique_ptr<DeviceRun> alone = DeviceRun::on_gpu(0, one);
+    return train(&one, alone.get(), Layout{}, Precision::kBF16, replicas);
+  };
+  const Result reference = one_gpu_rank(1);
+  const Result fp32 = train(nullptr, nullptr, Layout{}, Precision::kF32, 1);
   for (int s = 0; s < kSteps; ++s) {
     const double rel = std::fabs(reference.losses[static_cast<size_t>(s)] - fp32.losses[static_cast<size_t>(s)]) /
                        fp32.losses[static_cast<size_t>(s)];
@@ -128,44 +188,7 @@ TEST(DeviceRunMpiTest, EveryLayoutOnTheGpuMatchesOneRankOnTheGpu) {
                          << fp32.losses[static_cast<size_t>(s)];
   }
 
-  const std::vector<Layout> layouts = {{1, 1, 1, false}, {2, 1, 1, false}, {2, 1, 1, true}, {1, 2, 1, false},
-                                       {1, 2, 2, false}, {2, 2, 1, true},  {2, 2, 2, false}};
-  for (const Layout& l : layouts) {
-    if (world.size() % (l.tp * l.pp) != 0) continue;
-    const int dp = world.size() / (l.tp * l.pp);
-    parallel::ProcessGrid grid(world, parallel::GridShape{l.tp, l.pp, dp});
-    // A world of one runs its groups over NCCL (its one-rank communicators); more ranks share
-    // GPU 0 over the staged path.
-    std::vector<DeviceRun::Transport> transports = {DeviceRun::Transport::kAuto};
-    if (world.size() == 1) transports.push_back(DeviceRun::Transport::kNccl);
-    for (DeviceRun::Transport transport : transports) {
-      SCOPED_TRACE(::testing::Message() << "tp=" << l.tp << " pp=" << l.pp << " chunks=" << l.chunks << " dp=" << dp
-                                        << " sp=" << l.sp << " transport=" << static_cast<int>(transport));
-      std::unique_ptr<DeviceRun> run = DeviceRun::on_gpu(0, grid, transport);
-      const Result got = train(&grid, run.get(), l, Precision::kBF16);
-      double worst = 0;
-      for (int s = 0; s < kSteps; ++s) {
-        const double want = reference.losses[static_cast<size_t>(s)];
-        const double rel = std::fabs(got.losses[static_cast<size_t>(s)] - want) / want;
-        worst = std::max(worst, rel);
-        EXPECT_LE(rel, 2e-3) << "step " << s << ": got " << got.losses[static_cast<size_t>(s)] << " want " << want;
-      }
-      std::vector<float> all_got, all_want;
-      for (size_t i = 0; i < got.names.size(); ++i) {
-        const auto at = std::find(reference.names.begin(), reference.names.end(), got.names[i]);
-        ASSERT_NE(at, reference.names.end()) << got.names[i];
-        const std::vector<float>& want = reference.weights[static_cast<size_t>(at - reference.names.begin())];
-        all_got.insert(all_got.end(), got.weights[i].begin(), got.weights[i].end());
-        all_want.insert(all_want.end(), want.begin(), want.end());
-      }
-      const double weights = testing::relative_l2(all_got, all_want);
-      EXPECT_LE(weights, 2e-2) << "final weights of this rank's chunks";
-      if (world.rank() == 0) {
-        std::printf("GPU tp=%d pp=%d chunks=%d dp=%d sp=%d: worst loss difference %.3g, final weights %.3g (%s)\n", l.tp,
-                    l.pp, l.chunks, dp, l.sp ? 1 : 0, worst, weights, run->describe().c_str());
-      }
-    }
-  }
+  check_layouts(true, reference, one_gpu_rank);
 }
 
 }  // namespace
