@@ -11,8 +11,8 @@
 
 #ifdef LOOM_HAS_CUDA
 #include "core/backend/cuda/cuda_backend.h"
+#include "parallel/device_solo_communicator.h"
 #include "parallel/nccl_communicator.h"
-#include "parallel/solo_communicator.h"
 #include "parallel/staged_communicator.h"
 #endif
 
@@ -85,8 +85,7 @@ class CudaRun final : public DeviceRun {
  private:
   std::unique_ptr<parallel::Communicator> group(parallel::Communicator& host, const std::string& name, int device) {
     if (host.size() == 1 && !nccl_everywhere_) {
-      auto solo = std::make_unique<parallel::SoloCommunicator>(name);
-      solo->set_device_stream(context_.stream());
+      auto solo = std::make_unique<parallel::DeviceSoloCommunicator>(context_.stream(), name);
       solo->set_timeout(host.timeout());
       return solo;
     }
