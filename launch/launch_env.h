@@ -86,8 +86,8 @@ LaunchInfo resolve_launch(const LaunchEnv& env, parallel::Communicator& world,
 // Picks this rank's GPU of its host (core/base/device.h) when the build has CUDA and the host
 // has GPUs; with none, the process trains on the CPU. Each rank takes device local_rank, or the
 // only device it sees when the launcher gave every process its own GPU (CUDA_VISIBLE_DEVICES per
-// task); then no two ranks of a host may hold the same GPU. Asks the driver only: the device is
-// made current when a run that trains on it creates its CUDA context.
+// task); then no two ranks of a host may hold the same GPU. Asks the driver only: the CUDA code
+// is loaded, and the device made current, when a run trains on it (launch/cuda_plugin.h).
 // Collective over `world` and `host`; the same UserError on every rank when any rank failed.
 // Sets info.device.
 void bind_gpu(LaunchInfo& info, parallel::Communicator& world, parallel::Communicator& host);

@@ -1,9 +1,10 @@
 // The GPUs this process can see, and which one a rank takes.
 //
 // Asked of the NVIDIA driver (libcuda.so.1, opened with dlopen: three calls, no header of the CUDA
-// toolkit), not of the CUDA runtime, so that knowing whether there is a GPU needs none of the
-// toolkit's libraries, only the code that trains on a GPU does. A machine without the driver or
-// without a GPU sees zero devices and runs on the CPU; so does a build without CUDA, which could not use one. `CUDA_VISIBLE_DEVICES=`
+// toolkit), not of the CUDA runtime, so that knowing whether there is a GPU maps none of the
+// toolkit's libraries: `loom` loads those with its CUDA plugin only when a run trains on a GPU
+// (launch/cuda_plugin.h). A machine without the driver or without a GPU sees zero devices and
+// runs on the CPU; so does a build without CUDA, which could not use one. `CUDA_VISIBLE_DEVICES=`
 // (empty) makes a CUDA build use the CPU on a GPU machine. The device numbers are the CUDA
 // runtime's: a GPU run makes its device current when it creates its context
 // (core/base/cuda/context.h). A failing driver is a loom::Error naming the call, its error and
