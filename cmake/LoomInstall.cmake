@@ -2,6 +2,9 @@
 #   bin/loom
 #   lib/libloom_base.a, libloom_kernels.a, libloom_parallel.a, libloom_core.a, libloom_data.a,
 #       libloom_checkpoints.a, libloom_launch.a (one per layer), libloom_proto.a
+#   lib/libloom_cuda.so            with CUDA: the plugin bin/loom loads for a GPU run (found at
+#                                  ../lib from bin/, launch/cuda_plugin.h); libloom_cuda.a and
+#                                  libloom_launch_cuda.a, the same code for projects that link Loom
 #   include/loom/...               the headers of core/ kernels/ parallel/ data/ checkpoints/ launch/
 #                                  and the generated *.pb.h, in the source tree's layout
 #   lib/cmake/Loom/                LoomConfig.cmake, LoomConfigVersion.cmake, LoomTargets*.cmake
@@ -13,12 +16,18 @@ include(CMakePackageConfigHelpers)
 
 set(LOOM_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/Loom)
 
-# Installed, `loom` finds the libraries outside the system's paths (CUDA's, NCCL's) where the build
-# found them.
+# Installed, `loom` and the CUDA plugin find the libraries outside the system's paths (MPI's,
+# OpenBLAS's; CUDA's, NCCL's) where the build found them.
 set_target_properties(loom PROPERTIES INSTALL_RPATH_USE_LINK_PATH TRUE)
 # loom_lib, the umbrella of the layers below launch/, is an interface target: no file of its own.
 get_property(LOOM_LAYER_TARGETS GLOBAL PROPERTY LOOM_LAYER_TARGETS)
-install(TARGETS loom loom_lib ${LOOM_LAYER_TARGETS} loom_proto EXPORT LoomTargets
+set(LOOM_CUDA_TARGETS)
+if(LOOM_CUDA)
+  set_target_properties(loom_cuda_plugin PROPERTIES INSTALL_RPATH_USE_LINK_PATH TRUE)
+  set(LOOM_CUDA_TARGETS loom_cuda loom_launch_cuda)
+  install(TARGETS loom_cuda_plugin LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
+install(TARGETS loom loom_lib ${LOOM_LAYER_TARGETS} ${LOOM_CUDA_TARGETS} loom_proto EXPORT LoomTargets
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
 

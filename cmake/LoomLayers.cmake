@@ -22,7 +22,10 @@
 # layering.upward_include_fails instead.
 
 # Sources that need the CUDA toolkit live in cuda/ folders, are named *_cuda.cpp or nccl_*.cpp,
-# or are *.cu.
+# or are *.cu. They are not part of their layer's library but of its CUDA part, an object library
+# loom_<layer>_cuda_objects compiled against the same include root: the CUDA parts of all layers
+# make the CUDA plugin libloom_cuda.so that `loom` loads for a GPU run, and the static libraries
+# loom_cuda and loom_launch_cuda that everything else links (CMakeLists.txt, launch/cuda_plugin.h).
 set(LOOM_CUDA_SOURCE_REGEX "(/cuda/|/nccl_[^/]*\\.cpp$|_cuda\\.cpp$|\\.cu$)")
 
 # Warnings and optimisation for C++ sources; CUDA sources get nvcc's.
@@ -97,8 +100,10 @@ function(loom_use_layer target layer)
 endfunction()
 
 # loom_add_layer(<layer> FOLDERS <folder>... [EXCLUDE <path>...] [BELOW <layer>...]): the static
-# library loom_<layer> of every *.cpp (and, with LOOM_CUDA, *.cu) under the folders, at any depth,
-# but those under or equal to an EXCLUDE path. BELOW: every layer it may use, not only the next.
+# library loom_<layer> of every *.cpp under the folders, at any depth, but those under or equal to
+# an EXCLUDE path and the CUDA sources; with LOOM_CUDA, those (and the *.cu) make the object
+# library loom_<layer>_cuda_objects, position-independent for the plugin, and the layer joins the
+# global list LOOM_CUDA_LAYERS. BELOW: every layer it may use, not only the next.
 function(loom_add_layer layer)
   cmake_parse_arguments(PARSE_ARGV 1 arg "" "" "FOLDERS;EXCLUDE;BELOW")
   set(sources)
@@ -110,10 +115,11 @@ function(loom_add_layer layer)
   foreach(path ${arg_EXCLUDE})
     list(FILTER sources EXCLUDE REGEX "^${path}(/|$)")
   endforeach()
-  if(NOT LOOM_CUDA)
-    list(FILTER sources EXCLUDE REGEX "${LOOM_CUDA_SOURCE_REGEX}")
-  endif()
+  set(cuda_sources ${sources})
+  list(FILTER cuda_sources INCLUDE REGEX "${LOOM_CUDA_SOURCE_REGEX}")
+  list(FILTER sources EXCLUDE REGEX "${LOOM_CUDA_SOURCE_REGEX}")
   list(TRANSFORM sources PREPEND ${PROJECT_SOURCE_DIR}/)
+  list(TRANSFORM cuda_sources PREPEND ${PROJECT_SOURCE_DIR}/)
 
   set(visible ${arg_FOLDERS})
   foreach(below ${arg_BELOW})
@@ -130,4 +136,12 @@ function(loom_add_layer layer)
   add_library(loom_${layer} STATIC ${sources})
   loom_use_layer(loom_${layer} ${layer})
   set_property(GLOBAL APPEND PROPERTY LOOM_LAYER_TARGETS loom_${layer})
+  if(LOOM_CUDA AND cuda_sources)
+    add_library(loom_${layer}_cuda_objects OBJECT ${cuda_sources})
+    loom_use_layer(loom_${layer}_cuda_objects ${layer})
+    # The layer's own third-party headers (MPI for parallel/, ...), as its other sources see them.
+    target_link_libraries(loom_${layer}_cuda_objects PRIVATE loom_${layer})
+    set_target_properties(loom_${layer}_cuda_objects PROPERTIES POSITION_INDEPENDENT_CODE ON)
+    set_property(GLOBAL APPEND PROPERTY LOOM_CUDA_LAYERS ${layer})
+  endif()
 endfunction()

@@ -352,13 +352,9 @@ LaunchInfo resolve_launch(const LaunchEnv& env, parallel::Communicator& world, p
 void bind_gpu(LaunchInfo& info, parallel::Communicator& world, parallel::Communicator& host) {
   std::string error;
   try {
-    const int count = device_count();
-    if (count == 1 && info.local_size > 1) {
-      bind_device(0, 1);  // each process sees one GPU: its own, unless they share it (checked below)
-    } else if (count > 0) {
-      bind_device(info.local_rank, info.local_size);
-    }
-    info.device = current_device();
+    // Each process sees one GPU: its own, unless they share it (checked below).
+    const bool one_each = device_count() == 1 && info.local_size > 1;
+    info.device = one_each ? 0 : pick_device(info.local_rank, info.local_size);
   } catch (const UserError& e) {
     error = e.what();
   }

@@ -69,7 +69,7 @@ struct LaunchInfo {
   std::string host;       // this host's name
   int cpus = 1;           // cores this process may run on (its affinity mask)
   int cpu_share = 1;      // its share of them, each core divided among the host's ranks that may use it
-  int device = -1;        // the GPU bound by bind_gpu; -1: none (CPU)
+  int device = -1;        // the GPU picked by bind_gpu; -1: none (CPU)
 
   // One line for the layout print, e.g. "srun (pmix): 8 processes on 2 hosts, rank 0 on node07
   // (local rank 0 of 4)"; "standalone on HOST" for one process.
@@ -83,11 +83,13 @@ struct LaunchInfo {
 LaunchInfo resolve_launch(const LaunchEnv& env, parallel::Communicator& world,
                           parallel::Communicator& host);
 
-// Binds this rank to a GPU of its host (core/base/device.h) when the build has CUDA and the host
+// Picks this rank's GPU of its host (core/base/device.h) when the build has CUDA and the host
 // has GPUs; with none, the process trains on the CPU. Each rank takes device local_rank, or the
 // only device it sees when the launcher gave every process its own GPU (CUDA_VISIBLE_DEVICES per
-// task); then no two ranks of a host may hold the same GPU. Collective over `world` and `host`;
-// the same UserError on every rank when any rank failed. Sets info.device.
+// task); then no two ranks of a host may hold the same GPU. Asks the driver only: the CUDA code
+// is loaded, and the device made current, when a run trains on it (launch/cuda_plugin.h).
+// Collective over `world` and `host`; the same UserError on every rank when any rank failed.
+// Sets info.device.
 void bind_gpu(LaunchInfo& info, parallel::Communicator& world, parallel::Communicator& host);
 
 // The launch recorded by launch/main.cpp for the commands to read (the layout line, the thread

@@ -20,6 +20,7 @@
 #include "core/base/check.h"
 #include "core/base/version.h"
 #include "launch/commands.h"
+#include "launch/cuda_plugin.h"
 #include "launch/launch_env.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/solo_communicator.h"
@@ -36,7 +37,8 @@ constexpr const char* kUsage =
     "  prepare    tokenize text or JSONL files into a dataset directory for train\n"
     "  ckpt       inspect and verify checkpoints; export to / import from GPT-2 safetensors\n"
     "  plot       draw a run's metrics (loss, tokens/s, MFU) as a PNG with gnuplot\n"
-    "  version    print Loom's version and the git commit it was built from (also --version)\n"
+    "  version    print Loom's version, the git commit it was built from and whether it has CUDA\n"
+    "             (also --version)\n"
     "\n"
     "`loom <command> --help` lists a command's options. Docs: docs/.\n";
 
@@ -97,7 +99,7 @@ int main(int argc, char** argv) {
     return args.empty() ? 2 : 0;
   }
   if (args[0] == "--version" || args[0] == "version") {
-    std::printf("%s\n", loom::version_line().c_str());
+    std::printf("%s\n%s\n", loom::version_line().c_str(), loom::cuda_build_line().c_str());
     return 0;
   }
   const std::string command = args[0];

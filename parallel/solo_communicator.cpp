@@ -4,26 +4,10 @@
 #include <cstring>
 
 #include "core/base/check.h"
-#ifdef LOOM_HAS_CUDA
-#include <cuda_runtime_api.h>
-
-#include "core/base/cuda/check.h"
-#endif
 
 namespace loom::parallel {
 
 namespace {
-
-#ifdef LOOM_HAS_CUDA
-bool on_device(const void* p) {
-  cudaPointerAttributes attributes{};
-  if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
-    (void)cudaGetLastError();  // not a pointer CUDA knows: host memory; clear the error it left
-    return false;
-  }
-  return attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
-}
-#endif
 
 class CompletedRequest final : public CommRequest {
  public:
@@ -35,22 +19,10 @@ class CompletedRequest final : public CommRequest {
 
 void SoloCommunicator::copy(const void* send, void* recv, size_t count, DType dtype) const {
   if (send == recv || count == 0) return;
-  const size_t bytes = count * dtype_size(dtype);
-#ifdef LOOM_HAS_CUDA
-  if (device_stream_ != nullptr && (on_device(send) || on_device(recv))) {
-    LOOM_CUDA_CHECK(cudaMemcpyAsync(recv, send, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(device_stream_)));
-    return;
-  }
-#endif
-  std::memcpy(recv, send, bytes);
+  copy_bytes(send, recv, count * dtype_size(dtype));
 }
 
-void SoloCommunicator::set_device_stream(void* stream) {
-#ifndef LOOM_HAS_CUDA
-  LOOM_CHECK(stream == nullptr, "SoloCommunicator", name_, ": a device stream in a build without CUDA");
-#endif
-  device_stream_ = stream;
-}
+void SoloCommunicator::copy_bytes(const void* send, void* recv, size_t bytes) const { std::memcpy(recv, send, bytes); }
 
 int SoloCommunicator::world_rank_of(int group_rank) const {
   LOOM_CHECK(group_rank == 0, "rank", group_rank, "in a one-rank group");
@@ -119,7 +91,6 @@ std::unique_ptr<CommRequest> SoloCommunicator::send_recv_batch_async(std::span<c
 std::unique_ptr<Communicator> SoloCommunicator::split(int, int, const std::string& name) {
   auto child = std::make_unique<SoloCommunicator>(name);
   child->set_timeout(timeout_);
-  child->device_stream_ = device_stream_;
   return child;
 }
 

@@ -2,11 +2,8 @@
 // and the tests of one rank use it, so that the tensor-parallel code path is the only path (with
 // tp = 1 its regions reduce to copies and no-ops).
 //
-// On a GPU its buffers are device memory: after set_device_stream(stream) (a cudaStream_t, held
-// opaquely so that this header needs no CUDA) a copy whose source or destination is device memory
-// is enqueued on that stream (cudaMemcpyAsync, in stream order like an NCCL collective) and the
-// call returns; host buffers are still copied at once. Without a stream set, buffers are host
-// memory. In a build without CUDA the stream cannot be set.
+// Its buffers are host memory; DeviceSoloCommunicator (parallel/device_solo_communicator.h, part
+// of the CUDA code) is the same group on a GPU, whose copies are enqueued on a stream.
 #pragma once
 
 #include <memory>
@@ -45,14 +42,14 @@ class SoloCommunicator : public Communicator {
   void barrier() override {}
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
 
-  // The stream device copies are ordered on (null: host buffers only). Split children inherit it.
-  void set_device_stream(void* stream);
+ protected:
+  // What every collective of one rank does: `bytes` from `send` to `recv` (never the same).
+  virtual void copy_bytes(const void* send, void* recv, size_t bytes) const;
 
  private:
   void copy(const void* send, void* recv, size_t count, DType dtype) const;
 
   std::string name_;
-  void* device_stream_ = nullptr;
 };
 
 }  // namespace loom::parallel

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one run on a GPU machine (docs/gpu.md): the CUDA build, the GPU
 # tests, the model on the GPU in every layout (tp = 2, pp = 2, tp2 x pp2, interleaved, dp: ranks
-# sharing the GPU over the staged path; a world of one over NCCL), a one-GPU `loom train`, and the
-# benchmarks whose tables go into docs/benchmarks.md. Exits non-zero at the first failure. Output also lands in $1 (default
+# sharing the GPU over the staged path; a world of one over NCCL), a one-GPU `loom train` (through
+# the CUDA plugin), the plugin loaded by GPU runs only, and the benchmarks whose tables go into
+# docs/benchmarks.md. Exits non-zero at the first failure. Output also lands in $1 (default
 # gpu_check.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,9 @@ build/loom train --set train.steps=300 --set train.log_every=100 --set train.dev
   --set train.out_dir=/tmp/loom_gpu_check/gpu
 build/loom train --set train.steps=300 --set train.log_every=100 --set train.device=DEVICE_CPU \
   --set train.out_dir=/tmp/loom_gpu_check/cpu
+
+echo "== the CUDA plugin: a GPU run loads it, a CPU run no CUDA library, a missing one is one sentence"
+bash tests/launch/cuda_plugin_test.sh build/loom ON /tmp/loom_gpu_check/cuda_plugin
 
 echo "== kernels against the device's ceilings (GPT-2 124M shapes)"
 build/bench/bench_cuda_kernels

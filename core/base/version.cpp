@@ -8,6 +8,10 @@ const char* version() { return kVersionNumber; }
 
 const char* build_commit() { return kBuildCommit; }
 
-std::string version_line() { return std::string("loom ") + version() + " (" + build_commit() + ")"; }
+std::string version_line() { return version_line(version(), build_commit()); }
+
+std::string version_line(const char* number, const char* commit) {
+  return std::string("loom ") + number + " (" + commit + ")";
+}
 
 }  // namespace loom

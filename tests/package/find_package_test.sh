@@ -49,9 +49,10 @@ echo "$out"
 expect() { grep -q -x -F -e "$1" <<< "$out" || fail "expected the line '$1'"; }
 expect "config: n_layer=3 n_embd=64"
 expect "matmul: 6 6 6 6"
-expect "version: $expected_version"
+expect "version: ${expected_version%%$'\n'*}"
 grep -q "^user error: <consumer>:1:.*n_layers" <<< "$out" || fail "expected a user error naming <consumer>:1: and n_layers"
 if grep -q -x "set(Loom_CUDA ON)" "$config"; then
+  [ -e "$libdir/libloom_cuda.so" ] || fail "cmake --install did not install ${libdir#"$prefix"/}/libloom_cuda.so"
   grep -q "^cuda: linked 1; cudaErrorInvalidValue: .*; CUBLAS_STATUS_NOT_INITIALIZED" <<< "$out" ||
     fail "expected the CUDA parts linked, with the CUDA runtime's and cuBLAS's error texts"
 else

@@ -6,16 +6,15 @@
 
 #include "core/base/cuda/check.h"
 #include "cuda_test_util.h"
-#include "parallel/solo_communicator.h"
+#include "parallel/device_solo_communicator.h"
 
 namespace loom::parallel {
 namespace {
 
-TEST(SoloCommunicatorCudaTest, CopiesDeviceMemoryInStreamOrder) {
+TEST(DeviceSoloCommunicatorCudaTest, CopiesDeviceMemoryInStreamOrder) {
   LOOM_SKIP_WITHOUT_GPU();
   cuda::Context& context = testing::gpu();
-  SoloCommunicator solo("tp");
-  solo.set_device_stream(context.stream());
+  DeviceSoloCommunicator solo(context.stream(), "tp");
   const size_t n = 1000;
   std::vector<float> host = testing::random_floats(n, 5);
   Tensor a = Tensor::empty({static_cast<int64_t>(n)}, DType::kF32, context.allocator());
