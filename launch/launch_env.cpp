@@ -360,18 +360,22 @@ void bind_gpu(LaunchInfo& info, parallel::Communicator& world, parallel::Communi
   }
   agree_on_error(world, error);
 
-  constexpr size_t kIdWords = 16;  // a PCI bus id ("0000:3B:00.0") with room to spare
-  std::vector<int32_t> mine(kIdWords, 0);
-  const std::string id = device_pci_bus_id(info.device);
-  std::memcpy(mine.data(), id.data(), std::min(id.size(), kIdWords * 4 - 1));
-  std::vector<int32_t> all(kIdWords * static_cast<size_t>(host.size()));
-  host.all_gather(mine.data(), all.data(), kIdWords, DType::kI32);
-  std::vector<std::string> ids;
-  for (int r = 0; r < host.size(); ++r) {
-    const char* text = reinterpret_cast<const char*>(all.data() + static_cast<size_t>(r) * kIdWords);
-    ids.emplace_back(text, strnlen(text, kIdWords * 4));
-  }
+  const std::vector<std::string> ids = all_gather_text(host, device_pci_bus_id(info.device));
   agree_on_error(world, gpu_sharing_problem(ids, info.host));
+}
+
+std::vector<std::string> all_gather_text(parallel::Communicator& group, const std::string& text) {
+  constexpr size_t kWords = 64;  // 255 characters and the terminating zero
+  std::vector<int32_t> mine(kWords, 0);
+  std::memcpy(mine.data(), text.data(), std::min(text.size(), kWords * 4 - 1));
+  std::vector<int32_t> all(kWords * static_cast<size_t>(group.size()));
+  group.all_gather(mine.data(), all.data(), kWords, DType::kI32);
+  std::vector<std::string> texts;
+  for (int r = 0; r < group.size(); ++r) {
+    const char* at = reinterpret_cast<const char*>(all.data() + static_cast<size_t>(r) * kWords);
+    texts.emplace_back(at, strnlen(at, kWords * 4));
+  }
+  return texts;
 }
 
 std::string LaunchInfo::describe() const {

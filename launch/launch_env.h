@@ -99,6 +99,9 @@ void record_launch(const LaunchInfo& info);
 
 // --- the pieces, exposed for the tests -------------------------------------------------------
 
+// Every rank's `text` (its first 255 characters), in rank order. Collective over `group`.
+std::vector<std::string> all_gather_text(parallel::Communicator& group, const std::string& text);
+
 // Collective over `world`: when any rank's `error` is non-empty, every rank throws UserError with
 // the message of the lowest such rank (prefixed by its rank when that is not rank 0).
 void agree_on_error(parallel::Communicator& world, const std::string& error);

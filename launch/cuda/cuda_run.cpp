@@ -1,8 +1,6 @@
 // DeviceRun on a GPU (cuda_run.h).
 #include "launch/cuda/cuda_run.h"
 
-#include <algorithm>
-#include <cstring>
 #include <set>
 #include <string>
 #include <vector>
@@ -21,18 +19,8 @@ namespace {
 
 // true when two ranks of `world` hold the same GPU (same host, same PCI bus id).
 bool ranks_share_a_gpu(parallel::Communicator& world, int device) {
-  constexpr size_t kWords = 48;  // host name and bus id, with room to spare
-  const std::string key = current_launch().host + "/" + device_pci_bus_id(device);
-  std::vector<int32_t> mine(kWords, 0);
-  std::memcpy(mine.data(), key.data(), std::min(key.size(), kWords * 4 - 1));
-  std::vector<int32_t> all(kWords * static_cast<size_t>(world.size()));
-  world.all_gather(mine.data(), all.data(), kWords, DType::kI32);
-  std::set<std::string> keys;
-  for (int r = 0; r < world.size(); ++r) {
-    const char* text = reinterpret_cast<const char*>(all.data() + static_cast<size_t>(r) * kWords);
-    keys.emplace(text, strnlen(text, kWords * 4));
-  }
-  return static_cast<int>(keys.size()) < world.size();
+  const std::vector<std::string> gpus = all_gather_text(world, current_launch().host + "/" + device_pci_bus_id(device));
+  return std::set<std::string>(gpus.begin(), gpus.end()).size() < gpus.size();
 }
 
 class CudaRun final : public DeviceRun {
