@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "core/backend/cpu_backend.h"
 #include "core/backend/host_copy.h"
@@ -23,7 +22,6 @@ namespace k = kernels::cpu;
 using parallel::Communicator;
 
 namespace {
-
 
 // The tensors of the rank `shape` describes, in parameters() order, with the part of each global
 // tensor it holds: GPT-2's layout (core/model/gpt2_layout.h), cut for this rank. Shapes come from
@@ -58,7 +56,6 @@ struct GPT::Activations {
   std::vector<int32_t> targets;
   Tensor device_tokens;   // (N) i32
   Tensor device_targets;  // (N) i32
-  std::vector<float> host_losses;  // (N): the losses read back for the mean
   bool has_targets = false;
   bool forwarded = false;  // a forward whose backward has not run yet
   int counted = 0;
@@ -420,20 +417,40 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   gpt2_head_forward(ops, s, head_weights(false), stage_output(), a.has_targets ? a.device_targets : Tensor(),
                     vocab_start_, a.head);
   if (!a.has_targets) return 0.0f;
-  // The host reads the losses back (the stream's one wait of a forward on a GPU) and sums them
-  // in f64, in row order.
-  a.host_losses.resize(static_cast<size_t>(N));
-  tp_->synchronize();  // a stream-ordered group's reductions are complete (or their error thrown)
-  backend_->to_host(a.host_losses.data(), ops.stats(a.head.losses, N));
-  double sum = 0;
   a.counted = 0;
-  for (int i = 0; i < N; ++i) {
-    if (targets[i] != k::kIgnoreTarget) {
-      sum += a.host_losses[static_cast<size_t>(i)];
-      ++a.counted;
+  for (int i = 0; i < N; ++i) a.counted += targets[i] != k::kIgnoreTarget;
+  // The row losses, set aside on the device (deferred: read with the step's others) or read
+  // back now (the stream's one wait of a forward on a GPU).
+  if (defer_loss_) {
+    PendingLoss pending{backend_->zeros({N}, DType::kF32), a.targets};
+    backend_->copy(pending.rows, ops.stats(a.head.losses, N));
+    pending_losses_.push_back(std::move(pending));
+    return 0.0f;
+  }
+  return read_loss(PendingLoss{ops.stats(a.head.losses, N), a.targets});
+}
+
+float GPT::read_loss(const PendingLoss& pending) {
+  // Summed in f64 over the counted rows, in row order.
+  std::vector<float> rows(pending.targets.size());
+  tp_->synchronize();  // a stream-ordered group's reductions are complete (or their error thrown)
+  backend_->to_host(rows.data(), pending.rows);
+  double sum = 0;
+  int counted = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (pending.targets[i] != k::kIgnoreTarget) {
+      sum += rows[i];
+      ++counted;
     }
   }
-  return a.counted ? static_cast<float>(sum / a.counted) : 0.0f;
+  return counted ? static_cast<float>(sum / counted) : 0.0f;
+}
+
+std::vector<float> GPT::take_losses() {
+  std::vector<float> losses;
+  for (const PendingLoss& pending : pending_losses_) losses.push_back(read_loss(pending));
+  pending_losses_.clear();
+  return losses;
 }
 
 Gpt2HeadWeights GPT::head_weights(bool grads) const {

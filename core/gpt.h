@@ -173,6 +173,17 @@ class GPT {
   // (0 when none count); without, returns 0. UserError for a token or target outside the
   // vocabulary. logits() is valid until backward().
   float forward(const int32_t* tokens, const int32_t* targets, int B, int T);
+  // With deferral on, forward() does not wait for its loss (it returns 0): the row losses stay on
+  // the device until take_losses() reads them, so that a step's micro-batches run without the
+  // host waiting for each (train_step reads them once, after the last backward). Turning it off
+  // drops losses not taken (a step that failed half-way).
+  void set_defer_loss(bool defer) {
+    defer_loss_ = defer;
+    if (!defer) pending_losses_.clear();
+  }
+  // The mean losses of the forwards with targets since the last call, in order, as forward()
+  // would have returned them. Collective over the tensor-parallel group (synchronises it).
+  std::vector<float> take_losses();
   // (B, T, vocab_count()) logits of the last forward: this rank's vocabulary slice (fp32 only).
   const float* logits() const;
   // The same as a (B * T, vocab_count()) view of the activation dtype (f32 or bf16).
@@ -243,6 +254,12 @@ class GPT {
   static int64_t carve_activations(const StageShape& shape, Activations& a, Recompute mode, float* base);
   void ensure_activations(int B, int T);
   StageOps stage_ops() const;
+  // A forward's row losses on the device and the targets that say which count.
+  struct PendingLoss {
+    Tensor rows;                   // (N) f32
+    std::vector<int32_t> targets;  // (N), on the host
+  };
+  float read_loss(const PendingLoss& pending);
   // The head's tensors: their compute values, or their gradients.
   Gpt2HeadWeights head_weights(bool grads) const;
   void layer_forward(int layer, const void* residual_in);
@@ -281,6 +298,8 @@ class GPT {
   std::vector<std::unique_ptr<Activations>> slots_;
   Activations* acts_ = nullptr;  // the active slot
   Recompute recompute_ = Recompute::kNone;
+  bool defer_loss_ = false;
+  std::vector<PendingLoss> pending_losses_;
 };
 
 // The whole (unsharded) tensor of parameter `p` of a tensor-parallel model, assembled on every

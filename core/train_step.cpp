@@ -36,8 +36,7 @@ int backward_tag(int virtual_stage) { return 2 * virtual_stage + 1; }
 // micro-batch 0 through its chunks, then of micro-batch 1, ..., an order in which each waits only
 // for earlier (micro-batch, virtual stage) pairs, so it cannot deadlock either.
 void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimizers,
-                  std::span<const MicroBatch> micro, const std::vector<float>& scale,
-                  std::vector<float>& loss_sums) {
+                  std::span<const MicroBatch> micro, const std::vector<float>& scale) {
   const bool forward_only = optimizers.empty();
   Communicator& pp = chunks[0]->pp();
   const int p = pp.size(), s = pp.rank(), v = static_cast<int>(chunks.size());
@@ -107,10 +106,8 @@ void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimize
       cs.of_micro_batch[static_cast<size_t>(i)] = slot;
       g.use_slot(slot);
       if (k > 0) pp.recv(g.stage_input(B, T), n, dtype, prev, forward_tag(k));
-      const float loss = g.forward(k == 0 ? mb.tokens : nullptr, k == last_stage ? mb.targets : nullptr, B, T);
-      if (k == last_stage) {
-        loss_sums[static_cast<size_t>(i)] = loss * static_cast<float>(g.counted_targets());
-      } else {
+      g.forward(k == 0 ? mb.tokens : nullptr, k == last_stage ? mb.targets : nullptr, B, T);
+      if (k != last_stage) {
         post_send(cs.slots[static_cast<size_t>(slot)], g.stage_output(), forward_tag(k + 1), next);
       }
       if (forward_only) cs.free.push_back(slot);
@@ -174,16 +171,30 @@ double run_micro_batches(std::span<GPT* const> chunks, std::span<AdamW* const> o
   GPT& model = *chunks[0];
   const size_t accum = micro.size();
   std::vector<float> loss_sums(accum, 0.0f);  // mean loss x counted targets, on the last stage
+  // The last stage's losses stay on the device until every micro-batch has run: the host waits
+  // for them once, not after each forward.
+  GPT& final_chunk = *chunks.back();
+  final_chunk.set_defer_loss(true);
+  struct Undefer {
+    GPT& g;
+    ~Undefer() { g.set_defer_loss(false); }
+  } undefer{final_chunk};
   if (model.pp().size() == 1 && chunks.size() == 1) {
     for (size_t i = 0; i < accum; ++i) {
       const MicroBatch& mb = micro[i];
-      loss_sums[i] = model.forward(mb.tokens, mb.targets, mb.B, mb.T) * shares.local[i];
+      model.forward(mb.tokens, mb.targets, mb.B, mb.T);
       if (optimizers.empty()) continue;
       const bool last = i + 1 == accum;
       model.backward(shares.scale[i], last, last ? optimizers[0]->gradients_ready() : GradientsReady{});
     }
   } else {
-    run_pipeline(chunks, optimizers, micro, shares.scale, loss_sums);
+    run_pipeline(chunks, optimizers, micro, shares.scale);
+  }
+  if (final_chunk.last_stage()) {
+    // The last stage runs its forwards in micro-batch order, in both schedules.
+    const std::vector<float> losses = final_chunk.take_losses();
+    LOOM_CHECK(losses.size() == accum, "the last stage ran", losses.size(), "forwards for", accum, "micro-batches");
+    for (size_t i = 0; i < accum; ++i) loss_sums[i] = losses[i] * shares.local[i];
   }
   all_reduce_host_values(dp, model.backend(), loss_sums);
   double loss = 0;
