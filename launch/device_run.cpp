@@ -32,6 +32,13 @@ std::unique_ptr<DeviceRun> DeviceRun::create(const config::RunConfig& cfg, const
   // Without a GPU, DEVICE_AUTO trains on the CPU without loading the CUDA code; DEVICE_CUDA loads it
   // (a missing plugin is the first thing to say) before it finds there is no GPU.
   if (wanted == config::TrainConfig::DEVICE_AUTO && device < 0) return nullptr;
+  // Processes that share a GPU train there only when asked to: the staged path is slow.
+  const std::string& sharing = current_launch().gpu_sharing;
+  if (wanted == config::TrainConfig::DEVICE_AUTO && !sharing.empty()) {
+    fail_user(sharing + ";", "with train.device DEVICE_AUTO each process takes a GPU of its own. Set train.device:",
+              "DEVICE_CUDA to share the GPUs (their groups then move data through host memory, slower than",
+              "NCCL), or DEVICE_CPU to train on the CPU");
+  }
   if (!cuda_built_in()) {
     fail_user("train.device is DEVICE_CUDA but this loom was built without CUDA (configure with -DLOOM_CUDA=ON on a "
               "machine with the CUDA toolkit)");

@@ -352,16 +352,23 @@ LaunchInfo resolve_launch(const LaunchEnv& env, parallel::Communicator& world, p
 void bind_gpu(LaunchInfo& info, parallel::Communicator& world, parallel::Communicator& host) {
   std::string error;
   try {
-    // Each process sees one GPU: its own, unless they share it (checked below).
-    const bool one_each = device_count() == 1 && info.local_size > 1;
-    info.device = one_each ? 0 : pick_device(info.local_rank, info.local_size);
+    // Each process sees one GPU: its own, unless they share it (found below). More processes
+    // than GPUs share them round robin.
+    const int count = device_count();
+    const bool one_each = count == 1 && info.local_size > 1;
+    const bool more_ranks = count > 0 && info.local_size > count;
+    info.device = one_each ? 0 : more_ranks ? info.local_rank % count : pick_device(info.local_rank, info.local_size);
   } catch (const UserError& e) {
     error = e.what();
   }
   agree_on_error(world, error);
 
+  // Where ranks share a GPU, every rank learns the first such host's sentence.
   const std::vector<std::string> ids = all_gather_text(host, device_pci_bus_id(info.device));
-  agree_on_error(world, gpu_sharing_problem(ids, info.host));
+  info.gpu_sharing.clear();
+  for (const std::string& s : all_gather_text(world, gpu_sharing_problem(ids, info.host))) {
+    if (info.gpu_sharing.empty()) info.gpu_sharing = s;
+  }
 }
 
 std::vector<std::string> all_gather_text(parallel::Communicator& group, const std::string& text) {

@@ -70,6 +70,9 @@ struct LaunchInfo {
   int cpus = 1;           // cores this process may run on (its affinity mask)
   int cpu_share = 1;      // its share of them, each core divided among the host's ranks that may use it
   int device = -1;        // the GPU picked by bind_gpu; -1: none (CPU)
+  // "" when every process of the job that has a GPU has one of its own; else the sentence saying
+  // where processes share one (gpu_sharing_problem's), the same on every rank.
+  std::string gpu_sharing;
 
   // One line for the layout print, e.g. "srun (pmix): 8 processes on 2 hosts, rank 0 on node07
   // (local rank 0 of 4)"; "standalone on HOST" for one process.
@@ -84,12 +87,14 @@ LaunchInfo resolve_launch(const LaunchEnv& env, parallel::Communicator& world,
                           parallel::Communicator& host);
 
 // Picks this rank's GPU of its host (core/base/device.h) when the build has CUDA and the host
-// has GPUs; with none, the process trains on the CPU. Each rank takes device local_rank, or the
-// only device it sees when the launcher gave every process its own GPU (CUDA_VISIBLE_DEVICES per
-// task); then no two ranks of a host may hold the same GPU. Asks the driver only: the CUDA code
-// is loaded, and the device made current, when a run trains on it (launch/cuda_plugin.h).
+// has GPUs; with none, the process trains on the CPU. Each rank takes device local_rank (modulo
+// the GPUs it sees when there are more ranks), or the only device it sees when the launcher gave
+// every process its own GPU (CUDA_VISIBLE_DEVICES per task). Ranks that end up on one GPU are
+// allowed but recorded in info.gpu_sharing: only train.device DEVICE_CUDA trains on GPUs shared
+// that way (through host memory, launch/device_run.h). Asks the driver only: the CUDA code is
+// loaded, and the device made current, when a run trains on it (launch/cuda_plugin.h).
 // Collective over `world` and `host`; the same UserError on every rank when any rank failed.
-// Sets info.device.
+// Sets info.device and info.gpu_sharing.
 void bind_gpu(LaunchInfo& info, parallel::Communicator& world, parallel::Communicator& host);
 
 // The launch recorded by launch/main.cpp for the commands to read (the layout line, the thread

@@ -43,6 +43,14 @@ build/loom train --set train.steps=300 --set train.log_every=100 --set train.dev
 build/loom train --set train.steps=300 --set train.log_every=100 --set train.device=DEVICE_CPU \
   --set train.out_dir=/tmp/loom_gpu_check/cpu
 
+echo "== loom train on one GPU shared by two processes: tp = 2 (sequence parallel), then pp = 2"
+for layout in "parallel.tp=2 --set parallel.sequence_parallel=true" "parallel.pp=2"; do
+  # shellcheck disable=SC2086
+  mpirun --oversubscribe -np 2 build/loom train --fresh --set $layout --set train.steps=60 \
+    --set optimizer.warmup_steps=5 --set train.log_every=20 --set train.device=DEVICE_CUDA \
+    --set train.out_dir=/tmp/loom_gpu_check/shared
+done
+
 echo "== the CUDA plugin: a GPU run loads it, a CPU run no CUDA library, a missing one is one sentence"
 bash tests/launch/cuda_plugin_test.sh build/loom ON /tmp/loom_gpu_check/cuda_plugin
 
