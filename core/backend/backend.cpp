@@ -12,6 +12,7 @@ const char* op_name(Op op) {
     case Op::kLayerNorm: return "LayerNorm";
     case Op::kResidualLayerNorm: return "residual + LayerNorm";
     case Op::kResidualAdd: return "residual add";
+    case Op::kRMSNorm: return "RMSNorm";
     case Op::kMatmul: return "matmul";
     case Op::kGelu: return "GELU";
     case Op::kAttention: return "attention";

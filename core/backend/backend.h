@@ -54,6 +54,7 @@ enum class Op : uint8_t {
   kLayerNorm,
   kResidualLayerNorm,
   kResidualAdd,
+  kRMSNorm,
   kMatmul,
   kGelu,
   kAttention,
@@ -131,6 +132,19 @@ class Backend {
   virtual void layernorm_backward(const Tensor& dresidual, const Tensor& dweight, const Tensor& dbias,
                                   const Tensor& dout, const Tensor& inp, const Tensor& weight, const Tensor& mean,
                                   const Tensor& rstd) = 0;
+
+  // --- RMSNorm (Llama's: y = x / sqrt(mean(x^2) + eps) * weight, no bias, f32 math) ---------
+  // out (N, C) = RMSNorm(inp) * weight (C); rstd (N) f32, absent in inference. eps > 0.
+  virtual void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& inp, const Tensor& weight,
+                               float eps) = 0;
+  // residual_out (N, C) = residual_in + delta + delta_bias (C), summed in that order (each of the
+  // three may be absent), then out = RMSNorm(residual_out) as rmsnorm_forward.
+  virtual void residual_rmsnorm_forward(const Tensor& residual_out, const Tensor& out, const Tensor& rstd,
+                                        const Tensor& residual_in, const Tensor& delta, const Tensor& delta_bias,
+                                        const Tensor& weight, float eps) = 0;
+  // dresidual (N, C) += d(RMSNorm)/d(inp) of dout (N, C); dweight (C) f32 +=.
+  virtual void rmsnorm_backward(const Tensor& dresidual, const Tensor& dweight, const Tensor& dout,
+                                const Tensor& inp, const Tensor& weight, const Tensor& rstd) = 0;
 
   // --- matmul (torch.nn.Linear's layout: weight (OC, C)) ------------------------------------
   // out (N, OC) = inp (N, C) @ weight^T, then the epilogue with bias (OC); pre (N, OC) for

@@ -10,6 +10,7 @@
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gelu.h"
 #include "kernels/cpu/layernorm.h"
+#include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/vocab_parallel_cross_entropy.h"
 
@@ -212,6 +213,39 @@ void CpuBackend::layernorm_backward(const Tensor& dresidual, const Tensor& dweig
   F32Out dx(dresidual, true);
   k::layernorm_backward(dx.get(), dweight.f32(), dbias.f32(), dy.get(), x.get(), w.get(), mean.f32(), rstd.f32(),
                         dim(N), dim(C));
+  dx.done();
+}
+
+// --- RMSNorm ---------------------------------------------------------------------------------
+
+void CpuBackend::rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& inp, const Tensor& weight,
+                                 float eps) {
+  backend_checks::check_rmsnorm_forward(contract(), out, rstd, inp, weight, eps);
+  const int64_t N = rows(inp), C = cols(inp);
+  F32In x(inp), w(weight);
+  F32Out o(out, false);
+  k::rmsnorm_forward(o.get(), present(rstd) ? rstd.f32() : nullptr, x.get(), w.get(), eps, dim(N), dim(C));
+  o.done();
+}
+
+void CpuBackend::residual_rmsnorm_forward(const Tensor& residual_out, const Tensor& out, const Tensor& rstd,
+                                          const Tensor& residual_in, const Tensor& delta, const Tensor& delta_bias,
+                                          const Tensor& weight, float eps) {
+  backend_checks::check_residual_rmsnorm_forward(contract(), residual_out, out, rstd, residual_in, delta,
+                                                 delta_bias, weight, eps);
+  // The residual is rounded (bf16) before the RMSNorm reads it, as the GPU's fused kernel does;
+  // in fp32 this is kernels/cpu's residual_rmsnorm_forward, the add then the norm.
+  residual_add(residual_out, residual_in, delta, delta_bias);
+  rmsnorm_forward(out, rstd, residual_out, weight, eps);
+}
+
+void CpuBackend::rmsnorm_backward(const Tensor& dresidual, const Tensor& dweight, const Tensor& dout,
+                                  const Tensor& inp, const Tensor& weight, const Tensor& rstd) {
+  backend_checks::check_rmsnorm_backward(contract(), dresidual, dweight, dout, inp, weight, rstd);
+  const int64_t N = rows(inp), C = cols(inp);
+  F32In x(inp), dy(dout), w(weight);
+  F32Out dx(dresidual, true);
+  k::rmsnorm_backward(dx.get(), dweight.f32(), dy.get(), x.get(), w.get(), rstd.f32(), dim(N), dim(C));
   dx.done();
 }
 

@@ -45,6 +45,13 @@ class CpuBackend final : public Backend {
   void residual_add(const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& bias) override;
   void layernorm_backward(const Tensor& dresidual, const Tensor& dweight, const Tensor& dbias, const Tensor& dout,
                           const Tensor& inp, const Tensor& weight, const Tensor& mean, const Tensor& rstd) override;
+  void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& inp, const Tensor& weight,
+                       float eps) override;
+  void residual_rmsnorm_forward(const Tensor& residual_out, const Tensor& out, const Tensor& rstd,
+                                const Tensor& residual_in, const Tensor& delta, const Tensor& delta_bias,
+                                const Tensor& weight, float eps) override;
+  void rmsnorm_backward(const Tensor& dresidual, const Tensor& dweight, const Tensor& dout, const Tensor& inp,
+                        const Tensor& weight, const Tensor& rstd) override;
 
   void matmul_forward(const Tensor& out, const Tensor& pre, const Tensor& inp, const Tensor& weight,
                       const Tensor& bias, Epilogue epilogue) override;

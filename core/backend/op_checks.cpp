@@ -125,6 +125,37 @@ void check_layernorm_backward(const OpContract& c, const Tensor& dresidual, cons
   expect(op, "rstd", rstd, kF32, c.device, {N});
 }
 
+void check_rmsnorm_forward(const OpContract& c, const Tensor& out, const Tensor& rstd, const Tensor& inp,
+                           const Tensor& weight, float eps) {
+  const int64_t N = rows(inp), C = cols(inp);
+  const char* op = "rmsnorm_forward";
+  expect(op, "inp", inp, c.act, c.device, {N, C});
+  expect(op, "out", out, c.act, c.device, {N, C});
+  expect(op, "weight", weight, c.act, c.device, {C});
+  expect_optional(op, "rstd", rstd, kF32, c.device, {N});
+  LOOM_CHECK(eps > 0.0f, "rmsnorm_forward: eps must be positive, got", eps);
+}
+
+void check_residual_rmsnorm_forward(const OpContract& c, const Tensor& residual_out, const Tensor& out,
+                                    const Tensor& rstd, const Tensor& residual_in, const Tensor& delta,
+                                    const Tensor& delta_bias, const Tensor& weight, float eps) {
+  LOOM_CHECK(residual_out.raw() != out.raw(), "residual_rmsnorm_forward: residual_out must not alias out");
+  check_residual_add(c, residual_out, residual_in, delta, delta_bias);
+  check_rmsnorm_forward(c, out, rstd, residual_out, weight, eps);
+}
+
+void check_rmsnorm_backward(const OpContract& c, const Tensor& dresidual, const Tensor& dweight, const Tensor& dout,
+                            const Tensor& inp, const Tensor& weight, const Tensor& rstd) {
+  const int64_t N = rows(inp), C = cols(inp);
+  const char* op = "rmsnorm_backward";
+  expect(op, "inp", inp, c.act, c.device, {N, C});
+  expect(op, "dout", dout, c.act, c.device, {N, C});
+  expect(op, "dresidual", dresidual, c.act, c.device, {N, C});
+  expect(op, "weight", weight, c.act, c.device, {C});
+  expect(op, "dweight", dweight, kF32, c.device, {C});
+  expect(op, "rstd", rstd, kF32, c.device, {N});
+}
+
 void check_matmul_forward(const OpContract& c, const Tensor& out, const Tensor& pre, const Tensor& inp,
                           const Tensor& weight, const Tensor& bias, int epilogue) {
   const int64_t N = rows(inp), C = cols(inp), OC = rows(weight);

@@ -46,6 +46,13 @@ void check_residual_layernorm_forward(const OpContract& c, const Tensor& residua
 void check_layernorm_backward(const OpContract& c, const Tensor& dresidual, const Tensor& dweight, const Tensor& dbias,
                               const Tensor& dout, const Tensor& inp, const Tensor& weight, const Tensor& mean,
                               const Tensor& rstd);
+void check_rmsnorm_forward(const OpContract& c, const Tensor& out, const Tensor& rstd, const Tensor& inp,
+                           const Tensor& weight, float eps);
+void check_residual_rmsnorm_forward(const OpContract& c, const Tensor& residual_out, const Tensor& out,
+                                    const Tensor& rstd, const Tensor& residual_in, const Tensor& delta,
+                                    const Tensor& delta_bias, const Tensor& weight, float eps);
+void check_rmsnorm_backward(const OpContract& c, const Tensor& dresidual, const Tensor& dweight, const Tensor& dout,
+                            const Tensor& inp, const Tensor& weight, const Tensor& rstd);
 // Epilogue as an int (0 none, 1 bias, 2 bias + GELU) to keep backend.h out of this header.
 void check_matmul_forward(const OpContract& c, const Tensor& out, const Tensor& pre, const Tensor& inp,
                           const Tensor& weight, const Tensor& bias, int epilogue);

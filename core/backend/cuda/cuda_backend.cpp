@@ -14,6 +14,7 @@
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/gelu.h"
 #include "kernels/cuda/layernorm.h"
+#include "kernels/cuda/rmsnorm.h"
 
 namespace loom {
 
@@ -305,6 +306,45 @@ void CudaBackend::layernorm_backward(const Tensor& dresidual, const Tensor& dwei
   float* scratch = float_scratch(k::layernorm_backward_scratch_floats(dim(N), dim(C)));
   k::layernorm_backward(dresidual.bf16_data(), dweight.f32(), dbias.f32(), dout.bf16_data(), inp.bf16_data(),
                         weight.bf16_data(), mean.f32(), rstd.f32(), dim(N), dim(C), scratch, context_.stream());
+}
+
+// --- RMSNorm ---------------------------------------------------------------------------------
+
+void CudaBackend::rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& inp, const Tensor& weight,
+                                  float eps) {
+  backend_checks::check_rmsnorm_forward(contract(), out, rstd, inp, weight, eps);
+  const int64_t N = rows(inp), C = cols(inp);
+  if (N == 0) return;
+  k::rmsnorm_forward(out.bf16_data(), f32_or_null(rstd), inp.bf16_data(), weight.bf16_data(), eps, dim(N), dim(C),
+                     context_.stream());
+}
+
+void CudaBackend::residual_rmsnorm_forward(const Tensor& residual_out, const Tensor& out, const Tensor& rstd,
+                                           const Tensor& residual_in, const Tensor& delta, const Tensor& delta_bias,
+                                           const Tensor& weight, float eps) {
+  backend_checks::check_residual_rmsnorm_forward(contract(), residual_out, out, rstd, residual_in, delta,
+                                                 delta_bias, weight, eps);
+  const int64_t N = rows(out), C = cols(out);
+  if (N == 0) return;
+  if (!present(residual_in) && !present(delta)) {
+    // The fused kernel wants a row to start from; the bias alone is the residual add's.
+    residual_add(residual_out, residual_in, delta, delta_bias);
+    rmsnorm_forward(out, rstd, residual_out, weight, eps);
+    return;
+  }
+  k::residual_rmsnorm_forward(residual_out.bf16_data(), out.bf16_data(), f32_or_null(rstd),
+                              bf16_or_null(residual_in), bf16_or_null(delta), bf16_or_null(delta_bias),
+                              weight.bf16_data(), eps, dim(N), dim(C), context_.stream());
+}
+
+void CudaBackend::rmsnorm_backward(const Tensor& dresidual, const Tensor& dweight, const Tensor& dout,
+                                   const Tensor& inp, const Tensor& weight, const Tensor& rstd) {
+  backend_checks::check_rmsnorm_backward(contract(), dresidual, dweight, dout, inp, weight, rstd);
+  const int64_t N = rows(inp), C = cols(inp);
+  if (N == 0) return;
+  float* scratch = float_scratch(k::rmsnorm_backward_scratch_floats(dim(N), dim(C)));
+  k::rmsnorm_backward(dresidual.bf16_data(), dweight.f32(), dout.bf16_data(), inp.bf16_data(), weight.bf16_data(),
+                      rstd.f32(), dim(N), dim(C), scratch, context_.stream());
 }
 
 // --- matmul ----------------------------------------------------------------------------------

@@ -225,6 +225,32 @@ std::vector<OpCase> op_cases() {
                                     io.out("dbias", {kC}, f32, Role::kAccumulate), io.act("dout", {kN, kC}), inp, weight,
                                     mean, rstd);
   }});
+  // RMSNorm: kOpTol as the LayerNorm (one op on rounded inputs: x, weight off by u each, their
+  // product by 2u, the statistic's sum of squares of rounded inputs by ~u/2 after the square root,
+  // the bf16 output one more u; 4u). The backward's dresidual = rstd * (g - norm * mean(g * norm))
+  // with g = weight * dout: products of three rounded values (3u) and one rounding (u); dweight
+  // sums dout * norm in f32 (2u). Inputs of both signs around 0 (no centring); eps 1e-6 (Llama's).
+  constexpr float kRmsEps = 1e-6f;
+  cases.push_back({"rmsnorm_forward", kOpTol, [f32](Io& io) {
+    io.backend().rmsnorm_forward(io.out_act("out", {kN, kC}), io.out("rstd", {kN}, f32, Role::kOverwrite),
+                                 io.act("inp", {kN, kC}, 2.0f), io.act("weight", {kC}, 0.5f, 1.0f), kRmsEps);
+  }});
+  cases.push_back({"residual_rmsnorm_forward", kOpTol, [f32](Io& io) {
+    io.backend().residual_rmsnorm_forward(io.out_act("residual_out", {kN, kC}), io.out_act("out", {kN, kC}),
+                                          io.out("rstd", {kN}, f32, Role::kOverwrite), io.act("residual", {kN, kC}),
+                                          io.act("delta", {kN, kC}), io.act("delta_bias", {kC}, 0.1f),
+                                          io.act("weight", {kC}, 0.5f, 1.0f), kRmsEps);
+  }});
+  cases.push_back({"rmsnorm_backward", kOpTol, [f32](Io& io) {
+    // The statistic of the forward on the same input.
+    Tensor inp = io.act("inp", {kN, kC}, 2.0f), weight = io.act("weight", {kC}, 0.5f, 1.0f);
+    Tensor rstd = io.backend().zeros({kN}, f32);
+    Tensor scratch = io.backend().zeros({kN, kC}, io.backend().activation_dtype());
+    io.backend().rmsnorm_forward(scratch, rstd, inp, weight, kRmsEps);
+    io.backend().rmsnorm_backward(io.out_act("dresidual", {kN, kC}, Role::kAccumulate),
+                                  io.out("dweight", {kC}, f32, Role::kAccumulate), io.act("dout", {kN, kC}), inp,
+                                  weight, rstd);
+  }});
   for (Epilogue e : {Epilogue::kNone, Epilogue::kBias, Epilogue::kBiasGelu}) {
     const std::string name = e == Epilogue::kNone ? "matmul_forward" : e == Epilogue::kBias ? "matmul_forward_bias"
                                                                                              : "matmul_forward_bias_gelu";
@@ -411,6 +437,18 @@ TEST(BackendOpsTest, ShapeAndDtypeMismatchesNameTheOpAndTheTensor) {
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("layernorm_forward : out is (4, 8) f32"), std::string::npos) << e.what();
+  }
+}
+
+TEST(BackendOpsTest, RMSNormRefusesANonPositiveEps) {
+  CpuBackend backend(Precision::kF32);
+  Tensor out = backend.zeros({4, 8}, DType::kF32), inp = backend.zeros({4, 8}, DType::kF32);
+  Tensor w = backend.zeros({8}, DType::kF32);
+  try {
+    backend.rmsnorm_forward(out, {}, inp, w, 0.0f);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rmsnorm_forward: eps must be positive"), std::string::npos) << e.what();
   }
 }
 

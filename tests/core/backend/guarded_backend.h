@@ -92,6 +92,23 @@ class GuardedBackend final : public Backend {
     cpu_.layernorm_backward(host(dresidual), host(dweight), host(dbias), host(dout), host(inp), host(weight),
                             host(mean), host(rstd));
   }
+  void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& inp, const Tensor& weight,
+                       float eps) override {
+    Open o(*this);
+    cpu_.rmsnorm_forward(host(out), host(rstd), host(inp), host(weight), eps);
+  }
+  void residual_rmsnorm_forward(const Tensor& residual_out, const Tensor& out, const Tensor& rstd,
+                                const Tensor& residual_in, const Tensor& delta, const Tensor& delta_bias,
+                                const Tensor& weight, float eps) override {
+    Open o(*this);
+    cpu_.residual_rmsnorm_forward(host(residual_out), host(out), host(rstd), host(residual_in), host(delta),
+                                  host(delta_bias), host(weight), eps);
+  }
+  void rmsnorm_backward(const Tensor& dresidual, const Tensor& dweight, const Tensor& dout, const Tensor& inp,
+                        const Tensor& weight, const Tensor& rstd) override {
+    Open o(*this);
+    cpu_.rmsnorm_backward(host(dresidual), host(dweight), host(dout), host(inp), host(weight), host(rstd));
+  }
   void matmul_forward(const Tensor& out, const Tensor& pre, const Tensor& inp, const Tensor& weight, const Tensor& bias,
                       Epilogue epilogue) override {
     Open o(*this);
