@@ -15,6 +15,7 @@ const char* op_name(Op op) {
     case Op::kRMSNorm: return "RMSNorm";
     case Op::kMatmul: return "matmul";
     case Op::kGelu: return "GELU";
+    case Op::kSwiGLU: return "SwiGLU";
     case Op::kAttention: return "attention";
     case Op::kAttentionDecode: return "attention decode (KV cache)";
     case Op::kVocabCrossEntropy: return "vocabulary-parallel cross-entropy";

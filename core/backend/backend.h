@@ -57,6 +57,7 @@ enum class Op : uint8_t {
   kRMSNorm,
   kMatmul,
   kGelu,
+  kSwiGLU,
   kAttention,
   kAttentionDecode,
   kVocabCrossEntropy,
@@ -159,6 +160,13 @@ class Backend {
   virtual void bias_backward(const Tensor& dbias, const Tensor& dout) = 0;
   // dinp (n) = gelu'(pre) * dout; pre is kBiasGelu's `pre`. dinp may alias dout.
   virtual void gelu_backward(const Tensor& dinp, const Tensor& pre, const Tensor& dout) = 0;
+  // Llama's MLP activation on the fused gate and up matmul's output gu (N, 2F), whose row holds
+  // [gate (F) | up (F)]: out (N, F) = silu(gate) * up, silu(g) = g * sigmoid(g). out must not
+  // overlap gu.
+  virtual void swiglu_forward(const Tensor& out, const Tensor& gu) = 0;
+  // dgu (N, 2F) = [dout * up * silu'(gate) | dout * silu(gate)], from gu (N, 2F) and dout (N, F)
+  // (overwrites). dgu must not overlap gu or dout.
+  virtual void swiglu_backward(const Tensor& dgu, const Tensor& gu, const Tensor& dout) = 0;
 
   // --- causal self-attention over a fused QKV -----------------------------------------------
   // qkv (N, 3 * Cl) holds q, k and v of NH heads of size Cl / NH per row; out (N, Cl);

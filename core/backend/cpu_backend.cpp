@@ -9,6 +9,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gelu.h"
+#include "kernels/cpu/swiglu.h"
 #include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/matmul.h"
@@ -311,6 +312,26 @@ void CpuBackend::gelu_backward(const Tensor& dinp, const Tensor& pre, const Tens
   }
   k::gelu_backward(target, x.get(), dy.get(), static_cast<long>(n));
   if (target != dx.get()) std::memcpy(dx.get(), target, static_cast<size_t>(n) * sizeof(float));
+  dx.done();
+}
+
+void CpuBackend::swiglu_forward(const Tensor& out, const Tensor& gu) {
+  backend_checks::check_swiglu_forward(contract(), out, gu);
+  const int64_t N = rows(out), F = cols(out);
+  if (N == 0 || F == 0) return;
+  F32In x(gu);
+  F32Out y(out, false);
+  k::swiglu_forward(y.get(), x.get(), dim(N), dim(F));
+  y.done();
+}
+
+void CpuBackend::swiglu_backward(const Tensor& dgu, const Tensor& gu, const Tensor& dout) {
+  backend_checks::check_swiglu_backward(contract(), dgu, gu, dout);
+  const int64_t N = rows(dout), F = cols(dout);
+  if (N == 0 || F == 0) return;
+  F32In x(gu), dy(dout);
+  F32Out dx(dgu, false);  // overwritten: the kernel writes every element
+  k::swiglu_backward(dx.get(), x.get(), dy.get(), dim(N), dim(F));
   dx.done();
 }
 

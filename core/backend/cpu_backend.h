@@ -59,6 +59,8 @@ class CpuBackend final : public Backend {
                        const Tensor& weight) override;
   void bias_backward(const Tensor& dbias, const Tensor& dout) override;
   void gelu_backward(const Tensor& dinp, const Tensor& pre, const Tensor& dout) override;
+  void swiglu_forward(const Tensor& out, const Tensor& gu) override;
+  void swiglu_backward(const Tensor& dgu, const Tensor& gu, const Tensor& dout) override;
 
   void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH) override;
   void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,

@@ -203,6 +203,21 @@ void check_gelu_backward(const OpContract& c, const Tensor& dinp, const Tensor& 
   expect("gelu_backward", "dinp", dinp, c.act, c.device, {n});
 }
 
+void check_swiglu_forward(const OpContract& c, const Tensor& out, const Tensor& gu) {
+  const int64_t N = rows(out), F = cols(out);
+  expect("swiglu_forward", "out", out, c.act, c.device, {N, F});
+  expect("swiglu_forward", "gu", gu, c.act, c.device, {N, 2 * F});
+  LOOM_CHECK(out.raw() != gu.raw(), "swiglu_forward: out must not alias gu");
+}
+
+void check_swiglu_backward(const OpContract& c, const Tensor& dgu, const Tensor& gu, const Tensor& dout) {
+  const int64_t N = rows(dout), F = cols(dout);
+  expect("swiglu_backward", "dout", dout, c.act, c.device, {N, F});
+  expect("swiglu_backward", "gu", gu, c.act, c.device, {N, 2 * F});
+  expect("swiglu_backward", "dgu", dgu, c.act, c.device, {N, 2 * F});
+  LOOM_CHECK(dgu.raw() != gu.raw() && dgu.raw() != dout.raw(), "swiglu_backward: dgu must not alias gu or dout");
+}
+
 void check_attention_forward(const OpContract& c, const Tensor& out, const Tensor& lse, const Tensor& qkv, int B,
                              int T, int NH) {
   const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);

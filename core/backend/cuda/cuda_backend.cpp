@@ -13,6 +13,7 @@
 #include "kernels/cuda/cross_entropy.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/gelu.h"
+#include "kernels/cuda/swiglu.h"
 #include "kernels/cuda/layernorm.h"
 #include "kernels/cuda/rmsnorm.h"
 
@@ -386,6 +387,20 @@ void CudaBackend::gelu_backward(const Tensor& dinp, const Tensor& pre, const Ten
   const int64_t n = pre.numel();
   if (n == 0) return;
   k::gelu_backward(dinp.bf16_data(), pre.bf16_data(), dout.bf16_data(), n, context_.stream());
+}
+
+void CudaBackend::swiglu_forward(const Tensor& out, const Tensor& gu) {
+  backend_checks::check_swiglu_forward(contract(), out, gu);
+  const int64_t N = rows(out), F = cols(out);
+  if (N == 0 || F == 0) return;
+  k::swiglu_forward(out.bf16_data(), gu.bf16_data(), dim(N), dim(F), context_.stream());
+}
+
+void CudaBackend::swiglu_backward(const Tensor& dgu, const Tensor& gu, const Tensor& dout) {
+  backend_checks::check_swiglu_backward(contract(), dgu, gu, dout);
+  const int64_t N = rows(dout), F = cols(dout);
+  if (N == 0 || F == 0) return;
+  k::swiglu_backward(dgu.bf16_data(), gu.bf16_data(), dout.bf16_data(), dim(N), dim(F), context_.stream());
 }
 
 // --- attention -------------------------------------------------------------------------------

@@ -272,6 +272,18 @@ std::vector<OpCase> op_cases() {
   cases.push_back({"gelu_backward", kOpTol, [](Io& io) {
     io.backend().gelu_backward(io.out_act("dinp", {kN, kOC}), io.act("pre", {kN, kOC}, 3.0f), io.act("dout", {kN, kOC}));
   }});
+  // SwiGLU, F = kOC (odd: the GPU's single-element path), gates in [-3, 3]. kOpTol: silu(g)'s
+  // relative condition number |1 + g (1 - s)| is <= 2 there, so a rounded gate moves silu by
+  // <= 2u, the rounded up by u and the rounded output by u (4u); in the backward silu'(g) moves
+  // by <= |g silu''(g)| u <= 0.6u absolutely against |silu'| ~ 0.5 to 1 where the norm sits, and
+  // dout, up and the output add u each: under 4u.
+  cases.push_back({"swiglu_forward", kOpTol, [](Io& io) {
+    io.backend().swiglu_forward(io.out_act("out", {kN, kOC}), io.act("gu", {kN, 2 * kOC}, 3.0f));
+  }});
+  cases.push_back({"swiglu_backward", kOpTol, [](Io& io) {
+    io.backend().swiglu_backward(io.out_act("dgu", {kN, 2 * kOC}), io.act("gu", {kN, 2 * kOC}, 3.0f),
+                                 io.act("dout", {kN, kOC}));
+  }});
   cases.push_back({"attention_forward", kChainTol, [f32](Io& io) {
     io.backend().attention_forward(io.out_act("out", {kN, kC}), io.out("lse", {kB * kNH * kT}, f32, Role::kOverwrite),
                                    io.act("qkv", {kN, 3 * kC}), kB, kT, kNH);
@@ -449,6 +461,25 @@ TEST(BackendOpsTest, RMSNormRefusesANonPositiveEps) {
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("rmsnorm_forward: eps must be positive"), std::string::npos) << e.what();
+  }
+}
+
+TEST(BackendOpsTest, SwiGLURefusesAGuNotTwiceAsWideAndAnAliasedGradient) {
+  CpuBackend backend(Precision::kBF16);
+  const DType bf16 = DType::kBF16;
+  Tensor out = backend.zeros({4, 8}, bf16), dgu = backend.zeros({4, 16}, bf16);
+  try {
+    backend.swiglu_forward(out, backend.zeros({4, 8}, bf16));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("swiglu_forward : gu is (4, 8) bf16"), std::string::npos) << e.what();
+  }
+  try {
+    backend.swiglu_backward(dgu, dgu, out);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("swiglu_backward: dgu must not alias gu or dout"), std::string::npos)
+        << e.what();
   }
 }
 

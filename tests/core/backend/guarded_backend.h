@@ -127,6 +127,14 @@ class GuardedBackend final : public Backend {
     Open o(*this);
     cpu_.gelu_backward(host(dinp), host(pre), host(dout));
   }
+  void swiglu_forward(const Tensor& out, const Tensor& gu) override {
+    Open o(*this);
+    cpu_.swiglu_forward(host(out), host(gu));
+  }
+  void swiglu_backward(const Tensor& dgu, const Tensor& gu, const Tensor& dout) override {
+    Open o(*this);
+    cpu_.swiglu_backward(host(dgu), host(gu), host(dout));
+  }
   void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH) override {
     Open o(*this);
     cpu_.attention_forward(host(out), host(lse), host(qkv), B, T, NH);
