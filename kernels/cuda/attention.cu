@@ -25,6 +25,7 @@
 
 #include "core/base/check.h"
 #include "core/base/cuda/check.h"
+#include "kernels/cuda/vector_io.cuh"
 
 namespace loom::kernels::cuda {
 namespace {
@@ -121,11 +122,6 @@ __device__ float warp_max(float v) {
   for (int offset = kWarp / 2; offset > 0; offset /= 2) {
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
   }
-  return v;
-}
-
-__device__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
 }
 

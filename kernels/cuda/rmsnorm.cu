@@ -40,19 +40,6 @@ int backward_chunks(int N) {
   return chunks < kMaxChunks ? chunks : kMaxChunks;
 }
 
-// Rounds each value to bf16 and back: what a bf16 store followed by a load returns.
-template <int kWidth>
-__device__ __forceinline__ void round_to_bf16(float (&v)[kWidth]) {
-#pragma unroll
-  for (int k = 0; k < kWidth; ++k) v[k] = __bfloat162float(__float2bfloat16_rn(v[k]));
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
 // One warp per row. residual_out may alias residual_in (same element, same lane, read before
 // written), hence no __restrict__ on either, and residual_out is re-read with plain loads.
 // residual_out null (the plain RMSNorm): delta and delta_bias are null too, so residual_in

@@ -1,5 +1,6 @@
-// Loads and stores of kWidth consecutive bf16 values as floats, shared by the row kernels:
-// kWidth = 8 is one 16-byte access (the pointer must be 16-byte aligned), kWidth = 1 a scalar one.
+// What the row kernels share: loads and stores of kWidth consecutive bf16 values as floats
+// (kWidth = 8 is one 16-byte access, the pointer 16-byte aligned; kWidth = 1 a scalar one), the
+// rounding of floats to bf16, and the sum over a warp.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -34,6 +35,21 @@ __device__ __forceinline__ void store(__nv_bfloat16* p, const float (&v)[kWidth]
   } else {
     *p = __float2bfloat16_rn(v[0]);
   }
+}
+
+// Rounds each value to bf16 and back: what a bf16 store followed by a load returns.
+template <int kWidth>
+__device__ __forceinline__ void round_to_bf16(float (&v)[kWidth]) {
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) v[k] = __bfloat162float(__float2bfloat16_rn(v[k]));
+}
+
+// The sum of v over the 32 lanes of a warp, on every lane; a butterfly, so the order of the
+// additions is the same at every call (deterministic).
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
 }
 
 }  // namespace loom::kernels::cuda
