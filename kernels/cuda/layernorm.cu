@@ -65,24 +65,7 @@ __global__ void residual_layernorm_forward_kernel(
   float sum = 0.0f;
   for (int c = lane * kWidth; c < C; c += kStride) {
     float r[kWidth];
-    float t[kWidth];
-    if (residual_in != nullptr) {
-      load<kWidth>(r, residual_in + offset + c);
-    } else {
-#pragma unroll
-      for (int k = 0; k < kWidth; ++k) r[k] = 0.0f;
-    }
-    if (delta != nullptr) {
-      load<kWidth>(t, delta + offset + c);
-#pragma unroll
-      for (int k = 0; k < kWidth; ++k) r[k] += t[k];
-    }
-    if (delta_bias != nullptr) {
-      load<kWidth>(t, delta_bias + c);
-#pragma unroll
-      for (int k = 0; k < kWidth; ++k) r[k] += t[k];
-    }
-    round_to_bf16<kWidth>(r);
+    residual_sum<kWidth>(r, residual_in, delta, delta_bias, offset, c);
     if (residual_out != nullptr) store<kWidth>(residual_out + offset + c, r);
 #pragma unroll
     for (int k = 0; k < kWidth; ++k) sum += r[k];

@@ -1,9 +1,11 @@
 // What the row kernels share: loads and stores of kWidth consecutive bf16 values as floats
 // (kWidth = 8 is one 16-byte access, the pointer 16-byte aligned; kWidth = 1 a scalar one), the
-// rounding of floats to bf16, and the sum over a warp.
+// rounding of floats to bf16, the residual sum of the fused norms, and the sum over a warp.
 #pragma once
 
 #include <cuda_bf16.h>
+
+#include <cstdint>
 
 namespace loom::kernels::cuda {
 
@@ -50,6 +52,33 @@ __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
+}
+
+// r = residual_in + delta + delta_bias, summed in that order in f32 (each may be null: absent)
+// and rounded to bf16: kWidth elements of a row at `offset` (its first element) and column c.
+// The residual stream the fused residual + norm kernels compute.
+template <int kWidth>
+__device__ __forceinline__ void residual_sum(float (&r)[kWidth], const __nv_bfloat16* residual_in,
+                                             const __nv_bfloat16* delta, const __nv_bfloat16* delta_bias,
+                                             int64_t offset, int c) {
+  float t[kWidth];
+  if (residual_in != nullptr) {
+    load<kWidth>(r, residual_in + offset + c);
+  } else {
+#pragma unroll
+    for (int k = 0; k < kWidth; ++k) r[k] = 0.0f;
+  }
+  if (delta != nullptr) {
+    load<kWidth>(t, delta + offset + c);
+#pragma unroll
+    for (int k = 0; k < kWidth; ++k) r[k] += t[k];
+  }
+  if (delta_bias != nullptr) {
+    load<kWidth>(t, delta_bias + c);
+#pragma unroll
+    for (int k = 0; k < kWidth; ++k) r[k] += t[k];
+  }
+  round_to_bf16<kWidth>(r);
 }
 
 }  // namespace loom::kernels::cuda
