@@ -544,7 +544,7 @@ void check_model_tensors(const CheckpointReader& reader) {
   }
   std::vector<GPT::ParameterShape> expected;
   try {
-    expected = GPT::parameter_shapes(GPTConfig{mc.n_layer(), mc.n_head(), mc.n_embd(), mc.vocab_size(), mc.seq_len()});
+    expected = GPT::parameter_shapes(gpt_config_of(mc));
   } catch (const UserError& e) {
     fail_user("checkpoint manifest", path, "records an invalid model:", e.what());
   }

@@ -9,13 +9,13 @@
 
 #include "core/backend/host_copy.h"
 #include "core/base/check.h"
-#include "core/model/gpt2_layout.h"
+#include "core/model/layout.h"
 
 namespace loom {
 
 namespace {
 
-// The whole model's parameter layout (core/model/gpt2_layout.h): it says which tensors Hugging
+// The whole model's parameter layout (core/model/layout.h): it says which tensors Hugging
 // Face stores transposed (GPT-2's Conv1D weights, (in, out) there, (out, in) in Loom).
 std::vector<TensorSpec> whole_layout(const GPT& model) {
   return gpt2_layout(model.config(), 0, model.config().n_layer, true, true);

@@ -191,6 +191,37 @@ void validate_config(const config::RunConfig& cfg) {
     fail_user("model.n_head =", m.n_head(), "must divide model.n_embd =", m.n_embd(),
               "(each head gets n_embd / n_head channels)");
   }
+  if (m.family() == config::ModelConfig::FAMILY_LLAMA) {
+    if (m.has_n_kv_head()) {
+      require_positive("model.n_kv_head", m.n_kv_head());
+      if (m.n_head() % m.n_kv_head() != 0) {
+        fail_user("model.n_kv_head =", m.n_kv_head(), "must divide model.n_head =", m.n_head(),
+                  "(each key/value head serves n_head / n_kv_head query heads)");
+      }
+    }
+    if (m.has_intermediate_size()) require_positive("model.intermediate_size", m.intermediate_size());
+    if ((m.n_embd() / m.n_head()) % 2 != 0) {
+      fail_user("model.n_embd / model.n_head =", m.n_embd() / m.n_head(),
+                "must be even for the Llama family (rotary embeddings turn pairs of channels)");
+    }
+    if (!(m.rope_theta() > 0 && std::isfinite(m.rope_theta()))) {
+      fail_user("model.rope_theta is", m.rope_theta(), "but must be a finite number > 0 (Llama 2: 10000, Llama 3: 500000)");
+    }
+    if (!(m.norm_eps() > 0 && std::isfinite(m.norm_eps()))) {
+      fail_user("model.norm_eps is", m.norm_eps(), "but must be a finite number > 0 (typically 1e-5 or 1e-6)");
+    }
+  } else {
+    // A Llama field on a GPT-2 model would be ignored silently: say so instead.
+    const char* llama_only[] = {"n_kv_head", "intermediate_size", "rope_theta", "norm_eps", "tie_embeddings",
+                                "qkv_bias", "rope_scaling"};
+    const google::protobuf::Descriptor* d = m.GetDescriptor();
+    for (const char* name : llama_only) {
+      if (m.GetReflection()->HasField(m, d->FindFieldByName(name))) {
+        fail_user("model." + std::string(name), "applies to the Llama family only: set model.family: FAMILY_LLAMA,",
+                  "or remove it (GPT-2 has LayerNorm, learned positions and tied embeddings)");
+      }
+    }
+  }
 
   const config::OptimizerConfig& o = cfg.optimizer();
   // AdamW moves every weight by about lr per step: beyond 1 no training survives the first steps.

@@ -8,8 +8,8 @@
 #include "core/backend/cpu_backend.h"
 #include "core/backend/host_copy.h"
 #include "core/model/gpt2_block.h"
-#include "core/model/gpt2_embedding.h"
-#include "core/model/gpt2_layout.h"
+#include "core/model/embedding_head.h"
+#include "core/model/layout.h"
 #include "core/model/stage_context.h"
 #include "core/rng.h"
 #include "kernels/cpu/cross_entropy.h"
@@ -24,7 +24,7 @@ using parallel::Communicator;
 namespace {
 
 // The tensors of the rank `shape` describes, in parameters() order, with the part of each global
-// tensor it holds: GPT-2's layout (core/model/gpt2_layout.h), cut for this rank. Shapes come from
+// tensor it holds: the family's layout (core/model/layout.h), cut for this rank. Shapes come from
 // the config: their sizes are checked (core/base/checked_math.h).
 struct ParameterSpec {
   TensorSpec tensor;
@@ -34,12 +34,39 @@ struct ParameterSpec {
 std::vector<ParameterSpec> parameter_specs(const GPTConfig& config, const StageShape& shape) {
   const int end_layer = shape.end_layer < 0 ? config.n_layer : shape.end_layer;
   std::vector<ParameterSpec> specs;
-  for (TensorSpec& t : gpt2_layout(config, shape.first_layer, end_layer, shape.first_stage, shape.last_stage)) {
+  for (TensorSpec& t : model_layout(config, shape.first_layer, end_layer, shape.first_stage, shape.last_stage)) {
     std::vector<ShardBlock> blocks = shard_blocks(t, config, shape.tp, shape.tp_rank);
     specs.push_back({std::move(t), std::move(blocks)});
   }
   return specs;
 }
+
+// Carves the blocks of a stage, of either family: each keeps all its activations, or (selective
+// recomputation) all but an attention core they share, or (full recomputation) only its output,
+// the rest being one block's buffers every block reuses. residual3 is always the block's own: it
+// is the next block's input.
+template <class BlockActivations, class CarveBlock, class CarveCore>
+void carve_blocks(ArenaCarver& arena, const StageDims& s, bool sp, Recompute mode, size_t count,
+                  std::vector<BlockActivations>& layers, CarveBlock carve_block, CarveCore carve_core) {
+  layers.resize(count);
+  BlockActivations shared{};
+  if (mode == Recompute::kFull) carve_block(arena, s, sp, true, shared);
+  if (mode == Recompute::kSelective) carve_core(arena, s, shared);
+  for (BlockActivations& l : layers) {
+    if (mode == Recompute::kFull) {
+      l = shared;
+    } else {
+      carve_block(arena, s, sp, mode == Recompute::kNone, l);
+      if (mode == Recompute::kSelective) {
+        l.atty = shared.atty;
+        l.att_lse = shared.att_lse;
+      }
+    }
+    l.residual3 = arena.take_act(static_cast<int64_t>(s.Nl) * s.C);
+  }
+}
+
+HeadNorm head_norm_of(const GPTConfig& config) { return HeadNorm{config.llama(), config.norm_eps}; }
 
 }  // namespace
 
@@ -60,8 +87,8 @@ struct GPT::Activations {
   bool forwarded = false;  // a forward whose backward has not run yet
   int counted = 0;
   void* embedded;    // (N, C): partial token embeddings, then (Nl, C) of the residual stream's start
-  std::vector<Gpt2BlockActivations> layers;
-  Gpt2HeadActivations head;
+  std::vector<Gpt2BlockActivations> layers;         // GPT-2's blocks
+  HeadActivations head;
   StageScratch scratch;
 };
 
@@ -76,6 +103,88 @@ void GPTConfig::validate() const {
   positive("seq_len", max_seq_len);
   if (n_embd % n_head != 0) {
     fail_user("n_head =", n_head, "must divide n_embd =", n_embd);
+  }
+  if (!llama()) return;
+  if (n_kv_head < 0 || (n_kv_head > 0 && n_head % n_kv_head != 0)) {
+    fail_user("n_kv_head =", n_kv_head, "must divide n_head =", n_head,
+              "(each key/value head serves n_head / n_kv_head query heads)");
+  }
+  if (intermediate_size < 0) fail_user("intermediate_size is", intermediate_size, "but must be positive");
+  checked_dimension(mlp_hidden(), "intermediate_size");
+  if (head_size() % 2 != 0) {
+    fail_user("the head size n_embd / n_head =", head_size(), "must be even: rotary embeddings turn pairs of channels");
+  }
+  if (!(rope_theta > 0 && std::isfinite(rope_theta))) fail_user("rope_theta is", rope_theta, "but must be a finite number > 0");
+  if (!(norm_eps > 0 && std::isfinite(norm_eps))) fail_user("norm_eps is", norm_eps, "but must be a finite number > 0");
+  if (rope_llama3) {
+    if (!(rope_factor >= 1 && std::isfinite(rope_factor))) {
+      fail_user("rope_scaling.factor is", rope_factor, "but must be a finite number >= 1");
+    }
+    if (!(rope_low_freq_factor > 0 && rope_low_freq_factor < rope_high_freq_factor && std::isfinite(rope_high_freq_factor))) {
+      fail_user("rope_scaling needs 0 < low_freq_factor < high_freq_factor, not", rope_low_freq_factor, "and",
+                rope_high_freq_factor);
+    }
+    if (rope_original_max_position <= 0) {
+      fail_user("rope_scaling.original_max_position is", rope_original_max_position, "but must be positive");
+    }
+  }
+}
+
+int64_t GPTConfig::mlp_hidden() const {
+  if (!llama()) return checked_mul(4, n_embd, "4 x n_embd");
+  return intermediate_size > 0 ? intermediate_size : llama_intermediate_size(n_embd);
+}
+
+int64_t llama_intermediate_size(int64_t n_embd) {
+  const int64_t hidden = checked_mul(8, n_embd, "8 x n_embd") / 3;
+  return (hidden + 255) / 256 * 256;
+}
+
+GPTConfig gpt_config_of(const config::ModelConfig& m) {
+  GPTConfig c;
+  c.n_layer = m.n_layer();
+  c.n_head = m.n_head();
+  c.n_embd = m.n_embd();
+  c.vocab_size = m.vocab_size();
+  c.max_seq_len = m.seq_len();
+  if (m.family() == config::ModelConfig::FAMILY_LLAMA) {
+    c.family = Family::kLlama;
+    c.n_kv_head = m.has_n_kv_head() ? m.n_kv_head() : 0;
+    c.intermediate_size = m.has_intermediate_size() ? m.intermediate_size() : 0;
+    c.rope_theta = m.rope_theta();
+    c.norm_eps = m.norm_eps();
+    c.tie_embeddings = m.tie_embeddings();
+    c.qkv_bias = m.qkv_bias();
+    c.rope_llama3 = m.has_rope_scaling();
+    c.rope_factor = m.rope_scaling().factor();
+    c.rope_low_freq_factor = m.rope_scaling().low_freq_factor();
+    c.rope_high_freq_factor = m.rope_scaling().high_freq_factor();
+    c.rope_original_max_position = m.rope_scaling().original_max_position();
+  }
+  c.validate();
+  return c;
+}
+
+void set_model_config(const GPTConfig& c, config::ModelConfig* m) {
+  m->set_n_layer(c.n_layer);
+  m->set_n_head(c.n_head);
+  m->set_n_embd(c.n_embd);
+  m->set_vocab_size(c.vocab_size);
+  m->set_seq_len(c.max_seq_len);
+  if (!c.llama()) return;
+  m->set_family(config::ModelConfig::FAMILY_LLAMA);
+  m->set_n_kv_head(c.kv_heads());
+  m->set_intermediate_size(static_cast<int32_t>(c.mlp_hidden()));
+  m->set_rope_theta(c.rope_theta);
+  m->set_norm_eps(c.norm_eps);
+  m->set_tie_embeddings(c.tie_embeddings);
+  m->set_qkv_bias(c.qkv_bias);
+  if (c.rope_llama3) {
+    config::ModelConfig::RopeScaling* r = m->mutable_rope_scaling();
+    r->set_factor(c.rope_factor);
+    r->set_low_freq_factor(c.rope_low_freq_factor);
+    r->set_high_freq_factor(c.rope_high_freq_factor);
+    r->set_original_max_position(c.rope_original_max_position);
   }
 }
 
@@ -123,15 +232,29 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
   if (config_.vocab_size < tp) {
     fail_user("tensor parallelism tp =", tp, "exceeds vocab_size =", config_.vocab_size);
   }
+  if (config_.llama() && config_.kv_heads() % tp != 0) {
+    fail_user("tensor parallelism tp =", tp, "must divide n_kv_head =", config_.kv_heads(),
+              "(each rank holds whole key/value groups with their query heads; Loom does not replicate key/value "
+              "heads, so tp may not exceed n_kv_head)");
+  }
+  if (config_.mlp_hidden() % tp != 0) {
+    fail_user("tensor parallelism tp =", tp, "must divide the MLP's", config_.mlp_hidden(),
+              "hidden units (intermediate_size)");
+  }
   const StageShape shape = stage_shape();
   // This rank's slice of the vocabulary, as the layout splits wte.
   vocab_start_ = static_cast<int>(split_start(config_.vocab_size, tp, shape.tp_rank));
   vocab_count_ = static_cast<int>(split_start(config_.vocab_size, tp, shape.tp_rank + 1)) - vocab_start_;
   std::vector<ParameterSpec> specs = parameter_specs(config_, shape);
-  if (first_stage_ || last_stage_) wte_ = 0;
-  if (first_stage_) wpe_ = 1;
-  layer0_ = (first_stage_ ? 2 : last_stage_ ? 1 : 0);
-  if (last_stage_) lnf_ = specs.size() - 2;
+  // Where the tensors outside the blocks are (model_layout's order): the token embedding first,
+  // GPT-2's positions after it, the final norm and any untied output projection last.
+  const bool embedding_held = first_stage_ || (last_stage_ && config_.tied());
+  if (embedding_held) wte_ = 0;
+  if (first_stage_ && !config_.llama()) wpe_ = 1;
+  layer0_ = (embedding_held ? 1 : 0) + (wpe_ != npos ? 1 : 0);
+  head_tensors_ = config_.llama() ? (config_.tied() ? 1 : 2) : 2;
+  if (last_stage_) lnf_ = specs.size() - head_tensors_;
+  block_tensors_ = block_tensor_count(config_);
 
   // The arenas live where the backend computes (a GPU's memory for CudaBackend).
   const int64_t total = arena_elements(config_, shape);
@@ -155,12 +278,14 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     p.compute = act_ == DType::kF32 ? p.value : compute_arena_.slice_rows(offset, offset + n).reshaped(local);
     p.decay = s.tensor.decay;
     p.tp_replicated = s.tensor.sharding == Sharding::kReplicated;
-    p.tied_copy = p.name == "wte" && !first_stage_;
+    p.tied_copy = p.name == token_embedding_name(config_) && !first_stage_;
     partial_under_sp_.push_back(s.tensor.partial_under_sequence_parallel);
     inits_.push_back(s.tensor.init);
     params_.push_back(std::move(p));
     offset += n;
   }
+  // Llama's block comes with its rotary and grouped-query attention ops (next change).
+  if (config_.llama()) fail_user("the Llama family cannot be built yet");
 }
 
 GPT::~GPT() = default;
@@ -193,7 +318,9 @@ Tensor GPT::logits_view() const {
 
 const void* GPT::block_input(int l) const {
   const Activations& a = *acts_;
-  return l == first_layer_ ? a.embedded : a.layers[static_cast<size_t>(l - first_layer_) - 1].residual3;
+  if (l == first_layer_) return a.embedded;
+  const size_t previous = static_cast<size_t>(l - first_layer_) - 1;
+  return a.layers[previous].residual3;
 }
 
 void* GPT::stage_input(int B, int T) {
@@ -261,7 +388,7 @@ int64_t GPT::activation_elements(const GPTConfig& config, const StageShape& shap
     s.end_layer = s.first_layer + blocks;
     Activations counting;  // a slot's worth
     counting.shape = layout_of(config, s, B, T);
-    return carve_activations(s, counting, mode, nullptr);
+    return carve_activations(config, s, counting, mode, nullptr);
   };
   const int blocks = (shape.end_layer < 0 ? config.n_layer : shape.end_layer) - shape.first_layer;
   const int64_t outside = count(0);
@@ -308,41 +435,30 @@ GPT::Layout GPT::layout_of(const GPTConfig& config, const StageShape& shape, int
   s.Nl = shape.sequence_parallel ? N / tp : N;
   s.C = config.n_embd;
   s.NHl = config.n_head / tp;
+  s.NKVl = config.kv_heads() / tp;
   s.Cl = s.C / tp;
-  s.Fl = checked_dimension(checked_mul(4, s.C, "4 x n_embd") / tp, "the MLP width per rank (4 x n_embd / tp)");
+  s.QKVl = checked_dimension(static_cast<int64_t>(s.NHl + 2 * s.NKVl) * config.head_size(),
+                             "the q, k, v columns per rank");
+  s.Fl = checked_dimension(config.mlp_hidden() / tp, "the MLP width per rank");
+  s.MLPl = checked_dimension(static_cast<int64_t>(s.Fl) * (config.llama() ? 2 : 1), "the MLP width per rank");
   s.Vl = static_cast<int>(split_start(config.vocab_size, tp, shape.tp_rank + 1) -
                          split_start(config.vocab_size, tp, shape.tp_rank));
   s.first_row = shape.sequence_parallel ? shape.tp_rank * s.Nl : 0;
   return s;
 }
 
-int64_t GPT::carve_activations(const StageShape& shape, Activations& a, Recompute mode, float* base) {
+int64_t GPT::carve_activations(const GPTConfig& config, const StageShape& shape, Activations& a, Recompute mode,
+                               float* base) {
   // The activation planner: which buffers each piece keeps under the recompute mode, in one
   // arena whose bf16 buffers take half the floats.
   const StageDims& s = a.shape;
   const bool sp = shape.sequence_parallel;
   ArenaCarver arena(base, shape.precision == Precision::kBF16, shape.align_floats);
   a.embedded = arena.take_act(static_cast<int64_t>(s.N) * s.C);
-  a.layers.resize(static_cast<size_t>(shape.end_layer - shape.first_layer));
-  // Buffers every block reuses: the whole block (full recompute) or its attention core
-  // (selective). residual3 is always the block's own: it is the next block's input.
-  Gpt2BlockActivations shared{};
-  if (mode == Recompute::kFull) carve_gpt2_block(arena, s, sp, true, shared);
-  if (mode == Recompute::kSelective) carve_gpt2_attention_core(arena, s, shared);
-  for (Gpt2BlockActivations& l : a.layers) {
-    if (mode == Recompute::kFull) {
-      l = shared;
-    } else {
-      carve_gpt2_block(arena, s, sp, mode == Recompute::kNone, l);
-      if (mode == Recompute::kSelective) {
-        l.atty = shared.atty;
-        l.att_lse = shared.att_lse;
-      }
-    }
-    l.residual3 = arena.take_act(static_cast<int64_t>(s.Nl) * s.C);
-  }
+  const size_t blocks = static_cast<size_t>(shape.end_layer - shape.first_layer);
+  carve_blocks(arena, s, sp, mode, blocks, a.layers, carve_gpt2_block, carve_gpt2_attention_core);
   // The head's buffers exist on the last stage only.
-  carve_gpt2_head(arena, s, sp, shape.last_stage, a.head);
+  carve_head(arena, s, sp, shape.last_stage, head_norm_of(config), a.head);
   carve_stage_scratch(arena, s, a.scratch);
   return arena.used();
 }
@@ -359,9 +475,9 @@ void GPT::ensure_activations(int B, int T) {
   if (!acts_) use_slot(0);
   Activations& a = *acts_;
   a.shape = layout_for(B, T);
-  const int64_t total = carve_activations(stage_shape(), a, recompute_, nullptr);
+  const int64_t total = carve_activations(config_, stage_shape(), a, recompute_, nullptr);
   if (a.arena.numel() < total) a.arena = backend_->zeros({total}, DType::kF32);
-  carve_activations(stage_shape(), a, recompute_, a.arena.f32());
+  carve_activations(config_, stage_shape(), a, recompute_, a.arena.f32());
 }
 
 StageOps GPT::stage_ops() const { return StageOps{*backend_, *tp_, sequence_parallel_, act_}; }
@@ -369,8 +485,9 @@ StageOps GPT::stage_ops() const { return StageOps{*backend_, *tp_, sequence_para
 void GPT::layer_forward(int l, const void* residual) {
   Activations& a = *acts_;
   const size_t local = static_cast<size_t>(l - first_layer_);
-  gpt2_block_forward(stage_ops(), a.shape, Gpt2BlockWeights::values(params_, layer0_ + local * kGpt2BlockTensors),
-                     a.layers[local], residual, a.scratch.dlocal);
+  const size_t first = layer0_ + local * block_tensors_;
+  gpt2_block_forward(stage_ops(), a.shape, Gpt2BlockWeights::values(params_, first), a.layers[local], residual,
+                     a.scratch.dlocal);
 }
 
 float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
@@ -406,16 +523,16 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   if (act_ != DType::kF32) be.copy(compute_arena_, param_arena_);
 
   if (first_stage_) {
-    gpt2_embedding_forward(ops, s, params_[wte_].compute, params_[wpe_].compute, a.device_tokens, vocab_start_,
-                           a.embedded, a.scratch.dlocal);
+    embedding_forward(ops, s, params_[wte_].compute, wpe_ != npos ? params_[wpe_].compute : Tensor(), a.device_tokens,
+                      vocab_start_, a.embedded, a.scratch.dlocal);
   }  // else: the previous stage's output was written into a.embedded (stage_input())
   for (int l = first_layer_; l < end_layer_; ++l) {
     layer_forward(l, block_input(l));
   }
   if (!last_stage_) return 0.0f;
   if (a.has_targets) upload(a.device_targets, a.targets, targets);
-  gpt2_head_forward(ops, s, head_weights(false), stage_output(), a.has_targets ? a.device_targets : Tensor(),
-                    vocab_start_, a.head);
+  head_forward(ops, s, head_norm_of(config_), head_weights(false), stage_output(),
+               a.has_targets ? a.device_targets : Tensor(), vocab_start_, a.head);
   if (!a.has_targets) return 0.0f;
   a.counted = 0;
   for (int i = 0; i < N; ++i) a.counted += targets[i] != k::kIgnoreTarget;
@@ -453,9 +570,12 @@ std::vector<float> GPT::take_losses() {
   return losses;
 }
 
-Gpt2HeadWeights GPT::head_weights(bool grads) const {
+HeadWeights GPT::head_weights(bool grads) const {
   auto t = [&](size_t i) { return grads ? params_[i].grad : params_[i].compute; };
-  return {t(lnf_), t(lnf_ + 1), t(wte_)};
+  // GPT-2: ln_f's weight and bias, the tied wte. Llama: norm's weight, then the tied
+  // embed_tokens or the untied lm_head.
+  if (!config_.llama()) return {t(lnf_), t(lnf_ + 1), t(wte_)};
+  return {t(lnf_), Tensor(), config_.tied() ? t(wte_) : t(lnf_ + 1)};
 }
 
 void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady& ready) {
@@ -485,26 +605,28 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
     }
   };
   if (last_stage_) {
-    gpt2_head_backward(ops, s, head_weights(false), head_weights(true), stage_output(), a.device_targets, vocab_start_,
-                       dloss, a.head, a.scratch);
-    finish(lnf_, 2);
+    head_backward(ops, s, head_norm_of(config_), head_weights(false), head_weights(true), stage_output(),
+                  a.device_targets, vocab_start_, dloss, a.head, a.scratch);
+    finish(lnf_, head_tensors_);
   }  // else: the next stage's gradient of this stage's output is in a.scratch.dresidual
 
   // dresidual holds d(loss)/d(output of block l) and, through the residual connections, turns
   // into d(loss)/d(input of block l) as the block's branches accumulate into it.
   for (int l = end_layer_ - 1; l >= first_layer_; --l) {
     const size_t local = static_cast<size_t>(l - first_layer_);
-    const size_t first = layer0_ + local * kGpt2BlockTensors;
+    const size_t first = layer0_ + local * block_tensors_;
     const void* residual = block_input(l);
     // Full recomputation reruns the block from its input into the shared buffers (writing the
     // same residual3 again); dresidual is untouched and dlocal/dfull are free here.
     if (recompute_ == Recompute::kFull) layer_forward(l, residual);
+    const bool recompute_attention = recompute_ == Recompute::kSelective;
     gpt2_block_backward(ops, s, Gpt2BlockWeights::values(params_, first), Gpt2BlockWeights::grads(params_, first),
-                        a.layers[local], residual, a.scratch, recompute_ == Recompute::kSelective);
-    finish(first, kGpt2BlockTensors);
+                        a.layers[local], residual, a.scratch, recompute_attention);
+    finish(first, block_tensors_);
   }
   if (first_stage_) {
-    gpt2_embedding_backward(ops, s, params_[wte_].grad, params_[wpe_].grad, a.device_tokens, vocab_start_, a.scratch);
+    embedding_backward(ops, s, params_[wte_].grad, wpe_ != npos ? params_[wpe_].grad : Tensor(), a.device_tokens,
+                       vocab_start_, a.scratch);
   }  // else: a.scratch.dresidual is the gradient of this stage's input (stage_input_grad())
   // The tensors before the first block (wte and wpe, or the last stage's wte) are final now,
   // unless wte's two copies still have to be summed (sum_tied_embedding_gradients, after the

@@ -14,7 +14,7 @@
 // trainer and every parallel layout share one implementation. The ops run on a Backend
 // (core/backend/backend.h) in its precision: fp32, or bf16 activations and compute weights with
 // f32 master weights and gradients; the tensors come from GPT-2's parameter layout
-// (core/model/gpt2_layout.h).
+// (core/model/layout.h).
 //
 //   x = wte[tokens] + wpe[:T]
 //   for each block: x += attn(ln_1(x)); x += mlp(ln_2(x))
@@ -28,8 +28,9 @@
 #include <vector>
 
 #include "core/backend/backend.h"
-#include "core/model/gpt2_embedding.h"
-#include "core/model/gpt2_layout.h"
+#include "core/config.h"
+#include "core/model/embedding_head.h"
+#include "core/model/layout.h"
 #include "core/model/stage_context.h"
 #include "core/parameter.h"
 #include "core/parameter_set.h"
@@ -39,17 +40,50 @@
 
 namespace loom {
 
+// The model families (docs/models.md): the block, the positions and the norms differ; the
+// pipeline of embedding, blocks and head, the parallel layouts and the optimizer are shared.
+enum class Family : uint8_t {
+  kGpt2,   // LayerNorm, learned positions, GELU MLP, biases, tied embeddings
+  kLlama,  // RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention, no biases
+};
+
 struct GPTConfig {
   int n_layer = 2;
   int n_head = 4;
   int n_embd = 128;
   int vocab_size = 16;
   int max_seq_len = 16;
+  Family family = Family::kGpt2;
+  // Llama family only (GPT-2 keeps these defaults).
+  int n_kv_head = 0;          // key/value heads; 0: n_head
+  int intermediate_size = 0;  // SwiGLU hidden units; 0: llama_intermediate_size(n_embd)
+  float rope_theta = 10000.0f;
+  float norm_eps = 1e-5f;
+  bool tie_embeddings = false;
+  bool qkv_bias = false;
+  // Llama 3's rotary frequency scaling (rope_llama3 false: none).
+  bool rope_llama3 = false;
+  float rope_factor = 8.0f, rope_low_freq_factor = 1.0f, rope_high_freq_factor = 4.0f;
+  int rope_original_max_position = 8192;
 
+  bool llama() const { return family == Family::kLlama; }
+  // The derived sizes, whatever the family: key/value heads, head size, MLP hidden units.
+  int kv_heads() const { return llama() && n_kv_head > 0 ? n_kv_head : n_head; }
+  int head_size() const { return n_embd / n_head; }
+  int64_t mlp_hidden() const;
+  // Whether the output projection is the token embedding (always for GPT-2).
+  bool tied() const { return !llama() || tie_embeddings; }
   // Throws UserError naming the first invalid field.
   void validate() const;
   bool operator==(const GPTConfig&) const = default;
 };
+
+// Llama's default MLP width for n_embd C: 8C/3 rounded up to a multiple of 256.
+int64_t llama_intermediate_size(int64_t n_embd);
+// The model of a run config's model section (vocab_size and seq_len must be set); validated.
+GPTConfig gpt_config_of(const config::ModelConfig& m);
+// Writes `c` into a run config's model section (every field the family has).
+void set_model_config(const GPTConfig& c, config::ModelConfig* m);
 
 // How this rank's share of the model is laid out.
 struct ModelParallel {
@@ -251,7 +285,8 @@ class GPT {
   Layout layout_for(int B, int T) const;
   static Layout layout_of(const GPTConfig& config, const StageShape& shape, int64_t B, int64_t T);
   // Assigns the buffers of `a` for `mode` from `base` (null: only counts); returns the floats used.
-  static int64_t carve_activations(const StageShape& shape, Activations& a, Recompute mode, float* base);
+  static int64_t carve_activations(const GPTConfig& config, const StageShape& shape, Activations& a, Recompute mode,
+                                   float* base);
   void ensure_activations(int B, int T);
   StageOps stage_ops() const;
   // A forward's row losses on the device and the targets that say which count.
@@ -261,7 +296,7 @@ class GPT {
   };
   float read_loss(const PendingLoss& pending);
   // The head's tensors: their compute values, or their gradients.
-  Gpt2HeadWeights head_weights(bool grads) const;
+  HeadWeights head_weights(bool grads) const;
   void layer_forward(int layer, const void* residual_in);
   // The residual stream entering block `layer` (== the stage's output for end_layer).
   const void* block_input(int layer) const;
@@ -272,6 +307,9 @@ class GPT {
   // Indices into params_ of the tensors a stage may or may not hold (npos: not held).
   static constexpr size_t npos = static_cast<size_t>(-1);
   size_t wte_ = npos, wpe_ = npos, layer0_ = npos, lnf_ = npos;
+  size_t block_tensors_ = 0;  // per block
+  size_t head_tensors_ = 0;   // from lnf_ on: the final norm's and an untied output projection
+  Tensor inv_freq_;           // Llama: the rotary inverse frequencies (head size / 2) f32, on the device
   std::unique_ptr<parallel::Communicator> solo_;     // owned when no tp group was given
   std::unique_ptr<parallel::Communicator> solo_pp_;  // owned when no pp group was given
   std::unique_ptr<Backend> owned_backend_;           // owned when no backend was given
@@ -294,7 +332,7 @@ class GPT {
   // the gradient (the replicated LayerNorms and wpe; not the row-parallel biases, whose output
   // gradient is gathered whole).
   std::vector<bool> partial_under_sp_;
-  std::vector<Init> inits_;  // per parameter: its initialisation (core/model/gpt2_layout.h)
+  std::vector<Init> inits_;  // per parameter: its initialisation (core/model/layout.h)
   std::vector<std::unique_ptr<Activations>> slots_;
   Activations* acts_ = nullptr;  // the active slot
   Recompute recompute_ = Recompute::kNone;

@@ -98,9 +98,13 @@ void append_escaped(std::string& out, char c) {
 
 double model_flops_per_token(const GPTConfig& c, int64_t n_params, int seq_len) {
   LOOM_CHECK(seq_len > 0 && seq_len <= c.max_seq_len, "seq_len", seq_len, "must be in 1 ..", c.max_seq_len);
-  const double wpe = static_cast<double>(c.max_seq_len) * c.n_embd;
-  const double matmul_params = static_cast<double>(n_params) - wpe;
-  LOOM_CHECK(matmul_params > 0, "n_params", n_params, "must exceed the position embedding's", wpe);
+  // The tensors that are looked up or scaled, not multiplied: GPT-2's wpe; Llama's untied input
+  // embedding and its RMSNorm gains (GPT-2's LayerNorms, 4 L C + 2 C, stay in as before: 0.01%).
+  const double C = c.n_embd;
+  const double lookups = c.llama() ? (c.tied() ? 0.0 : static_cast<double>(c.vocab_size) * C) + (2.0 * c.n_layer + 1) * C
+                                   : static_cast<double>(c.max_seq_len) * C;
+  const double matmul_params = static_cast<double>(n_params) - lookups;
+  LOOM_CHECK(matmul_params > 0, "n_params", n_params, "must exceed the embeddings' and norms'", lookups);
   return 6.0 * matmul_params + 12.0 * c.n_layer * static_cast<double>(seq_len) * c.n_embd;
 }
 

@@ -25,7 +25,10 @@ namespace loom {
 // (multiply and add) x 3 (forward, and the backward's two matmuls). 12 * L * T * C: the
 // attention scores and their weighted sum, per layer 2 matmuls of 2 * T * C FLOPs per token,
 // forward and backward (x3), with no discount for the causal mask. T = `seq_len`, the length of
-// the training sequences (it may be shorter than max_seq_len).
+// the training sequences (it may be shorter than max_seq_len). For the Llama family N leaves out
+// the untied input embedding (a lookup; lm_head stays) and the RMSNorm gains; its attention is
+// n_head x head size = C wide too, so the second term is the same (grouped-query attention shares
+// K and V between heads but computes every head's scores).
 double model_flops_per_token(const GPTConfig& c, int64_t n_params, int seq_len);
 
 // This process's dense fp32 FLOP/s, measured with OpenBLAS sgemm on 1024 x 1024 matrices for

@@ -42,15 +42,6 @@ Precision cpu_precision_of(const config::RunConfig& cfg) {
   return cfg.train().precision() == config::TrainConfig::PRECISION_BF16 ? Precision::kBF16 : Precision::kF32;
 }
 
-GPTConfig model_config_of(const config::RunConfig& cfg) {
-  GPTConfig c;
-  c.n_layer = cfg.model().n_layer();
-  c.n_head = cfg.model().n_head();
-  c.n_embd = cfg.model().n_embd();
-  c.vocab_size = cfg.model().vocab_size();
-  c.max_seq_len = cfg.model().seq_len();
-  c.validate();
-  return c;
-}
+GPTConfig model_config_of(const config::RunConfig& cfg) { return gpt_config_of(cfg.model()); }
 
 }  // namespace loom

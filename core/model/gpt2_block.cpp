@@ -45,17 +45,6 @@ void carve_gpt2_block(ArenaCarver& arena, const StageDims& s, bool sp, bool atte
   a.fcproj = arena.take_act(n * C);
 }
 
-void carve_stage_scratch(ArenaCarver& arena, const StageDims& s, StageScratch& d) {
-  const int64_t n = s.N, nl = s.Nl, C = s.C;
-  d.dresidual = arena.take_act(nl * C);
-  d.dfull = arena.take_act(n * C);
-  d.dlocal = arena.take_act(nl * C);
-  d.datty = arena.take_act(n * s.Cl);
-  d.dqkv = arena.take_act(checked_mul(n, 3 * static_cast<int64_t>(s.Cl), "the QKV activations"));
-  d.dfch = arena.take_act(n * s.Fl);
-  d.dfch_gelu = arena.take_act(n * s.Fl);
-}
-
 void gpt2_block_forward(const StageOps& ops, const StageDims& s, const Gpt2BlockWeights& w, Gpt2BlockActivations& a,
                         const void* residual, void* scratch) {
   const int B = s.B, T = s.T, N = s.N, Nl = s.Nl, C = s.C;

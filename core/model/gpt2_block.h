@@ -47,17 +47,6 @@ struct Gpt2BlockActivations {
   void* residual3;   // (Nl, C): the block's output
 };
 
-// The backward's scratch, shared by the pieces of a stage.
-struct StageScratch {
-  void* dresidual;   // (Nl, C): the residual stream's gradient
-  void* dfull;       // (N, C): a gradient with all rows
-  void* dlocal;      // (Nl, C)
-  void* datty;       // (N, Cl)
-  void* dqkv;        // (N, 3Cl)
-  void* dfch;        // (N, Fl)
-  void* dfch_gelu;   // (N, Fl)
-};
-
 // Carves a block's buffers but residual3 (always the block's own: the next block's input), and
 // the attention core (atty, att_lse) only with `attention_core` (selective recomputation shares
 // one).
@@ -65,8 +54,6 @@ void carve_gpt2_block(ArenaCarver& arena, const StageDims& s, bool sequence_para
                       Gpt2BlockActivations& a);
 // The attention core alone.
 void carve_gpt2_attention_core(ArenaCarver& arena, const StageDims& s, Gpt2BlockActivations& a);
-// The backward's scratch.
-void carve_stage_scratch(ArenaCarver& arena, const StageDims& s, StageScratch& d);
 
 // residual3 = the block applied to `residual` (Nl, C); `scratch` (Nl, C) is free for the
 // sequence-parallel scatter.

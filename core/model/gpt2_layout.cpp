@@ -1,11 +1,9 @@
-#include "core/model/gpt2_layout.h"
+#include "core/model/layout.h"
 
 #include "core/base/checked_math.h"
 #include "core/gpt.h"
 
 namespace loom {
-
-int64_t split_start(int64_t total, int parts, int index) { return total * index / parts; }
 
 std::vector<TensorSpec> gpt2_layout(const GPTConfig& config, int first_layer, int end_layer, bool first_stage,
                                     bool last_stage) {
@@ -38,40 +36,6 @@ std::vector<TensorSpec> gpt2_layout(const GPTConfig& config, int first_layer, in
     add("ln_f.bias", {C}, Sharding::kReplicated, Init::kZeros, false, true);
   }
   return specs;
-}
-
-std::vector<ShardBlock> shard_blocks(const TensorSpec& spec, const GPTConfig& config, int tp, int tp_rank) {
-  const Shape& g = spec.global;
-  const int64_t rows = g[0], cols = g.rank() == 1 ? 1 : g[1];
-  const int64_t C = config.n_embd, HS = C / config.n_head;
-  const int64_t heads = config.n_head / tp, h0 = tp_rank * heads, Cl = heads * HS;
-  switch (spec.sharding) {
-    case Sharding::kReplicated:
-      return {{0, rows, 0, cols}};
-    case Sharding::kRows: {
-      const int64_t per = rows / tp;
-      return {{tp_rank * per, per, 0, cols}};
-    }
-    case Sharding::kColumns: {
-      const int64_t per = cols / tp;
-      return {{0, rows, tp_rank * per, per}};
-    }
-    case Sharding::kQkvRows:
-      return {{h0 * HS, Cl, 0, cols}, {C + h0 * HS, Cl, 0, cols}, {2 * C + h0 * HS, Cl, 0, cols}};
-    case Sharding::kVocabRows: {
-      const int64_t start = split_start(rows, tp, tp_rank);
-      return {{start, split_start(rows, tp, tp_rank + 1) - start, 0, cols}};
-    }
-  }
-  LOOM_CHECK(false, "tensor", spec.name, "has an unknown sharding");
-  return {};
-}
-
-const TensorSpec* find_spec(const std::vector<TensorSpec>& layout, const std::string& name) {
-  for (const TensorSpec& s : layout) {
-    if (s.name == name) return &s;
-  }
-  return nullptr;
 }
 
 }  // namespace loom

@@ -15,10 +15,12 @@ namespace loom {
 
 // Sizes of this rank's share of a micro-batch of (B, T). N = B * T token rows; Nl rows of the
 // residual stream per rank (N / tp with sequence parallelism, else N); Cl = C / tp attention
-// channels (NHl heads); Fl = 4C / tp MLP hidden units; Vl vocabulary rows; first_row: this rank's
-// first row of the residual stream.
+// channels (NHl query heads, NKVl key/value heads); QKVl = (NHl + 2 NKVl) x head size, the fused
+// q, k, v columns; Fl MLP hidden units (GPT-2 4C / tp, Llama intermediate_size / tp); MLPl the
+// MLP's first matmul's columns (GPT-2 Fl; Llama 2 Fl, gate and up); Vl vocabulary rows;
+// first_row: this rank's first row of the residual stream.
 struct StageDims {
-  int B, T, N, Nl, C, Cl, NHl, Fl, Vl, first_row;
+  int B, T, N, Nl, C, Cl, NHl, NKVl, QKVl, Fl, MLPl, Vl, first_row;
 };
 
 // The backend, the tensor-parallel group and the activation dtype a stage's ops run with, and
@@ -79,6 +81,17 @@ struct RegionEnds {
   }
 };
 
+// The backward's scratch, shared by the pieces of a stage.
+struct StageScratch {
+  void* dresidual;   // (Nl, C): the residual stream's gradient
+  void* dfull;       // (N, C): a gradient with all rows
+  void* dlocal;      // (Nl, C)
+  void* datty;       // (N, Cl)
+  void* dqkv;        // (N, QKVl)
+  void* dfch;        // (N, MLPl): the gradient of the MLP's first matmul's output
+  void* dfch_gelu;   // (N, Fl): the gradient of the MLP's activation's output
+};
+
 // Hands out the buffers of one activation arena in order, each at a multiple of `align` floats;
 // with a null base it only counts. Counts are products of config sizes: checked, as is the total.
 class ArenaCarver {
@@ -101,5 +114,17 @@ class ArenaCarver {
   int64_t align_;
   int64_t used_ = 0;  // in floats
 };
+
+// Carves the backward's scratch.
+inline void carve_stage_scratch(ArenaCarver& arena, const StageDims& s, StageScratch& d) {
+  const int64_t n = s.N, nl = s.Nl, C = s.C;
+  d.dresidual = arena.take_act(nl * C);
+  d.dfull = arena.take_act(n * C);
+  d.dlocal = arena.take_act(nl * C);
+  d.datty = arena.take_act(n * s.Cl);
+  d.dqkv = arena.take_act(checked_mul(n, s.QKVl, "the QKV activations"));
+  d.dfch = arena.take_act(checked_mul(n, s.MLPl, "the MLP activations"));
+  d.dfch_gelu = arena.take_act(checked_mul(n, s.Fl, "the MLP activations"));
+}
 
 }  // namespace loom
