@@ -1,157 +1,26 @@
-// The whole model against PyTorch: same weights, same batches, same learning rates.
-//
-// Writes Loom's initial weights and batches to a temporary directory, runs
-// tests/reference/gpt_torch.py (an independent nn.Module implementation) on them, and compares:
-//   logits            elementwise |a - b| <= 1e-5 + 1e-4 |b|, and ||a-b||/||b|| <= 1e-5
-//   loss              relative error <= 1e-5
-//   every gradient    ||a-b||/||b|| <= 1e-4 (after 2-micro-batch accumulation, before clipping)
-//   10 AdamW steps    each step's loss within 1e-5 relative (warmup + cosine LR, clipping on,
-//                     weight decay on matrices only)
-//   final weights     ||a-b||/||b|| <= 1e-4 per tensor. The key part of c_attn.bias is left out:
-//                     its true gradient is exactly 0 (a constant added to every key cancels in
-//                     softmax), so both sides hold rounding noise that AdamW's normalisation
-//                     turns into lr-sized steps in random directions; it has no effect on outputs.
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <random>
+// GPT-2 against PyTorch (tests/reference/gpt_torch.py, an independent nn.Module implementation):
+// logits, loss, every gradient and 10 AdamW steps, with the tolerances of torch_reference.h.
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
-#include "core/gpt.h"
-#include "core/optimizer.h"
-#include "test_util.h"
+#include "tests/reference/torch_reference.h"
 
 namespace loom {
 namespace {
 
-namespace fs = std::filesystem;
-
-template <typename T>
-void write_raw(const fs::path& path, const T* data, size_t n) {
-  fs::create_directories(path.parent_path());
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(n * sizeof(T)));
-  ASSERT_TRUE(out.good()) << "writing " << path;
-}
-
-std::vector<float> read_floats(const fs::path& path, size_t n) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "missing " << path;
-  std::vector<float> v(n);
-  in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(n * sizeof(float)));
-  EXPECT_EQ(in.gcount(), static_cast<std::streamsize>(n * sizeof(float))) << "short file " << path;
-  return v;
-}
-
-struct Reference {
-  GPTConfig model{2, 4, 32, 37, 16};  // odd vocabulary; T below max_seq_len
-  int B = 3, T = 13, accum = 2, steps = 10;
-  float peak_lr = 1e-2f;
-  AdamWSettings adamw{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
-};
-
 TEST(GptVsTorchTest, LogitsLossGradientsAndTenAdamWSteps) {
-  const Reference s;
-  GPT model(s.model);
-  model.init_weights(7);
-  // Biases and LayerNorm parameters start at 0 and 1; perturb them so that their gradients and
-  // their role in the forward pass are exercised with non-trivial values.
-  std::mt19937 gen(11);
-  std::normal_distribution<float> noise(0.0f, 0.1f);
-  for (Parameter& p : model.parameters()) {
-    if (!p.decay) {
-      for (int64_t i = 0; i < p.value.numel(); ++i) p.value.f32()[i] += noise(gen);
-    }
-  }
-
-  const fs::path dir = fs::temp_directory_path() / ("loom_gpt_torch_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  std::ofstream cfg(dir / "config.txt");
-  cfg << "n_layer " << s.model.n_layer << "\nn_head " << s.model.n_head << "\nn_embd "
-      << s.model.n_embd << "\nvocab_size " << s.model.vocab_size << "\nmax_T " << s.model.max_seq_len
-      << "\nB " << s.B << "\nT " << s.T << "\naccum " << s.accum << "\nsteps " << s.steps
-      << "\nbeta1 " << s.adamw.beta1 << "\nbeta2 " << s.adamw.beta2 << "\neps " << s.adamw.eps
-      << "\nweight_decay " << s.adamw.weight_decay << "\ngrad_clip " << s.adamw.grad_clip
-      << "\nthreads 1\n";
-  cfg.close();
-  std::ofstream manifest(dir / "tensors.txt");
-  for (const Parameter& p : model.parameters()) {
-    manifest << p.name;
-    for (int64_t d : p.value.shape().dims()) manifest << " " << d;
-    manifest << "\n";
-    write_raw(dir / "params" / (p.name + ".bin"), p.value.f32(), static_cast<size_t>(p.value.numel()));
-  }
-  manifest.close();
-
-  const size_t per_micro = static_cast<size_t>(s.B) * s.T;
-  const size_t n_tokens = per_micro * s.accum * s.steps;
-  std::vector<int32_t> tokens = testing::random_ints(n_tokens, 3, 0, s.model.vocab_size);
-  std::vector<int32_t> targets = testing::random_ints(n_tokens, 4, 0, s.model.vocab_size);
-  for (size_t i = 0; i < n_tokens; i += 5) targets[i] = -1;  // some positions do not count
-  std::vector<float> lrs;
-  for (int step = 0; step < s.steps; ++step) lrs.push_back(lr_at_step(step, s.steps, s.peak_lr, 3, 0.1f));
-  write_raw(dir / "tokens.bin", tokens.data(), tokens.size());
-  write_raw(dir / "targets.bin", targets.data(), targets.size());
-  write_raw(dir / "lrs.bin", lrs.data(), lrs.size());
-
-  const std::string command = std::string(LOOM_PYTHON) + " " + LOOM_SOURCE_DIR +
-                              "/tests/reference/gpt_torch.py " + dir.string();
-  ASSERT_EQ(std::system(command.c_str()), 0) << "the PyTorch reference failed: " << command;
-  const fs::path out = dir / "out";
-
-  // Step 0, micro-batch 0: logits and loss.
-  const int V = s.model.vocab_size;
-  float loss = model.forward(tokens.data(), targets.data(), s.B, s.T);
-  std::vector<float> logits(model.logits(), model.logits() + per_micro * V);
-  std::vector<float> ref_logits = read_floats(out / "logits.bin", logits.size());
-  EXPECT_TRUE(testing::all_close(logits, ref_logits, 1e-4, 1e-5));
-  EXPECT_LE(testing::relative_l2(logits, ref_logits), 1e-5);
-  const float ref_loss = read_floats(out / "loss.bin", 1)[0];
-  EXPECT_LE(std::fabs(loss - ref_loss) / std::fabs(ref_loss), 1e-5) << "loom " << loss << " torch " << ref_loss;
-
-  // Ten steps; step 0's accumulated gradients are compared before the update.
-  AdamW optimizer(model, s.adamw);
-  std::vector<float> ref_step_losses = read_floats(out / "step_losses.bin", static_cast<size_t>(s.steps));
-  for (int step = 0; step < s.steps; ++step) {
-    model.zero_grad();
-    double step_loss = 0;
-    for (int micro = 0; micro < s.accum; ++micro) {
-      const size_t at = (static_cast<size_t>(step) * s.accum + micro) * per_micro;
-      step_loss += model.forward(tokens.data() + at, targets.data() + at, s.B, s.T);
-      model.backward(1.0f / static_cast<float>(s.accum), micro == s.accum - 1, optimizer.gradients_ready());
-    }
-    step_loss /= s.accum;
-    if (step == 0) {
-      for (const Parameter& p : model.parameters()) {
-        std::vector<float> got(p.grad.f32(), p.grad.f32() + p.grad.numel());
-        std::vector<float> ref = read_floats(out / "grads" / (p.name + ".bin"), got.size());
-        EXPECT_LE(testing::relative_l2(got, ref), 1e-4) << "gradient of " << p.name;
-      }
-    }
-    optimizer.finish_gradient_reduction();
-    optimizer.step(lrs[static_cast<size_t>(step)], optimizer.gradient_norm());
-    const double ref = ref_step_losses[static_cast<size_t>(step)];
-    EXPECT_LE(std::fabs(step_loss - ref) / std::fabs(ref), 1e-5)
-        << "step " << step << ": loom " << step_loss << " torch " << ref;
-  }
-
+  testing::TorchReference s;
+  s.model = GPTConfig{2, 4, 32, 37, 16};  // odd vocabulary; T below max_seq_len
+  s.script = "gpt_torch.py";
+  // The key part of c_attn.bias is left out of the final weights: its true gradient is exactly 0
+  // (a constant added to every key cancels in softmax), so both sides hold rounding noise that
+  // AdamW's normalisation turns into lr-sized steps in random directions; it has no effect on
+  // outputs.
   const int C = s.model.n_embd;
-  for (const Parameter& p : model.parameters()) {
-    std::vector<float> got(p.value.f32(), p.value.f32() + p.value.numel());
-    std::vector<float> ref = read_floats(out / "final_params" / (p.name + ".bin"), got.size());
-    if (p.name.find("attn.c_attn.bias") != std::string::npos) {
-      got.erase(got.begin() + C, got.begin() + 2 * C);  // the key bias, see the top of the file
-      ref.erase(ref.begin() + C, ref.begin() + 2 * C);
-    }
-    EXPECT_LE(testing::relative_l2(got, ref), 1e-4) << "final value of " << p.name;
-  }
-  if (!::testing::Test::HasFailure()) fs::remove_all(dir);
+  s.trim_final = [C](const std::string& name, std::vector<float>& values) {
+    if (name.find("attn.c_attn.bias") != std::string::npos) values.erase(values.begin() + C, values.begin() + 2 * C);
+  };
+  testing::expect_matches_torch(s);
 }
 
 }  // namespace
