@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/gpt.h"
 #include "launch/loom_process.h"
 #include "test_util.h"
 
@@ -54,6 +55,25 @@ TEST(ConfigsTest, Gpt2ConfigsHaveGpt2ShapesAndHalfAMillionTokensPerStep) {
     EXPECT_EQ(cfg.optimizer().grad_clip(), 1.0f);
     EXPECT_EQ(cfg.optimizer().beta2(), 0.95f);
     EXPECT_GT(cfg.checkpoint().every(), 0);
+  }
+}
+
+// The Llama configs have the parameter counts of the models whose shapes they carry (as Hugging
+// Face's model cards and safetensors headers count them).
+TEST(ConfigsTest, LlamaConfigsHaveTheirModelsParameterCounts) {
+  struct Count {
+    std::string file;
+    int64_t parameters;
+  };
+  for (const Count& c : {Count{"smollm-135m.pbtxt", 134515008}, Count{"llama3-1b.pbtxt", 1235814400},
+                         Count{"llama3-8b.pbtxt", 8030261248}}) {
+    SCOPED_TRACE(c.file);
+    const config::RunConfig cfg = load_config_file(config_path(c.file));
+    const GPTConfig model = gpt_config_of(cfg.model());
+    EXPECT_TRUE(model.llama());
+    int64_t n = 0;
+    for (const GPT::ParameterShape& p : GPT::parameter_shapes(model)) n += p.global.numel();
+    EXPECT_EQ(n, c.parameters);
   }
 }
 
