@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include <cblas.h>
 #include <google/protobuf/stubs/logging.h>
 
 #include "core/base/check.h"
@@ -201,6 +202,9 @@ void check_config(const std::string& text) {
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   // Protobuf logs every string field that is not UTF-8; the parse goes on, and so do we, quietly.
   google::protobuf::SetLogHandler(nullptr);
+  // One thread: the kernels are built without OpenMP here, and OpenBLAS's own threads would only
+  // spin against the fuzzer on a busy machine (the target checks memory, not speed).
+  openblas_set_num_threads(1);
   return 0;
 }
 
