@@ -16,6 +16,7 @@ const char* op_name(Op op) {
     case Op::kMatmul: return "matmul";
     case Op::kGelu: return "GELU";
     case Op::kSwiGLU: return "SwiGLU";
+    case Op::kRoPE: return "rotary position embeddings";
     case Op::kAttention: return "attention";
     case Op::kAttentionDecode: return "attention decode (KV cache)";
     case Op::kVocabCrossEntropy: return "vocabulary-parallel cross-entropy";

@@ -58,6 +58,7 @@ enum class Op : uint8_t {
   kMatmul,
   kGelu,
   kSwiGLU,
+  kRoPE,
   kAttention,
   kAttentionDecode,
   kVocabCrossEntropy,
@@ -167,6 +168,20 @@ class Backend {
   // dgu (N, 2F) = [dout * up * silu'(gate) | dout * silu(gate)], from gu (N, 2F) and dout (N, F)
   // (overwrites). dgu must not overlap gu or dout.
   virtual void swiglu_backward(const Tensor& dgu, const Tensor& gu, const Tensor& dout) = 0;
+
+  // --- rotary position embeddings (Llama's "rotate half"), in place on a fused QKV -----------
+  // qkv (N = B * T, (NH + 2 * NKV) * HS) holds q (NH heads), k and v (NKV heads each, NKV divides
+  // NH: grouped-query attention) of head size HS per row; inv_freq (HS / 2) f32, from
+  // kernels/cpu/rope.h's rope_inverse_frequencies. Rotates q and k of row n by the angles
+  // float(p) * inv_freq of its position p = first_position + n % T, in f32 (kernels/cpu/rope.h
+  // has the formulas); v is left as it is. Decoding rotates a step's rows with T = 1 and
+  // first_position = the position decoded.
+  virtual void rope_forward(const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
+                            int first_position) = 0;
+  // The gradient of qkv before rope_forward (positions 0 .. T - 1) from the gradient after it:
+  // dqkv (N, (NH + 2 * NKV) * HS) is overwritten in place by the transposed rotation of its dq and
+  // dk; dv is left as it is.
+  virtual void rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) = 0;
 
   // --- causal self-attention over a fused QKV -----------------------------------------------
   // qkv (N, 3 * Cl) holds q, k and v of NH heads of size Cl / NH per row; out (N, Cl);

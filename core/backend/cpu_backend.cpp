@@ -12,6 +12,7 @@
 #include "kernels/cpu/swiglu.h"
 #include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/rmsnorm.h"
+#include "kernels/cpu/rope.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/vocab_parallel_cross_entropy.h"
 
@@ -332,6 +333,25 @@ void CpuBackend::swiglu_backward(const Tensor& dgu, const Tensor& gu, const Tens
   F32In x(gu), dy(dout);
   F32Out dx(dgu, false);  // overwritten: the kernel writes every element
   k::swiglu_backward(dx.get(), x.get(), dy.get(), dim(N), dim(F));
+  dx.done();
+}
+
+// --- rotary position embeddings --------------------------------------------------------------
+
+// In place: a bf16 qkv is widened, rotated in f32 and rounded back once (v comes back unchanged:
+// a bf16 value widened and rounded is itself).
+void CpuBackend::rope_forward(const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
+                              int first_position) {
+  backend_checks::check_rope_forward(contract(), qkv, inv_freq, B, T, NH, NKV, first_position);
+  F32Out x(qkv, true);
+  k::rope_forward(x.get(), inv_freq.f32(), B, T, NH, NKV, dim(2 * inv_freq.numel()), first_position);
+  x.done();
+}
+
+void CpuBackend::rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) {
+  backend_checks::check_rope_backward(contract(), dqkv, inv_freq, B, T, NH, NKV);
+  F32Out dx(dqkv, true);
+  k::rope_backward(dx.get(), inv_freq.f32(), B, T, NH, NKV, dim(2 * inv_freq.numel()), 0);
   dx.done();
 }
 

@@ -61,6 +61,9 @@ class CpuBackend final : public Backend {
   void gelu_backward(const Tensor& dinp, const Tensor& pre, const Tensor& dout) override;
   void swiglu_forward(const Tensor& out, const Tensor& gu) override;
   void swiglu_backward(const Tensor& dgu, const Tensor& gu, const Tensor& dout) override;
+  void rope_forward(const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
+                    int first_position) override;
+  void rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) override;
 
   void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH) override;
   void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,

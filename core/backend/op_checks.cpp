@@ -1,6 +1,7 @@
 // The contract of every Backend op, stated once (op_checks.h).
 #include "core/backend/op_checks.h"
 
+#include <climits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -216,6 +217,35 @@ void check_swiglu_backward(const OpContract& c, const Tensor& dgu, const Tensor&
   expect("swiglu_backward", "gu", gu, c.act, c.device, {N, 2 * F});
   expect("swiglu_backward", "dgu", dgu, c.act, c.device, {N, 2 * F});
   LOOM_CHECK(dgu.raw() != gu.raw() && dgu.raw() != dout.raw(), "swiglu_backward: dgu must not alias gu or dout");
+}
+
+namespace {
+
+// qkv (B * T, (NH + 2 * NKV) * HS) with HS = 2 * inv_freq's length, rows at positions
+// first_position .. first_position + T - 1.
+void check_rope(const char* op, const char* name, const OpContract& c, const Tensor& qkv, const Tensor& inv_freq,
+                int B, int T, int NH, int NKV, int first_position) {
+  LOOM_CHECK(B > 0 && T > 0 && NH > 0 && NKV > 0, op, ": sizes must be positive: B", B, "T", T, "NH", NH, "NKV", NKV);
+  LOOM_CHECK(NH % NKV == 0, op, ": the", NKV, "key/value heads must divide the", NH, "query heads");
+  const int64_t half = inv_freq.numel();
+  expect(op, "inv_freq", inv_freq, kF32, c.device, {half});
+  LOOM_CHECK(half > 0, op, ": inv_freq is empty; it holds head_size / 2 frequencies");
+  const int64_t N = static_cast<int64_t>(B) * T, width = (NH + 2 * static_cast<int64_t>(NKV)) * 2 * half;
+  expect(op, name, qkv, c.act, c.device, {N, width});
+  LOOM_CHECK(first_position >= 0 && first_position <= INT_MAX - (T - 1), op, ": positions", first_position, "..",
+             static_cast<int64_t>(first_position) + T - 1, "outside 0 ..", INT_MAX);
+}
+
+}  // namespace
+
+void check_rope_forward(const OpContract& c, const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
+                        int first_position) {
+  check_rope("rope_forward", "qkv", c, qkv, inv_freq, B, T, NH, NKV, first_position);
+}
+
+void check_rope_backward(const OpContract& c, const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH,
+                         int NKV) {
+  check_rope("rope_backward", "dqkv", c, dqkv, inv_freq, B, T, NH, NKV, 0);
 }
 
 void check_attention_forward(const OpContract& c, const Tensor& out, const Tensor& lse, const Tensor& qkv, int B,

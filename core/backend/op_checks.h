@@ -62,6 +62,10 @@ void check_bias_backward(const OpContract& c, const Tensor& dbias, const Tensor&
 void check_gelu_backward(const OpContract& c, const Tensor& dinp, const Tensor& pre, const Tensor& dout);
 void check_swiglu_forward(const OpContract& c, const Tensor& out, const Tensor& gu);
 void check_swiglu_backward(const OpContract& c, const Tensor& dgu, const Tensor& gu, const Tensor& dout);
+void check_rope_forward(const OpContract& c, const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
+                        int first_position);
+void check_rope_backward(const OpContract& c, const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH,
+                         int NKV);
 void check_attention_forward(const OpContract& c, const Tensor& out, const Tensor& lse, const Tensor& qkv, int B,
                              int T, int NH);
 void check_attention_backward(const OpContract& c, const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,

@@ -16,6 +16,7 @@
 #include "kernels/cuda/swiglu.h"
 #include "kernels/cuda/layernorm.h"
 #include "kernels/cuda/rmsnorm.h"
+#include "kernels/cuda/rope.h"
 
 namespace loom {
 
@@ -93,6 +94,13 @@ std::string cuda_backend_unsupported(Op op, const OpShape& shape) {
   switch (op) {
     case Op::kAttention: return attention_unsupported(shape);
     case Op::kAttentionDecode: return attention_decode_unsupported(shape);
+    case Op::kRoPE:
+      // A row's cos and sin live in shared memory.
+      if (shape.NH > 0 && shape.C / shape.NH > k::kRopeMaxHeadSize) {
+        return str_cat("the CUDA rotary position embeddings take head sizes (C / NH) of at most",
+                       k::kRopeMaxHeadSize, "(a row's cos and sin in shared memory), got", shape.C / shape.NH);
+      }
+      return {};
     case Op::kTokenEmbedding:
       // The embedding backward's grid has a column tile of 256 per y-block (at most 65535).
       if (shape.C > int64_t{65535} * 256) {
@@ -401,6 +409,20 @@ void CudaBackend::swiglu_backward(const Tensor& dgu, const Tensor& gu, const Ten
   const int64_t N = rows(dout), F = cols(dout);
   if (N == 0 || F == 0) return;
   k::swiglu_backward(dgu.bf16_data(), gu.bf16_data(), dout.bf16_data(), dim(N), dim(F), context_.stream());
+}
+
+// --- rotary position embeddings --------------------------------------------------------------
+
+void CudaBackend::rope_forward(const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
+                               int first_position) {
+  backend_checks::check_rope_forward(contract(), qkv, inv_freq, B, T, NH, NKV, first_position);
+  k::rope_forward(qkv.bf16_data(), inv_freq.f32(), B, T, NH, NKV, dim(2 * inv_freq.numel()), first_position,
+                  context_.stream());
+}
+
+void CudaBackend::rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) {
+  backend_checks::check_rope_backward(contract(), dqkv, inv_freq, B, T, NH, NKV);
+  k::rope_backward(dqkv.bf16_data(), inv_freq.f32(), B, T, NH, NKV, dim(2 * inv_freq.numel()), 0, context_.stream());
 }
 
 // --- attention -------------------------------------------------------------------------------

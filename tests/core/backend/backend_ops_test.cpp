@@ -47,6 +47,7 @@
 #include "core/backend/op_checks.h"
 #include "core/base/device.h"
 #include "core/rng.h"
+#include "kernels/cpu/rope.h"
 #include "test_util.h"
 
 #ifdef LOOM_HAS_CUDA
@@ -63,6 +64,17 @@ constexpr double kCopyTol = 1 * kU, kOpTol = 4 * kU, kChainTol = 12 * kU;
 
 constexpr int kB = 3, kT = 13, kN = kB * kT, kC = 96, kNH = 3, kOC = 131, kVl = 67, kVocabStart = 5;
 constexpr int kMaxT = 17;
+
+constexpr int kRopeNH = 4, kRopeNKV = 2, kRopeHS = 32, kRopeWidth = (kRopeNH + 2 * kRopeNKV) * kRopeHS;
+
+// RoPE's inverse frequencies (kRopeHS / 2) f32 on the backend's device.
+Tensor rope_frequencies(Backend& backend) {
+  const std::vector<float> f =
+      kernels::cpu::rope_inverse_frequencies(kRopeHS, 500000.0f, {true, 8.0f, 1.0f, 4.0f, 8192});
+  Tensor t = backend.zeros({kRopeHS / 2}, DType::kF32);
+  backend.from_host(t, f.data());
+  return t;
+}
 
 enum class Role { kOverwrite, kAccumulate };
 
@@ -284,6 +296,24 @@ std::vector<OpCase> op_cases() {
     io.backend().swiglu_backward(io.out_act("dgu", {kN, 2 * kOC}), io.act("gu", {kN, 2 * kOC}, 3.0f),
                                  io.act("dout", {kN, kOC}));
   }});
+  // Rotary position embeddings on a grouped-query qkv (kRopeNH = 4 query heads, 2 key/value heads
+  // of 32; Llama 3.1's theta and scaling), in place: qkv is an input the op rewrites (in_out).
+  // 2u: the rotation is orthogonal, so the inputs' rounding (<= u each, relatively) moves the
+  // rotated values by <= u norm-wise and rounding them to bf16 adds u; v is its input's rounding
+  // alone (u). The backward is the same rotation transposed. Positions from 4, from 0 (the
+  // backward's), and decoding's one row per sequence at position 1000.
+  cases.push_back({"rope_forward", 2 * kU, [](Io& io) {
+    io.backend().rope_forward(io.in_out("qkv", {kN, kRopeWidth}), rope_frequencies(io.backend()), kB, kT, kRopeNH,
+                              kRopeNKV, 4);
+  }});
+  cases.push_back({"rope_forward_decode", 2 * kU, [](Io& io) {
+    io.backend().rope_forward(io.in_out("qkv", {kB, kRopeWidth}), rope_frequencies(io.backend()), kB, 1, kRopeNH,
+                              kRopeNKV, 1000);
+  }});
+  cases.push_back({"rope_backward", 2 * kU, [](Io& io) {
+    io.backend().rope_backward(io.in_out("dqkv", {kN, kRopeWidth}), rope_frequencies(io.backend()), kB, kT, kRopeNH,
+                               kRopeNKV);
+  }});
   cases.push_back({"attention_forward", kChainTol, [f32](Io& io) {
     io.backend().attention_forward(io.out_act("out", {kN, kC}), io.out("lse", {kB * kNH * kT}, f32, Role::kOverwrite),
                                    io.act("qkv", {kN, 3 * kC}), kB, kT, kNH);
@@ -479,6 +509,36 @@ TEST(BackendOpsTest, SwiGLURefusesAGuNotTwiceAsWideAndAnAliasedGradient) {
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("swiglu_backward: dgu must not alias gu or dout"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(BackendOpsTest, RoPERefusesAQkvOfAnotherWidthAndKeyHeadsThatDoNotDivideTheQueryHeads) {
+  CpuBackend backend(Precision::kBF16);
+  const DType bf16 = DType::kBF16;
+  Tensor inv_freq = backend.zeros({4}, DType::kF32);  // head size 8
+  try {
+    // 4 query heads and 2 key/value heads of 8: rows of 64, not 48.
+    backend.rope_forward(backend.zeros({6, 48}, bf16), inv_freq, 2, 3, 4, 2, 0);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rope_forward : qkv is (6, 48) bf16 on cpu ; expected (6, 64) bf16"),
+              std::string::npos)
+        << e.what();
+  }
+  try {
+    backend.rope_backward(backend.zeros({6, 80}, bf16), inv_freq, 2, 3, 4, 3);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rope_backward : the 3 key/value heads must divide the 4 query heads"),
+              std::string::npos)
+        << e.what();
+  }
+  try {
+    backend.rope_forward(backend.zeros({2, 64}, bf16), inv_freq, 2, 1, 4, 2, -1);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rope_forward : positions -1 .. -1 outside 0 .."), std::string::npos)
         << e.what();
   }
 }

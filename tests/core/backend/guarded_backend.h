@@ -135,6 +135,15 @@ class GuardedBackend final : public Backend {
     Open o(*this);
     cpu_.swiglu_backward(host(dgu), host(gu), host(dout));
   }
+  void rope_forward(const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
+                    int first_position) override {
+    Open o(*this);
+    cpu_.rope_forward(host(qkv), host(inv_freq), B, T, NH, NKV, first_position);
+  }
+  void rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) override {
+    Open o(*this);
+    cpu_.rope_backward(host(dqkv), host(inv_freq), B, T, NH, NKV);
+  }
   void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH) override {
     Open o(*this);
     cpu_.attention_forward(host(out), host(lse), host(qkv), B, T, NH);
