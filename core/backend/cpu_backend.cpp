@@ -342,7 +342,7 @@ void CpuBackend::attention_forward(const Tensor& out, const Tensor& lse, const T
   const int64_t Cl = cols(out);
   F32In x(qkv);
   F32Out o(out, false);
-  k::attention_forward(o.get(), lse.f32(), x.get(), B, T, dim(Cl), NH);
+  k::attention_forward(o.get(), lse.f32(), x.get(), B, T, dim(Cl), NH, NH);
   o.done();
 }
 
@@ -353,7 +353,7 @@ void CpuBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, cons
   F32In x(qkv), y(out), dy(dout);
   F32Out dx(dqkv, false);
   zero_floats(dx.get(), N * 3 * Cl);
-  k::attention_backward(dx.get(), dy.get(), x.get(), y.get(), lse.f32(), B, T, dim(Cl), NH);
+  k::attention_backward(dx.get(), dy.get(), x.get(), y.get(), lse.f32(), B, T, dim(Cl), NH, NH);
   dx.done();
 }
 
@@ -362,7 +362,7 @@ void CpuBackend::attention_decode(const Tensor& out, const Tensor& k_cache, cons
   backend_checks::check_attention_decode(contract(), out, k_cache, v_cache, qkv, NH, pos);
   const int64_t B = rows(out), Cl = cols(out), max_T = k_cache.shape()[1];
   if (out.dtype() == DType::kF32) {
-    k::attention_decode(out.f32(), k_cache.f32(), v_cache.f32(), qkv.f32(), dim(B), pos, dim(max_T), dim(Cl), NH);
+    k::attention_decode(out.f32(), k_cache.f32(), v_cache.f32(), qkv.f32(), dim(B), pos, dim(max_T), dim(Cl), NH, NH);
     return;
   }
   // bf16: the kernel runs on f32 copies of the cache rows it reads (0 .. pos of each sequence, a
@@ -381,7 +381,7 @@ void CpuBackend::attention_decode(const Tensor& out, const Tensor& k_cache, cons
   }
   F32In x(qkv);
   F32Out o(out, false);
-  k::attention_decode(o.get(), keys.data(), values.data(), x.get(), dim(B), pos, dim(n_keys), dim(Cl), NH);
+  k::attention_decode(o.get(), keys.data(), values.data(), x.get(), dim(B), pos, dim(n_keys), dim(Cl), NH, NH);
   o.done();
   const bf16* row = qkv.bf16_data();
   for (int64_t b = 0; b < B; ++b) {
