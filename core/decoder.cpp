@@ -71,7 +71,7 @@ void Decoder::block_forward(int l) {
   be.layernorm_forward(ln_, {}, {}, x_, w.ln1_w, w.ln1_b);
   be.matmul_forward(qkv_, {}, ln_, w.qkv_w, w.qkv_b, Epilogue::kBias);
   be.attention_decode(att_, k_cache_[static_cast<size_t>(l)], v_cache_[static_cast<size_t>(l)], qkv_,
-                      model_.config().n_head, pos_);
+                      model_.config().n_head, model_.config().n_head, pos_);
   be.matmul_forward(proj_, {}, att_, w.attproj_w, {}, Epilogue::kNone);
   be.residual_layernorm_forward(residual2_, ln_, {}, {}, x_, proj_, w.attproj_b, w.ln2_w, w.ln2_b);
   be.matmul_forward(fc_, fc_pre_, ln_, w.fc_w, w.fc_b, Epilogue::kBiasGelu);

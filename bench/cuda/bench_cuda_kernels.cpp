@@ -56,7 +56,7 @@ Tensor random_tensor(loom::cuda::Context& ctx, const loom::Shape& shape, DType d
 }  // namespace
 
 int main(int argc, char** argv) {
-  int B = 16, T = 1024, C = 768, NH = 12, V = 50257, reps = 20;
+  int B = 16, T = 1024, C = 768, NH = 12, NKV = 0, V = 50257, reps = 20;  // NKV 0: NH
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
@@ -64,12 +64,15 @@ int main(int argc, char** argv) {
     else if (a == "--seq") T = v;
     else if (a == "--embd") C = v;
     else if (a == "--heads") NH = v;
+    else if (a == "--kv-heads") NKV = v;
     else if (a == "--reps") reps = v;
     else {
-      std::fprintf(stderr, "usage: bench_cuda_kernels [--batch B] [--seq T] [--embd C] [--heads NH] [--reps R]\n");
+      std::fprintf(stderr, "usage: bench_cuda_kernels [--batch B] [--seq T] [--embd C] [--heads NH] [--kv-heads NKV] "
+                   "[--reps R]\n");
       return 2;
     }
   }
+  if (NKV == 0) NKV = NH;
   try {
     loom::cuda::Context ctx(0);
     const cudaStream_t s = ctx.stream();
@@ -96,8 +99,8 @@ int main(int argc, char** argv) {
     ga = gb = gd = Tensor();
     std::printf("ceilings on %s: copy %.0f GB/s (read + write of 2 GiB), cuBLASLt bf16 %d^3 matmul %.0f TFLOP/s\n\n",
                 ctx.properties().name, copy_gbs, M, gemm_tflops);
-    std::printf("| kernel (B=%d, T=%d, C=%d, NH=%d, V=%d) | us | achieved | of ceiling |\n|---|---|---|---|\n", B, T, C,
-                NH, V);
+    std::printf("| kernel (B=%d, T=%d, C=%d, NH=%d, NKV=%d, V=%d) | us | achieved | of ceiling |\n|---|---|---|---|\n",
+                B, T, C, NH, NKV, V);
     auto bandwidth_row = [&](const char* name, double bytes, const std::function<void()>& call) {
       const double ms = median_ms(ctx, reps, call);
       const double gbs = bytes / (ms * 1e-3) / 1e9;
@@ -153,21 +156,22 @@ int main(int argc, char** argv) {
     });
     bandwidth_row("bias backward (N, 4C)", 4 * NC2, [&] { k::bias_backward(db.f32(), h.bf16_data(), N, 4 * C, scratch.f32(), s); });
 
-    Tensor qkv = random_tensor(ctx, {N, 3 * C}, DType::kBF16, 1.0f), dqkv = loom::cuda::device_zeros(ctx, {N, 3 * C}, DType::kBF16);
+    const int QKV = C + 2 * NKV * (C / NH);  // [q: C | k: NKV heads | v: NKV heads]
+    Tensor qkv = random_tensor(ctx, {N, QKV}, DType::kBF16, 1.0f), dqkv = loom::cuda::device_zeros(ctx, {N, QKV}, DType::kBF16);
     Tensor lse = loom::cuda::device_zeros(ctx, {B, NH, T}, DType::kF32);
     const double attention_flops = 2.0 * 2.0 * B * NH * (static_cast<double>(T) * (T + 1) / 2) * (C / NH);
     flops_row("attention forward (causal)", attention_flops, [&] {
-      k::attention_forward(out.bf16_data(), lse.f32(), qkv.bf16_data(), B, T, C, NH, s);
+      k::attention_forward(out.bf16_data(), lse.f32(), qkv.bf16_data(), B, T, C, NH, NKV, s);
     });
     flops_row("attention backward (causal)", 2.5 * attention_flops, [&] {
       k::attention_backward(dqkv.bf16_data(), x.bf16_data(), qkv.bf16_data(), out.bf16_data(), lse.f32(), B, T, C, NH,
-                            scratch.f32(), s);
+                            NKV, scratch.f32(), s);
     });
 
-    Tensor wqkv = random_tensor(ctx, {3 * C, C}, DType::kBF16, 0.02f), bqkv = random_tensor(ctx, {3 * C}, DType::kBF16, 0.02f);
+    Tensor wqkv = random_tensor(ctx, {QKV, C}, DType::kBF16, 0.02f), bqkv = random_tensor(ctx, {QKV}, DType::kBF16, 0.02f);
     Tensor wfc = random_tensor(ctx, {4 * C, C}, DType::kBF16, 0.02f), dwfc = loom::cuda::device_zeros(ctx, {4 * C, C}, DType::kF32);
-    flops_row("matmul qkv forward (+bias)", 2.0 * N * C * 3.0 * C, [&] {
-      matmul.forward(qkv.bf16_data(), nullptr, x.bf16_data(), wqkv.bf16_data(), bqkv.bf16_data(), N, C, 3 * C,
+    flops_row("matmul qkv forward (+bias)", 2.0 * N * C * static_cast<double>(QKV), [&] {
+      matmul.forward(qkv.bf16_data(), nullptr, x.bf16_data(), wqkv.bf16_data(), bqkv.bf16_data(), N, C, QKV,
                      k::Epilogue::kBias, s);
     });
     flops_row("matmul fc forward (+bias+gelu)", 2.0 * N * C * 4.0 * C, [&] {

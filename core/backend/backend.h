@@ -24,9 +24,9 @@
 // to the token embeddings already in `out`.
 //
 // Shapes are written next to each argument: N token rows, C channels, OC output channels, Vl
-// vocabulary rows of this rank, B x T = N, NH heads. Tensors are contiguous and row-major; an
-// "absent" tensor is a default-constructed Tensor(). Every op checks its shapes and dtypes
-// (loom::Error naming the op and the tensor) before it runs.
+// vocabulary rows of this rank, B x T = N, NH (query) heads, NKV key/value heads, HS head size.
+// Tensors are contiguous and row-major; an "absent" tensor is a default-constructed Tensor().
+// Every op checks its shapes and dtypes (loom::Error naming the op and the tensor) before it runs.
 //
 // Not thread-safe: one backend per stream.
 #pragma once
@@ -183,23 +183,28 @@ class Backend {
   // dk; dv is left as it is.
   virtual void rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) = 0;
 
-  // --- causal self-attention over a fused QKV -----------------------------------------------
-  // qkv (N, 3 * Cl) holds q, k and v of NH heads of size Cl / NH per row; out (N, Cl);
-  // lse (B, NH, T) f32, the softmax's log-sum-exp kept for the backward.
-  virtual void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T,
-                                 int NH) = 0;
-  // dqkv (N, 3 * Cl) = the gradient of qkv given dout (N, Cl).
+  // --- causal self-attention over a fused QKV, grouped-query heads ---------------------------
+  // qkv (N, (NH + 2 * NKV) * HS) holds per row [q: NH * HS | k: NKV * HS | v: NKV * HS], HS =
+  // Cl / NH; query head h reads key/value head h / (NH / NKV) (Hugging Face's repeat_kv order),
+  // NKV dividing NH: NKV == NH is multi-head attention, NKV == 1 multi-query. K and V are read in
+  // place, never repeated. out (N, Cl = NH * HS); lse (B, NH, T) f32, the softmax's log-sum-exp
+  // kept for the backward.
+  virtual void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH,
+                                 int NKV) = 0;
+  // dqkv (N, (NH + 2 * NKV) * HS) = the gradient of qkv given dout (N, Cl): a kv head's k and v
+  // gradients sum over its NH / NKV query heads, in a fixed order (bitwise reproducible).
   virtual void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                                  const Tensor& lse, int B, int T, int NH) = 0;
+                                  const Tensor& lse, int B, int T, int NH, int NKV) = 0;
 
   // --- causal self-attention of one new position over a KV cache (decoding; no backward) -----
-  // qkv (B, 3 * Cl) holds q, k and v of position `pos` of each of B sequences (NH heads of size
-  // Cl / NH); its k and v are written into row pos of k_cache and v_cache (B, max_T, Cl), then
-  // out (B, Cl) = the attention of q over cache rows 0 .. pos, which hold the keys and values of
-  // the sequence's positions so far: what attention_forward gives position pos. out is
-  // overwritten; the caches' other rows are left as they are, and rows after pos are never read.
+  // qkv (B, (NH + 2 * NKV) * HS) holds q, k and v of position `pos` of each of B sequences, laid
+  // out as attention_forward's (HS = Cl / NH); its k and v are written into row pos of k_cache and
+  // v_cache (B, max_T, NKV * HS), then out (B, Cl) = the attention of q over cache rows 0 .. pos,
+  // which hold the keys and values of the sequence's positions so far: what attention_forward
+  // gives position pos. out is overwritten; the caches' other rows are left as they are, and rows
+  // after pos are never read.
   virtual void attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache, const Tensor& qkv,
-                                int NH, int pos) = 0;
+                                int NH, int NKV, int pos) = 0;
 
   // --- vocabulary-parallel cross-entropy, in phases between which the tp group reduces ------
   // logits (N, Vl) of this rank's slice [vocab_start, vocab_start + Vl); targets (N) i32, -1 not

@@ -357,32 +357,36 @@ void CpuBackend::rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B
 
 // --- attention -------------------------------------------------------------------------------
 
-void CpuBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH) {
-  backend_checks::check_attention_forward(contract(), out, lse, qkv, B, T, NH);
+void CpuBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH,
+                                   int NKV) {
+  backend_checks::check_attention_forward(contract(), out, lse, qkv, B, T, NH, NKV);
   const int64_t Cl = cols(out);
   F32In x(qkv);
   F32Out o(out, false);
-  k::attention_forward(o.get(), lse.f32(), x.get(), B, T, dim(Cl), NH);
+  k::attention_forward(o.get(), lse.f32(), x.get(), B, T, dim(Cl), NH, NKV);
   o.done();
 }
 
 void CpuBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                                    const Tensor& lse, int B, int T, int NH) {
-  backend_checks::check_attention_backward(contract(), dqkv, dout, qkv, out, lse, B, T, NH);
+                                    const Tensor& lse, int B, int T, int NH, int NKV) {
+  backend_checks::check_attention_backward(contract(), dqkv, dout, qkv, out, lse, B, T, NH, NKV);
   const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);
   F32In x(qkv), y(out), dy(dout);
   F32Out dx(dqkv, false);
-  zero_floats(dx.get(), N * 3 * Cl);
-  k::attention_backward(dx.get(), dy.get(), x.get(), y.get(), lse.f32(), B, T, dim(Cl), NH);
+  zero_floats(dx.get(), N * cols(qkv));
+  k::attention_backward(dx.get(), dy.get(), x.get(), y.get(), lse.f32(), B, T, dim(Cl), NH, NKV);
   dx.done();
 }
 
 void CpuBackend::attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache, const Tensor& qkv,
-                                  int NH, int pos) {
-  backend_checks::check_attention_decode(contract(), out, k_cache, v_cache, qkv, NH, pos);
-  const int64_t B = rows(out), Cl = cols(out), max_T = k_cache.shape()[1];
+                                  int NH, int NKV, int pos) {
+  backend_checks::check_attention_decode(contract(), out, k_cache, v_cache, qkv, NH, NKV, pos);
+  // Cl = NH * HS channels of q and out; KV = NKV * HS of k, v and a cache row; W a qkv row.
+  const int64_t B = rows(out), Cl = cols(out), max_T = k_cache.shape()[1], KV = k_cache.shape()[2];
+  const int64_t W = Cl + 2 * KV;
   if (out.dtype() == DType::kF32) {
-    k::attention_decode(out.f32(), k_cache.f32(), v_cache.f32(), qkv.f32(), dim(B), pos, dim(max_T), dim(Cl), NH);
+    k::attention_decode(out.f32(), k_cache.f32(), v_cache.f32(), qkv.f32(), dim(B), pos, dim(max_T), dim(Cl), NH,
+                        NKV);
     return;
   }
   // bf16: the kernel runs on f32 copies of the cache rows it reads (0 .. pos of each sequence, a
@@ -390,24 +394,24 @@ void CpuBackend::attention_decode(const Tensor& out, const Tensor& k_cache, cons
   // and value to those copies itself; the bf16 caches take them below. Both are exact copies of
   // qkv's bf16 values, so the attention reads what the full forward's attention reads.
   const int64_t n_keys = pos + 1;
-  std::vector<float> keys(static_cast<size_t>(B * n_keys * Cl)), values(keys.size());
+  std::vector<float> keys(static_cast<size_t>(B * n_keys * KV)), values(keys.size());
   for (int64_t b = 0; b < B; ++b) {
-    const bf16* k_rows = k_cache.bf16_data() + b * max_T * Cl;
-    const bf16* v_rows = v_cache.bf16_data() + b * max_T * Cl;
-    for (int64_t i = 0; i < pos * Cl; ++i) {
-      keys[static_cast<size_t>(b * n_keys * Cl + i)] = bf16_to_float(k_rows[i]);
-      values[static_cast<size_t>(b * n_keys * Cl + i)] = bf16_to_float(v_rows[i]);
+    const bf16* k_rows = k_cache.bf16_data() + b * max_T * KV;
+    const bf16* v_rows = v_cache.bf16_data() + b * max_T * KV;
+    for (int64_t i = 0; i < pos * KV; ++i) {
+      keys[static_cast<size_t>(b * n_keys * KV + i)] = bf16_to_float(k_rows[i]);
+      values[static_cast<size_t>(b * n_keys * KV + i)] = bf16_to_float(v_rows[i]);
     }
   }
   F32In x(qkv);
   F32Out o(out, false);
-  k::attention_decode(o.get(), keys.data(), values.data(), x.get(), dim(B), pos, dim(n_keys), dim(Cl), NH);
+  k::attention_decode(o.get(), keys.data(), values.data(), x.get(), dim(B), pos, dim(n_keys), dim(Cl), NH, NKV);
   o.done();
   const bf16* row = qkv.bf16_data();
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t at = (b * max_T + pos) * Cl;
-    std::memcpy(k_cache.bf16_data() + at, row + b * 3 * Cl + Cl, static_cast<size_t>(Cl) * sizeof(bf16));
-    std::memcpy(v_cache.bf16_data() + at, row + b * 3 * Cl + 2 * Cl, static_cast<size_t>(Cl) * sizeof(bf16));
+    const int64_t at = (b * max_T + pos) * KV;
+    std::memcpy(k_cache.bf16_data() + at, row + b * W + Cl, static_cast<size_t>(KV) * sizeof(bf16));
+    std::memcpy(v_cache.bf16_data() + at, row + b * W + Cl + KV, static_cast<size_t>(KV) * sizeof(bf16));
   }
 }
 

@@ -65,11 +65,12 @@ class CpuBackend final : public Backend {
                     int first_position) override;
   void rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) override;
 
-  void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH) override;
+  void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH,
+                         int NKV) override;
   void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                          const Tensor& lse, int B, int T, int NH) override;
+                          const Tensor& lse, int B, int T, int NH, int NKV) override;
   void attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache, const Tensor& qkv, int NH,
-                        int pos) override;
+                        int NKV, int pos) override;
 
   void vocab_row_max(const Tensor& row_max, const Tensor& logits) override;
   void vocab_sum_exp(const Tensor& sum_exp, const Tensor& target_logit, const Tensor& logits, const Tensor& targets,

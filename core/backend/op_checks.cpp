@@ -236,6 +236,15 @@ void check_rope(const char* op, const char* name, const OpContract& c, const Ten
              static_cast<int64_t>(first_position) + T - 1, "outside 0 ..", INT_MAX);
 }
 
+// The head size HS of an attention whose out has Cl = NH * HS channels, after checking the head
+// counts: NH query heads, NKV key/value heads, NKV dividing NH.
+int64_t attention_head_size(const char* op, int64_t Cl, int NH, int NKV) {
+  LOOM_CHECK(NH > 0 && NKV > 0, op, ": needs positive head counts, got NH", NH, "and NKV", NKV);
+  LOOM_CHECK(NH % NKV == 0, op, ": NKV", NKV, "key/value heads must divide the NH", NH, "query heads");
+  LOOM_CHECK(Cl % NH == 0, op, ": NH", NH, "heads must divide out's", Cl, "channels");
+  return Cl / NH;
+}
+
 }  // namespace
 
 void check_rope_forward(const OpContract& c, const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
@@ -249,35 +258,38 @@ void check_rope_backward(const OpContract& c, const Tensor& dqkv, const Tensor& 
 }
 
 void check_attention_forward(const OpContract& c, const Tensor& out, const Tensor& lse, const Tensor& qkv, int B,
-                             int T, int NH) {
+                             int T, int NH, int NKV) {
   const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);
-  expect("attention_forward", "qkv", qkv, c.act, c.device, {N, 3 * Cl});
-  expect("attention_forward", "out", out, c.act, c.device, {N, Cl});
-  expect("attention_forward", "lse", lse, kF32, c.device, {static_cast<int64_t>(B) * NH * T});
+  const char* op = "attention_forward";
+  expect(op, "out", out, c.act, c.device, {N, Cl});
+  const int64_t HS = attention_head_size(op, Cl, NH, NKV);
+  expect(op, "qkv", qkv, c.act, c.device, {N, Cl + 2 * NKV * HS});  // [q: NH | k: NKV | v: NKV heads]
+  expect(op, "lse", lse, kF32, c.device, {static_cast<int64_t>(B) * NH * T});
 }
 
 void check_attention_backward(const OpContract& c, const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
-                              const Tensor& out, const Tensor& lse, int B, int T, int NH) {
+                              const Tensor& out, const Tensor& lse, int B, int T, int NH, int NKV) {
   const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);
   const char* op = "attention_backward";
-  expect(op, "qkv", qkv, c.act, c.device, {N, 3 * Cl});
-  expect(op, "dqkv", dqkv, c.act, c.device, {N, 3 * Cl});
   expect(op, "out", out, c.act, c.device, {N, Cl});
+  const int64_t HS = attention_head_size(op, Cl, NH, NKV), W = Cl + 2 * NKV * HS;
+  expect(op, "qkv", qkv, c.act, c.device, {N, W});
+  expect(op, "dqkv", dqkv, c.act, c.device, {N, W});
   expect(op, "dout", dout, c.act, c.device, {N, Cl});
   expect(op, "lse", lse, kF32, c.device, {static_cast<int64_t>(B) * NH * T});
 }
 
 void check_attention_decode(const OpContract& c, const Tensor& out, const Tensor& k_cache, const Tensor& v_cache,
-                            const Tensor& qkv, int NH, int pos) {
+                            const Tensor& qkv, int NH, int NKV, int pos) {
   const int64_t B = rows(out), Cl = cols(out);
   // max_T is the cache's own; a cache of another rank is refused by expect() below.
   const int64_t max_T = k_cache.shape().rank() == 3 ? k_cache.shape()[1] : 0;
   const char* op = "attention_decode";
   expect(op, "out", out, c.act, c.device, {B, Cl});
-  expect(op, "qkv", qkv, c.act, c.device, {B, 3 * Cl});
-  expect(op, "k_cache", k_cache, c.act, c.device, {B, max_T, Cl});
-  expect(op, "v_cache", v_cache, c.act, c.device, {B, max_T, Cl});
-  LOOM_CHECK(NH > 0 && Cl % NH == 0, "attention_decode: NH", NH, "heads must divide the", Cl, "channels");
+  const int64_t HS = attention_head_size(op, Cl, NH, NKV), KV = NKV * HS;
+  expect(op, "qkv", qkv, c.act, c.device, {B, Cl + 2 * KV});
+  expect(op, "k_cache", k_cache, c.act, c.device, {B, max_T, KV});
+  expect(op, "v_cache", v_cache, c.act, c.device, {B, max_T, KV});
   LOOM_CHECK(pos >= 0 && pos < max_T, "attention_decode: position", pos, "outside the cache's", max_T, "positions");
   LOOM_CHECK(k_cache.raw() != v_cache.raw(), "attention_decode: k_cache and v_cache must be different tensors");
 }

@@ -67,11 +67,11 @@ void check_rope_forward(const OpContract& c, const Tensor& qkv, const Tensor& in
 void check_rope_backward(const OpContract& c, const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH,
                          int NKV);
 void check_attention_forward(const OpContract& c, const Tensor& out, const Tensor& lse, const Tensor& qkv, int B,
-                             int T, int NH);
+                             int T, int NH, int NKV);
 void check_attention_backward(const OpContract& c, const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
-                              const Tensor& out, const Tensor& lse, int B, int T, int NH);
+                              const Tensor& out, const Tensor& lse, int B, int T, int NH, int NKV);
 void check_attention_decode(const OpContract& c, const Tensor& out, const Tensor& k_cache, const Tensor& v_cache,
-                            const Tensor& qkv, int NH, int pos);
+                            const Tensor& qkv, int NH, int NKV, int pos);
 void check_vocab_row_max(const OpContract& c, const Tensor& row_max, const Tensor& logits);
 void check_vocab_sum_exp(const OpContract& c, const Tensor& sum_exp, const Tensor& target_logit, const Tensor& logits,
                          const Tensor& targets, const Tensor& row_max);

@@ -7,9 +7,12 @@
 // holds for Q K^T and dO V^T too. No cblas here: called from inside our OpenMP units, OpenBLAS
 // would open nested parallel regions, and the tiles are too small to gain from it.
 //
-// The backward parallelises over (batch, head) only: dK and dV of one head sum contributions from
-// every query tile, and giving the whole head to one thread keeps that sum race-free and in a
-// fixed order, so results are bitwise identical for any thread count. exp is fast_exp
+// Grouped-query attention: NKV key/value heads, each shared by G = NH / NKV consecutive query
+// heads, read in place (K and V are never repeated in memory). The backward parallelises over
+// (batch, kv head) only: dK and dV of one kv head sum contributions from every query tile of each
+// of its G query heads, and giving the whole group to one thread keeps that sum race-free and in
+// a fixed order (query head, then query tile), so results are bitwise identical for any thread
+// count; with NKV == NH it is the plain multi-head order. exp is fast_exp
 // (kernels/cpu/fast_exp.h) because scalar expf would dominate the softmax.
 #include "kernels/cpu/attention.h"
 
@@ -109,18 +112,35 @@ float softmax_row(float* s, int last, int n) {
   return max + std::log(sum);
 }
 
-void check_shapes(int B, int T, int C, int NH) {
-  LOOM_CHECK(B > 0 && T > 0 && C > 0 && NH > 0, "attention: sizes must be positive, got B", B,
-             "T", T, "C", C, "NH", NH);
+void check_shapes(int B, int T, int C, int NH, int NKV) {
+  LOOM_CHECK(B > 0 && T > 0 && C > 0 && NH > 0 && NKV > 0,
+             "attention: sizes must be positive, got B", B, "T", T, "C", C, "NH", NH, "NKV", NKV);
   LOOM_CHECK(C % NH == 0, "attention: n_head", NH, "must divide n_embd", C);
+  LOOM_CHECK(NH % NKV == 0, "attention: n_kv_head", NKV, "must divide n_head", NH);
 }
+
+// Where each head's columns lie in a qkv row [q: NH*HS | k: NKV*HS | v: NKV*HS]. Query head h
+// reads kv head h / G (Hugging Face's repeat_kv order).
+struct Heads {
+  int HS;      // head size
+  int G;       // query heads per kv head
+  int k0, v0;  // where the k and v parts start
+  int width;   // the whole qkv row
+  Heads(int C, int NH, int NKV)
+      : HS(C / NH), G(NH / NKV), k0(C), v0(C + NKV * HS), width(C + 2 * NKV * HS) {}
+  int q(int h) const { return h * HS; }
+  int k(int kv) const { return k0 + kv * HS; }
+  int v(int kv) const { return v0 + kv * HS; }
+};
 
 }  // namespace
 
-void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH) {
-  check_shapes(B, T, C, NH);
-  const int HS = C / NH;
-  const int C3 = 3 * C;
+void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
+                       int NKV) {
+  check_shapes(B, T, C, NH, NKV);
+  const Heads heads(C, NH, NKV);
+  const int HS = heads.HS;
+  const int W = heads.width;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   const int n_tiles = (T + kQueryTile - 1) / kQueryTile;
   const int n_units = B * NH * n_tiles;
@@ -138,13 +158,14 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int T, i
       const int i0 = tile * kQueryTile;
       const int m = std::min(kQueryTile, T - i0);
       const int n_keys = i0 + m;  // causal: this tile sees keys 0..i0+m-1
-      const float* q = qkv + static_cast<size_t>(b) * T * C3 + h * HS;  // (T, HS), stride 3C
-      const float* k = q + C;
-      const float* v = q + 2 * C;
+      const float* rows = qkv + static_cast<size_t>(b) * T * W;  // (T, W)
+      const float* q = rows + heads.q(h);                         // (T, HS), stride W
+      const float* k = rows + heads.k(h / heads.G);
+      const float* v = rows + heads.v(h / heads.G);
       for (int r = 0; r < m; ++r) {
-        for (int d = 0; d < HS; ++d) q_tile[r * HS + d] = q[(i0 + r) * C3 + d] * scale;
+        for (int d = 0; d < HS; ++d) q_tile[r * HS + d] = q[(i0 + r) * W + d] * scale;
       }
-      transpose_rows(k_t.data(), k, n_keys, HS, C3);
+      transpose_rows(k_t.data(), k, n_keys, HS, W);
       gemm(scores.data(), n_keys, q_tile.data(), HS, 1, k_t.data(), n_keys, m, n_keys, HS, 1.0f,
            false);
       float* lse_bh = lse + (static_cast<size_t>(b) * NH + h) * T;  // (T)
@@ -152,18 +173,19 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int T, i
         lse_bh[i0 + r] = softmax_row(scores.data() + r * n_keys, i0 + r, n_keys);
       }
       float* o = out + (static_cast<size_t>(b) * T + i0) * C + h * HS;  // (m, HS), stride C
-      gemm(o, C, scores.data(), n_keys, 1, v, C3, m, HS, n_keys, 1.0f, false);
+      gemm(o, C, scores.data(), n_keys, 1, v, W, m, HS, n_keys, 1.0f, false);
     }
   }
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                        const float* lse, int B, int T, int C, int NH) {
-  check_shapes(B, T, C, NH);
-  const int HS = C / NH;
-  const int C3 = 3 * C;
+                        const float* lse, int B, int T, int C, int NH, int NKV) {
+  check_shapes(B, T, C, NH, NKV);
+  const Heads heads(C, NH, NKV);
+  const int HS = heads.HS;
+  const int W = heads.width;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  const int n_units = B * NH;
+  const int n_units = B * NKV;
 #pragma omp parallel
   {
     const size_t tile_keys = static_cast<size_t>(kQueryTile) * T;
@@ -176,59 +198,66 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
     std::vector<float> dv(static_cast<size_t>(T) * HS);               // (T, HS)
 #pragma omp for schedule(dynamic)
     for (int unit = 0; unit < n_units; ++unit) {
-      const int h = unit % NH;
-      const int b = unit / NH;
+      const int kv = unit % NKV;
+      const int b = unit / NKV;
       const size_t row0 = static_cast<size_t>(b) * T;
-      const float* q = qkv + row0 * C3 + h * HS;  // (T, HS), stride 3C; k, v follow
-      const float* k = q + C;
-      const float* v = q + 2 * C;
-      const float* o = out + row0 * C + h * HS;     // (T, HS), stride C
-      const float* d_o = dout + row0 * C + h * HS;  // (T, HS), stride C
-      const float* lse_bh = lse + (static_cast<size_t>(b) * NH + h) * T;  // (T)
-      float* dq = dqkv + row0 * C3 + h * HS;  // (T, HS), stride 3C; dk, dv follow
-      transpose_rows(k_t.data(), k, T, HS, C3);
-      transpose_rows(v_t.data(), v, T, HS, C3);
+      const float* rows = qkv + row0 * W;  // (T, W)
+      const float* k = rows + heads.k(kv);  // (T, HS), stride W
+      const float* v = rows + heads.v(kv);
+      transpose_rows(k_t.data(), k, T, HS, W);
+      transpose_rows(v_t.data(), v, T, HS, W);
       std::fill(dk.begin(), dk.end(), 0.0f);
       std::fill(dv.begin(), dv.end(), 0.0f);
-      for (int i0 = 0; i0 < T; i0 += kQueryTile) {
-        const int m = std::min(kQueryTile, T - i0);
-        const int n_keys = i0 + m;
-        for (int r = 0; r < m; ++r) {
-          for (int d = 0; d < HS; ++d) q_tile[r * HS + d] = q[(i0 + r) * C3 + d] * scale;
-        }
-        // Transposed keys have row stride T here (all T keys), of which we use n_keys columns.
-        gemm(probs.data(), n_keys, q_tile.data(), HS, 1, k_t.data(), T, m, n_keys, HS, 1.0f,
-             false);
-        gemm(dscores.data(), n_keys, d_o + i0 * C, C, 1, v_t.data(), T, m, n_keys, HS, 1.0f,
-             false);
-        for (int r = 0; r < m; ++r) {
-          const int i = i0 + r;
-          float* p = probs.data() + r * n_keys;
-          float* ds = dscores.data() + r * n_keys;
-          const float row_lse = lse_bh[i];
-          float dot = 0.0f;  // D_i = dO_i . O_i
+      // The group's query heads in order, each over its query tiles in order: dK and dV sum the
+      // group in one fixed order.
+      for (int h = kv * heads.G; h < (kv + 1) * heads.G; ++h) {
+        const float* q = rows + heads.q(h);             // (T, HS), stride W
+        const float* o = out + row0 * C + h * HS;       // (T, HS), stride C
+        const float* d_o = dout + row0 * C + h * HS;    // (T, HS), stride C
+        const float* lse_bh = lse + (static_cast<size_t>(b) * NH + h) * T;  // (T)
+        float* dq = dqkv + row0 * W + heads.q(h);       // (T, HS), stride W
+        for (int i0 = 0; i0 < T; i0 += kQueryTile) {
+          const int m = std::min(kQueryTile, T - i0);
+          const int n_keys = i0 + m;
+          for (int r = 0; r < m; ++r) {
+            for (int d = 0; d < HS; ++d) q_tile[r * HS + d] = q[(i0 + r) * W + d] * scale;
+          }
+          // Transposed keys have row stride T here (all T keys), of which we use n_keys columns.
+          gemm(probs.data(), n_keys, q_tile.data(), HS, 1, k_t.data(), T, m, n_keys, HS, 1.0f,
+               false);
+          gemm(dscores.data(), n_keys, d_o + i0 * C, C, 1, v_t.data(), T, m, n_keys, HS, 1.0f,
+               false);
+          for (int r = 0; r < m; ++r) {
+            const int i = i0 + r;
+            float* p = probs.data() + r * n_keys;
+            float* ds = dscores.data() + r * n_keys;
+            const float row_lse = lse_bh[i];
+            float dot = 0.0f;  // D_i = dO_i . O_i
 #pragma omp simd reduction(+ : dot)
-          for (int d = 0; d < HS; ++d) dot += d_o[i * C + d] * o[i * C + d];
+            for (int d = 0; d < HS; ++d) dot += d_o[i * C + d] * o[i * C + d];
 #pragma omp simd
-          for (int j = 0; j <= i; ++j) {
-            p[j] = fast_exp(p[j] - row_lse);
-            ds[j] = p[j] * (ds[j] - dot);
+            for (int j = 0; j <= i; ++j) {
+              p[j] = fast_exp(p[j] - row_lse);
+              ds[j] = p[j] * (ds[j] - dot);
+            }
+            for (int j = i + 1; j < n_keys; ++j) {
+              p[j] = 0.0f;
+              ds[j] = 0.0f;
+            }
           }
-          for (int j = i + 1; j < n_keys; ++j) {
-            p[j] = 0.0f;
-            ds[j] = 0.0f;
-          }
+          // dQ = dS K scale goes straight into dqkv: each query row belongs to this unit alone.
+          gemm(dq + i0 * W, W, dscores.data(), n_keys, 1, k, W, m, HS, n_keys, scale, true);
+          // dK += dS^T (Q scale) and dV += P^T dO, summed over query tiles in order.
+          gemm(dk.data(), HS, dscores.data(), 1, n_keys, q_tile.data(), HS, n_keys, HS, m, 1.0f,
+               true);
+          gemm(dv.data(), HS, probs.data(), 1, n_keys, d_o + i0 * C, C, n_keys, HS, m, 1.0f,
+               true);
         }
-        // dQ = dS K scale goes straight into dqkv: each query row belongs to this unit alone.
-        gemm(dq + i0 * C3, C3, dscores.data(), n_keys, 1, k, C3, m, HS, n_keys, scale, true);
-        // dK += dS^T (Q scale) and dV += P^T dO, summed over query tiles in order.
-        gemm(dk.data(), HS, dscores.data(), 1, n_keys, q_tile.data(), HS, n_keys, HS, m, 1.0f,
-             true);
-        gemm(dv.data(), HS, probs.data(), 1, n_keys, d_o + i0 * C, C, n_keys, HS, m, 1.0f, true);
       }
+      float* d_rows = dqkv + row0 * W;
       for (int j = 0; j < T; ++j) {
-        float* dk_row = dq + j * C3 + C;
-        float* dv_row = dq + j * C3 + 2 * C;
+        float* dk_row = d_rows + j * W + heads.k(kv);
+        float* dv_row = d_rows + j * W + heads.v(kv);
         for (int d = 0; d < HS; ++d) {
           dk_row[d] += dk[j * HS + d];
           dv_row[d] += dv[j * HS + d];
@@ -239,20 +268,24 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 }
 
 void attention_decode(float* out, float* k_cache, float* v_cache, const float* qkv, int B, int pos,
-                      int max_T, int C, int NH) {
-  check_shapes(B, max_T, C, NH);
+                      int max_T, int C, int NH, int NKV) {
+  check_shapes(B, max_T, C, NH, NKV);
   LOOM_CHECK(pos >= 0 && pos < max_T, "attention_decode: position", pos, "outside the cache of",
              max_T, "positions");
-  const int HS = C / NH;
+  const Heads heads(C, NH, NKV);
+  const int HS = heads.HS;
+  const int W = heads.width;
+  const int KV = NKV * HS;  // a cache row
   const int n_keys = pos + 1;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   for (int b = 0; b < B; ++b) {
-    const float* row = qkv + static_cast<size_t>(b) * 3 * C;
-    const size_t at = (static_cast<size_t>(b) * max_T + pos) * C;
-    std::copy(row + C, row + 2 * C, k_cache + at);
-    std::copy(row + 2 * C, row + 3 * C, v_cache + at);
+    const float* row = qkv + static_cast<size_t>(b) * W;
+    const size_t at = (static_cast<size_t>(b) * max_T + pos) * KV;
+    std::copy(row + heads.k(0), row + heads.k(0) + KV, k_cache + at);
+    std::copy(row + heads.v(0), row + heads.v(0) + KV, v_cache + at);
   }
-  const int n_units = B * NH;
+  // One unit per (sequence, kv head): its keys are transposed once for the group's query heads.
+  const int n_units = B * NKV;
 #pragma omp parallel
   {
     std::vector<float> q_row(HS);                                  // (1, HS), scaled
@@ -260,17 +293,19 @@ void attention_decode(float* out, float* k_cache, float* v_cache, const float* q
     std::vector<float> scores(n_keys);                             // (1, keys)
 #pragma omp for schedule(static)
     for (int unit = 0; unit < n_units; ++unit) {
-      const int h = unit % NH;
-      const int b = unit / NH;
-      const float* q = qkv + static_cast<size_t>(b) * 3 * C + h * HS;
-      for (int d = 0; d < HS; ++d) q_row[d] = q[d] * scale;
-      const size_t cache0 = static_cast<size_t>(b) * max_T * C + h * HS;
-      transpose_rows(k_t.data(), k_cache + cache0, n_keys, HS, C);
-      gemm(scores.data(), n_keys, q_row.data(), HS, 1, k_t.data(), n_keys, 1, n_keys, HS, 1.0f,
-           false);
-      softmax_row(scores.data(), pos, n_keys);
-      gemm(out + static_cast<size_t>(b) * C + h * HS, C, scores.data(), n_keys, 1,
-           v_cache + cache0, C, 1, HS, n_keys, 1.0f, false);
+      const int kv = unit % NKV;
+      const int b = unit / NKV;
+      const size_t cache0 = static_cast<size_t>(b) * max_T * KV + kv * HS;
+      transpose_rows(k_t.data(), k_cache + cache0, n_keys, HS, KV);
+      for (int h = kv * heads.G; h < (kv + 1) * heads.G; ++h) {
+        const float* q = qkv + static_cast<size_t>(b) * W + heads.q(h);
+        for (int d = 0; d < HS; ++d) q_row[d] = q[d] * scale;
+        gemm(scores.data(), n_keys, q_row.data(), HS, 1, k_t.data(), n_keys, 1, n_keys, HS, 1.0f,
+             false);
+        softmax_row(scores.data(), pos, n_keys);
+        gemm(out + static_cast<size_t>(b) * C + h * HS, C, scores.data(), n_keys, 1,
+             v_cache + cache0, KV, 1, HS, n_keys, 1.0f, false);
+      }
     }
   }
 }

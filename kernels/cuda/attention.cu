@@ -11,6 +11,12 @@
 // output accumulator in shared memory too, where it is rescaled row by row as the running max
 // grows; the backward accumulates dK, dV and dQ in fragments (no rescaling needed).
 //
+// Grouped-query attention: query head h reads kv head h / G (G = NH / NKV query heads per kv head)
+// in place, so K and V are never repeated in memory. The dK dV kernel owns a key tile of one kv
+// head and walks its G query heads in order, each over its query tiles, so the group's gradients
+// meet in that block's fragments in a fixed order: still no atomics, and with NKV == NH the order
+// of plain multi-head attention.
+//
 // Masking: key j of query i counts iff j <= i and j < T. Positions past T in a partial tile are
 // staged as zeros (never NaN garbage: a zero probability times garbage would still poison the
 // product) and are never written. Probabilities and dS are rounded to bf16 before they meet V, dO,
@@ -195,7 +201,7 @@ __device__ void warp_write_rows(nv_bf16* dst, int64_t stride, int first_row, int
 template <int HS>
 __global__ void __launch_bounds__(Tile<HS>::kThreads)
     attention_forward_kernel(nv_bf16* out, float* lse, const nv_bf16* qkv, int T, int C, int NH,
-                             float scale) {
+                             int NKV, float scale) {
   using G = Tile<HS>;
   constexpr int R = G::R;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -213,13 +219,15 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
   const int b = static_cast<int>(blockIdx.z);
   const int warp = threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
-  const int64_t C3 = 3 * static_cast<int64_t>(C);
-  const nv_bf16* q_g = qkv + static_cast<int64_t>(b) * T * C3 + h * HS;  // (T, HS), stride 3C
-  const nv_bf16* k_g = q_g + C;
-  const nv_bf16* v_g = q_g + 2 * C;
+  const int64_t W = C + 2 * static_cast<int64_t>(NKV) * HS;  // a qkv row
+  const int kv = h / (NH / NKV);
+  const nv_bf16* rows = qkv + static_cast<int64_t>(b) * T * W;
+  const nv_bf16* q_g = rows + h * HS;                                  // (T, HS), stride W
+  const nv_bf16* k_g = rows + C + static_cast<int64_t>(kv) * HS;       // (T, HS), stride W
+  const nv_bf16* v_g = k_g + static_cast<int64_t>(NKV) * HS;          // (T, HS), stride W
   const int q0 = qt * R;
 
-  stage_rows<HS>(q_s, q_g, C3, q0, T);
+  stage_rows<HS>(q_s, q_g, W, q0, T);
   for (int e = threadIdx.x; e < R * G::kLdO; e += blockDim.x) o_s[e] = 0.0f;
 
   // This warp's 16 rows; the running max and sum of each are held (identically) by every lane.
@@ -237,8 +245,8 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
   for (int kt = 0; kt <= qt; ++kt) {
     const int k0 = kt * R;
     __syncthreads();  // every warp is done with the previous K, V (and Q, O are staged)
-    stage_rows<HS>(k_s, k_g, C3, k0, T);
-    stage_rows<HS>(v_s, v_g, C3, k0, T);
+    stage_rows<HS>(k_s, k_g, W, k0, T);
+    stage_rows<HS>(v_s, v_g, W, k0, T);
     __syncthreads();
 
     warp_scores<HS>(s_w, q_s + warp * kFrag * G::kLdH, k_s);
@@ -359,24 +367,35 @@ struct BackwardSmem {
   }
 };
 
-// Where one (b, h) lives in the global buffers.
+// Where query head h of sequence b, and the kv head it reads, live in the global buffers.
 struct HeadView {
-  const nv_bf16* q;     // (T, HS), stride 3C; k at +C, v at +2C
+  const nv_bf16* q;     // (T, HS), stride W
+  const nv_bf16* k;     // (T, HS), stride W: kv head h / G
+  const nv_bf16* v;     // (T, HS), stride W
   const nv_bf16* dout;  // (T, HS), stride C
   const float* lse;     // (T)
   const float* D;       // (T)
-  nv_bf16* dq;          // (T, HS), stride 3C; dk at +C, dv at +2C
-  int64_t C3;
+  nv_bf16* dq;          // (T, HS), stride W
+  nv_bf16* dk;          // (T, HS), stride W
+  nv_bf16* dv;          // (T, HS), stride W
+  int64_t W;            // a qkv row: C + 2 * NKV * HS
 
   __device__ HeadView(nv_bf16* dqkv, const nv_bf16* dout_all, const nv_bf16* qkv,
-                      const float* lse_all, const float* D_all, int T, int C, int NH, int HS) {
-    const int b = static_cast<int>(blockIdx.z);
-    const int h = static_cast<int>(blockIdx.y);
-    C3 = 3 * static_cast<int64_t>(C);
-    const int64_t qkv_offset = static_cast<int64_t>(b) * T * C3 + static_cast<int64_t>(h) * HS;
-    q = qkv + qkv_offset;
-    dq = dqkv + qkv_offset;
-    dout = dout_all + static_cast<int64_t>(b) * T * C + static_cast<int64_t>(h) * HS;
+                      const float* lse_all, const float* D_all, int T, int C, int NH, int NKV,
+                      int HS, int b, int h) {
+    W = C + 2 * static_cast<int64_t>(NKV) * HS;
+    const int kv = h / (NH / NKV);
+    const int64_t row0 = static_cast<int64_t>(b) * T * W;
+    const int64_t q_col = static_cast<int64_t>(h) * HS;
+    const int64_t k_col = C + static_cast<int64_t>(kv) * HS;
+    const int64_t v_col = k_col + static_cast<int64_t>(NKV) * HS;
+    q = qkv + row0 + q_col;
+    k = qkv + row0 + k_col;
+    v = qkv + row0 + v_col;
+    dq = dqkv + row0 + q_col;
+    dk = dqkv + row0 + k_col;
+    dv = dqkv + row0 + v_col;
+    dout = dout_all + static_cast<int64_t>(b) * T * C + q_col;
     lse = lse_all + (static_cast<int64_t>(b) * NH + h) * T;
     D = D_all + (static_cast<int64_t>(b) * NH + h) * T;
   }
@@ -386,7 +405,7 @@ struct HeadView {
 template <int HS>
 __device__ void stage_queries(const BackwardSmem<HS>& sm, const HeadView& g, int q0, int T,
                               int C) {
-  stage_rows<HS>(sm.q, g.q, g.C3, q0, T);
+  stage_rows<HS>(sm.q, g.q, g.W, q0, T);
   stage_rows<HS>(sm.dout, g.dout, C, q0, T);
   for (int r = threadIdx.x; r < Tile<HS>::R; r += blockDim.x) {
     const bool valid = q0 + r < T;
@@ -395,27 +414,35 @@ __device__ void stage_queries(const BackwardSmem<HS>& sm, const HeadView& g, int
   }
 }
 
-// grid (key tiles, NH, B). Owns keys k0 = blockIdx.x * R .. and walks the query tiles from the
-// diagonal to the end; warp w accumulates dK, dV of keys k0 + 16w .. in fragments, working on
-// transposed strips (its 16 keys x the tile's R queries).
+// grid (key tiles, NKV, B). Owns keys k0 = blockIdx.x * R .. of kv head blockIdx.y and walks, for
+// each of its G query heads in order, the query tiles from the diagonal to the end; warp w
+// accumulates dK, dV of keys k0 + 16w .. in fragments, working on transposed strips (its 16 keys x
+// the tile's R queries).
 template <int HS>
 __global__ void __launch_bounds__(Tile<HS>::kThreads)
     attention_backward_key_kernel(nv_bf16* dqkv, const nv_bf16* dout, const nv_bf16* qkv,
                                   const float* lse, const float* D, int T, int C, int NH,
-                                  float scale) {
+                                  int NKV, float scale) {
   using G = Tile<HS>;
   constexpr int R = G::R;
   extern __shared__ __align__(128) unsigned char smem[];
   const BackwardSmem<HS> sm(smem);
-  const HeadView g(dqkv, dout, qkv, lse, D, T, C, NH, HS);
+  const int b = static_cast<int>(blockIdx.z);
+  const int group = NH / NKV;
+  // The group's query heads; the first one's view holds this block's kv head (k, v, dk, dv).
+  const int first_head = static_cast<int>(blockIdx.y) * group;
+  const int end_head = first_head + group;
   const int n_tiles = (T + R - 1) / R;
   const int kt = static_cast<int>(blockIdx.x);
   const int k0 = kt * R;
   const int warp = threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
 
-  stage_rows<HS>(sm.k, g.q + C, g.C3, k0, T);
-  stage_rows<HS>(sm.v, g.q + 2 * C, g.C3, k0, T);
+  {
+    const HeadView kv(dqkv, dout, qkv, lse, D, T, C, NH, NKV, HS, b, first_head);
+    stage_rows<HS>(sm.k, kv.k, kv.W, k0, T);
+    stage_rows<HS>(sm.v, kv.v, kv.W, k0, T);
+  }
 
   float* st_w = sm.s + warp * kFrag * G::kLdS;   // S^T strip (16 keys, R queries)
   float* dpt_w = sm.dp + warp * kFrag * G::kLdS;  // dP^T strip
@@ -429,51 +456,60 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
     wmma::fill_fragment(dv[d], 0.0f);
   }
 
-  for (int qt = kt; qt < n_tiles; ++qt) {
-    const int q0 = qt * R;
-    __syncthreads();  // every warp is done with the previous queries (and K, V are staged)
-    stage_queries<HS>(sm, g, q0, T, C);
-    __syncthreads();
+  // The group's query heads in order, each over its query tiles from the diagonal to the end.
+  for (int h = first_head; h < end_head; ++h) {
+    const HeadView g(dqkv, dout, qkv, lse, D, T, C, NH, NKV, HS, b, h);
+    for (int qt = kt; qt < n_tiles; ++qt) {
+      const int q0 = qt * R;
+      __syncthreads();  // every warp is done with the previous queries (and K, V are staged)
+      stage_queries<HS>(sm, g, q0, T, C);
+      __syncthreads();
 
-    warp_scores<HS>(st_w, sm.k + warp * kFrag * G::kLdH, sm.q);      // K_w Q^T
-    warp_scores<HS>(dpt_w, sm.v + warp * kFrag * G::kLdH, sm.dout);  // V_w dO^T
-    __syncwarp();
+      warp_scores<HS>(st_w, sm.k + warp * kFrag * G::kLdH, sm.q);      // K_w Q^T
+      warp_scores<HS>(dpt_w, sm.v + warp * kFrag * G::kLdH, sm.dout);  // V_w dO^T
+      __syncwarp();
 #pragma unroll 4
-    for (int r = 0; r < kFrag; ++r) {
-      const int j = k0 + warp * kFrag + r;
+      for (int r = 0; r < kFrag; ++r) {
+        const int j = k0 + warp * kFrag + r;
 #pragma unroll
-      for (int c = 0; c < G::kCols; ++c) {
-        const int col = lane + c * kWarp;
-        const int i = q0 + col;
-        const bool valid = j <= i && i < T && j < T;
-        const float p = valid ? __expf(st_w[r * G::kLdS + col] * scale - sm.lse[col]) : 0.0f;
-        const float ds = p * (dpt_w[r * G::kLdS + col] - sm.D[col]);
-        pt_w[r * G::kLdP + col] = __float2bfloat16_rn(p);
-        dst_w[r * G::kLdP + col] = __float2bfloat16_rn(ds);
+        for (int c = 0; c < G::kCols; ++c) {
+          const int col = lane + c * kWarp;
+          const int i = q0 + col;
+          const bool valid = j <= i && i < T && j < T;
+          const float p = valid ? __expf(st_w[r * G::kLdS + col] * scale - sm.lse[col]) : 0.0f;
+          const float ds = p * (dpt_w[r * G::kLdS + col] - sm.D[col]);
+          pt_w[r * G::kLdP + col] = __float2bfloat16_rn(p);
+          dst_w[r * G::kLdP + col] = __float2bfloat16_rn(ds);
+        }
       }
+      __syncwarp();
+      warp_accumulate<HS>(dv, pt_w, sm.dout);  // dV_w += P^T_w dO
+      warp_accumulate<HS>(dk, dst_w, sm.q);    // dK_w += dS^T_w Q (scaled at the end)
     }
-    __syncwarp();
-    warp_accumulate<HS>(dv, pt_w, sm.dout);  // dV_w += P^T_w dO
-    warp_accumulate<HS>(dk, dst_w, sm.q);    // dK_w += dS^T_w Q (scaled at the end)
   }
   __syncwarp();  // the strips are reused as staging below
+  // Rebuilt here rather than held across the loop, to leave registers to the dK and dV fragments
+  // (128 of them at HS = 128).
+  const HeadView kv(dqkv, dout, qkv, lse, D, T, C, NH, NKV, HS, b, first_head);
   const int first_key = k0 + warp * kFrag;
-  warp_write_rows<HS>(g.dq + C, g.C3, first_key, T, dk, scale, st_w);
-  warp_write_rows<HS>(g.dq + 2 * C, g.C3, first_key, T, dv, 1.0f, st_w);
+  warp_write_rows<HS>(kv.dk, kv.W, first_key, T, dk, scale, st_w);
+  warp_write_rows<HS>(kv.dv, kv.W, first_key, T, dv, 1.0f, st_w);
 }
 
-// grid (query tiles, NH, B); heaviest (last) query tiles first. Owns queries q0 .. and walks the
-// key tiles up to the diagonal; warp w accumulates dQ of queries q0 + 16w .. in fragments.
+// grid (query tiles, NH, B); heaviest (last) query tiles first. Owns queries q0 .. of head
+// blockIdx.y and walks the key tiles (of its kv head) up to the diagonal; warp w accumulates dQ of
+// queries q0 + 16w .. in fragments.
 template <int HS>
 __global__ void __launch_bounds__(Tile<HS>::kThreads)
     attention_backward_query_kernel(nv_bf16* dqkv, const nv_bf16* dout, const nv_bf16* qkv,
                                     const float* lse, const float* D, int T, int C, int NH,
-                                    float scale) {
+                                    int NKV, float scale) {
   using G = Tile<HS>;
   constexpr int R = G::R;
   extern __shared__ __align__(128) unsigned char smem[];
   const BackwardSmem<HS> sm(smem);
-  const HeadView g(dqkv, dout, qkv, lse, D, T, C, NH, HS);
+  const HeadView g(dqkv, dout, qkv, lse, D, T, C, NH, NKV, HS, static_cast<int>(blockIdx.z),
+                   static_cast<int>(blockIdx.y));
   const int n_tiles = (T + R - 1) / R;
   const int qt = n_tiles - 1 - static_cast<int>(blockIdx.x);
   const int q0 = qt * R;
@@ -492,8 +528,8 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
   for (int kt = 0; kt <= qt; ++kt) {
     const int k0 = kt * R;
     __syncthreads();  // every warp is done with the previous K, V (and the queries are staged)
-    stage_rows<HS>(sm.k, g.q + C, g.C3, k0, T);
-    stage_rows<HS>(sm.v, g.q + 2 * C, g.C3, k0, T);
+    stage_rows<HS>(sm.k, g.k, g.W, k0, T);
+    stage_rows<HS>(sm.v, g.v, g.W, k0, T);
     __syncthreads();
 
     warp_scores<HS>(s_w, sm.q + warp * kFrag * G::kLdH, sm.k);      // Q_w K^T
@@ -518,13 +554,14 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
     warp_accumulate<HS>(dq, ds_w, sm.k);  // dQ_w += dS_w K (scaled at the end)
   }
   __syncwarp();
-  warp_write_rows<HS>(g.dq, g.C3, q0 + warp * kFrag, T, dq, scale, s_w);
+  warp_write_rows<HS>(g.dq, g.W, q0 + warp * kFrag, T, dq, scale, s_w);
 }
 
-void check_shapes(const char* what, int B, int T, int C, int NH) {
-  LOOM_CHECK(B > 0 && T > 0 && C > 0 && NH > 0, what, "needs positive sizes, got B", B, "T", T,
-             "C", C, "NH", NH);
+void check_shapes(const char* what, int B, int T, int C, int NH, int NKV) {
+  LOOM_CHECK(B > 0 && T > 0 && C > 0 && NH > 0 && NKV > 0, what, "needs positive sizes, got B", B,
+             "T", T, "C", C, "NH", NH, "NKV", NKV);
   LOOM_CHECK(C % NH == 0, what, "needs n_head", NH, "to divide n_embd", C);
+  LOOM_CHECK(NH % NKV == 0, what, "needs n_kv_head", NKV, "to divide n_head", NH);
   const int HS = C / NH;
   LOOM_CHECK(HS == 32 || HS == 64 || HS == 128, what, "supports head sizes 32, 64 and 128, got",
              HS);
@@ -546,7 +583,7 @@ void allow_smem(Kernel kernel, size_t bytes) {
 }
 
 template <int HS>
-void launch_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
+void launch_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH, int NKV,
                     cudaStream_t stream) {
   constexpr size_t smem = forward_smem_bytes<HS>();
   allow_smem(attention_forward_kernel<HS>, smem);
@@ -554,40 +591,42 @@ void launch_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C,
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   attention_forward_kernel<HS><<<grid, Tile<HS>::kThreads, smem, stream>>>(
       reinterpret_cast<nv_bf16*>(out), lse, reinterpret_cast<const nv_bf16*>(qkv), T, C, NH,
-      scale);
+      NKV, scale);
   LOOM_CUDA_CHECK_LAUNCH("attention_forward_kernel");
 }
 
 template <int HS>
 void launch_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
-                     const float* D, int B, int T, int C, int NH, cudaStream_t stream) {
+                     const float* D, int B, int T, int C, int NH, int NKV,
+                     cudaStream_t stream) {
   constexpr size_t smem = backward_smem_bytes<HS>();
   allow_smem(attention_backward_key_kernel<HS>, smem);
   allow_smem(attention_backward_query_kernel<HS>, smem);
-  const dim3 grid(ceil_div(T, Tile<HS>::R), NH, B);
+  const dim3 key_grid(ceil_div(T, Tile<HS>::R), NKV, B);
+  const dim3 query_grid(ceil_div(T, Tile<HS>::R), NH, B);
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   auto* dqkv_d = reinterpret_cast<nv_bf16*>(dqkv);
   const auto* dout_d = reinterpret_cast<const nv_bf16*>(dout);
   const auto* qkv_d = reinterpret_cast<const nv_bf16*>(qkv);
-  attention_backward_key_kernel<HS><<<grid, Tile<HS>::kThreads, smem, stream>>>(
-      dqkv_d, dout_d, qkv_d, lse, D, T, C, NH, scale);
+  attention_backward_key_kernel<HS><<<key_grid, Tile<HS>::kThreads, smem, stream>>>(
+      dqkv_d, dout_d, qkv_d, lse, D, T, C, NH, NKV, scale);
   LOOM_CUDA_CHECK_LAUNCH("attention_backward_key_kernel");
-  attention_backward_query_kernel<HS><<<grid, Tile<HS>::kThreads, smem, stream>>>(
-      dqkv_d, dout_d, qkv_d, lse, D, T, C, NH, scale);
+  attention_backward_query_kernel<HS><<<query_grid, Tile<HS>::kThreads, smem, stream>>>(
+      dqkv_d, dout_d, qkv_d, lse, D, T, C, NH, NKV, scale);
   LOOM_CUDA_CHECK_LAUNCH("attention_backward_query_kernel");
 }
 
 }  // namespace
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                       cudaStream_t stream) {
-  check_shapes("attention_forward", B, T, C, NH);
+                       int NKV, cudaStream_t stream) {
+  check_shapes("attention_forward", B, T, C, NH, NKV);
   check_aligned("attention_forward", qkv);
   check_aligned("attention_forward", out);
   switch (C / NH) {
-    case 32: launch_forward<32>(out, lse, qkv, B, T, C, NH, stream); break;
-    case 64: launch_forward<64>(out, lse, qkv, B, T, C, NH, stream); break;
-    default: launch_forward<128>(out, lse, qkv, B, T, C, NH, stream); break;
+    case 32: launch_forward<32>(out, lse, qkv, B, T, C, NH, NKV, stream); break;
+    case 64: launch_forward<64>(out, lse, qkv, B, T, C, NH, NKV, stream); break;
+    default: launch_forward<128>(out, lse, qkv, B, T, C, NH, NKV, stream); break;
   }
 }
 
@@ -596,9 +635,9 @@ size_t attention_backward_scratch_floats(int B, int T, int NH) {
 }
 
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
-                        const float* lse, int B, int T, int C, int NH, float* scratch,
+                        const float* lse, int B, int T, int C, int NH, int NKV, float* scratch,
                         cudaStream_t stream) {
-  check_shapes("attention_backward", B, T, C, NH);
+  check_shapes("attention_backward", B, T, C, NH, NKV);
   check_aligned("attention_backward", dqkv);
   check_aligned("attention_backward", dout);
   check_aligned("attention_backward", qkv);
@@ -612,9 +651,9 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
       T, C, NH);
   LOOM_CUDA_CHECK_LAUNCH("attention_row_dot_kernel");
   switch (C / NH) {
-    case 32: launch_backward<32>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, stream); break;
-    case 64: launch_backward<64>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, stream); break;
-    default: launch_backward<128>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, stream); break;
+    case 32: launch_backward<32>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, stream); break;
+    case 64: launch_backward<64>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, stream); break;
+    default: launch_backward<128>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, stream); break;
   }
 }
 

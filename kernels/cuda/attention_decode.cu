@@ -1,8 +1,10 @@
-// Decoding attention over a KV cache on the GPU: one thread block per (head, sequence).
+// Decoding attention over a KV cache on the GPU: one thread block per (query head, sequence).
 //
 // A decoding step has one query per head, so there is no tile to put on the tensor cores: the
-// work is reading the cache once, and the kernel is memory bound. The block first writes the new
-// key and value into row pos of its head's cache slice (which no other block touches), then its
+// work is reading the cache once, and the kernel is memory bound. With grouped-query heads the G =
+// NH / NKV query heads of a kv head share its cache slice: the group's first block writes the new
+// key and value into row pos of that slice, and every block of the group reads key pos from qkv
+// itself (the same bits), so no block reads a row another may be writing. Then the block's
 // kWarps warps split the keys 0..pos round-robin. A warp takes one key at a time: each lane
 // multiplies its strided channels of q and k (consecutive lanes read consecutive bf16, so a key
 // row is one coalesced read), a butterfly of shuffles sums the dot product, and the warp updates
@@ -30,25 +32,34 @@ constexpr int kWarps = 4;  // keys in flight per block; blocks are (NH x B), so 
 constexpr int kThreads = kWarps * kWarp;
 constexpr int kPerLane = kAttentionDecodeMaxHeadSize / kWarp;
 
-// grid (NH, B), block kThreads. The caches' row t of head h of sequence b starts at
-// (b * max_T + t) * C + h * HS.
+// grid (NH, B), block kThreads. qkv rows are W = C + 2 * KV wide, KV = NKV * HS; the caches' row
+// t of kv head kv of sequence b starts at (b * max_T + t) * KV + kv * HS.
 __global__ void attention_decode_kernel(nv_bf16* __restrict__ out, nv_bf16* __restrict__ k_cache,
                                         nv_bf16* __restrict__ v_cache, const nv_bf16* __restrict__ qkv, int pos,
-                                        int max_T, int C, int HS, float scale) {
+                                        int max_T, int C, int NH, int NKV, int HS, float scale) {
   __shared__ float q[kAttentionDecodeMaxHeadSize];
   __shared__ float warp_max[kWarps], warp_sum[kWarps];
   __shared__ float warp_out[kWarps][kAttentionDecodeMaxHeadSize];
   const int h = blockIdx.x, b = blockIdx.y;
+  const int group = NH / NKV;
+  const int kv = h / group;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const nv_bf16* row = qkv + static_cast<int64_t>(b) * 3 * C + static_cast<int64_t>(h) * HS;  // q; k, v follow
-  const int64_t head0 = static_cast<int64_t>(b) * max_T * C + static_cast<int64_t>(h) * HS;
-  const int64_t new_row = head0 + static_cast<int64_t>(pos) * C;
+  const int64_t KV = static_cast<int64_t>(NKV) * HS;
+  const nv_bf16* row = qkv + static_cast<int64_t>(b) * (C + 2 * KV);
+  const nv_bf16* q_new = row + static_cast<int64_t>(h) * HS;
+  const nv_bf16* k_new = row + C + static_cast<int64_t>(kv) * HS;
+  const nv_bf16* v_new = k_new + KV;
+  const int64_t head0 = static_cast<int64_t>(b) * max_T * KV + static_cast<int64_t>(kv) * HS;
+  const int64_t new_row = head0 + static_cast<int64_t>(pos) * KV;
+  const bool writes_cache = h % group == 0;  // block-uniform
   for (int d = threadIdx.x; d < HS; d += kThreads) {
-    k_cache[new_row + d] = row[C + d];
-    v_cache[new_row + d] = row[2 * C + d];
-    q[d] = __bfloat162float(row[d]);
+    if (writes_cache) {
+      k_cache[new_row + d] = k_new[d];
+      v_cache[new_row + d] = v_new[d];
+    }
+    q[d] = __bfloat162float(q_new[d]);
   }
-  // Makes the appended row (global) and q (shared) visible to the whole block.
+  // Makes q (shared) visible to the whole block.
   __syncthreads();
 
   float running_max = -INFINITY, running_sum = 0.0f;
@@ -56,8 +67,8 @@ __global__ void attention_decode_kernel(nv_bf16* __restrict__ out, nv_bf16* __re
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) acc[i] = 0.0f;
   for (int j = warp; j <= pos; j += kWarps) {
-    const nv_bf16* key = k_cache + head0 + static_cast<int64_t>(j) * C;
-    const nv_bf16* value = v_cache + head0 + static_cast<int64_t>(j) * C;
+    const nv_bf16* key = j == pos ? k_new : k_cache + head0 + static_cast<int64_t>(j) * KV;
+    const nv_bf16* value = j == pos ? v_new : v_cache + head0 + static_cast<int64_t>(j) * KV;
     float dot = 0.0f;
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
@@ -110,10 +121,11 @@ __global__ void attention_decode_kernel(nv_bf16* __restrict__ out, nv_bf16* __re
 }  // namespace
 
 void attention_decode(bf16* out, bf16* k_cache, bf16* v_cache, const bf16* qkv, int B, int pos, int max_T, int C,
-                      int NH, cudaStream_t stream) {
-  LOOM_CHECK(B > 0 && max_T > 0 && C > 0 && NH > 0, "attention_decode needs positive sizes, got B", B, "max_T",
-             max_T, "C", C, "NH", NH);
+                      int NH, int NKV, cudaStream_t stream) {
+  LOOM_CHECK(B > 0 && max_T > 0 && C > 0 && NH > 0 && NKV > 0, "attention_decode needs positive sizes, got B", B,
+             "max_T", max_T, "C", C, "NH", NH, "NKV", NKV);
   LOOM_CHECK(C % NH == 0, "attention_decode needs n_head", NH, "to divide n_embd", C);
+  LOOM_CHECK(NH % NKV == 0, "attention_decode needs n_kv_head", NKV, "to divide n_head", NH);
   LOOM_CHECK(C / NH <= kAttentionDecodeMaxHeadSize, "attention_decode takes head sizes of at most",
              kAttentionDecodeMaxHeadSize, "(C / NH), got", C / NH);
   LOOM_CHECK(B <= 65535, "attention_decode launches an (NH, B) grid: B", B, "must be at most 65535");
@@ -123,7 +135,7 @@ void attention_decode(bf16* out, bf16* k_cache, bf16* v_cache, const bf16* qkv, 
   const dim3 grid(NH, B);
   attention_decode_kernel<<<grid, kThreads, 0, stream>>>(
       reinterpret_cast<nv_bf16*>(out), reinterpret_cast<nv_bf16*>(k_cache), reinterpret_cast<nv_bf16*>(v_cache),
-      reinterpret_cast<const nv_bf16*>(qkv), pos, max_T, C, HS, 1.0f / std::sqrt(static_cast<float>(HS)));
+      reinterpret_cast<const nv_bf16*>(qkv), pos, max_T, C, NH, NKV, HS, 1.0f / std::sqrt(static_cast<float>(HS)));
   LOOM_CUDA_CHECK_LAUNCH("attention_decode_kernel");
 }
 

@@ -14,13 +14,13 @@ namespace loom::kernels::cuda {
 // channels of a head's output in registers.
 constexpr int kAttentionDecodeMaxHeadSize = 256;
 
-// qkv (B, 3C) bf16 holds [q | k | v] of position `pos` of each of B sequences, head h in columns
-// [h*HS, (h+1)*HS), HS = C / NH. Its k and v are written into row pos of k_cache and v_cache
-// (B, max_T, C) bf16; then out (B, C) bf16 = softmax(q k^T / sqrt(HS)) v over cache rows 0..pos
-// (rows after pos are never read). Scores, softmax and sums in fp32; out rounded once. Any head
-// size up to kAttentionDecodeMaxHeadSize; B at most 65535 (the grid is (NH, B)); no alignment
-// needed beyond bf16's own.
+// qkv (B, C + 2*NKV*HS) bf16 holds [q: NH*HS | k: NKV*HS | v: NKV*HS] of position `pos` of each of
+// B sequences, HS = C / NH; query head h reads kv head h / (NH / NKV) (NKV divides NH). Its k and v
+// are written into row pos of k_cache and v_cache (B, max_T, NKV*HS) bf16; then out (B, C) bf16 =
+// softmax(q k^T / sqrt(HS)) v over cache rows 0..pos (rows after pos are never read). Scores,
+// softmax and sums in fp32; out rounded once. Any head size up to kAttentionDecodeMaxHeadSize; B
+// at most 65535 (the grid is (NH, B)); no alignment needed beyond bf16's own.
 void attention_decode(bf16* out, bf16* k_cache, bf16* v_cache, const bf16* qkv, int B, int pos, int max_T, int C,
-                      int NH, cudaStream_t stream);
+                      int NH, int NKV, cudaStream_t stream);
 
 }  // namespace loom::kernels::cuda

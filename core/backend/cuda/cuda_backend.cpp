@@ -442,26 +442,27 @@ void require_attention(int B, int T, int NH, int64_t Cl, const char* op) {
 
 }  // namespace
 
-void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH) {
-  backend_checks::check_attention_forward(contract(), out, lse, qkv, B, T, NH);
+void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH,
+                                    int NKV) {
+  backend_checks::check_attention_forward(contract(), out, lse, qkv, B, T, NH, NKV);
   const int64_t Cl = cols(out);
   require_attention(B, T, NH, Cl, "attention_forward");
-  k::attention_forward(out.bf16_data(), lse.f32(), qkv.bf16_data(), B, T, dim(Cl), NH, context_.stream());
+  k::attention_forward(out.bf16_data(), lse.f32(), qkv.bf16_data(), B, T, dim(Cl), NH, NKV, context_.stream());
 }
 
 void CudaBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                                     const Tensor& lse, int B, int T, int NH) {
-  backend_checks::check_attention_backward(contract(), dqkv, dout, qkv, out, lse, B, T, NH);
+                                     const Tensor& lse, int B, int T, int NH, int NKV) {
+  backend_checks::check_attention_backward(contract(), dqkv, dout, qkv, out, lse, B, T, NH, NKV);
   const int64_t Cl = cols(out);
   require_attention(B, T, NH, Cl, "attention_backward");
   float* scratch = float_scratch(k::attention_backward_scratch_floats(B, T, NH));
   k::attention_backward(dqkv.bf16_data(), dout.bf16_data(), qkv.bf16_data(), out.bf16_data(), lse.f32(), B, T,
-                        dim(Cl), NH, scratch, context_.stream());
+                        dim(Cl), NH, NKV, scratch, context_.stream());
 }
 
 void CudaBackend::attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache,
-                                   const Tensor& qkv, int NH, int pos) {
-  backend_checks::check_attention_decode(contract(), out, k_cache, v_cache, qkv, NH, pos);
+                                   const Tensor& qkv, int NH, int NKV, int pos) {
+  backend_checks::check_attention_decode(contract(), out, k_cache, v_cache, qkv, NH, NKV, pos);
   const int64_t B = rows(out), Cl = cols(out), max_T = k_cache.shape()[1];
   OpShape shape;
   shape.B = B;
@@ -471,7 +472,7 @@ void CudaBackend::attention_decode(const Tensor& out, const Tensor& k_cache, con
   const std::string why = cuda_backend_unsupported(Op::kAttentionDecode, shape);
   LOOM_CHECK(why.empty(), "attention_decode :", why);
   k::attention_decode(out.bf16_data(), k_cache.bf16_data(), v_cache.bf16_data(), qkv.bf16_data(), dim(B), pos,
-                      dim(max_T), dim(Cl), NH, context_.stream());
+                      dim(max_T), dim(Cl), NH, NKV, context_.stream());
 }
 
 // --- vocabulary-parallel cross-entropy -------------------------------------------------------

@@ -94,11 +94,12 @@ class CudaBackend final : public Backend {
                     int first_position) override;
   void rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) override;
 
-  void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH) override;
+  void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH,
+                         int NKV) override;
   void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                          const Tensor& lse, int B, int T, int NH) override;
+                          const Tensor& lse, int B, int T, int NH, int NKV) override;
   void attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache, const Tensor& qkv, int NH,
-                        int pos) override;
+                        int NKV, int pos) override;
 
   void vocab_row_max(const Tensor& row_max, const Tensor& logits) override;
   void vocab_sum_exp(const Tensor& sum_exp, const Tensor& target_logit, const Tensor& logits, const Tensor& targets,
@@ -135,7 +136,8 @@ class CudaBackend final : public Backend {
 
 // What CudaBackend::unsupported answers, without a GPU: launch/ asks it before choosing a device.
 // OpShape fields: kAttention reads B, T, NH and C (the attention's channels, NH heads of C / NH);
-// kAttentionDecode reads B, NH and C (T, the cache's positions, is any);
+// kAttentionDecode reads B, NH and C (T, the cache's positions, is any); the number of key/value
+// heads, any divisor of NH, changes none of the attention's limits;
 // kVocabCrossEntropy reads N and OC (this rank's vocabulary rows); the others N, C and OC.
 std::string cuda_backend_unsupported(Op op, const OpShape& shape);
 

@@ -14,7 +14,8 @@
 //   3. every other backend against the reference, norm-wise: ||got - want|| / ||want|| <= tol.
 // Sizes are odd (N = 39 tokens, OC = 131, 67 vocabulary rows of this rank) so that no op gets
 // away with a multiple of a tile; C = 96 with 3 heads of 32 is the smallest head the CUDA
-// attention takes.
+// attention takes. The attention runs with as many key/value heads as heads (GPT-2's), and grouped
+// (4 heads on 2 kv heads) and multi-query (4 heads on 1) at the same head size.
 //
 // Tolerances of bf16 (unit roundoff u = 2^-9 ~ 1.95e-3), derived per op:
 //   kCopyTol  = 1u    an output that is one rounded input or one rounding of an f32 sum of
@@ -314,24 +315,38 @@ std::vector<OpCase> op_cases() {
     io.backend().rope_backward(io.in_out("dqkv", {kN, kRopeWidth}), rope_frequencies(io.backend()), kB, kT, kRopeNH,
                                kRopeNKV);
   }});
-  cases.push_back({"attention_forward", kChainTol, [f32](Io& io) {
-    io.backend().attention_forward(io.out_act("out", {kN, kC}), io.out("lse", {kB * kNH * kT}, f32, Role::kOverwrite),
-                                   io.act("qkv", {kN, 3 * kC}), kB, kT, kNH);
-  }});
-  cases.push_back({"attention_backward", kChainTol, [f32](Io& io) {
-    Tensor qkv = io.act("qkv", {kN, 3 * kC});
-    Tensor out = io.backend().zeros({kN, kC}, io.backend().activation_dtype());
-    Tensor lse = io.backend().zeros({kB * kNH * kT}, f32);
-    io.backend().attention_forward(out, lse, qkv, kB, kT, kNH);
-    io.backend().attention_backward(io.out_act("dqkv", {kN, 3 * kC}), io.act("dout", {kN, kC}), qkv, out, lse, kB, kT,
-                                    kNH);
-  }});
-  // The first row of the cache, one in the middle and its last.
-  for (int pos : {0, 11, kMaxT - 1}) {
-    cases.push_back({"attention_decode_pos" + std::to_string(pos), kChainTol, [pos](Io& io) {
-      io.backend().attention_decode(io.out_act("out", {kB, kC}), io.in_out("k_cache", {kB, kMaxT, kC}),
-                                    io.in_out("v_cache", {kB, kMaxT, kC}), io.act("qkv", {kB, 3 * kC}), kNH, pos);
+  // Heads of kHeadSize: (NH, NKV) as many kv heads as heads, grouped, multi-query.
+  struct Heads {
+    const char* suffix;
+    int NH, NKV;
+  };
+  constexpr int kHeadSize = kC / kNH;
+  for (const Heads& heads : {Heads{"", kNH, kNH}, Heads{"_gqa", 4, 2}, Heads{"_mqa", 4, 1}}) {
+    const int NH = heads.NH, NKV = heads.NKV;
+    const int Cl = NH * kHeadSize, KV = NKV * kHeadSize, W = Cl + 2 * KV;  // W: [q | k | v]
+    const std::string suffix = heads.suffix;
+    cases.push_back({"attention_forward" + suffix, kChainTol, [f32, NH, NKV, Cl, W](Io& io) {
+      io.backend().attention_forward(io.out_act("out", {kN, Cl}), io.out("lse", {kB * NH * kT}, f32, Role::kOverwrite),
+                                     io.act("qkv", {kN, W}), kB, kT, NH, NKV);
     }});
+    cases.push_back({"attention_backward" + suffix, kChainTol, [f32, NH, NKV, Cl, W](Io& io) {
+      Tensor qkv = io.act("qkv", {kN, W});
+      Tensor out = io.backend().zeros({kN, Cl}, io.backend().activation_dtype());
+      Tensor lse = io.backend().zeros({kB * NH * kT}, f32);
+      io.backend().attention_forward(out, lse, qkv, kB, kT, NH, NKV);
+      io.backend().attention_backward(io.out_act("dqkv", {kN, W}), io.act("dout", {kN, Cl}), qkv, out, lse, kB, kT,
+                                      NH, NKV);
+    }});
+    // The first row of the cache, one in the middle and its last.
+    for (int pos : {0, 11, kMaxT - 1}) {
+      cases.push_back({"attention_decode" + suffix + "_pos" + std::to_string(pos), kChainTol,
+                       [pos, NH, NKV, Cl, KV, W](Io& io) {
+                         io.backend().attention_decode(io.out_act("out", {kB, Cl}),
+                                                       io.in_out("k_cache", {kB, kMaxT, KV}),
+                                                       io.in_out("v_cache", {kB, kMaxT, KV}),
+                                                       io.act("qkv", {kB, W}), NH, NKV, pos);
+                       }});
+    }
   }
   cases.push_back({"vocab_cross_entropy", kOpTol, [f32](Io& io) {
     Backend& be = io.backend();
@@ -549,7 +564,7 @@ TEST(BackendOpsTest, AttentionDecodeRefusesAPositionOutsideTheCache) {
   Tensor out = backend.zeros({2, 8}, bf16), qkv = backend.zeros({2, 24}, bf16);
   Tensor k_cache = backend.zeros({2, 5, 8}, bf16), v_cache = backend.zeros({2, 5, 8}, bf16);
   try {
-    backend.attention_decode(out, k_cache, v_cache, qkv, 2, 5);
+    backend.attention_decode(out, k_cache, v_cache, qkv, 2, 2, 5);
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("attention_decode: position 5 outside the cache's 5 positions"),
@@ -558,11 +573,57 @@ TEST(BackendOpsTest, AttentionDecodeRefusesAPositionOutsideTheCache) {
   }
   // A cache of another shape than (B, max_T, Cl) is named.
   try {
-    backend.attention_decode(out, backend.zeros({10, 8}, bf16), v_cache, qkv, 2, 0);
+    backend.attention_decode(out, backend.zeros({10, 8}, bf16), v_cache, qkv, 2, 2, 0);
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("attention_decode : k_cache is (10, 8) bf16"), std::string::npos) << e.what();
   }
+}
+
+// Grouped-query attention's contract: the kv heads must divide the heads, and a qkv, dqkv or cache
+// sized for another number of kv heads is named with the shape expected.
+TEST(BackendOpsTest, AttentionRefusesBadKeyValueHeads) {
+  CpuBackend backend(Precision::kF32);
+  const DType f32 = DType::kF32;
+  const int B = 2, T = 3, N = B * T, NH = 4, HS = 8, Cl = NH * HS;
+  Tensor out = backend.zeros({N, Cl}, f32), lse = backend.zeros({B * NH * T}, f32);
+  auto error_of = [](const std::function<void()>& call) -> std::string {
+    try {
+      call();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  const std::string not_dividing = error_of([&] {
+    backend.attention_forward(out, lse, backend.zeros({N, Cl + 2 * 3 * HS}, f32), B, T, NH, 3);
+  });
+  EXPECT_NE(not_dividing.find("attention_forward : NKV 3 key/value heads must divide the NH 4 query heads"),
+            std::string::npos)
+      << not_dividing;
+  // A multi-head qkv (N, 3 * Cl) handed to an attention of 2 kv heads, which expects (N, Cl + 2 * 2 * HS).
+  const std::string multi_head_qkv = error_of([&] {
+    backend.attention_forward(out, lse, backend.zeros({N, 3 * Cl}, f32), B, T, NH, 2);
+  });
+  EXPECT_NE(multi_head_qkv.find("attention_forward : qkv is (6, 96) f32 on cpu ; expected (6, 64) f32"),
+            std::string::npos)
+      << multi_head_qkv;
+  Tensor qkv = backend.zeros({N, Cl + 2 * 2 * HS}, f32);
+  const std::string bad_dqkv = error_of([&] {
+    backend.attention_backward(backend.zeros({N, 3 * Cl}, f32), out, qkv, out, lse, B, T, NH, 2);
+  });
+  EXPECT_NE(bad_dqkv.find("attention_backward : dqkv is (6, 96) f32 on cpu ; expected (6, 64) f32"),
+            std::string::npos)
+      << bad_dqkv;
+  // Caches of Cl channels, where 1 kv head needs HS.
+  Tensor step_out = backend.zeros({B, Cl}, f32), step_qkv = backend.zeros({B, Cl + 2 * HS}, f32);
+  const std::string bad_cache = error_of([&] {
+    backend.attention_decode(step_out, backend.zeros({B, 5, Cl}, f32), backend.zeros({B, 5, Cl}, f32), step_qkv,
+                             NH, 1, 0);
+  });
+  EXPECT_NE(bad_cache.find("attention_decode : k_cache is (2, 5, 32) f32 on cpu ; expected (2, 5, 8) f32"),
+            std::string::npos)
+      << bad_cache;
 }
 
 }  // namespace

@@ -144,19 +144,20 @@ class GuardedBackend final : public Backend {
     Open o(*this);
     cpu_.rope_backward(host(dqkv), host(inv_freq), B, T, NH, NKV);
   }
-  void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH) override {
+  void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH,
+                         int NKV) override {
     Open o(*this);
-    cpu_.attention_forward(host(out), host(lse), host(qkv), B, T, NH);
+    cpu_.attention_forward(host(out), host(lse), host(qkv), B, T, NH, NKV);
   }
   void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                          const Tensor& lse, int B, int T, int NH) override {
+                          const Tensor& lse, int B, int T, int NH, int NKV) override {
     Open o(*this);
-    cpu_.attention_backward(host(dqkv), host(dout), host(qkv), host(out), host(lse), B, T, NH);
+    cpu_.attention_backward(host(dqkv), host(dout), host(qkv), host(out), host(lse), B, T, NH, NKV);
   }
   void attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache, const Tensor& qkv, int NH,
-                        int pos) override {
+                        int NKV, int pos) override {
     Open o(*this);
-    cpu_.attention_decode(host(out), host(k_cache), host(v_cache), host(qkv), NH, pos);
+    cpu_.attention_decode(host(out), host(k_cache), host(v_cache), host(qkv), NH, NKV, pos);
   }
   void vocab_row_max(const Tensor& row_max, const Tensor& logits) override {
     Open o(*this);

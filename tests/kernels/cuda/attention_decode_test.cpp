@@ -1,7 +1,7 @@
 // Tests for the CUDA decoding attention against its CPU twin (attention_decode in
 // kernels/cpu/attention.h), which runs in fp32 on the same bf16-rounded inputs: whole sequences
 // decoded one position at a time into caches that start as NaN, the caches they leave, bitwise
-// determinism, and the shapes it refuses.
+// determinism, and the shapes it refuses; multi-head, grouped-query and multi-query heads.
 //
 // Tolerances. Both sides compute the scores, the softmax and the weighted sum of the values in
 // fp32 from the same bf16 numbers, in different orders (the GPU's per-warp online softmax, its
@@ -35,23 +35,31 @@ constexpr double kU = 1.0 / 512;  // bf16's unit roundoff
 
 // T positions decoded into caches of max_T positions.
 struct Case {
-  int B, T, max_T, C, NH;
+  int B, T, max_T, C, NH, NKV;
+  int HS() const { return C / NH; }
+  int KV() const { return NKV * HS(); }   // a cache row
+  int W() const { return C + 2 * KV(); }  // a qkv row: [q: C | k: KV | v: KV]
 };
 
 std::string name(const Case& s) {
   return "B=" + std::to_string(s.B) + " T=" + std::to_string(s.T) + " max_T=" + std::to_string(s.max_T) +
-         " C=" + std::to_string(s.C) + " NH=" + std::to_string(s.NH) + " HS=" + std::to_string(s.C / s.NH);
+         " C=" + std::to_string(s.C) + " NH=" + std::to_string(s.NH) + " NKV=" + std::to_string(s.NKV) +
+         " HS=" + std::to_string(s.HS());
 }
 
 // Head sizes from 8 (a quarter of a warp) to 256 (the limit), powers of two and not; fewer
 // positions than a block's warps (pos 0..2) and many; a cache filled to its last row.
 const Case kCases[] = {
-    {1, 1, 1, 64, 1},       // one position, a cache of one row
-    {2, 9, 16, 40, 5},      // HS 8: most lanes idle
-    {3, 37, 40, 96, 2},     // HS 48, three sequences
-    {2, 130, 130, 256, 2},  // HS 128, the cache's last row
-    {2, 20, 25, 512, 2},    // HS 256
-    {1, 300, 1024, 768, 12},  // GPT-2 small's heads
+    {1, 1, 1, 64, 1, 1},         // one position, a cache of one row
+    {2, 9, 16, 40, 5, 5},        // HS 8: most lanes idle
+    {3, 37, 40, 96, 2, 2},       // HS 48, three sequences
+    {2, 130, 130, 256, 2, 2},    // HS 128, the cache's last row
+    {2, 20, 25, 512, 2, 2},      // HS 256
+    {1, 300, 1024, 768, 12, 12}, // GPT-2 small's heads
+    {2, 37, 40, 256, 4, 2},      // grouped: two query heads per kv head
+    {2, 33, 40, 384, 6, 3},      // grouped, odd kv head count
+    {3, 20, 24, 256, 8, 1},      // multi-query, eight query heads on one kv head
+    {1, 1, 1, 256, 4, 1},        // multi-query, one position
 };
 
 struct Decoded {
@@ -59,12 +67,12 @@ struct Decoded {
   std::vector<float> k_cache, v_cache;  // (B, max_T, C)
 };
 
-// The rows of position pos of qkv (B, T, 3C): (B, 3C).
+// The rows of position pos of qkv (B, T, W): (B, W).
 std::vector<float> position_rows(const std::vector<float>& qkv, const Case& s, int pos) {
   std::vector<float> rows;
   for (int b = 0; b < s.B; ++b) {
-    const float* row = qkv.data() + (static_cast<size_t>(b) * s.T + pos) * 3 * s.C;
-    rows.insert(rows.end(), row, row + 3 * s.C);
+    const float* row = qkv.data() + (static_cast<size_t>(b) * s.T + pos) * s.W();
+    rows.insert(rows.end(), row, row + s.W());
   }
   return rows;
 }
@@ -78,16 +86,16 @@ void place_step(std::vector<float>* out, const std::vector<float>& step, const C
 
 Decoded gpu_decode(const Case& s, const std::vector<float>& qkv) {
   cuda::Context& ctx = gpu();
-  const size_t cache = static_cast<size_t>(s.B) * s.max_T * s.C;
-  const Tensor k_d = cuda::upload(ctx, poisoned(cache), Shape{s.B, s.max_T, s.C}, DType::kBF16);
-  const Tensor v_d = cuda::upload(ctx, poisoned(cache), Shape{s.B, s.max_T, s.C}, DType::kBF16);
+  const size_t cache = static_cast<size_t>(s.B) * s.max_T * s.KV();
+  const Tensor k_d = cuda::upload(ctx, poisoned(cache), Shape{s.B, s.max_T, s.KV()}, DType::kBF16);
+  const Tensor v_d = cuda::upload(ctx, poisoned(cache), Shape{s.B, s.max_T, s.KV()}, DType::kBF16);
   Decoded d;
   d.out.resize(static_cast<size_t>(s.B) * s.T * s.C);
   for (int pos = 0; pos < s.T; ++pos) {
-    const Tensor row_d = cuda::upload(ctx, position_rows(qkv, s, pos), Shape{s.B, 3 * s.C}, DType::kBF16);
+    const Tensor row_d = cuda::upload(ctx, position_rows(qkv, s, pos), Shape{s.B, s.W()}, DType::kBF16);
     const Tensor out_d = cuda::upload(ctx, poisoned(static_cast<size_t>(s.B) * s.C), Shape{s.B, s.C}, DType::kBF16);
     kernels::cuda::attention_decode(out_d.bf16_data(), k_d.bf16_data(), v_d.bf16_data(), row_d.bf16_data(), s.B, pos,
-                                    s.max_T, s.C, s.NH, ctx.stream());
+                                    s.max_T, s.C, s.NH, s.NKV, ctx.stream());
     place_step(&d.out, cuda::download_floats(ctx, out_d), s, pos);
   }
   d.k_cache = cuda::download_floats(ctx, k_d);
@@ -98,13 +106,13 @@ Decoded gpu_decode(const Case& s, const std::vector<float>& qkv) {
 Decoded cpu_decode(const Case& s, const std::vector<float>& qkv) {
   Decoded d;
   d.out.resize(static_cast<size_t>(s.B) * s.T * s.C);
-  d.k_cache = poisoned(static_cast<size_t>(s.B) * s.max_T * s.C);
+  d.k_cache = poisoned(static_cast<size_t>(s.B) * s.max_T * s.KV());
   d.v_cache = poisoned(d.k_cache.size());
   std::vector<float> step(static_cast<size_t>(s.B) * s.C);
   for (int pos = 0; pos < s.T; ++pos) {
     const std::vector<float> rows = position_rows(qkv, s, pos);
     kernels::cpu::attention_decode(step.data(), d.k_cache.data(), d.v_cache.data(), rows.data(), s.B, pos, s.max_T,
-                                   s.C, s.NH);
+                                   s.C, s.NH, s.NKV);
     place_step(&d.out, step, s, pos);
   }
   return d;
@@ -124,7 +132,7 @@ TEST(AttentionDecodeCudaTest, MatchesCpuTwin) {
   for (const Case& s : kCases) {
     SCOPED_TRACE(name(s));
     // Scores q.k / sqrt(HS) of uniform [-2, 2] entries spread by ~1.3: a softmax far from uniform.
-    const auto qkv = bf16_rounded(random_floats(static_cast<size_t>(s.B) * s.T * 3 * s.C, 71, -2.0f, 2.0f));
+    const auto qkv = bf16_rounded(random_floats(static_cast<size_t>(s.B) * s.T * s.W(), 71, -2.0f, 2.0f));
     const Decoded got = gpu_decode(s, qkv), want = cpu_decode(s, qkv);
     EXPECT_TRUE(all_close(got.out, want.out, 2 * kU, 1e-5));
     EXPECT_TRUE(same_cache(got.k_cache, want.k_cache));
@@ -134,23 +142,27 @@ TEST(AttentionDecodeCudaTest, MatchesCpuTwin) {
 
 TEST(AttentionDecodeCudaTest, DeterministicBitwise) {
   LOOM_SKIP_WITHOUT_GPU();
-  const Case s{2, 130, 130, 256, 2};
-  const auto qkv = bf16_rounded(random_floats(static_cast<size_t>(s.B) * s.T * 3 * s.C, 81, -2.0f, 2.0f));
-  const Decoded a = gpu_decode(s, qkv), b = gpu_decode(s, qkv);
-  EXPECT_EQ(0, std::memcmp(a.out.data(), b.out.data(), a.out.size() * sizeof(float)));
+  for (const Case& s : {Case{2, 130, 130, 256, 2, 2}, Case{3, 20, 24, 256, 8, 1}}) {
+    SCOPED_TRACE(name(s));
+    const auto qkv = bf16_rounded(random_floats(static_cast<size_t>(s.B) * s.T * s.W(), 81, -2.0f, 2.0f));
+    const Decoded a = gpu_decode(s, qkv), b = gpu_decode(s, qkv);
+    EXPECT_EQ(0, std::memcmp(a.out.data(), b.out.data(), a.out.size() * sizeof(float)));
+  }
 }
 
 TEST(AttentionDecodeCudaTest, RejectsUnsupportedShapes) {
   LOOM_SKIP_WITHOUT_GPU();
   // Checked before any launch or memory access.
-  auto decode = [](int B, int pos, int max_T, int C, int NH) {
-    kernels::cuda::attention_decode(nullptr, nullptr, nullptr, nullptr, B, pos, max_T, C, NH, nullptr);
+  auto decode = [](int B, int pos, int max_T, int C, int NH, int NKV) {
+    kernels::cuda::attention_decode(nullptr, nullptr, nullptr, nullptr, B, pos, max_T, C, NH, NKV, nullptr);
   };
-  EXPECT_THROW(decode(1, 0, 8, 528, 2), Error);    // head size 264
-  EXPECT_THROW(decode(1, 0, 8, 100, 3), Error);    // 3 does not divide 100
-  EXPECT_THROW(decode(1, 8, 8, 64, 1), Error);     // position 8 of an 8-row cache
-  EXPECT_THROW(decode(70000, 0, 8, 64, 1), Error);  // B above the grid's 65535
-  EXPECT_THROW(decode(0, 0, 8, 64, 1), Error);
+  EXPECT_THROW(decode(1, 0, 8, 528, 2, 2), Error);    // head size 264
+  EXPECT_THROW(decode(1, 0, 8, 100, 3, 3), Error);    // 3 does not divide 100
+  EXPECT_THROW(decode(1, 8, 8, 64, 1, 1), Error);     // position 8 of an 8-row cache
+  EXPECT_THROW(decode(70000, 0, 8, 64, 1, 1), Error);  // B above the grid's 65535
+  EXPECT_THROW(decode(0, 0, 8, 64, 1, 1), Error);
+  EXPECT_THROW(decode(1, 0, 8, 256, 4, 3), Error);    // 3 kv heads do not divide 4 heads
+  EXPECT_THROW(decode(1, 0, 8, 256, 4, 0), Error);    // no kv heads
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Tests for the CUDA flash attention against the CPU twin (kernels/cpu/attention.h), which runs in
 // fp32 on the same bf16-rounded inputs: forward output and log-sum-exp, the backward gradient,
-// bitwise determinism, and causality (rows never depend on later positions).
+// bitwise determinism, and causality (rows never depend on later positions), for multi-head,
+// grouped-query (1 < NKV < NH) and multi-query (NKV = 1) heads.
 //
 // Tolerances. The GPU rounds each probability (forward, backward) and each dS (backward) to bf16
 // before the tensor-core product, and rounds out and dqkv to bf16: relative 2^-9 ~ 0.2% per
@@ -36,30 +37,38 @@ using testing::random_floats;
 using testing::relative_l2;
 
 struct Case {
-  int B, T, C, NH;
+  int B, T, C, NH, NKV;
+  int HS() const { return C / NH; }
+  int W() const { return C + 2 * NKV * HS(); }  // a qkv row: [q: C | k: NKV*HS | v: NKV*HS]
 };
 
 std::string name(const Case& s) {
   return "B=" + std::to_string(s.B) + " T=" + std::to_string(s.T) + " C=" + std::to_string(s.C) +
-         " NH=" + std::to_string(s.NH) + " HS=" + std::to_string(s.C / s.NH);
+         " NH=" + std::to_string(s.NH) + " NKV=" + std::to_string(s.NKV) + " HS=" +
+         std::to_string(s.HS());
 }
 
-size_t qkv_size(const Case& s) { return static_cast<size_t>(s.B) * s.T * 3 * s.C; }
+size_t qkv_size(const Case& s) { return static_cast<size_t>(s.B) * s.T * s.W(); }
 size_t out_size(const Case& s) { return static_cast<size_t>(s.B) * s.T * s.C; }
 size_t lse_size(const Case& s) { return static_cast<size_t>(s.B) * s.NH * s.T; }
 
 // Tiles are 64 positions for HS 32 and 64, 32 for HS 128: T = 1, 17, 64, 65, 200, 1024 cover
 // one position, a partial tile, whole tiles, one past a tile, several with a partial last one.
 const Case kCases[] = {
-    {1, 1, 64, 1},      // a single position
-    {2, 17, 128, 2},    // one partial tile, two batches
-    {1, 64, 64, 1},     // exactly one tile
-    {2, 65, 192, 3},    // one position past a tile, odd head count
-    {2, 200, 128, 2},   // several tiles, the last partial
-    {1, 1024, 128, 2},  // GPT-2's context length
-    {2, 77, 64, 2},     // HS 32
-    {2, 77, 256, 2},    // HS 128 (32-position tiles: three of them, the last partial)
-    {1, 1, 128, 1},     // HS 128, a single position
+    {1, 1, 64, 1, 1},      // a single position
+    {2, 17, 128, 2, 2},    // one partial tile, two batches
+    {1, 64, 64, 1, 1},     // exactly one tile
+    {2, 65, 192, 3, 3},    // one position past a tile, odd head count
+    {2, 200, 128, 2, 2},   // several tiles, the last partial
+    {1, 1024, 128, 2, 2},  // GPT-2's context length
+    {2, 77, 64, 2, 2},     // HS 32
+    {2, 77, 256, 2, 2},    // HS 128 (32-position tiles: three of them, the last partial)
+    {1, 1, 128, 1, 1},     // HS 128, a single position
+    {2, 200, 256, 4, 2},   // grouped: two query heads per kv head
+    {2, 65, 384, 6, 3},    // grouped, odd kv head count
+    {1, 130, 256, 8, 1},   // multi-query, HS 32, eight query heads on one kv head
+    {2, 77, 512, 4, 1},    // multi-query, HS 128
+    {1, 1, 256, 4, 2},     // grouped, a single position
 };
 
 // Inputs: scores q.k / sqrt(HS) of uniform [-2, 2] entries have a standard deviation of ~1.3, so
@@ -71,12 +80,12 @@ std::vector<float> make_qkv(const Case& s, uint32_t seed) {
 void gpu_forward(const Case& s, const std::vector<float>& qkv, std::vector<float>* out,
                  std::vector<float>* lse) {
   cuda::Context& ctx = gpu();
-  const Tensor qkv_d = cuda::upload(ctx, qkv, Shape{s.B, s.T, 3 * s.C}, DType::kBF16);
+  const Tensor qkv_d = cuda::upload(ctx, qkv, Shape{s.B, s.T, s.W()}, DType::kBF16);
   // Poisoned (NaN) outputs: an element the kernel does not write fails the comparison.
   const Tensor out_d = cuda::upload(ctx, poisoned(out_size(s)), Shape{s.B, s.T, s.C}, DType::kBF16);
   const Tensor lse_d = cuda::upload(ctx, poisoned(lse_size(s)), Shape{s.B, s.NH, s.T});
   kernels::cuda::attention_forward(out_d.bf16_data(), lse_d.f32(), qkv_d.bf16_data(), s.B, s.T,
-                                   s.C, s.NH, ctx.stream());
+                                   s.C, s.NH, s.NKV, ctx.stream());
   *out = cuda::download_floats(ctx, out_d);
   *lse = cuda::download_floats(ctx, lse_d);
 }
@@ -85,18 +94,18 @@ std::vector<float> gpu_backward(const Case& s, const std::vector<float>& dout,
                                 const std::vector<float>& qkv, const std::vector<float>& out,
                                 const std::vector<float>& lse) {
   cuda::Context& ctx = gpu();
-  const Tensor qkv_d = cuda::upload(ctx, qkv, Shape{s.B, s.T, 3 * s.C}, DType::kBF16);
+  const Tensor qkv_d = cuda::upload(ctx, qkv, Shape{s.B, s.T, s.W()}, DType::kBF16);
   const Tensor dout_d = cuda::upload(ctx, dout, Shape{s.B, s.T, s.C}, DType::kBF16);
   const Tensor out_d = cuda::upload(ctx, out, Shape{s.B, s.T, s.C}, DType::kBF16);
   const Tensor lse_d = cuda::upload(ctx, lse, Shape{s.B, s.NH, s.T});
   const Tensor dqkv_d =
-      cuda::upload(ctx, poisoned(qkv_size(s)), Shape{s.B, s.T, 3 * s.C}, DType::kBF16);
+      cuda::upload(ctx, poisoned(qkv_size(s)), Shape{s.B, s.T, s.W()}, DType::kBF16);
   const auto n_scratch =
       static_cast<int64_t>(kernels::cuda::attention_backward_scratch_floats(s.B, s.T, s.NH));
   const Tensor scratch = cuda::device_empty(ctx, Shape{n_scratch}, DType::kF32);
   kernels::cuda::attention_backward(dqkv_d.bf16_data(), dout_d.bf16_data(), qkv_d.bf16_data(),
                                     out_d.bf16_data(), lse_d.f32(), s.B, s.T, s.C, s.NH,
-                                    scratch.f32(), ctx.stream());
+                                    s.NKV, scratch.f32(), ctx.stream());
   return cuda::download_floats(ctx, dqkv_d);
 }
 
@@ -106,13 +115,16 @@ double max_abs(const std::vector<float>& x) {
   return m;
 }
 
-// Part 0, 1 or 2 (q, k or v) of every row of a (B, T, 3C) buffer.
+// Part 0, 1 or 2 (q, k or v) of every row of a (B, T, W) buffer.
 std::vector<float> part(const std::vector<float>& x, const Case& s, int which) {
+  const size_t kv_width = static_cast<size_t>(s.NKV) * s.HS();
+  const size_t first = which == 0 ? 0 : s.C + (which - 1) * kv_width;
+  const size_t width = which == 0 ? s.C : kv_width;
   std::vector<float> result;
-  result.reserve(out_size(s));
+  result.reserve(static_cast<size_t>(s.B) * s.T * width);
   for (size_t row = 0; row < static_cast<size_t>(s.B) * s.T; ++row) {
-    const float* begin = x.data() + row * 3 * s.C + static_cast<size_t>(which) * s.C;
-    result.insert(result.end(), begin, begin + s.C);
+    const float* begin = x.data() + row * s.W() + first;
+    result.insert(result.end(), begin, begin + width);
   }
   return result;
 }
@@ -126,7 +138,7 @@ TEST(AttentionCudaTest, ForwardMatchesCpuTwin) {
     gpu_forward(s, qkv, &out, &lse);
     std::vector<float> out_ref(out_size(s)), lse_ref(lse_size(s));
     kernels::cpu::attention_forward(out_ref.data(), lse_ref.data(), qkv.data(), s.B, s.T, s.C,
-                                    s.NH);
+                                    s.NH, s.NKV);
     EXPECT_LT(relative_l2(out, out_ref), 1e-2);
     EXPECT_TRUE(all_close(out, out_ref, 5e-2, 1e-2 * max_abs(out_ref)));
     EXPECT_TRUE(all_close(lse, lse_ref, 1e-4, 1e-4));
@@ -144,7 +156,7 @@ TEST(AttentionCudaTest, BackwardMatchesCpuTwin) {
     const auto dqkv = gpu_backward(s, dout, qkv, out, lse);
     std::vector<float> dqkv_ref(qkv_size(s), 0.0f);  // the CPU twin accumulates
     kernels::cpu::attention_backward(dqkv_ref.data(), dout.data(), qkv.data(), out.data(),
-                                     lse.data(), s.B, s.T, s.C, s.NH);
+                                     lse.data(), s.B, s.T, s.C, s.NH, s.NKV);
     EXPECT_LT(relative_l2(dqkv, dqkv_ref), 1e-2);
     for (int which = 0; which < 3; ++which) {
       SCOPED_TRACE(std::string("d") + "qkv"[which]);
@@ -159,17 +171,19 @@ TEST(AttentionCudaTest, BackwardMatchesCpuTwin) {
 
 TEST(AttentionCudaTest, DeterministicBitwise) {
   LOOM_SKIP_WITHOUT_GPU();
-  const Case s{2, 200, 128, 2};
-  const auto qkv = make_qkv(s, 41);
-  const auto dout = bf16_rounded(random_floats(out_size(s), 42));
-  std::vector<float> out1, lse1, out2, lse2;
-  gpu_forward(s, qkv, &out1, &lse1);
-  gpu_forward(s, qkv, &out2, &lse2);
-  const auto dqkv1 = gpu_backward(s, dout, qkv, out1, lse1);
-  const auto dqkv2 = gpu_backward(s, dout, qkv, out1, lse1);
-  EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float)));
-  EXPECT_EQ(0, std::memcmp(lse1.data(), lse2.data(), lse1.size() * sizeof(float)));
-  EXPECT_EQ(0, std::memcmp(dqkv1.data(), dqkv2.data(), dqkv1.size() * sizeof(float)));
+  for (const Case& s : {Case{2, 200, 128, 2, 2}, Case{2, 200, 256, 4, 2}, Case{1, 130, 256, 8, 1}}) {
+    SCOPED_TRACE(name(s));
+    const auto qkv = make_qkv(s, 41);
+    const auto dout = bf16_rounded(random_floats(out_size(s), 42));
+    std::vector<float> out1, lse1, out2, lse2;
+    gpu_forward(s, qkv, &out1, &lse1);
+    gpu_forward(s, qkv, &out2, &lse2);
+    const auto dqkv1 = gpu_backward(s, dout, qkv, out1, lse1);
+    const auto dqkv2 = gpu_backward(s, dout, qkv, out1, lse1);
+    EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(lse1.data(), lse2.data(), lse1.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(dqkv1.data(), dqkv2.data(), dqkv1.size() * sizeof(float)));
+  }
 }
 
 // Replacing q, k and v of every position after t (with large values, so that any leak would be
@@ -177,7 +191,7 @@ TEST(AttentionCudaTest, DeterministicBitwise) {
 // are exactly 0 and meet the changed values only as 0 * finite = 0.
 TEST(AttentionCudaTest, ForwardNeverReadsLaterPositions) {
   LOOM_SKIP_WITHOUT_GPU();
-  for (const Case& s : {Case{2, 100, 128, 2}, Case{1, 70, 256, 2}}) {
+  for (const Case& s : {Case{2, 100, 128, 2, 2}, Case{1, 70, 256, 2, 2}, Case{2, 100, 256, 4, 1}}) {
     const auto qkv = make_qkv(s, 51);
     std::vector<float> out, lse;
     gpu_forward(s, qkv, &out, &lse);
@@ -186,8 +200,8 @@ TEST(AttentionCudaTest, ForwardNeverReadsLaterPositions) {
       SCOPED_TRACE(name(s) + " t=" + std::to_string(t));
       auto changed = qkv;
       for (int b = 0; b < s.B; ++b) {
-        const size_t first = (static_cast<size_t>(b) * s.T + t + 1) * 3 * s.C;
-        const size_t last = (static_cast<size_t>(b) + 1) * s.T * 3 * s.C;
+        const size_t first = (static_cast<size_t>(b) * s.T + t + 1) * s.W();
+        const size_t last = (static_cast<size_t>(b) + 1) * s.T * s.W();
         std::copy(noise.begin() + static_cast<std::ptrdiff_t>(first),
                   noise.begin() + static_cast<std::ptrdiff_t>(last),
                   changed.begin() + static_cast<std::ptrdiff_t>(first));
@@ -217,15 +231,20 @@ TEST(AttentionCudaTest, ForwardNeverReadsLaterPositions) {
 TEST(AttentionCudaTest, RejectsUnsupportedShapes) {
   LOOM_SKIP_WITHOUT_GPU();
   // Checked before any launch or memory access.
-  EXPECT_THROW(kernels::cuda::attention_forward(nullptr, nullptr, nullptr, 1, 8, 96, 2, nullptr),
+  EXPECT_THROW(kernels::cuda::attention_forward(nullptr, nullptr, nullptr, 1, 8, 96, 2, 2, nullptr),
                Error);  // head size 48
-  EXPECT_THROW(kernels::cuda::attention_forward(nullptr, nullptr, nullptr, 1, 8, 100, 3, nullptr),
+  EXPECT_THROW(kernels::cuda::attention_forward(nullptr, nullptr, nullptr, 1, 8, 100, 3, 3, nullptr),
                Error);  // 3 does not divide 100
-  EXPECT_THROW(kernels::cuda::attention_forward(nullptr, nullptr, nullptr, 0, 8, 64, 1, nullptr),
+  EXPECT_THROW(kernels::cuda::attention_forward(nullptr, nullptr, nullptr, 0, 8, 64, 1, 1, nullptr),
                Error);
+  EXPECT_THROW(kernels::cuda::attention_forward(nullptr, nullptr, nullptr, 1, 8, 256, 4, 3, nullptr),
+               Error);  // 3 kv heads do not divide 4 heads
   EXPECT_THROW(kernels::cuda::attention_backward(nullptr, nullptr, nullptr, nullptr, nullptr, 1, 8,
-                                                 64, 4, nullptr, nullptr),
+                                                 64, 4, 4, nullptr, nullptr),
                Error);  // head size 16
+  EXPECT_THROW(kernels::cuda::attention_backward(nullptr, nullptr, nullptr, nullptr, nullptr, 1, 8,
+                                                 256, 4, 0, nullptr, nullptr),
+               Error);  // no kv heads
 }
 
 }  // namespace
