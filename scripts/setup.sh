@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything Loom needs to build, test and benchmark: Debian packages, plus two Python
+# Installs everything Loom needs to build, test and benchmark: Debian packages, plus three Python
 # packages that Debian does not have (pinned, from PyPI with pip, for tests only): safetensors,
-# for the tests that check exported files with Hugging Face's own reader, and tensorboard, for
-# the test that reads Loom's event files back with TensorBoard's own reader.
+# for the tests that check exported files with Hugging Face's own reader, tensorboard, for the
+# test that reads Loom's event files back with TensorBoard's own reader, and tokenizers, Hugging
+# Face's tokenizer library, which the tokenizer.json tests and benchmark hold Loom's ids against.
 # Idempotent: when everything is already installed it changes nothing and touches no network.
 set -euo pipefail
 
@@ -32,6 +33,8 @@ packages=(
 safetensors_version=0.8.0
 # The newest tensorboard that runs on Debian 12's python3-protobuf (3.21); 2.21 needs protobuf 6.
 tensorboard_version=2.20.0
+# Installs as a prebuilt wheel (abi3, manylinux) on Debian 12's Python 3.11.
+tokenizers_version=0.22.1
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -56,6 +59,15 @@ install_tensorboard() {
   $sudo /usr/bin/python3 -m pip install -q --break-system-packages "tensorboard==$tensorboard_version"
 }
 
+# The tokenizers Python package for /usr/bin/python3 (pip adds huggingface_hub, which it imports).
+install_tokenizers() {
+  if /usr/bin/python3 -c "import tokenizers, sys; sys.exit(tokenizers.__version__ != '$tokenizers_version')" 2>/dev/null; then
+    return 0
+  fi
+  echo "setup: installing tokenizers==$tokenizers_version for /usr/bin/python3 (PyPI)"
+  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "tokenizers==$tokenizers_version"
+}
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -66,6 +78,7 @@ if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages present"
   install_safetensors
   install_tensorboard
+  install_tokenizers
   exit 0
 fi
 
@@ -77,4 +90,5 @@ $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 install_safetensors
 install_tensorboard
+install_tokenizers
 echo "setup: done"

@@ -1,0 +1,159 @@
+// Loom's tokenizer.json reader against Hugging Face `tokenizers` itself
+// (tests/reference/hf_tokenizers_reference.py): byte-level BPE tokenizers trained there in the
+// styles of GPT-2, Llama 3, SmolLM, Qwen2 (NFC) and one with a prefix space, the ids of a corpus
+// (the machine's license texts, special tokens inside texts, emoji, CJK, numbers, CRLF, long
+// whitespace), decode, eos, bos and the template; and vocab.json + merges.txt.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "data/gpt2_test_files.h"
+#include "data/tokenizer.h"
+
+namespace loom {
+namespace {
+
+using testing::TempDir;
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::vector<std::string> read_records(const std::string& path) {
+  const std::string data = read_all(path);
+  std::vector<std::string> out;
+  for (size_t pos = 0; pos < data.size();) {
+    const size_t newline = data.find('\n', pos);
+    const size_t length = std::stoul(data.substr(pos, newline - pos));
+    out.push_back(data.substr(newline + 1, length));
+    pos = newline + 1 + length + 1;
+  }
+  return out;
+}
+
+std::vector<std::string> lines_of(const std::string& path) {
+  std::vector<std::string> lines;
+  std::istringstream in(read_all(path));
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+std::vector<int32_t> ints_of(const std::string& line) {
+  std::vector<int32_t> v;
+  std::istringstream in(line);
+  for (int32_t x; in >> x;) v.push_back(x);
+  return v;
+}
+
+std::string hex_of(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+// The reference's files, made once for all the tests here.
+class HfTokenizerReferenceTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir("hf_reference");
+    const std::string command = std::string(LOOM_PYTHON) + " " + LOOM_SOURCE_DIR +
+                                "/tests/reference/hf_tokenizers_reference.py make " + dir_->path().string();
+    made_ = std::system(command.c_str()) == 0;
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_TRUE(made_) << "the Python reference failed (it needs `tokenizers` from PyPI: run scripts/setup.sh)";
+  }
+
+  // Encodes every text with `tok` and compares ids and decode with the reference's `style`;
+  // `round_trip`: decode(encode(x)) must also be x (not so under NFC or a prefix space). Texts
+  // that hold `skip` are left out.
+  static void expect_same_as_reference(const Tokenizer& tok, const std::string& style, bool round_trip,
+                                       const std::string& skip = "") {
+    const std::vector<std::string> texts = read_records(dir_->file("texts"));
+    const std::vector<std::string> ids = lines_of(dir_->file(style + "/ids"));
+    const std::vector<std::string> decoded = lines_of(dir_->file(style + "/decoded"));
+    ASSERT_EQ(ids.size(), texts.size());
+    ASSERT_EQ(decoded.size(), texts.size());
+    int failures = 0;
+    size_t total = 0;
+    for (size_t i = 0; i < texts.size() && failures < 5; ++i) {
+      if (!skip.empty() && texts[i].find(skip) != std::string::npos) continue;
+      const std::vector<int32_t> expected = ints_of(ids[i]);
+      const std::vector<int32_t> got = tok.encode(texts[i]);
+      total += got.size();
+      if (got != expected) {
+        ++failures;
+        size_t at = 0;
+        while (at < got.size() && at < expected.size() && got[at] == expected[at]) ++at;
+        ADD_FAILURE() << style << " text " << i << " '" << texts[i].substr(0, 120) << "': " << got.size()
+                      << " ids, expected " << expected.size() << "; first difference at index " << at << ": got "
+                      << (at < got.size() ? got[at] : -1) << " expected " << (at < expected.size() ? expected[at] : -1)
+                      << " ('" << tok.decode(std::vector<int32_t>(got.begin() + static_cast<ptrdiff_t>(std::min(at, got.size())),
+                                                                       got.begin() + static_cast<ptrdiff_t>(std::min(at + 3, got.size()))))
+                      << "...')";
+        continue;
+      }
+      EXPECT_EQ(hex_of(tok.decode(got)), decoded[i]) << style << " text " << i << ": decode differs";
+      if (round_trip) {
+        EXPECT_EQ(tok.decode(got), texts[i]) << style << " text " << i << ": decode(encode(x)) != x";
+      }
+    }
+    EXPECT_GT(total, 50000u) << "the corpus is too small to test much";
+  }
+
+  static std::map<std::string, std::vector<int32_t>> meta(const std::string& style) {
+    std::map<std::string, std::vector<int32_t>> m;
+    for (const std::string& line : lines_of(dir_->file(style + "/meta"))) {
+      const size_t space = line.find(' ');
+      m[line.substr(0, space)] = ints_of(line.substr(space + 1));
+    }
+    return m;
+  }
+
+  static TempDir* dir_;
+  static bool made_;
+};
+
+TempDir* HfTokenizerReferenceTest::dir_ = nullptr;
+bool HfTokenizerReferenceTest::made_ = false;
+
+TEST_F(HfTokenizerReferenceTest, EachStyleGivesTheReferenceIdsDecodeEosBosAndTemplate) {
+  for (const std::string style : {"gpt2", "llama3", "smollm", "qwen2", "prefix"}) {
+    SCOPED_TRACE(style);
+    // The directory, as `loom prepare --tokenizer` and `loom generate` take it.
+    const auto tok = load_tokenizer(dir_->file(style));
+    const auto m = meta(style);
+    EXPECT_EQ(tok->eos_id(), m.at("eos").at(0));
+    EXPECT_EQ(tok->bos_id(), m.at("bos").at(0));
+    EXPECT_EQ(tok->vocab_size(), m.at("vocab").at(0));
+    EXPECT_EQ(tok->encode_with_template("Hello"), m.at("template"));
+    expect_same_as_reference(*tok, style, style != "qwen2" && style != "prefix");
+  }
+}
+
+TEST_F(HfTokenizerReferenceTest, VocabJsonAndMergesTxtGiveTheSameIdsAsTokenizerJson) {
+  // The gpt2 style saved as the two files many GPT-2-family repositories ship. They have no added
+  // tokens: as in GPT-2's encoder.py, "<|endoftext|>" in a text is text, so such texts are left out.
+  const TokenizerFiles files = tokenizer_files(dir_->file("gpt2_pair"));
+  EXPECT_EQ(files.kind, TokenizerFiles::Kind::kGpt2Bpe);
+  const auto tok = load_tokenizer(dir_->file("gpt2_pair/merges.txt"));
+  EXPECT_EQ(tok->eos_id(), meta("gpt2").at("eos").at(0));
+  expect_same_as_reference(*tok, "gpt2", true, "<|endoftext|>");
+}
+
+}  // namespace
+}  // namespace loom
