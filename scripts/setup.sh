@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs everything Loom needs to build, test and benchmark: Debian packages, plus three Python
+# Installs everything Loom needs to build, test and benchmark: Debian packages, plus four Python
 # packages that Debian does not have (pinned, from PyPI with pip, for tests only): safetensors,
 # for the tests that check exported files with Hugging Face's own reader, tensorboard, for the
-# test that reads Loom's event files back with TensorBoard's own reader, and tokenizers, Hugging
-# Face's tokenizer library, which the tokenizer.json tests and benchmark hold Loom's ids against.
+# test that reads Loom's event files back with TensorBoard's own reader, tokenizers, Hugging
+# Face's tokenizer library, which the tokenizer.json tests and benchmark hold Loom's ids against,
+# and sentencepiece, the Python library transformers' LlamaTokenizer runs (a newer release than
+# Debian's libsentencepiece that Loom links, so the reference is not Loom's own library).
 # Idempotent: when everything is already installed it changes nothing and touches no network.
 set -euo pipefail
 
@@ -33,8 +35,10 @@ packages=(
 safetensors_version=0.8.0
 # The newest tensorboard that runs on Debian 12's python3-protobuf (3.21); 2.21 needs protobuf 6.
 tensorboard_version=2.20.0
-# Installs as a prebuilt wheel (abi3, manylinux) on Debian 12's Python 3.11.
-tokenizers_version=0.22.1
+# A prebuilt wheel (abi3, manylinux) for Debian 12's Python 3.11; the newest that transformers 4.46
+# (<0.21) accepts, should that be installed too.
+tokenizers_version=0.20.3
+sentencepiece_version=0.2.1
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -68,6 +72,14 @@ install_tokenizers() {
   $sudo /usr/bin/python3 -m pip install -q --break-system-packages "tokenizers==$tokenizers_version"
 }
 
+install_sentencepiece() {
+  if /usr/bin/python3 -c "import sentencepiece, sys; sys.exit(sentencepiece.__version__ != '$sentencepiece_version')" 2>/dev/null; then
+    return 0
+  fi
+  echo "setup: installing sentencepiece==$sentencepiece_version for /usr/bin/python3 (PyPI)"
+  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "sentencepiece==$sentencepiece_version"
+}
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -79,6 +91,7 @@ if [ ${#missing[@]} -eq 0 ]; then
   install_safetensors
   install_tensorboard
   install_tokenizers
+  install_sentencepiece
   exit 0
 fi
 
@@ -91,4 +104,5 @@ DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 install_safetensors
 install_tensorboard
 install_tokenizers
+install_sentencepiece
 echo "setup: done"

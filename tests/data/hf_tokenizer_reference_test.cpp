@@ -6,13 +6,12 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "data/gpt2_test_files.h"
+#include "data/reference_files.h"
 #include "data/tokenizer.h"
 
 namespace loom {
@@ -20,46 +19,10 @@ namespace {
 
 using testing::TempDir;
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::vector<std::string> read_records(const std::string& path) {
-  const std::string data = read_all(path);
-  std::vector<std::string> out;
-  for (size_t pos = 0; pos < data.size();) {
-    const size_t newline = data.find('\n', pos);
-    const size_t length = std::stoul(data.substr(pos, newline - pos));
-    out.push_back(data.substr(newline + 1, length));
-    pos = newline + 1 + length + 1;
-  }
-  return out;
-}
-
-std::vector<std::string> lines_of(const std::string& path) {
-  std::vector<std::string> lines;
-  std::istringstream in(read_all(path));
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
-
-std::vector<int32_t> ints_of(const std::string& line) {
-  std::vector<int32_t> v;
-  std::istringstream in(line);
-  for (int32_t x; in >> x;) v.push_back(x);
-  return v;
-}
-
-std::string hex_of(const std::string& bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out += digits[c >> 4];
-    out += digits[c & 15];
-  }
-  return out;
-}
+using testing::hex_of;
+using testing::ints_of;
+using testing::lines_of;
+using testing::read_records;
 
 // The reference's files, made once for all the tests here.
 class HfTokenizerReferenceTest : public ::testing::Test {
