@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <functional>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
@@ -56,6 +57,13 @@ std::optional<std::string> spelled_bytes(std::string_view spelled) {
   return bytes;
 }
 
+// A hash that lets an unordered_map<std::string, ...> be searched by string_view, allocating nothing.
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+using IdOfBytes = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
+
 // NFC (the only normalizer Loom reads), or none.
 class Normalizer {
  public:
@@ -64,17 +72,22 @@ class Normalizer {
   bool active() const { return nfc_ != nullptr; }
   std::string name() const { return nfc_ ? "NFC" : "none"; }
 
-  // `text` in NFC; the same bytes when it is already.
+  // `text` in NFC.
   std::string apply(std::string_view text) const {
+    std::string out;
+    return apply(text, out) ? out : std::string(text);
+  }
+  // Whether `text` changes under NFC; if so, its NFC form goes to `out`.
+  bool apply(std::string_view text, std::string& out) const {
     UErrorCode status = U_ZERO_ERROR;
     const icu::StringPiece piece(text.data(), static_cast<int32_t>(text.size()));
-    if (nfc_->isNormalizedUTF8(piece, status) && U_SUCCESS(status)) return std::string(text);
+    if (nfc_->isNormalizedUTF8(piece, status) && U_SUCCESS(status)) return false;
     status = U_ZERO_ERROR;
-    std::string out;
+    out.clear();
     icu::StringByteSink<std::string> sink(&out, static_cast<int32_t>(text.size()));
     nfc_->normalizeUTF8(0, piece, sink, nullptr, status);
     LOOM_CHECK(U_SUCCESS(status), "ICU NFC normalization failed:", u_errorName(status));
-    return out;
+    return true;
   }
 
  private:
@@ -105,7 +118,7 @@ class Normalizer {
 struct HfModel {
   std::vector<std::string> token_bytes;  // (V) id -> what it decodes to
   std::unordered_map<std::string, int32_t> id_of_spelled;  // the model's vocab as written
-  std::unordered_map<std::string, int32_t> id_of_bytes;    // ignore_merges: a piece's bytes -> id
+  IdOfBytes id_of_bytes;                                   // ignore_merges: a piece's bytes -> id
   std::array<int32_t, 256> byte_ids{};
   BpeMerges merges;
   bool ignore_merges = false;
@@ -151,6 +164,7 @@ class HfBpeTokenizer final : public Tokenizer {
   void encode_valid(std::string_view text, std::vector<int32_t>& out) const override {
     std::vector<TextSpan> spans, inner;
     std::vector<std::string_view> pieces;
+    std::string normalized;
     raw_tokens_.split(text, spans);
     for (const TextSpan& span : spans) {
       if (span.id >= 0) {
@@ -158,8 +172,8 @@ class HfBpeTokenizer final : public Tokenizer {
         continue;
       }
       const std::string_view segment = text.substr(span.begin, span.end - span.begin);
-      const std::string normalized = normalizer_.active() ? normalizer_.apply(segment) : std::string();
-      const std::string_view s = normalizer_.active() ? std::string_view(normalized) : segment;
+      const bool changed = normalizer_.active() && normalizer_.apply(segment, normalized);
+      const std::string_view s = changed ? std::string_view(normalized) : segment;
       inner.clear();
       normalized_tokens_.split(s, inner);
       for (const TextSpan& part : inner) {
@@ -192,7 +206,7 @@ class HfBpeTokenizer final : public Tokenizer {
     std::vector<int32_t> symbols;
     for (std::string_view piece : pieces) {
       if (model_.ignore_merges) {
-        if (auto it = model_.id_of_bytes.find(std::string(piece)); it != model_.id_of_bytes.end()) {
+        if (auto it = model_.id_of_bytes.find(piece); it != model_.id_of_bytes.end()) {
           out.push_back(it->second);
           continue;
         }
@@ -326,10 +340,12 @@ void read_added_tokens(const JsonValue& root, const std::string& file, const Nor
     t.single_word = flag(entry, "single_word");
     if (static_cast<size_t>(t.id) >= out.token_bytes.size()) out.token_bytes.resize(static_cast<size_t>(t.id) + 1);
     out.token_bytes[static_cast<size_t>(t.id)] = t.content;
-    if (flag(entry, "normalized") && normalizer.active()) {
-      t.content = normalizer.apply(t.content);
-      out.normalized_tokens.push_back(std::move(t));
-    } else if (flag(entry, "normalized")) {
+    // Hugging Face's default: special tokens are found in the raw text, others after the normalizer.
+    const JsonValue* normalized_flag = member(entry, "normalized");
+    const bool normalized = normalized_flag && normalized_flag->kind == Kind::kBool ? normalized_flag->boolean
+                                                                                     : !flag(entry, "special");
+    if (normalized) {
+      if (normalizer.active()) t.content = normalizer.apply(t.content);
       out.normalized_tokens.push_back(std::move(t));
     } else {
       out.raw_tokens.push_back(std::move(t));
