@@ -23,6 +23,7 @@ packages=(
   clang libclang-rt-14-dev   # the checkpoint-reader fuzz target (libFuzzer, ASan, UBSan)
   python3 python3-torch python3-numpy  # the PyTorch reference tests and benchmark peer
   python3-regex              # \p{L} in the Python reference of GPT-2's tokenizer (tests)
+  python3-jinja2             # renders chat templates, the reference of data/chat_template.h (tests)
   python3-pip                # installs safetensors and tensorboard below
   python3-venv               # bench/setup_peers.sh: the current PyTorch peer's venv (benchmarks only)
   python3-protobuf python3-absl python3-grpcio python3-markdown  # tensorboard's dependencies
