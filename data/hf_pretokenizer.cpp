@@ -179,8 +179,14 @@ void HfPreTokenizer::add_step(const JsonValue& config, const std::string& file, 
   steps_.push_back(std::move(step));
 }
 
-bool HfPreTokenizer::is_gpt2() const {
-  return steps_.size() == 1 && steps_[0]->kind == Step::Kind::kGpt2 && !prefix_space_;
+bool HfPreTokenizer::cuts_after_newlines() const {
+  // Digits only ever cut, next to number characters, so around such a newline it changes nothing.
+  bool gpt2 = false;
+  for (const auto& step : steps_) {
+    if (step->kind == Step::Kind::kPattern) return false;
+    gpt2 = gpt2 || step->kind == Step::Kind::kGpt2;
+  }
+  return gpt2 && !prefix_space_;
 }
 
 std::string HfPreTokenizer::summary() const {

@@ -35,9 +35,10 @@ class HfPreTokenizer {
   bool byte_level() const { return byte_level_; }
   // ByteLevel's add_prefix_space: a space goes before each text that does not start with one.
   bool adds_prefix_space() const { return prefix_space_; }
-  // Whether this is GPT-2's pre-tokenizer alone (ByteLevel with its pattern and no prefix space),
-  // under which a newline between printable characters ends the pieces on both sides.
-  bool is_gpt2() const;
+  // Whether a newline between two printable ASCII characters other than space ends the pieces on
+  // both sides (Tokenizer's cuts): so with GPT-2's pattern (ByteLevel, no prefix space), alone or
+  // with Digits; not with a Split, whose pattern may join such a newline to its neighbours.
+  bool cuts_after_newlines() const;
   // One line: the steps, for descriptions.
   std::string summary() const;
 

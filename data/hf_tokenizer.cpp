@@ -139,7 +139,7 @@ class HfBpeTokenizer final : public Tokenizer {
         bos_(bos),
         eos_name_(std::move(eos_name)),
         source_(std::move(source)) {
-    cuts_ = pretokenizer_.is_gpt2();
+    cuts_ = pretokenizer_.cuts_after_newlines();
     for (const auto* group : {&raw_tokens_, &normalized_tokens_}) {
       for (const AddedToken& t : group->tokens()) {
         if (t.lstrip || t.content.find('\n') != std::string::npos) cuts_ = false;

@@ -78,6 +78,24 @@ class HfTokenizerReferenceTest : public ::testing::Test {
     EXPECT_GT(total, 50000u) << "the corpus is too small to test much";
   }
 
+  // Where next_cut allows a cut, the ids of the parts are those of the whole (the license texts).
+  static void expect_cuts_keep_the_ids(const Tokenizer& tok, const std::string& style) {
+    const std::vector<std::string> texts = read_records(dir_->file("texts"));
+    size_t cuts = 0;
+    for (size_t i = 0; i < texts.size() && i < 20; ++i) {
+      const std::string& text = texts[i];
+      std::vector<int32_t> parts;
+      for (size_t begin = 0; begin < text.size();) {
+        const size_t end = tok.next_cut(text, begin + 1 + (begin * 7919 + i) % 3000);
+        tok.encode_into(std::string_view(text).substr(begin, end - begin), parts);
+        cuts += end < text.size();
+        begin = end;
+      }
+      EXPECT_EQ(parts, tok.encode(text)) << style << " text " << i << ": the parts' ids differ from the whole's";
+    }
+    EXPECT_GT(cuts, 100u) << style << ": too few cuts to test";
+  }
+
   static std::map<std::string, std::vector<int32_t>> meta(const std::string& style) {
     std::map<std::string, std::vector<int32_t>> m;
     for (const std::string& line : lines_of(dir_->file(style + "/meta"))) {
@@ -105,6 +123,13 @@ TEST_F(HfTokenizerReferenceTest, EachStyleGivesTheReferenceIdsDecodeEosBosAndTem
     EXPECT_EQ(tok->vocab_size(), m.at("vocab").at(0));
     EXPECT_EQ(tok->encode_with_template("Hello"), m.at("template"));
     expect_same_as_reference(*tok, style, style != "qwen2" && style != "prefix");
+    // GPT-2's pattern (with Digits or not) allows cuts; a Split pattern or a prefix space does not.
+    if (style == "gpt2" || style == "smollm") {
+      expect_cuts_keep_the_ids(*tok, style);
+    } else {
+      const std::string text = "end.\nNext";
+      EXPECT_EQ(tok->next_cut(text, 1), text.size()) << style;
+    }
   }
 }
 
