@@ -3,9 +3,11 @@
 // Three kinds exist: SentencePiece models (data/sentencepiece_tokenizer.h; `loom tokenizer train`
 // makes them), GPT-2's byte-level BPE from encoder.json + vocab.bpe or Hugging Face's vocab.json +
 // merges.txt (data/gpt2_bpe.h), and Hugging Face tokenizer.json files of byte-level BPE
-// (data/hf_tokenizer.h). load_tokenizer picks one from a path. Every tokenizer encodes any valid UTF-8 text (no
-// unknown tokens: both fall back to bytes) and has an end-of-document token, eos_id(), that
-// `loom prepare` puts between documents; encode never produces it from text.
+// (data/hf_tokenizer.h). load_tokenizer picks one from a path. Every tokenizer encodes any valid
+// UTF-8 text (no unknown tokens: all fall back to bytes) and has an end-of-document token,
+// eos_id(), that `loom prepare` puts between documents. SentencePiece and GPT-2's files never
+// encode text to it; a tokenizer.json does, where the text spells its added token (as Hugging
+// Face does).
 //
 // encode and decode are const and safe to call from many threads at once on one tokenizer.
 //
@@ -37,9 +39,11 @@ class Tokenizer {
   // Appends the ids of `text` to `out` (reusing its storage across calls).
   void encode_into(std::string_view text, std::vector<int32_t>& out) const;
 
-  // The text of `ids`: the bytes the tokens stand for, so decode(encode(x)) == x. A slice of
-  // ids may cut a character in two and then yields bytes that are not valid UTF-8. eos decodes
-  // to "<|endoftext|>" with GPT-2's files and to nothing with SentencePiece (a control piece).
+  // The text of `ids`: the bytes the tokens stand for, so decode(encode(x)) == x (except where a
+  // tokenizer.json normalises, NFC, or adds a prefix space). A slice of ids may cut a character
+  // in two and then yields bytes that are not valid UTF-8. eos decodes to "<|endoftext|>" with
+  // GPT-2's files, to its text with a tokenizer.json, and to nothing with SentencePiece (a
+  // control piece).
   // Throws UserError for an id outside 0 .. vocab_size() - 1.
   std::string decode(std::span<const int32_t> ids) const;
 
