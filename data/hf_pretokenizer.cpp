@@ -174,7 +174,8 @@ void HfPreTokenizer::add_step(const JsonValue& config, const std::string& file, 
     step->individual_digits = flag(config, "individual_digits", false);
     step->name = step->individual_digits ? "Digits(individual)" : "Digits";
   } else {
-    fail_user(file + ": pre_tokenizer", type.empty() ? "(no type)" : type, "is not supported", supported);
+    fail_user(file + ": pre_tokenizer", type.empty() ? "(no type)" : type, "is not supported",
+              supported + (type == "Metaspace" ? "; this is a SentencePiece-style model: give its tokenizer.model instead" : ""));
   }
   steps_.push_back(std::move(step));
 }

@@ -106,7 +106,8 @@ TEST(HfTokenizerTest, WhatLoomDoesNotReadIsOneClearSentence) {
       {"wordpiece.json", tokenizer_json("[]", "WordPiece"), "model type WordPiece is not supported; Loom reads byte-level BPE"},
       {"unigram.json", tokenizer_json("[]", "Unigram"), "model type Unigram is not supported"},
       {"metaspace.json", tokenizer_json("[]", "BPE", R"({"type": "Metaspace", "replacement": "\u2581"})"),
-       "pre_tokenizer Metaspace is not supported"},
+       "pre_tokenizer Metaspace is not supported (Loom reads ByteLevel, Split with behavior Isolated, Digits and "
+       "Sequence of these); this is a SentencePiece-style model: give its tokenizer.model instead"},
       {"no_byte_level.json", tokenizer_json("[]", "BPE", "null"), "this BPE tokenizer is not byte-level"},
       {"bad_regex.json",
        tokenizer_json("[]", "BPE", R"({"type": "Split", "pattern": {"Regex": "(a"}, "behavior": "Isolated", "invert": false})"),
