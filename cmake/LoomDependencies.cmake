@@ -48,7 +48,7 @@ endfunction()
 loom_find_package(OpenMP)
 loom_find_package(MPI COMPONENTS CXX)
 loom_find_package(Protobuf)
-loom_find_package(ICU COMPONENTS uc)
+loom_find_package(ICU COMPONENTS uc i18n)
 if(LOOM_CUDA)
   loom_find_package(CUDAToolkit)
 endif()
@@ -84,7 +84,7 @@ endif()
 loom_import_library(Loom::xxhash "${XXHASH_LIBRARY}" "${XXHASH_INCLUDE_DIR}")
 
 # Tokenizers: SentencePiece (encode and train); ICU (above) gives the Unicode categories of
-# GPT-2's pre-tokenizer.
+# GPT-2's pre-tokenizer, NFC, and the regular expressions of tokenizer.json's Split (i18n).
 find_path(SENTENCEPIECE_INCLUDE_DIR sentencepiece_processor.h)
 find_library(SENTENCEPIECE_LIBRARY sentencepiece)
 find_library(SENTENCEPIECE_TRAIN_LIBRARY sentencepiece_train)

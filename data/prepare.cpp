@@ -32,7 +32,8 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kTrain = "train";
 constexpr const char* kVal = "val";
 constexpr const char* kSentencePieceFile = "tokenizer.model";
-constexpr const char* kGpt2Files[] = {"encoder.json", "vocab.bpe"};
+// The other names a tokenizer's files take in a dataset directory (TokenizerFiles::names).
+constexpr const char* kTokenizerFiles[] = {"encoder.json", "vocab.bpe", "tokenizer.json", "tokenizer_config.json"};
 // Batches in flight per thread: enough that a thread finds the next one ready while the
 // writer catches up; with 1 MiB batches, a few MB per thread.
 constexpr int kBatchesPerThread = 4;
@@ -62,7 +63,8 @@ bool is_shard_name(const std::string& name) {
 // A file of a dataset directory that `loom prepare` writes.
 bool is_dataset_file(const std::string& name) {
   return name == split_descriptor_path("", kTrain) || name == split_descriptor_path("", kVal) || is_shard_name(name) ||
-         name == kSentencePieceFile || name == kGpt2Files[0] || name == kGpt2Files[1];
+         name == kSentencePieceFile ||
+         std::find(std::begin(kTokenizerFiles), std::end(kTokenizerFiles), name) != std::end(kTokenizerFiles);
 }
 
 bool same_file(const std::string& a, const std::string& b) {
@@ -261,9 +263,8 @@ struct GivenTokenizer {
   }
 
   void copy_into(const OutputDirectory& out) const {
-    const bool sentencepiece = files.kind == TokenizerFiles::Kind::kSentencePiece;
     for (size_t i = 0; i < files.paths.size(); ++i) {
-      const std::string target = out.file(sentencepiece ? kSentencePieceFile : kGpt2Files[i]);
+      const std::string target = out.file(files.names[i]);
       if (!same_file(files.paths[i], target)) write_file_durably(target, bytes[i]);
     }
   }
@@ -375,11 +376,7 @@ bool is_validation_document(uint64_t seed, uint64_t index, double val_fraction) 
 }
 
 std::string dataset_tokenizer_path(const std::string& dir) {
-  std::error_code ec;
-  const fs::path d(dir);
-  if (fs::is_regular_file(d / kSentencePieceFile, ec)) return (d / kSentencePieceFile).string();
-  if (fs::is_regular_file(d / kGpt2Files[0], ec) && fs::is_regular_file(d / kGpt2Files[1], ec)) return dir;
-  return "";
+  return tokenizer_in_directory(dir);
 }
 
 PrepareSummary prepare_dataset(const PrepareOptions& options,

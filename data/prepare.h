@@ -8,7 +8,9 @@
 //
 // The dataset directory DIR holds
 //   tokenizer.model                  the SentencePiece model (given, copied; or trained here), or
-//   encoder.json, vocab.bpe          GPT-2's files (given, copied)
+//   encoder.json, vocab.bpe          GPT-2's files (given, copied; vocab.json + merges.txt too), or
+//   tokenizer.json                   a Hugging Face tokenizer (given, copied), with its
+//   [tokenizer_config.json]          config when it has one
 //   train-00000.tok ...              the train split's shards, then train.split.pbtxt
 //   val-00000.tok ...                the val split's shards, then val.split.pbtxt
 // (docs/data.md for users; the shard format in docs/formats.md). Each document is tokenized on

@@ -156,6 +156,11 @@ class SentencePieceTokenizer final : public Tokenizer {
 
   int vocab_size() const override { return sp_->GetPieceSize(); }
   int eos_id() const override { return sp_->eos_id(); }
+  int bos_id() const override { return sp_->bos_id(); }
+  // Llama 2's tokenizer (transformers' LlamaTokenizer, add_bos_token) puts <s> before a text.
+  std::vector<int32_t> template_prefix() const override {
+    return sp_->bos_id() >= 0 ? std::vector<int32_t>{sp_->bos_id()} : std::vector<int32_t>{};
+  }
   std::string description() const override {
     const bool byte_fallback = sp_->IsByte(sp_->PieceToId("<0x00>"));
     return str_cat("SentencePiece,", vocab_size(), "pieces,", byte_fallback ? "byte fallback," : "no byte fallback,",

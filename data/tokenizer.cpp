@@ -4,6 +4,7 @@
 
 #include "core/base/check.h"
 #include "data/gpt2_bpe.h"
+#include "data/hf_tokenizer.h"
 #include "data/sentencepiece_tokenizer.h"
 #include "data/utf8.h"
 
@@ -53,33 +54,102 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   return decode_valid(ids);
 }
 
+std::vector<int32_t> Tokenizer::encode_with_template(std::string_view text) const {
+  std::vector<int32_t> ids = template_prefix();
+  encode_into(text, ids);
+  const std::vector<int32_t> suffix = template_suffix();
+  ids.insert(ids.end(), suffix.begin(), suffix.end());
+  return ids;
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kHfConfig = "tokenizer_config.json";
+
+bool is_file(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec);
+}
+
+// The two files of a BPE split in two: the vocabulary and its merges, by their two spellings.
+struct BpePair {
+  const char* vocab;
+  const char* merges;
+};
+constexpr BpePair kBpePairs[] = {{"encoder.json", "vocab.bpe"}, {"vocab.json", "merges.txt"}};
+
+TokenizerFiles hf_files(const fs::path& json) {
+  TokenizerFiles files{TokenizerFiles::Kind::kHuggingFace, {json.string()}, {"tokenizer.json"}};
+  const fs::path config = json.parent_path() / kHfConfig;
+  if (is_file(config)) {
+    files.paths.push_back(config.string());
+    files.names.push_back(kHfConfig);
+  }
+  return files;
+}
+
+TokenizerFiles pair_files(const fs::path& dir, const BpePair& pair, const std::string& given) {
+  const fs::path vocab = dir / pair.vocab, merges = dir / pair.merges;
+  if (!is_file(vocab) || !is_file(merges)) {
+    fail_user("tokenizer", given, "lacks", is_file(vocab) ? pair.merges : pair.vocab, "(a BPE tokenizer in two",
+              "files needs", std::string(pair.vocab), "and", std::string(pair.merges), "side by side, in",
+              dir.string() + ")");
+  }
+  // In a dataset directory both spellings become GPT-2's.
+  return {TokenizerFiles::Kind::kGpt2Bpe, {vocab.string(), merges.string()}, {"encoder.json", "vocab.bpe"}};
+}
+
+}  // namespace
+
+std::string tokenizer_in_directory(const std::string& dir) {
+  const fs::path d(dir);
+  for (const char* single : {"tokenizer.json", "tokenizer.model"}) {
+    if (is_file(d / single)) return (d / single).string();
+  }
+  for (const BpePair& pair : kBpePairs) {
+    if (is_file(d / pair.vocab) && is_file(d / pair.merges)) return dir;
+  }
+  return "";
+}
+
 TokenizerFiles tokenizer_files(const std::string& path) {
-  namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path p(path);
-  if (!fs::exists(p, ec)) {
-    fail_user("tokenizer", path, "does not exist (expected a SentencePiece .model file or a directory with",
-              "GPT-2's encoder.json and vocab.bpe)");
-  }
-  using Kind = TokenizerFiles::Kind;
+  const char* expected = "a tokenizer.json, a SentencePiece .model file, or a directory holding one of them, GPT-2's "
+                         "encoder.json and vocab.bpe, or vocab.json and merges.txt";
+  if (!fs::exists(p, ec)) fail_user("tokenizer", path, "does not exist (expected", std::string(expected) + ")");
   if (fs::is_directory(p, ec)) {
-    const fs::path encoder = p / "encoder.json", merges = p / "vocab.bpe";
-    if (!fs::exists(encoder, ec) || !fs::exists(merges, ec)) {
-      fail_user("tokenizer directory", path, "lacks", fs::exists(encoder, ec) ? "vocab.bpe" : "encoder.json",
-                "(a GPT-2 tokenizer directory holds encoder.json and vocab.bpe)");
+    for (const char* single : {"tokenizer.json", "tokenizer.model"}) {
+      if (is_file(p / single)) return tokenizer_files((p / single).string());
     }
-    return {Kind::kGpt2Bpe, {encoder.string(), merges.string()}};
+    for (const BpePair& pair : kBpePairs) {
+      if (is_file(p / pair.vocab) || is_file(p / pair.merges)) return pair_files(p, pair, path);
+    }
+    fail_user("tokenizer directory", path, "holds no tokenizer (expected", std::string(expected) + ")");
   }
   const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
-  if (p.extension() == ".json") return {Kind::kGpt2Bpe, {path, (dir / "vocab.bpe").string()}};
-  if (p.extension() == ".bpe") return {Kind::kGpt2Bpe, {(dir / "encoder.json").string(), path}};
-  return {Kind::kSentencePiece, {path}};
+  const std::string name = p.filename().string();
+  for (const BpePair& pair : kBpePairs) {
+    if (name == pair.vocab || name == pair.merges) return pair_files(dir, pair, path);
+  }
+  if (p.extension() == ".bpe") return pair_files(dir, kBpePairs[0], path);
+  if (p.extension() == ".json") return hf_files(p);
+  return {TokenizerFiles::Kind::kSentencePiece, {path}, {"tokenizer.model"}};
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   const TokenizerFiles files = tokenizer_files(path);
-  if (files.kind == TokenizerFiles::Kind::kGpt2Bpe) return load_gpt2_bpe(files.paths[0], files.paths[1]);
-  return load_sentencepiece(path);
+  switch (files.kind) {
+    case TokenizerFiles::Kind::kGpt2Bpe:
+      return load_gpt2_bpe(files.paths[0], files.paths[1]);
+    case TokenizerFiles::Kind::kHuggingFace:
+      return load_hf_tokenizer(files.paths[0], files.paths.size() > 1 ? files.paths[1] : "");
+    case TokenizerFiles::Kind::kSentencePiece:
+      break;
+  }
+  return load_sentencepiece(files.paths[0]);
 }
 
 }  // namespace loom

@@ -26,6 +26,9 @@ const std::vector<FlagSpec>& generate_flags() {
        "its newest checkpoint) (default runs/addition/model.loom)"},
       {"tokenizer", "PATH", "tokenizer of a model trained on token shards (default: the one its config names)"},
       {"prompt", "TEXT", "text to continue, e.g. \"123+456=\" for the addition demo"},
+      {"add-special-tokens", "",
+       "start the prompt with the ids the tokenizer's template puts before a text (a tokenizer.json's "
+       "post_processor, e.g. Llama 3's <|begin_of_text|>), for a model trained with them"},
       {"max-new-tokens", "N", "tokens to generate (default: up to the model's seq_len)"},
       {"temperature", "T", "softmax temperature; 0 = greedy (default 0)"},
       {"top-k", "K", "sample among the K most likely tokens; 0 = all (default 0)"},
@@ -80,7 +83,9 @@ int run_generate(const std::vector<std::string>& args) {
       fail_user("the tokenizer", tokenizer_path, "has", tokenizer->vocab_size(), "tokens but the model",
                 path, "only", model.config().vocab_size, "; pass the tokenizer it was trained with");
     }
-    prompt = tokenizer->encode(prompt_text);
+    // Only the template's prefix: generation continues the text, so nothing may close it.
+    if (a.has("add-special-tokens")) prompt = tokenizer->template_prefix();
+    tokenizer->encode_into(prompt_text, prompt);
   } else {
     task.emplace(make_task(cfg));
     prompt = task->encode(prompt_text);

@@ -27,7 +27,7 @@ const std::vector<FlagSpec>& prepare_flags() {
       {"input", "PATH", "a text or JSONL file (may be .gz or .zst), a directory of them (read recursively, sorted), "
                         "or a Megatron dataset (PREFIX, PREFIX.bin or PREFIX.idx)", true},
       {"out", "DIR", "the dataset directory to write"},
-      {"tokenizer", "PATH", "tokenizer to use: a SentencePiece .model file or a GPT-2 directory"},
+      {"tokenizer", "PATH", "tokenizer to use: a tokenizer.json, a SentencePiece .model file, or a directory holding one (or BPE's two files)"},
       {"vocab-size", "N", "instead of --tokenizer: train a SentencePiece tokenizer of N pieces on the inputs "
                           "(Megatron input: the ids' vocabulary; neither: the largest id + 1)"},
       {"format", "text|jsonl", "format of the files not named *.jsonl (default text); *.jsonl files are JSONL"},

@@ -1,5 +1,5 @@
 // `loom tokenizer`: train a SentencePiece BPE tokenizer on text files; encode text to ids and
-// decode ids to text with any tokenizer Loom reads (a .model file or GPT-2's files); describe one.
+// decode ids to text with any tokenizer Loom reads (tokenizer.json, a .model file, BPE's two files); describe one.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -27,10 +27,10 @@ constexpr const char* kTokenizerUsage =
     "  train    train a SentencePiece BPE tokenizer (byte fallback, eos </s>) on text files\n"
     "  encode   print the token ids of --text, or of standard input\n"
     "  decode   print the text of the token ids on standard input (or --ids)\n"
-    "  info     describe a tokenizer: kind, vocabulary size, eos id\n"
+    "  info     describe a tokenizer: kind, vocabulary size, eos id (bos and template prefix if any)\n"
     "\n"
-    "A tokenizer (--model) is a SentencePiece .model file or a directory with GPT-2's encoder.json\n"
-    "and vocab.bpe. `loom tokenizer <subcommand> --help` lists its options. Docs: docs/tokenizers.md.\n";
+    "A tokenizer (--model) is a Hugging Face tokenizer.json, a SentencePiece .model file, or a directory\n"
+    "holding one of them, encoder.json + vocab.bpe or vocab.json + merges.txt. `loom tokenizer <subcommand> --help` lists its options. Docs: docs/tokenizers.md.\n";
 
 }  // namespace
 
@@ -49,7 +49,7 @@ const std::vector<FlagSpec>& tokenizer_train_flags() {
 
 const std::vector<FlagSpec>& tokenizer_encode_flags() {
   static const std::vector<FlagSpec> flags = {
-      {"model", "PATH", "tokenizer: a SentencePiece .model file or a GPT-2 directory"},
+      {"model", "PATH", "tokenizer: a tokenizer.json, a SentencePiece .model file, or a directory holding one (or BPE's two files)"},
       {"text", "STR", "text to encode (default: all of standard input)"},
       {"help", "", "show this help"},
   };
@@ -58,7 +58,7 @@ const std::vector<FlagSpec>& tokenizer_encode_flags() {
 
 const std::vector<FlagSpec>& tokenizer_decode_flags() {
   static const std::vector<FlagSpec> flags = {
-      {"model", "PATH", "tokenizer: a SentencePiece .model file or a GPT-2 directory"},
+      {"model", "PATH", "tokenizer: a tokenizer.json, a SentencePiece .model file, or a directory holding one (or BPE's two files)"},
       {"ids", "\"I J ...\"", "token ids separated by spaces (default: read from standard input)"},
       {"help", "", "show this help"},
   };
@@ -67,7 +67,7 @@ const std::vector<FlagSpec>& tokenizer_decode_flags() {
 
 const std::vector<FlagSpec>& tokenizer_info_flags() {
   static const std::vector<FlagSpec> flags = {
-      {"model", "PATH", "tokenizer: a SentencePiece .model file or a GPT-2 directory"},
+      {"model", "PATH", "tokenizer: a tokenizer.json, a SentencePiece .model file, or a directory holding one (or BPE's two files)"},
       {"help", "", "show this help"},
   };
   return flags;
@@ -200,6 +200,10 @@ int info_command(const std::vector<std::string>& args) {
   reject_positionals(a, "tokenizer info");
   const auto tok = tokenizer_of(a, "tokenizer info");
   std::printf("%s\nvocab_size: %d\neos_id: %d\n", tok->description().c_str(), tok->vocab_size(), tok->eos_id());
+  if (tok->bos_id() >= 0) std::printf("bos_id: %d\n", tok->bos_id());
+  std::string prefix;
+  for (int32_t id : tok->template_prefix()) prefix += " " + std::to_string(id);
+  if (!prefix.empty()) std::printf("template_prefix:%s\n", prefix.c_str());
   return 0;
 }
 

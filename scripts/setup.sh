@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Installs everything Loom needs to build, test and benchmark: Debian packages, plus two Python
+# Installs everything Loom needs to build, test and benchmark: Debian packages, plus four Python
 # packages that Debian does not have (pinned, from PyPI with pip, for tests only): safetensors,
-# for the tests that check exported files with Hugging Face's own reader, and tensorboard, for
-# the test that reads Loom's event files back with TensorBoard's own reader.
+# for the tests that check exported files with Hugging Face's own reader, tensorboard, for the
+# test that reads Loom's event files back with TensorBoard's own reader, tokenizers, Hugging
+# Face's tokenizer library, which the tokenizer.json tests and benchmark hold Loom's ids against,
+# and sentencepiece, the Python library transformers' LlamaTokenizer runs (a newer release than
+# Debian's libsentencepiece that Loom links, so the reference is not Loom's own library).
 # Idempotent: when everything is already installed it changes nothing and touches no network.
 set -euo pipefail
 
@@ -20,6 +23,7 @@ packages=(
   clang libclang-rt-14-dev   # the checkpoint-reader fuzz target (libFuzzer, ASan, UBSan)
   python3 python3-torch python3-numpy  # the PyTorch reference tests and benchmark peer
   python3-regex              # \p{L} in the Python reference of GPT-2's tokenizer (tests)
+  python3-jinja2             # renders chat templates, the reference of data/chat_template.h (tests)
   python3-pip                # installs safetensors and tensorboard below
   python3-venv               # bench/setup_peers.sh: the current PyTorch peer's venv (benchmarks only)
   python3-protobuf python3-absl python3-grpcio python3-markdown  # tensorboard's dependencies
@@ -32,6 +36,10 @@ packages=(
 safetensors_version=0.8.0
 # The newest tensorboard that runs on Debian 12's python3-protobuf (3.21); 2.21 needs protobuf 6.
 tensorboard_version=2.20.0
+# A prebuilt wheel (abi3, manylinux) for Debian 12's Python 3.11; the newest that transformers 4.46
+# (<0.21) accepts, should that be installed too.
+tokenizers_version=0.20.3
+sentencepiece_version=0.2.1
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -56,6 +64,23 @@ install_tensorboard() {
   $sudo /usr/bin/python3 -m pip install -q --break-system-packages "tensorboard==$tensorboard_version"
 }
 
+# The tokenizers Python package for /usr/bin/python3 (pip adds huggingface_hub, which it imports).
+install_tokenizers() {
+  if /usr/bin/python3 -c "import tokenizers, sys; sys.exit(tokenizers.__version__ != '$tokenizers_version')" 2>/dev/null; then
+    return 0
+  fi
+  echo "setup: installing tokenizers==$tokenizers_version for /usr/bin/python3 (PyPI)"
+  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "tokenizers==$tokenizers_version"
+}
+
+install_sentencepiece() {
+  if /usr/bin/python3 -c "import sentencepiece, sys; sys.exit(sentencepiece.__version__ != '$sentencepiece_version')" 2>/dev/null; then
+    return 0
+  fi
+  echo "setup: installing sentencepiece==$sentencepiece_version for /usr/bin/python3 (PyPI)"
+  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "sentencepiece==$sentencepiece_version"
+}
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -66,6 +91,8 @@ if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages present"
   install_safetensors
   install_tensorboard
+  install_tokenizers
+  install_sentencepiece
   exit 0
 fi
 
@@ -77,4 +104,6 @@ $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 install_safetensors
 install_tensorboard
+install_tokenizers
+install_sentencepiece
 echo "setup: done"

@@ -61,14 +61,15 @@ TEST(TokenizerTest, PathsThatHoldNoTokenizer) {
   TempDir dir("tokenizer_bad_paths");
   EXPECT_NE(load_error(dir / "missing").find("tokenizer " + dir / "missing" + " does not exist"), std::string::npos);
   fs::create_directories(dir.path() / "empty");
-  EXPECT_NE(load_error(dir / "empty").find("tokenizer directory " + dir / "empty" + " lacks encoder.json"),
+  EXPECT_NE(load_error(dir / "empty").find("tokenizer directory " + dir / "empty" + " holds no tokenizer"),
             std::string::npos);
   std::ofstream(dir.path() / "empty/encoder.json") << "{}";
   EXPECT_NE(load_error(dir / "empty").find("lacks vocab.bpe"), std::string::npos);
   testing::write_tiny_gpt2(dir.path() / "no_merges");
   fs::remove(dir.path() / "no_merges/vocab.bpe");
-  EXPECT_NE(load_error(dir / "no_merges/encoder.json").find("cannot read GPT-2 merges file " + dir / "no_merges/vocab.bpe"),
-            std::string::npos);
+  EXPECT_NE(load_error(dir / "no_merges/encoder.json").find("lacks vocab.bpe"), std::string::npos);
+  std::ofstream(dir.path() / "merges.txt") << "#version: 0.2\n";
+  EXPECT_NE(load_error(dir / "merges.txt").find("lacks vocab.json"), std::string::npos);
   std::ofstream(dir.path() / "notes.txt") << "hello";
   EXPECT_NE(load_error(dir / "notes.txt").find(dir / "notes.txt" + " is not a SentencePiece model"), std::string::npos);
 }
