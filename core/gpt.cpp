@@ -10,7 +10,9 @@
 #include "core/model/gpt2_block.h"
 #include "core/model/embedding_head.h"
 #include "core/model/layout.h"
+#include "core/model/llama_block.h"
 #include "core/model/stage_context.h"
+#include "kernels/cpu/rope.h"
 #include "core/rng.h"
 #include "kernels/cpu/cross_entropy.h"
 #include "parallel/regions.h"
@@ -68,6 +70,16 @@ void carve_blocks(ArenaCarver& arena, const StageDims& s, bool sp, Recompute mod
 
 HeadNorm head_norm_of(const GPTConfig& config) { return HeadNorm{config.llama(), config.norm_eps}; }
 
+kernels::cpu::RopeScaling rope_scaling_of(const GPTConfig& c) {
+  kernels::cpu::RopeScaling r;
+  r.llama3 = c.rope_llama3;
+  r.factor = c.rope_factor;
+  r.low_freq_factor = c.rope_low_freq_factor;
+  r.high_freq_factor = c.rope_high_freq_factor;
+  r.original_max_position = c.rope_original_max_position;
+  return r;
+}
+
 }  // namespace
 
 // The sizes of this rank's share of a micro-batch (core/model/stage_context.h).
@@ -88,6 +100,7 @@ struct GPT::Activations {
   int counted = 0;
   void* embedded;    // (N, C): partial token embeddings, then (Nl, C) of the residual stream's start
   std::vector<Gpt2BlockActivations> layers;         // GPT-2's blocks
+  std::vector<LlamaBlockActivations> llama_layers;  // or Llama's
   HeadActivations head;
   StageScratch scratch;
 };
@@ -284,8 +297,13 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
     params_.push_back(std::move(p));
     offset += n;
   }
-  // Llama's block comes with its rotary and grouped-query attention ops (next change).
-  if (config_.llama()) fail_user("the Llama family cannot be built yet");
+  if (config_.llama()) {
+    // The rotary frequencies, once, on the backend's device.
+    const std::vector<float> inv_freq = kernels::cpu::rope_inverse_frequencies(config_.head_size(), config_.rope_theta,
+                                                                              rope_scaling_of(config_));
+    inv_freq_ = backend_->zeros({static_cast<int64_t>(inv_freq.size())}, DType::kF32);
+    backend_->from_host(inv_freq_, inv_freq.data());
+  }
 }
 
 GPT::~GPT() = default;
@@ -320,7 +338,7 @@ const void* GPT::block_input(int l) const {
   const Activations& a = *acts_;
   if (l == first_layer_) return a.embedded;
   const size_t previous = static_cast<size_t>(l - first_layer_) - 1;
-  return a.layers[previous].residual3;
+  return config_.llama() ? a.llama_layers[previous].residual3 : a.layers[previous].residual3;
 }
 
 void* GPT::stage_input(int B, int T) {
@@ -456,7 +474,11 @@ int64_t GPT::carve_activations(const GPTConfig& config, const StageShape& shape,
   ArenaCarver arena(base, shape.precision == Precision::kBF16, shape.align_floats);
   a.embedded = arena.take_act(static_cast<int64_t>(s.N) * s.C);
   const size_t blocks = static_cast<size_t>(shape.end_layer - shape.first_layer);
-  carve_blocks(arena, s, sp, mode, blocks, a.layers, carve_gpt2_block, carve_gpt2_attention_core);
+  if (config.llama()) {
+    carve_blocks(arena, s, sp, mode, blocks, a.llama_layers, carve_llama_block, carve_llama_attention_core);
+  } else {
+    carve_blocks(arena, s, sp, mode, blocks, a.layers, carve_gpt2_block, carve_gpt2_attention_core);
+  }
   // The head's buffers exist on the last stage only.
   carve_head(arena, s, sp, shape.last_stage, head_norm_of(config), a.head);
   carve_stage_scratch(arena, s, a.scratch);
@@ -482,12 +504,22 @@ void GPT::ensure_activations(int B, int T) {
 
 StageOps GPT::stage_ops() const { return StageOps{*backend_, *tp_, sequence_parallel_, act_}; }
 
+LlamaBlockConfig GPT::llama_block_config() const {
+  return LlamaBlockConfig{config_.norm_eps, inv_freq_, config_.qkv_bias};
+}
+
 void GPT::layer_forward(int l, const void* residual) {
   Activations& a = *acts_;
   const size_t local = static_cast<size_t>(l - first_layer_);
   const size_t first = layer0_ + local * block_tensors_;
-  gpt2_block_forward(stage_ops(), a.shape, Gpt2BlockWeights::values(params_, first), a.layers[local], residual,
-                     a.scratch.dlocal);
+  if (config_.llama()) {
+    llama_block_forward(stage_ops(), a.shape, llama_block_config(),
+                        LlamaBlockWeights::values(params_, first, config_.qkv_bias), a.llama_layers[local], residual,
+                        a.scratch.dlocal);
+  } else {
+    gpt2_block_forward(stage_ops(), a.shape, Gpt2BlockWeights::values(params_, first), a.layers[local], residual,
+                       a.scratch.dlocal);
+  }
 }
 
 float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
@@ -620,8 +652,14 @@ void GPT::backward(float loss_scale, bool last_micro_batch, const GradientsReady
     // same residual3 again); dresidual is untouched and dlocal/dfull are free here.
     if (recompute_ == Recompute::kFull) layer_forward(l, residual);
     const bool recompute_attention = recompute_ == Recompute::kSelective;
-    gpt2_block_backward(ops, s, Gpt2BlockWeights::values(params_, first), Gpt2BlockWeights::grads(params_, first),
-                        a.layers[local], residual, a.scratch, recompute_attention);
+    if (config_.llama()) {
+      llama_block_backward(ops, s, llama_block_config(), LlamaBlockWeights::values(params_, first, config_.qkv_bias),
+                           LlamaBlockWeights::grads(params_, first, config_.qkv_bias), a.llama_layers[local], residual,
+                           a.scratch, recompute_attention);
+    } else {
+      gpt2_block_backward(ops, s, Gpt2BlockWeights::values(params_, first), Gpt2BlockWeights::grads(params_, first),
+                          a.layers[local], residual, a.scratch, recompute_attention);
+    }
     finish(first, block_tensors_);
   }
   if (first_stage_) {

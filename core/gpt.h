@@ -1,24 +1,27 @@
-// GPT-2: pre-LayerNorm transformer blocks, learned positions, tied input/output embeddings,
+// The model: a pipeline stage of a GPT-2 or Llama-family transformer (GPTConfig::family),
 // tensor-parallel (Megatron-style) with optional sequence parallelism.
 //
 // Forward and backward are written out per layer (no autograd). Each tensor-parallel rank holds:
-// the rows of the fused QKV weight for its heads and the matching columns of the attention output
-// projection; a contiguous slice of the MLP's hidden units (rows of c_fc, columns of the MLP
-// output projection); a contiguous slice of the vocabulary (rows of wte), so that the
-// full-vocabulary logits never exist on one rank (vocabulary-parallel cross-entropy). LayerNorms,
-// wpe and the row-parallel biases are replicated. Communication happens only in the paired
-// regions of parallel/regions.h. With sequence parallelism the residual stream, LayerNorms and
-// dropout-free token-wise work hold N / tp of the N = B * T token rows per rank.
+// the rows of the fused QKV weight for its query heads (and, for grouped-query attention, the
+// key/value heads that serve them) and the matching columns of the attention output projection;
+// a contiguous slice of the MLP's hidden units (rows of c_fc or of Llama's fused gate/up, columns
+// of the MLP output projection); a contiguous slice of the vocabulary (rows of the token
+// embedding and the output projection), so that the full-vocabulary logits never exist on one
+// rank (vocabulary-parallel cross-entropy). Norms, wpe and the row-parallel biases are
+// replicated. Communication happens only in the paired regions of parallel/regions.h. With
+// sequence parallelism the residual stream, norms and dropout-free token-wise work hold N / tp of
+// the N = B * T token rows per rank.
 //
 // One rank is the case tp = 1 of the same code (its regions are copies), so the single-process
 // trainer and every parallel layout share one implementation. The ops run on a Backend
 // (core/backend/backend.h) in its precision: fp32, or bf16 activations and compute weights with
-// f32 master weights and gradients; the tensors come from GPT-2's parameter layout
-// (core/model/layout.h).
+// f32 master weights and gradients; the tensors come from the family's parameter layout
+// (core/model/layout.h), the blocks from core/model/gpt2_block.h and llama_block.h.
 //
-//   x = wte[tokens] + wpe[:T]
-//   for each block: x += attn(ln_1(x)); x += mlp(ln_2(x))
-//   logits = ln_f(x) @ wte^T
+//   GPT-2: x = wte[tokens] + wpe[:T]; each block: x += attn(ln_1(x)); x += mlp(ln_2(x));
+//          logits = ln_f(x) @ wte^T
+//   Llama: x = embed_tokens[tokens]; each block: x += attn(rope; rmsnorm_1(x)); x += swiglu(rmsnorm_2(x));
+//          logits = norm(x) @ (lm_head or embed_tokens)^T
 #pragma once
 
 #include <cstdint>
@@ -30,6 +33,7 @@
 #include "core/backend/backend.h"
 #include "core/config.h"
 #include "core/model/embedding_head.h"
+#include "core/model/llama_block.h"
 #include "core/model/layout.h"
 #include "core/model/stage_context.h"
 #include "core/parameter.h"
@@ -222,6 +226,9 @@ class GPT {
   const float* logits() const;
   // The same as a (B * T, vocab_count()) view of the activation dtype (f32 or bf16).
   Tensor logits_view() const;
+  // Llama: the rotary inverse frequencies (head size / 2) f32 on the backend's device, for a
+  // decoder of the model; empty for GPT-2.
+  const Tensor& rope_frequencies() const { return inv_freq_; }
   // The dtype of activations and of the stage boundary buffers below (f32 or bf16).
   DType activation_dtype() const { return act_; }
 
@@ -298,6 +305,7 @@ class GPT {
   // The head's tensors: their compute values, or their gradients.
   HeadWeights head_weights(bool grads) const;
   void layer_forward(int layer, const void* residual_in);
+  LlamaBlockConfig llama_block_config() const;
   // The residual stream entering block `layer` (== the stage's output for end_layer).
   const void* block_input(int layer) const;
 

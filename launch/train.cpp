@@ -130,7 +130,10 @@ void print_token_samples(const GPT& whole, const config::RunConfig& cfg, const s
                 prompt.size(), whole.config().max_seq_len);
     return;
   }
-  const SamplingSettings sampling{0.8f, 40, cfg.train().seed()};
+  SamplingSettings sampling;
+  sampling.temperature = 0.8f;
+  sampling.top_k = 40;
+  sampling.seed = cfg.train().seed();
   const auto out = generate_tokens(whole, prompt, std::min(room, d.sample_tokens()), samples, sampling);
   std::printf("samples (temperature %.1f, top-k %d):\n", static_cast<double>(sampling.temperature), sampling.top_k);
   for (const std::vector<int32_t>& s : out) {

@@ -93,7 +93,10 @@ TEST(DecoderTest, Bf16GenerationIsDeterministic) {
   CpuBackend backend(Precision::kBF16);
   const std::unique_ptr<GPT> model = make_model(backend, 4);
   const std::vector<int32_t> prompt = {3, 14, 15, 9, 26};
-  const SamplingSettings sampling{0.8f, 10, 42};
+  SamplingSettings sampling;
+  sampling.temperature = 0.8f;
+  sampling.top_k = 10;
+  sampling.seed = 42;
   auto generate = [&](int threads) {
     testing::ScopedThreadCount scoped(threads);
     return generate_tokens(*model, prompt, kConfig.max_seq_len - static_cast<int>(prompt.size()) + 1, 4, sampling);
