@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything Loom needs to build, test and benchmark: Debian packages, plus two Python
 # packages that Debian does not have (pinned, from PyPI with pip, for tests only): safetensors,
-# for the tests that check exported files with Hugging Face's own reader, and tensorboard, for
-# the test that reads Loom's event files back with TensorBoard's own reader.
+# for the tests that check exported files with Hugging Face's own reader, transformers, for the
+# test that round-trips Hugging Face model directories through from_pretrained, and tensorboard,
+# for the test that reads Loom's event files back with TensorBoard's own reader.
 # Idempotent: when everything is already installed it changes nothing and touches no network.
 set -euo pipefail
 
@@ -32,6 +33,10 @@ packages=(
 safetensors_version=0.8.0
 # The newest tensorboard that runs on Debian 12's python3-protobuf (3.21); 2.21 needs protobuf 6.
 tensorboard_version=2.20.0
+# The newest transformers that runs on Debian 12's python3-torch (1.13): later releases need
+# torch >= 2. Its dependencies come from PyPI too, except numpy, which Debian's already satisfies
+# (pip keeps it: a numpy 2 would break python3-torch).
+transformers_version=4.46.3
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -45,6 +50,16 @@ install_safetensors() {
   fi
   echo "setup: installing safetensors==$safetensors_version for /usr/bin/python3 (PyPI)"
   $sudo /usr/bin/python3 -m pip install -q --break-system-packages "safetensors==$safetensors_version"
+}
+
+# The transformers Python package for /usr/bin/python3 (tests only: it builds models from a
+# config, with random weights; nothing is downloaded from the hub).
+install_transformers() {
+  if /usr/bin/python3 -c "import transformers, sys; sys.exit(transformers.__version__ != '$transformers_version')" 2>/dev/null; then
+    return 0
+  fi
+  echo "setup: installing transformers==$transformers_version for /usr/bin/python3 (PyPI)"
+  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "transformers==$transformers_version"
 }
 
 # The tensorboard Python package for /usr/bin/python3, its dependencies from Debian above.
@@ -65,6 +80,7 @@ done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages present"
   install_safetensors
+  install_transformers
   install_tensorboard
   exit 0
 fi
@@ -76,5 +92,6 @@ echo "setup: installing ${missing[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 install_safetensors
+install_transformers
 install_tensorboard
 echo "setup: done"
