@@ -33,10 +33,11 @@ packages=(
 safetensors_version=0.8.0
 # The newest tensorboard that runs on Debian 12's python3-protobuf (3.21); 2.21 needs protobuf 6.
 tensorboard_version=2.20.0
-# The newest transformers that runs on Debian 12's python3-torch (1.13): 4.50 imports
-# torch.distributed.tensor, which only torch >= 2.5 has. Its dependencies come from PyPI too,
+# Runs on Debian 12's python3-torch (1.13) and accepts tokenizers < 0.21, the series the tokenizer
+# tests pin. (4.47 to 4.49 run on torch 1.13 too but need tokenizers >= 0.21; 4.50 imports
+# torch.distributed.tensor, which only torch >= 2.5 has.) Its dependencies come from PyPI too,
 # except numpy, which Debian's already satisfies (pip keeps it: a numpy 2 would break python3-torch).
-transformers_version=4.49.0
+transformers_version=4.46.3
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
