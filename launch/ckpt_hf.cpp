@@ -124,7 +124,9 @@ int import_hf_model_dir(const std::string& in, const std::string& out_dir, const
   LoomTensors tensors = hf.read_tensors();
   check_tokenizer_fits(in, shape, config_json);
   const config::RunConfig cfg = import_run_config(a, shape, config_json);
-  GPT model(gpt_config_of(cfg.model()));
+  const GPTConfig built = gpt_config_of(cfg.model());
+  LOOM_CHECK(built == shape, "the run config's model section does not describe the model of", config_json);
+  GPT model(built);
   load_hf_tensors(tensors, model);
   tensors = {};
 
