@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "core/base/check.h"
+#include "core/base/dtype.h"
 #include "core/base/file_io.h"
 #include "core/base/mapped_file.h"
 #include "data/json.h"
@@ -69,6 +70,44 @@ float f16_to_f32(uint16_t bits) {
 }
 
 float bf16_to_f32(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
+
+uint16_t f32_to_f16(float value) {
+  const uint32_t u = std::bit_cast<uint32_t>(value);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t magnitude = u & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((magnitude >> 13) & 0x3ffu));  // NaN
+  if (magnitude >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds past 65504: infinity
+  const int exponent = static_cast<int>(magnitude >> 23) - 127;
+  if (exponent < -25) return sign;  // below half the smallest subnormal (2^-25): zero
+  // The significand with its implicit bit, shifted so that the f16 result's last bit is bit 0
+  // (subnormals lose more bits); then round to nearest even on the dropped bits.
+  const uint32_t significand = (magnitude & 0x7fffffu) | 0x800000u;
+  const int shift = exponent < -14 ? 13 + (-14 - exponent) : 13;
+  uint32_t kept = significand >> shift;
+  const uint32_t dropped = significand & ((1u << shift) - 1), half = 1u << (shift - 1);
+  if (dropped > half || (dropped == half && (kept & 1u))) ++kept;
+  if (exponent < -14) return static_cast<uint16_t>(sign | kept);  // a carry into bit 10 is the smallest normal
+  // kept holds the implicit bit at bit 10; a carry out of the significand bumps the exponent.
+  return static_cast<uint16_t>(sign | ((static_cast<uint32_t>(exponent + 15) << 10) + (kept - 0x400u)));
+}
+
+const char* safetensors_dtype_name(StoredDType dtype) {
+  switch (dtype) {
+    case StoredDType::kF32: return "F32";
+    case StoredDType::kBF16: return "BF16";
+    case StoredDType::kF16: return "F16";
+  }
+  return "?";
+}
+
+StoredDType stored_dtype_of(const std::string& name, const std::string& what) {
+  if (name == "f32" || name == "F32") return StoredDType::kF32;
+  if (name == "bf16" || name == "BF16") return StoredDType::kBF16;
+  if (name == "f16" || name == "F16") return StoredDType::kF16;
+  fail_user(what, "is", "\"" + name + "\";", "expected f32, bf16 or f16");
+}
+
+uint64_t stored_dtype_bytes(StoredDType dtype) { return dtype == StoredDType::kF32 ? 4 : 2; }
 
 int64_t SafetensorsFile::Entry::numel() const {
   int64_t n = 1;
@@ -182,7 +221,9 @@ std::vector<float> SafetensorsFile::read_f32(const Entry& entry) const {
 }
 
 void write_safetensors(const std::string& path, const std::vector<SafetensorsOutput>& tensors,
-                       const std::vector<std::pair<std::string, std::string>>& metadata) {
+                       const std::vector<std::pair<std::string, std::string>>& metadata, StoredDType dtype) {
+  const uint64_t element_bytes = stored_dtype_bytes(dtype);
+  const std::string dtype_field = std::string("{\"dtype\":\"") + safetensors_dtype_name(dtype) + "\",\"shape\":[";
   std::string header = "{";
   if (!metadata.empty()) {
     header += "\"__metadata__\":{";
@@ -200,8 +241,8 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsOut
       numel *= static_cast<uint64_t>(t.shape[d]);
       shape += (d ? "," : "") + std::to_string(t.shape[d]);
     }
-    const uint64_t end = offset + numel * 4;
-    header += (header.size() > 1 ? "," : "") + json_quoted(t.name) + ":{\"dtype\":\"F32\",\"shape\":[" + shape +
+    const uint64_t end = offset + numel * element_bytes;
+    header += (header.size() > 1 ? "," : "") + json_quoted(t.name) + ":" + dtype_field + shape +
               "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(end) + "]}";
     offset = end;
   }
@@ -222,12 +263,21 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsOut
   try {
     write_fully(fd, header.data(), header.size(), tmp);
     std::vector<float> values;
+    std::vector<uint16_t> halves;
     for (const SafetensorsOutput& t : tensors) {
       int64_t numel = 1;
       for (int64_t d : t.shape) numel *= d;
       values.assign(static_cast<size_t>(numel), 0.0f);
       t.fill(values.data());
-      write_fully(fd, values.data(), values.size() * 4, tmp);
+      if (dtype == StoredDType::kF32) {
+        write_fully(fd, values.data(), values.size() * 4, tmp);
+        continue;
+      }
+      halves.resize(values.size());
+      for (size_t i = 0; i < values.size(); ++i) {
+        halves[i] = dtype == StoredDType::kBF16 ? float_to_bf16(values[i]).bits : f32_to_f16(values[i]);
+      }
+      write_fully(fd, halves.data(), halves.size() * 2, tmp);
     }
     if (::fsync(fd) != 0) fail_user("flushing", tmp, "to disk failed:", std::strerror(errno));
   } catch (...) {

@@ -1,4 +1,5 @@
-// The safetensors file format (Hugging Face): reading any file safely, writing f32 tensors.
+// The safetensors file format (Hugging Face): reading any file safely, writing f32 tensors as F32,
+// BF16 or F16.
 //
 // Layout: u64 little-endian N | N bytes of JSON header | data buffer. The header is an object
 // mapping each tensor name to {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}
@@ -72,13 +73,25 @@ struct SafetensorsOutput {
   std::function<void(float* dest)> fill;
 };
 
-// Writes `tensors` (in the given order) and `metadata` as a safetensors file, atomically:
-// a temporary name in the same directory, fsync, rename, fsync of the directory.
+// The element types Loom writes: f32 values stored as they are, or rounded to nearest even.
+enum class StoredDType : uint8_t { kF32, kBF16, kF16 };
+// "F32", "BF16", "F16": the header's names.
+const char* safetensors_dtype_name(StoredDType dtype);
+// "f32", "bf16", "f16" (as a command line names them) to the type; UserError naming `what` otherwise.
+StoredDType stored_dtype_of(const std::string& name, const std::string& what);
+uint64_t stored_dtype_bytes(StoredDType dtype);
+
+// Writes `tensors` (in the given order, each converted to `dtype`) and `metadata` as a safetensors
+// file, atomically: a temporary name in the same directory, fsync, rename, fsync of the directory.
 void write_safetensors(const std::string& path, const std::vector<SafetensorsOutput>& tensors,
-                       const std::vector<std::pair<std::string, std::string>>& metadata);
+                       const std::vector<std::pair<std::string, std::string>>& metadata,
+                       StoredDType dtype = StoredDType::kF32);
 
 // IEEE binary16 and bfloat16 bit patterns to f32 (exact: every value is representable).
 float f16_to_f32(uint16_t bits);
 float bf16_to_f32(uint16_t bits);
+// f32 to IEEE binary16, rounded to nearest even: overflow gives infinity, tiny values subnormals
+// or zero, NaN stays a (quiet) NaN.
+uint16_t f32_to_f16(float value);
 
 }  // namespace loom

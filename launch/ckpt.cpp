@@ -1,6 +1,7 @@
-// `loom ckpt`: look inside a training checkpoint (and verify it), export its weights as a
-// Hugging Face GPT-2 safetensors file, and import such a file as a checkpoint to fine-tune from.
-// The formats are checkpoints/checkpoint.proto and checkpoints/hf_gpt2.h; docs/checkpoints.md.
+// `loom ckpt`: look inside a training checkpoint (and verify it), export a model as a Hugging
+// Face model directory (or, for GPT-2, one safetensors file), and import either as a checkpoint
+// to fine-tune from. The formats are checkpoints/checkpoint.proto, checkpoints/hf_model.h and
+// checkpoints/hf_gpt2.h; the directory commands are launch/ckpt_hf.cpp; docs/checkpoints.md.
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -16,12 +17,14 @@
 
 #include "checkpoints/checkpoint.h"
 #include "checkpoints/hf_gpt2.h"
+#include "checkpoints/hf_model.h"
 #include "checkpoints/reader.h"
 #include "checkpoints/safetensors.h"
 #include "core/base/check.h"
 #include "core/base/file_io.h"
 #include "core/base/format.h"
 #include "core/config.h"
+#include "launch/ckpt_hf.h"
 #include "launch/cli.h"
 #include "launch/model_source.h"
 #include "launch/commands.h"
@@ -39,8 +42,8 @@ constexpr const char* kCkptUsage =
     "usage: loom ckpt <inspect|export|import> [options]\n"
     "\n"
     "  inspect  describe a checkpoint (or every checkpoint under a directory) and verify its checksums\n"
-    "  export   write a checkpoint's weights as a Hugging Face GPT-2 safetensors file\n"
-    "  import   turn a GPT-2 safetensors file into a checkpoint that loom train can resume from\n"
+    "  export   write a model as a Hugging Face model directory (transformers' from_pretrained loads it)\n"
+    "  import   turn a Hugging Face model directory (or a GPT-2 safetensors file) into a checkpoint\n"
     "\n"
     "`loom ckpt <subcommand> --help` lists its options. Docs: docs/checkpoints.md.\n";
 
@@ -57,7 +60,9 @@ const std::vector<FlagSpec>& ckpt_inspect_flags() {
 
 const std::vector<FlagSpec>& ckpt_export_flags() {
   static const std::vector<FlagSpec> flags = {
-      {"format", "safetensors", "output format; safetensors (Hugging Face GPT-2 names) is the only one"},
+      {"dtype", "f32|bf16|f16", "the stored weights' type (default f32; bf16 and f16 round to nearest even)"},
+      {"max-shard-size", "SIZE", "largest weight file, e.g. 5GB (the default), 500MB, 2GiB; more: shards and an index"},
+      {"format", "safetensors", "for an OUT.safetensors file (GPT-2 only): safetensors, the only format"},
       {"help", "", "show this help"},
   };
   return flags;
@@ -67,7 +72,7 @@ const std::vector<FlagSpec>& ckpt_import_flags() {
   static const std::vector<FlagSpec> flags = {
       {"config", "CONFIG.pbtxt", "the run config to save with the checkpoint (default: the built-in demo's)"},
       {"set", "FIELD=VALUE", "override a config field, e.g. --set data.tokens.seq_len=256", true},
-      {"n-head", "N", "attention heads, for a file that does not record n_head (GPT-2 small: 12)"},
+      {"n-head", "N", "attention heads, for a GPT-2 file that does not record n_head (GPT-2 small: 12)"},
       {"help", "", "show this help"},
   };
   return flags;
@@ -247,23 +252,46 @@ int inspect_command(const std::vector<std::string>& args) {
 int export_command(const std::vector<std::string>& args) {
   const ParsedArgs a = parse_args("ckpt export", args, ckpt_export_flags());
   if (a.has("help")) {
-    std::cout << usage_text("loom ckpt export MODEL [--format safetensors] OUT.safetensors",
+    std::cout << usage_text("loom ckpt export MODEL OUT_DIR [--dtype f32|bf16|f16] [--max-shard-size 5GB]",
                             "Loads MODEL into one process (a checkpoint directory, whatever layout saved it; a\n"
                             "directory of checkpoints: the newest that loads; a run directory: its model.loom, else\n"
-                            "its newest checkpoint; or a model file) and writes its weights as a Hugging Face GPT-2 safetensors file (GPT2Model\n"
-                            "names, Conv1D weights (in, out), model shape in __metadata__). Written atomically.",
+                            "its newest checkpoint; a model file; or a Hugging Face model directory) and writes\n"
+                            "OUT_DIR as a Hugging Face model directory: config.json, model.safetensors (or shards\n"
+                            "of at most --max-shard-size and model.safetensors.index.json) and the tokenizer files\n"
+                            "found next to the model or where its config points. transformers' from_pretrained\n"
+                            "loads it as is. Written to a temporary directory renamed at the end; OUT_DIR must not\n"
+                            "exist or be empty.\n"
+                            "\n"
+                            "loom ckpt export MODEL OUT.safetensors (a GPT-2 only) still writes the one file of\n"
+                            "GPT2Model's tensors with the model shape in __metadata__; it is deprecated: prefer a\n"
+                            "directory, which carries config.json and the tokenizer.",
                             ckpt_export_flags());
     return 0;
   }
-  if (a.positionals.size() != 2) fail_user("loom ckpt export takes a model (a checkpoint, a run directory or a model file) and an output file (see loom ckpt export --help)");
+  if (a.positionals.size() != 2) {
+    fail_user("loom ckpt export takes a model (a checkpoint, a run directory, a model file or a Hugging Face directory)",
+              "and an output directory (see loom ckpt export --help)");
+  }
+  const std::string& out = a.positionals[1];
   const std::string format = a.get("format", "safetensors");
   if (format != "safetensors") fail_user("--format", format, "is not supported (safetensors is the only format)");
+  if (!out.ends_with(".safetensors")) {
+    if (a.has("format")) fail_user("--format is for an OUT.safetensors file; a directory export takes --dtype");
+    return export_hf_model_dir(a.positionals[0], out, a);
+  }
+  if (a.has("dtype") || a.has("max-shard-size")) {
+    fail_user("--dtype and --max-shard-size are for a directory export; an OUT.safetensors file is f32");
+  }
   const LoadedModel loaded = load_trained_model(a.positionals[0]);
-  const std::string& out = a.positionals[1];
+  if (loaded.model->config().llama()) {
+    fail_user("the model", loaded.source, "is of the Llama family; export it as a directory (loom ckpt export MODEL OUT_DIR)");
+  }
   save_hf_gpt2(out, *loaded.model);
   const std::string step = loaded.step >= 0 ? "step " + std::to_string(loaded.step) + ", " : "";
   std::printf("exported %s (%s%" PRId64 " parameters) to %s (%s)\n", loaded.source.c_str(), step.c_str(),
               loaded.model->num_parameters(), out.c_str(), format_bytes(fs::file_size(out)).c_str());
+  std::fprintf(stderr, "loom ckpt export: note: a single .safetensors file is deprecated; export to a directory "
+                       "(config.json, weights, tokenizer) instead\n");
   return 0;
 }
 
@@ -271,8 +299,15 @@ int import_command(const std::vector<std::string>& args) {
   const ParsedArgs a = parse_args("ckpt import", args, ckpt_import_flags());
   if (a.has("help")) {
     std::cout << usage_text(
-        "loom ckpt import FILE.safetensors OUT_DIR [--config CONFIG.pbtxt] [--set field=value ...] [--n-head N]",
-        "Reads a GPT-2 in Hugging Face's names (GPT2Model or GPT2LMHeadModel; F32, BF16 or F16) and saves\n"
+        "loom ckpt import HF_DIR OUT_DIR [--config CONFIG.pbtxt] [--set field=value ...]\n"
+        "       loom ckpt import FILE.safetensors OUT_DIR [--config CONFIG.pbtxt] [--set field=value ...] [--n-head N]",
+        "HF_DIR is a Hugging Face model directory: config.json (GPT2LMHeadModel, LlamaForCausalLM,\n"
+        "MistralForCausalLM or Qwen2ForCausalLM) and model.safetensors, or shards with\n"
+        "model.safetensors.index.json (F32, BF16 or F16). The model comes from config.json; its weights\n"
+        "are saved as a weights-only checkpoint at step 0 in OUT_DIR, with the run config\n"
+        "(OUT_DIR/config.pbtxt) and the tokenizer files of HF_DIR next to it.\n"
+        "\n"
+        "FILE.safetensors: reads a GPT-2 in Hugging Face's names (GPT2Model or GPT2LMHeadModel; F32, BF16 or F16) and saves\n"
         "it as a weights-only checkpoint at step 0 in OUT_DIR, with the run config next to it\n"
         "(OUT_DIR/config.pbtxt). n_layer, n_embd, vocab_size and seq_len come from the tensors'\n"
         "shapes, n_head from the file's __metadata__ or --n-head; model fields the config sets must\n"
@@ -281,12 +316,20 @@ int import_command(const std::vector<std::string>& args) {
     return 0;
   }
   if (a.positionals.size() != 2) {
-    fail_user("loom ckpt import takes a safetensors file and an output directory (see loom ckpt import --help)");
+    fail_user("loom ckpt import takes a Hugging Face model directory (or a GPT-2 safetensors file) and an output",
+              "directory (see loom ckpt import --help)");
   }
   const std::string& in = a.positionals[0];
   const std::string& out_dir = a.positionals[1];
   if (!ck::list_checkpoints(out_dir).empty()) {
     fail_user(out_dir, "already holds checkpoints; import into a new directory");
+  }
+  if (fs::is_directory(in)) {
+    if (!is_hf_model_dir(in)) {
+      fail_user("the directory", in, "is not a Hugging Face model directory: expected", std::string(kHfConfigName), "and",
+                std::string(kHfSingleFileName), "or", kHfIndexName);
+    }
+    return import_hf_model_dir(in, out_dir, a);
   }
   const std::string config_path = a.get("config", "");
   const auto overrides = a.flags.count("set") ? a.flags.at("set") : std::vector<std::string>{};

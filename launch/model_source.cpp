@@ -4,6 +4,7 @@
 #include <span>
 
 #include "checkpoints/checkpoint.h"
+#include "checkpoints/hf_model.h"
 #include "checkpoints/model_file.h"
 #include "checkpoints/reader.h"
 #include "launch/run_setup.h"
@@ -40,6 +41,21 @@ LoadedModel from_checkpoint(const std::string& dir) {
   return m;
 }
 
+// A Hugging Face model directory: the demo's run config with config.json's model section.
+LoadedModel from_hf_model_dir(const std::string& dir) {
+  const HfModelDir hf(dir);
+  LoomTensors tensors = hf.read_tensors();
+  LoadedModel m;
+  config::ModelConfig model;
+  set_model_config(hf.config().model, &model);
+  m.config = resolve_run_config("", {});
+  *m.config.mutable_model() = model;
+  m.model = std::make_unique<GPT>(model_config_of(m.config));
+  load_hf_tensors(tensors, *m.model);
+  m.source = dir;
+  return m;
+}
+
 // The newest checkpoint under `root` that loads; UserError with the last reason when none does.
 LoadedModel from_checkpoints(const std::string& root, const std::vector<std::string>& dirs) {
   std::string reasons;
@@ -63,13 +79,15 @@ LoadedModel load_trained_model(const std::string& path) {
   if (!fs::is_directory(status)) fail_user("the model", path, "is neither a file nor a directory");
   const fs::path dir(path);
   if (fs::exists(dir / ck::kManifestName)) return from_checkpoint(path);
+  if (is_hf_model_dir(path)) return from_hf_model_dir(path);
   if (fs::is_regular_file(dir / kModelFileName)) return from_model_file((dir / kModelFileName).string());
   for (const fs::path& root : {dir, dir / "checkpoints"}) {
     const std::vector<std::string> found = ck::list_checkpoints(root.string());
     if (!found.empty()) return from_checkpoints(root.string(), found);
   }
   fail_user("the directory", path, "holds no model: expected a model file (" + std::string(kModelFileName) + "),",
-            "a checkpoint (" + std::string(ck::kManifestName) + ") or checkpoints (step-NNNNNNNN)");
+            "a checkpoint (" + std::string(ck::kManifestName) + ") or checkpoints (step-NNNNNNNN), or a Hugging Face model",
+            "directory (" + std::string(kHfConfigName) + " and safetensors)");
 }
 
 }  // namespace loom

@@ -1,7 +1,9 @@
 // Where a trained model comes from, for the commands that use one whole (`loom generate`,
 // `loom ckpt export`): a model file (model.loom), a checkpoint directory (step-NNNNNNNN), a
-// directory of checkpoints (the newest valid one), or a run directory (train.out_dir: its
-// model.loom, else its newest checkpoint). A checkpoint saved in any parallel layout loads into
+// directory of checkpoints (the newest valid one), a run directory (train.out_dir: its
+// model.loom, else its newest checkpoint), or a Hugging Face model directory (config.json and
+// safetensors: checkpoints/hf_model.h; its run config is the built-in demo's with config.json's
+// model section). A checkpoint saved in any parallel layout loads into
 // one process.
 #pragma once
 

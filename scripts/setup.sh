@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs everything Loom needs to build, test and benchmark: Debian packages, plus four Python
+# Installs everything Loom needs to build, test and benchmark: Debian packages, plus five Python
 # packages that Debian does not have (pinned, from PyPI with pip, for tests only): safetensors,
 # for the tests that check exported files with Hugging Face's own reader, tensorboard, for the
 # test that reads Loom's event files back with TensorBoard's own reader, tokenizers, Hugging
 # Face's tokenizer library, which the tokenizer.json tests and benchmark hold Loom's ids against,
-# and sentencepiece, the Python library transformers' LlamaTokenizer runs (a newer release than
-# Debian's libsentencepiece that Loom links, so the reference is not Loom's own library).
+# sentencepiece, the Python library transformers' LlamaTokenizer runs (a newer release than
+# Debian's libsentencepiece that Loom links, so the reference is not Loom's own library), and
+# transformers, whose own GPT-2, Llama and Qwen2 models the Hugging Face directory and Llama
+# reference tests compare with.
 # Idempotent: when everything is already installed it changes nothing and touches no network.
 set -euo pipefail
 
@@ -37,9 +39,15 @@ safetensors_version=0.8.0
 # The newest tensorboard that runs on Debian 12's python3-protobuf (3.21); 2.21 needs protobuf 6.
 tensorboard_version=2.20.0
 # A prebuilt wheel (abi3, manylinux) for Debian 12's Python 3.11; the newest that transformers 4.46
-# (<0.21) accepts, should that be installed too.
+# (<0.21) accepts.
 tokenizers_version=0.20.3
 sentencepiece_version=0.2.1
+# Runs on Debian 12's python3-torch (1.13) and accepts tokenizers < 0.21, the series the tokenizer
+# tests pin. (4.47 to 4.49 run on torch 1.13 too but need tokenizers >= 0.21; 4.50 imports
+# torch.distributed.tensor, which only torch >= 2.5 has.) Its dependencies come from PyPI too,
+# except numpy, which Debian's already satisfies (pip keeps it: a numpy 2 would break python3-torch).
+# Installed after tokenizers, so that pip finds the pinned one.
+transformers_version=4.46.3
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -53,6 +61,16 @@ install_safetensors() {
   fi
   echo "setup: installing safetensors==$safetensors_version for /usr/bin/python3 (PyPI)"
   $sudo /usr/bin/python3 -m pip install -q --break-system-packages "safetensors==$safetensors_version"
+}
+
+# The transformers Python package for /usr/bin/python3 (tests only: it builds models from a
+# config, with random weights; nothing is downloaded from the hub).
+install_transformers() {
+  if /usr/bin/python3 -c "import transformers, sys; sys.exit(transformers.__version__ != '$transformers_version')" 2>/dev/null; then
+    return 0
+  fi
+  echo "setup: installing transformers==$transformers_version for /usr/bin/python3 (PyPI)"
+  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "transformers==$transformers_version"
 }
 
 # The tensorboard Python package for /usr/bin/python3, its dependencies from Debian above.
@@ -93,6 +111,7 @@ if [ ${#missing[@]} -eq 0 ]; then
   install_tensorboard
   install_tokenizers
   install_sentencepiece
+  install_transformers
   exit 0
 fi
 
@@ -106,4 +125,5 @@ install_safetensors
 install_tensorboard
 install_tokenizers
 install_sentencepiece
+install_transformers
 echo "setup: done"

@@ -16,6 +16,7 @@
 #include "checkpoints/hf_gpt2.h"
 #include "checkpoints/safetensors.h"
 #include "core/base/check.h"
+#include "core/base/dtype.h"
 #include "core/gpt.h"
 #include "reference/safetensors_logits.h"
 #include "test_util.h"
@@ -247,6 +248,66 @@ TEST(SafetensorsTest, HalfPrecisionConversions) {
   EXPECT_TRUE(std::isnan(f16_to_f32(0x7e00)));
   EXPECT_EQ(bf16_to_f32(0x3f80), 1.0f);
   EXPECT_EQ(bf16_to_f32(0xc0a0), -5.0f);
+}
+
+// Every f16 value converts back to itself; the values between two neighbours round to the nearest,
+// ties to the even one, as IEEE's round-to-nearest-even (and numpy's astype(float16)) do.
+TEST(SafetensorsTest, F32ToF16RoundsToNearestEven) {
+  for (uint32_t bits = 0; bits < 0x10000u; ++bits) {
+    const auto h = static_cast<uint16_t>(bits);
+    const float f = f16_to_f32(h);
+    if (std::isnan(f)) {
+      EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(f)))) << "NaN " << bits;
+      continue;
+    }
+    ASSERT_EQ(f32_to_f16(f), h) << "f16 bits " << bits << " value " << f;
+    // The midpoint to the next value up (same sign) goes to the one with an even last bit.
+    const uint16_t up = static_cast<uint16_t>(h + 1);
+    if ((h & 0x7fffu) >= 0x7bffu) continue;  // 65504 and above: handled below
+    const double mid = (static_cast<double>(f) + static_cast<double>(f16_to_f32(up))) / 2;
+    const float midf = static_cast<float>(mid);
+    ASSERT_EQ(static_cast<double>(midf), mid) << "the midpoint is a float";
+    ASSERT_EQ(f32_to_f16(midf), (h & 1u) ? up : h) << "tie after bits " << bits;
+    ASSERT_EQ(f32_to_f16(std::nextafter(midf, 0.0f)), h) << "below the midpoint after bits " << bits;
+    ASSERT_EQ(f32_to_f16(std::nextafter(midf, 2 * midf)), up) << "above the midpoint after bits " << bits;
+  }
+  EXPECT_EQ(f32_to_f16(65519.0f), 0x7bff);  // below the midpoint of 65504 and 65536
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);  // the tie goes to "65536": infinity
+  EXPECT_EQ(f32_to_f16(-1e10f), 0xfc00);
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25)), 0x0000);             // half the smallest subnormal: tie to 0
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.5f, -25)), 0x0001);
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -30)), 0x0000);
+  EXPECT_EQ(f32_to_f16(-std::ldexp(1.0f, -30)), 0x8000);
+  EXPECT_EQ(f32_to_f16(std::numeric_limits<float>::infinity()), 0x7c00);
+}
+
+TEST(SafetensorsTest, WritesBf16AndF16RoundedToNearestEven) {
+  TempDir dir("safetensors_half_write");
+  const std::vector<float> values = {1.0f, -2.5f, 1.0f + std::ldexp(1.0f, -8), 1.0f + 3 * std::ldexp(1.0f, -11),
+                                     3.14159265f, -1e-6f, 70000.0f, 0.0f};
+  for (const StoredDType dtype : {StoredDType::kBF16, StoredDType::kF16}) {
+    const std::string path = dir / (std::string(safetensors_dtype_name(dtype)) + ".safetensors");
+    SafetensorsOutput t;
+    t.name = "x";
+    t.shape = {2, 4};
+    t.fill = [&](float* dest) { std::memcpy(dest, values.data(), values.size() * 4); };
+    write_safetensors(path, {t}, {{"format", "pt"}}, dtype);
+    const SafetensorsFile file(path);
+    ASSERT_EQ(file.tensors().size(), 1u);
+    EXPECT_EQ(file.tensors()[0].dtype, safetensors_dtype_name(dtype));
+    EXPECT_EQ(file.tensors()[0].end - file.tensors()[0].begin, values.size() * 2);
+    const std::vector<float> back = file.read_f32(file.tensors()[0]);
+    for (size_t i = 0; i < values.size(); ++i) {
+      const float expected = dtype == StoredDType::kBF16 ? bf16_to_float(float_to_bf16(values[i]))
+                                                         : f16_to_f32(f32_to_f16(values[i]));
+      EXPECT_EQ(back[i], expected) << safetensors_dtype_name(dtype) << " index " << i << " of " << values[i];
+    }
+  }
+  // 1 + 2^-8 is a bf16 tie: it rounds to the even 1.0; 1 + 3 * 2^-11 an f16 tie: to 1 + 2^-9.
+  EXPECT_EQ(bf16_to_float(float_to_bf16(values[2])), 1.0f);
+  EXPECT_EQ(f16_to_f32(f32_to_f16(values[3])), 1.0f + std::ldexp(1.0f, -9));
+  EXPECT_EQ(stored_dtype_of("bf16", "--dtype"), StoredDType::kBF16);
+  EXPECT_THROW(stored_dtype_of("fp8", "--dtype"), UserError);
 }
 
 TEST(SafetensorsTest, MalformedFilesNameTheFileAndTensor) {
