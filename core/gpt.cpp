@@ -227,7 +227,10 @@ GPT::GPT(const GPTConfig& config, const ModelParallel& parallel)
   } else {
     pp_ = parallel.pp;
   }
-  if (parallel.embedding != nullptr && parallel.embedding->size() > 1) embedding_ = parallel.embedding;
+  // Only a tied output projection has a second copy of the embedding to keep equal.
+  if (parallel.embedding != nullptr && parallel.embedding->size() > 1 && config_.tied()) {
+    embedding_ = parallel.embedding;
+  }
   if (parallel.backend == nullptr) {
     owned_backend_ = std::make_unique<CpuBackend>(Precision::kF32);
     backend_ = owned_backend_.get();

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/base/check.h"
+#include "core/model/layout.h"
 
 namespace loom {
 namespace {
@@ -42,15 +43,23 @@ void assemble_whole_model(std::span<GPT* const> chunks, const parallel::ProcessG
     for (const std::vector<float>& t : mine) grid.pp().send(t.data(), t.size(), DType::kF32, 0, kAssembleTag);
     return;
   }
-  // Rank 0 receives, rank by rank, the tensors in the order each rank holds them.
+  // Rank 0 receives, rank by rank, the tensors in the order each rank holds them. The layout
+  // says where each is: a block's on its block's pipeline rank, the ones before the blocks (the
+  // embeddings) on rank 0, the ones after them (the head) on the last.
+  const GPTConfig& config = whole->config();
+  const std::vector<TensorSpec> layout = model_layout(config, 0, config.n_layer, true, true);
+  std::vector<Parameter>& params = whole->parameters();
+  LOOM_CHECK(layout.size() == params.size(), "the layout lists", layout.size(), "tensors, the model holds", params.size());
+  bool seen_block = false;
+  std::vector<int> owners;
+  for (const TensorSpec& t : layout) {
+    seen_block = seen_block || t.layer >= 0;
+    owners.push_back(t.layer >= 0 ? pipeline_rank_of_block(t.layer, blocks_per_stage, pp) : seen_block ? pp - 1 : 0);
+  }
   for (int rank = 1; rank < pp; ++rank) {
-    for (Parameter& p : whole->parameters()) {
-      if (p.name == "wte" || p.name == "wpe") continue;
-      const bool head = p.name.rfind("ln_f.", 0) == 0;
-      const int owner =
-          head ? pp - 1
-               : pipeline_rank_of_block(std::stoi(p.name.substr(2, p.name.find('.', 2) - 2)), blocks_per_stage, pp);
-      if (owner != rank) continue;
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (owners[i] != rank) continue;
+      Parameter& p = params[i];
       grid.pp().recv(p.value.raw(), static_cast<size_t>(p.value.numel()), DType::kF32, rank, kAssembleTag);
     }
   }

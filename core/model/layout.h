@@ -52,6 +52,9 @@ struct TensorSpec {
   bool hf_transposed = false;  // Hugging Face stores it (in, out) (GPT-2's Conv1D)
   // The model's output projection when it is not the token embedding (Llama's lm_head).
   bool output_projection = false;
+  // The block it belongs to; -1 for the tensors before the blocks (embeddings) and after them
+  // (the head).
+  int layer = -1;
 };
 
 // The tensors of a pipeline stage holding blocks [first_layer, end_layer) of the config's family,

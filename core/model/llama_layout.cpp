@@ -10,6 +10,7 @@ std::vector<TensorSpec> llama_layout(const GPTConfig& config, int first_layer, i
   const int64_t QKV = checked_mul(HS, config.n_head + 2 * static_cast<int64_t>(config.kv_heads()), "the q, k, v rows");
   const int64_t F = config.mlp_hidden(), F2 = checked_mul(2, F, "2 x intermediate_size");
   std::vector<TensorSpec> specs;
+  int layer = -1;  // of the tensors added next
   auto add = [&](std::string name, Shape shape, Sharding sharding, Init init, bool decay, bool partial = false) {
     TensorSpec t;
     t.name = std::move(name);
@@ -18,6 +19,7 @@ std::vector<TensorSpec> llama_layout(const GPTConfig& config, int first_layer, i
     t.init = init;
     t.decay = decay;
     t.partial_under_sequence_parallel = partial;
+    t.layer = layer;
     specs.push_back(std::move(t));
   };
   // Hugging Face's LlamaPreTrainedModel draws every Linear and Embedding from N(0, 0.02) (no
@@ -26,6 +28,7 @@ std::vector<TensorSpec> llama_layout(const GPTConfig& config, int first_layer, i
     add("embed_tokens.weight", {V, C}, Sharding::kVocabRows, Init::kNormal, true);
   }
   for (int l = first_layer; l < end_layer; ++l) {
+    layer = l;
     const std::string p = "layers." + std::to_string(l) + ".";
     add(p + "input_layernorm.weight", {C}, Sharding::kReplicated, Init::kOnes, false, true);
     add(p + "self_attn.qkv_proj.weight", {QKV, C}, Sharding::kQkvRows, Init::kNormal, true);
@@ -35,6 +38,7 @@ std::vector<TensorSpec> llama_layout(const GPTConfig& config, int first_layer, i
     add(p + "mlp.gate_up_proj.weight", {F2, C}, Sharding::kGateUpRows, Init::kNormal, true);
     add(p + "mlp.down_proj.weight", {C, F}, Sharding::kColumns, Init::kNormal, true);
   }
+  layer = -1;
   if (last_stage) {
     add("norm.weight", {C}, Sharding::kReplicated, Init::kOnes, false, true);
     if (!config.tied()) {

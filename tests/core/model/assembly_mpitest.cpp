@@ -29,9 +29,9 @@ struct AssemblyCase {
   std::vector<int> blocks;  // per virtual stage
 };
 
-TEST(AssemblyMpiTest, EveryLayoutAssemblesTheOneRankModel) {
+void expect_every_layout_assembles_the_one_rank_model(const GPTConfig& config) {
   parallel::Communicator& world = testing::mpi_world();
-  GPT reference(kConfig);
+  GPT reference(config);
   reference.init_weights(kSeed);
   const std::vector<AssemblyCase> cases = {
       {1, 1, 1, {4}},          {2, 1, 1, {4}},       {3, 1, 1, {4}},          {4, 1, 1, {4}},
@@ -40,7 +40,7 @@ TEST(AssemblyMpiTest, EveryLayoutAssemblesTheOneRankModel) {
   };
   int layouts = 0;
   for (const AssemblyCase& c : cases) {
-    if (world.size() % (c.tp * c.pp) != 0) continue;
+    if (world.size() % (c.tp * c.pp) != 0 || config.kv_heads() % c.tp != 0 || config.mlp_hidden() % c.tp != 0) continue;
     const int dp = world.size() / (c.tp * c.pp);
     SCOPED_TRACE(::testing::Message() << "tp=" << c.tp << " pp=" << c.pp << " dp=" << dp << " chunks=" << c.chunks);
     ++layouts;
@@ -50,7 +50,7 @@ TEST(AssemblyMpiTest, EveryLayoutAssemblesTheOneRankModel) {
     for (int chunk = 0; chunk < c.chunks; ++chunk) {
       ModelParallel layout = model_parallel_for(grid, c.blocks, /*sequence_parallel=*/false, chunk, c.chunks);
       layout.gradients = false;
-      owned.push_back(std::make_unique<GPT>(kConfig, layout));
+      owned.push_back(std::make_unique<GPT>(config, layout));
       owned.back()->init_weights(kSeed);
       chunks.push_back(owned.back().get());
     }
@@ -58,7 +58,7 @@ TEST(AssemblyMpiTest, EveryLayoutAssemblesTheOneRankModel) {
     if (world.rank() == 0) {
       ModelParallel weights_only;
       weights_only.gradients = false;
-      whole = std::make_unique<GPT>(kConfig, weights_only);
+      whole = std::make_unique<GPT>(config, weights_only);
       const Tensor arena = whole->parameter_arena();
       std::fill(arena.f32(), arena.f32() + arena.numel(), std::numeric_limits<float>::quiet_NaN());
     }
@@ -75,6 +75,22 @@ TEST(AssemblyMpiTest, EveryLayoutAssemblesTheOneRankModel) {
     }
   }
   EXPECT_GT(layouts, 0);
+}
+
+TEST(AssemblyMpiTest, EveryLayoutAssemblesTheOneRankModel) { expect_every_layout_assembles_the_one_rank_model(kConfig); }
+
+// A Llama, untied (lm_head on the last stage, embed_tokens on the first only) and tied, with
+// grouped-query attention (12 heads, 6 key/value heads: tp 1, 2 and 3).
+TEST(AssemblyMpiTest, EveryLlamaLayoutAssemblesTheOneRankModel) {
+  for (bool tied : {false, true}) {
+    GPTConfig llama = kConfig;
+    llama.family = Family::kLlama;
+    llama.n_kv_head = 6;
+    llama.intermediate_size = 36;
+    llama.tie_embeddings = tied;
+    SCOPED_TRACE(tied ? "tied" : "untied");
+    expect_every_layout_assembles_the_one_rank_model(llama);
+  }
 }
 
 TEST(AssemblyMpiTest, OnlyRankZeroReceivesTheWholeModel) {
