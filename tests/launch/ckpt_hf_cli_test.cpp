@@ -32,8 +32,6 @@ using testing::run_loom;
 using testing::RunResult;
 using testing::TempDir;
 
-constexpr const char* kNotYet = "cannot be built yet";
-
 // Exit 2, one line on stderr containing each needle, and `out` not created.
 void expect_refused(const std::string& args, const std::vector<std::string>& needles, const std::string& out) {
   const RunResult r = run_loom(args);
@@ -318,9 +316,6 @@ TEST_F(CkptHfCliTest, LlamaImportExportRoundTripIsBitwise) {
   const std::string hf = write_valid_dir(out_.path() / "llama", c, 6000);
   const std::string imported = out_ / "imported";
   const RunResult r = run_loom("ckpt import " + hf + " " + imported);
-  if (r.exit_code != 0 && r.err.find(kNotYet) != std::string::npos) {
-    GTEST_SKIP() << "loom cannot build a Llama yet (" << r.err << "); the tensor-level round trips are HfModelDirTest";
-  }
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const std::string back = out_ / "back";
   ASSERT_EQ(run_loom("ckpt export " + imported + " " + back + " --max-shard-size 6000").exit_code, 0);
@@ -381,10 +376,6 @@ void check_through_transformers(const std::string& kind) {
   const std::vector<float> expected = read_floats(logits);
   const std::string imported = dir / "imported";
   const RunResult r = run_loom("ckpt import " + hf + " " + imported);
-  if (r.exit_code != 0 && r.err.find(kNotYet) != std::string::npos) {
-    GTEST_SKIP() << "loom cannot build a Llama yet (" << r.err
-                 << "); HfTransformersTest.LlamaTensorsRoundTripThroughLoomsNames checks the tensors meanwhile";
-  }
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const std::vector<int32_t> ids = read_tokens(tokens);
   for (const std::string& source : {imported, hf}) {  // the import, and the directory read directly
