@@ -78,24 +78,6 @@ void check_tokenizer_fits(const std::string& dir, const GPTConfig& model, const 
   }
 }
 
-// Where the tokenizer files of a loaded model are: next to it (an imported checkpoint's
-// directory, a run or Hugging Face directory) or where its run config's tokenizer lives. "" if none.
-std::string tokenizer_dir_of(const LoadedModel& loaded) {
-  std::vector<fs::path> candidates;
-  const fs::path source(loaded.source);
-  for (fs::path p = fs::is_directory(source) ? source : source.parent_path(); !p.empty(); p = p.parent_path()) {
-    candidates.push_back(p);
-    if (candidates.size() == 3 || p == p.parent_path()) break;  // the checkpoint, its root, the run
-  }
-  if (loaded.config.data().has_tokens()) {
-    const fs::path t(tokenizer_path_of(loaded.config.data().tokens()));
-    if (!t.empty()) candidates.push_back(fs::is_directory(t) ? t : t.parent_path());
-  }
-  for (const fs::path& p : candidates) {
-    if (!hf_tokenizer_files_in(p.string()).empty()) return p.string();
-  }
-  return "";
-}
 
 }  // namespace
 

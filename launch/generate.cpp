@@ -104,12 +104,15 @@ int run_generate(const std::vector<std::string>& args) {
   std::unique_ptr<Tokenizer> tokenizer;
   std::vector<int32_t> prompt;
   std::vector<int32_t> stop_tokens;
-  if (cfg.data().has_tokens()) {
-    const std::string tokenizer_path = a.get("tokenizer", tokenizer_path_of(cfg.data().tokens()));
-    if (tokenizer_path.empty()) {
-      fail_user("the model", path, "was trained on token shards whose tokenizer is not found;",
-                "pass --tokenizer PATH");
-    }
+  // The tokenizer: the flag's, else that of the token shards the model was trained on, else the
+  // one next to the model (an imported Hugging Face model's); none: the addition task's characters.
+  std::string tokenizer_path = a.get("tokenizer", "");
+  if (tokenizer_path.empty() && cfg.data().has_tokens()) tokenizer_path = tokenizer_path_of(cfg.data().tokens());
+  if (tokenizer_path.empty()) tokenizer_path = tokenizer_dir_of(loaded);
+  if (tokenizer_path.empty() && cfg.data().has_tokens()) {
+    fail_user("the model", path, "was trained on token shards whose tokenizer is not found;", "pass --tokenizer PATH");
+  }
+  if (!tokenizer_path.empty()) {
     tokenizer = load_tokenizer(tokenizer_path);
     if (tokenizer->vocab_size() > model.config().vocab_size) {
       fail_user("the tokenizer", tokenizer_path, "has", tokenizer->vocab_size(), "tokens but the model",

@@ -5,9 +5,11 @@
 
 #include "checkpoints/checkpoint.h"
 #include "checkpoints/hf_model.h"
+#include "checkpoints/hf_tokenizer_files.h"
 #include "checkpoints/model_file.h"
 #include "checkpoints/reader.h"
 #include "launch/run_setup.h"
+#include "launch/token_run.h"
 
 namespace loom {
 
@@ -88,6 +90,23 @@ LoadedModel load_trained_model(const std::string& path) {
   fail_user("the directory", path, "holds no model: expected a model file (" + std::string(kModelFileName) + "),",
             "a checkpoint (" + std::string(ck::kManifestName) + ") or checkpoints (step-NNNNNNNN), or a Hugging Face model",
             "directory (" + std::string(kHfConfigName) + " and safetensors)");
+}
+
+std::string tokenizer_dir_of(const LoadedModel& loaded) {
+  std::vector<fs::path> candidates;
+  const fs::path source(loaded.source);
+  for (fs::path p = fs::is_directory(source) ? source : source.parent_path(); !p.empty(); p = p.parent_path()) {
+    candidates.push_back(p);
+    if (candidates.size() == 3 || p == p.parent_path()) break;  // the checkpoint, its root, the run
+  }
+  if (loaded.config.data().has_tokens()) {
+    const fs::path t(tokenizer_path_of(loaded.config.data().tokens()));
+    if (!t.empty()) candidates.push_back(fs::is_directory(t) ? t : t.parent_path());
+  }
+  for (const fs::path& p : candidates) {
+    if (!hf_tokenizer_files_in(p.string()).empty()) return p.string();
+  }
+  return "";
 }
 
 }  // namespace loom

@@ -26,4 +26,8 @@ struct LoadedModel {
 // UserError naming `path` when it is none of the above, or what it holds is unusable.
 LoadedModel load_trained_model(const std::string& path);
 
+// Where the tokenizer files of a loaded model are: next to it (an imported checkpoint's
+// directory, a run or Hugging Face directory) or where its run config's tokenizer lives. "" if none.
+std::string tokenizer_dir_of(const LoadedModel& loaded);
+
 }  // namespace loom
