@@ -42,6 +42,15 @@ using parallel::Communicator;
 // two stages or two chunks of two stages; a vocabulary that splits evenly (cuBLASLt wants 16-byte
 // aligned rows).
 const GPTConfig kConfig{4, 4, 128, 96, 16};
+
+// The Llama twin: the same sizes, 2 key/value heads (tp 2 holds one each), SwiGLU 256 wide.
+GPTConfig llama_config() {
+  GPTConfig c = kConfig;
+  c.family = Family::kLlama;
+  c.n_kv_head = 2;
+  c.intermediate_size = 256;
+  return c;
+}
 constexpr int kB = 2, kT = 16, kAccum = 2, kSteps = 10;
 const AdamWSettings kAdam{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
 
@@ -58,6 +67,7 @@ struct Result {
 
 // The global batch of step s: kAccum micro-batches of kB * dp sequences.
 std::vector<int32_t> batch(int s, uint32_t salt, int dp) {
+  // Both models of this file have kConfig's vocabulary.
   return testing::random_ints(static_cast<size_t>(kAccum * kB * dp * kT), 1000 * static_cast<uint32_t>(s) + salt, 0,
                               kConfig.vocab_size);
 }
@@ -67,22 +77,22 @@ std::vector<int32_t> batch(int s, uint32_t salt, int dp) {
 // replicas: with the grid's dp = replicas each rank takes its kB rows of a micro-batch, with
 // dp = 1 the rank takes all replicas x kB rows. Returns the losses and this rank's chunks'
 // weights (whole tensors, gathered over tp on the host).
-Result train(const parallel::ProcessGrid* grid, DeviceRun* run, const Layout& layout, Precision precision,
-             int replicas) {
+Result train(const GPTConfig& config, const parallel::ProcessGrid* grid, DeviceRun* run, const Layout& layout,
+             Precision precision, int replicas) {
   const int dp = grid ? grid->shape().dp : 1;
   const int dp_rank = grid ? grid->coord().dp : 0;
   const int rows = kB * replicas / dp;  // of a micro-batch on this rank
   std::unique_ptr<CpuBackend> cpu;
   std::vector<std::unique_ptr<GPT>> models;
   std::vector<std::unique_ptr<AdamW>> optimizers;
-  const std::vector<int> split = even_block_split(kConfig.n_layer, layout.pp * layout.chunks);
+  const std::vector<int> split = even_block_split(config.n_layer, layout.pp * layout.chunks);
   for (int c = 0; c < layout.chunks; ++c) {
     ModelParallel mp;
     if (grid) mp = model_parallel_for(*grid, split, layout.sp, c, layout.chunks);
     if (!cpu) cpu = std::make_unique<CpuBackend>(precision);
     mp.backend = cpu.get();
     if (run) mp = run->on_device(mp);
-    models.push_back(std::make_unique<GPT>(kConfig, mp));
+    models.push_back(std::make_unique<GPT>(config, mp));
     models.back()->init_weights(11);
     parallel::Communicator* dp_group = run ? &run->dp() : grid ? &grid->dp() : nullptr;
     optimizers.push_back(std::make_unique<AdamW>(*models.back(), kAdam, dp_group, 1000));
@@ -120,7 +130,8 @@ const std::vector<Layout> kLayouts = {{1, 1, 1, false}, {2, 1, 1, false}, {2, 1,
 // Every layout of the world against one rank of the global batch. `device`: on GPU 0 (through
 // DeviceRun, with `transports`), else on the CPU backend in bf16 (the harness itself, checked
 // where no GPU is).
-void check_layouts(bool device, const Result& reference, const std::function<Result(int)>& one_rank) {
+void check_layouts(const GPTConfig& config, bool device, const Result& reference,
+                   const std::function<Result(int)>& one_rank) {
   Communicator& world = testing::mpi_world();
   for (const Layout& l : kLayouts) {
     if (world.size() % (l.tp * l.pp) != 0) continue;
@@ -136,7 +147,7 @@ void check_layouts(bool device, const Result& reference, const std::function<Res
       SCOPED_TRACE(::testing::Message() << "tp=" << l.tp << " pp=" << l.pp << " chunks=" << l.chunks << " dp=" << dp
                                         << " sp=" << l.sp << " transport=" << static_cast<int>(transport));
       std::unique_ptr<DeviceRun> run = device ? DeviceRun::on_gpu(0, grid, transport) : nullptr;
-      const Result got = train(&grid, run.get(), l, Precision::kBF16, dp);
+      const Result got = train(config, &grid, run.get(), l, Precision::kBF16, dp);
       double worst = 0;
       for (int s = 0; s < kSteps; ++s) {
         const double want = want_all.losses[static_cast<size_t>(s)];
@@ -155,8 +166,9 @@ void check_layouts(bool device, const Result& reference, const std::function<Res
       const double weights = testing::relative_l2(all_got, all_want);
       EXPECT_LE(weights, 2e-2) << "final weights of this rank's chunks";
       if (world.rank() == 0 && device) {
-        std::printf("GPU tp=%d pp=%d chunks=%d dp=%d sp=%d: worst loss difference %.3g, final weights %.3g (%s)\n", l.tp,
-                    l.pp, l.chunks, dp, l.sp ? 1 : 0, worst, weights, run->describe().c_str());
+        std::printf("GPU %s tp=%d pp=%d chunks=%d dp=%d sp=%d: worst loss difference %.3g, final weights %.3g (%s)\n",
+                    config.llama() ? "llama" : "gpt2", l.tp, l.pp, l.chunks, dp, l.sp ? 1 : 0, worst, weights,
+                    run->describe().c_str());
       }
     }
   }
@@ -164,23 +176,25 @@ void check_layouts(bool device, const Result& reference, const std::function<Res
 
 // The harness on the CPU backend in bf16: the layouts it builds, the batches it splits and the
 // weights it gathers agree there, so a failure on the GPU is the GPU's.
-TEST(DeviceRunMpiTest, TheLayoutHarnessHoldsOnTheCpuInBf16) {
-  auto one_rank = [](int replicas) { return train(nullptr, nullptr, Layout{}, Precision::kBF16, replicas); };
-  check_layouts(false, one_rank(1), one_rank);
+void expect_harness_holds_on_the_cpu(const GPTConfig& config) {
+  auto one_rank = [&](int replicas) { return train(config, nullptr, nullptr, Layout{}, Precision::kBF16, replicas); };
+  check_layouts(config, false, one_rank(1), one_rank);
 }
 
-TEST(DeviceRunMpiTest, EveryLayoutOnTheGpuMatchesOneRankOnTheGpu) {
-  if (!has_gpu()) GTEST_SKIP() << "no GPU";
+TEST(DeviceRunMpiTest, TheLayoutHarnessHoldsOnTheCpuInBf16) { expect_harness_holds_on_the_cpu(kConfig); }
+TEST(DeviceRunMpiTest, TheLlamaLayoutHarnessHoldsOnTheCpuInBf16) { expect_harness_holds_on_the_cpu(llama_config()); }
+
+void expect_every_layout_on_the_gpu_matches_one_rank(const GPTConfig& config) {
   // One rank on the GPU: the reference (of the global batch of `replicas`); it must agree with
   // the CPU in fp32 too.
   parallel::SoloCommunicator solo_world("world");
   parallel::ProcessGrid one(solo_world, parallel::GridShape{1, 1, 1});
   auto one_gpu_rank = [&](int replicas) {
     std::unique_ptr<DeviceRun> alone = DeviceRun::on_gpu(0, one);
-    return train(&one, alone.get(), Layout{}, Precision::kBF16, replicas);
+    return train(config, &one, alone.get(), Layout{}, Precision::kBF16, replicas);
   };
   const Result reference = one_gpu_rank(1);
-  const Result fp32 = train(nullptr, nullptr, Layout{}, Precision::kF32, 1);
+  const Result fp32 = train(config, nullptr, nullptr, Layout{}, Precision::kF32, 1);
   for (int s = 0; s < kSteps; ++s) {
     const double rel = std::fabs(reference.losses[static_cast<size_t>(s)] - fp32.losses[static_cast<size_t>(s)]) /
                        fp32.losses[static_cast<size_t>(s)];
@@ -188,7 +202,17 @@ TEST(DeviceRunMpiTest, EveryLayoutOnTheGpuMatchesOneRankOnTheGpu) {
                          << fp32.losses[static_cast<size_t>(s)];
   }
 
-  check_layouts(true, reference, one_gpu_rank);
+  check_layouts(config, true, reference, one_gpu_rank);
+}
+
+TEST(DeviceRunMpiTest, EveryLayoutOnTheGpuMatchesOneRankOnTheGpu) {
+  if (!has_gpu()) GTEST_SKIP() << "no GPU";
+  expect_every_layout_on_the_gpu_matches_one_rank(kConfig);
+}
+
+TEST(DeviceRunMpiTest, EveryLlamaLayoutOnTheGpuMatchesOneRankOnTheGpu) {
+  if (!has_gpu()) GTEST_SKIP() << "no GPU";
+  expect_every_layout_on_the_gpu_matches_one_rank(llama_config());
 }
 
 }  // namespace
