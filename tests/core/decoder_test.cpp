@@ -31,11 +31,11 @@ constexpr double kU = 1.0 / 512;  // bf16's unit roundoff
 
 const GPTConfig kConfig{2, 4, 64, 53, 16};
 
-// A model of kConfig on `backend`, initialised from `seed`.
-std::unique_ptr<GPT> make_model(Backend& backend, uint64_t seed) {
+// A model of `config` on `backend`, initialised from `seed`.
+std::unique_ptr<GPT> make_model(Backend& backend, uint64_t seed, const GPTConfig& config = kConfig) {
   ModelParallel layout;
   layout.backend = &backend;
-  auto model = std::make_unique<GPT>(kConfig, layout);
+  auto model = std::make_unique<GPT>(config, layout);
   model->init_weights(seed);
   return model;
 }
@@ -87,6 +87,67 @@ TEST(DecoderTest, Bf16LogitsEqualTheBf16ForwardAtEveryPosition) {
   const double apart = testing::relative_l2(got, fp32_logits);
   EXPECT_GT(apart, 1e-4) << "the bf16 decoder computes what fp32 does: is it rounding?";
   EXPECT_LT(apart, 20 * kU) << "the bf16 decoder is not the same model as the fp32 one";
+}
+
+// A Llama (grouped-query attention, rotary positions from the step's position, untied lm_head,
+// q/k/v biases): the decoder's logits are the full forward's at every position, in fp32 to f32
+// rounding and in bf16 to bf16's (the same rounding points as GPT-2's decoder).
+TEST(DecoderTest, LlamaLogitsEqualTheForwardAtEveryPosition) {
+  GPTConfig llama = kConfig;
+  llama.family = Family::kLlama;
+  llama.n_kv_head = 2;
+  llama.intermediate_size = 96;
+  llama.qkv_bias = true;
+  llama.rope_theta = 500.0f;  // fast rotations over 16 positions
+  const int B = 3, T = llama.max_seq_len, V = llama.vocab_size;
+  const std::vector<int32_t> tokens = testing::random_ints(static_cast<size_t>(B) * T, 5, 0, V);
+  for (Precision precision : {Precision::kF32, Precision::kBF16}) {
+    SCOPED_TRACE(precision == Precision::kF32 ? "fp32" : "bf16");
+    CpuBackend backend(precision);
+    const std::unique_ptr<GPT> model = make_model(backend, 12, llama);
+    // Biases start at zero: give them values, so that their path is exercised.
+    for (Parameter& p : model->parameters()) {
+      if (p.name.find("qkv_proj.bias") != std::string::npos) {
+        for (int64_t i = 0; i < p.value.numel(); ++i) p.value.f32()[i] = 0.01f * static_cast<float>(i % 7);
+      }
+    }
+    const std::vector<float> got = decoded_logits(*model, tokens, B, T);
+    const std::vector<float> want = forward_logits(*model, tokens, B, T);
+    double largest = 0;
+    for (float x : want) largest = std::max(largest, static_cast<double>(std::fabs(x)));
+    if (precision == Precision::kF32) {
+      EXPECT_LE(testing::relative_l2(got, want), 1e-5);
+    } else {
+      EXPECT_TRUE(testing::all_close(got, want, 2 * kU, 2 * kU * largest));
+    }
+  }
+}
+
+// Top-p keeps the fewest most likely tokens reaching p; stop tokens and the stop predicate end a
+// sample (keeping the stop token), the others go on.
+TEST(DecoderTest, TopPAndStopping) {
+  const std::vector<float> logits = {0.0f, 3.0f, 2.9f, -1.0f, 1.0f};  // probabilities ~ .03 .49 .44 .01 .07
+  for (int i = 0; i < 100; ++i) {
+    const int32_t t = sample_token(logits.data(), 5, 1.0f, 0, static_cast<float>(i) / 100.0f, 0.5f);
+    EXPECT_TRUE(t == 1 || t == 2) << "top-p 0.5 keeps the two most likely, got " << t;
+    EXPECT_EQ(sample_token(logits.data(), 5, 1.0f, 0, static_cast<float>(i) / 100.0f, 0.4f), 1);
+  }
+  CpuBackend backend;
+  const std::unique_ptr<GPT> model = make_model(backend, 4);
+  const std::vector<int32_t> prompt = {3, 14, 15};
+  SamplingSettings greedy;
+  const std::vector<int32_t> free_run = generate_tokens(*model, prompt, 8, 1, greedy)[0];
+  ASSERT_EQ(free_run.size(), 8u);
+  SamplingSettings stopping = greedy;
+  stopping.stop_tokens = {free_run[2]};
+  const std::vector<int32_t> stopped = generate_tokens(*model, prompt, 8, 1, stopping)[0];
+  const auto first = std::find(free_run.begin(), free_run.end(), free_run[2]);
+  EXPECT_EQ(stopped, std::vector<int32_t>(free_run.begin(), first + 1)) << "ends at the first stop token, kept";
+  SamplingSettings predicate = greedy;
+  predicate.stop = [](int sample, const std::vector<int32_t>& tokens) { return sample == 0 && tokens.size() == 3; };
+  const std::vector<std::vector<int32_t>> two = generate_tokens(*model, prompt, 8, 2, predicate);
+  EXPECT_EQ(two[0], std::vector<int32_t>(free_run.begin(), free_run.begin() + 3));
+  EXPECT_EQ(two[1], free_run) << "the other sample goes on";
 }
 
 TEST(DecoderTest, Bf16GenerationIsDeterministic) {
