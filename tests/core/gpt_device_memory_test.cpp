@@ -4,12 +4,14 @@
 // against the same model on a CpuBackend.
 #include <cstring>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "checkpoints/checkpoint.h"
 #include "checkpoints/hf_gpt2.h"
+#include "checkpoints/hf_model.h"
 #include "checkpoints/model_file.h"
 #include "checkpoints/safetensors.h"
 #include "core/backend/cpu_backend.h"
@@ -26,6 +28,16 @@ namespace loom {
 namespace {
 
 const GPTConfig kConfig{2, 4, 32, 23, 8};
+
+// The Llama of these tests: grouped-query attention, q/k/v biases, an untied lm_head.
+GPTConfig llama_config() {
+  GPTConfig c = kConfig;
+  c.family = Family::kLlama;
+  c.n_kv_head = 2;
+  c.intermediate_size = 40;
+  c.qkv_bias = true;
+  return c;
+}
 constexpr int kB = 3, kT = 8, kSteps = 6;
 const AdamWSettings kAdam{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
 
@@ -37,10 +49,11 @@ struct DeviceRun {
   GPT* chunk = nullptr;
   AdamW* opt = nullptr;
 
-  DeviceRun(std::unique_ptr<Backend> b, Recompute recompute = Recompute::kNone) : backend(std::move(b)) {
+  DeviceRun(const GPTConfig& config, std::unique_ptr<Backend> b, Recompute recompute = Recompute::kNone)
+      : backend(std::move(b)) {
     ModelParallel layout;
     layout.backend = backend.get();
-    model = std::make_unique<GPT>(kConfig, layout);
+    model = std::make_unique<GPT>(config, layout);
     model->set_recompute(recompute);
     model->init_weights(5);
     optimizer = std::make_unique<AdamW>(*model, kAdam, nullptr, /*bucket_elements=*/700);
@@ -78,12 +91,18 @@ std::unique_ptr<Backend> guarded(Precision p) { return std::make_unique<testing:
 
 bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
-class GptDeviceMemoryTest : public ::testing::TestWithParam<Precision> {};
+// (precision, Llama rather than GPT-2)
+class GptDeviceMemoryTest : public ::testing::TestWithParam<std::tuple<Precision, bool>> {
+ protected:
+  Precision precision() const { return std::get<0>(GetParam()); }
+  GPTConfig config() const { return std::get<1>(GetParam()) ? llama_config() : kConfig; }
+  bool llama() const { return std::get<1>(GetParam()); }
+};
 
 TEST_P(GptDeviceMemoryTest, TrainsBitwiseAsOnTheCpuBackend) {
   for (Recompute mode : {Recompute::kNone, Recompute::kFull}) {
-    DeviceRun host(cpu(GetParam()), mode);
-    DeviceRun device(guarded(GetParam()), mode);
+    DeviceRun host(config(), cpu(precision()), mode);
+    DeviceRun device(config(), guarded(precision()), mode);
     EXPECT_EQ(device.model->parameter_arena().device(), Device::kCUDA);
     for (int s = 0; s < kSteps; ++s) {
       const StepResult a = host.step(s), b = device.step(s);
@@ -109,18 +128,14 @@ TEST_P(GptDeviceMemoryTest, CheckpointSavedAndLoadedThroughOneHostCopy) {
   testing::TempDir dir("device_ckpt");
   parallel::SoloCommunicator world("world");
   config::RunConfig cfg;
-  cfg.mutable_model()->set_n_layer(kConfig.n_layer);
-  cfg.mutable_model()->set_n_head(kConfig.n_head);
-  cfg.mutable_model()->set_n_embd(kConfig.n_embd);
-  cfg.mutable_model()->set_vocab_size(kConfig.vocab_size);
-  cfg.mutable_model()->set_seq_len(kConfig.max_seq_len);
-  DeviceRun straight(cpu(GetParam()));
+  set_model_config(config(), cfg.mutable_model());
+  DeviceRun straight(config(), cpu(precision()));
   std::vector<double> want;
   for (int s = 0; s < kSteps; ++s) want.push_back(straight.step(s).loss);
   for (bool in_place : {false, true}) {
     const std::string root = dir.str() + (in_place ? "/in_place" : "/copied");
     {
-      DeviceRun first(guarded(GetParam()));
+      DeviceRun first(config(), guarded(precision()));
       for (int s = 0; s < 3; ++s) first.step(s);
       checkpoint::Checkpointer c(checkpoint::Policy{root, 3, 0, false, 30}, world);
       checkpoint::Progress p;
@@ -128,7 +143,7 @@ TEST_P(GptDeviceMemoryTest, CheckpointSavedAndLoadedThroughOneHostCopy) {
       c.save(cfg, p, first.chunks(), first.optimizers(), "test", in_place);
       c.wait();
     }
-    DeviceRun second(guarded(GetParam()));
+    DeviceRun second(config(), guarded(precision()));
     checkpoint::load_state(checkpoint::CheckpointReader(root + "/step-00000003"), second.chunks(), second.optimizers());
     for (int s = 3; s < kSteps; ++s) {
       EXPECT_TRUE(same_bits(second.step(s).loss, want[static_cast<size_t>(s)])) << "step " << s << (in_place ? " in place" : "");
@@ -140,19 +155,24 @@ TEST_P(GptDeviceMemoryTest, CheckpointSavedAndLoadedThroughOneHostCopy) {
 
 TEST_P(GptDeviceMemoryTest, HuggingFaceAndModelFilesAndWholeTensorsComeFromTheDevice) {
   testing::TempDir dir("device_hf");
-  DeviceRun host(cpu(GetParam()));
-  DeviceRun device(guarded(GetParam()));
+  DeviceRun host(config(), cpu(precision()));
+  DeviceRun device(config(), guarded(precision()));
   host.step(0);
   device.step(0);
-  const std::string path = dir.str() + "/model.safetensors";
-  save_hf_gpt2(path, *device.model);
-  DeviceRun back(guarded(GetParam()));
-  load_hf_gpt2(SafetensorsFile(path), *back.model);
+  DeviceRun back(config(), guarded(precision()));
+  if (llama()) {
+    // Hugging Face's tensors (q, k, v and gate, up split) read from the device and written back.
+    load_hf_tensors(hf_tensors_of_model(*device.model), *back.model);
+  } else {
+    const std::string path = dir.str() + "/model.safetensors";
+    save_hf_gpt2(path, *device.model);
+    load_hf_gpt2(SafetensorsFile(path), *back.model);
+  }
   EXPECT_EQ(back.weights(), host.weights());
   // The model file too.
   const std::string file = dir.str() + "/model.bin";
   save_model_file(file, "cfg", *device.model);
-  DeviceRun again(guarded(GetParam()));
+  DeviceRun again(config(), guarded(precision()));
   copy_into_model(load_model_file(file), file, *again.model);
   EXPECT_EQ(again.weights(), host.weights());
   for (const Parameter& p : device.model->parameters()) {
@@ -161,8 +181,8 @@ TEST_P(GptDeviceMemoryTest, HuggingFaceAndModelFilesAndWholeTensorsComeFromTheDe
 }
 
 TEST_P(GptDeviceMemoryTest, DecodesAsOnTheCpuBackend) {
-  DeviceRun host(cpu(GetParam()));
-  DeviceRun device(guarded(GetParam()));
+  DeviceRun host(config(), cpu(precision()));
+  DeviceRun device(config(), guarded(precision()));
   host.step(0);
   device.step(0);
   const std::vector<int32_t> prompt = {1, 2, 3};
@@ -173,8 +193,13 @@ TEST_P(GptDeviceMemoryTest, DecodesAsOnTheCpuBackend) {
   EXPECT_EQ(generate_tokens(*device.model, prompt, 4, 2, sampling), generate_tokens(*host.model, prompt, 4, 2, sampling));
 }
 
-INSTANTIATE_TEST_SUITE_P(Precisions, GptDeviceMemoryTest, ::testing::Values(Precision::kF32, Precision::kBF16),
-                         [](const ::testing::TestParamInfo<Precision>& p) { return p.param == Precision::kF32 ? "fp32" : "bf16"; });
+INSTANTIATE_TEST_SUITE_P(Models, GptDeviceMemoryTest,
+                         ::testing::Combine(::testing::Values(Precision::kF32, Precision::kBF16),
+                                            ::testing::Values(false, true)),
+                         [](const ::testing::TestParamInfo<std::tuple<Precision, bool>>& p) {
+                           return std::string(std::get<1>(p.param) ? "llama_" : "gpt2_") +
+                                  (std::get<0>(p.param) == Precision::kF32 ? "fp32" : "bf16");
+                         });
 
 }  // namespace
 }  // namespace loom
