@@ -372,22 +372,12 @@ int import_command(const std::vector<std::string>& args) {
 
   GPT model(model_config_of(cfg));
   load_hf_gpt2(file, model);
-  parallel::SoloCommunicator world("world");
-  ck::Policy policy;
-  policy.root = out_dir;
-  policy.async = false;
-  ck::Checkpointer checkpointer(policy, world);
-  GPT* chunk = &model;
-  checkpointer.save(cfg, ck::Progress{}, std::span<GPT* const>(&chunk, 1), {}, "loom ckpt import");
-  checkpointer.wait();
-  const std::string config_out = (fs::path(out_dir) / "config.pbtxt").string();
-  write_file_durably(config_out, "# The config `loom ckpt import` saved with the checkpoint next to this file.\n" +
-                                     config_to_text(cfg));
+  const ImportedModel saved = save_imported_model(cfg, model, out_dir);
+  const std::string& config_out = saved.config;
   std::printf("imported %s: n_layer %d, n_head %d, n_embd %d, vocab_size %d, seq_len %d (%" PRId64 " parameters)\n",
               in.c_str(), shape.n_layer, shape.n_head, shape.n_embd, shape.vocab_size, shape.max_seq_len,
               model.num_parameters());
-  std::printf("saved %s (weights only, step 0) and its config %s\n", checkpointer.last_committed().c_str(),
-              config_out.c_str());
+  std::printf("saved %s (weights only, step 0) and its config %s\n", saved.checkpoint.c_str(), config_out.c_str());
   std::printf("fine-tune it: loom train %s --resume %s\n", config_out.c_str(), out_dir.c_str());
   return 0;
 }

@@ -112,6 +112,21 @@ int import_hf_model_dir(const std::string& in, const std::string& out_dir, const
   load_hf_tensors(tensors, model);
   tensors = {};
 
+  const ImportedModel saved = save_imported_model(cfg, model, out_dir);
+  const std::string& config_out = saved.config;
+  const std::vector<std::string> tokenizer = hf_tokenizer_files_in(in);
+  copy_hf_tokenizer_files(in, tokenizer, out_dir);
+  std::printf("imported %s (%s): %s, n_layer %d, n_head %d, n_embd %d, vocab_size %d, seq_len %d (%" PRId64
+              " parameters)\n",
+              in.c_str(), hf.config().architecture.c_str(), shape.llama() ? "Llama family" : "GPT-2", shape.n_layer,
+              shape.n_head, shape.n_embd, shape.vocab_size, shape.max_seq_len, model.num_parameters());
+  std::printf("saved %s (weights only, step 0), its config %s and %zu tokenizer file%s\n",
+              saved.checkpoint.c_str(), config_out.c_str(), tokenizer.size(), tokenizer.size() == 1 ? "" : "s");
+  std::printf("fine-tune it: loom train %s --resume %s\n", config_out.c_str(), out_dir.c_str());
+  return 0;
+}
+
+ImportedModel save_imported_model(const config::RunConfig& cfg, GPT& model, const std::string& out_dir) {
   parallel::SoloCommunicator world("world");
   ck::Policy policy;
   policy.root = out_dir;
@@ -123,16 +138,7 @@ int import_hf_model_dir(const std::string& in, const std::string& out_dir, const
   const std::string config_out = (fs::path(out_dir) / "config.pbtxt").string();
   write_file_durably(config_out, "# The config `loom ckpt import` saved with the checkpoint next to this file.\n" +
                                      config_to_text(cfg));
-  const std::vector<std::string> tokenizer = hf_tokenizer_files_in(in);
-  copy_hf_tokenizer_files(in, tokenizer, out_dir);
-  std::printf("imported %s (%s): %s, n_layer %d, n_head %d, n_embd %d, vocab_size %d, seq_len %d (%" PRId64
-              " parameters)\n",
-              in.c_str(), hf.config().architecture.c_str(), shape.llama() ? "Llama family" : "GPT-2", shape.n_layer,
-              shape.n_head, shape.n_embd, shape.vocab_size, shape.max_seq_len, model.num_parameters());
-  std::printf("saved %s (weights only, step 0), its config %s and %zu tokenizer file%s\n",
-              checkpointer.last_committed().c_str(), config_out.c_str(), tokenizer.size(), tokenizer.size() == 1 ? "" : "s");
-  std::printf("fine-tune it: loom train %s --resume %s\n", config_out.c_str(), out_dir.c_str());
-  return 0;
+  return {checkpointer.last_committed(), config_out};
 }
 
 int export_hf_model_dir(const std::string& model_path, const std::string& out_dir, const ParsedArgs& a) {

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "core/config.h"
+#include "core/gpt.h"
 #include "launch/cli.h"
 
 namespace loom {
@@ -16,6 +18,15 @@ int import_hf_model_dir(const std::string& in, const std::string& out_dir, const
 // Exports the model `model_path` (anything load_trained_model reads) as a Hugging Face model
 // directory OUT_DIR, written atomically; refuses a non-empty OUT_DIR.
 int export_hf_model_dir(const std::string& model_path, const std::string& out_dir, const ParsedArgs& a);
+
+// The end of either import: `model` saved as a weights-only checkpoint at step 0 under OUT_DIR
+// with `cfg`, and `cfg` as OUT_DIR/config.pbtxt. Returns {the checkpoint's directory, the config's
+// path}.
+struct ImportedModel {
+  std::string checkpoint;
+  std::string config;
+};
+ImportedModel save_imported_model(const config::RunConfig& cfg, GPT& model, const std::string& out_dir);
 
 // "5GB", "500MB", "2GiB", "1000" (bytes) as transformers' max_shard_size reads them; UserError
 // naming the flag otherwise.

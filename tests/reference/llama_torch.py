@@ -2,9 +2,8 @@
 """PyTorch reference for Loom's Llama correctness test.
 
 Usage: llama_torch.py DIR
-Reads DIR/{config.txt,tensors.txt,params/*.bin,tokens.bin,targets.bin,lrs.bin} (written by
-tests/reference/llama_torch_test.cpp) and writes DIR/out/{logits.bin,loss.bin,grads/,
-step_losses.bin,final_params/}. All data little-endian float32 / int32, C order.
+Reads and writes DIR as torch_reference.py says (written and read by
+tests/reference/torch_reference.h for llama_torch_test.cpp).
 
 The model is written independently of Loom, after the definitions of Hugging Face's
 LlamaForCausalLM (transformers/models/llama/modeling_llama.py): RMSNorm computed in float32
@@ -19,60 +18,15 @@ through its own LlamaForCausalLM (Qwen2ForCausalLM for q, k, v biases) and its l
 this reference's.
 """
 import math
-import os
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-INT_KEYS = ("n_layer", "n_head", "n_kv_head", "n_embd", "intermediate", "vocab_size", "max_T", "B", "T",
-            "accum", "steps", "threads", "tied", "qkv_bias", "rope_llama3", "rope_original_max_position")
-FLOAT_KEYS = ("beta1", "beta2", "eps", "weight_decay", "grad_clip", "rope_theta", "norm_eps", "rope_factor",
-              "rope_low_freq_factor", "rope_high_freq_factor")
+from torch_reference import die, load_params, read_config, train
 
-
-def die(msg):
-    sys.stderr.write("llama_torch.py: error: %s\n" % msg)
-    sys.exit(1)
-
-
-def read_bin(path, dtype, shape):
-    if not os.path.isfile(path):
-        die("missing file %s" % path)
-    a = np.fromfile(path, dtype=np.dtype(dtype).newbyteorder("<"))
-    n = int(np.prod(shape))
-    if a.size != n:
-        die("%s: expected %d elements for shape %s, found %d" % (path, n, tuple(shape), a.size))
-    return a.reshape(shape).astype(dtype)
-
-
-def write_bin(path, t):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    t.detach().cpu().contiguous().numpy().astype("<f4").tofile(path)
-
-
-def read_config(d):
-    path = os.path.join(d, "config.txt")
-    if not os.path.isfile(path):
-        die("missing file %s" % path)
-    cfg = {}
-    with open(path) as f:
-        for ln in f:
-            parts = ln.split()
-            if len(parts) >= 2:
-                cfg[parts[0]] = parts[1]
-    out = {}
-    for k in INT_KEYS + FLOAT_KEYS:
-        if k not in cfg:
-            die("config.txt: missing key '%s'" % k)
-        try:
-            out[k] = int(float(cfg[k])) if k in INT_KEYS else float(cfg[k])
-        except ValueError:
-            die("config.txt: bad value for '%s': %r" % (k, cfg[k]))
-    if out["n_embd"] % out["n_head"] or out["n_head"] % out["n_kv_head"]:
-        die("heads do not divide: n_embd %d, n_head %d, n_kv_head %d" % (out["n_embd"], out["n_head"], out["n_kv_head"]))
-    return out
+INT_KEYS = ("n_kv_head", "intermediate", "tied", "qkv_bias", "rope_llama3", "rope_original_max_position")
+FLOAT_KEYS = ("rope_theta", "norm_eps", "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor")
 
 
 def expected_shapes(c):
@@ -94,30 +48,6 @@ def expected_shapes(c):
     if not c["tied"]:
         s["lm_head.weight"] = (V, C)
     return s
-
-
-def load_params(d, c):
-    path = os.path.join(d, "tensors.txt")
-    if not os.path.isfile(path):
-        die("missing file %s" % path)
-    exp = expected_shapes(c)
-    params = {}
-    with open(path) as f:
-        for ln in f:
-            parts = ln.split()
-            if not parts:
-                continue
-            name, shape = parts[0], tuple(int(x) for x in parts[1:])
-            if name not in exp:
-                die("tensors.txt: unknown parameter '%s'" % name)
-            if shape != exp[name]:
-                die("tensors.txt: %s has shape %s, expected %s" % (name, shape, exp[name]))
-            a = read_bin(os.path.join(d, "params", name + ".bin"), np.float32, shape)
-            params[name] = torch.tensor(a, dtype=torch.float32, requires_grad=True)
-    missing = [n for n in exp if n not in params]
-    if missing:
-        die("tensors.txt: missing parameters: %s" % ", ".join(missing))
-    return params
 
 
 def inverse_frequencies(c):
@@ -257,55 +187,11 @@ def main():
     if len(sys.argv) != 2:
         die("usage: llama_torch.py DIR")
     d = sys.argv[1]
-    c = read_config(d)
-    torch.set_num_threads(max(1, c["threads"]))
-    torch.use_deterministic_algorithms(True)
-    P = load_params(d, c)
-    S, A, B, T, V = c["steps"], c["accum"], c["B"], c["T"], c["vocab_size"]
-    shape = (S, A, B, T)
-    tokens = torch.from_numpy(read_bin(os.path.join(d, "tokens.bin"), np.int32, shape).astype(np.int64))
-    targets = torch.from_numpy(read_bin(os.path.join(d, "targets.bin"), np.int32, shape).astype(np.int64))
-    lrs = read_bin(os.path.join(d, "lrs.bin"), np.float32, (S,))
-    if tokens.min() < 0 or tokens.max() >= V:
-        die("tokens.bin: token ids out of range [0, %d)" % V)
-    if targets.min() < -1 or targets.max() >= V:
-        die("targets.bin: target ids out of range [-1, %d)" % V)
-
-    out = os.path.join(d, "out")
-    os.makedirs(out, exist_ok=True)
-    names = list(P.keys())
-    decay = [P[n] for n in names if P[n].dim() >= 2]
-    no_decay = [P[n] for n in names if P[n].dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": c["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=float(lrs[0]) if S > 0 else 0.0,
-                            betas=(c["beta1"], c["beta2"]), eps=c["eps"])
-    step_losses = []
-    for s in range(S):
-        opt.zero_grad(set_to_none=True)
-        micro = []
-        for a in range(A):
-            logits = forward(P, c, tokens[s, a])
-            loss = F.cross_entropy(logits.view(-1, V), targets[s, a].reshape(-1), ignore_index=-1)
-            if s == 0 and a == 0:
-                write_bin(os.path.join(out, "logits.bin"), logits)
-                write_bin(os.path.join(out, "loss.bin"), loss.reshape(1))
-                check_with_transformers(P, c, tokens[s, a], logits.detach())
-            (loss / A).backward()
-            micro.append(loss.item())
-        step_losses.append(sum(micro) / A)
-        if s == 0:
-            for n in names:
-                write_bin(os.path.join(out, "grads", n + ".bin"), P[n].grad)
-        if c["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_([P[n] for n in names], c["grad_clip"])
-        for g in opt.param_groups:
-            g["lr"] = float(lrs[s])
-        opt.step()
-    write_bin(os.path.join(out, "step_losses.bin"), torch.tensor(step_losses, dtype=torch.float32))
-    for n in names:
-        write_bin(os.path.join(out, "final_params", n + ".bin"), P[n])
-    print("llama_torch.py: wrote %s (steps=%d, first loss %.6f)" % (out, S, step_losses[0] if S else float("nan")))
+    c = read_config(d, INT_KEYS, FLOAT_KEYS)
+    if c["n_head"] % c["n_kv_head"]:
+        die("n_kv_head %d does not divide n_head %d" % (c["n_kv_head"], c["n_head"]))
+    P = load_params(d, expected_shapes(c))
+    train(d, c, P, forward, lambda idx, logits: check_with_transformers(P, c, idx, logits))
 
 
 if __name__ == "__main__":
