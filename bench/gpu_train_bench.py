@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Loom vs PyTorch on one GPU: GPT-2 training throughput and MFU.
+"""Loom vs PyTorch on one GPU: GPT-2 and Llama training throughput and MFU.
 
 For each case runs build/bench/bench_gpu_train (Loom, bf16 with fp32 master
 weights) and bench/torch_train.py --device cuda (nanoGPT's recipe: bf16
@@ -7,7 +7,8 @@ autocast, scaled_dot_product_attention, torch.compile, fused AdamW) one after
 the other on the same GPU, each in its own process, and prints a markdown
 table: tokens/s, ms/step, MFU against --peak-tflops (989: H100/H200 SXM dense
 bf16), peak memory, and Loom's speed as a ratio of PyTorch's.
-MFU counts 6N + 12*L*T*C FLOPs per token (N without wpe; docs/metrics.md).
+MFU counts 6N + 12*L*T*C FLOPs per token (N without wpe, or for a Llama without
+its norm gains; docs/metrics.md). --dry-run prints the commands and runs nothing.
 """
 import argparse
 import datetime
@@ -17,12 +18,32 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = {  # n_layer, n_head, n_embd
-    "124m": (12, 12, 768),
-    "350m": (24, 16, 1024),
-    "774m": (36, 20, 1280),
-    "1.5b": (48, 25, 1600),
+# bench_gpu_train --model NAME builds the same shapes; these flags give them to torch_train.py.
+GPT2 = ["--vocab", "50257"]
+MODELS = {
+    "124m": ["--n-layer", "12", "--n-head", "12", "--n-embd", "768"] + GPT2,
+    "350m": ["--n-layer", "24", "--n-head", "16", "--n-embd", "1024"] + GPT2,
+    "774m": ["--n-layer", "36", "--n-head", "20", "--n-embd", "1280"] + GPT2,
+    "1.5b": ["--n-layer", "48", "--n-head", "25", "--n-embd", "1600"] + GPT2,
+    # configs/smollm-135m.pbtxt and configs/llama3-1b.pbtxt (tied embeddings, SwiGLU, GQA); the
+    # peer leaves out Llama 3's rotary frequency scaling, which changes constants, not work
+    "smollm-135m": ["--family", "llama", "--n-layer", "30", "--n-head", "9", "--n-kv-head", "3",
+                    "--n-embd", "576", "--intermediate", "1536", "--vocab", "49152"],
+    "llama3-1b": ["--family", "llama", "--n-layer", "16", "--n-head", "32", "--n-kv-head", "8",
+                  "--n-embd", "2048", "--intermediate", "8192", "--vocab", "128256"],
 }
+
+
+def parse_cases(text):
+    """'model:batch,...' -> [(model, batch)]; exits with one sentence on a bad entry."""
+    cases = []
+    for case in text.split(","):
+        name, _, batch = case.partition(":")
+        if name not in MODELS or not batch.isdigit() or int(batch) < 1:
+            sys.exit("gpu_train_bench.py: --cases entry %r must be MODEL:BATCH with MODEL one of %s "
+                     "and BATCH a positive integer" % (case, ", ".join(MODELS)))
+        cases.append((name, batch))
+    return cases
 
 
 def run_json(cmd, timeout):
@@ -35,14 +56,29 @@ def run_json(cmd, timeout):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default="124m:16,1.5b:8", help="model:batch,... (seq 1024)")
+    ap.add_argument("--cases", default="124m:16,1.5b:8,smollm-135m:16,llama3-1b:8",
+                    help="model:batch,... with model one of " + ", ".join(MODELS))
     ap.add_argument("--seq", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--python", default="/usr/bin/python3", help="python whose torch has CUDA")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     a = ap.parse_args()
+    cases = parse_cases(a.cases)
     loom = os.path.join(ROOT, "build", "bench", "bench_gpu_train")
+    common = ["--seq", str(a.seq), "--steps", str(a.steps), "--warmup", str(a.warmup),
+              "--peak-tflops", str(a.peak_tflops)]
+    commands = [(name, batch, [loom, "--model", name, "--batch", batch] + common,
+                 [a.python, os.path.join(ROOT, "bench", "torch_train.py"), "--device", "cuda"] + MODELS[name] +
+                 ["--batch", batch] + common) for name, batch in cases]
+    if a.dry_run:
+        for _, _, ours, theirs in commands:
+            print(" ".join(ours))
+            if not a.skip_torch:
+                print(" ".join(theirs))
+        return
     if not os.path.exists(loom):
         sys.exit("gpu_train_bench.py: %s is missing: build with LOOM_CUDA=ON (scripts/build.sh)" % loom)
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
@@ -52,15 +88,9 @@ def main():
           (datetime.date.today(), gpu, torch.__version__, a.steps, a.warmup, a.seq))
     print("| model | batch | impl | tokens/s | ms/step | MFU | peak GiB | Loom / PyTorch |")
     print("|---|---|---|---|---|---|---|---|")
-    for case in a.cases.split(","):
-        name, batch = case.split(":")
-        L, NH, C = MODELS[name]
-        common = ["--steps", str(a.steps), "--warmup", str(a.warmup), "--peak-tflops", str(a.peak_tflops)]
-        ours = run_json([loom, "--model", name, "--batch", batch, "--seq", str(a.seq)] + common, 3600)
-        theirs = {"error": "skipped"} if a.skip_torch else run_json(
-            ["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_train.py"), "--device", "cuda",
-             "--n-layer", str(L), "--n-head", str(NH), "--n-embd", str(C), "--vocab", "50257",
-             "--seq", str(a.seq), "--batch", batch] + common, 3600)
+    for name, batch, ours_cmd, theirs_cmd in commands:
+        ours = run_json(ours_cmd, 3600)
+        theirs = {"error": "skipped"} if a.skip_torch else run_json(theirs_cmd, 3600)
         ratio = ("%.2fx" % (ours["tokens_per_s"] / theirs["tokens_per_s"])
                  if "error" not in ours and "error" not in theirs else "")
         for r in (ours, theirs):
