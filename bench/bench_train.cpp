@@ -1,8 +1,8 @@
 // Loom's side of the training benchmark (bench/train_bench.py runs it next to PyTorch).
 //
-// Trains a GPT of the given shape on random tokens (a fixed pool of four batches, as the PyTorch
-// peer does) with AdamW (lr 3e-4, weight decay 0.1, betas 0.9/0.95, clipping at 1.0), times
-// `steps` steps after `warmup` untimed ones, and prints one JSON line.
+// Trains a GPT-2 or a Llama (--family) of the given shape on random tokens (a fixed pool of four
+// batches, as the PyTorch peer does) with AdamW (lr 3e-4, weight decay 0.1, betas 0.9/0.95,
+// clipping at 1.0), times `steps` steps after `warmup` untimed ones, and prints one JSON line.
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -24,6 +24,9 @@ int main(int argc, char** argv) {
       {"vocab", "V", "vocabulary"}, {"seq", "T", "sequence length"}, {"batch", "B", "batch size"},
       {"steps", "N", "timed steps"}, {"warmup", "N", "untimed steps first"},
       {"threads", "N", "threads; 0 = every core"},
+      {"family", "NAME", "gpt2 or llama"}, {"n-kv-head", "N", "llama: key/value heads (default: n-head)"},
+      {"intermediate", "N", "llama: SwiGLU hidden units (default: 8C/3 rounded up to 256)"},
+      {"untied", "", "llama: an output projection of its own (default: tied to the embedding)"},
       {"recompute", "MODE", "activation recomputation: none, selective or full"},
       {"help", "", "show this help"}};
   try {
@@ -34,6 +37,15 @@ int main(int argc, char** argv) {
     }
     GPTConfig c{a.get_int("n-layer", 4), a.get_int("n-head", 4), a.get_int("n-embd", 256),
                 a.get_int("vocab", 8192), a.get_int("seq", 256)};
+    const std::string family = a.get("family", "gpt2");
+    if (family == "llama") {
+      c.family = Family::kLlama;
+      c.n_kv_head = a.get_int("n-kv-head", 0);
+      c.intermediate_size = a.get_int("intermediate", 0);
+      c.tie_embeddings = !a.has("untied");
+    } else if (family != "gpt2") {
+      fail_user("--family expects gpt2 or llama, got", family);
+    }
     const int B = a.get_int("batch", 8), T = c.max_seq_len;
     const int steps = a.get_int("steps", 10), warmup = a.get_int("warmup", 2);
     if (B <= 0 || steps <= 0 || warmup < 0) fail_user("batch and steps must be positive, warmup >= 0");
@@ -70,10 +82,11 @@ int main(int argc, char** argv) {
       if (step == warmup) first = last;
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    std::printf("{\"impl\": \"loom\", \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, "
+    std::printf("{\"impl\": \"loom\", \"params\": %lld, \"tokens_per_s\": %.2f, \"ms_per_step\": %.3f, "
                 "\"loss_first\": %.6f, \"loss_last\": %.6f, \"threads\": %d, "
                 "\"activation_bytes\": %zu}\n",
-                static_cast<double>(steps) * B * T / seconds, 1e3 * seconds / steps,
+                static_cast<long long>(model.num_parameters()), static_cast<double>(steps) * B * T / seconds,
+                1e3 * seconds / steps,
                 static_cast<double>(first), static_cast<double>(last), threads,
                 model.activation_bytes(model.recompute(), B, T));
     return 0;

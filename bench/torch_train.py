@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """PyTorch peer of Loom's training benchmarks (bench_train on CPU, bench_gpu_train on a GPU).
 
-Trains a nanoGPT-style GPT-2 (pre-LN, tied embeddings, no dropout) on random
-tokens, with the best each torch version offers unless told otherwise:
+Trains a nanoGPT-style GPT-2 (pre-LN, tied embeddings, no dropout), or with
+--family llama a Llama (bench/torch_llama.py), on random tokens, with the best
+each torch version offers unless told otherwise:
 F.scaled_dot_product_attention where it exists (torch >= 2.0; the masked softmax
 written out before), AdamW with fused=True where it runs on the device (CPU:
 torch >= 2.4), else foreach=True. On the CPU (default):
@@ -26,6 +27,8 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_llama import Llama
 
 
 class Block(nn.Module):
@@ -130,6 +133,10 @@ def main():
     ap.add_argument("--n-layer", type=int, default=4)
     ap.add_argument("--n-head", type=int, default=4)
     ap.add_argument("--n-embd", type=int, default=256)
+    ap.add_argument("--family", choices=["gpt2", "llama"], default="gpt2")
+    ap.add_argument("--n-kv-head", type=int, help="llama: key/value heads (default: n-head)")
+    ap.add_argument("--intermediate", type=int, help="llama: SwiGLU hidden units (default: 8C/3 rounded up to 256)")
+    ap.add_argument("--untied", action="store_true", help="llama: an output projection of its own")
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
@@ -145,8 +152,10 @@ def main():
     ap.add_argument("--mm-size", type=int, default=2048, help="cpu: torch.mm rate on this square size; 0: skip")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="cuda: for the MFU field")
     a = ap.parse_args()
-    if a.n_embd % a.n_head or a.steps < 1 or a.warmup < 0:
-        sys.exit("torch_train.py: need n_embd %% n_head == 0, steps >= 1, warmup >= 0")
+    n_kv_head = a.n_kv_head or a.n_head
+    hidden = a.intermediate or (8 * a.n_embd // 3 + 255) // 256 * 256
+    if a.n_embd % a.n_head or a.n_head % n_kv_head or a.steps < 1 or a.warmup < 0:
+        sys.exit("torch_train.py: need n_embd %% n_head == 0, n_head %% n_kv_head == 0, steps >= 1, warmup >= 0")
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(1234)
@@ -156,7 +165,11 @@ def main():
     if a.attention == "sdpa" and not has_sdpa:
         sys.exit("torch_train.py: torch %s has no scaled_dot_product_attention" % torch.__version__)
     sdpa = has_sdpa and a.attention != "manual"
-    model = GPT(a.n_layer, a.n_head, a.n_embd, a.vocab, a.seq, sdpa).to(a.device)
+    if a.family == "llama":
+        model = Llama(a.n_layer, a.n_head, n_kv_head, a.n_embd, hidden, a.vocab, a.seq, sdpa,
+                      tied=not a.untied).to(a.device)
+    else:
+        model = GPT(a.n_layer, a.n_head, a.n_embd, a.vocab, a.seq, sdpa).to(a.device)
     opt, adamw = make_adamw(model, a.device, a.adamw)
     forward = model
     if cuda:
@@ -185,7 +198,10 @@ def main():
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())  # syncs every step, as Loom's step does when it reports the loss
     dt = time.perf_counter() - t0
+    n_params = sum(p.numel() for p in model.parameters())
     result = {"impl": "pytorch",
+              "family": a.family,
+              "params": n_params,
               "tokens_per_s": a.steps * a.batch * a.seq / dt,
               "ms_per_step": 1000.0 * dt / a.steps,
               "loss_first": losses[a.warmup],
@@ -199,7 +215,8 @@ def main():
     if not cuda and a.mm_size > 0:
         result["mm_gflops"] = mm_gflops(a.mm_size)
     if cuda:
-        n = sum(p.numel() for p in model.parameters()) - model.wpe.weight.numel()
+        # model_flops_per_token (launch/metrics.cpp): lookups and norm gains are not matmuls
+        n = n_params - (model.lookup_parameters() if a.family == "llama" else model.wpe.weight.numel())
         flops_per_token = 6 * n + 12 * a.n_layer * a.n_embd * a.seq
         result["mfu"] = result["tokens_per_s"] * flops_per_token / (a.peak_tflops * 1e12)
         result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30

@@ -30,26 +30,46 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = {
     "a": dict(n_layer=4, n_embd=256, n_head=4, vocab=8192, seq=256, batch=8, steps=10),
     "b": dict(n_layer=12, n_embd=768, n_head=12, vocab=50257, seq=64, batch=4, steps=5),
+    # a small Llama: grouped-query attention (3 query heads per key/value head), SwiGLU, tied
+    "llama": dict(family="llama", n_layer=6, n_embd=384, n_head=6, n_kv_head=2, intermediate=1024,
+                  vocab=8192, seq=256, batch=8, steps=5),
 }
 IMPLS = ["loom", "torch-debian", "torch-eager", "torch-compile"]
 
 
 def n_params(c):
-    """Total parameter count, tied wte counted once.
-    wte V*C + wpe T*C + per layer (ln_1 2C, c_attn 3C^2+3C, attn c_proj C^2+C,
-    ln_2 2C, c_fc 4C^2+4C, mlp c_proj 4C^2+C) = 12C^2+13C, + ln_f 2C."""
+    """Total parameter count, a tied embedding counted once.
+    GPT-2: wte V*C + wpe T*C + per layer (ln_1 2C, c_attn 3C^2+3C, attn c_proj C^2+C,
+    ln_2 2C, c_fc 4C^2+4C, mlp c_proj 4C^2+C) = 12C^2+13C, + ln_f 2C.
+    Llama (tied): embed_tokens V*C + per layer (two RMSNorm gains 2C, qkv (NH+2NKV)*HS*C,
+    o_proj C^2, gate_up 2F*C, down F*C) + norm C."""
     C, L = c["n_embd"], c["n_layer"]
+    if c.get("family") == "llama":
+        HS = C // c["n_head"]
+        qkv = (c["n_head"] + 2 * c["n_kv_head"]) * HS * C
+        return c["vocab"] * C + L * (2 * C + qkv + C * C + 3 * c["intermediate"] * C) + C
     return c["vocab"] * C + c["seq"] * C + L * (12 * C * C + 13 * C) + 2 * C
 
 
 def flops_per_token(c):
     # Training FLOPs per token, as model_flops_per_token (launch/metrics.cpp) counts them for MFU:
-    #   6 * (N - T*C) + 12 * L * C * T
-    # 6 per matmul weight: forward (2) + backward (4); N counts the tied wte once (it is the
-    # lm_head matmul) and leaves out wpe (a lookup). 12*L*C*T: attention's q@k^T and att@v
-    # (2*2*C*T per token per layer forward, x3 with the backward), no causal discount.
-    C, T = c["n_embd"], c["seq"]
-    return 6 * (n_params(c) - T * C) + 12 * c["n_layer"] * C * T
+    #   6 * (N - lookups) + 12 * L * C * T
+    # 6 per matmul weight: forward (2) + backward (4); N counts the tied embedding once (it is
+    # the lm_head matmul) and leaves out the lookups: GPT-2's wpe T*C, Llama's norm gains
+    # (2L+1)*C. 12*L*C*T: attention's q@k^T and att@v (2*2*C*T per token per layer forward, x3
+    # with the backward), no causal discount.
+    C, T, L = c["n_embd"], c["seq"], c["n_layer"]
+    lookups = (2 * L + 1) * C if c.get("family") == "llama" else T * C
+    return 6 * (n_params(c) - lookups) + 12 * L * C * T
+
+
+def case_flags(c):
+    """The model's flags, the same for bench_train and torch_train.py."""
+    flags = ["--n-layer", c["n_layer"], "--n-head", c["n_head"], "--n-embd", c["n_embd"],
+             "--vocab", c["vocab"], "--seq", c["seq"], "--batch", c["batch"]]
+    if c.get("family") == "llama":
+        flags += ["--family", "llama", "--n-kv-head", c["n_kv_head"], "--intermediate", c["intermediate"]]
+    return [str(f) for f in flags]
 
 
 def run_child(cmd, env):
@@ -103,7 +123,7 @@ def commands(a, loom):
 
 def main():
     ap = argparse.ArgumentParser(description="Loom vs PyTorch training benchmark (CPU)")
-    ap.add_argument("--case", choices=["a", "b", "all"], default="all")
+    ap.add_argument("--case", choices=list(CASES) + ["all"], default="all")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--steps", type=int, help="timed steps (default: 10 for a, 5 for b)")
@@ -130,7 +150,7 @@ def main():
     for n in notes:
         print("note: " + n, file=sys.stderr)
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
-    cases = ["a", "b"] if a.case == "all" else [a.case]
+    cases = list(CASES) if a.case == "all" else [a.case]
     impls = [i for i in IMPLS if i in cmds]
 
     sgemm, loads, runs = [], [], {(c, i): [] for c in cases for i in impls}
@@ -141,9 +161,7 @@ def main():
         for name in cases:
             c = CASES[name]
             steps = a.steps if a.steps is not None else c["steps"]
-            flags = [str(f) for f in ["--n-layer", c["n_layer"], "--n-head", c["n_head"], "--n-embd", c["n_embd"],
-                                      "--vocab", c["vocab"], "--seq", c["seq"], "--batch", c["batch"],
-                                      "--steps", steps, "--warmup", a.warmup, "--threads", a.threads]]
+            flags = case_flags(c) + [str(f) for f in ["--steps", steps, "--warmup", a.warmup, "--threads", a.threads]]
             order = impls[r % len(impls):] + impls[:r % len(impls)]
             for impl in order:
                 runs[(name, impl)].append(run_child(cmds[impl] + flags, env))

@@ -57,5 +57,5 @@ bash tests/launch/cuda_plugin_test.sh build/loom ON /tmp/loom_gpu_check/cuda_plu
 echo "== kernels against the device's ceilings (GPT-2 124M shapes)"
 build/bench/bench_cuda_kernels
 
-echo "== training: Loom vs PyTorch (GPT-2 124M and 1.5B, seq 1024)"
-bench/gpu_train_bench.py --cases 124m:16,1.5b:8
+echo "== training: Loom vs PyTorch (GPT-2 124M and 1.5B; Llama: SmolLM-135M's and Llama 3 1B's shapes; seq 1024)"
+bench/gpu_train_bench.py --cases 124m:16,1.5b:8,smollm-135m:16,llama3-1b:8

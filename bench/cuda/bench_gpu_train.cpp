@@ -1,7 +1,8 @@
 // Loom's side of the GPU training benchmark (bench/gpu_train_bench.py runs it next to
-// bench/torch_gpu_train.py): GPT-2 trained on one GPU in bf16 with fp32 master weights (the
-// model of core/gpt.h on a CudaBackend, its AdamW and train_step: what `loom train` runs) on
-// random tokens, timed with CUDA events after warm-up steps.
+// bench/torch_train.py --device cuda): GPT-2, or the Llama shapes of configs/smollm-135m.pbtxt
+// and configs/llama3-1b.pbtxt, trained on one GPU in bf16 with fp32 master weights (the model of
+// core/gpt.h on a CudaBackend, its AdamW and train_step: what `loom train` runs) on random
+// tokens, timed with CUDA events after warm-up steps.
 // Prints one JSON line: tokens/s, ms per step, MFU against --peak-tflops, first and last timed
 // losses, peak device memory, and device allocations made after the first step (should be 0).
 #include <cstdio>
@@ -31,7 +32,8 @@ struct Options {
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
-               "bench_gpu_train: %s\nusage: bench_gpu_train [--model 124m|350m|774m|1.5b] [--batch B] [--seq T] "
+               "bench_gpu_train: %s\nusage: bench_gpu_train [--model 124m|350m|774m|1.5b|smollm-135m|llama3-1b] "
+               "[--batch B] [--seq T] "
                "[--steps N] [--warmup N] [--peak-tflops F]\n",
                why);
   std::exit(2);
@@ -43,6 +45,20 @@ loom::GPTConfig config_of(const std::string& name, int seq) {
   if (name == "350m") return {24, 16, 1024, 50257, seq};
   if (name == "774m") return {36, 20, 1280, 50257, seq};
   if (name == "1.5b") return {48, 25, 1600, 50257, seq};
+  if (name == "smollm-135m" || name == "llama3-1b") {
+    // configs/smollm-135m.pbtxt and configs/llama3-1b.pbtxt: grouped-query attention, SwiGLU, tied
+    const bool small = name == "smollm-135m";
+    loom::GPTConfig c = small ? loom::GPTConfig{30, 9, 576, 49152, seq}  // n_layer, n_head, n_embd, V, T
+                              : loom::GPTConfig{16, 32, 2048, 128256, seq};
+    c.family = loom::Family::kLlama;
+    c.n_kv_head = small ? 3 : 8;
+    c.intermediate_size = small ? 1536 : 8192;
+    c.tie_embeddings = true;
+    c.rope_theta = small ? 10000.0f : 500000.0f;
+    c.rope_llama3 = !small;
+    c.rope_factor = 32.0f;
+    return c;
+  }
   usage(("unknown --model " + name).c_str());
 }
 
