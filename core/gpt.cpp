@@ -127,13 +127,16 @@ void GPTConfig::validate() const {
   if (head_size() % 2 != 0) {
     fail_user("the head size n_embd / n_head =", head_size(), "must be even: rotary embeddings turn pairs of channels");
   }
-  if (!(rope_theta > 0 && std::isfinite(rope_theta))) fail_user("rope_theta is", rope_theta, "but must be a finite number > 0");
+  if (!(rope_theta > 0 && std::isfinite(rope_theta))) {
+    fail_user("rope_theta is", rope_theta, "but must be a finite number > 0");
+  }
   if (!(norm_eps > 0 && std::isfinite(norm_eps))) fail_user("norm_eps is", norm_eps, "but must be a finite number > 0");
   if (rope_llama3) {
     if (!(rope_factor >= 1 && std::isfinite(rope_factor))) {
       fail_user("rope_scaling.factor is", rope_factor, "but must be a finite number >= 1");
     }
-    if (!(rope_low_freq_factor > 0 && rope_low_freq_factor < rope_high_freq_factor && std::isfinite(rope_high_freq_factor))) {
+    const bool ordered = rope_low_freq_factor > 0 && rope_low_freq_factor < rope_high_freq_factor;
+    if (!ordered || !std::isfinite(rope_high_freq_factor)) {
       fail_user("rope_scaling needs 0 < low_freq_factor < high_freq_factor, not", rope_low_freq_factor, "and",
                 rope_high_freq_factor);
     }
