@@ -248,6 +248,10 @@ void validate_config(const config::RunConfig& cfg) {
     if (a.digits() < 1 || a.digits() > 9) {
       fail_user("data.addition.digits is", a.digits(), "but must be in 1..9");
     }
+    if (a.has_min_digits() && (a.min_digits() < 1 || a.min_digits() > a.digits())) {
+      fail_user("data.addition.min_digits is", a.min_digits(), "but must be in 1 ..", a.digits(),
+                "(data.addition.digits)");
+    }
     require_positive("data.addition.test_problems", a.test_problems());
     // The held-out set is drawn, kept and decoded problem by problem at every evaluation: two
     // billion of them would take the run's memory and never finish one evaluation.

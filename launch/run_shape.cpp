@@ -34,7 +34,8 @@ void fit_model_to_data(config::RunConfig& cfg, int token_vocab) {
 }
 
 AdditionTask make_task(const config::RunConfig& cfg) {
-  return AdditionTask(cfg.data().addition().digits(), cfg.data().addition().test_problems(),
+  const config::AdditionData& a = cfg.data().addition();
+  return AdditionTask(a.has_min_digits() ? a.min_digits() : a.digits(), a.digits(), a.test_problems(),
                       cfg.train().seed());
 }
 

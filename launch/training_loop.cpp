@@ -295,10 +295,20 @@ void TrainingLoop::evaluate() {
     run_.assemble_whole();
     if (run_.leader) {
       const AdditionTask& task = *run_.task;
-      const double acc = addition_accuracy(*run_.whole, task, task.test_problems());
-      log_event(done_, "", text_printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems)", done_, run_.steps,
-                                       100.0 * acc, static_cast<int>(task.test_problems().size())));
-      run_.metrics->eval(done_, {{"accuracy", acc}});
+      const AdditionScores scores = addition_scores(*run_.whole, task, task.test_problems());
+      std::string line = text_printf("eval  %5d/%d | held-out exact match %.1f%% (%d problems) | loss %.4f", done_,
+                                     run_.steps, 100.0 * scores.accuracy,
+                                     static_cast<int>(task.test_problems().size()), scores.loss);
+      std::vector<std::pair<std::string, double>> values = {{"accuracy", scores.accuracy}, {"val_loss", scores.loss}};
+      if (scores.lengths.size() > 1) {
+        line += " |";
+        for (const AdditionScores::Length& l : scores.lengths) {
+          line += text_printf(" %dd %.1f%%", l.digits, 100.0 * l.accuracy);
+          values.emplace_back("accuracy_" + std::to_string(l.digits) + "d", l.accuracy);
+        }
+      }
+      log_event(done_, "", line);
+      run_.metrics->eval(done_, values);
     }
   } else {
     double val_loss = 0;

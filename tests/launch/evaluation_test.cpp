@@ -1,6 +1,7 @@
 #include "launch/evaluation.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -77,6 +78,38 @@ TEST(EvaluationTest, AnswersAreTheGreedyContinuationOfEachPrompt) {
     right += answers[i] == problems[i].a + problems[i].b;
   }
   EXPECT_DOUBLE_EQ(accuracy, static_cast<double>(right) / static_cast<double>(problems.size()));
+}
+
+// The held-out loss is the training loss of the same sequences (answer tokens only), and each
+// length's accuracy is addition_accuracy on that length's problems.
+TEST(EvaluationTest, ScoresAreTheLossOfTheTrueAnswersAndTheAccuracyPerLength) {
+  const AdditionTask task(1, 2, 6, 3);
+  GPT model(addition_model(task));
+  model.init_weights(5);
+  const std::vector<AdditionTask::Problem>& problems = task.test_problems();
+  ASSERT_EQ(problems.size(), 12u);
+  std::vector<int64_t> answers;
+  const AdditionScores scores = addition_scores(model, task, problems, &answers);
+  ASSERT_EQ(scores.lengths.size(), 2u);
+  EXPECT_DOUBLE_EQ(scores.accuracy, addition_accuracy(model, task, problems));
+  double weighted_loss = 0, tokens = 0;
+  for (const AdditionScores::Length& l : scores.lengths) {
+    std::vector<AdditionTask::Problem> mine;
+    for (const AdditionTask::Problem& p : problems) {
+      if (p.digits == l.digits) mine.push_back(p);
+    }
+    EXPECT_EQ(l.problems, static_cast<int>(mine.size()));
+    EXPECT_DOUBLE_EQ(l.accuracy, addition_accuracy(model, task, mine)) << l.digits << " digits";
+    // The full forward's mean loss over these problems' sequences, padded as in training.
+    const int T = task.sequence_length(), B = static_cast<int>(mine.size());
+    std::vector<int32_t> tok(static_cast<size_t>(B) * T), tgt(static_cast<size_t>(B) * T);
+    for (int i = 0; i < B; ++i) task.write_problem(mine[static_cast<size_t>(i)], tok.data() + i * T, tgt.data() + i * T);
+    const float loss = model.forward(tok.data(), tgt.data(), B, T);
+    EXPECT_NEAR(l.loss, loss, 1e-5 * std::max(1.0, std::fabs(l.loss))) << l.digits << " digits";
+    weighted_loss += l.loss * B * (l.digits + 1);
+    tokens += B * (l.digits + 1);
+  }
+  EXPECT_NEAR(scores.loss, weighted_loss / tokens, 1e-12);
 }
 
 }  // namespace

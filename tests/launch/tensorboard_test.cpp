@@ -259,8 +259,8 @@ TEST(TensorBoardCliTest, TensorBoardReadsBackALoomRun) {
   // the rollback, 16 .. 20 and an evaluation (step 20) after.
   EXPECT_NE(said.find(": 28 events agree with"), std::string::npos) << said;
   // train/ loss, lr, grad_norm, tokens_per_s, mfu, mem_bytes, eta_s, step_ms at 20 steps each,
-  // eval/accuracy at 2.
-  EXPECT_NE(said.find("TensorBoard shows 9 tags, 162 points"), std::string::npos) << said;
+  // eval/accuracy and eval/val_loss at 2.
+  EXPECT_NE(said.find("TensorBoard shows 10 tags, 164 points"), std::string::npos) << said;
 }
 
 TEST(TensorBoardCliTest, SwitchedOffOrUnwritable) {
