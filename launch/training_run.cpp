@@ -236,8 +236,11 @@ void print_run(const TrainingRun& run) {
   std::printf("memory: estimated %s; this host has %s available\n", run.memory.describe().c_str(),
               run.host_available > 0 ? format_bytes(static_cast<uint64_t>(run.host_available)).c_str()
                                      : "an unknown amount");
-  const std::string data = run.task ? str_cat(std::to_string(run.task->digits()) + "-digit addition,",
-                                              run.task->test_problems().size(), "held-out problems")
+  const std::string lengths = run.task && run.task->min_digits() < run.task->digits()
+                                  ? std::to_string(run.task->min_digits()) + " to " + std::to_string(run.task->digits())
+                                  : std::to_string(run.task ? run.task->digits() : 0);
+  const std::string data = run.task ? str_cat(lengths + "-digit addition,", run.task->test_problems().size(),
+                                              "held-out problems")
                                     : run.token_run->describe();
   std::printf("data: %s; batch %d x %d replicas x %d accumulation, %d steps\n", data.c_str(), run.B, run.replicas,
               run.accum, run.steps);
