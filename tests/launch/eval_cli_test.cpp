@@ -9,6 +9,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "checkpoints/model_file.h"
 #include "core/config.h"
@@ -144,6 +145,47 @@ TEST_F(EvalCliTest, BadInputIsOneSentenceAndWritesNothing) {
   expect_user_error("eval " + model_path_ + " --addition 3 --set parallel.tp=2",
                     "the layout parallel.tp x pp x dp = 2 x 1 x 1 needs 2 processes but the job has 1");
   expect_user_error("eval " + model_path_ + " --loss " + (dir_ / "nodata"), "is not a directory");
+}
+
+// train.eval_task: the tasks run at their steps and land in the metrics as <name>/<metric>; a bad
+// task file stops the run before its first step.
+TEST_F(EvalCliTest, TrainingEvaluatesItsTasksIntoTheMetrics) {
+  const std::string em = write("qa.jsonl", "{\"prompt\": \"12+34=\", \"answer\": \"64\"}\n");
+  const std::string out = dir_ / "run";
+  const std::string train =
+      "train --fresh --set train.steps=4 --set train.eval_every=2 --set train.log_every=2 --set model.n_layer=1 "
+      "--set model.n_embd=32 --set model.n_head=4 --set train.micro_batch_size=8 --set train.threads=1 "
+      "--set train.samples=0 --set optimizer.warmup_steps=1 --set metrics.tensorboard=false --set train.out_dir=" + out +
+      " --set train.eval_task.0.kind=MULTIPLE_CHOICE --set train.eval_task.0.delimiter= --set train.eval_task.0.path=";
+  const testing::RunResult r = run_loom(train + mc_ + " --set train.eval_task.1.kind=EXACT_MATCH --set train.eval_task.1.path=" +
+                                        em + " --set train.eval_task.1.every=4");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("| mc acc "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| qa exact_match "), std::string::npos) << r.out;
+  std::ifstream metrics(out + "/metrics.jsonl");
+  std::string line;
+  std::vector<int64_t> mc_steps, qa_steps;
+  while (std::getline(metrics, line)) {
+    const JsonValue record = json_parse(line);
+    if (record.find("kind")->text != "eval") continue;
+    const int64_t step = *record.find("step")->as_int64();
+    if (record.find("mc/acc") != nullptr) {
+      mc_steps.push_back(step);
+      for (const char* key : {"mc/acc_stderr", "mc/acc_norm", "mc/acc_norm_stderr"}) {
+        EXPECT_NE(record.find(key), nullptr) << key << " at step " << step;
+      }
+    }
+    if (record.find("qa/exact_match") != nullptr) qa_steps.push_back(step);
+  }
+  EXPECT_EQ(mc_steps, (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(qa_steps, (std::vector<int64_t>{4}));
+
+  const std::string bad = write("bad.jsonl", "{\"context\": \"1\", \"choices\": [\"2\"], \"gold\": 0}\n"
+                                             "{\"context\": \"1\", \"choices\": [\"2\"], \"gold\": 1}\n");
+  const testing::RunResult stopped = run_loom(train + bad);
+  EXPECT_EQ(stopped.exit_code, 2) << stopped.out;
+  EXPECT_NE(stopped.err.find("bad.jsonl:2: the gold index 1 is out of range"), std::string::npos) << stopped.err;
+  EXPECT_EQ(stopped.out.find(" 2/4 |"), std::string::npos) << "no step ran:\n" << stopped.out;
 }
 
 }  // namespace
