@@ -160,6 +160,91 @@ void write_file_atomically(const std::string& path, const std::string& text) {
   }
 }
 
+// What the flags of `loom eval` ask for besides the tasks, checked.
+struct EvalOptions {
+  std::string model_path;
+  int limit = 0;
+  int batch_rows = 8;
+  std::string delimiter = " ";
+  std::string json_path;  // "" without --json
+};
+
+EvalOptions eval_options_of(const ParsedArgs& a) {
+  if (a.positionals.size() != 1) {
+    fail_user("loom eval takes one MODEL (a model file, checkpoint or run directory), got", a.positionals.size(),
+              "(see loom eval --help)");
+  }
+  EvalOptions o;
+  o.model_path = a.positionals[0];
+  o.limit = a.get_int("limit", 0);
+  o.batch_rows = a.get_int("batch-size", 8);
+  if (o.limit < 0) fail_user("--limit is", o.limit, "but must be >= 0 (0: every document)");
+  if (o.batch_rows <= 0) fail_user("--batch-size is", o.batch_rows, "but must be positive");
+  o.delimiter = a.get("delimiter", " ");
+  o.json_path = a.get("json", "");
+  if (a.has("json") && o.json_path.empty()) fail_user("--json needs a file name");
+  if (!o.json_path.empty()) {
+    // Found now, not after the evaluation: a run that cannot write its results does not start.
+    const std::filesystem::path parent = std::filesystem::path(o.json_path).parent_path();
+    if (!parent.empty() && !std::filesystem::is_directory(parent)) {
+      fail_user("--json", o.json_path + ": the directory", parent.string(), "does not exist");
+    }
+  }
+  if (!a.has("loss") && !a.has("multiple-choice") && !a.has("exact-match") && !a.has("addition")) {
+    fail_user("loom eval needs a task: --loss, --multiple-choice, --exact-match or --addition (see loom eval --help)");
+  }
+  return o;
+}
+
+// The file tasks of the flags, in the order loss, multiple choice, exact match: read and checked
+// before the model loads, so that a bad line costs no model load.
+std::vector<EvalTask> file_tasks_of(const ParsedArgs& a, const EvalOptions& o) {
+  std::vector<EvalTask> tasks;
+  auto add = [&](const char* flag, EvalTask::Kind kind) {
+    if (!a.has(flag)) return;
+    for (const std::string& source : a.flags.at(flag)) tasks.push_back(load_eval_task(kind, source, o.limit, o.delimiter));
+  };
+  add("loss", EvalTask::Kind::kLoss);
+  add("multiple-choice", EvalTask::Kind::kMultipleChoice);
+  add("exact-match", EvalTask::Kind::kExactMatch);
+  return tasks;
+}
+
+// --addition's task: the held-out problems the model's run config draws.
+EvalTask addition_task_of(const ParsedArgs& a, const EvalOptions& o, const config::RunConfig& config) {
+  const int test_problems = config.data().has_addition() ? config.data().addition().test_problems() : 1000;
+  return load_eval_task(EvalTask::Kind::kAddition, a.get("addition", ""), o.limit, o.delimiter, config.train().seed(),
+                        test_problems);
+}
+
+// This rank's part of the layout: the model as loaded when one process holds all of it, else its
+// shards of the layout, copied from the whole model.
+struct EvalLayout {
+  std::unique_ptr<parallel::ProcessGrid> grid;
+  std::vector<std::unique_ptr<GPT>> shards;
+  std::vector<GPT*> chunks;
+  parallel::SoloCommunicator one_replica{"dp"};
+  parallel::Communicator* dp = &one_replica;
+};
+
+void build_layout(EvalLayout& out, parallel::Communicator& world, const config::RunConfig& layout, GPT& whole) {
+  const config::ParallelConfig& pc = layout.parallel();
+  if (world.size() == 1 && pc.virtual_stages() == 1) {
+    out.chunks.push_back(&whole);
+    return;
+  }
+  out.grid = std::make_unique<parallel::ProcessGrid>(world, parallel::GridShape{pc.tp(), pc.pp(), pc.dp()});
+  const std::vector<int> split = pipeline_split(layout);
+  for (int c = 0; c < pc.virtual_stages(); ++c) {
+    ModelParallel parallel = model_parallel_for(*out.grid, split, pc.sequence_parallel(), c, pc.virtual_stages());
+    parallel.gradients = false;
+    out.shards.push_back(std::make_unique<GPT>(whole.config(), parallel));
+    copy_shard_from_whole(whole, *out.shards.back());
+    out.chunks.push_back(out.shards.back().get());
+  }
+  out.dp = &out.grid->dp();
+}
+
 }  // namespace
 
 int run_eval(const std::vector<std::string>& args, parallel::Communicator& world) {
@@ -176,90 +261,37 @@ int run_eval(const std::vector<std::string>& args, parallel::Communicator& world
     }
     return 0;
   }
-  if (a.positionals.size() != 1) {
-    fail_user("loom eval takes one MODEL (a model file, checkpoint or run directory), got", a.positionals.size(),
-              "(see loom eval --help)");
-  }
-  const std::string model_path = a.positionals[0];
-  const int limit = a.get_int("limit", 0);
-  const int batch_rows = a.get_int("batch-size", 8);
-  if (limit < 0) fail_user("--limit is", limit, "but must be >= 0 (0: every document)");
-  if (batch_rows <= 0) fail_user("--batch-size is", batch_rows, "but must be positive");
+  const EvalOptions options = eval_options_of(a);
   const int threads = a.get_int("threads", 0);
   check_thread_count("--threads", threads);
   set_thread_count(threads);
-  const std::string delimiter = a.get("delimiter", " ");
-  const std::string json_path = a.get("json", "");
-  if (a.has("json") && json_path.empty()) fail_user("--json needs a file name");
-  if (!json_path.empty()) {
-    // Found now, not after the evaluation: a run that cannot write its results does not start.
-    const std::filesystem::path parent = std::filesystem::path(json_path).parent_path();
-    if (!parent.empty() && !std::filesystem::is_directory(parent)) {
-      fail_user("--json", json_path + ": the directory", parent.string(), "does not exist");
-    }
-  }
-
-  LoadedModel loaded = load_trained_model(model_path);
-  // The tasks, their files read and checked before the model runs.
-  const config::RunConfig& cfg = loaded.config;
-  const uint64_t seed = cfg.train().seed();
-  const int test_problems = cfg.data().has_addition() ? cfg.data().addition().test_problems() : 1000;
-  std::vector<EvalTask> tasks;
-  auto add = [&](const char* flag, EvalTask::Kind kind) {
-    if (!a.has(flag)) return;
-    for (const std::string& source : a.flags.at(flag)) {
-      tasks.push_back(load_eval_task(kind, source, limit, delimiter, seed, test_problems));
-    }
-  };
-  add("loss", EvalTask::Kind::kLoss);
-  add("multiple-choice", EvalTask::Kind::kMultipleChoice);
-  add("exact-match", EvalTask::Kind::kExactMatch);
-  add("addition", EvalTask::Kind::kAddition);
-  if (tasks.empty()) {
-    fail_user("loom eval needs a task: --loss, --multiple-choice, --exact-match or --addition (see loom eval --help)");
-  }
+  std::vector<EvalTask> tasks = file_tasks_of(a, options);
+  LoadedModel loaded = load_trained_model(options.model_path);
+  if (a.has("addition")) tasks.push_back(addition_task_of(a, options, loaded.config));
   std::unique_ptr<TextCodec> codec;
   for (const EvalTask& t : tasks) {
     if (t.kind != EvalTask::Kind::kMultipleChoice && t.kind != EvalTask::Kind::kExactMatch) continue;
     codec = codec_of(a, loaded);
     if (!codec) {
-      fail_user("no tokenizer is found for the model", model_path, "(its run config names none, and none lies next to it);",
-                "pass --tokenizer PATH");
+      fail_user("no tokenizer is found for the model", options.model_path,
+                "(its run config names none, and none lies next to it); pass --tokenizer PATH");
     }
     break;
   }
-
-  // The layout: one process holds the model as loaded; else each rank its shard.
-  const config::RunConfig layout = layout_config(a, cfg, world.size());
+  const config::RunConfig layout = layout_config(a, loaded.config, world.size());
   const config::ParallelConfig& pc = layout.parallel();
-  const GPTConfig model_config = loaded.model->config();
-  if (pc.sequence_parallel() && (static_cast<int64_t>(batch_rows) * model_config.max_seq_len) % pc.tp() != 0) {
-    fail_user("with parallel.sequence_parallel, --batch-size", batch_rows, "x the model's", model_config.max_seq_len,
-              "positions must be a multiple of parallel.tp =", pc.tp());
+  if (pc.sequence_parallel() &&
+      (static_cast<int64_t>(options.batch_rows) * loaded.model->config().max_seq_len) % pc.tp() != 0) {
+    fail_user("with parallel.sequence_parallel, --batch-size", options.batch_rows, "x the model's",
+              loaded.model->config().max_seq_len, "positions must be a multiple of parallel.tp =", pc.tp());
   }
-  std::unique_ptr<parallel::ProcessGrid> grid;
-  std::vector<std::unique_ptr<GPT>> shards;
-  std::vector<GPT*> chunks;
-  parallel::SoloCommunicator solo_dp("dp");
-  parallel::Communicator* dp = &solo_dp;
-  if (world.size() == 1 && pc.virtual_stages() == 1) {
-    chunks.push_back(loaded.model.get());
-  } else {
-    grid = std::make_unique<parallel::ProcessGrid>(world, parallel::GridShape{pc.tp(), pc.pp(), pc.dp()});
-    const std::vector<int> split = pipeline_split(layout);
-    for (int c = 0; c < pc.virtual_stages(); ++c) {
-      ModelParallel parallel = model_parallel_for(*grid, split, pc.sequence_parallel(), c, pc.virtual_stages());
-      parallel.gradients = false;
-      shards.push_back(std::make_unique<GPT>(model_config, parallel));
-      copy_shard_from_whole(*loaded.model, *shards.back());
-      chunks.push_back(shards.back().get());
-    }
-    dp = &grid->dp();
-  }
+  EvalLayout parts;
+  build_layout(parts, world, layout, *loaded.model);
+
   EvalModels models;
   // Sequence parallelism splits a pass's B x T tokens over the tensor-parallel ranks: one shape,
   // checked above to divide.
-  models.layout = LayoutModel{chunks, dp, batch_rows, pc.sequence_parallel()};
+  models.layout = LayoutModel{parts.chunks, parts.dp, options.batch_rows, pc.sequence_parallel()};
   models.whole = loaded.model.get();
   models.decoders = &world;
   models.codec = codec.get();
@@ -271,9 +303,9 @@ int run_eval(const std::vector<std::string>& args, parallel::Communicator& world
                 loaded.step >= 0 ? (" (step " + std::to_string(loaded.step) + ")").c_str() : "", pc.tp(), pc.pp(),
                 pc.dp());
     print_table(reports);
-    if (!json_path.empty()) {
-      write_file_atomically(json_path, results_json(loaded, reports));
-      std::printf("wrote %s\n", json_path.c_str());
+    if (!options.json_path.empty()) {
+      write_file_atomically(options.json_path, results_json(loaded, reports));
+      std::printf("wrote %s\n", options.json_path.c_str());
     }
   }
   return 0;
