@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <limits>
 #include <memory>
+#include <utility>
 
 #include "core/optimizer.h"
 #include "launch/evaluation.h"
@@ -67,7 +68,8 @@ class PoisonedWeight {
 
 }  // namespace
 
-TrainingLoop::TrainingLoop(TrainingRun& run, const TrainOptions& options, const SignalStop& signals)
+TrainingLoop::TrainingLoop(TrainingRun& run, const TrainOptions& options, const SignalStop& signals,
+                           std::vector<EvalTask> eval_tasks)
     : run_(run),
       signals_(signals),
       time_budget_(options.budget),
@@ -81,39 +83,47 @@ TrainingLoop::TrainingLoop(TrainingRun& run, const TrainOptions& options, const 
       saved_step_(first_step_),
       rollback_dir_(run.resumed_dir),
       eta_(first_step_),
-      window_start_(Clock::now()) {
+      window_start_(Clock::now()),
+      eval_tasks_(std::move(eval_tasks)) {
   const size_t rows = run.task ? static_cast<size_t>(run.global_B) * run.T : 0;
   tokens_.assign(static_cast<size_t>(run.accum), std::vector<int32_t>(rows));
   targets_ = tokens_;
   addition_micro_.resize(static_cast<size_t>(run.accum));
-  load_eval_tasks();
+  open_eval_codec();
 }
 
-// Every rank reads the same files, so a bad line stops every rank alike, before the first step.
-void TrainingLoop::load_eval_tasks() {
-  const config::TrainConfig& tc = run_.cfg.train();
+std::vector<EvalTask> read_eval_tasks(const config::RunConfig& cfg) {
+  const config::TrainConfig& tc = cfg.train();
+  std::vector<EvalTask> tasks;
   for (int i = 0; i < tc.eval_task_size(); ++i) {
     const config::EvalTask& e = tc.eval_task(i);
     EvalTask::Kind kind = EvalTask::Kind::kLoss;
     if (e.kind() == config::EvalTask::MULTIPLE_CHOICE) kind = EvalTask::Kind::kMultipleChoice;
     if (e.kind() == config::EvalTask::EXACT_MATCH) kind = EvalTask::Kind::kExactMatch;
-    eval_tasks_.push_back(load_eval_task(kind, e.path(), e.limit(), e.has_delimiter() ? e.delimiter() : " "));
-    if (e.has_name()) eval_tasks_.back().name = e.name();
-    for (size_t j = 0; j + 1 < eval_tasks_.size(); ++j) {
-      if (eval_tasks_[j].name == eval_tasks_.back().name) {
+    tasks.push_back(load_eval_task(kind, e.path(), e.limit(), e.has_delimiter() ? e.delimiter() : " "));
+    if (e.has_name()) tasks.back().name = e.name();
+    for (size_t j = 0; j + 1 < tasks.size(); ++j) {
+      if (tasks[j].name == tasks.back().name) {
         fail_user("train.eval_task[" + std::to_string(j) + "] and [" + std::to_string(i) + "] are both named",
-                  "'" + eval_tasks_.back().name + "'; set train.eval_task.name to tell their metrics apart");
+                  "'" + tasks.back().name + "'; set train.eval_task.name to tell their metrics apart");
       }
     }
-    eval_task_every_.push_back(e.every());
-    if (kind == EvalTask::Kind::kLoss || eval_codec_) continue;
+  }
+  return tasks;
+}
+
+// The text codec of tasks that need one: the addition task's alphabet, or the run's tokenizer.
+void TrainingLoop::open_eval_codec() {
+  for (size_t i = 0; i < eval_tasks_.size(); ++i) {
+    eval_task_every_.push_back(run_.cfg.train().eval_task(static_cast<int>(i)).every());
+    if (eval_tasks_[i].kind == EvalTask::Kind::kLoss || eval_codec_) continue;
     if (run_.task) {
       eval_codec_ = std::make_unique<TextCodec>(addition_codec(*run_.task));
       continue;
     }
     const std::string path = tokenizer_path_of(run_.cfg.data().tokens());
     if (path.empty()) {
-      fail_user("train.eval_task[" + std::to_string(i) + "] (" + e.path() + ") needs the run's tokenizer;",
+      fail_user("train.eval_task[" + std::to_string(i) + "] (" + eval_tasks_[i].source + ") needs the run's tokenizer;",
                 "set data.tokens.tokenizer");
     }
     std::shared_ptr<const Tokenizer> tokenizer = load_tokenizer(path);

@@ -40,11 +40,17 @@ enum class LoopEnd {
   kStopped,   // a signal or the time budget: saved unless the last steps were not finite (exit 75)
 };
 
+// train.eval_task's tasks, their files read and checked (UserError FILE:LINE for a bad line, or
+// two tasks of one name): `loom train` reads them before it builds the run, so that a bad file
+// stops it before anything is written. Every rank reads the same files and fails alike.
+std::vector<EvalTask> read_eval_tasks(const config::RunConfig& cfg);
+
 class TrainingLoop {
  public:
   // `signals` is read after each step; `run` is the loop's to change (its model, optimizers,
-  // loader, metrics) until run() returns.
-  TrainingLoop(TrainingRun& run, const TrainOptions& options, const SignalStop& signals);
+  // loader, metrics) until run() returns. `eval_tasks`: read_eval_tasks(run.cfg).
+  TrainingLoop(TrainingRun& run, const TrainOptions& options, const SignalStop& signals,
+               std::vector<EvalTask> eval_tasks = {});
   TrainingLoop(const TrainingLoop&) = delete;
   TrainingLoop& operator=(const TrainingLoop&) = delete;
 
@@ -55,8 +61,8 @@ class TrainingLoop {
  private:
   using Clock = std::chrono::steady_clock;
 
-  // Reads train.eval_task's files (UserError FILE:LINE for a bad one) and the run's tokenizer.
-  void load_eval_tasks();
+  // The text codec the tasks need (the run's tokenizer, or the addition task's alphabet).
+  void open_eval_codec();
   // Step done_ + 1 at learning rate `lr`: its batch, its update. Collective like train_step.
   StepResult step(float lr);
   // This rank's micro-batches of step done_ + 1.
@@ -117,7 +123,7 @@ class TrainingLoop {
   double window_loss_ = 0;
   int window_steps_ = 0;
 
-  // train.eval_task, read and checked when the loop is made; the text codec of the run's data.
+  // train.eval_task (read_eval_tasks), their schedules, and the text codec of the run's data.
   std::vector<EvalTask> eval_tasks_;
   std::vector<int> eval_task_every_;  // 0: with the held-out evaluation
   std::unique_ptr<TextCodec> eval_codec_;

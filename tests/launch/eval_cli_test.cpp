@@ -148,7 +148,7 @@ TEST_F(EvalCliTest, BadInputIsOneSentenceAndWritesNothing) {
 }
 
 // train.eval_task: the tasks run at their steps and land in the metrics as <name>/<metric>; a bad
-// task file stops the run before its first step.
+// task file stops the run before it is built (no directory, no metrics written).
 TEST_F(EvalCliTest, TrainingEvaluatesItsTasksIntoTheMetrics) {
   const std::string em = write("qa.jsonl", "{\"prompt\": \"12+34=\", \"answer\": \"64\"}\n");
   const std::string out = dir_ / "run";
@@ -182,10 +182,11 @@ TEST_F(EvalCliTest, TrainingEvaluatesItsTasksIntoTheMetrics) {
 
   const std::string bad = write("bad.jsonl", "{\"context\": \"1\", \"choices\": [\"2\"], \"gold\": 0}\n"
                                              "{\"context\": \"1\", \"choices\": [\"2\"], \"gold\": 1}\n");
-  const testing::RunResult stopped = run_loom(train + bad);
+  const testing::RunResult stopped = run_loom(train + bad + " --set train.out_dir=" + (dir_ / "stopped"));
   EXPECT_EQ(stopped.exit_code, 2) << stopped.out;
   EXPECT_NE(stopped.err.find("bad.jsonl:2: the gold index 1 is out of range"), std::string::npos) << stopped.err;
   EXPECT_EQ(stopped.out.find(" 2/4 |"), std::string::npos) << "no step ran:\n" << stopped.out;
+  EXPECT_FALSE(fs::exists(dir_ / "stopped")) << "the run stopped before it wrote anything";
 }
 
 }  // namespace
