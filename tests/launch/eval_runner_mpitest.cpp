@@ -2,7 +2,7 @@
 // each rank's shard copied from a whole model (copy_shard_from_whole, what `loom eval` does), tp
 // in {1, 2}, pp in {1, 2} (and an interleaved pipeline of 2 chunks per stage), sequence
 // parallelism with tp 2, the remaining ranks data parallel sharing out the documents (5 of them:
-// uneven over 2 or 4 replicas). Every choice's log-likelihood within 1e-5 relative of one rank's,
+// uneven over 2 or 4 replicas), for GPT-2 and a Llama. Every choice's log-likelihood within 1e-5 relative of one rank's,
 // acc and acc_norm equal; exact match shared out over every rank equal to one rank's.
 #include <gtest/gtest.h>
 
@@ -53,9 +53,19 @@ std::vector<ChoiceDoc> docs() {
   };
 }
 
-TEST(EvalRunnerParallel, EveryLayoutScoresAsOneRank) {
+// A Llama of grouped-query attention (4 query heads over 2 key/value heads, its q/k/v rows and
+// gate/up rows sharded in blocks), untied.
+GPTConfig llama_config() {
+  GPTConfig c = kConfig;
+  c.family = Family::kLlama;
+  c.n_kv_head = 2;
+  c.intermediate_size = 40;
+  return c;
+}
+
+void expect_every_layout_scores_as_one_rank(const GPTConfig& config) {
   Communicator& world = testing::mpi_world();
-  GPT whole(kConfig);
+  GPT whole(config);
   whole.init_weights(7);
   GPT* whole_chunk = &whole;
   parallel::SoloCommunicator one("dp");
@@ -70,7 +80,7 @@ TEST(EvalRunnerParallel, EveryLayoutScoresAsOneRank) {
     if (world.size() % (c.tp * c.pp) != 0) continue;
     const int dp = world.size() / (c.tp * c.pp);
     parallel::ProcessGrid grid(world, parallel::GridShape{c.tp, c.pp, dp});
-    const std::vector<int> split = even_block_split(kConfig.n_layer, c.pp * c.chunks);
+    const std::vector<int> split = even_block_split(config.n_layer, c.pp * c.chunks);
     for (bool sp : {false, true}) {
       if (sp && c.tp == 1) continue;
       SCOPED_TRACE(::testing::Message() << "tp=" << c.tp << " pp=" << c.pp << " chunks=" << c.chunks << " dp=" << dp
@@ -80,7 +90,7 @@ TEST(EvalRunnerParallel, EveryLayoutScoresAsOneRank) {
       for (int k = 0; k < c.chunks; ++k) {
         ModelParallel layout = model_parallel_for(grid, split, sp, k, c.chunks);
         layout.gradients = false;
-        shards.push_back(std::make_unique<GPT>(kConfig, layout));
+        shards.push_back(std::make_unique<GPT>(config, layout));
         copy_shard_from_whole(whole, *shards.back());
         chunks.push_back(shards.back().get());
       }
@@ -98,6 +108,10 @@ TEST(EvalRunnerParallel, EveryLayoutScoresAsOneRank) {
     }
   }
 }
+
+TEST(EvalRunnerParallel, EveryLayoutScoresAsOneRank) { expect_every_layout_scores_as_one_rank(kConfig); }
+
+TEST(EvalRunnerParallel, EveryLayoutScoresALlamaAsOneRank) { expect_every_layout_scores_as_one_rank(llama_config()); }
 
 TEST(EvalRunnerParallel, ExactMatchSharedOutOverRanksScoresAsOneRank) {
   Communicator& world = testing::mpi_world();
