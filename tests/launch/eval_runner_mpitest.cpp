@@ -2,8 +2,9 @@
 // each rank's shard copied from a whole model (copy_shard_from_whole, what `loom eval` does), tp
 // in {1, 2}, pp in {1, 2} (and an interleaved pipeline of 2 chunks per stage), sequence
 // parallelism with tp 2, the remaining ranks data parallel sharing out the documents (5 of them:
-// uneven over 2 or 4 replicas), for GPT-2 and a Llama. Every choice's log-likelihood within 1e-5 relative of one rank's,
-// acc and acc_norm equal; exact match shared out over every rank equal to one rank's.
+// uneven over 2 or 4 replicas), for GPT-2 and a Llama. Every choice's log-likelihood within 1e-5
+// relative of one rank's, acc and acc_norm equal; exact match shared out over every rank equal to
+// one rank's.
 #include <gtest/gtest.h>
 
 #include <algorithm>
