@@ -295,6 +295,19 @@ void validate_config(const config::RunConfig& cfg) {
   require_positive("train.grad_accum_steps", t.grad_accum_steps());
   require_positive("train.log_every", t.log_every());
   if (t.eval_every() < 0) fail_user("train.eval_every is", t.eval_every(), "but must be >= 0");
+  for (int i = 0; i < t.eval_task_size(); ++i) {
+    const config::EvalTask& e = t.eval_task(i);
+    const std::string field = "train.eval_task[" + std::to_string(i) + "]";
+    if (e.kind() == config::EvalTask::KIND_UNSET) {
+      fail_user(field + ".kind is unset; set it to MULTIPLE_CHOICE, EXACT_MATCH or LOSS");
+    }
+    if (e.path().empty()) fail_user(field + ".path is empty; name the task's JSONL file (LOSS: its dataset directory)");
+    if (e.limit() < 0) fail_user(field + ".limit is", e.limit(), "but must be >= 0 (0: every document)");
+    if (e.every() < 0) fail_user(field + ".every is", e.every(), "but must be >= 0 (0: at train.eval_every)");
+    if (e.has_delimiter() && e.kind() != config::EvalTask::MULTIPLE_CHOICE) {
+      fail_user(field + ".delimiter is for MULTIPLE_CHOICE tasks only");
+    }
+  }
   check_thread_count("train.threads", t.threads());
   if (t.samples() < 0) fail_user("train.samples is", t.samples(), "but must be >= 0");
   if (t.out_dir().empty()) fail_user("train.out_dir is empty but must name a directory");

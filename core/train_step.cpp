@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -136,31 +137,37 @@ void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimize
 // The host's few numbers of a step (loss sums, target counts) over a group of the model, whose
 // buffers live on `backend`'s device: on the CPU the vector itself, on a GPU through a device
 // copy (the group is NCCL's there), read back after the group's operations are complete.
-void all_reduce_host_values(Communicator& group, Backend& backend, std::vector<float>& values) {
-  if (group.size() == 1) return;
+void all_reduce_host_values(Communicator& group, Backend& backend, std::vector<float>& values,
+                            parallel::ReduceOp op = parallel::ReduceOp::kSum) {
+  if (group.size() == 1 || values.empty()) return;
   if (backend.device() == Device::kCPU) {
-    group.all_reduce(values.data(), values.data(), values.size(), DType::kF32, parallel::ReduceOp::kSum);
+    group.all_reduce(values.data(), values.data(), values.size(), DType::kF32, op);
     return;
   }
   const Tensor device = backend.zeros({static_cast<int64_t>(values.size())}, DType::kF32);
   backend.from_host(device, values.data());
-  group.all_reduce(device.raw(), device.raw(), values.size(), DType::kF32, parallel::ReduceOp::kSum);
+  group.all_reduce(device.raw(), device.raw(), values.size(), DType::kF32, op);
+  group.synchronize();
+  backend.to_host(values.data(), device);
+}
+
+void broadcast_host_values(Communicator& group, Backend& backend, std::vector<float>& values, int root) {
+  if (group.size() == 1 || values.empty()) return;
+  if (backend.device() == Device::kCPU) {
+    group.broadcast(values.data(), values.size(), DType::kF32, root);
+    return;
+  }
+  const Tensor device = backend.zeros({static_cast<int64_t>(values.size())}, DType::kF32);
+  backend.from_host(device, values.data());
+  group.broadcast(device.raw(), values.size(), DType::kF32, root);
   group.synchronize();
   backend.to_host(values.data(), device);
 }
 
 float broadcast_host_value(Communicator& group, Backend& backend, float value, int root) {
-  if (group.size() == 1) return value;
-  if (backend.device() == Device::kCPU) {
-    group.broadcast(&value, 1, DType::kF32, root);
-    return value;
-  }
-  const Tensor device = backend.zeros({1}, DType::kF32);
-  backend.from_host(device, &value);
-  group.broadcast(device.raw(), 1, DType::kF32, root);
-  group.synchronize();
-  backend.to_host(&value, device);
-  return value;
+  std::vector<float> values{value};
+  broadcast_host_values(group, backend, values, root);
+  return values[0];
 }
 
 // Runs the micro-batches (forward only without optimizers) and returns the mean over them of
@@ -206,6 +213,77 @@ double run_micro_batches(std::span<GPT* const> chunks, std::span<AdamW* const> o
     loss = broadcast_host_value(model.pp(), model.backend(), static_cast<float>(loss), model.pp().size() - 1);
   }
   return loss;
+}
+
+// The rows of micro-batch `mb` from the logits of the last forward of `head` (the last stage,
+// run without targets): each rank holds the logits of its vocabulary slice, so a counted
+// target's log-probability is its logit - max - log(sum of exp(logit - max)), the max and the
+// sum reduced over the tensor-parallel group; the target's logit comes from the one rank whose
+// slice holds it (the others add 0).
+std::vector<RowLikelihood> score_rows(GPT& head, const MicroBatch& mb) {
+  Backend& backend = head.backend();
+  const Tensor view = head.logits_view();
+  const int64_t N = static_cast<int64_t>(mb.B) * mb.T, Vl = head.vocab_count(), v0 = head.vocab_start();
+  LOOM_CHECK(view.numel() == N * Vl, "the last stage's logits hold", view.numel(), "values, not", N, "x", Vl);
+  std::vector<float> logits(static_cast<size_t>(N * Vl));
+  if (view.dtype() == DType::kF32) {
+    backend.to_host(logits.data(), view);
+  } else {
+    LOOM_CHECK(view.dtype() == DType::kBF16, "logits of an unexpected dtype");
+    std::vector<bf16> narrow(logits.size());
+    backend.to_host(narrow.data(), view);
+    for (size_t i = 0; i < narrow.size(); ++i) logits[i] = bf16_to_float(narrow[i]);
+  }
+  std::vector<int64_t> counted;  // positions n = b * T + t with a counted target
+  for (int64_t n = 0; n < N; ++n) {
+    if (mb.targets[n] != kernels::cpu::kIgnoreTarget) counted.push_back(n);
+  }
+  const size_t P = counted.size();
+  std::vector<float> row_max(P, -std::numeric_limits<float>::infinity());
+  for (size_t i = 0; i < P; ++i) {
+    const float* x = logits.data() + counted[i] * Vl;
+    for (int64_t v = 0; v < Vl; ++v) row_max[i] = std::max(row_max[i], x[v]);
+  }
+  all_reduce_host_values(head.tp(), backend, row_max, parallel::ReduceOp::kMax);
+  std::vector<float> sums(2 * P, 0.0f);  // (sum of exp(logit - max), the target's logit) per position
+  for (size_t i = 0; i < P; ++i) {
+    const float* x = logits.data() + counted[i] * Vl;
+    double sum = 0;
+    for (int64_t v = 0; v < Vl; ++v) sum += std::exp(static_cast<double>(x[v]) - row_max[i]);
+    sums[2 * i] = static_cast<float>(sum);
+    const int64_t local = mb.targets[counted[i]] - v0;
+    if (local >= 0 && local < Vl) sums[2 * i + 1] = x[local];
+  }
+  all_reduce_host_values(head.tp(), backend, sums);
+  std::vector<RowLikelihood> rows(static_cast<size_t>(mb.B));
+  for (size_t i = 0; i < P; ++i) {
+    RowLikelihood& row = rows[static_cast<size_t>(counted[i] / mb.T)];
+    const float target_logit = sums[2 * i + 1];
+    row.log_likelihood += static_cast<double>(target_logit) - row_max[i] - std::log(static_cast<double>(sums[2 * i]));
+    ++row.count;
+    row.greedy = row.greedy && target_logit >= row_max[i];
+  }
+  return rows;
+}
+
+// The last pipeline rank's rows to the others, as floats: the log-likelihood in two parts (its
+// float rounding and the rest), so that it arrives with a double's precision.
+void broadcast_rows(Communicator& pp, Backend& backend, std::vector<RowLikelihood>& rows) {
+  if (pp.size() == 1) return;
+  std::vector<float> values(4 * rows.size());
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const float high = static_cast<float>(rows[r].log_likelihood);
+    values[4 * r] = high;
+    values[4 * r + 1] = static_cast<float>(rows[r].log_likelihood - high);
+    values[4 * r + 2] = static_cast<float>(rows[r].count);
+    values[4 * r + 3] = rows[r].greedy ? 1.0f : 0.0f;
+  }
+  broadcast_host_values(pp, backend, values, pp.size() - 1);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    rows[r].log_likelihood = static_cast<double>(values[4 * r]) + values[4 * r + 1];
+    rows[r].count = static_cast<int>(values[4 * r + 2]);
+    rows[r].greedy = values[4 * r + 3] != 0.0f;
+  }
 }
 
 }  // namespace
@@ -262,6 +340,30 @@ double evaluate_loss(std::span<GPT* const> chunks, Communicator& dp,
                      std::span<const MicroBatch> micro_batches) {
   LOOM_CHECK(!micro_batches.empty() && !chunks.empty(), "evaluate_loss needs model chunks and micro-batches");
   return run_micro_batches(chunks, {}, micro_batches, loss_shares(micro_batches, dp, chunks[0]->backend()), dp);
+}
+
+std::vector<RowLikelihood> row_log_likelihoods(std::span<GPT* const> chunks,
+                                               std::span<const MicroBatch> micro_batches) {
+  LOOM_CHECK(!chunks.empty(), "row_log_likelihoods needs model chunks");
+  GPT& model = *chunks[0];
+  GPT& final_chunk = *chunks.back();
+  const int V = model.config().vocab_size;
+  std::vector<RowLikelihood> all;
+  for (const MicroBatch& mb : micro_batches) {
+    check_token_ids(mb.targets, mb.B, mb.T, 1, V, /*allow_ignore=*/true, "target");
+    // Without targets the last stage computes the logits alone (no loss): they are read here.
+    const MicroBatch logits_only{mb.tokens, nullptr, mb.B, mb.T};
+    if (model.pp().size() == 1 && chunks.size() == 1) {
+      model.forward(mb.tokens, nullptr, mb.B, mb.T);
+    } else {
+      run_pipeline(chunks, {}, std::span<const MicroBatch>(&logits_only, 1), {0.0f});
+    }
+    std::vector<RowLikelihood> rows(static_cast<size_t>(mb.B));
+    if (final_chunk.last_stage()) rows = score_rows(final_chunk, mb);
+    broadcast_rows(model.pp(), model.backend(), rows);
+    all.insert(all.end(), rows.begin(), rows.end());
+  }
+  return all;
 }
 
 }  // namespace loom

@@ -61,4 +61,24 @@ StepResult train_step(std::span<GPT* const> chunks, std::span<AdamW* const> opti
 double evaluate_loss(std::span<GPT* const> chunks, parallel::Communicator& dp,
                      std::span<const MicroBatch> micro_batches);
 
+// One row (sequence) of a micro-batch scored by the model: what log-likelihood evaluations
+// (multiple-choice tasks, docs/evaluation.md) compare.
+struct RowLikelihood {
+  double log_likelihood = 0;  // sum over the row's counted targets of log p(target | the tokens before it)
+  int count = 0;              // counted targets of the row
+  bool greedy = true;         // every counted target has the largest logit (a tie counts): greedy decoding
+                              // would have produced them
+};
+
+// The rows of the micro-batches (micro-batch 0's B rows first, then 1's, ...), scored by
+// forward passes only. The last stage computes each counted target's log-softmax from its
+// vocabulary slice of the logits (the row maxima and sums of exponentials reduced over the
+// tensor-parallel group, in double on the host) and broadcasts the rows to the other pipeline
+// stages, so every rank of the model's groups returns them. Each micro-batch runs through the
+// pipeline alone, so micro-batches may differ in shape. Collective over the model's
+// tensor-parallel and pipeline groups, not over data parallelism: each replica scores its own
+// micro-batches. UserError for a target outside the vocabulary.
+std::vector<RowLikelihood> row_log_likelihoods(std::span<GPT* const> chunks,
+                                               std::span<const MicroBatch> micro_batches);
+
 }  // namespace loom

@@ -13,6 +13,8 @@ namespace loom {
 // `world` holds every process of the job: one when run directly, all of them under mpirun.
 int run_train(const std::vector<std::string>& args, parallel::Communicator& world);
 int run_generate(const std::vector<std::string>& args);
+// `loom eval`: a model scored on loss, multiple-choice and exact-match tasks, in any layout.
+int run_eval(const std::vector<std::string>& args, parallel::Communicator& world);
 // `loom tokenizer train|encode|decode|info`.
 int run_tokenizer(const std::vector<std::string>& args);
 // `loom prepare`: text or JSONL -> a dataset directory of token shards.
@@ -26,6 +28,7 @@ int run_plot(const std::vector<std::string>& args);
 // checks that every one is listed).
 const std::vector<FlagSpec>& train_flags();
 const std::vector<FlagSpec>& generate_flags();
+const std::vector<FlagSpec>& eval_flags();
 const std::vector<FlagSpec>& prepare_flags();
 const std::vector<FlagSpec>& tokenizer_train_flags();
 const std::vector<FlagSpec>& tokenizer_encode_flags();

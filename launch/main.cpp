@@ -33,6 +33,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  train      train a GPT (default: the built-in addition demo); under mpirun, in parallel\n"
     "  generate   continue a prompt with a trained model\n"
+    "  eval       score a model: loss, multiple-choice and exact-match tasks; under mpirun, in parallel\n"
     "  tokenizer  train a tokenizer; encode text to token ids and back\n"
     "  prepare    tokenize text or JSONL files into a dataset directory for train\n"
     "  ckpt       inspect and verify checkpoints; export to / import from GPT-2 safetensors\n"
@@ -129,13 +130,14 @@ int main(int argc, char** argv) {
     loom::record_launch(launch);
     if (command == "train") return loom::run_train(args, *world);
     if (command == "generate") return loom::run_generate(args);
+    if (command == "eval") return loom::run_eval(args, *world);
     if (command == "tokenizer") return loom::run_tokenizer(args);
     if (command == "prepare") return loom::run_prepare(args);
     if (command == "ckpt") return loom::run_ckpt(args);
     if (command == "plot") return loom::run_plot(args);
     if (rank == 0) {
-      std::fprintf(stderr, "loom: error: unknown command '%s': the commands are train, generate, tokenizer, "
-                   "prepare, ckpt, plot and version (see loom --help)\n", command.c_str());
+      std::fprintf(stderr, "loom: error: unknown command '%s': the commands are train, generate, eval, "
+                   "tokenizer, prepare, ckpt, plot and version (see loom --help)\n", command.c_str());
     }
     return 2;
   } catch (const loom::UserError& e) {

@@ -67,10 +67,21 @@ struct Metrics {
   std::map<int64_t, double> val_loss;           // eval records that have val_loss
   std::map<int64_t, double> accuracy;           // eval records that have accuracy (a fraction)
   std::map<int64_t, int> evals;                 // every eval record's step
+  // The scores of train.eval_task's tasks (NAME/acc, NAME/acc_norm, NAME/exact_match: fractions),
+  // by key, then step.
+  std::map<std::string, std::map<int64_t, double>> task_scores;
   std::map<std::pair<int64_t, std::string>, Event> events;  // by (step, name)
 };
 
 // The value of number field `key` of record `r`: NaN when absent or null.
+// Whether an eval record's key is a task's score drawn beside the held-out accuracy.
+bool is_task_score(const std::string& key) {
+  for (const std::string suffix : {"/acc", "/acc_norm", "/exact_match"}) {
+    if (key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) return true;
+  }
+  return false;
+}
+
 double number_field(const JsonValue& r, const char* key, const std::string& where) {
   const JsonValue* v = r.find(key);
   if (v == nullptr || v->kind == JsonValue::Kind::kNull) return kNaN;
@@ -134,6 +145,11 @@ Metrics read_metrics(const std::string& path) {
       if (std::isfinite(v)) m.val_loss[step] = v;
       const double acc = number_field(r, "accuracy", where);
       if (std::isfinite(acc)) m.accuracy[step] = acc;
+      for (const auto& [key, value] : r.members) {
+        if (value.kind != JsonValue::Kind::kNumber || !is_task_score(key)) continue;
+        const double score = std::strtod(value.text.c_str(), nullptr);
+        if (std::isfinite(score)) m.task_scores[key][step] = score;
+      }
     } else if (kind == "event") {
       const int64_t step = step_field(r, where);
       Event e{string_field(r, "event", where), ""};
@@ -334,8 +350,9 @@ std::string event_marks(const Metrics& m, int64_t first, int64_t last) {
 }
 
 std::string gnuplot_script(const Metrics& m, const std::string& train_file, const std::string& val_file,
-                           const std::string& accuracy_file, const std::string& png, const std::string& title,
-                           bool log_loss) {
+                           const std::string& accuracy_file,
+                           const std::vector<std::pair<std::string, std::string>>& task_files, const std::string& png,
+                           const std::string& title, bool log_loss) {
   int64_t first = m.train.begin()->first, last = m.train.rbegin()->first;
   for (const auto& [step, v] : m.val_loss) first = std::min(first, step), last = std::max(last, step);
   if (first == last) --first, ++last;
@@ -387,8 +404,9 @@ std::string gnuplot_script(const Metrics& m, const std::string& train_file, cons
     s += "set logscale y\nset yrange [" + gp_number(lo) + ":" + gp_number(hi) + "]\n";
     if (const std::string ticks = log_ticks(lo, hi); !ticks.empty()) s += "set ytics " + ticks + "\nset mytics 1\n";
   }
-  // Held-out accuracy (the addition task's evaluation) on the right-hand axis, in percent.
-  if (!m.accuracy.empty()) {
+  // Held-out accuracy (the addition task's evaluation) and the tasks' scores on the right-hand
+  // axis, in percent.
+  if (!m.accuracy.empty() || !task_files.empty()) {
     s += "set y2label 'held-out accuracy'\nset y2tics\nset ytics nomirror\nset format y2 '%g%%'\nset y2range [0:108]\n";
   }
   s += "plot " + gp_quote(train_file) + " using 1:2 with " + style + " lw 1.5 lc rgb '#1f77b4' title 'training loss'";
@@ -399,6 +417,10 @@ std::string gnuplot_script(const Metrics& m, const std::string& train_file, cons
   if (!m.accuracy.empty()) {
     s += ", " + gp_quote(accuracy_file) +
          " using 1:2 with linespoints pt 7 ps 1.2 lw 1.2 lc rgb '#9467bd' title 'held-out accuracy' axes x1y2";
+  }
+  for (const auto& [key, file] : task_files) {
+    s += ", " + gp_quote(file) + " using 1:2 with linespoints pt 5 ps 1 lw 1.2 title " + gp_quote(key) +
+         " noenhanced axes x1y2";
   }
   s += "\n";
 
@@ -475,6 +497,13 @@ int run_plot(const std::vector<std::string>& args) {
   std::string accuracy_data = "# step accuracy_percent\n";
   for (const auto& [step, v] : m.accuracy) accuracy_data += std::to_string(step) + " " + gp_number(100 * v) + "\n";
   write_text(tmp.file("accuracy.dat"), accuracy_data);
+  std::vector<std::pair<std::string, std::string>> task_files;  // (key, its data file)
+  for (const auto& [key, scores] : m.task_scores) {
+    std::string data = "# step percent\n";
+    for (const auto& [step, v] : scores) data += std::to_string(step) + " " + gp_number(100 * v) + "\n";
+    task_files.push_back({key, tmp.file("task" + std::to_string(task_files.size()) + ".dat")});
+    write_text(task_files.back().second, data);
+  }
 
   const fs::path out_path(out);
   if (out_path.has_parent_path()) {
@@ -484,7 +513,8 @@ int run_plot(const std::vector<std::string>& args) {
   }
   const std::string partial = out + ".tmp." + std::to_string(::getpid());
   write_text(tmp.file("plot.gp"), gnuplot_script(m, tmp.file("train.dat"), tmp.file("val.dat"),
-                                                 tmp.file("accuracy.dat"), partial, title, a.has("log-loss")));
+                                                 tmp.file("accuracy.dat"), task_files, partial, title,
+                                                 a.has("log-loss")));
   try {
     run_gnuplot(gnuplot, tmp.file("plot.gp"), tmp.file("gnuplot.log"));
     std::error_code ec;

@@ -168,8 +168,9 @@ int run_train(const std::vector<std::string>& args, parallel::Communicator& worl
   // From here on SIGTERM, SIGUSR1 and SIGINT ask for a stop after the current step.
   SignalStop signals;
   config::RunConfig cfg = resolve_run_config(options.config_path, options.overrides);
+  std::vector<EvalTask> eval_tasks = read_eval_tasks(cfg);
   const std::unique_ptr<TrainingRun> run = build_training_run(std::move(cfg), options, world);
-  TrainingLoop loop(*run, options, signals);
+  TrainingLoop loop(*run, options, signals, std::move(eval_tasks));
   switch (loop.run()) {
     case LoopEnd::kStopped: return kExitResumable;
     case LoopEnd::kPaused: return 0;

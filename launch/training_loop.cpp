@@ -7,11 +7,13 @@
 #include <cstdio>
 #include <limits>
 #include <memory>
+#include <utility>
 
 #include "core/optimizer.h"
 #include "launch/evaluation.h"
 #include "launch/fault_injection.h"
 #include "launch/launch_env.h"
+#include "parallel/solo_communicator.h"
 
 namespace loom {
 namespace {
@@ -66,7 +68,8 @@ class PoisonedWeight {
 
 }  // namespace
 
-TrainingLoop::TrainingLoop(TrainingRun& run, const TrainOptions& options, const SignalStop& signals)
+TrainingLoop::TrainingLoop(TrainingRun& run, const TrainOptions& options, const SignalStop& signals,
+                           std::vector<EvalTask> eval_tasks)
     : run_(run),
       signals_(signals),
       time_budget_(options.budget),
@@ -80,11 +83,56 @@ TrainingLoop::TrainingLoop(TrainingRun& run, const TrainOptions& options, const 
       saved_step_(first_step_),
       rollback_dir_(run.resumed_dir),
       eta_(first_step_),
-      window_start_(Clock::now()) {
+      window_start_(Clock::now()),
+      eval_tasks_(std::move(eval_tasks)) {
   const size_t rows = run.task ? static_cast<size_t>(run.global_B) * run.T : 0;
   tokens_.assign(static_cast<size_t>(run.accum), std::vector<int32_t>(rows));
   targets_ = tokens_;
   addition_micro_.resize(static_cast<size_t>(run.accum));
+  open_eval_codec();
+}
+
+std::vector<EvalTask> read_eval_tasks(const config::RunConfig& cfg) {
+  const config::TrainConfig& tc = cfg.train();
+  std::vector<EvalTask> tasks;
+  for (int i = 0; i < tc.eval_task_size(); ++i) {
+    const config::EvalTask& e = tc.eval_task(i);
+    EvalTask::Kind kind = EvalTask::Kind::kLoss;
+    if (e.kind() == config::EvalTask::MULTIPLE_CHOICE) kind = EvalTask::Kind::kMultipleChoice;
+    if (e.kind() == config::EvalTask::EXACT_MATCH) kind = EvalTask::Kind::kExactMatch;
+    tasks.push_back(load_eval_task(kind, e.path(), e.limit(), e.has_delimiter() ? e.delimiter() : " "));
+    if (e.has_name()) tasks.back().name = e.name();
+    for (size_t j = 0; j + 1 < tasks.size(); ++j) {
+      if (tasks[j].name == tasks.back().name) {
+        fail_user("train.eval_task[" + std::to_string(j) + "] and [" + std::to_string(i) + "] are both named",
+                  "'" + tasks.back().name + "'; set train.eval_task.name to tell their metrics apart");
+      }
+    }
+  }
+  return tasks;
+}
+
+// The text codec of tasks that need one: the addition task's alphabet, or the run's tokenizer.
+void TrainingLoop::open_eval_codec() {
+  for (size_t i = 0; i < eval_tasks_.size(); ++i) {
+    eval_task_every_.push_back(run_.cfg.train().eval_task(static_cast<int>(i)).every());
+    if (eval_tasks_[i].kind == EvalTask::Kind::kLoss || eval_codec_) continue;
+    if (run_.task) {
+      eval_codec_ = std::make_unique<TextCodec>(addition_codec(*run_.task));
+      continue;
+    }
+    const std::string path = tokenizer_path_of(run_.cfg.data().tokens());
+    if (path.empty()) {
+      fail_user("train.eval_task[" + std::to_string(i) + "] (" + eval_tasks_[i].source + ") needs the run's tokenizer;",
+                "set data.tokens.tokenizer");
+    }
+    std::shared_ptr<const Tokenizer> tokenizer = load_tokenizer(path);
+    if (tokenizer->vocab_size() > run_.model_config.vocab_size) {
+      fail_user("the tokenizer", path, "has", tokenizer->vocab_size(), "tokens but the model only",
+                run_.model_config.vocab_size, "; set data.tokens.tokenizer to the data's tokenizer");
+    }
+    eval_codec_ = std::make_unique<TextCodec>(tokenizer_codec(tokenizer, path));
+  }
 }
 
 LoopEnd TrainingLoop::run() {
@@ -283,13 +331,32 @@ void TrainingLoop::checkpoint(bool final) {
                         run_.cfg.checkpoint().async() ? ", writing in the background" : ""));
 }
 
-bool TrainingLoop::evaluation_due() const {
+bool TrainingLoop::held_out_due() const {
   const int every = run_.cfg.train().eval_every();
   return (every > 0 && done_ % every == 0) || done_ == run_.steps;
 }
 
+bool TrainingLoop::task_due(size_t task) const {
+  const int every = eval_task_every_[task];
+  return every > 0 ? done_ % every == 0 || done_ == run_.steps : held_out_due();
+}
+
+bool TrainingLoop::evaluation_due() const {
+  for (size_t i = 0; i < eval_tasks_.size(); ++i) {
+    if (task_due(i)) return true;
+  }
+  return held_out_due();
+}
+
 void TrainingLoop::evaluate() {
   const auto eval_start = Clock::now();
+  if (held_out_due()) evaluate_held_out();
+  evaluate_tasks();
+  // Evaluation time does not count as training throughput: the window starts that much later.
+  window_start_ += Clock::now() - eval_start;
+}
+
+void TrainingLoop::evaluate_held_out() {
   const bool last = done_ == run_.steps;
   if (run_.task) {
     run_.assemble_whole();
@@ -325,8 +392,37 @@ void TrainingLoop::evaluate() {
       run_.assemble_whole();
     }
   }
-  // Evaluation time does not count as training throughput: the window starts that much later.
-  window_start_ += Clock::now() - eval_start;
+}
+
+void TrainingLoop::evaluate_tasks() {
+  std::vector<std::pair<std::string, double>> values;
+  std::string line;
+  bool assembled = false;
+  for (size_t i = 0; i < eval_tasks_.size(); ++i) {
+    if (!task_due(i)) continue;
+    const EvalTask& task = eval_tasks_[i];
+    if (task.generative() && !assembled) {
+      run_.assemble_whole();  // collective; the decoding is rank 0's alone, the others go on
+      assembled = true;
+    }
+    parallel::SoloCommunicator rank_zero("decoders");
+    EvalModels models;
+    // The training shape: the model's activations are sized for it.
+    models.layout = LayoutModel{run_.chunk_ptrs, &run_.grid->dp(), run_.B, /*fixed_shape=*/true};
+    models.whole = run_.leader ? run_.whole : nullptr;
+    models.decoders = &rank_zero;
+    models.codec = eval_codec_.get();
+    const TaskReport report = run_eval_task(task, models);
+    if (!run_.leader) continue;
+    line += " | " + task.name;
+    for (const auto& [key, value] : report.values) {
+      values.push_back({task.name + "/" + key, value});
+      if (key.find("stderr") == std::string::npos && key != "tokens") line += text_printf(" %s %.4f", key.c_str(), value);
+    }
+  }
+  if (!run_.leader || values.empty()) return;
+  log_event(done_, "", text_printf("eval  %5d/%d", done_, run_.steps) + line);
+  run_.metrics->eval(done_, values);
 }
 
 LoopEnd TrainingLoop::finish() {

@@ -10,7 +10,8 @@
 //                 this same step (launch/stop_request.h)
 //   checkpoint()  every checkpoint.every steps, at --stop-after-steps and at the last step
 //   evaluate()    every train.eval_every steps and at the last: held-out accuracy (the addition
-//                 task, on rank 0's whole model) or the validation loss (token shards)
+//                 task, on rank 0's whole model) or the validation loss (token shards); and the
+//                 tasks of train.eval_task at theirs (launch/eval_runner.h)
 //
 // Every decision that is collective (the guard, a stop, a save) depends only on what every rank
 // sees alike: the step number, the global loss and gradient norm, the agreed stop.
@@ -18,12 +19,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "checkpoints/checkpoint.h"
 #include "core/train_step.h"
+#include "launch/eval_runner.h"
 #include "launch/metrics.h"
 #include "launch/stop_request.h"
 #include "launch/training_run.h"
@@ -37,11 +40,17 @@ enum class LoopEnd {
   kStopped,   // a signal or the time budget: saved unless the last steps were not finite (exit 75)
 };
 
+// train.eval_task's tasks, their files read and checked (UserError FILE:LINE for a bad line, or
+// two tasks of one name): `loom train` reads them before it builds the run, so that a bad file
+// stops it before anything is written. Every rank reads the same files and fails alike.
+std::vector<EvalTask> read_eval_tasks(const config::RunConfig& cfg);
+
 class TrainingLoop {
  public:
   // `signals` is read after each step; `run` is the loop's to change (its model, optimizers,
-  // loader, metrics) until run() returns.
-  TrainingLoop(TrainingRun& run, const TrainOptions& options, const SignalStop& signals);
+  // loader, metrics) until run() returns. `eval_tasks`: read_eval_tasks(run.cfg).
+  TrainingLoop(TrainingRun& run, const TrainOptions& options, const SignalStop& signals,
+               std::vector<EvalTask> eval_tasks = {});
   TrainingLoop(const TrainingLoop&) = delete;
   TrainingLoop& operator=(const TrainingLoop&) = delete;
 
@@ -52,6 +61,8 @@ class TrainingLoop {
  private:
   using Clock = std::chrono::steady_clock;
 
+  // The text codec the tasks need (the run's tokenizer, or the addition task's alphabet).
+  void open_eval_codec();
   // Step done_ + 1 at learning rate `lr`: its batch, its update. Collective like train_step.
   StepResult step(float lr);
   // This rank's micro-batches of step done_ + 1.
@@ -74,9 +85,14 @@ class TrainingLoop {
   // written straight from the model and optimizer, without a host copy. Collective.
   void checkpoint(bool final);
   bool evaluation_due() const;
+  bool held_out_due() const;          // every train.eval_every steps and at the last
+  bool task_due(size_t task) const;   // train.eval_task[task]'s evaluation after step done_
   // Collective (the validation loss runs the model on every rank; the addition task's accuracy
   // needs the whole model assembled on rank 0).
   void evaluate();
+  void evaluate_held_out();
+  // The tasks due after step done_, into one eval record. Collective like evaluate().
+  void evaluate_tasks();
   // After the last step: the final save committed, the whole model assembled. Collective.
   LoopEnd finish();
   // Waits for the save in flight (rank 0: until it is committed), then agrees over the world: a
@@ -106,6 +122,11 @@ class TrainingLoop {
   Clock::time_point window_start_;
   double window_loss_ = 0;
   int window_steps_ = 0;
+
+  // train.eval_task (read_eval_tasks), their schedules, and the text codec of the run's data.
+  std::vector<EvalTask> eval_tasks_;
+  std::vector<int> eval_task_every_;  // 0: with the held-out evaluation
+  std::unique_ptr<TextCodec> eval_codec_;
 
   // The addition task's micro-batches: every replica's rows, generated each step; this rank's
   // rows of each are its micro-batches.

@@ -154,6 +154,36 @@ TEST(ConfigTest, ValidationNamesTheFieldTheValueAndTheExpectation) {
   EXPECT_NE(e.find("data has no source"), std::string::npos) << e;
 }
 
+// train.eval_task: each problem is one sentence naming the task by its index and the field.
+TEST(ConfigTest, EvalTasksNameTheirIndexAndField) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"train.eval_task.0.path=hs.jsonl"},
+       "train.eval_task[0].kind is unset; set it to MULTIPLE_CHOICE, EXACT_MATCH or LOSS"},
+      {{"train.eval_task.0.kind=LOSS"}, "train.eval_task[0].path is empty"},
+      {{"train.eval_task.0.kind=EXACT_MATCH", "train.eval_task.0.path=qa.jsonl", "train.eval_task.0.limit=-1"},
+       "train.eval_task[0].limit is -1 but must be >= 0 (0: every document)"},
+      {{"train.eval_task.0.kind=EXACT_MATCH", "train.eval_task.0.path=qa.jsonl", "train.eval_task.0.every=-2"},
+       "train.eval_task[0].every is -2 but must be >= 0"},
+      {{"train.eval_task.0.kind=LOSS", "train.eval_task.0.path=data", "train.eval_task.0.delimiter=x"},
+       "train.eval_task[0].delimiter is for MULTIPLE_CHOICE tasks only"},
+      {{"train.eval_task.0.kind=MULTIPLE_CHOICE", "train.eval_task.0.path=hs.jsonl", "train.eval_task.1.kind=LOSS"},
+       "train.eval_task[1].path is empty"},
+  };
+  for (const auto& [sets, expect] : cases) {
+    config::RunConfig cfg = valid();
+    for (const std::string& set : sets) apply_config_override(cfg, set);
+    std::string e = user_error_of([&] { validate_config(cfg); });
+    EXPECT_NE(e.find(expect), std::string::npos) << sets.back() << " gave: " << e;
+  }
+  config::RunConfig cfg = valid();
+  for (const char* set : {"train.eval_task.0.kind=MULTIPLE_CHOICE", "train.eval_task.0.path=hs.jsonl",
+                          "train.eval_task.0.delimiter=", "train.eval_task.0.every=100"}) {
+    apply_config_override(cfg, set);
+  }
+  validate_config(cfg);
+  EXPECT_EQ(cfg.train().eval_task(0).delimiter(), "");
+}
+
 // Lists of sections are addressed by index; the index one past the end appends. Choosing a
 // field of another member of the data oneof switches the source.
 TEST(ConfigTest, OverridesIndexListsOfSections) {

@@ -32,6 +32,7 @@ std::vector<CommandFlags> every_command() {
   return {
       {"train", names_of(train_flags())},
       {"generate", names_of(generate_flags())},
+      {"eval", names_of(eval_flags())},
       {"prepare", names_of(prepare_flags())},
       {"tokenizer train", names_of(tokenizer_train_flags())},
       {"tokenizer encode", names_of(tokenizer_encode_flags())},
@@ -61,7 +62,7 @@ TEST(HelpCliTest, TopLevelHelpListsEveryCommand) {
   for (const std::string flag : {"--help", "-h", "help"}) {
     const RunResult r = run_loom(flag);
     ASSERT_EQ(r.exit_code, 0) << r.out;
-    for (const std::string command : {"train", "generate", "tokenizer", "prepare", "ckpt", "plot", "version"}) {
+    for (const std::string command : {"train", "generate", "eval", "tokenizer", "prepare", "ckpt", "plot", "version"}) {
       EXPECT_NE(r.out.find("\n  " + command + " "), std::string::npos) << command << " not listed:\n" << r.out;
     }
   }

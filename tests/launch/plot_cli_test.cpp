@@ -137,6 +137,30 @@ TEST(PlotCliTest, HeldOutAccuracyIsDrawnOnTheRightHandAxis) {
   expect_png(dir / "addition.png");
 }
 
+// train.eval_task's scores (NAME/acc, NAME/acc_norm, NAME/exact_match) share the accuracy axis;
+// their standard errors and losses are not drawn there.
+TEST(PlotCliTest, EvalTaskScoresAreDrawnOnTheAccuracyAxis) {
+  TempDir dir("plot");
+  auto write_log = [&](const std::string& path, bool scores) {
+    std::ofstream out(path);
+    for (int step = 100; step <= 500; step += 100) {
+      out << train_record(step, 2.0 - step / 400.0, 40000, "0.5");
+      out << "{\"time\": 1700000000, \"kind\": \"eval\", \"step\": " << step << ", \"hs/acc_stderr\": 0.01"
+          << ", \"wiki_val/loss\": 3.5";
+      if (scores) out << ", \"hs/acc\": " << step / 1000.0 << ", \"hs/acc_norm\": " << step / 800.0 << ", \"qa/exact_match\": 0.2";
+      out << "}\n";
+    }
+  };
+  write_log(dir / "tasks.jsonl", true);
+  write_log(dir / "none.jsonl", false);
+  const RunResult r = run_loom("plot " + dir / "tasks.jsonl --out " + dir / "tasks.png --title same");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find(": 5 steps (100 .. 500), 5 evaluations, 0 events"), std::string::npos) << r.out;
+  expect_png(dir / "tasks.png");
+  ASSERT_EQ(run_loom("plot " + dir / "none.jsonl --out " + dir / "none.png --title same").exit_code, 0);
+  EXPECT_NE(read_text(dir / "tasks.png"), read_text(dir / "none.png")) << "the scores' three lines are drawn";
+}
+
 // Events at the first step and a few steps apart: their names share labels (not checked here:
 // look at the image) and the drawing succeeds.
 TEST(PlotCliTest, CrowdedEventsAreDrawn) {
