@@ -8,10 +8,10 @@
 //
 // Rows are tokens of a (B, T) batch flattened to N = B * T; a rank that holds a block of rows
 // (sequence parallelism) passes the global index of its first row, from which each row's
-// position (row % T) follows. With documents packed into rows, doc_starts (N), the rows' own slice
-// of a (B, T) array, gives each row's document start within its sequence (see
-// kernels/cpu/attention.h) and the position is row % T - doc_starts[n]: positions restart at every
-// document. Null: one document per sequence.
+// position (row % T) follows. With documents packed into rows, doc_starts (N), the rows' own
+// slice of a (B, T) array, gives each row's document start within its sequence (see
+// kernels/cpu/attention.h) and the position is row % T - doc_starts[n]: positions restart at
+// every document. Null: one document per sequence.
 #pragma once
 
 #include <cstdint>

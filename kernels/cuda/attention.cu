@@ -22,10 +22,12 @@
 // forward and the dQ kernel begin at the key tile of their first query's start and the dK dV
 // kernel stops at the first query tile whose first query starts past its keys: the key tiles of
 // earlier documents are never visited. A row may find no key of its document in a visited tile;
-// the online softmax then keeps its running max at -inf and adds nothing. Positions past T in a partial tile are
-// staged as zeros (never NaN garbage: a zero probability times garbage would still poison the
-// product) and are never written. Probabilities and dS are rounded to bf16 before they meet V, dO,
-// Q or K on the tensor cores; the running max and sum, the log-sum-exp and D stay fp32.
+// the online softmax then keeps its running max at -inf and adds nothing.
+//
+// Positions past T in a partial tile are staged as zeros (never NaN garbage: a zero probability
+// times garbage would still poison the product) and are never written. Probabilities and dS are
+// rounded to bf16 before they meet V, dO, Q or K on the tensor cores; the running max and sum, the
+// log-sum-exp and D stay fp32.
 #include "kernels/cuda/attention.h"
 
 #include <cuda_bf16.h>
@@ -673,9 +675,15 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
       T, C, NH);
   LOOM_CUDA_CHECK_LAUNCH("attention_row_dot_kernel");
   switch (C / NH) {
-    case 32: launch_backward<32>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, doc_starts, stream); break;
-    case 64: launch_backward<64>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, doc_starts, stream); break;
-    default: launch_backward<128>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, doc_starts, stream); break;
+    case 32:
+      launch_backward<32>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, doc_starts, stream);
+      break;
+    case 64:
+      launch_backward<64>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, doc_starts, stream);
+      break;
+    default:
+      launch_backward<128>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, doc_starts, stream);
+      break;
   }
 }
 

@@ -108,7 +108,8 @@ __global__ void position_embedding_forward_kernel(__nv_bfloat16* __restrict__ ou
   if (vector >= static_cast<int64_t>(N) * vectors_per_row) return;
   const int n = static_cast<int>(vector / vectors_per_row);
   const int c = static_cast<int>(vector % vectors_per_row) * kWidth;
-  const int t = static_cast<int>((static_cast<int64_t>(first_row) + n) % T) - (doc_starts ? doc_starts[n] : 0);
+  const int t = static_cast<int>((static_cast<int64_t>(first_row) + n) % T) -
+                (doc_starts ? doc_starts[n] : 0);  // from the document's start
   float sum[kWidth];
   float row[kWidth];
   load<kWidth>(sum, out + static_cast<int64_t>(n) * C + c);
@@ -174,8 +175,8 @@ __global__ void position_backward_kernel(float* __restrict__ dwpe,
 // Rows are still summed in row order.
 __global__ void packed_position_backward_kernel(float* __restrict__ dwpe,
                                                 const __nv_bfloat16* __restrict__ dout,
-                                                const int32_t* __restrict__ doc_starts, int N, int T,
-                                                int C, int first_row) {
+                                                const int32_t* __restrict__ doc_starts, int N,
+                                                int T, int C, int first_row) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= static_cast<int64_t>(T) * C) return;
   const int t = static_cast<int>(i / C);

@@ -36,7 +36,8 @@ void embedding_backward(float* dwte, float* dwpe, const bf16* dout, const int32_
 // The position term alone. Accumulates: out (N, C) bf16 += wpe[(first_row + n) % T], the sum in
 // fp32 rounded once; wpe (T, C) bf16. With documents packed into the sequences, doc_starts (N)
 // i32 on the device (the rows of out) moves row n to position (first_row + n) % T - doc_starts[n]
-// (kernels/cpu/embedding.h); null: one document per sequence. Twin: cpu::position_embedding_forward.
+// (kernels/cpu/embedding.h); null: one document per sequence. Twin:
+// cpu::position_embedding_forward.
 void position_embedding_forward(bf16* out, const bf16* wpe, int N, int T, int C, int first_row,
                                 cudaStream_t stream, const int32_t* doc_starts = nullptr);
 

@@ -102,7 +102,8 @@ TrainingRun train(const GPTConfig& config, const ModelParallel& given, Communica
   std::vector<int32_t> tokens = testing::random_ints(per_micro * kAccum * kSteps, 5, 0, config.vocab_size);
   std::vector<int32_t> targets = testing::random_ints(tokens.size(), 6, 0, config.vocab_size);
   for (size_t i = 0; i < targets.size(); i += 7) targets[i] = -1;
-  const std::vector<int32_t> doc_starts = packed ? packed_doc_starts(tokens.size() / kT, kT, 7) : std::vector<int32_t>();
+  const std::vector<int32_t> doc_starts =
+      packed ? packed_doc_starts(tokens.size() / kT, kT, 7) : std::vector<int32_t>();
   TrainingRun run;
   for (int step = 0; step < kSteps; ++step) {
     std::vector<MicroBatch> micro;

@@ -82,7 +82,8 @@ std::vector<float> make_qkv(const Case& s, uint32_t seed) {
 // doc_starts (B, T) on the device; absent for null.
 Tensor upload_doc_starts(const std::vector<int32_t>* doc_starts) {
   if (doc_starts == nullptr) return Tensor();
-  return cuda::upload(gpu(), std::span<const int32_t>(*doc_starts), Shape{static_cast<int64_t>(doc_starts->size())});
+  return cuda::upload(gpu(), std::span<const int32_t>(*doc_starts),
+                      Shape{static_cast<int64_t>(doc_starts->size())});
 }
 
 const int32_t* i32_or_null(const Tensor& t) { return t.raw() ? t.i32() : nullptr; }
@@ -190,7 +191,8 @@ TEST(AttentionCudaTest, PackedDocumentsMatchCpuTwin) {
   for (const Case& s : {Case{2, 200, 128, 2, 2}, Case{2, 200, 256, 4, 2}, Case{1, 130, 256, 8, 1},
                         Case{2, 77, 256, 2, 2}}) {
     SCOPED_TRACE(name(s));
-    const std::vector<int32_t> lengths = testing::random_ints(static_cast<size_t>(s.B) * s.T, 61, 1, 91);
+    const std::vector<int32_t> lengths =
+        testing::random_ints(static_cast<size_t>(s.B) * s.T, 61, 1, 91);
     std::vector<int32_t> doc_starts(static_cast<size_t>(s.B) * s.T);
     size_t next = 0;
     for (int b = 0; b < s.B; ++b) {
