@@ -26,6 +26,7 @@
 // Shapes are written next to each argument: N token rows, C channels, OC output channels, Vl
 // vocabulary rows of this rank, B x T = N, NH (query) heads, NKV key/value heads, HS head size.
 // Tensors are contiguous and row-major; an "absent" tensor is a default-constructed Tensor().
+// Every op checks its shapes and dtypes (loom::Error naming the op and the tensor) before it runs.
 //
 // Document masking (packing): several documents may share one sequence of T tokens. doc_starts
 // (B * T) i32 on the device gives, for the token at position t of a sequence, the position in that
@@ -35,8 +36,9 @@
 // document computes as if it were a sequence of its own. An absent doc_starts is one document per
 // sequence (doc_starts all 0), on the unmasked path. The ops that take it: attention forward and
 // backward, rope forward and backward (over the whole (B, T) sequence) and the position embedding
-// (over a rank's slice of rows, to which doc_starts is sliced as `out` is: see there).
-// Every op checks its shapes and dtypes (loom::Error naming the op and the tensor) before it runs.
+// (over a rank's slice of rows, to which doc_starts is sliced as `out` is: see there). The ops
+// check its shape and dtype, not its values: GPT::forward checks those on the host
+// (check_doc_starts) before they reach the device.
 //
 // Not thread-safe: one backend per stream.
 #pragma once
