@@ -116,7 +116,7 @@ void Decoder::llama_block_forward(int l) {
   Backend& be = backend_;
   be.rmsnorm_forward(ln_, {}, x_, w.ln1_w, c.norm_eps);
   be.matmul_forward(qkv_, {}, ln_, w.qkv_w, w.qkv_b, c.qkv_bias ? Epilogue::kBias : Epilogue::kNone);
-  be.rope_forward(qkv_, model_.rope_frequencies(), B_, 1, c.n_head, c.kv_heads(), pos_);
+  be.rope_forward(qkv_, model_.rope_frequencies(), B_, 1, c.n_head, c.kv_heads(), pos_, Tensor());
   be.attention_decode(att_, k_cache_[static_cast<size_t>(l)], v_cache_[static_cast<size_t>(l)], qkv_, c.n_head,
                       c.kv_heads(), pos_);
   be.matmul_forward(proj_, {}, att_, w.attproj_w, {}, Epilogue::kNone);
@@ -142,7 +142,7 @@ const float* Decoder::step(const int32_t* tokens) {
     be.rmsnorm_forward(ln_, {}, x_, lnf_w_, c.norm_eps);
   } else {
     // Every sequence is at position pos_: row pos_ of wpe, seen as a table of one position.
-    be.position_embedding_forward(x_, wpe_.slice_rows(pos_, pos_ + 1), 1, 0);
+    be.position_embedding_forward(x_, wpe_.slice_rows(pos_, pos_ + 1), 1, 0, Tensor());
     for (int l = 0; l < c.n_layer; ++l) block_forward(l);
     be.layernorm_forward(ln_, {}, {}, x_, lnf_w_, lnf_b_);
   }

@@ -93,8 +93,10 @@ struct GPT::Activations {
   // targets) and on the device (the ops).
   std::vector<int32_t> tokens;
   std::vector<int32_t> targets;
-  Tensor device_tokens;   // (N) i32
-  Tensor device_targets;  // (N) i32
+  std::vector<int32_t> doc_starts;
+  Tensor device_tokens;      // (N) i32
+  Tensor device_targets;     // (N) i32
+  Tensor device_doc_starts;  // (N) i32; shape.doc_starts views it when the micro-batch packs documents
   bool has_targets = false;
   bool forwarded = false;  // a forward whose backward has not run yet
   int counted = 0;
@@ -528,7 +530,7 @@ void GPT::layer_forward(int l, const void* residual) {
   }
 }
 
-float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
+float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T, const int32_t* doc_starts) {
   const int V = config_.vocab_size;
   if (B <= 0) fail_user("batch size is", B, "but must be positive");
   if (T <= 0 || T > config_.max_seq_len) {
@@ -539,6 +541,7 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   LOOM_CHECK(targets == nullptr || last_stage_, "only the last pipeline stage takes targets");
   if (tokens) check_token_ids(tokens, B, T, 0, V, false, "token");
   if (targets) check_token_ids(targets, B, T, 0, V, true, "target");
+  if (doc_starts) check_doc_starts(doc_starts, B, T);
   ensure_activations(B, T);
   Activations& a = *acts_;
   const Layout& s = a.shape;
@@ -551,6 +554,10 @@ float GPT::forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
     backend_->from_host(device, host.data());
   };
   if (tokens) upload(a.device_tokens, a.tokens, tokens);
+  if (doc_starts) {
+    upload(a.device_doc_starts, a.doc_starts, doc_starts);
+    a.shape.doc_starts = a.device_doc_starts;  // the backward (and any recomputation) reads it there too
+  }
   a.has_targets = targets != nullptr;
   a.forwarded = true;
   const StageOps ops = stage_ops();
@@ -716,6 +723,19 @@ void check_token_ids(const int32_t* ids, int B, int T, int first_position, int V
       fail_user(what, "id", ids[i], "at (b, t) = (" + std::to_string(i / T) + ", " +
                 std::to_string(first_position + i % T) + ")", "is outside the vocabulary [0,", V,
                 allow_ignore ? ") (or -1 to skip)" : ")");
+    }
+  }
+}
+
+void check_doc_starts(const int32_t* doc_starts, int B, int T) {
+  for (int i = 0; i < B * T; ++i) {
+    const int t = i % T, start = doc_starts[i];
+    const bool goes_on = t > 0 && start == doc_starts[i - 1];
+    if (start != t && !goes_on) {
+      fail_user("doc_starts", start, "at (b, t) = (" + std::to_string(i / T) + ", " + std::to_string(t) + ")",
+                "is neither the start of the previous token's document",
+                t > 0 ? std::to_string(doc_starts[i - 1]) : std::string("(none: a sequence's first token)"),
+                "nor its own position: each token's document begins where the previous token's did or at the token");
     }
   }
 }

@@ -142,6 +142,11 @@ enum class Recompute : uint8_t { kNone = 0, kSelective = 1, kFull = 2 };
 void check_token_ids(const int32_t* ids, int B, int T, int first_position, int V, bool allow_ignore,
                      const char* what);
 
+// UserError unless doc_starts (B, T) describes documents packed into each sequence as the ops take
+// them (core/backend/backend.h): for the token at position t, 0 <= doc_starts[t] <= t, and either
+// doc_starts[t] == doc_starts[t - 1] (the document goes on) or doc_starts[t] == t (one begins).
+void check_doc_starts(const int32_t* doc_starts, int B, int T);
+
 // Blocks per pipeline stage, as even as possible, earlier stages taking the remainder.
 std::vector<int> even_block_split(int n_layer, int stages);
 
@@ -209,8 +214,12 @@ class GPT {
   // Runs the model on tokens (B, T); every tensor-parallel rank passes the same tokens. With
   // targets (B, T) (-1 = not counted) it returns the mean cross-entropy over counted positions
   // (0 when none count); without, returns 0. UserError for a token or target outside the
-  // vocabulary. logits() is valid until backward().
-  float forward(const int32_t* tokens, const int32_t* targets, int B, int T);
+  // vocabulary. logits() is valid until backward(). doc_starts (B, T) packs several documents
+  // into a sequence (check_doc_starts): each token attends only to earlier tokens of its own
+  // document and its position counts from its document's start, so a packed sequence computes
+  // what its documents would as separate sequences; null is one document per sequence. Every
+  // pipeline stage takes it (each stage's attention masks).
+  float forward(const int32_t* tokens, const int32_t* targets, int B, int T, const int32_t* doc_starts = nullptr);
   // With deferral on, forward() does not wait for its loss (it returns 0): the row losses stay on
   // the device until take_losses() reads them, so that a step's micro-batches run without the
   // host waiting for each (train_step reads them once, after the last backward). Turning it off

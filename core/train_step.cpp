@@ -107,7 +107,7 @@ void run_pipeline(std::span<GPT* const> chunks, std::span<AdamW* const> optimize
       cs.of_micro_batch[static_cast<size_t>(i)] = slot;
       g.use_slot(slot);
       if (k > 0) pp.recv(g.stage_input(B, T), n, dtype, prev, forward_tag(k));
-      g.forward(k == 0 ? mb.tokens : nullptr, k == last_stage ? mb.targets : nullptr, B, T);
+      g.forward(k == 0 ? mb.tokens : nullptr, k == last_stage ? mb.targets : nullptr, B, T, mb.doc_starts);
       if (k != last_stage) {
         post_send(cs.slots[static_cast<size_t>(slot)], g.stage_output(), forward_tag(k + 1), next);
       }
@@ -189,7 +189,7 @@ double run_micro_batches(std::span<GPT* const> chunks, std::span<AdamW* const> o
   if (model.pp().size() == 1 && chunks.size() == 1) {
     for (size_t i = 0; i < accum; ++i) {
       const MicroBatch& mb = micro[i];
-      model.forward(mb.tokens, mb.targets, mb.B, mb.T);
+      model.forward(mb.tokens, mb.targets, mb.B, mb.T, mb.doc_starts);
       if (optimizers.empty()) continue;
       const bool last = i + 1 == accum;
       model.backward(shares.scale[i], last, last ? optimizers[0]->gradients_ready() : GradientsReady{});

@@ -21,6 +21,7 @@ struct MicroBatch {
   const int32_t* targets;  // (B, T), -1 = not counted
   int B;
   int T;
+  const int32_t* doc_starts = nullptr;  // (B, T) or nullptr: one document per row
 };
 
 struct StepResult {

@@ -28,6 +28,18 @@
 // Tensors are contiguous and row-major; an "absent" tensor is a default-constructed Tensor().
 // Every op checks its shapes and dtypes (loom::Error naming the op and the tensor) before it runs.
 //
+// Document masking (packing): several documents may share one sequence of T tokens. doc_starts
+// (B * T) i32 on the device gives, for the token at position t of a sequence, the position in that
+// sequence where its document begins: 0 <= doc_starts[t] <= t, non-decreasing along a sequence, and
+// either doc_starts[t - 1] or t. Key j is then visible to query i iff doc_starts[i] <= j <= i, and a
+// token's position (the learned position embedding's row, RoPE's angle) is t - doc_starts[t]: each
+// document computes as if it were a sequence of its own. An absent doc_starts is one document per
+// sequence (doc_starts all 0), on the unmasked path. The ops that take it: attention forward and
+// backward, rope forward and backward (over the whole (B, T) sequence) and the position embedding
+// (over a rank's slice of rows, to which doc_starts is sliced as `out` is: see there). The ops
+// check its shape and dtype, not its values: GPT::forward checks those on the host
+// (check_doc_starts) before they reach the device.
+//
 // Not thread-safe: one backend per stream.
 #pragma once
 
@@ -110,13 +122,18 @@ class Backend {
   // sums the slices). tokens (N) i32 on the device.
   virtual void token_embedding_forward(const Tensor& out, const Tensor& tokens, const Tensor& wte,
                                        int vocab_start) = 0;
-  // out (N, C) += wpe[(first_row + n) % T]; wpe (max_T, C).
-  virtual void position_embedding_forward(const Tensor& out, const Tensor& wpe, int T, int first_row) = 0;
+  // out (N, C) += wpe[(first_row + n) % T - doc_starts[n]]; wpe (max_T, C). doc_starts (N) i32 or
+  // absent covers the same rows as out: under sequence parallelism, rows [first_row, first_row + N)
+  // of the whole (B * T) array (its values stay positions within the sequence, not row numbers).
+  virtual void position_embedding_forward(const Tensor& out, const Tensor& wpe, int T, int first_row,
+                                          const Tensor& doc_starts) = 0;
   // dwte (Vl, C) f32 += the rows of dout (N, C) whose token lies in this rank's slice.
   virtual void token_embedding_backward(const Tensor& dwte, const Tensor& dout, const Tensor& tokens,
                                         int vocab_start) = 0;
-  // dwpe (max_T, C) f32 [(first_row + n) % T] += dout (N, C) [n].
-  virtual void position_embedding_backward(const Tensor& dwpe, const Tensor& dout, int T, int first_row) = 0;
+  // dwpe (max_T, C) f32 [(first_row + n) % T - doc_starts[n]] += dout (N, C) [n]; doc_starts (N)
+  // i32 or absent, the rows of dout as in the forward.
+  virtual void position_embedding_backward(const Tensor& dwpe, const Tensor& dout, int T, int first_row,
+                                           const Tensor& doc_starts) = 0;
 
   // --- LayerNorm and the residual stream ----------------------------------------------------
   // out (N, C) = LayerNorm(inp) * weight + bias (C); mean, rstd (N) f32, absent in inference.
@@ -175,26 +192,30 @@ class Backend {
   // kernels/cpu/rope.h's rope_inverse_frequencies. Rotates q and k of row n by the angles
   // float(p) * inv_freq of its position p = first_position + n % T, in f32 (kernels/cpu/rope.h
   // has the formulas); v is left as it is. Decoding rotates a step's rows with T = 1 and
-  // first_position = the position decoded.
+  // first_position = the position decoded. doc_starts (N) i32 or absent: packed documents, row n
+  // at position first_position + n % T - doc_starts[n].
   virtual void rope_forward(const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
-                            int first_position) = 0;
-  // The gradient of qkv before rope_forward (positions 0 .. T - 1) from the gradient after it:
-  // dqkv (N, (NH + 2 * NKV) * HS) is overwritten in place by the transposed rotation of its dq and
-  // dk; dv is left as it is.
-  virtual void rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) = 0;
+                            int first_position, const Tensor& doc_starts) = 0;
+  // The gradient of qkv before rope_forward (positions 0 .. T - 1, less doc_starts as there) from
+  // the gradient after it: dqkv (N, (NH + 2 * NKV) * HS) is overwritten in place by the transposed
+  // rotation of its dq and dk; dv is left as it is.
+  virtual void rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
+                             const Tensor& doc_starts) = 0;
 
   // --- causal self-attention over a fused QKV, grouped-query heads ---------------------------
   // qkv (N, (NH + 2 * NKV) * HS) holds per row [q: NH * HS | k: NKV * HS | v: NKV * HS], HS =
   // Cl / NH; query head h reads key/value head h / (NH / NKV) (Hugging Face's repeat_kv order),
   // NKV dividing NH: NKV == NH is multi-head attention, NKV == 1 multi-query. K and V are read in
   // place, never repeated. out (N, Cl = NH * HS); lse (B, NH, T) f32, the softmax's log-sum-exp
-  // kept for the backward.
+  // kept for the backward. doc_starts (N) i32 or absent: query i of a sequence sees keys
+  // doc_starts[i] .. i only (absent: 0 .. i).
   virtual void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH,
-                                 int NKV) = 0;
+                                 int NKV, const Tensor& doc_starts) = 0;
   // dqkv (N, (NH + 2 * NKV) * HS) = the gradient of qkv given dout (N, Cl): a kv head's k and v
   // gradients sum over its NH / NKV query heads, in a fixed order (bitwise reproducible).
+  // doc_starts as the forward's: the gradient of the masked attention.
   virtual void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                                  const Tensor& lse, int B, int T, int NH, int NKV) = 0;
+                                  const Tensor& lse, int B, int T, int NH, int NKV, const Tensor& doc_starts) = 0;
 
   // --- causal self-attention of one new position over a KV cache (decoding; no backward) -----
   // qkv (B, (NH + 2 * NKV) * HS) holds q, k and v of position `pos` of each of B sequences, laid

@@ -36,6 +36,9 @@ int dim(int64_t n) {
   return static_cast<int>(n);
 }
 
+// An optional i32 input (doc_starts): null when absent, which the kernels take as "no documents".
+const int32_t* i32_or_null(const Tensor& t) { return present(t) ? t.i32() : nullptr; }
+
 // The floats a kernel reads: an f32 tensor's own, or a bf16 tensor widened into a copy; null for
 // an absent tensor.
 class F32In {
@@ -149,12 +152,13 @@ void CpuBackend::token_embedding_forward(const Tensor& out, const Tensor& tokens
   o.done();
 }
 
-void CpuBackend::position_embedding_forward(const Tensor& out, const Tensor& wpe, int T, int first_row) {
-  backend_checks::check_position_embedding_forward(contract(), out, wpe, T);
+void CpuBackend::position_embedding_forward(const Tensor& out, const Tensor& wpe, int T, int first_row,
+                                            const Tensor& doc_starts) {
+  backend_checks::check_position_embedding_forward(contract(), out, wpe, T, doc_starts);
   const int64_t N = rows(out), C = cols(out);
   F32In w(wpe);
   F32Out o(out, true);
-  k::position_embedding_forward(o.get(), w.get(), dim(N), T, dim(C), first_row);
+  k::position_embedding_forward(o.get(), w.get(), dim(N), T, dim(C), first_row, i32_or_null(doc_starts));
   o.done();
 }
 
@@ -166,11 +170,12 @@ void CpuBackend::token_embedding_backward(const Tensor& dwte, const Tensor& dout
   k::token_embedding_backward(dwte.f32(), d.get(), tokens.i32(), dim(N), dim(C), vocab_start, dim(Vl));
 }
 
-void CpuBackend::position_embedding_backward(const Tensor& dwpe, const Tensor& dout, int T, int first_row) {
-  backend_checks::check_position_embedding_backward(contract(), dwpe, dout, T);
+void CpuBackend::position_embedding_backward(const Tensor& dwpe, const Tensor& dout, int T, int first_row,
+                                             const Tensor& doc_starts) {
+  backend_checks::check_position_embedding_backward(contract(), dwpe, dout, T, doc_starts);
   const int64_t N = rows(dout), C = cols(dout);
   F32In d(dout);
-  k::position_embedding_backward(dwpe.f32(), d.get(), dim(N), T, dim(C), first_row);
+  k::position_embedding_backward(dwpe.f32(), d.get(), dim(N), T, dim(C), first_row, i32_or_null(doc_starts));
 }
 
 // --- LayerNorm and the residual stream -------------------------------------------------------
@@ -341,40 +346,43 @@ void CpuBackend::swiglu_backward(const Tensor& dgu, const Tensor& gu, const Tens
 // In place: a bf16 qkv is widened, rotated in f32 and rounded back once (v comes back unchanged:
 // a bf16 value widened and rounded is itself).
 void CpuBackend::rope_forward(const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
-                              int first_position) {
-  backend_checks::check_rope_forward(contract(), qkv, inv_freq, B, T, NH, NKV, first_position);
+                              int first_position, const Tensor& doc_starts) {
+  backend_checks::check_rope_forward(contract(), qkv, inv_freq, B, T, NH, NKV, first_position, doc_starts);
   F32Out x(qkv, true);
-  k::rope_forward(x.get(), inv_freq.f32(), B, T, NH, NKV, dim(2 * inv_freq.numel()), first_position);
+  k::rope_forward(x.get(), inv_freq.f32(), B, T, NH, NKV, dim(2 * inv_freq.numel()), first_position,
+                  i32_or_null(doc_starts));
   x.done();
 }
 
-void CpuBackend::rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) {
-  backend_checks::check_rope_backward(contract(), dqkv, inv_freq, B, T, NH, NKV);
+void CpuBackend::rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
+                               const Tensor& doc_starts) {
+  backend_checks::check_rope_backward(contract(), dqkv, inv_freq, B, T, NH, NKV, doc_starts);
   F32Out dx(dqkv, true);
-  k::rope_backward(dx.get(), inv_freq.f32(), B, T, NH, NKV, dim(2 * inv_freq.numel()), 0);
+  k::rope_backward(dx.get(), inv_freq.f32(), B, T, NH, NKV, dim(2 * inv_freq.numel()), 0, i32_or_null(doc_starts));
   dx.done();
 }
 
 // --- attention -------------------------------------------------------------------------------
 
 void CpuBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH,
-                                   int NKV) {
-  backend_checks::check_attention_forward(contract(), out, lse, qkv, B, T, NH, NKV);
+                                   int NKV, const Tensor& doc_starts) {
+  backend_checks::check_attention_forward(contract(), out, lse, qkv, B, T, NH, NKV, doc_starts);
   const int64_t Cl = cols(out);
   F32In x(qkv);
   F32Out o(out, false);
-  k::attention_forward(o.get(), lse.f32(), x.get(), B, T, dim(Cl), NH, NKV);
+  k::attention_forward(o.get(), lse.f32(), x.get(), B, T, dim(Cl), NH, NKV, i32_or_null(doc_starts));
   o.done();
 }
 
 void CpuBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                                    const Tensor& lse, int B, int T, int NH, int NKV) {
-  backend_checks::check_attention_backward(contract(), dqkv, dout, qkv, out, lse, B, T, NH, NKV);
+                                    const Tensor& lse, int B, int T, int NH, int NKV, const Tensor& doc_starts) {
+  backend_checks::check_attention_backward(contract(), dqkv, dout, qkv, out, lse, B, T, NH, NKV, doc_starts);
   const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);
   F32In x(qkv), y(out), dy(dout);
   F32Out dx(dqkv, false);
   zero_floats(dx.get(), N * cols(qkv));
-  k::attention_backward(dx.get(), dy.get(), x.get(), y.get(), lse.f32(), B, T, dim(Cl), NH, NKV);
+  k::attention_backward(dx.get(), dy.get(), x.get(), y.get(), lse.f32(), B, T, dim(Cl), NH, NKV,
+                        i32_or_null(doc_starts));
   dx.done();
 }
 

@@ -32,10 +32,12 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
 
   void token_embedding_forward(const Tensor& out, const Tensor& tokens, const Tensor& wte, int vocab_start) override;
-  void position_embedding_forward(const Tensor& out, const Tensor& wpe, int T, int first_row) override;
+  void position_embedding_forward(const Tensor& out, const Tensor& wpe, int T, int first_row,
+                                  const Tensor& doc_starts) override;
   void token_embedding_backward(const Tensor& dwte, const Tensor& dout, const Tensor& tokens,
                                 int vocab_start) override;
-  void position_embedding_backward(const Tensor& dwpe, const Tensor& dout, int T, int first_row) override;
+  void position_embedding_backward(const Tensor& dwpe, const Tensor& dout, int T, int first_row,
+                                   const Tensor& doc_starts) override;
 
   void layernorm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& inp,
                          const Tensor& weight, const Tensor& bias) override;
@@ -62,13 +64,14 @@ class CpuBackend final : public Backend {
   void swiglu_forward(const Tensor& out, const Tensor& gu) override;
   void swiglu_backward(const Tensor& dgu, const Tensor& gu, const Tensor& dout) override;
   void rope_forward(const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
-                    int first_position) override;
-  void rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) override;
+                    int first_position, const Tensor& doc_starts) override;
+  void rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
+                     const Tensor& doc_starts) override;
 
   void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH,
-                         int NKV) override;
+                         int NKV, const Tensor& doc_starts) override;
   void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                          const Tensor& lse, int B, int T, int NH, int NKV) override;
+                          const Tensor& lse, int B, int T, int NH, int NKV, const Tensor& doc_starts) override;
   void attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache, const Tensor& qkv, int NH,
                         int NKV, int pos) override;
 

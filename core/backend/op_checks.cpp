@@ -60,10 +60,12 @@ void check_token_embedding_forward(const OpContract& c, const Tensor& out, const
   expect("token_embedding_forward", "wte", wte, c.act, c.device, {Vl, C});
 }
 
-void check_position_embedding_forward(const OpContract& c, const Tensor& out, const Tensor& wpe, int T) {
+void check_position_embedding_forward(const OpContract& c, const Tensor& out, const Tensor& wpe, int T,
+                                      const Tensor& doc_starts) {
   const int64_t N = rows(out), C = cols(out);
   expect("position_embedding_forward", "out", out, c.act, c.device, {N, C});
   expect("position_embedding_forward", "wpe", wpe, c.act, c.device, {rows(wpe), C});
+  expect_optional("position_embedding_forward", "doc_starts", doc_starts, kI32, c.device, {N});
   LOOM_CHECK(T > 0 && T <= rows(wpe), "position_embedding_forward: T", T, "outside 1 ..", rows(wpe));
 }
 
@@ -74,10 +76,12 @@ void check_token_embedding_backward(const OpContract& c, const Tensor& dwte, con
   expect("token_embedding_backward", "dwte", dwte, kF32, c.device, {Vl, C});
 }
 
-void check_position_embedding_backward(const OpContract& c, const Tensor& dwpe, const Tensor& dout, int T) {
+void check_position_embedding_backward(const OpContract& c, const Tensor& dwpe, const Tensor& dout, int T,
+                                       const Tensor& doc_starts) {
   const int64_t N = rows(dout), C = cols(dout);
   expect("position_embedding_backward", "dout", dout, c.act, c.device, {N, C});
   expect("position_embedding_backward", "dwpe", dwpe, kF32, c.device, {rows(dwpe), C});
+  expect_optional("position_embedding_backward", "doc_starts", doc_starts, kI32, c.device, {N});
   LOOM_CHECK(T > 0 && T <= rows(dwpe), "position_embedding_backward: T", T, "outside 1 ..", rows(dwpe));
 }
 
@@ -224,7 +228,7 @@ namespace {
 // qkv (B * T, (NH + 2 * NKV) * HS) with HS = 2 * inv_freq's length, rows at positions
 // first_position .. first_position + T - 1.
 void check_rope(const char* op, const char* name, const OpContract& c, const Tensor& qkv, const Tensor& inv_freq,
-                int B, int T, int NH, int NKV, int first_position) {
+                int B, int T, int NH, int NKV, int first_position, const Tensor& doc_starts) {
   LOOM_CHECK(B > 0 && T > 0 && NH > 0 && NKV > 0, op, ": sizes must be positive: B", B, "T", T, "NH", NH, "NKV", NKV);
   LOOM_CHECK(NH % NKV == 0, op, ": the", NKV, "key/value heads must divide the", NH, "query heads");
   const int64_t half = inv_freq.numel();
@@ -232,6 +236,7 @@ void check_rope(const char* op, const char* name, const OpContract& c, const Ten
   LOOM_CHECK(half > 0, op, ": inv_freq is empty; it holds head_size / 2 frequencies");
   const int64_t N = static_cast<int64_t>(B) * T, width = (NH + 2 * static_cast<int64_t>(NKV)) * 2 * half;
   expect(op, name, qkv, c.act, c.device, {N, width});
+  expect_optional(op, "doc_starts", doc_starts, kI32, c.device, {N});
   LOOM_CHECK(first_position >= 0 && first_position <= INT_MAX - (T - 1), op, ": positions", first_position, "..",
              static_cast<int64_t>(first_position) + T - 1, "outside 0 ..", INT_MAX);
 }
@@ -248,27 +253,29 @@ int64_t attention_head_size(const char* op, int64_t Cl, int NH, int NKV) {
 }  // namespace
 
 void check_rope_forward(const OpContract& c, const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
-                        int first_position) {
-  check_rope("rope_forward", "qkv", c, qkv, inv_freq, B, T, NH, NKV, first_position);
+                        int first_position, const Tensor& doc_starts) {
+  check_rope("rope_forward", "qkv", c, qkv, inv_freq, B, T, NH, NKV, first_position, doc_starts);
 }
 
 void check_rope_backward(const OpContract& c, const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH,
-                         int NKV) {
-  check_rope("rope_backward", "dqkv", c, dqkv, inv_freq, B, T, NH, NKV, 0);
+                         int NKV, const Tensor& doc_starts) {
+  check_rope("rope_backward", "dqkv", c, dqkv, inv_freq, B, T, NH, NKV, 0, doc_starts);
 }
 
 void check_attention_forward(const OpContract& c, const Tensor& out, const Tensor& lse, const Tensor& qkv, int B,
-                             int T, int NH, int NKV) {
+                             int T, int NH, int NKV, const Tensor& doc_starts) {
   const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);
   const char* op = "attention_forward";
   expect(op, "out", out, c.act, c.device, {N, Cl});
   const int64_t HS = attention_head_size(op, Cl, NH, NKV);
   expect(op, "qkv", qkv, c.act, c.device, {N, Cl + 2 * NKV * HS});  // [q: NH | k: NKV | v: NKV heads]
   expect(op, "lse", lse, kF32, c.device, {static_cast<int64_t>(B) * NH * T});
+  expect_optional(op, "doc_starts", doc_starts, kI32, c.device, {N});
 }
 
 void check_attention_backward(const OpContract& c, const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
-                              const Tensor& out, const Tensor& lse, int B, int T, int NH, int NKV) {
+                              const Tensor& out, const Tensor& lse, int B, int T, int NH, int NKV,
+                              const Tensor& doc_starts) {
   const int64_t N = static_cast<int64_t>(B) * T, Cl = cols(out);
   const char* op = "attention_backward";
   expect(op, "out", out, c.act, c.device, {N, Cl});
@@ -277,6 +284,7 @@ void check_attention_backward(const OpContract& c, const Tensor& dqkv, const Ten
   expect(op, "dqkv", dqkv, c.act, c.device, {N, W});
   expect(op, "dout", dout, c.act, c.device, {N, Cl});
   expect(op, "lse", lse, kF32, c.device, {static_cast<int64_t>(B) * NH * T});
+  expect_optional(op, "doc_starts", doc_starts, kI32, c.device, {N});
 }
 
 void check_attention_decode(const OpContract& c, const Tensor& out, const Tensor& k_cache, const Tensor& v_cache,

@@ -33,9 +33,11 @@ struct OpContract {
   DType accumulator;  // device scalars that accumulate
 };
 void check_token_embedding_forward(const OpContract& c, const Tensor& out, const Tensor& tokens, const Tensor& wte);
-void check_position_embedding_forward(const OpContract& c, const Tensor& out, const Tensor& wpe, int T);
+void check_position_embedding_forward(const OpContract& c, const Tensor& out, const Tensor& wpe, int T,
+                                      const Tensor& doc_starts);
 void check_token_embedding_backward(const OpContract& c, const Tensor& dwte, const Tensor& dout, const Tensor& tokens);
-void check_position_embedding_backward(const OpContract& c, const Tensor& dwpe, const Tensor& dout, int T);
+void check_position_embedding_backward(const OpContract& c, const Tensor& dwpe, const Tensor& dout, int T,
+                                       const Tensor& doc_starts);
 void check_layernorm_forward(const OpContract& c, const Tensor& out, const Tensor& mean, const Tensor& rstd,
                              const Tensor& inp, const Tensor& weight, const Tensor& bias);
 void check_residual_add(const OpContract& c, const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& bias);
@@ -63,13 +65,14 @@ void check_gelu_backward(const OpContract& c, const Tensor& dinp, const Tensor& 
 void check_swiglu_forward(const OpContract& c, const Tensor& out, const Tensor& gu);
 void check_swiglu_backward(const OpContract& c, const Tensor& dgu, const Tensor& gu, const Tensor& dout);
 void check_rope_forward(const OpContract& c, const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
-                        int first_position);
+                        int first_position, const Tensor& doc_starts);
 void check_rope_backward(const OpContract& c, const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH,
-                         int NKV);
+                         int NKV, const Tensor& doc_starts);
 void check_attention_forward(const OpContract& c, const Tensor& out, const Tensor& lse, const Tensor& qkv, int B,
-                             int T, int NH, int NKV);
+                             int T, int NH, int NKV, const Tensor& doc_starts);
 void check_attention_backward(const OpContract& c, const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
-                              const Tensor& out, const Tensor& lse, int B, int T, int NH, int NKV);
+                              const Tensor& out, const Tensor& lse, int B, int T, int NH, int NKV,
+                              const Tensor& doc_starts);
 void check_attention_decode(const OpContract& c, const Tensor& out, const Tensor& k_cache, const Tensor& v_cache,
                             const Tensor& qkv, int NH, int NKV, int pos);
 void check_vocab_row_max(const OpContract& c, const Tensor& row_max, const Tensor& logits);

@@ -8,13 +8,16 @@ void embedding_forward(const StageOps& ops, const StageDims& s, const Tensor& wt
   // embedding, and each rank adds the positions of the rows it holds.
   ops.backend.token_embedding_forward(ops.rows(out, s.N, s.C), tokens, wte, vocab_start);
   RegionEnds(ops, s).leave(out, scratch);
-  if (wpe.raw() != nullptr) ops.backend.position_embedding_forward(ops.rows(out, s.Nl, s.C), wpe, s.T, s.first_row);
+  if (wpe.raw() != nullptr) {
+    ops.backend.position_embedding_forward(ops.rows(out, s.Nl, s.C), wpe, s.T, s.first_row, s.local_doc_starts());
+  }
 }
 
 void embedding_backward(const StageOps& ops, const StageDims& s, const Tensor& dwte, const Tensor& dwpe,
                         const Tensor& tokens, int vocab_start, const StageScratch& d) {
   if (dwpe.raw() != nullptr) {
-    ops.backend.position_embedding_backward(dwpe, ops.rows(d.dresidual, s.Nl, s.C), s.T, s.first_row);
+    ops.backend.position_embedding_backward(dwpe, ops.rows(d.dresidual, s.Nl, s.C), s.T, s.first_row,
+                                            s.local_doc_starts());
   }
   const void* dembedded = RegionEnds(ops, s).leave_backward(d.dresidual, d.dfull);
   ops.backend.token_embedding_backward(dwte, ops.rows(dembedded, s.N, s.C), tokens, vocab_start);

@@ -56,7 +56,7 @@ void gpt2_block_forward(const StageOps& ops, const StageDims& s, const Gpt2Block
   const void* ln1 = ends.enter(a.ln1, a.ln1_full);
   be.matmul_forward(A(a.qkv, N, 3 * s.Cl), {}, A(ln1, N, C), w.qkv_w, w.qkv_b, Epilogue::kBias);
   be.attention_forward(A(a.atty, N, s.Cl), ops.stats(a.att_lse, static_cast<int64_t>(B) * s.NHl * T),
-                       A(a.qkv, N, 3 * s.Cl), B, T, s.NHl, s.NHl);
+                       A(a.qkv, N, 3 * s.Cl), B, T, s.NHl, s.NHl, s.doc_starts);
   be.matmul_forward(A(a.attproj, N, C), {}, A(a.atty, N, s.Cl), w.attproj_w, {}, Epilogue::kNone);
   ends.leave(a.attproj, scratch);
   // The row-parallel bias is added once, after the tensor-parallel reduction.
@@ -95,12 +95,12 @@ void gpt2_block_backward(const StageOps& ops, const StageDims& s, const Gpt2Bloc
   // Attention. Selective recomputation rebuilds the attention core from the kept QKV.
   const Tensor qkv = A(a.qkv, N, 3 * s.Cl), atty = A(a.atty, N, s.Cl);
   const Tensor lse = ops.stats(a.att_lse, static_cast<int64_t>(B) * s.NHl * T);
-  if (recompute_attention) be.attention_forward(atty, lse, qkv, B, T, s.NHl, s.NHl);
+  if (recompute_attention) be.attention_forward(atty, lse, qkv, B, T, s.NHl, s.NHl, s.doc_starts);
   const Tensor dattproj = A(ends.leave_backward(d.dresidual, d.dfull), N, C);
   const Tensor datty = A(d.datty, N, s.Cl), dqkv = A(d.dqkv, N, 3 * s.Cl);
   be.matmul_backward(datty, g.attproj_w, dattproj, atty, w.attproj_w);
   be.bias_backward(g.attproj_b, dattproj);
-  be.attention_backward(dqkv, datty, qkv, atty, lse, B, T, s.NHl, s.NHl);
+  be.attention_backward(dqkv, datty, qkv, atty, lse, B, T, s.NHl, s.NHl, s.doc_starts);
   // dfull may still hold dattproj (sequence parallel): it was consumed above.
   be.matmul_backward(A(d.dfull, N, C), g.qkv_w, dqkv, A(a.ln1_full, N, C), w.qkv_w);
   be.bias_backward(g.qkv_b, dqkv);

@@ -56,10 +56,10 @@ void llama_block_forward(const StageOps& ops, const StageDims& s, const LlamaBlo
   const Tensor qkv = A(a.qkv, N, s.QKVl);
   be.matmul_forward(qkv, {}, A(ln1, N, C), w.qkv_w, w.qkv_b, cfg.qkv_bias ? Epilogue::kBias : Epilogue::kNone);
   // Every row of a micro-batch is here (the gathered rows under sequence parallelism): row n is
-  // position n % T.
-  be.rope_forward(qkv, cfg.inv_freq, B, T, s.NHl, s.NKVl, 0);
+  // position n % T, less its document's start when documents are packed.
+  be.rope_forward(qkv, cfg.inv_freq, B, T, s.NHl, s.NKVl, 0, s.doc_starts);
   be.attention_forward(A(a.atty, N, s.Cl), ops.stats(a.att_lse, static_cast<int64_t>(B) * s.NHl * T), qkv, B, T,
-                       s.NHl, s.NKVl);
+                       s.NHl, s.NKVl, s.doc_starts);
   be.matmul_forward(A(a.attproj, N, C), {}, A(a.atty, N, s.Cl), w.o_w, {}, Epilogue::kNone);
   ends.leave(a.attproj, scratch);
   be.residual_rmsnorm_forward(A(a.residual2, Nl, C), A(a.ln2, Nl, C), ops.stats(a.ln2_rstd, Nl), A(residual, Nl, C),
@@ -95,13 +95,13 @@ void llama_block_backward(const StageOps& ops, const StageDims& s, const LlamaBl
   // rebuilds the attention core from it.
   const Tensor qkv = A(a.qkv, N, s.QKVl), atty = A(a.atty, N, s.Cl);
   const Tensor lse = ops.stats(a.att_lse, static_cast<int64_t>(B) * s.NHl * T);
-  if (recompute_attention) be.attention_forward(atty, lse, qkv, B, T, s.NHl, s.NKVl);
+  if (recompute_attention) be.attention_forward(atty, lse, qkv, B, T, s.NHl, s.NKVl, s.doc_starts);
   const Tensor dattproj = A(ends.leave_backward(d.dresidual, d.dfull), N, C);
   const Tensor datty = A(d.datty, N, s.Cl), dqkv = A(d.dqkv, N, s.QKVl);
   be.matmul_backward(datty, g.o_w, dattproj, atty, w.o_w);
-  be.attention_backward(dqkv, datty, qkv, atty, lse, B, T, s.NHl, s.NKVl);
+  be.attention_backward(dqkv, datty, qkv, atty, lse, B, T, s.NHl, s.NKVl, s.doc_starts);
   // d(rotated q, k) -> d(q, k) before the projection.
-  be.rope_backward(dqkv, cfg.inv_freq, B, T, s.NHl, s.NKVl);
+  be.rope_backward(dqkv, cfg.inv_freq, B, T, s.NHl, s.NKVl, s.doc_starts);
   be.matmul_backward(A(d.dfull, N, C), g.qkv_w, dqkv, A(a.ln1_full, N, C), w.qkv_w);
   if (cfg.qkv_bias) be.bias_backward(g.qkv_b, dqkv);
   void* dln1 = ends.enter_backward(d.dfull, d.dlocal);

@@ -18,9 +18,17 @@ namespace loom {
 // channels (NHl query heads, NKVl key/value heads); QKVl = (NHl + 2 NKVl) x head size, the fused
 // q, k, v columns; Fl MLP hidden units (GPT-2 4C / tp, Llama intermediate_size / tp); MLPl the
 // MLP's first matmul's columns (GPT-2 Fl; Llama 2 Fl, gate and up); Vl vocabulary rows;
-// first_row: this rank's first row of the residual stream.
+// first_row: this rank's first row of the residual stream. doc_starts (N) i32 on the device: each
+// row's document start when documents are packed into sequences (backend.h), absent for one
+// document per sequence; the attention and RoPE read all N rows, the position embedding the Nl of
+// this rank (local_doc_starts).
 struct StageDims {
   int B, T, N, Nl, C, Cl, NHl, NKVl, QKVl, Fl, MLPl, Vl, first_row;
+  Tensor doc_starts;
+
+  Tensor local_doc_starts() const {
+    return doc_starts.raw() == nullptr ? Tensor() : doc_starts.slice_rows(first_row, first_row + Nl);
+  }
 };
 
 // The backend, the tensor-parallel group and the activation dtype a stage's ops run with, and

@@ -94,20 +94,21 @@ void transpose_rows(float* dst, const float* src, int n, int HS, int ld) {
   }
 }
 
-// Turns one row of scaled scores into probabilities over keys 0..last (later keys get 0) and
+// Turns one row of scaled scores into probabilities over keys first..last (the others get 0) and
 // returns the row's log-sum-exp.
-float softmax_row(float* s, int last, int n) {
-  float max = s[0];
-  for (int j = 1; j <= last; ++j) max = std::max(max, s[j]);
+float softmax_row(float* s, int first, int last, int n) {
+  float max = s[first];
+  for (int j = first + 1; j <= last; ++j) max = std::max(max, s[j]);
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-  for (int j = 0; j <= last; ++j) {
+  for (int j = first; j <= last; ++j) {
     s[j] = fast_exp(s[j] - max);
     sum += s[j];
   }
   const float inv = 1.0f / sum;
 #pragma omp simd
-  for (int j = 0; j <= last; ++j) s[j] *= inv;
+  for (int j = first; j <= last; ++j) s[j] *= inv;
+  for (int j = 0; j < first; ++j) s[j] = 0.0f;
   for (int j = last + 1; j < n; ++j) s[j] = 0.0f;
   return max + std::log(sum);
 }
@@ -136,7 +137,7 @@ struct Heads {
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                       int NKV) {
+                       int NKV, const int32_t* doc_starts) {
   check_shapes(B, T, C, NH, NKV);
   const Heads heads(C, NH, NKV);
   const int HS = heads.HS;
@@ -157,11 +158,15 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int T, i
       const int b = unit / (n_tiles * NH);
       const int i0 = tile * kQueryTile;
       const int m = std::min(kQueryTile, T - i0);
-      const int n_keys = i0 + m;  // causal: this tile sees keys 0..i0+m-1
+      const int32_t* starts = doc_starts ? doc_starts + static_cast<size_t>(b) * T : nullptr;
+      // Causal: this tile sees keys key0..i0+m-1, key0 the first key of its first row's document
+      // (0 without documents; starts never decrease, so no row of the tile sees an earlier key).
+      const int key0 = starts ? starts[i0] : 0;
+      const int n_keys = i0 + m - key0;
       const float* rows = qkv + static_cast<size_t>(b) * T * W;  // (T, W)
       const float* q = rows + heads.q(h);                         // (T, HS), stride W
-      const float* k = rows + heads.k(h / heads.G);
-      const float* v = rows + heads.v(h / heads.G);
+      const float* k = rows + heads.k(h / heads.G) + static_cast<size_t>(key0) * W;
+      const float* v = rows + heads.v(h / heads.G) + static_cast<size_t>(key0) * W;
       for (int r = 0; r < m; ++r) {
         for (int d = 0; d < HS; ++d) q_tile[r * HS + d] = q[(i0 + r) * W + d] * scale;
       }
@@ -170,7 +175,8 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int T, i
            false);
       float* lse_bh = lse + (static_cast<size_t>(b) * NH + h) * T;  // (T)
       for (int r = 0; r < m; ++r) {
-        lse_bh[i0 + r] = softmax_row(scores.data() + r * n_keys, i0 + r, n_keys);
+        const int first = starts ? starts[i0 + r] - key0 : 0;
+        lse_bh[i0 + r] = softmax_row(scores.data() + r * n_keys, first, i0 + r - key0, n_keys);
       }
       float* o = out + (static_cast<size_t>(b) * T + i0) * C + h * HS;  // (m, HS), stride C
       gemm(o, C, scores.data(), n_keys, 1, v, W, m, HS, n_keys, 1.0f, false);
@@ -179,7 +185,8 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int T, i
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                        const float* lse, int B, int T, int C, int NH, int NKV) {
+                        const float* lse, int B, int T, int C, int NH, int NKV,
+                        const int32_t* doc_starts) {
   check_shapes(B, T, C, NH, NKV);
   const Heads heads(C, NH, NKV);
   const int HS = heads.HS;
@@ -204,6 +211,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
       const float* rows = qkv + row0 * W;  // (T, W)
       const float* k = rows + heads.k(kv);  // (T, HS), stride W
       const float* v = rows + heads.v(kv);
+      const int32_t* starts = doc_starts ? doc_starts + row0 : nullptr;
       transpose_rows(k_t.data(), k, T, HS, W);
       transpose_rows(v_t.data(), v, T, HS, W);
       std::fill(dk.begin(), dk.end(), 0.0f);
@@ -218,17 +226,20 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
         float* dq = dqkv + row0 * W + heads.q(h);       // (T, HS), stride W
         for (int i0 = 0; i0 < T; i0 += kQueryTile) {
           const int m = std::min(kQueryTile, T - i0);
-          const int n_keys = i0 + m;
+          const int key0 = starts ? starts[i0] : 0;  // as in the forward: the tile's first key
+          const int n_keys = i0 + m - key0;
           for (int r = 0; r < m; ++r) {
             for (int d = 0; d < HS; ++d) q_tile[r * HS + d] = q[(i0 + r) * W + d] * scale;
           }
           // Transposed keys have row stride T here (all T keys), of which we use n_keys columns.
-          gemm(probs.data(), n_keys, q_tile.data(), HS, 1, k_t.data(), T, m, n_keys, HS, 1.0f,
-               false);
-          gemm(dscores.data(), n_keys, d_o + i0 * C, C, 1, v_t.data(), T, m, n_keys, HS, 1.0f,
-               false);
+          gemm(probs.data(), n_keys, q_tile.data(), HS, 1, k_t.data() + key0, T, m, n_keys, HS,
+               1.0f, false);
+          gemm(dscores.data(), n_keys, d_o + i0 * C, C, 1, v_t.data() + key0, T, m, n_keys, HS,
+               1.0f, false);
           for (int r = 0; r < m; ++r) {
             const int i = i0 + r;
+            const int first = starts ? starts[i] - key0 : 0;
+            const int last = i - key0;
             float* p = probs.data() + r * n_keys;
             float* ds = dscores.data() + r * n_keys;
             const float row_lse = lse_bh[i];
@@ -236,22 +247,27 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 #pragma omp simd reduction(+ : dot)
             for (int d = 0; d < HS; ++d) dot += d_o[i * C + d] * o[i * C + d];
 #pragma omp simd
-            for (int j = 0; j <= i; ++j) {
+            for (int j = first; j <= last; ++j) {
               p[j] = fast_exp(p[j] - row_lse);
               ds[j] = p[j] * (ds[j] - dot);
             }
-            for (int j = i + 1; j < n_keys; ++j) {
+            for (int j = 0; j < first; ++j) {
+              p[j] = 0.0f;
+              ds[j] = 0.0f;
+            }
+            for (int j = last + 1; j < n_keys; ++j) {
               p[j] = 0.0f;
               ds[j] = 0.0f;
             }
           }
           // dQ = dS K scale goes straight into dqkv: each query row belongs to this unit alone.
-          gemm(dq + i0 * W, W, dscores.data(), n_keys, 1, k, W, m, HS, n_keys, scale, true);
+          gemm(dq + i0 * W, W, dscores.data(), n_keys, 1, k + static_cast<size_t>(key0) * W, W, m,
+               HS, n_keys, scale, true);
           // dK += dS^T (Q scale) and dV += P^T dO, summed over query tiles in order.
-          gemm(dk.data(), HS, dscores.data(), 1, n_keys, q_tile.data(), HS, n_keys, HS, m, 1.0f,
-               true);
-          gemm(dv.data(), HS, probs.data(), 1, n_keys, d_o + i0 * C, C, n_keys, HS, m, 1.0f,
-               true);
+          gemm(dk.data() + static_cast<size_t>(key0) * HS, HS, dscores.data(), 1, n_keys,
+               q_tile.data(), HS, n_keys, HS, m, 1.0f, true);
+          gemm(dv.data() + static_cast<size_t>(key0) * HS, HS, probs.data(), 1, n_keys,
+               d_o + i0 * C, C, n_keys, HS, m, 1.0f, true);
         }
       }
       float* d_rows = dqkv + row0 * W;
@@ -302,7 +318,7 @@ void attention_decode(float* out, float* k_cache, float* v_cache, const float* q
         for (int d = 0; d < HS; ++d) q_row[d] = q[d] * scale;
         gemm(scores.data(), n_keys, q_row.data(), HS, 1, k_t.data(), n_keys, 1, n_keys, HS, 1.0f,
              false);
-        softmax_row(scores.data(), pos, n_keys);
+        softmax_row(scores.data(), 0, pos, n_keys);
         gemm(out + static_cast<size_t>(b) * C + h * HS, C, scores.data(), n_keys, 1,
              v_cache + cache0, KV, 1, HS, n_keys, 1.0f, false);
       }

@@ -9,22 +9,32 @@
 // the backward recomputes scores from the saved log-sum-exp (as flash attention does) instead of
 // storing probabilities. K and V are read in place, never repeated per query head.
 //
+// Document masking (packed sequences): doc_starts (B, T), when not null, gives for each position
+// t of a row the position where its document begins (0 <= doc_starts[t] <= t, non-decreasing, and
+// either doc_starts[t - 1] or t). Query i then sees keys doc_starts[i] .. i only, as if each
+// document were a sequence of its own; null is one document per row. Key tiles before a query
+// tile's first document are skipped, so packing also saves the masked work.
+//
 // Backward convention: this kernel ACCUMULATES into dqkv (the backend zeroes it first, so the op
 // overwrites); forward outputs are overwritten.
 #pragma once
+
+#include <cstdint>
 
 namespace loom::kernels::cpu {
 
 // qkv (B, T, C + 2*NKV*HS); out (B, T, C) overwritten; lse (B, NH, T) overwritten: the
 // log-sum-exp of each query's scaled scores, kept for backward. NKV divides NH, NH divides C.
+// doc_starts (B, T) or null, as above.
 void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
-                       int NKV);
+                       int NKV, const int32_t* doc_starts = nullptr);
 
 // Accumulates: dqkv (B, T, C + 2*NKV*HS) += d(loss)/d(qkv); a kv head's dk and dv sum its G query
 // heads in a fixed order (bitwise the same for any thread count). out and lse are those of the
 // forward.
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                        const float* lse, int B, int T, int C, int NH, int NKV);
+                        const float* lse, int B, int T, int C, int NH, int NKV,
+                        const int32_t* doc_starts = nullptr);
 
 // One decoding step with a KV cache: the attention of the new position `pos` of each of B
 // sequences over positions 0..pos. qkv (B, C + 2*NKV*HS) holds that position's [q | k | v]; its k

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "core/base/check.h"
 
@@ -20,6 +21,40 @@ constexpr int kColumnBlock = 64;
 
 void check_sizes(const char* what, int N, int C) {
   LOOM_CHECK(N > 0 && C > 0, what, "sizes must be positive: N", N, "C", C);
+}
+
+// The wpe row of row n: its place in its sequence, from its document's start when packed.
+int position(int n, int T, int first_row, const int32_t* doc_starts) {
+  const int t = (first_row + n) % T;
+  return doc_starts ? t - doc_starts[n] : t;
+}
+
+// position_embedding_backward with documents packed: the early positions collect a row of every
+// document, so each position's rows are summed in row order first and added to dwpe once (as the
+// GPU does), rounding dwpe's old value once rather than once per row. Starting from dwpe = 0 the
+// sums are the same as the documents' rows added one by one.
+void packed_position_backward(float* dwpe, const float* dout, int N, int T, int C, int first_row,
+                              const int32_t* doc_starts, int num_blocks) {
+#pragma omp parallel
+  {
+    std::vector<float> sums(static_cast<size_t>(T) * kColumnBlock);  // (T, block columns)
+#pragma omp for schedule(static)
+    for (int block = 0; block < num_blocks; ++block) {
+      const int c0 = block * kColumnBlock;
+      const int width = std::min(C, c0 + kColumnBlock) - c0;
+      std::fill(sums.begin(), sums.end(), 0.0f);
+      for (int n = 0; n < N; ++n) {
+        const float* d = dout + static_cast<long>(n) * C + c0;                                  // (width)
+        float* s = sums.data() + static_cast<long>(position(n, T, first_row, doc_starts)) * width;  // (width)
+        for (int c = 0; c < width; ++c) s[c] += d[c];
+      }
+      for (int t = 0; t < T; ++t) {
+        float* g = dwpe + static_cast<long>(t) * C + c0;
+        const float* s = sums.data() + static_cast<long>(t) * width;
+        for (int c = 0; c < width; ++c) g[c] += s[c];
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -63,31 +98,36 @@ void token_embedding_backward(float* dwte, const float* dout, const int32_t* tok
   }
 }
 
-void position_embedding_forward(float* out, const float* wpe, int N, int T, int C, int first_row) {
+void position_embedding_forward(float* out, const float* wpe, int N, int T, int C, int first_row,
+                                const int32_t* doc_starts) {
   check_sizes("position_embedding_forward", N, C);
   LOOM_CHECK(T > 0 && first_row >= 0, "position_embedding_forward: T", T, "first_row", first_row);
   LOOM_CHECK(out != nullptr && wpe != nullptr, "position_embedding_forward: out and wpe must be non-null");
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n) {
     float* out_row = out + static_cast<long>(n) * C;                           // (C)
-    const float* p = wpe + static_cast<long>((first_row + n) % T) * C;        // (C)
+    const float* p = wpe + static_cast<long>(position(n, T, first_row, doc_starts)) * C;  // (C)
     for (int c = 0; c < C; ++c) out_row[c] += p[c];
   }
 }
 
 void position_embedding_backward(float* dwpe, const float* dout, int N, int T, int C,
-                                 int first_row) {
+                                 int first_row, const int32_t* doc_starts) {
   check_sizes("position_embedding_backward", N, C);
   LOOM_CHECK(T > 0 && first_row >= 0, "position_embedding_backward: T", T, "first_row", first_row);
   LOOM_CHECK(dwpe != nullptr && dout != nullptr, "position_embedding_backward: dwpe and dout must be non-null");
   const int num_blocks = (C + kColumnBlock - 1) / kColumnBlock;
+  if (doc_starts) {
+    packed_position_backward(dwpe, dout, N, T, C, first_row, doc_starts, num_blocks);
+    return;
+  }
 #pragma omp parallel for schedule(static)
   for (int block = 0; block < num_blocks; ++block) {
     const int c0 = block * kColumnBlock;
     const int c1 = std::min(C, c0 + kColumnBlock);
     for (int n = 0; n < N; ++n) {
       const float* d = dout + static_cast<long>(n) * C;                        // (C)
-      float* g = dwpe + static_cast<long>((first_row + n) % T) * C;           // (C)
+      float* g = dwpe + static_cast<long>(position(n, T, first_row, doc_starts)) * C;  // (C)
       for (int c = c0; c < c1; ++c) g[c] += d[c];
     }
   }

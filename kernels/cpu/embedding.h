@@ -8,7 +8,10 @@
 //
 // Rows are tokens of a (B, T) batch flattened to N = B * T; a rank that holds a block of rows
 // (sequence parallelism) passes the global index of its first row, from which each row's
-// position (row % T) follows.
+// position (row % T) follows. With documents packed into rows, doc_starts (N), the rows' own
+// slice of a (B, T) array, gives each row's document start within its sequence (see
+// kernels/cpu/attention.h) and the position is row % T - doc_starts[n]: positions restart at
+// every document. Null: one document per sequence.
 #pragma once
 
 #include <cstdint>
@@ -25,11 +28,12 @@ void token_embedding_forward(float* out, const int32_t* tokens, const float* wte
 void token_embedding_backward(float* dwte, const float* dout, const int32_t* tokens, int N, int C,
                               int vocab_start, int vocab_count);
 
-// Accumulates: out (N, C) += wpe[(first_row + n) % T]. wpe (T, C).
-void position_embedding_forward(float* out, const float* wpe, int N, int T, int C, int first_row);
+// Accumulates: out (N, C) += wpe[(first_row + n) % T (- doc_starts[n])]. wpe (T, C).
+void position_embedding_forward(float* out, const float* wpe, int N, int T, int C, int first_row,
+                                const int32_t* doc_starts = nullptr);
 
-// Accumulates: dwpe[(first_row + n) % T] += dout[n]. Deterministic.
+// Accumulates: dwpe[(first_row + n) % T (- doc_starts[n])] += dout[n]. Deterministic.
 void position_embedding_backward(float* dwpe, const float* dout, int N, int T, int C,
-                                 int first_row);
+                                 int first_row, const int32_t* doc_starts = nullptr);
 
 }  // namespace loom::kernels::cpu

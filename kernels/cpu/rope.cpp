@@ -77,7 +77,8 @@ void check_sizes(const char* op, const void* qkv, const float* inv_freq, int B, 
 
 // Rotates the NH + NKV query and key heads of every row by its position's angles, times `sign`
 // (+1: the rotation, -1: its transpose; negating sin is exact, so the two are exact transposes).
-void rotate(float* qkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position, float sign) {
+void rotate(float* qkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position, float sign,
+            const int32_t* doc_starts) {
   const int half = HS / 2, rotated_heads = NH + NKV;
   const int64_t N = static_cast<int64_t>(B) * T, width = static_cast<int64_t>(NH + 2 * NKV) * HS;
   std::vector<float> table(static_cast<size_t>(T) * HS);  // (T, HS): [cos (half) | sign * sin (half)]
@@ -93,7 +94,9 @@ void rotate(float* qkv, const float* inv_freq, int B, int T, int NH, int NKV, in
   }
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
-    const float* c = table.data() + (n % T) * HS;  // (half)
+    // A document's positions restart at its start: t - doc_starts[n] lies in 0 .. t, in the table.
+    const int64_t t = doc_starts ? n % T - doc_starts[n] : n % T;
+    const float* c = table.data() + t * HS;  // (half)
     const float* s = c + half;                     // (half)
     float* row = qkv + n * width;                  // ((NH + 2 NKV) * HS)
     for (int h = 0; h < rotated_heads; ++h) {
@@ -133,14 +136,16 @@ std::vector<float> rope_inverse_frequencies(int head_size, float theta, const Ro
   return inv_freq;
 }
 
-void rope_forward(float* qkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position) {
+void rope_forward(float* qkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position,
+                  const int32_t* doc_starts) {
   check_sizes("rope_forward", qkv, inv_freq, B, T, NH, NKV, HS, first_position);
-  rotate(qkv, inv_freq, B, T, NH, NKV, HS, first_position, 1.0f);
+  rotate(qkv, inv_freq, B, T, NH, NKV, HS, first_position, 1.0f, doc_starts);
 }
 
-void rope_backward(float* dqkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position) {
+void rope_backward(float* dqkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position,
+                   const int32_t* doc_starts) {
   check_sizes("rope_backward", dqkv, inv_freq, B, T, NH, NKV, HS, first_position);
-  rotate(dqkv, inv_freq, B, T, NH, NKV, HS, first_position, -1.0f);
+  rotate(dqkv, inv_freq, B, T, NH, NKV, HS, first_position, -1.0f, doc_starts);
 }
 
 }  // namespace loom::kernels::cpu

@@ -6,13 +6,17 @@
 //   out[i] = x[i] * c - x[i + half] * s,   out[i + half] = x[i + half] * c + x[i] * s.
 // Rows of qkv (N = B * T, (NH + 2 * NKV) * HS) hold [q: NH heads | k: NKV heads | v: NKV heads]
 // (grouped-query attention; NKV = NH is multi-head attention); row n sits at position
-// first_position + n % T. q and k are rotated, v is left as it is.
+// first_position + n % T. q and k are rotated, v is left as it is. With documents packed into rows,
+// doc_starts (B * T) gives each row's document start within its sequence (see
+// kernels/cpu/attention.h) and row n sits at position first_position + n % T - doc_starts[n]:
+// positions restart at every document.
 //
 // Backward convention: the rotation is linear and orthogonal, so its backward is the transposed
 // rotation (angle -angle_i) applied in place to dq and dk of dqkv, dv untouched. dqkv is the
 // activation gradient, OVERWRITTEN (here: in place) as every activation gradient.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 namespace loom::kernels::cpu {
@@ -37,12 +41,14 @@ struct RopeScaling {
 std::vector<float> rope_inverse_frequencies(int head_size, float theta, const RopeScaling& scaling = {});
 
 // Rotates q and k of qkv (B * T, (NH + 2 * NKV) * HS) in place; inv_freq (HS / 2). Row n is at
-// position first_position + n % T. Rows are independent: the result does not depend on the
-// number of threads.
-void rope_forward(float* qkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position);
+// position first_position + n % T (- doc_starts[n] where doc_starts is not null). Rows are
+// independent: the result does not depend on the number of threads.
+void rope_forward(float* qkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position,
+                  const int32_t* doc_starts = nullptr);
 
 // The transposed rotation of dq and dk in dqkv (B * T, (NH + 2 * NKV) * HS), in place: the
 // gradient of qkv before rope_forward given the gradient after it. dv is left as it is.
-void rope_backward(float* dqkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position);
+void rope_backward(float* dqkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position,
+                   const int32_t* doc_starts = nullptr);
 
 }  // namespace loom::kernels::cpu

@@ -17,10 +17,17 @@
 // meet in that block's fragments in a fixed order: still no atomics, and with NKV == NH the order
 // of plain multi-head attention.
 //
-// Masking: key j of query i counts iff j <= i and j < T. Positions past T in a partial tile are
-// staged as zeros (never NaN garbage: a zero probability times garbage would still poison the
-// product) and are never written. Probabilities and dS are rounded to bf16 before they meet V, dO,
-// Q or K on the tensor cores; the running max and sum, the log-sum-exp and D stay fp32.
+// Masking: key j of query i counts iff start(i) <= j <= i and j < T, start(i) = doc_starts[i] with
+// documents packed into the sequences (0 without). Starts never decrease along a sequence, so the
+// forward and the dQ kernel begin at the key tile of their first query's start and the dK dV
+// kernel stops at the first query tile whose first query starts past its keys: the key tiles of
+// earlier documents are never visited. A row may find no key of its document in a visited tile;
+// the online softmax then keeps its running max at -inf and adds nothing.
+//
+// Positions past T in a partial tile are staged as zeros (never NaN garbage: a zero probability
+// times garbage would still poison the product) and are never written. Probabilities and dS are
+// rounded to bf16 before they meet V, dO, Q or K on the tensor cores; the running max and sum, the
+// log-sum-exp and D stay fp32.
 #include "kernels/cuda/attention.h"
 
 #include <cuda_bf16.h>
@@ -201,7 +208,7 @@ __device__ void warp_write_rows(nv_bf16* dst, int64_t stride, int first_row, int
 template <int HS>
 __global__ void __launch_bounds__(Tile<HS>::kThreads)
     attention_forward_kernel(nv_bf16* out, float* lse, const nv_bf16* qkv, int T, int C, int NH,
-                             int NKV, float scale) {
+                             int NKV, float scale, const int32_t* doc_starts) {
   using G = Tile<HS>;
   constexpr int R = G::R;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -225,6 +232,7 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
   const nv_bf16* q_g = rows + h * HS;                                  // (T, HS), stride W
   const nv_bf16* k_g = rows + C + static_cast<int64_t>(kv) * HS;       // (T, HS), stride W
   const nv_bf16* v_g = k_g + static_cast<int64_t>(NKV) * HS;          // (T, HS), stride W
+  const int32_t* starts = doc_starts ? doc_starts + static_cast<int64_t>(b) * T : nullptr;  // (T)
   const int q0 = qt * R;
 
   stage_rows<HS>(q_s, q_g, W, q0, T);
@@ -236,13 +244,16 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
   float* o_w = o_s + warp * kFrag * G::kLdO;
   float row_max[kFrag];
   float row_sum[kFrag];
+  int row_start[kFrag];  // the first key of each row's document
 #pragma unroll
   for (int r = 0; r < kFrag; ++r) {
     row_max[r] = -INFINITY;
     row_sum[r] = 0.0f;
+    const int i = q0 + warp * kFrag + r;
+    row_start[r] = starts && i < T ? starts[i] : 0;
   }
 
-  for (int kt = 0; kt <= qt; ++kt) {
+  for (int kt = starts ? starts[q0] / R : 0; kt <= qt; ++kt) {
     const int k0 = kt * R;
     __syncthreads();  // every warp is done with the previous K, V (and Q, O are staged)
     stage_rows<HS>(k_s, k_g, W, k0, T);
@@ -252,9 +263,10 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
     warp_scores<HS>(s_w, q_s + warp * kFrag * G::kLdH, k_s);
     __syncwarp();
 
-    // Online softmax. Every row has a valid key in every tile it visits (key k0 <= q0 <= i, and
-    // k0 < T), so the new max is finite; exp(-inf - max) = 0 for masked keys and for the empty
-    // running sum of the first tile.
+    // Online softmax. Without documents every row has a valid key in every tile it visits (key
+    // k0 <= q0 <= i, and k0 < T), so the new max is finite; exp(-inf - max) = 0 for masked keys
+    // and for the empty running sum of the first tile. A row whose document starts past the tile
+    // has none: its max stays -inf (base 0) and its probabilities and running sum 0.
 #pragma unroll
     for (int r = 0; r < kFrag; ++r) {
       const int i = q0 + warp * kFrag + r;
@@ -264,7 +276,7 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
       for (int c = 0; c < G::kCols; ++c) {
         const int col = lane + c * kWarp;
         const int j = k0 + col;
-        s[c] = (j <= i && j < T) ? s_w[r * G::kLdS + col] * scale : -INFINITY;
+        s[c] = (row_start[r] <= j && j <= i && j < T) ? s_w[r * G::kLdS + col] * scale : -INFINITY;
         tile_max = fmaxf(tile_max, s[c]);
       }
       const float new_max = fmaxf(row_max[r], warp_max(tile_max));
@@ -422,7 +434,7 @@ template <int HS>
 __global__ void __launch_bounds__(Tile<HS>::kThreads)
     attention_backward_key_kernel(nv_bf16* dqkv, const nv_bf16* dout, const nv_bf16* qkv,
                                   const float* lse, const float* D, int T, int C, int NH,
-                                  int NKV, float scale) {
+                                  int NKV, float scale, const int32_t* doc_starts) {
   using G = Tile<HS>;
   constexpr int R = G::R;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -437,6 +449,7 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
   const int k0 = kt * R;
   const int warp = threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
+  const int32_t* starts = doc_starts ? doc_starts + static_cast<int64_t>(b) * T : nullptr;  // (T)
 
   {
     const HeadView kv(dqkv, dout, qkv, lse, D, T, C, NH, NKV, HS, b, first_head);
@@ -461,6 +474,8 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
     const HeadView g(dqkv, dout, qkv, lse, D, T, C, NH, NKV, HS, b, h);
     for (int qt = kt; qt < n_tiles; ++qt) {
       const int q0 = qt * R;
+      // This query tile's first query, and every later one, starts its document past these keys.
+      if (starts && starts[q0] >= k0 + R) break;  // block-uniform
       __syncthreads();  // every warp is done with the previous queries (and K, V are staged)
       stage_queries<HS>(sm, g, q0, T, C);
       __syncthreads();
@@ -468,6 +483,12 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
       warp_scores<HS>(st_w, sm.k + warp * kFrag * G::kLdH, sm.q);      // K_w Q^T
       warp_scores<HS>(dpt_w, sm.v + warp * kFrag * G::kLdH, sm.dout);  // V_w dO^T
       __syncwarp();
+      int col_start[G::kCols];  // the first key of each of this lane's queries' documents
+#pragma unroll
+      for (int c = 0; c < G::kCols; ++c) {
+        const int i = q0 + lane + c * kWarp;
+        col_start[c] = starts && i < T ? starts[i] : 0;
+      }
 #pragma unroll 4
       for (int r = 0; r < kFrag; ++r) {
         const int j = k0 + warp * kFrag + r;
@@ -475,7 +496,7 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
         for (int c = 0; c < G::kCols; ++c) {
           const int col = lane + c * kWarp;
           const int i = q0 + col;
-          const bool valid = j <= i && i < T && j < T;
+          const bool valid = col_start[c] <= j && j <= i && i < T && j < T;
           const float p = valid ? __expf(st_w[r * G::kLdS + col] * scale - sm.lse[col]) : 0.0f;
           const float ds = p * (dpt_w[r * G::kLdS + col] - sm.D[col]);
           pt_w[r * G::kLdP + col] = __float2bfloat16_rn(p);
@@ -503,7 +524,7 @@ template <int HS>
 __global__ void __launch_bounds__(Tile<HS>::kThreads)
     attention_backward_query_kernel(nv_bf16* dqkv, const nv_bf16* dout, const nv_bf16* qkv,
                                     const float* lse, const float* D, int T, int C, int NH,
-                                    int NKV, float scale) {
+                                    int NKV, float scale, const int32_t* doc_starts) {
   using G = Tile<HS>;
   constexpr int R = G::R;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -524,8 +545,10 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
   FragC dq[HS / kFrag];
 #pragma unroll
   for (int d = 0; d < HS / kFrag; ++d) wmma::fill_fragment(dq[d], 0.0f);
+  const int32_t* starts =
+      doc_starts ? doc_starts + static_cast<int64_t>(blockIdx.z) * T : nullptr;  // (T)
 
-  for (int kt = 0; kt <= qt; ++kt) {
+  for (int kt = starts ? starts[q0] / R : 0; kt <= qt; ++kt) {
     const int k0 = kt * R;
     __syncthreads();  // every warp is done with the previous K, V (and the queries are staged)
     stage_rows<HS>(sm.k, g.k, g.W, k0, T);
@@ -541,11 +564,12 @@ __global__ void __launch_bounds__(Tile<HS>::kThreads)
       const int i = q0 + row;
       const float row_lse = sm.lse[row];
       const float row_D = sm.D[row];
+      const int row_start = starts && i < T ? starts[i] : 0;
 #pragma unroll
       for (int c = 0; c < G::kCols; ++c) {
         const int col = lane + c * kWarp;
         const int j = k0 + col;
-        const bool valid = j <= i && i < T && j < T;
+        const bool valid = row_start <= j && j <= i && i < T && j < T;
         const float p = valid ? __expf(s_w[r * G::kLdS + col] * scale - row_lse) : 0.0f;
         ds_w[r * G::kLdP + col] = __float2bfloat16_rn(p * (dp_w[r * G::kLdS + col] - row_D));
       }
@@ -584,21 +608,21 @@ void allow_smem(Kernel kernel, size_t bytes) {
 
 template <int HS>
 void launch_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH, int NKV,
-                    cudaStream_t stream) {
+                    const int32_t* doc_starts, cudaStream_t stream) {
   constexpr size_t smem = forward_smem_bytes<HS>();
   allow_smem(attention_forward_kernel<HS>, smem);
   const dim3 grid(ceil_div(T, Tile<HS>::R), NH, B);
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   attention_forward_kernel<HS><<<grid, Tile<HS>::kThreads, smem, stream>>>(
       reinterpret_cast<nv_bf16*>(out), lse, reinterpret_cast<const nv_bf16*>(qkv), T, C, NH,
-      NKV, scale);
+      NKV, scale, doc_starts);
   LOOM_CUDA_CHECK_LAUNCH("attention_forward_kernel");
 }
 
 template <int HS>
 void launch_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
                      const float* D, int B, int T, int C, int NH, int NKV,
-                     cudaStream_t stream) {
+                     const int32_t* doc_starts, cudaStream_t stream) {
   constexpr size_t smem = backward_smem_bytes<HS>();
   allow_smem(attention_backward_key_kernel<HS>, smem);
   allow_smem(attention_backward_query_kernel<HS>, smem);
@@ -609,24 +633,24 @@ void launch_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const float*
   const auto* dout_d = reinterpret_cast<const nv_bf16*>(dout);
   const auto* qkv_d = reinterpret_cast<const nv_bf16*>(qkv);
   attention_backward_key_kernel<HS><<<key_grid, Tile<HS>::kThreads, smem, stream>>>(
-      dqkv_d, dout_d, qkv_d, lse, D, T, C, NH, NKV, scale);
+      dqkv_d, dout_d, qkv_d, lse, D, T, C, NH, NKV, scale, doc_starts);
   LOOM_CUDA_CHECK_LAUNCH("attention_backward_key_kernel");
   attention_backward_query_kernel<HS><<<query_grid, Tile<HS>::kThreads, smem, stream>>>(
-      dqkv_d, dout_d, qkv_d, lse, D, T, C, NH, NKV, scale);
+      dqkv_d, dout_d, qkv_d, lse, D, T, C, NH, NKV, scale, doc_starts);
   LOOM_CUDA_CHECK_LAUNCH("attention_backward_query_kernel");
 }
 
 }  // namespace
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                       int NKV, cudaStream_t stream) {
+                       int NKV, cudaStream_t stream, const int32_t* doc_starts) {
   check_shapes("attention_forward", B, T, C, NH, NKV);
   check_aligned("attention_forward", qkv);
   check_aligned("attention_forward", out);
   switch (C / NH) {
-    case 32: launch_forward<32>(out, lse, qkv, B, T, C, NH, NKV, stream); break;
-    case 64: launch_forward<64>(out, lse, qkv, B, T, C, NH, NKV, stream); break;
-    default: launch_forward<128>(out, lse, qkv, B, T, C, NH, NKV, stream); break;
+    case 32: launch_forward<32>(out, lse, qkv, B, T, C, NH, NKV, doc_starts, stream); break;
+    case 64: launch_forward<64>(out, lse, qkv, B, T, C, NH, NKV, doc_starts, stream); break;
+    default: launch_forward<128>(out, lse, qkv, B, T, C, NH, NKV, doc_starts, stream); break;
   }
 }
 
@@ -636,7 +660,7 @@ size_t attention_backward_scratch_floats(int B, int T, int NH) {
 
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
                         const float* lse, int B, int T, int C, int NH, int NKV, float* scratch,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, const int32_t* doc_starts) {
   check_shapes("attention_backward", B, T, C, NH, NKV);
   check_aligned("attention_backward", dqkv);
   check_aligned("attention_backward", dout);
@@ -651,9 +675,15 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
       T, C, NH);
   LOOM_CUDA_CHECK_LAUNCH("attention_row_dot_kernel");
   switch (C / NH) {
-    case 32: launch_backward<32>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, stream); break;
-    case 64: launch_backward<64>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, stream); break;
-    default: launch_backward<128>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, stream); break;
+    case 32:
+      launch_backward<32>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, doc_starts, stream);
+      break;
+    case 64:
+      launch_backward<64>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, doc_starts, stream);
+      break;
+    default:
+      launch_backward<128>(dqkv, dout, qkv, lse, scratch, B, T, C, NH, NKV, doc_starts, stream);
+      break;
   }
 }
 

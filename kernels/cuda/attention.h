@@ -24,8 +24,10 @@ namespace loom::kernels::cuda {
 // out (B, T, C) bf16 overwritten; lse (B, NH, T) fp32 overwritten (natural log of each query's
 // sum of exp(scaled scores)). Scores are scaled by 1/sqrt(HS). Supports HS in {32, 64, 128}.
 // bf16 buffers must be 16-byte aligned (tiles are staged with 16-byte loads and stores).
+// doc_starts (B, T) i32 on the device, or null: documents packed into the sequences, query i
+// seeing keys doc_starts[i] .. i only (kernels/cpu/attention.h has the contract).
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int C, int NH,
-                       int NKV, cudaStream_t stream);
+                       int NKV, cudaStream_t stream, const int32_t* doc_starts = nullptr);
 
 // Floats of scratch attention_backward needs (the per-row dot(dout, out), B * NH * T).
 size_t attention_backward_scratch_floats(int B, int T, int NH);
@@ -34,6 +36,6 @@ size_t attention_backward_scratch_floats(int B, int T, int NH);
 // its query heads'. dout (B, T, C); out and lse those of the forward.
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
                         const float* lse, int B, int T, int C, int NH, int NKV, float* scratch,
-                        cudaStream_t stream);
+                        cudaStream_t stream, const int32_t* doc_starts = nullptr);
 
 }  // namespace loom::kernels::cuda

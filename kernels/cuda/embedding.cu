@@ -101,13 +101,15 @@ __global__ void embedding_forward_kernel(__nv_bfloat16* __restrict__ out,
 template <int kWidth>
 __global__ void position_embedding_forward_kernel(__nv_bfloat16* __restrict__ out,
                                                   const __nv_bfloat16* __restrict__ wpe, int N,
-                                                  int T, int C, int first_row) {
+                                                  int T, int C, int first_row,
+                                                  const int32_t* __restrict__ doc_starts) {
   const int64_t vector = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int vectors_per_row = C / kWidth;
   if (vector >= static_cast<int64_t>(N) * vectors_per_row) return;
   const int n = static_cast<int>(vector / vectors_per_row);
   const int c = static_cast<int>(vector % vectors_per_row) * kWidth;
-  const int t = static_cast<int>((static_cast<int64_t>(first_row) + n) % T);
+  const int t = static_cast<int>((static_cast<int64_t>(first_row) + n) % T) -
+                (doc_starts ? doc_starts[n] : 0);  // from the document's start
   float sum[kWidth];
   float row[kWidth];
   load<kWidth>(sum, out + static_cast<int64_t>(n) * C + c);
@@ -163,6 +165,29 @@ __global__ void position_backward_kernel(float* __restrict__ dwpe,
   if (n0 >= N) return;  // no row at this position: dwpe stays as it is
   float sum = 0.0f;
   for (int n = n0; n < N; n += T) sum += __bfloat162float(dout[static_cast<int64_t>(n) * C + c]);
+  dwpe[i] += sum;
+}
+
+// The same with documents packed into the sequences: row n is at position (first_row + n) % T -
+// doc_starts[n]. A document holds position t at most once, t rows after its start, so the walk
+// jumps: from a row at position p < t, the next row that can be at t is t - p rows on (positions
+// grow by one a row within a document and restart lower at the next); from p > t it steps a row.
+// Rows are still summed in row order.
+__global__ void packed_position_backward_kernel(float* __restrict__ dwpe,
+                                                const __nv_bfloat16* __restrict__ dout,
+                                                const int32_t* __restrict__ doc_starts, int N,
+                                                int T, int C, int first_row) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= static_cast<int64_t>(T) * C) return;
+  const int t = static_cast<int>(i / C);
+  const int c = static_cast<int>(i % C);
+  float sum = 0.0f;
+  int n = 0;
+  while (n < N) {
+    const int p = static_cast<int>((static_cast<int64_t>(first_row) + n) % T) - doc_starts[n];
+    if (p == t) sum += __bfloat162float(dout[static_cast<int64_t>(n) * C + c]);
+    n += p < t ? t - p : 1;
+  }
   dwpe[i] += sum;
 }
 
@@ -233,11 +258,11 @@ void embedding_backward(float* dwte, float* dwpe, const bf16* dout, const int32_
                                                              N, C, vocab_count);
   LOOM_CUDA_CHECK_LAUNCH("token_backward_kernel");
 
-  if (dwpe != nullptr) position_embedding_backward(dwpe, dout, N, T, C, first_row, stream);
+  if (dwpe != nullptr) position_embedding_backward(dwpe, dout, N, T, C, first_row, stream, nullptr);
 }
 
 void position_embedding_forward(bf16* out, const bf16* wpe, int N, int T, int C, int first_row,
-                                cudaStream_t stream) {
+                                cudaStream_t stream, const int32_t* doc_starts) {
   LOOM_CHECK(N > 0 && T > 0 && C > 0 && first_row >= 0,
              "position_embedding_forward: N", N, "T", T, "C", C, "first_row", first_row,
              "(sizes must be positive, first_row not negative)");
@@ -248,24 +273,32 @@ void position_embedding_forward(bf16* out, const bf16* wpe, int N, int T, int C,
   const auto* wpe_ = reinterpret_cast<const __nv_bfloat16*>(wpe);
   if (C % 8 == 0 && aligned16(out) && aligned16(wpe)) {
     position_embedding_forward_kernel<8><<<ceil_div(static_cast<int64_t>(N) * (C / 8), kThreads),
-                                           kThreads, 0, stream>>>(out_, wpe_, N, T, C, first_row);
+                                           kThreads, 0, stream>>>(out_, wpe_, N, T, C, first_row,
+                                                                  doc_starts);
   } else {
     position_embedding_forward_kernel<1><<<ceil_div(static_cast<int64_t>(N) * C, kThreads),
-                                           kThreads, 0, stream>>>(out_, wpe_, N, T, C, first_row);
+                                           kThreads, 0, stream>>>(out_, wpe_, N, T, C, first_row,
+                                                                  doc_starts);
   }
   LOOM_CUDA_CHECK_LAUNCH("position_embedding_forward_kernel");
 }
 
 void position_embedding_backward(float* dwpe, const bf16* dout, int N, int T, int C,
-                                 int first_row, cudaStream_t stream) {
+                                 int first_row, cudaStream_t stream, const int32_t* doc_starts) {
   LOOM_CHECK(N > 0 && T > 0 && C > 0 && first_row >= 0,
              "position_embedding_backward: N", N, "T", T, "C", C, "first_row", first_row,
              "(sizes must be positive, first_row not negative)");
   LOOM_CHECK(dwpe != nullptr && dout != nullptr,
              "position_embedding_backward: dwpe and dout must be non-null");
+  const auto* dout_ = reinterpret_cast<const __nv_bfloat16*>(dout);
+  if (doc_starts != nullptr) {
+    packed_position_backward_kernel<<<ceil_div(static_cast<int64_t>(T) * C, kThreads), kThreads, 0,
+                                      stream>>>(dwpe, dout_, doc_starts, N, T, C, first_row);
+    LOOM_CUDA_CHECK_LAUNCH("packed_position_backward_kernel");
+    return;
+  }
   position_backward_kernel<<<ceil_div(static_cast<int64_t>(T) * C, kThreads), kThreads, 0,
-                             stream>>>(dwpe, reinterpret_cast<const __nv_bfloat16*>(dout), N, T,
-                                       C, first_row);
+                             stream>>>(dwpe, dout_, N, T, C, first_row);
   LOOM_CUDA_CHECK_LAUNCH("position_backward_kernel");
 }
 

@@ -34,13 +34,18 @@ void embedding_backward(float* dwte, float* dwpe, const bf16* dout, const int32_
                         void* scratch, cudaStream_t stream);
 
 // The position term alone. Accumulates: out (N, C) bf16 += wpe[(first_row + n) % T], the sum in
-// fp32 rounded once; wpe (T, C) bf16. Twin: cpu::position_embedding_forward.
+// fp32 rounded once; wpe (T, C) bf16. With documents packed into the sequences, doc_starts (N)
+// i32 on the device (the rows of out) moves row n to position (first_row + n) % T - doc_starts[n]
+// (kernels/cpu/embedding.h); null: one document per sequence. Twin:
+// cpu::position_embedding_forward.
 void position_embedding_forward(bf16* out, const bf16* wpe, int N, int T, int C, int first_row,
-                                cudaStream_t stream);
+                                cudaStream_t stream, const int32_t* doc_starts = nullptr);
 
-// Accumulates in fp32: dwpe (T, C) [(first_row + n) % T] += dout (N, C) bf16 [n], each position's
-// rows summed in row order (no atomics). Twin: cpu::position_embedding_backward.
+// Accumulates in fp32: dwpe (T, C) [(first_row + n) % T (- doc_starts[n])] += dout (N, C) bf16
+// [n], each position's rows summed in row order (no atomics). Twin:
+// cpu::position_embedding_backward.
 void position_embedding_backward(float* dwpe, const bf16* dout, int N, int T, int C,
-                                 int first_row, cudaStream_t stream);
+                                 int first_row, cudaStream_t stream,
+                                 const int32_t* doc_starts = nullptr);
 
 }  // namespace loom::kernels::cuda

@@ -22,10 +22,12 @@ constexpr int kMaxThreads = 256;
 // Block n rotates row n. kWidth consecutive pairs per thread (8: 16-byte loads; 1: scalar).
 template <int kWidth>
 __global__ void rope_kernel(__nv_bfloat16* __restrict__ qkv, const float* __restrict__ inv_freq, int T,
-                            int rotated_heads, int64_t width, int half, int first_position, float sign) {
+                            int rotated_heads, int64_t width, int half, int first_position, float sign,
+                            const int32_t* __restrict__ doc_starts) {
   extern __shared__ float cos_sin[];  // [cos (half) | sign * sin (half)]
   const int64_t n = blockIdx.x;
-  const float position = static_cast<float>(first_position + static_cast<int>(n % T));
+  const int t = static_cast<int>(n % T) - (doc_starts ? doc_starts[n] : 0);  // from its document's start
+  const float position = static_cast<float>(first_position + t);
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     float s, c;
     sincosf(position * inv_freq[i], &s, &c);
@@ -68,7 +70,7 @@ void check_sizes(const char* op, const void* qkv, const float* inv_freq, int B, 
 }
 
 void launch(const char* op, bf16* qkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position,
-            float sign, cudaStream_t stream) {
+            float sign, cudaStream_t stream, const int32_t* doc_starts) {
   check_sizes(op, qkv, inv_freq, B, T, NH, NKV, HS, first_position);
   const int half = HS / 2, rotated_heads = NH + NKV;
   const int64_t width = static_cast<int64_t>(NH + 2 * NKV) * HS;
@@ -81,10 +83,12 @@ void launch(const char* op, bf16* qkv, const float* inv_freq, int B, int T, int 
   auto* qkv_ = reinterpret_cast<__nv_bfloat16*>(qkv);
   if (wide) {
     rope_kernel<8>
-        <<<blocks, threads, shared, stream>>>(qkv_, inv_freq, T, rotated_heads, width, half, first_position, sign);
+        <<<blocks, threads, shared, stream>>>(qkv_, inv_freq, T, rotated_heads, width, half, first_position, sign,
+                                              doc_starts);
   } else {
     rope_kernel<1>
-        <<<blocks, threads, shared, stream>>>(qkv_, inv_freq, T, rotated_heads, width, half, first_position, sign);
+        <<<blocks, threads, shared, stream>>>(qkv_, inv_freq, T, rotated_heads, width, half, first_position, sign,
+                                              doc_starts);
   }
   LOOM_CUDA_CHECK_LAUNCH("rope_kernel");
 }
@@ -92,13 +96,13 @@ void launch(const char* op, bf16* qkv, const float* inv_freq, int B, int T, int 
 }  // namespace
 
 void rope_forward(bf16* qkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position,
-                  cudaStream_t stream) {
-  launch("rope_forward", qkv, inv_freq, B, T, NH, NKV, HS, first_position, 1.0f, stream);
+                  cudaStream_t stream, const int32_t* doc_starts) {
+  launch("rope_forward", qkv, inv_freq, B, T, NH, NKV, HS, first_position, 1.0f, stream, doc_starts);
 }
 
 void rope_backward(bf16* dqkv, const float* inv_freq, int B, int T, int NH, int NKV, int HS, int first_position,
-                   cudaStream_t stream) {
-  launch("rope_backward", dqkv, inv_freq, B, T, NH, NKV, HS, first_position, -1.0f, stream);
+                   cudaStream_t stream, const int32_t* doc_starts) {
+  launch("rope_backward", dqkv, inv_freq, B, T, NH, NKV, HS, first_position, -1.0f, stream, doc_starts);
 }
 
 }  // namespace loom::kernels::cuda

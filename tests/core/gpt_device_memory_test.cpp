@@ -62,7 +62,8 @@ struct DeviceRun {
   }
   std::span<GPT* const> chunks() { return {&chunk, 1}; }
   std::span<AdamW* const> optimizers() { return {&opt, 1}; }
-  StepResult step(int s) {
+  // With `packed`, the first micro-batch packs documents into its sequences (doc_starts).
+  StepResult step(int s, bool packed = false) {
     const std::vector<int32_t> tokens = testing::random_ints(kB * kT, 100 + static_cast<uint32_t>(s), 0, kConfig.vocab_size);
     std::vector<int32_t> targets = testing::random_ints(kB * kT, 200 + static_cast<uint32_t>(s), 0, kConfig.vocab_size);
     targets[3] = -1;  // a position that does not count
@@ -70,7 +71,10 @@ struct DeviceRun {
     // tokens and its tokens as targets.
     std::vector<int32_t> ids(targets);
     ids[3] = 0;
-    const MicroBatch mbs[2] = {{tokens.data(), targets.data(), kB, kT}, {ids.data(), tokens.data(), 1, kT}};
+    static_assert(kB == 3 && kT == 8, "the documents below fill three sequences of 8");
+    const std::vector<int32_t> doc_starts = {0, 0, 0, 3, 3, 5, 5, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 6, 6};
+    const MicroBatch mbs[2] = {{tokens.data(), targets.data(), kB, kT, packed ? doc_starts.data() : nullptr},
+                               {ids.data(), tokens.data(), 1, kT}};
     return train_step(chunks(), optimizers(), {mbs, 2}, lr_at_step(s, kSteps, 3e-3f, 2, 0.1f));
   }
   std::vector<float> weights() const {
@@ -121,6 +125,21 @@ TEST_P(GptDeviceMemoryTest, TrainsBitwiseAsOnTheCpuBackend) {
     parallel::SoloCommunicator dp("dp");
     EXPECT_TRUE(same_bits(evaluate_loss({&h, 1}, dp, {&mb, 1}), evaluate_loss({&d, 1}, dp, {&mb, 1})));
     EXPECT_EQ(device.model->forward(tokens.data(), nullptr, kB, kT), 0.0f);
+  }
+}
+
+// Packed micro-batches: doc_starts goes to the device with the tokens, and every op that masks or
+// positions reads it there.
+TEST_P(GptDeviceMemoryTest, TrainsPackedMicroBatchesBitwiseAsOnTheCpuBackend) {
+  for (Recompute mode : {Recompute::kNone, Recompute::kSelective}) {
+    DeviceRun host(config(), cpu(precision()), mode);
+    DeviceRun device(config(), guarded(precision()), mode);
+    for (int s = 0; s < kSteps; ++s) {
+      const StepResult a = host.step(s, true), b = device.step(s, true);
+      EXPECT_TRUE(same_bits(a.loss, b.loss)) << "step " << s << ": " << a.loss << " vs " << b.loss;
+      EXPECT_TRUE(same_bits(a.grad_norm, b.grad_norm)) << "step " << s;
+    }
+    EXPECT_EQ(host.weights(), device.weights());
   }
 }
 

@@ -60,6 +60,22 @@ bool splits(const GPTConfig& config, int tp) {
   return config.n_head % tp == 0 && config.kv_heads() % tp == 0 && config.mlp_hidden() % tp == 0;
 }
 constexpr int kB = 2, kT = 12, kAccum = 2, kSteps = 20;
+
+// Documents of 1 to 5 tokens packed into each of `sequences` sequences of T: the doc_starts of a
+// MicroBatch, for the packed runs.
+std::vector<int32_t> packed_doc_starts(size_t sequences, int T, uint32_t seed) {
+  const std::vector<int32_t> lengths = testing::random_ints(sequences * static_cast<size_t>(T), seed, 1, 6);
+  std::vector<int32_t> starts(sequences * static_cast<size_t>(T));
+  size_t next = 0;
+  for (size_t s = 0; s < sequences; ++s) {
+    for (int start = 0; start < T;) {
+      const int end = std::min(T, start + lengths[next++]);
+      for (int t = start; t < end; ++t) starts[s * static_cast<size_t>(T) + static_cast<size_t>(t)] = start;
+      start = end;
+    }
+  }
+  return starts;
+}
 constexpr double kPerTensorTolerance = 3e-4;  // see the file comment
 
 struct TrainingRun {
@@ -69,8 +85,10 @@ struct TrainingRun {
 
 // Trains with `layout` on this rank; `dp` (null: one replica) splits every micro-batch of
 // kB * replicas sequences into replicas blocks of kB rows.
+// With `packed`, every micro-batch packs documents into its sequences (packed_doc_starts).
 TrainingRun train(const GPTConfig& config, const ModelParallel& given, Communicator* dp, int replicas,
-                  Recompute recompute = Recompute::kNone, Precision precision = Precision::kF32) {
+                  Recompute recompute = Recompute::kNone, Precision precision = Precision::kF32,
+                  bool packed = false) {
   CpuBackend backend(precision);
   ModelParallel layout = given;
   layout.backend = &backend;
@@ -84,13 +102,16 @@ TrainingRun train(const GPTConfig& config, const ModelParallel& given, Communica
   std::vector<int32_t> tokens = testing::random_ints(per_micro * kAccum * kSteps, 5, 0, config.vocab_size);
   std::vector<int32_t> targets = testing::random_ints(tokens.size(), 6, 0, config.vocab_size);
   for (size_t i = 0; i < targets.size(); i += 7) targets[i] = -1;
+  const std::vector<int32_t> doc_starts =
+      packed ? packed_doc_starts(tokens.size() / kT, kT, 7) : std::vector<int32_t>();
   TrainingRun run;
   for (int step = 0; step < kSteps; ++step) {
     std::vector<MicroBatch> micro;
     for (int m = 0; m < kAccum; ++m) {
       const size_t at = (static_cast<size_t>(step) * kAccum + m) * per_micro +
                         (dp ? static_cast<size_t>(replica) * kB * kT : 0);
-      micro.push_back(MicroBatch{tokens.data() + at, targets.data() + at, B, kT});
+      micro.push_back(MicroBatch{tokens.data() + at, targets.data() + at, B, kT,
+                                 packed ? doc_starts.data() + at : nullptr});
     }
     const StepResult result = train_step(model, optimizer, micro, lr_at_step(step, kSteps, 3e-3f, 4, 0.1f));
     EXPECT_TRUE(result.updated);
@@ -260,7 +281,7 @@ struct PipelineRun {
 PipelineRun train_pipeline(const GPTConfig& config, const parallel::ProcessGrid& grid,
                            const PipelineCase& c, bool sp, int steps, GPT* reference,
                            Communicator* pp = nullptr, Precision precision = Precision::kF32,
-                           double loss_tolerance = 1e-5) {
+                           double loss_tolerance = 1e-5, bool packed = false) {
   CpuBackend backend(precision);
   const int B = 2, T = 12, accum = 4, dp = grid.shape().dp;
   const AdamWSettings settings{0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
@@ -287,13 +308,15 @@ PipelineRun train_pipeline(const GPTConfig& config, const parallel::ProcessGrid&
   std::vector<int32_t> tokens = testing::random_ints(per_micro * accum * steps, 31, 0, config.vocab_size);
   std::vector<int32_t> targets = testing::random_ints(tokens.size(), 32, 0, config.vocab_size);
   for (size_t i = 0; i < targets.size(); i += 5) targets[i] = -1;
+  const std::vector<int32_t> doc_starts = packed ? packed_doc_starts(tokens.size() / T, T, 33) : std::vector<int32_t>();
+  auto starts_at = [&](size_t at) { return packed ? doc_starts.data() + at : nullptr; };
   for (int step = 0; step < steps; ++step) {
     std::vector<MicroBatch> mine, whole;
     for (int m = 0; m < accum; ++m) {
       const size_t at = (static_cast<size_t>(step) * accum + m) * per_micro;
       const size_t rows = static_cast<size_t>(grid.coord().dp) * B * T;
-      mine.push_back(MicroBatch{tokens.data() + at + rows, targets.data() + at + rows, B, T});
-      whole.push_back(MicroBatch{tokens.data() + at, targets.data() + at, B * dp, T});
+      mine.push_back(MicroBatch{tokens.data() + at + rows, targets.data() + at + rows, B, T, starts_at(at + rows)});
+      whole.push_back(MicroBatch{tokens.data() + at, targets.data() + at, B * dp, T, starts_at(at)});
     }
     const float lr = lr_at_step(step, steps, 3e-3f, 3, 0.1f);
     const StepResult got = train_step(chunks, chunk_optimizers, mine, lr);
@@ -412,6 +435,68 @@ TEST(GptParallelMpiTest, PipelineLayoutsInBf16MatchOneRankBf16) {
 
 TEST(LlamaParallelMpiTest, PipelineLayoutsInBf16MatchOneRankBf16) {
   expect_bf16_pipeline_layouts_match_one_rank(llama_config(8, false));
+}
+
+// Packed micro-batches (documents of 1 to 5 tokens sharing each sequence, doc_starts) in tensor
+// parallel with sequence parallelism, where each rank embeds the positions of its own slice of
+// the rows (tp = 4 cuts the sequences of 12 mid-document), and in a 1F1B pipeline, where every
+// stage masks its attention, against one rank on the same packed batches: the bounds of the
+// unpacked tests above (losses every step, final weights). `blocks`: the tensor-parallel runs'
+// model; the pipeline's is `stages`.
+void expect_packed_layouts_match_one_rank(const GPTConfig& blocks, const GPTConfig& stages) {
+  Communicator& world = testing::mpi_world();
+  int layouts = 0;
+  for (int tp : {2, 4}) {
+    if (world.size() % tp != 0 || !splits(blocks, tp)) continue;
+    ++layouts;
+    const int dp = world.size() / tp;
+    SCOPED_TRACE(::testing::Message() << "packed tp=" << tp << " dp=" << dp << " sequence_parallel=1");
+    const TrainingRun reference = train(blocks, ModelParallel{}, nullptr, dp, Recompute::kNone, Precision::kF32, true);
+    parallel::ProcessGrid grid(world, parallel::GridShape{tp, 1, dp});
+    const TrainingRun run =
+        train(blocks, ModelParallel{&grid.tp(), true, dp}, &grid.dp(), dp, Recompute::kNone, Precision::kF32, true);
+    for (int step = 0; step < kSteps; ++step) {
+      const double want = reference.losses[static_cast<size_t>(step)];
+      EXPECT_LE(std::fabs(run.losses[static_cast<size_t>(step)] - want) / std::fabs(want), 1e-5)
+          << "step " << step << ": got " << run.losses[static_cast<size_t>(step)] << " want " << want;
+    }
+    std::vector<float> all_got, all_want;
+    for (size_t i = 0; i < run.weights.size(); ++i) {
+      all_got.insert(all_got.end(), run.weights[i].begin(), run.weights[i].end());
+      all_want.insert(all_want.end(), reference.weights[i].begin(), reference.weights[i].end());
+    }
+    EXPECT_LE(testing::relative_l2(all_got, all_want), 1e-5) << "final values of all parameters";
+  }
+  const PipelineCase pipeline{2, 1, {5, 3}};
+  for (int tp : {1, 2}) {
+    if (world.size() % (pipeline.pp * tp) != 0 || !splits(stages, tp)) continue;
+    ++layouts;
+    const int dp = world.size() / (pipeline.pp * tp);
+    parallel::ProcessGrid grid(world, parallel::GridShape{tp, pipeline.pp, dp});
+    SCOPED_TRACE(::testing::Message() << "packed tp=" << tp << " pp=2 dp=" << dp << " sequence_parallel=" << (tp > 1));
+    GPT reference(stages);
+    const PipelineRun run =
+        train_pipeline(stages, grid, pipeline, tp > 1, 8, &reference, nullptr, Precision::kF32, 1e-5, true);
+    std::vector<float> all_got, all_want;
+    for (const auto& chunk : run.chunks) {
+      for (const Parameter& p : chunk->parameters()) {
+        const std::vector<float> got = gather_parameter(*chunk, p);
+        const Parameter& r = reference.parameter(p.name);
+        all_got.insert(all_got.end(), got.begin(), got.end());
+        all_want.insert(all_want.end(), r.value.f32(), r.value.f32() + r.value.numel());
+      }
+    }
+    EXPECT_LE(testing::relative_l2(all_got, all_want), 1e-5) << "final values of this rank's chunks";
+  }
+  if (layouts == 0) GTEST_SKIP() << "no packed layout (tp 2 or 4, or pp 2) fits " << world.size() << " ranks";
+}
+
+TEST(GptParallelMpiTest, PackedMicroBatchesMatchOneRank) {
+  expect_packed_layouts_match_one_rank(kConfig, GPTConfig{8, 12, 48, 53, 12});
+}
+
+TEST(LlamaParallelMpiTest, PackedMicroBatchesMatchOneRank) {
+  expect_packed_layouts_match_one_rank(llama_config(2, false), llama_config(8, false));
 }
 
 }  // namespace

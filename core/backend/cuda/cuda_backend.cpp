@@ -82,6 +82,9 @@ std::string attention_decode_unsupported(const OpShape& s) {
   return {};
 }
 
+// An optional i32 input (doc_starts): null when absent, which the kernels take as "no documents".
+const int32_t* i32_or_null(const Tensor& t) { return present(t) ? t.i32() : nullptr; }
+
 }  // namespace
 
 std::string cuda_backend_unsupported(Op op, const OpShape& shape) {
@@ -245,11 +248,13 @@ void CudaBackend::token_embedding_forward(const Tensor& out, const Tensor& token
                        dim(Vl), 0, context_.stream());
 }
 
-void CudaBackend::position_embedding_forward(const Tensor& out, const Tensor& wpe, int T, int first_row) {
-  backend_checks::check_position_embedding_forward(contract(), out, wpe, T);
+void CudaBackend::position_embedding_forward(const Tensor& out, const Tensor& wpe, int T, int first_row,
+                                             const Tensor& doc_starts) {
+  backend_checks::check_position_embedding_forward(contract(), out, wpe, T, doc_starts);
   const int64_t N = rows(out), C = cols(out);
   if (N == 0) return;
-  k::position_embedding_forward(out.bf16_data(), wpe.bf16_data(), dim(N), T, dim(C), first_row, context_.stream());
+  k::position_embedding_forward(out.bf16_data(), wpe.bf16_data(), dim(N), T, dim(C), first_row, context_.stream(),
+                                i32_or_null(doc_starts));
 }
 
 void CudaBackend::token_embedding_backward(const Tensor& dwte, const Tensor& dout, const Tensor& tokens,
@@ -262,11 +267,13 @@ void CudaBackend::token_embedding_backward(const Tensor& dwte, const Tensor& dou
                         dim(Vl), 0, scratch, context_.stream());
 }
 
-void CudaBackend::position_embedding_backward(const Tensor& dwpe, const Tensor& dout, int T, int first_row) {
-  backend_checks::check_position_embedding_backward(contract(), dwpe, dout, T);
+void CudaBackend::position_embedding_backward(const Tensor& dwpe, const Tensor& dout, int T, int first_row,
+                                              const Tensor& doc_starts) {
+  backend_checks::check_position_embedding_backward(contract(), dwpe, dout, T, doc_starts);
   const int64_t N = rows(dout), C = cols(dout);
   if (N == 0) return;
-  k::position_embedding_backward(dwpe.f32(), dout.bf16_data(), dim(N), T, dim(C), first_row, context_.stream());
+  k::position_embedding_backward(dwpe.f32(), dout.bf16_data(), dim(N), T, dim(C), first_row, context_.stream(),
+                                 i32_or_null(doc_starts));
 }
 
 // --- LayerNorm and the residual stream -------------------------------------------------------
@@ -414,15 +421,17 @@ void CudaBackend::swiglu_backward(const Tensor& dgu, const Tensor& gu, const Ten
 // --- rotary position embeddings --------------------------------------------------------------
 
 void CudaBackend::rope_forward(const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
-                               int first_position) {
-  backend_checks::check_rope_forward(contract(), qkv, inv_freq, B, T, NH, NKV, first_position);
+                               int first_position, const Tensor& doc_starts) {
+  backend_checks::check_rope_forward(contract(), qkv, inv_freq, B, T, NH, NKV, first_position, doc_starts);
   k::rope_forward(qkv.bf16_data(), inv_freq.f32(), B, T, NH, NKV, dim(2 * inv_freq.numel()), first_position,
-                  context_.stream());
+                  context_.stream(), i32_or_null(doc_starts));
 }
 
-void CudaBackend::rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) {
-  backend_checks::check_rope_backward(contract(), dqkv, inv_freq, B, T, NH, NKV);
-  k::rope_backward(dqkv.bf16_data(), inv_freq.f32(), B, T, NH, NKV, dim(2 * inv_freq.numel()), 0, context_.stream());
+void CudaBackend::rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
+                                const Tensor& doc_starts) {
+  backend_checks::check_rope_backward(contract(), dqkv, inv_freq, B, T, NH, NKV, doc_starts);
+  k::rope_backward(dqkv.bf16_data(), inv_freq.f32(), B, T, NH, NKV, dim(2 * inv_freq.numel()), 0, context_.stream(),
+                   i32_or_null(doc_starts));
 }
 
 // --- attention -------------------------------------------------------------------------------
@@ -443,21 +452,22 @@ void require_attention(int B, int T, int NH, int64_t Cl, const char* op) {
 }  // namespace
 
 void CudaBackend::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH,
-                                    int NKV) {
-  backend_checks::check_attention_forward(contract(), out, lse, qkv, B, T, NH, NKV);
+                                    int NKV, const Tensor& doc_starts) {
+  backend_checks::check_attention_forward(contract(), out, lse, qkv, B, T, NH, NKV, doc_starts);
   const int64_t Cl = cols(out);
   require_attention(B, T, NH, Cl, "attention_forward");
-  k::attention_forward(out.bf16_data(), lse.f32(), qkv.bf16_data(), B, T, dim(Cl), NH, NKV, context_.stream());
+  k::attention_forward(out.bf16_data(), lse.f32(), qkv.bf16_data(), B, T, dim(Cl), NH, NKV, context_.stream(),
+                       i32_or_null(doc_starts));
 }
 
 void CudaBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                                     const Tensor& lse, int B, int T, int NH, int NKV) {
-  backend_checks::check_attention_backward(contract(), dqkv, dout, qkv, out, lse, B, T, NH, NKV);
+                                     const Tensor& lse, int B, int T, int NH, int NKV, const Tensor& doc_starts) {
+  backend_checks::check_attention_backward(contract(), dqkv, dout, qkv, out, lse, B, T, NH, NKV, doc_starts);
   const int64_t Cl = cols(out);
   require_attention(B, T, NH, Cl, "attention_backward");
   float* scratch = float_scratch(k::attention_backward_scratch_floats(B, T, NH));
   k::attention_backward(dqkv.bf16_data(), dout.bf16_data(), qkv.bf16_data(), out.bf16_data(), lse.f32(), B, T,
-                        dim(Cl), NH, NKV, scratch, context_.stream());
+                        dim(Cl), NH, NKV, scratch, context_.stream(), i32_or_null(doc_starts));
 }
 
 void CudaBackend::attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache,

@@ -30,6 +30,9 @@
 //                     backward rounds dq, dk, dv once more: 12u leaves a margin of 2;
 //                     attention_decode is the forward's part (6u), so 12u leaves it a margin of
 //                     4, and its caches are copies of rounded inputs (u)
+// The packed variants (_packed) run the same ops with documents packed into the sequences
+// (doc_starts, below): the same formulas over fewer keys or other positions, so the same
+// tolerances.
 // The GPU computes the same formulas in another order (f32 partial sums in another order: ~1e-6
 // relative, far below u), so the same tolerances hold for it.
 #include "core/backend/backend.h"
@@ -77,6 +80,20 @@ Tensor rope_frequencies(Backend& backend) {
   return t;
 }
 
+// Document starts of rows first_row .. first_row + n - 1 of (B, T) sequences that pack documents
+// of lengths 4, 1, 3, 5 (the 13 positions of a sequence) into every row but the second, which
+// holds one document: the ops' doc_starts.
+std::vector<int32_t> packed_doc_starts(int first_row, int n) {
+  static_assert(kT == 13, "the document lengths below fill a sequence of 13");
+  constexpr int kStarts[kT] = {0, 0, 0, 0, 4, 5, 5, 5, 8, 8, 8, 8, 8};
+  std::vector<int32_t> starts(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    const int row = first_row + i;
+    starts[static_cast<size_t>(i)] = (row / kT) % kB == 1 ? 0 : kStarts[row % kT];
+  }
+  return starts;
+}
+
 enum class Role { kOverwrite, kAccumulate };
 
 // One run of an op on one backend: inputs made from the seed, outputs read back as floats.
@@ -96,6 +113,13 @@ class Io {
     if (some_ignored) {
       for (size_t i = 0; i < v.size(); i += 5) v[i] = -1;
     }
+    Tensor t = backend_.zeros({n}, DType::kI32);
+    backend_.from_host(t, v.data());
+    return t;
+  }
+  // packed_doc_starts on the device.
+  Tensor doc_starts(int first_row, int n) {
+    const std::vector<int32_t> v = packed_doc_starts(first_row, n);
     Tensor t = backend_.zeros({n}, DType::kI32);
     backend_.from_host(t, v.data());
     return t;
@@ -198,19 +222,29 @@ std::vector<OpCase> op_cases() {
     Tensor tokens = io.ids("tokens", kN, 0, kVocabStart + kVl + 9);  // some outside the slice
     io.backend().token_embedding_forward(io.out_act("out", {kN, kC}), tokens, io.act("wte", {kVl, kC}), kVocabStart);
   }});
-  cases.push_back({"position_embedding_forward", kCopyTol, [](Io& io) {
-    io.backend().position_embedding_forward(io.out_act("out", {kN, kC}, Role::kAccumulate), io.act("wpe", {kMaxT, kC}),
-                                            kT, 4);
-  }});
+  // Rows from the fifth of the sequences, as a sequence-parallel rank's; doc_starts covers the same
+  // rows.
+  for (bool packed : {false, true}) {
+    cases.push_back({packed ? "position_embedding_forward_packed" : "position_embedding_forward", kCopyTol,
+                     [packed](Io& io) {
+                       io.backend().position_embedding_forward(io.out_act("out", {kN, kC}, Role::kAccumulate),
+                                                               io.act("wpe", {kMaxT, kC}), kT, 4,
+                                                               packed ? io.doc_starts(4, kN) : Tensor());
+                     }});
+  }
   cases.push_back({"token_embedding_backward", kCopyTol, [f32](Io& io) {
     Tensor tokens = io.ids("tokens", kN, 0, kVocabStart + kVl + 9);
     io.backend().token_embedding_backward(io.out("dwte", {kVl, kC}, f32, Role::kAccumulate), io.act("dout", {kN, kC}),
                                           tokens, kVocabStart);
   }});
-  cases.push_back({"position_embedding_backward", kCopyTol, [f32](Io& io) {
-    io.backend().position_embedding_backward(io.out("dwpe", {kMaxT, kC}, f32, Role::kAccumulate),
-                                             io.act("dout", {kN, kC}), kT, 4);
-  }});
+  for (bool packed : {false, true}) {
+    cases.push_back({packed ? "position_embedding_backward_packed" : "position_embedding_backward", kCopyTol,
+                     [f32, packed](Io& io) {
+                       io.backend().position_embedding_backward(io.out("dwpe", {kMaxT, kC}, f32, Role::kAccumulate),
+                                                                io.act("dout", {kN, kC}), kT, 4,
+                                                                packed ? io.doc_starts(4, kN) : Tensor());
+                     }});
+  }
   cases.push_back({"layernorm_forward", kOpTol, [f32](Io& io) {
     io.backend().layernorm_forward(io.out_act("out", {kN, kC}), io.out("mean", {kN}, f32, Role::kOverwrite),
                                    io.out("rstd", {kN}, f32, Role::kOverwrite), io.act("inp", {kN, kC}, 2.0f, 0.5f),
@@ -305,16 +339,22 @@ std::vector<OpCase> op_cases() {
   // backward's), and decoding's one row per sequence at position 1000.
   cases.push_back({"rope_forward", 2 * kU, [](Io& io) {
     io.backend().rope_forward(io.in_out("qkv", {kN, kRopeWidth}), rope_frequencies(io.backend()), kB, kT, kRopeNH,
-                              kRopeNKV, 4);
+                              kRopeNKV, 4, Tensor());
   }});
   cases.push_back({"rope_forward_decode", 2 * kU, [](Io& io) {
     io.backend().rope_forward(io.in_out("qkv", {kB, kRopeWidth}), rope_frequencies(io.backend()), kB, 1, kRopeNH,
-                              kRopeNKV, 1000);
+                              kRopeNKV, 1000, Tensor());
   }});
-  cases.push_back({"rope_backward", 2 * kU, [](Io& io) {
-    io.backend().rope_backward(io.in_out("dqkv", {kN, kRopeWidth}), rope_frequencies(io.backend()), kB, kT, kRopeNH,
-                               kRopeNKV);
+  cases.push_back({"rope_forward_packed", 2 * kU, [](Io& io) {
+    io.backend().rope_forward(io.in_out("qkv", {kN, kRopeWidth}), rope_frequencies(io.backend()), kB, kT, kRopeNH,
+                              kRopeNKV, 0, io.doc_starts(0, kN));
   }});
+  for (bool packed : {false, true}) {
+    cases.push_back({packed ? "rope_backward_packed" : "rope_backward", 2 * kU, [packed](Io& io) {
+      io.backend().rope_backward(io.in_out("dqkv", {kN, kRopeWidth}), rope_frequencies(io.backend()), kB, kT, kRopeNH,
+                                 kRopeNKV, packed ? io.doc_starts(0, kN) : Tensor());
+    }});
+  }
   // Heads of kHeadSize: (NH, NKV) as many kv heads as heads, grouped, multi-query.
   struct Heads {
     const char* suffix;
@@ -325,18 +365,23 @@ std::vector<OpCase> op_cases() {
     const int NH = heads.NH, NKV = heads.NKV;
     const int Cl = NH * kHeadSize, KV = NKV * kHeadSize, W = Cl + 2 * KV;  // W: [q | k | v]
     const std::string suffix = heads.suffix;
-    cases.push_back({"attention_forward" + suffix, kChainTol, [f32, NH, NKV, Cl, W](Io& io) {
-      io.backend().attention_forward(io.out_act("out", {kN, Cl}), io.out("lse", {kB * NH * kT}, f32, Role::kOverwrite),
-                                     io.act("qkv", {kN, W}), kB, kT, NH, NKV);
-    }});
-    cases.push_back({"attention_backward" + suffix, kChainTol, [f32, NH, NKV, Cl, W](Io& io) {
-      Tensor qkv = io.act("qkv", {kN, W});
-      Tensor out = io.backend().zeros({kN, Cl}, io.backend().activation_dtype());
-      Tensor lse = io.backend().zeros({kB * NH * kT}, f32);
-      io.backend().attention_forward(out, lse, qkv, kB, kT, NH, NKV);
-      io.backend().attention_backward(io.out_act("dqkv", {kN, W}), io.act("dout", {kN, Cl}), qkv, out, lse, kB, kT,
-                                      NH, NKV);
-    }});
+    for (bool packed : {false, true}) {
+      const std::string packing = packed ? "_packed" : "";
+      cases.push_back({"attention_forward" + suffix + packing, kChainTol, [f32, NH, NKV, Cl, W, packed](Io& io) {
+        io.backend().attention_forward(io.out_act("out", {kN, Cl}),
+                                       io.out("lse", {kB * NH * kT}, f32, Role::kOverwrite), io.act("qkv", {kN, W}),
+                                       kB, kT, NH, NKV, packed ? io.doc_starts(0, kN) : Tensor());
+      }});
+      cases.push_back({"attention_backward" + suffix + packing, kChainTol, [f32, NH, NKV, Cl, W, packed](Io& io) {
+        Tensor qkv = io.act("qkv", {kN, W});
+        Tensor out = io.backend().zeros({kN, Cl}, io.backend().activation_dtype());
+        Tensor lse = io.backend().zeros({kB * NH * kT}, f32);
+        Tensor doc_starts = packed ? io.doc_starts(0, kN) : Tensor();
+        io.backend().attention_forward(out, lse, qkv, kB, kT, NH, NKV, doc_starts);
+        io.backend().attention_backward(io.out_act("dqkv", {kN, W}), io.act("dout", {kN, Cl}), qkv, out, lse, kB, kT,
+                                        NH, NKV, doc_starts);
+      }});
+    }
     // The first row of the cache, one in the middle and its last.
     for (int pos : {0, 11, kMaxT - 1}) {
       cases.push_back({"attention_decode" + suffix + "_pos" + std::to_string(pos), kChainTol,
@@ -534,7 +579,7 @@ TEST(BackendOpsTest, RoPERefusesAQkvOfAnotherWidthAndKeyHeadsThatDoNotDivideTheQ
   Tensor inv_freq = backend.zeros({4}, DType::kF32);  // head size 8
   try {
     // 4 query heads and 2 key/value heads of 8: rows of 64, not 48.
-    backend.rope_forward(backend.zeros({6, 48}, bf16), inv_freq, 2, 3, 4, 2, 0);
+    backend.rope_forward(backend.zeros({6, 48}, bf16), inv_freq, 2, 3, 4, 2, 0, Tensor());
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("rope_forward : qkv is (6, 48) bf16 on cpu ; expected (6, 64) bf16"),
@@ -542,7 +587,7 @@ TEST(BackendOpsTest, RoPERefusesAQkvOfAnotherWidthAndKeyHeadsThatDoNotDivideTheQ
         << e.what();
   }
   try {
-    backend.rope_backward(backend.zeros({6, 80}, bf16), inv_freq, 2, 3, 4, 3);
+    backend.rope_backward(backend.zeros({6, 80}, bf16), inv_freq, 2, 3, 4, 3, Tensor());
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("rope_backward : the 3 key/value heads must divide the 4 query heads"),
@@ -550,7 +595,7 @@ TEST(BackendOpsTest, RoPERefusesAQkvOfAnotherWidthAndKeyHeadsThatDoNotDivideTheQ
         << e.what();
   }
   try {
-    backend.rope_forward(backend.zeros({2, 64}, bf16), inv_freq, 2, 1, 4, 2, -1);
+    backend.rope_forward(backend.zeros({2, 64}, bf16), inv_freq, 2, 1, 4, 2, -1, Tensor());
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("rope_forward : positions -1 .. -1 outside 0 .."), std::string::npos)
@@ -596,21 +641,21 @@ TEST(BackendOpsTest, AttentionRefusesBadKeyValueHeads) {
     return "(no error)";
   };
   const std::string not_dividing = error_of([&] {
-    backend.attention_forward(out, lse, backend.zeros({N, Cl + 2 * 3 * HS}, f32), B, T, NH, 3);
+    backend.attention_forward(out, lse, backend.zeros({N, Cl + 2 * 3 * HS}, f32), B, T, NH, 3, Tensor());
   });
   EXPECT_NE(not_dividing.find("attention_forward : NKV 3 key/value heads must divide the NH 4 query heads"),
             std::string::npos)
       << not_dividing;
   // A multi-head qkv (N, 3 * Cl) handed to an attention of 2 kv heads, which expects (N, Cl + 2 * 2 * HS).
   const std::string multi_head_qkv = error_of([&] {
-    backend.attention_forward(out, lse, backend.zeros({N, 3 * Cl}, f32), B, T, NH, 2);
+    backend.attention_forward(out, lse, backend.zeros({N, 3 * Cl}, f32), B, T, NH, 2, Tensor());
   });
   EXPECT_NE(multi_head_qkv.find("attention_forward : qkv is (6, 96) f32 on cpu ; expected (6, 64) f32"),
             std::string::npos)
       << multi_head_qkv;
   Tensor qkv = backend.zeros({N, Cl + 2 * 2 * HS}, f32);
   const std::string bad_dqkv = error_of([&] {
-    backend.attention_backward(backend.zeros({N, 3 * Cl}, f32), out, qkv, out, lse, B, T, NH, 2);
+    backend.attention_backward(backend.zeros({N, 3 * Cl}, f32), out, qkv, out, lse, B, T, NH, 2, Tensor());
   });
   EXPECT_NE(bad_dqkv.find("attention_backward : dqkv is (6, 96) f32 on cpu ; expected (6, 64) f32"),
             std::string::npos)
@@ -624,6 +669,47 @@ TEST(BackendOpsTest, AttentionRefusesBadKeyValueHeads) {
   EXPECT_NE(bad_cache.find("attention_decode : k_cache is (2, 5, 32) f32 on cpu ; expected (2, 5, 8) f32"),
             std::string::npos)
       << bad_cache;
+}
+
+// doc_starts is (N) i32 for the attention and RoPE, and covers out's rows for the position
+// embedding: another size or dtype is named with the op.
+TEST(BackendOpsTest, PackedOpsRefuseDocStartsOfAnotherShapeOrDtype) {
+  CpuBackend backend(Precision::kF32);
+  const DType f32 = DType::kF32, i32 = DType::kI32;
+  const int B = 2, T = 3, N = B * T, NH = 2, HS = 8, Cl = NH * HS;
+  auto error_of = [](const std::function<void()>& call) -> std::string {
+    try {
+      call();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  Tensor out = backend.zeros({N, Cl}, f32), lse = backend.zeros({B * NH * T}, f32);
+  Tensor qkv = backend.zeros({N, 3 * Cl}, f32);
+  const std::string attention = error_of([&] {
+    backend.attention_forward(out, lse, qkv, B, T, NH, NH, backend.zeros({N - 1}, i32));
+  });
+  EXPECT_NE(attention.find("attention_forward : doc_starts is (5) i32 on cpu ; expected (6) i32"), std::string::npos)
+      << attention;
+  const std::string attention_backward = error_of([&] {
+    backend.attention_backward(qkv, out, qkv, out, lse, B, T, NH, NH, backend.zeros({N}, f32));
+  });
+  EXPECT_NE(attention_backward.find("attention_backward : doc_starts is (6) f32 on cpu ; expected (6) i32"),
+            std::string::npos)
+      << attention_backward;
+  const std::string rope = error_of([&] {
+    backend.rope_backward(qkv, backend.zeros({HS / 2}, f32), B, T, NH, NH, backend.zeros({2 * N}, i32));
+  });
+  EXPECT_NE(rope.find("rope_backward : doc_starts is (12) i32 on cpu ; expected (6) i32"), std::string::npos) << rope;
+  // A sequence-parallel rank's 3 rows: doc_starts of the whole micro-batch is refused.
+  const std::string position = error_of([&] {
+    backend.position_embedding_forward(backend.zeros({N / 2, Cl}, f32), backend.zeros({T, Cl}, f32), T, 3,
+                                       backend.zeros({N}, i32));
+  });
+  EXPECT_NE(position.find("position_embedding_forward : doc_starts is (6) i32 on cpu ; expected (3) i32"),
+            std::string::npos)
+      << position;
 }
 
 }  // namespace

@@ -58,17 +58,19 @@ class GuardedBackend final : public Backend {
     Open o(*this);
     cpu_.token_embedding_forward(host(out), host(tokens), host(wte), vocab_start);
   }
-  void position_embedding_forward(const Tensor& out, const Tensor& wpe, int T, int first_row) override {
+  void position_embedding_forward(const Tensor& out, const Tensor& wpe, int T, int first_row,
+                                  const Tensor& doc_starts) override {
     Open o(*this);
-    cpu_.position_embedding_forward(host(out), host(wpe), T, first_row);
+    cpu_.position_embedding_forward(host(out), host(wpe), T, first_row, host(doc_starts));
   }
   void token_embedding_backward(const Tensor& dwte, const Tensor& dout, const Tensor& tokens, int vocab_start) override {
     Open o(*this);
     cpu_.token_embedding_backward(host(dwte), host(dout), host(tokens), vocab_start);
   }
-  void position_embedding_backward(const Tensor& dwpe, const Tensor& dout, int T, int first_row) override {
+  void position_embedding_backward(const Tensor& dwpe, const Tensor& dout, int T, int first_row,
+                                   const Tensor& doc_starts) override {
     Open o(*this);
-    cpu_.position_embedding_backward(host(dwpe), host(dout), T, first_row);
+    cpu_.position_embedding_backward(host(dwpe), host(dout), T, first_row, host(doc_starts));
   }
   void layernorm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& inp,
                          const Tensor& weight, const Tensor& bias) override {
@@ -136,23 +138,25 @@ class GuardedBackend final : public Backend {
     cpu_.swiglu_backward(host(dgu), host(gu), host(dout));
   }
   void rope_forward(const Tensor& qkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
-                    int first_position) override {
+                    int first_position, const Tensor& doc_starts) override {
     Open o(*this);
-    cpu_.rope_forward(host(qkv), host(inv_freq), B, T, NH, NKV, first_position);
+    cpu_.rope_forward(host(qkv), host(inv_freq), B, T, NH, NKV, first_position, host(doc_starts));
   }
-  void rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV) override {
+  void rope_backward(const Tensor& dqkv, const Tensor& inv_freq, int B, int T, int NH, int NKV,
+                     const Tensor& doc_starts) override {
     Open o(*this);
-    cpu_.rope_backward(host(dqkv), host(inv_freq), B, T, NH, NKV);
+    cpu_.rope_backward(host(dqkv), host(inv_freq), B, T, NH, NKV, host(doc_starts));
   }
-  void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH,
-                         int NKV) override {
+  void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& qkv, int B, int T, int NH, int NKV,
+                         const Tensor& doc_starts) override {
     Open o(*this);
-    cpu_.attention_forward(host(out), host(lse), host(qkv), B, T, NH, NKV);
+    cpu_.attention_forward(host(out), host(lse), host(qkv), B, T, NH, NKV, host(doc_starts));
   }
   void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                          const Tensor& lse, int B, int T, int NH, int NKV) override {
+                          const Tensor& lse, int B, int T, int NH, int NKV, const Tensor& doc_starts) override {
     Open o(*this);
-    cpu_.attention_backward(host(dqkv), host(dout), host(qkv), host(out), host(lse), B, T, NH, NKV);
+    cpu_.attention_backward(host(dqkv), host(dout), host(qkv), host(out), host(lse), B, T, NH, NKV,
+                            host(doc_starts));
   }
   void attention_decode(const Tensor& out, const Tensor& k_cache, const Tensor& v_cache, const Tensor& qkv, int NH,
                         int NKV, int pos) override {
