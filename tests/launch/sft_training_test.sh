@@ -2,10 +2,11 @@
 # Supervised fine-tuning end to end: `loom prepare --format chat` on a small chat JSONL (one bad
 # line, skipped and counted) with a ChatML tokenizer (tests/reference/sft_reference.py), a base
 # model trained for a few steps, then `loom train --init-from` it: the masked validation loss is
-# finite and falls; a run stopped half-way and run again without the flag resumes to the same
-# losses as the run that was not stopped; on 4 ranks (tp=2 x dp=2, the same global batch) the
-# losses are the one process's; bf16 runs; --init-from where checkpoints are, or with a model of
-# another shape, is refused with exit code 2 and one line.
+# finite and falls; a checkpoint and a Hugging Face export of the base model start the same run
+# as its model file; a run stopped half-way and run again without the flag resumes to the same
+# losses as the run that was not stopped; on 4 ranks (tp=2 x dp=2 and pp=2 x dp=2, the same
+# global batch) the losses are the one process's; bf16 runs; --init-from where checkpoints are,
+# or with a model of another shape, is refused with exit code 2 and one line.
 # usage: sft_training_test.sh LOOM MPIEXEC PYTHON SOURCE_DIR WORK_DIR
 set -euo pipefail
 loom=$1 mpiexec=$2 python=$3 src=$4 work=$5
@@ -61,13 +62,27 @@ losses() { grep -oE "(loss|validation loss) [0-9.]+" "$@" | awk '{print $NF}'; }
 diff <(losses "$work/tuned.log") <(cat <(losses "$work/first.log") <(losses "$work/second.log")) ||
   { echo "FAIL: the resumed run's losses differ"; cat "$work/tuned.log" "$work/first.log" "$work/second.log"; exit 1; }
 
-# Every layout takes its shards of the model: tp=2 x dp=2 gives the one process's losses.
-"$mpiexec" --oversubscribe -np 4 "$loom" "${tune[@]}" --set parallel.tp=2 --set parallel.dp=2 \
-  --set train.micro_batch_size=2 --set train.out_dir="$work/four" --init-from "$work/base/model.loom" > "$work/four.log"
-paste <(losses "$work/tuned.log") <(losses "$work/four.log") > "$work/pairs"
-[ "$(wc -l < "$work/pairs")" -eq 6 ] || { echo "FAIL: expected 4 training and 2 validation losses"; cat "$work/four.log"; exit 1; }
-awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4 || NF != 2) { print "FAIL: losses differ on 4 ranks:", $0; bad = 1 } }
-     END { exit bad }' "$work/pairs"
+# The base run's last checkpoint and its Hugging Face export hold the model file's weights: the
+# same losses.
+"$loom" ckpt export "$work/base/model.loom" "$work/base-hf" > /dev/null
+for from in "$work/base/checkpoints/step-00000004" "$work/base-hf"; do
+  name=$(basename "$from")
+  "$loom" "${tune[@]}" --set train.out_dir="$work/from-$name" --init-from "$from" > "$work/from-$name.log"
+  diff <(losses "$work/tuned.log") <(losses "$work/from-$name.log") ||
+    { echo "FAIL: --init-from $from gave other losses"; cat "$work/from-$name.log"; exit 1; }
+done
+
+# Every layout takes its shards of the model: tp=2 x dp=2 and pp=2 x dp=2 give the one
+# process's losses.
+for layout in tp pp; do
+  "$mpiexec" --oversubscribe -np 4 "$loom" "${tune[@]}" --set parallel.$layout=2 --set parallel.dp=2 \
+    --set train.micro_batch_size=2 --set train.out_dir="$work/$layout" --init-from "$work/base/model.loom" \
+    > "$work/$layout.log"
+  paste <(losses "$work/tuned.log") <(losses "$work/$layout.log") > "$work/pairs"
+  [ "$(wc -l < "$work/pairs")" -eq 6 ] || { echo "FAIL: expected 6 losses"; cat "$work/$layout.log"; exit 1; }
+  awk -v layout=$layout '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4 || NF != 2) { print "FAIL: losses differ,", layout "=2 x dp=2:", $0; bad = 1 } }
+       END { exit bad }' "$work/pairs"
+done
 "$loom" "${tune[@]}" --set train.precision=PRECISION_BF16 --set train.out_dir="$work/bf16" \
   --init-from "$work/base/model.loom" > "$work/bf16.log"
 grep -qE "validation loss [0-9]+\.[0-9]+" "$work/bf16.log" || { echo "FAIL: bf16"; cat "$work/bf16.log"; exit 1; }
