@@ -5,8 +5,9 @@
 # finite and falls; a checkpoint and a Hugging Face export of the base model start the same run
 # as its model file; a run stopped half-way and run again without the flag resumes to the same
 # losses as the run that was not stopped; on 4 ranks (tp=2 x dp=2 and pp=2 x dp=2, the same
-# global batch) the losses are the one process's; bf16 runs; --init-from where checkpoints are,
-# or with a model of another shape, is refused with exit code 2 and one line.
+# global batch) the losses are the one process's, and a Llama's on tp=2 x pp=2; bf16 runs;
+# --init-from where checkpoints are, or with a model of another shape, is refused with exit code
+# 2 and one line.
 # usage: sft_training_test.sh LOOM MPIEXEC PYTHON SOURCE_DIR WORK_DIR
 set -euo pipefail
 loom=$1 mpiexec=$2 python=$3 src=$4 work=$5
@@ -83,6 +84,18 @@ for layout in tp pp; do
   awk -v layout=$layout '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4 || NF != 2) { print "FAIL: losses differ,", layout "=2 x dp=2:", $0; bad = 1 } }
        END { exit bad }' "$work/pairs"
 done
+# A Llama (grouped key/value heads, untied head) the same way, on tp=2 x pp=2.
+llama=("${common[@]}" --set model.family=FAMILY_LLAMA --set model.n_head=4 --set model.n_kv_head=2
+       --set model.intermediate_size=128 --set model.tie_embeddings=false)
+"$loom" "${llama[@]}" --set train.steps=4 --set train.eval_every=4 --set train.out_dir="$work/llama-base" > "$work/llama-base.log"
+"$loom" "${llama[@]}" --set train.steps=8 --set train.eval_every=8 --set train.out_dir="$work/llama-one" \
+  --init-from "$work/llama-base/model.loom" > "$work/llama-one.log"
+"$mpiexec" --oversubscribe -np 4 "$loom" "${llama[@]}" --set train.steps=8 --set train.eval_every=8 --set parallel.tp=2 \
+  --set parallel.pp=2 --set train.out_dir="$work/llama-four" --init-from "$work/llama-base/model.loom" > "$work/llama-four.log"
+paste <(losses "$work/llama-one.log") <(losses "$work/llama-four.log") > "$work/pairs"
+[ "$(wc -l < "$work/pairs")" -eq 3 ] || { echo "FAIL: expected 3 Llama losses"; cat "$work/llama-four.log"; exit 1; }
+awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4 || NF != 2) { print "FAIL: Llama losses differ on tp=2 x pp=2:", $0; bad = 1 } }
+     END { exit bad }' "$work/pairs"
 "$loom" "${tune[@]}" --set train.precision=PRECISION_BF16 --set train.out_dir="$work/bf16" \
   --init-from "$work/base/model.loom" > "$work/bf16.log"
 grep -qE "validation loss [0-9]+\.[0-9]+" "$work/bf16.log" || { echo "FAIL: bf16"; cat "$work/bf16.log"; exit 1; }
