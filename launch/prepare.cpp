@@ -30,9 +30,9 @@ const std::vector<FlagSpec>& prepare_flags() {
       {"tokenizer", "PATH", "tokenizer to use: a tokenizer.json, a SentencePiece .model file, or a directory holding one (or BPE's two files)"},
       {"vocab-size", "N", "instead of --tokenizer: train a SentencePiece tokenizer of N pieces on the inputs "
                           "(Megatron input: the ids' vocabulary; neither: the largest id + 1)"},
-      {"format", "text|jsonl|chat|prompt-completion|alpaca",
-       "text|jsonl: format of the files not named *.jsonl (default text; *.jsonl files are JSONL); "
-       "chat, prompt-completion, alpaca: instruction data for fine-tuning, every input in that format (docs/data.md)"},
+      {"format", "FORMAT",
+       "text or jsonl: format of the files not named *.jsonl (default text; *.jsonl files are JSONL); "
+       "chat, prompt-completion or alpaca: every input is instruction data for fine-tuning in that format (docs/data.md)"},
       {"template", "model|plain", "instruction data: render with the tokenizer's chat template (default model), or "
                                   "Loom's plain ### Instruction / ### Response template"},
       {"train-on", "assistant|all", "instruction data: the tokens that count in the loss (default assistant: the "
