@@ -1,5 +1,6 @@
 #include "launch/token_run.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -106,8 +107,12 @@ void TokenRun::open(uint32_t model_vocab, LoaderState start, uint64_t verify_in_
     }
   }
   for (int i = 0; i < config_.source_size(); ++i) open_source(i, loom_vocab != 0 ? loom_vocab : model_vocab);
-  if (config_.document_masking()) {
-    // Windows of pretraining data find their documents by the end-of-document token.
+  // Windows of pretraining data find their documents by the end-of-document token: when asked,
+  // and when they are blended with instruction data, which is masked unless told otherwise.
+  const auto masked = [](const BlendSource& s) { return s.dataset->has_loss_mask(); };
+  const bool blended = std::any_of(train_sources_.begin(), train_sources_.end(), masked) &&
+                       !std::all_of(train_sources_.begin(), train_sources_.end(), masked);
+  if (config_.has_document_masking() ? config_.document_masking() : blended) {
     const std::string tokenizer_path = tokenizer_path_of(config_);
     if (tokenizer_path.empty()) {
       fail_user("data.tokens.document_masking needs the tokenizer's end-of-document token, but no tokenizer was",
