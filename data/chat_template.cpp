@@ -78,27 +78,58 @@ ChatTemplate load_chat_template(const std::string& tokenizer_config_json) {
   return out;
 }
 
-std::string render_chat(const ChatTemplate& chat_template, const std::vector<ChatMessage>& messages,
-                        bool add_generation_prompt) {
+std::vector<ChatSegment> render_chat_segments(const ChatTemplate& chat_template,
+                                              const std::vector<ChatMessage>& messages) {
   for (const ChatMessage& m : messages) {
     utf8_check(m.role, "a chat message's role");
     utf8_check(m.content, "a chat message's content");
   }
+  std::vector<ChatSegment> out;
+  // Appends to the last piece when it is of the same kind.
+  const auto add = [&](std::string_view text, bool assistant) {
+    if (text.empty()) return;
+    if (out.empty() || out.back().assistant != assistant) out.push_back({"", assistant});
+    out.back().text += text;
+  };
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    const bool answer = m.role == "assistant";
+    switch (chat_template.family) {
+      case ChatTemplateFamily::kChatML:
+        add("<|im_start|>" + m.role + "\n", false);
+        add(m.content + "<|im_end|>", answer);
+        add("\n", false);
+        break;
+      case ChatTemplateFamily::kLlama3:
+        if (i == 0) add(chat_template.bos_token, false);
+        add("<|start_header_id|>" + m.role + "<|end_header_id|>\n\n", false);
+        add(std::string(trimmed(m.content)) + "<|eot_id|>", answer);
+        break;
+      case ChatTemplateFamily::kPlain:
+        if (m.role == "system") {
+          add(m.content + "\n\n", false);
+        } else if (answer) {
+          add("### Response:\n", false);
+          add(m.content, true);
+          if (i + 1 < messages.size()) add("\n\n", false);
+        } else {
+          add("### Instruction:\n" + m.content + "\n\n", false);
+        }
+        break;
+    }
+  }
+  return out;
+}
+
+std::string render_chat(const ChatTemplate& chat_template, const std::vector<ChatMessage>& messages,
+                        bool add_generation_prompt) {
   std::string text;
+  for (const ChatSegment& segment : render_chat_segments(chat_template, messages)) text += segment.text;
+  if (!add_generation_prompt) return text;
   switch (chat_template.family) {
-    case ChatTemplateFamily::kChatML:
-      for (const ChatMessage& m : messages) text += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
-      if (add_generation_prompt) text += "<|im_start|>assistant\n";
-      break;
-    case ChatTemplateFamily::kLlama3:
-      for (size_t i = 0; i < messages.size(); ++i) {
-        if (i == 0) text += chat_template.bos_token;
-        text += "<|start_header_id|>" + messages[i].role + "<|end_header_id|>\n\n";
-        text += trimmed(messages[i].content);
-        text += "<|eot_id|>";
-      }
-      if (add_generation_prompt) text += "<|start_header_id|>assistant<|end_header_id|>\n\n";
-      break;
+    case ChatTemplateFamily::kChatML: text += "<|im_start|>assistant\n"; break;
+    case ChatTemplateFamily::kLlama3: text += "<|start_header_id|>assistant<|end_header_id|>\n\n"; break;
+    case ChatTemplateFamily::kPlain: text += "### Response:\n"; break;
   }
   return text;
 }

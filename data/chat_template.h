@@ -10,6 +10,12 @@
 // family's canonical template (the one the tests compare, through jinja2, with this code). What a
 // particular model's template adds to it (a default system message, tool calls, a knowledge-cutoff
 // date) is not rendered.
+//
+// A third, Loom's plain template, is for models whose tokenizer has no chat template (`loom
+// prepare --template plain`): a system message as "CONTENT\n\n", a user's as "### Instruction:
+// \nCONTENT\n\n", an assistant's as "### Response:\nCONTENT", followed by "\n\n" when another
+// message follows; the generation prompt "### Response:\n". It has no end-of-turn marker: the
+// end-of-document token that `loom prepare` puts after an example ends its last answer.
 #pragma once
 
 #include <string>
@@ -17,11 +23,13 @@
 
 namespace loom {
 
-enum class ChatTemplateFamily { kChatML, kLlama3 };
+enum class ChatTemplateFamily { kChatML, kLlama3, kPlain };
 
 struct ChatMessage {
   std::string role;     // "system", "user", "assistant", ...
   std::string content;
+
+  bool operator==(const ChatMessage&) const = default;
 };
 
 struct ChatTemplate {
@@ -36,6 +44,18 @@ ChatTemplateFamily chat_template_family(const std::string& chat_template, const 
 // file when it has no chat_template (a string; a list of named templates takes the one named
 // "default") or one of neither family.
 ChatTemplate load_chat_template(const std::string& tokenizer_config_json);
+
+// A piece of a rendered chat: the pieces of render_chat_segments, end to end, are render_chat's
+// text without a generation prompt. `assistant`: the piece is an assistant's answer, with the
+// marker that ends its turn (<|im_end|>, <|eot_id|>; nothing in the plain template), what an
+// instruction-tuned model learns to produce; the role headers and everything else are not.
+struct ChatSegment {
+  std::string text;
+  bool assistant = false;
+};
+
+std::vector<ChatSegment> render_chat_segments(const ChatTemplate& chat_template,
+                                              const std::vector<ChatMessage>& messages);
 
 // The prompt text for `messages`; with `add_generation_prompt`, ending where the assistant's
 // answer starts. Encode it with the tokenizer (whose added tokens turn the markers into their ids).

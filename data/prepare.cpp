@@ -17,6 +17,8 @@
 #include "core/base/file_io.h"
 #include "core/rng.h"
 #include "data/batch_encoder.h"
+#include "data/chat_template.h"
+#include "data/instruction_data.h"
 #include "data/megatron_dataset.h"
 #include "data/shard_writer.h"
 #include "data/token_dataset.h"
@@ -210,13 +212,17 @@ class SplitRouter {
   SplitRouter(ShardWriter& train, ShardWriter* val, uint64_t seed, double val_fraction)
       : train_(train), val_(val), seed_(seed), val_fraction_(val_fraction) {}
 
-  // The ids of the next piece; `last_of_document`: they end with eos.
-  void add(std::span<const int32_t> tokens, bool last_of_document) {
+  // The ids of the next piece; `last_of_document`: they end with eos. `mask`: their loss mask,
+  // when the writers take one.
+  void add(std::span<const int32_t> tokens, bool last_of_document, std::span<const uint8_t> mask = {}) {
     current_.insert(current_.end(), tokens.begin(), tokens.end());
+    current_mask_.insert(current_mask_.end(), mask.begin(), mask.end());
     if (!last_of_document) return;
     if (have_pending_) route(pending_in_val_);
     std::swap(pending_, current_);
+    std::swap(pending_mask_, current_mask_);
     current_.clear();
+    current_mask_.clear();
     pending_in_val_ = val_ != nullptr && is_validation_document(seed_, index_++, val_fraction_);
     have_pending_ = true;
   }
@@ -235,7 +241,7 @@ class SplitRouter {
   }
 
  private:
-  void route(bool in_val) { (in_val ? *val_ : train_).add_document(pending_); }
+  void route(bool in_val) { (in_val ? *val_ : train_).add_document(pending_, pending_mask_); }
 
   ShardWriter& train_;
   ShardWriter* val_;
@@ -244,6 +250,7 @@ class SplitRouter {
   uint64_t index_ = 0;
   std::vector<int32_t> current_;  // the document being gathered
   std::vector<int32_t> pending_;
+  std::vector<uint8_t> current_mask_, pending_mask_;
   bool pending_in_val_ = false;
   bool have_pending_ = false;
 };
@@ -366,6 +373,103 @@ PrepareSummary prepare_from_megatron(const PrepareOptions& options, const std::v
   return summary;
 }
 
+// The template that renders instruction data: Loom's plain one, or the chat template of the
+// given tokenizer's tokenizer_config.json.
+ChatTemplate instruction_template(const InstructionOptions& instructions, const GivenTokenizer& given,
+                                  const std::string& tokenizer_path) {
+  if (instructions.plain_template) return ChatTemplate{ChatTemplateFamily::kPlain, ""};
+  const auto at = std::find(given.files.names.begin(), given.files.names.end(), "tokenizer_config.json");
+  if (at == given.files.names.end()) {
+    fail_user("the tokenizer", tokenizer_path, "has no chat template (no tokenizer_config.json with a chat_template);",
+              "pass --template plain to render the examples with Loom's plain instruction template");
+  }
+  const std::string& config = given.files.paths[static_cast<size_t>(at - given.files.names.begin())];
+  try {
+    return load_chat_template(config);
+  } catch (const UserError& e) {
+    fail_user(std::string(e.what()) + "; pass --template plain to render the examples with Loom's plain instruction",
+              "template");
+  }
+}
+
+std::string template_name(const ChatTemplate& t) {
+  switch (t.family) {
+    case ChatTemplateFamily::kChatML: return "the tokenizer's (ChatML)";
+    case ChatTemplateFamily::kLlama3: return "the tokenizer's (Llama 3)";
+    case ChatTemplateFamily::kPlain: return "plain (### Instruction / ### Response)";
+  }
+  return "?";
+}
+
+// Instruction data -> the dataset directory: each example rendered, tokenized with its loss mask
+// and sent to train or val as a text document would be.
+PrepareSummary prepare_instructions(const PrepareOptions& options,
+                                    const std::function<void(const PrepareProgress&)>& progress) {
+  const InstructionOptions& instructions = *options.instructions;
+  if (options.out_dir.empty()) fail_user("no output directory given");
+  if (options.tokenizer.empty()) {
+    fail_user("instruction data needs the model's tokenizer (--tokenizer); Loom does not train one for it");
+  }
+  if (!(options.val_fraction >= 0 && options.val_fraction < 1)) {
+    fail_user("validation fraction", options.val_fraction, "must be at least 0 and below 1 (e.g. 0.01)");
+  }
+  if (options.max_shard_bytes < ShardWriter::kMinShardBytes) {
+    fail_user("maximum shard size", options.max_shard_bytes, "bytes is below the", ShardWriter::kMinShardBytes,
+              "byte minimum");
+  }
+  PrepareSummary summary;
+  summary.instructions = true;
+  const std::vector<std::string> files = list_corpus_files(options.inputs, options.out_dir);
+  summary.files = files.size();
+  if (files.empty()) fail_no_documents(options, 0);
+  const GivenTokenizer given(options.tokenizer);
+  const ChatTemplate chat_template = instruction_template(instructions, given, options.tokenizer);
+  summary.chat_template = template_name(chat_template);
+  summary.tokenizer = given.tokenizer->description();
+  OutputDirectory out(options.out_dir, options.force, given.files.paths);
+  out.make();
+  given.copy_into(out);
+
+  const auto start = Clock::now();
+  const auto vocab = static_cast<uint32_t>(given.tokenizer->vocab_size());
+  ShardWriter train(options.out_dir, kTrain, vocab, options.max_shard_bytes, /*loss_mask=*/true);
+  std::optional<ShardWriter> val;
+  if (options.val_fraction > 0) val.emplace(options.out_dir, kVal, vocab, options.max_shard_bytes, true);
+  SplitRouter router(train, val ? &*val : nullptr, options.seed, options.val_fraction);
+  InstructionReader reader(files, instructions.format, instructions.skip_bad_examples);
+  std::vector<ChatMessage> messages;
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> mask;
+  while (reader.next(messages)) {
+    for (const ChatMessage& m : messages) summary.text_bytes += m.content.size();
+    ids.clear();
+    mask.clear();
+    encode_example(*given.tokenizer, chat_template, messages, instructions.train_on_all, ids, mask);
+    router.add(ids, true, mask);
+    ++summary.documents;
+    summary.tokens += ids.size();
+    summary.counted_tokens += static_cast<uint64_t>(std::count(mask.begin(), mask.end(), uint8_t{1}));
+    if (progress && summary.documents % 1024 == 0) {
+      progress({reader.bytes_read(), reader.total_bytes(), summary.documents, summary.tokens, seconds_since(start)});
+    }
+  }
+  router.finish();
+  summary.bad_examples = reader.skipped();
+  summary.first_bad_example = reader.first_skipped();
+  if (summary.documents == 0) {
+    fail_user("found no examples in the inputs", joined(options.inputs),
+              summary.bad_examples > 0 ? str_cat("(all", summary.bad_examples, "were bad; the first:",
+                                                 summary.first_bad_example + ")")
+                                       : std::string("(the files are empty)"));
+  }
+  if (progress) {
+    progress({reader.bytes_read(), reader.total_bytes(), summary.documents, summary.tokens, seconds_since(start)});
+  }
+  finish_splits(train, val, out, summary);
+  summary.seconds = seconds_since(start);
+  return summary;
+}
+
 }  // namespace
 
 bool is_validation_document(uint64_t seed, uint64_t index, double val_fraction) {
@@ -382,7 +486,11 @@ std::string dataset_tokenizer_path(const std::string& dir) {
 PrepareSummary prepare_dataset(const PrepareOptions& options,
                                const std::function<void(const PrepareProgress&)>& progress) {
   const std::vector<std::string> megatron = megatron_inputs(options.inputs);
-  if (!megatron.empty()) return prepare_from_megatron(options, megatron, progress);
+  if (!megatron.empty()) {
+    if (options.instructions) fail_user("a Megatron dataset holds token ids, not instruction data");
+    return prepare_from_megatron(options, megatron, progress);
+  }
+  if (options.instructions) return prepare_instructions(options, progress);
   check_options(options);
   PrepareSummary summary;
   const std::vector<std::string> files = list_corpus_files(options.inputs, options.out_dir);

@@ -25,6 +25,12 @@
 // that one long document is spread over the threads too), and written in order: the files are
 // identical whatever the thread count. A document is held in memory whole, with its ids.
 //
+// Instruction data (PrepareOptions::instructions, data/instruction_data.h): each example is
+// rendered with the tokenizer's chat template (tokenizer_config.json's; or Loom's plain one),
+// tokenized on the calling thread, and stored as one document with a loss mask (format version 2
+// shards): by default only the assistant's answers count. A given tokenizer is required. Bad
+// examples stop the run, or are skipped and counted.
+//
 // Failure leaves nothing half-written: shards and descriptors are written under temporary names
 // and renamed, the descriptors last, and on any error everything this call created in DIR is
 // removed again (DIR too, if it created it). DIR may exist; if it already holds a dataset (a
@@ -34,13 +40,22 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "data/corpus.h"
+#include "data/instruction_data.h"
 #include "data/sentencepiece_tokenizer.h"
 
 namespace loom {
+
+struct InstructionOptions {
+  InstructionFormat format = InstructionFormat::kChat;
+  bool plain_template = false;     // Loom's plain template instead of the tokenizer's chat template
+  bool train_on_all = false;       // every token counts in the loss, not only the assistant's
+  bool skip_bad_examples = false;  // else the first bad example stops the run
+};
 
 struct PrepareOptions {
   std::vector<std::string> inputs;  // files and directories (data/corpus.h), or Megatron datasets
@@ -58,6 +73,7 @@ struct PrepareOptions {
   size_t batch_bytes = size_t{1} << 20;  // text handed to a thread at a time
   uint64_t seed = 0;           // of the val split (and of the tokenizer's training sample)
   bool force = false;          // replace a dataset already in out_dir
+  std::optional<InstructionOptions> instructions;  // the inputs are instruction data
 };
 
 // Where a run is, for a progress display; reported after each batch is written.
@@ -82,6 +98,11 @@ struct PrepareSummary {
   uint64_t tokens = 0;
   Split train, val;
   bool megatron = false;               // the inputs were Megatron datasets (files counts them)
+  bool instructions = false;           // the inputs were instruction data (documents: examples)
+  std::string chat_template;           // which template rendered them
+  uint64_t counted_tokens = 0;         // of the instruction data: tokens with mask 1
+  uint64_t bad_examples = 0;           // skipped
+  std::string first_bad_example;       // "FILE:LINE: ..." of the first skipped
   bool trained_tokenizer = false;
   SentencePieceTrainSummary training;  // when trained_tokenizer
   double training_seconds = 0;

@@ -44,6 +44,7 @@ struct ShardWriter::OpenShard {
   uint64_t tokens = 0;
   std::vector<uint64_t> ends;  // the document index so far
   std::vector<uint8_t> buffer;
+  std::vector<uint8_t> mask;  // the loss mask so far, when the split has one
   XXH64_state_t* hash = nullptr;
 
   ~OpenShard() {
@@ -53,9 +54,10 @@ struct ShardWriter::OpenShard {
   }
 };
 
-ShardWriter::ShardWriter(std::string dir, std::string split, uint32_t vocab_size, uint64_t max_shard_bytes)
+ShardWriter::ShardWriter(std::string dir, std::string split, uint32_t vocab_size, uint64_t max_shard_bytes,
+                         bool loss_mask)
     : dir_(std::move(dir)), split_(std::move(split)), vocab_size_(vocab_size),
-      dtype_(token_type_for(vocab_size)), max_shard_bytes_(max_shard_bytes) {
+      dtype_(token_type_for(vocab_size)), max_shard_bytes_(max_shard_bytes), loss_mask_(loss_mask) {
   if (split_.empty() || split_.find('/') != std::string::npos) {
     fail_user("split name '" + split_ + "' must be non-empty and contain no '/'");
   }
@@ -96,12 +98,20 @@ void ShardWriter::open_shard() {
 // Tokens the open shard can still take, with the current document's index entry counted.
 uint64_t ShardWriter::room() const {
   const uint64_t fixed = kShardHeaderBytes + 8 * (open_->ends.size() + 1);
-  const uint64_t capacity = ((max_shard_bytes_ - fixed) / 8 * 8) / static_cast<uint64_t>(dtype_);
-  return capacity - open_->tokens;
+  if (max_shard_bytes_ < fixed + (loss_mask_ ? 16 : 0)) return 0;
+  // A token takes its id's bytes, and a mask byte; each section is padded to 8 bytes.
+  const uint64_t per_token = static_cast<uint64_t>(dtype_) + (loss_mask_ ? 1 : 0);
+  const uint64_t capacity = ((max_shard_bytes_ - fixed) / 8 * 8 - (loss_mask_ ? 16 : 0)) / per_token;
+  return capacity > open_->tokens ? capacity - open_->tokens : 0;
 }
 
-void ShardWriter::add_document(std::span<const int32_t> tokens) {
+void ShardWriter::add_document(std::span<const int32_t> tokens, std::span<const uint8_t> mask) {
   LOOM_CHECK(!finished_, "add_document after finish on split", split_);
+  LOOM_CHECK(loss_mask_ ? mask.size() == tokens.size() : mask.empty(), "a loss mask of", mask.size(),
+             "bytes for a document of", tokens.size(), "tokens of split", split_, "(mask written:", loss_mask_, ")");
+  for (size_t i = 0; i < mask.size(); ++i) {
+    LOOM_CHECK(mask[i] <= 1, "loss mask byte", int{mask[i]}, "at position", i, "of split", split_);
+  }
   if (tokens.empty()) {
     fail_user("document", total_documents_, "of split", split_,
               "has no tokens (each document ends with the end-of-document token)");
@@ -120,7 +130,7 @@ void ShardWriter::add_document(std::span<const int32_t> tokens) {
       close_shard(false);
       continue;
     }
-    append(tokens.data() + done, take);
+    append(tokens.data() + done, mask.empty() ? nullptr : mask.data() + done, take);
     done += take;
     open_->ends.push_back(open_->tokens);
     if (done == tokens.size()) break;
@@ -130,7 +140,8 @@ void ShardWriter::add_document(std::span<const int32_t> tokens) {
   ++total_documents_;
 }
 
-void ShardWriter::append(const int32_t* tokens, uint64_t n) {
+void ShardWriter::append(const int32_t* tokens, const uint8_t* mask, uint64_t n) {
+  if (mask != nullptr) open_->mask.insert(open_->mask.end(), mask, mask + n);
   const size_t width = static_cast<size_t>(dtype_);
   std::vector<uint8_t>& buffer = open_->buffer;
   for (uint64_t done = 0; done < n;) {
@@ -162,17 +173,23 @@ void ShardWriter::close_shard(bool last_document_continues) {
   OpenShard& shard = *open_;
   flush_buffer();
   ShardHeader header;
+  header.version = loss_mask_ ? kShardMaskedVersion : kShardVersion;
   header.dtype = dtype_;
   header.vocab_size = vocab_size_;
-  header.flags = last_document_continues ? kShardLastDocumentContinues : 0;
+  header.flags = (last_document_continues ? kShardLastDocumentContinues : 0) | (loss_mask_ ? kShardHasLossMask : 0);
   header.tokens = shard.tokens;
   header.documents = shard.ends.size();
   header.tokens_xxh64 = XXH64_digest(shard.hash);
+  if (loss_mask_) header.mask_xxh64 = XXH64(shard.mask.data(), shard.mask.size(), 0);
   header.meta_xxh64 = shard_meta_checksum(encode_shard_header(header), shard.ends);
   const uint64_t data_end = kShardHeaderBytes + shard.tokens * static_cast<uint64_t>(dtype_);
   const std::array<uint8_t, 8> zeros{};
   write_fully(shard.fd, zeros.data(), shard_index_offset(dtype_, shard.tokens) - data_end, shard.tmp);
   write_fully(shard.fd, shard.ends.data(), 8 * shard.ends.size(), shard.tmp);
+  if (loss_mask_) {
+    write_fully(shard.fd, shard.mask.data(), shard.mask.size(), shard.tmp);
+    write_fully(shard.fd, zeros.data(), shard_mask_bytes(shard.tokens) - shard.tokens, shard.tmp);
+  }
   const std::array<uint8_t, kShardHeaderBytes> bytes = encode_shard_header(header);
   if (::pwrite(shard.fd, bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
     fail_user("writing the header of", shard.tmp, "failed:", std::strerror(errno));
@@ -192,7 +209,7 @@ std::vector<std::string> ShardWriter::finish() {
   sync_directory(dir_);
 
   data::TokenSplit descriptor;
-  descriptor.set_format_version(kShardVersion);
+  descriptor.set_format_version(loss_mask_ ? kShardMaskedVersion : kShardVersion);
   descriptor.set_split(split_);
   descriptor.set_vocab_size(vocab_size_);
   descriptor.set_tokens(total_tokens_);

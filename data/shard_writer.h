@@ -12,6 +12,10 @@
 // way, so an interrupted run never leaves a half-written file under a final name nor a descriptor
 // naming missing shards. Shards of an older, longer run of the same split are not deleted; the
 // descriptor names exactly the current ones.
+//
+// A writer made with `loss_mask` takes a mask with each document (1: the token counts in the
+// loss) and writes format version 2 shards that carry it; without, version 1 (docs/formats.md).
+// The mask of the open shard is held in memory (one byte per token) until the shard closes.
 #pragma once
 
 #include <cstdint>
@@ -32,14 +36,15 @@ class ShardWriter {
   // Creates `dir` if needed. UserError for an empty split name or one with '/', a vocabulary
   // outside 1 .. 2^31 - 1, or max_shard_bytes below kMinShardBytes.
   ShardWriter(std::string dir, std::string split, uint32_t vocab_size,
-              uint64_t max_shard_bytes = kDefaultMaxShardBytes);
+              uint64_t max_shard_bytes = kDefaultMaxShardBytes, bool loss_mask = false);
   // Without finish(): removes the shard being written (completed shards stay, unlisted).
   ~ShardWriter();
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
 
   // Appends one document. UserError if it is empty or holds an id outside [0, vocab_size).
-  void add_document(std::span<const int32_t> tokens);
+  // `mask`: one 0/1 byte per token, given exactly when the writer has a loss mask.
+  void add_document(std::span<const int32_t> tokens, std::span<const uint8_t> mask = {});
 
   // Completes the last shard and writes DIR/<split>.split.pbtxt; returns the shard paths in
   // order. UserError if no document was added.
@@ -53,7 +58,7 @@ class ShardWriter {
  private:
   struct OpenShard;
   void open_shard();
-  void append(const int32_t* tokens, uint64_t n);
+  void append(const int32_t* tokens, const uint8_t* mask, uint64_t n);
   void flush_buffer();
   void close_shard(bool last_document_continues);
   uint64_t room() const;
@@ -63,6 +68,7 @@ class ShardWriter {
   uint32_t vocab_size_;
   TokenType dtype_;
   uint64_t max_shard_bytes_;
+  bool loss_mask_;
   std::unique_ptr<OpenShard> open_;        // the shard being written, if any
   std::vector<std::string> shard_files_;   // completed shards, names relative to dir_
   std::vector<ShardHeader> shard_headers_;

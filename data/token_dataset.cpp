@@ -43,9 +43,9 @@ data::TokenSplit read_descriptor(const std::string& path) {
   if (!parser.ParseFromString(text.str(), &descriptor)) {
     fail_user(path + ":" + errors.first(), "(the schema is data/token_split.proto)");
   }
-  if (descriptor.format_version() != kShardVersion) {
+  if (descriptor.format_version() != kShardVersion && descriptor.format_version() != kShardMaskedVersion) {
     fail_user("split descriptor", path, "has format_version", descriptor.format_version(),
-              "but this Loom reads version", kShardVersion);
+              "but this Loom reads versions", kShardVersion, "and", kShardMaskedVersion);
   }
   if (descriptor.shards_size() == 0) fail_user("split descriptor", path, "lists no shards");
   return descriptor;
@@ -99,6 +99,11 @@ TokenDataset::TokenDataset(std::string name, std::vector<TokenShard> shards)
       fail_user("token shard", s.path(), "has vocabulary size", s.header().vocab_size, "but",
                 shards_.front().path(), "of the same dataset has", shards_.front().header().vocab_size);
     }
+    if (s.has_loss_mask() != shards_.front().has_loss_mask()) {
+      fail_user("token shard", s.path(), s.has_loss_mask() ? "has a loss mask but" : "has no loss mask but",
+                shards_.front().path(), "of the same dataset", shards_.front().has_loss_mask() ? "has" : "has none",
+                "(prepare the split again)");
+    }
     starts_.push_back(starts_.back() + s.tokens());
   }
 }
@@ -117,6 +122,34 @@ void TokenDataset::read(uint64_t begin, uint64_t n, int32_t* out) const {
     n -= take;
     ++i;
   }
+}
+
+void TokenDataset::read_loss_mask(uint64_t begin, uint64_t n, uint8_t* out) const {
+  LOOM_CHECK(begin <= tokens() && n <= tokens() - begin, "mask of tokens [", begin, ",", begin + n, ") of dataset",
+             name_, "with", tokens());
+  size_t i = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), begin) - starts_.begin()) - 1;
+  while (n > 0) {
+    const uint64_t offset = begin - starts_[i];
+    const uint64_t take = std::min(n, shards_[i].tokens() - offset);
+    shards_[i].read_loss_mask(offset, take, out);
+    out += take;
+    begin += take;
+    n -= take;
+    ++i;
+  }
+}
+
+std::vector<uint64_t> TokenDataset::document_ends() const {
+  std::vector<uint64_t> ends;
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    const TokenShard& s = shards_[i];
+    for (uint64_t d = 0; d < s.documents(); ++d) {
+      const bool continues = d + 1 == s.documents() && (s.header().flags & kShardLastDocumentContinues) != 0;
+      if (!continues) ends.push_back(starts_[i] + s.document_end(d));
+    }
+  }
+  if (ends.empty() || ends.back() != tokens()) ends.push_back(tokens());
+  return ends;
 }
 
 void TokenDataset::verify() const {

@@ -6,7 +6,8 @@
 // header-and-index checksum), so shards rewritten after the descriptor are caught on open.
 // Token t of the stream is token t - start(i) of the shard i holding it; read() crosses shard
 // boundaries and checks ids against the vocabulary as it converts them. A TokenStream
-// (data/token_stream.h): what the loader reads.
+// (data/token_stream.h): what the loader reads. A split whose shards carry a loss mask (format
+// version 2) is a stream with one; every shard of a split has one or none.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,10 @@ class TokenDataset final : public TokenStream {
   // Writes stream tokens [begin, begin + n) to out[0, n) as int32; begin + n <= tokens().
   // UserError naming the shard and byte offset of an id outside the vocabulary.
   void read(uint64_t begin, uint64_t n, int32_t* out) const override;
+  bool has_loss_mask() const override { return shards_.front().has_loss_mask(); }
+  void read_loss_mask(uint64_t begin, uint64_t n, uint8_t* out) const override;
+  // From the shards' indexes: a document continued in the next shard ends once.
+  std::vector<uint64_t> document_ends() const override;
 
   // Reads every shard in full: ids and data checksums (verify_tokens).
   void verify() const;

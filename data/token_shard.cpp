@@ -25,7 +25,7 @@ namespace {
 
 // Header field offsets (docs/formats.md).
 constexpr size_t kVersionAt = 8, kDTypeAt = 12, kVocabAt = 16, kFlagsAt = 20, kTokensAt = 24,
-                 kDocumentsAt = 32, kTokensHashAt = 40, kMetaHashAt = 56;
+                 kDocumentsAt = 32, kTokensHashAt = 40, kMaskHashAt = 48, kMetaHashAt = 56;
 constexpr uint64_t kMaxCount = uint64_t{1} << 60;  // keeps size arithmetic far from overflow
 
 template <typename T>
@@ -76,6 +76,8 @@ uint64_t shard_index_offset(TokenType dtype, uint64_t tokens) {
   return (kShardHeaderBytes + tokens * static_cast<uint64_t>(dtype) + 7) / 8 * 8;
 }
 
+uint64_t shard_mask_bytes(uint64_t tokens) { return (tokens + 7) / 8 * 8; }
+
 std::array<uint8_t, kShardHeaderBytes> encode_shard_header(const ShardHeader& h) {
   std::array<uint8_t, kShardHeaderBytes> bytes{};
   std::memcpy(bytes.data(), kShardMagic, sizeof(kShardMagic));
@@ -86,6 +88,7 @@ std::array<uint8_t, kShardHeaderBytes> encode_shard_header(const ShardHeader& h)
   store<uint64_t>(bytes.data(), kTokensAt, h.tokens);
   store<uint64_t>(bytes.data(), kDocumentsAt, h.documents);
   store<uint64_t>(bytes.data(), kTokensHashAt, h.tokens_xxh64);
+  store<uint64_t>(bytes.data(), kMaskHashAt, h.mask_xxh64);
   store<uint64_t>(bytes.data(), kMetaHashAt, h.meta_xxh64);
   return bytes;
 }
@@ -133,9 +136,9 @@ void TokenShard::validate(uint64_t file_bytes) {
     fail_user(p, "is not a Loom token shard: its first 8 bytes (byte offset 0) are not the magic LOOMTOKS");
   }
   header_.version = load<uint32_t>(base_, kVersionAt);
-  if (header_.version != kShardVersion) {
+  if (header_.version != kShardVersion && header_.version != kShardMaskedVersion) {
     fail_user("token shard", p, "has format version", header_.version, "at byte offset", kVersionAt,
-              "but this Loom reads version", kShardVersion);
+              "but this Loom reads versions", kShardVersion, "and", kShardMaskedVersion);
   }
   const uint32_t dtype = load<uint32_t>(base_, kDTypeAt);
   if (dtype != 2 && dtype != 4) {
@@ -150,13 +153,16 @@ void TokenShard::validate(uint64_t file_bytes) {
               "but its dtype", dtype, "holds 1 to", max_vocab, "token ids");
   }
   header_.flags = load<uint32_t>(base_, kFlagsAt);
-  if ((header_.flags & ~kShardLastDocumentContinues) != 0) {
+  const uint32_t known = header_.version == kShardVersion ? kShardLastDocumentContinues
+                                                          : kShardLastDocumentContinues | kShardHasLossMask;
+  if ((header_.flags & ~known) != 0) {
     fail_user("token shard", p, "has unknown flags", header_.flags, "at byte offset", kFlagsAt,
-              "(version " + std::to_string(kShardVersion) + " defines only bit 0)");
+              header_.version == kShardVersion ? "(version 1 defines only bit 0)" : "(version 2 defines bits 0 and 1)");
   }
   header_.tokens = load<uint64_t>(base_, kTokensAt);
   header_.documents = load<uint64_t>(base_, kDocumentsAt);
   header_.tokens_xxh64 = load<uint64_t>(base_, kTokensHashAt);
+  header_.mask_xxh64 = load<uint64_t>(base_, kMaskHashAt);
   header_.meta_xxh64 = load<uint64_t>(base_, kMetaHashAt);
   const uint64_t tokens = header_.tokens, documents = header_.documents;
   if (tokens > kMaxCount || documents > kMaxCount) {
@@ -164,7 +170,7 @@ void TokenShard::validate(uint64_t file_bytes) {
               documents, "documents at byte offset", kTokensAt, "(a damaged header)");
   }
   const uint64_t index_at = shard_index_offset(header_.dtype, tokens);
-  const uint64_t expected = index_at + 8 * documents;
+  const uint64_t expected = index_at + 8 * documents + (has_loss_mask() ? shard_mask_bytes(tokens) : 0);
   if (expected != file_bytes) {
     fail_user("token shard", p, "is", file_bytes, "bytes but its header claims", tokens, "tokens and",
               documents, "documents at byte offset", kTokensAt, "which take", expected,
@@ -218,6 +224,34 @@ void TokenShard::release() noexcept {
   if (base_ != nullptr) ::munmap(const_cast<uint8_t*>(base_), file_bytes_);
   base_ = nullptr;
   file_bytes_ = 0;
+}
+
+uint64_t TokenShard::mask_offset() const {
+  return shard_index_offset(header_.dtype, header_.tokens) + 8 * header_.documents;
+}
+
+void TokenShard::read_loss_mask(uint64_t begin, uint64_t n, uint8_t* out) const {
+  LOOM_CHECK(begin <= header_.tokens && n <= header_.tokens - begin, "mask of tokens [", begin, ",", begin + n,
+             ") of shard", path_, "with", header_.tokens);
+  if (!has_loss_mask()) {
+    std::memset(out, 1, n);
+    return;
+  }
+  const uint8_t* src = base_ + mask_offset() + begin;
+  uint8_t largest = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    out[i] = src[i];
+    largest = std::max(largest, src[i]);
+  }
+  if (largest <= 1) return;
+  for (uint64_t i = 0; i < n; ++i) {
+    if (out[i] > 1) fail_mask(begin + i, out[i]);
+  }
+}
+
+void TokenShard::fail_mask(uint64_t index, uint8_t value) const {
+  fail_user("token shard", path_, "holds loss mask byte", int{value}, "at byte offset", mask_offset() + index,
+            "where only 0 and 1 are allowed (a corrupt shard)");
 }
 
 uint64_t TokenShard::document_end(uint64_t i) const {
@@ -281,6 +315,17 @@ bool TokenShard::verify_tokens(std::stop_token stop) const {
   if (first_bad < header_.tokens) {
     const uint8_t* at = base_ + kShardHeaderBytes + first_bad * width;
     fail_token(first_bad, header_.dtype == TokenType::kU16 ? load<uint16_t>(at, 0) : load<uint32_t>(at, 0));
+  }
+  if (has_loss_mask()) {
+    const uint8_t* mask = base_ + mask_offset();
+    if (XXH64(mask, header_.tokens, 0) != header_.mask_xxh64) {
+      fail_user("token shard", path_, "is corrupt: its loss mask, byte offsets", mask_offset(), "to",
+                str_cat(mask_offset() + header_.tokens) + ", does not match the checksum at byte offset",
+                str_cat(kMaskHashAt) + "; prepare the dataset again with loom prepare");
+    }
+    for (uint64_t i = 0; i < header_.tokens; ++i) {
+      if (mask[i] > 1) fail_mask(i, mask[i]);
+    }
   }
   return true;
 }

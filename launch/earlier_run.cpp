@@ -31,13 +31,24 @@ EarlierRun find_earlier_run(const config::RunConfig& cfg) {
   return e;
 }
 
-StartPlan plan_start(const std::string& resume_flag, bool fresh, const EarlierRun& earlier) {
+StartPlan plan_start(const std::string& resume_flag, bool fresh, const EarlierRun& earlier,
+                     const std::string& init_from) {
   if (fresh && !resume_flag.empty()) {
     fail_user("--fresh starts a new run and --resume", resume_flag, "continues one: pass one of them, not both");
   }
-  StartPlan plan{resume_flag.empty() ? "auto" : resume_flag, fresh};
-  if (fresh) plan.resume_spec = "none";
-  if (plan.resume_spec == "none" && !fresh && !earlier.checkpoints.empty()) {
+  if (!init_from.empty() && !resume_flag.empty()) {
+    fail_user("--init-from starts a new run from", init_from, "and --resume", resume_flag,
+              "continues one: pass one of them, not both");
+  }
+  if (!init_from.empty() && !fresh && !earlier.checkpoints.empty()) {
+    fail_user("--init-from starts a new run, but", earlier.checkpoint_root, "holds", earlier.checkpoints.size(),
+              earlier.checkpoints.size() == 1 ? "checkpoint" : "checkpoints", "of an earlier run (newest",
+              earlier.checkpoints[0] + "): run again without --init-from to resume it, add --fresh to start over from",
+              init_from, "(the earlier checkpoints are deleted at this run's first save), or choose another train.out_dir");
+  }
+  StartPlan plan{resume_flag.empty() ? "auto" : resume_flag, fresh, init_from};
+  if (fresh || !init_from.empty()) plan.resume_spec = "none";
+  if (plan.resume_spec == "none" && !fresh && init_from.empty() && !earlier.checkpoints.empty()) {
     fail_user("--resume none, but", earlier.checkpoint_root, "holds", earlier.checkpoints.size(),
               earlier.checkpoints.size() == 1 ? "checkpoint" : "checkpoints", "of an earlier run (newest",
               earlier.checkpoints[0] + "): resume it (the default), pass --fresh to start afresh and delete them at "

@@ -34,11 +34,16 @@ EarlierRun find_earlier_run(const config::RunConfig& cfg);
 struct StartPlan {
   std::string resume_spec;  // "auto", "none" or a checkpoint directory
   bool fresh = false;       // --fresh: replace the earlier run
+  std::string init_from;    // --init-from: a new run from this model's weights ("": none)
 };
 
 // UserError for a combination that would lose work or cannot be meant: --fresh with --resume;
-// --resume none where checkpoints are (without --fresh). `resume_flag` is "" when not given.
-StartPlan plan_start(const std::string& resume_flag, bool fresh, const EarlierRun& earlier);
+// --resume none where checkpoints are (without --fresh); --init-from with --resume, or where
+// checkpoints are (without --fresh: the run would otherwise be resumed, and --init-from never
+// replaces one silently). `resume_flag` and `init_from` are "" when not given. A run started
+// with --init-from is resumed by running it again without the flag.
+StartPlan plan_start(const std::string& resume_flag, bool fresh, const EarlierRun& earlier,
+                     const std::string& init_from = "");
 
 // Before the metrics files are opened for a run that did not resume (rank 0 only): --fresh
 // removes the earlier ones; otherwise the metrics file is renamed to the first free `<path>.N`

@@ -1,5 +1,6 @@
 #include "launch/model_source.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <span>
 
@@ -8,6 +9,7 @@
 #include "checkpoints/hf_tokenizer_files.h"
 #include "checkpoints/model_file.h"
 #include "checkpoints/reader.h"
+#include "core/backend/host_copy.h"
 #include "launch/run_setup.h"
 #include "launch/token_run.h"
 
@@ -19,6 +21,12 @@ namespace ck = checkpoint;
 namespace {
 
 constexpr const char* kModelFileName = "model.loom";
+
+std::string shape_text(const Shape& shape) {
+  std::string out = "(";
+  for (size_t i = 0; i < shape.dims().size(); ++i) out += (i ? ", " : "") + std::to_string(shape.dims()[i]);
+  return out + ")";
+}
 
 LoadedModel from_model_file(const std::string& path) {
   ModelFile file = load_model_file(path);
@@ -90,6 +98,42 @@ LoadedModel load_trained_model(const std::string& path) {
   fail_user("the directory", path, "holds no model: expected a model file (" + std::string(kModelFileName) + "),",
             "a checkpoint (" + std::string(ck::kManifestName) + ") or checkpoints (step-NNNNNNNN), or a Hugging Face model",
             "directory (" + std::string(kHfConfigName) + " and safetensors)");
+}
+
+void copy_model_into(const LoadedModel& loaded, const config::RunConfig& run, std::span<GPT* const> chunks) {
+  const std::vector<std::string> diffs = ck::model_differences(loaded.config, run);
+  if (!diffs.empty()) {
+    std::string list;
+    for (const std::string& d : diffs) list += (list.empty() ? "" : "; ") + d;
+    fail_user("the model", loaded.source, "has another shape than the config's (" + list + ")");
+  }
+  const GPT& whole = *loaded.model;
+  for (GPT* chunk : chunks) {
+    HostCopy arena(chunk->backend(), chunk->parameter_arena(), /*download=*/true);
+    float* values = arena.host().f32();
+    for (const Parameter& p : chunk->parameters()) {
+      const auto from = std::find_if(whole.parameters().begin(), whole.parameters().end(),
+                                     [&](const Parameter& w) { return w.name == p.name; });
+      if (from == whole.parameters().end()) {
+        fail_user("the model", loaded.source, "has no tensor \"" + p.name + "\", which the config's model has");
+      }
+      if (from->global_shape != p.global_shape) {
+        fail_user("the model", loaded.source, "holds tensor \"" + p.name + "\" in shape",
+                  shape_text(from->global_shape), "but the config's model has", shape_text(p.global_shape));
+      }
+      // The whole model holds every tensor whole, on the CPU: its value is the global matrix.
+      const float* global = from->value.f32();
+      const int64_t cols = global_columns(p.global_shape);
+      float* local = values + chunk->arena_offset(p);
+      for (const ShardBlock& b : p.blocks) {
+        for (int64_t r = 0; r < b.rows; ++r) {
+          std::copy_n(global + (b.row0 + r) * cols + b.col0, b.cols, local);
+          local += b.cols;
+        }
+      }
+    }
+    arena.upload();
+  }
 }
 
 std::string tokenizer_dir_of(const LoadedModel& loaded) {

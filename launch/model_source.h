@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "core/config.h"
@@ -25,6 +26,12 @@ struct LoadedModel {
 
 // UserError naming `path` when it is none of the above, or what it holds is unusable.
 LoadedModel load_trained_model(const std::string& path);
+
+// Copies the weights of `loaded` into this rank's `chunks`: its shards, in any parallel layout,
+// of the model `run` describes (values only: gradients and optimizers are left alone). Not
+// collective. UserError naming the model field that differs (model.n_layer: ...), else the
+// tensor the chunks hold that `loaded` lacks or holds in another shape.
+void copy_model_into(const LoadedModel& loaded, const config::RunConfig& run, std::span<GPT* const> chunks);
 
 // Where the tokenizer files of a loaded model are: next to it (an imported checkpoint's
 // directory, a run or Hugging Face directory) or where its run config's tokenizer lives. "" if none.

@@ -30,7 +30,14 @@ const std::vector<FlagSpec>& prepare_flags() {
       {"tokenizer", "PATH", "tokenizer to use: a tokenizer.json, a SentencePiece .model file, or a directory holding one (or BPE's two files)"},
       {"vocab-size", "N", "instead of --tokenizer: train a SentencePiece tokenizer of N pieces on the inputs "
                           "(Megatron input: the ids' vocabulary; neither: the largest id + 1)"},
-      {"format", "text|jsonl", "format of the files not named *.jsonl (default text); *.jsonl files are JSONL"},
+      {"format", "FORMAT",
+       "text or jsonl: format of the files not named *.jsonl (default text; *.jsonl files are JSONL); "
+       "chat, prompt-completion or alpaca: every input is instruction data for fine-tuning in that format (docs/data.md)"},
+      {"template", "model|plain", "instruction data: render with the tokenizer's chat template (default model), or "
+                                  "Loom's plain ### Instruction / ### Response template"},
+      {"train-on", "assistant|all", "instruction data: the tokens that count in the loss (default assistant: the "
+                                    "answers and the tokens that end them)"},
+      {"on-bad-example", "stop|skip", "instruction data: stop at the first bad example (default), or skip and count them"},
       {"jsonl-field", "NAME", "the field of each JSONL object that holds the text (default text)"},
       {"documents", "file|blank-line", "text: one document per file, or per blank-line-separated block (default file)"},
       {"val-fraction", "F", "share of documents in the val split, 0 <= F < 1 (default 0.01)"},
@@ -46,6 +53,10 @@ const std::vector<FlagSpec>& prepare_flags() {
 
 namespace {
 
+bool is_instruction_format(const std::string& format) {
+  return format == "chat" || format == "prompt-completion" || format == "alpaca";
+}
+
 // A flag's value as a double: "--NAME expects a number, got 'x'" otherwise.
 double double_flag(const ParsedArgs& a, const std::string& name, double fallback) {
   if (!a.has(name)) return fallback;
@@ -59,6 +70,29 @@ double double_flag(const ParsedArgs& a, const std::string& name, double fallback
   }
   if (used != v.size() || v.empty() || !std::isfinite(out)) fail_user("--" + name, "expects a number, got '" + v + "'");
   return out;
+}
+
+InstructionOptions instruction_options_of(const ParsedArgs& a, const std::string& format) {
+  for (const char* text_only : {"documents", "jsonl-field", "vocab-size", "max-sentences"}) {
+    if (a.has(text_only)) fail_user("--" + std::string(text_only), "does not apply to --format", format);
+  }
+  InstructionOptions o;
+  o.format = format == "chat" ? InstructionFormat::kChat
+             : format == "alpaca" ? InstructionFormat::kAlpaca : InstructionFormat::kPromptCompletion;
+  const std::string chat_template = a.get("template", "model");
+  if (chat_template != "model" && chat_template != "plain") {
+    fail_user("--template is '" + chat_template + "' but must be model or plain");
+  }
+  o.plain_template = chat_template == "plain";
+  const std::string train_on = a.get("train-on", "assistant");
+  if (train_on != "assistant" && train_on != "all") {
+    fail_user("--train-on is '" + train_on + "' but must be assistant or all");
+  }
+  o.train_on_all = train_on == "all";
+  const std::string on_bad = a.get("on-bad-example", "stop");
+  if (on_bad != "stop" && on_bad != "skip") fail_user("--on-bad-example is '" + on_bad + "' but must be stop or skip");
+  o.skip_bad_examples = on_bad == "skip";
+  return o;
 }
 
 PrepareOptions options_of(const ParsedArgs& a) {
@@ -77,6 +111,8 @@ PrepareOptions options_of(const ParsedArgs& a) {
         fail_user("--" + std::string(text_only), "applies to text and JSONL inputs, not to a Megatron dataset");
       }
     }
+  } else if (is_instruction_format(a.get("format", "text"))) {
+    if (!a.has("tokenizer")) fail_user("--format", a.get("format", ""), "needs the model's tokenizer: --tokenizer PATH");
   } else if (a.has("tokenizer") == a.has("vocab-size")) {
     fail_user("loom prepare needs either --tokenizer PATH or --vocab-size N (to train one),",
               a.has("tokenizer") ? "not both" : "and got neither");
@@ -95,8 +131,18 @@ PrepareOptions options_of(const ParsedArgs& a) {
   if (format == "jsonl") {
     o.corpus.format = CorpusFormat::kJsonl;
     if (a.has("documents")) fail_user("--documents applies to --format text; a JSONL line is one document");
+  } else if (is_instruction_format(format)) {
+    o.instructions = instruction_options_of(a, format);
   } else if (format != "text") {
-    fail_user("--format is '" + format + "' but must be text or jsonl");
+    fail_user("--format is '" + format + "' but must be text, jsonl, chat, prompt-completion or alpaca");
+  }
+  if (!o.instructions) {
+    for (const char* instruction_only : {"template", "train-on", "on-bad-example"}) {
+      if (a.has(instruction_only)) {
+        fail_user("--" + std::string(instruction_only), "applies to instruction data (--format chat,",
+                  "prompt-completion or alpaca)");
+      }
+    }
   }
   o.corpus.jsonl_field = a.get("jsonl-field", "text");
   const std::string documents = a.get("documents", "file");
@@ -162,6 +208,8 @@ int run_prepare(const std::vector<std::string>& args) {
         "token shards of a train and a val split, each document followed by the end-of-document token.\n"
         "Files may be gzip'd or zstd'd; *.jsonl files are always JSONL. A Megatron-LM dataset (PREFIX.bin\n"
         "and PREFIX.idx) is converted as it is, its ids kept: no tokenizer needed.\n"
+        "Instruction data (--format chat|prompt-completion|alpaca) is rendered with the tokenizer's chat\n"
+        "template and stored with a loss mask: by default only the assistant's answers are trained on.\n"
         "The output is the same for any --threads. Docs: docs/data.md.",
         prepare_flags());
     return 0;
@@ -180,15 +228,24 @@ int run_prepare(const std::vector<std::string>& args) {
                 static_cast<double>(s.training.bytes) / 1e6, s.training_seconds);
   }
   std::printf("tokenizer: %s\n", s.tokenizer.c_str());
+  if (s.instructions) {
+    std::printf("chat template: %s; %llu of %llu tokens count in the loss\n", s.chat_template.c_str(),
+                static_cast<unsigned long long>(s.counted_tokens), static_cast<unsigned long long>(s.tokens));
+    if (s.bad_examples > 0) {
+      std::printf("skipped %llu bad example%s; the first: %s\n", static_cast<unsigned long long>(s.bad_examples),
+                  s.bad_examples == 1 ? "" : "s", s.first_bad_example.c_str());
+    }
+  }
   const double mb = static_cast<double>(s.text_bytes) / 1e6;
   std::string skipped;
   if (s.skipped_documents > 0) {
     skipped = ", " + std::to_string(s.skipped_documents) + (s.megatron ? " empty" : " blank") + " ones skipped";
   }
-  std::printf("%s %llu documents (%.1f MB in %zu %s%s) into %llu tokens in %.1f s, %.2f MB/s: "
+  std::printf("%s %llu %s (%.1f MB in %zu %s%s) into %llu tokens in %.1f s, %.2f MB/s: "
               "train %llu documents %llu tokens, val %llu documents %llu tokens -> %s\n",
               s.megatron ? "converted" : "prepared",
-              static_cast<unsigned long long>(s.documents), mb, s.files, s.megatron ? "Megatron datasets" : "files",
+              static_cast<unsigned long long>(s.documents), s.instructions ? "examples" : "documents", mb, s.files,
+              s.megatron ? "Megatron datasets" : "files",
               skipped.c_str(),
               static_cast<unsigned long long>(s.tokens), s.seconds, s.seconds > 0 ? mb / s.seconds : 0.0,
               static_cast<unsigned long long>(s.train.documents), static_cast<unsigned long long>(s.train.tokens),

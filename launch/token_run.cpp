@@ -1,5 +1,6 @@
 #include "launch/token_run.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -106,11 +107,24 @@ void TokenRun::open(uint32_t model_vocab, LoaderState start, uint64_t verify_in_
     }
   }
   for (int i = 0; i < config_.source_size(); ++i) open_source(i, loom_vocab != 0 ? loom_vocab : model_vocab);
-  loader_ = std::make_unique<TokenLoader>(train_sources_, LoaderOptions{layout_, true, 2}, start);
+  // Windows of pretraining data find their documents by the end-of-document token: when asked,
+  // and when they are blended with instruction data, which is masked unless told otherwise.
+  const auto masked = [](const BlendSource& s) { return s.dataset->has_loss_mask(); };
+  const bool blended = std::any_of(train_sources_.begin(), train_sources_.end(), masked) &&
+                       !std::all_of(train_sources_.begin(), train_sources_.end(), masked);
+  if (config_.has_document_masking() ? config_.document_masking() : blended) {
+    const std::string tokenizer_path = tokenizer_path_of(config_);
+    if (tokenizer_path.empty()) {
+      fail_user("data.tokens.document_masking needs the tokenizer's end-of-document token, but no tokenizer was",
+                "found: set data.tokens.tokenizer");
+    }
+    end_of_document_id_ = load_tokenizer(tokenizer_path)->eos_id();
+  }
+  loader_ = std::make_unique<TokenLoader>(train_sources_, loader_options(true, 2), start);
   // The validation split is checked now (a split too small for one sample is refused), not at
   // the first evaluation, hours into the run.
   if (!val_sources_.empty() && config_.eval_batches() > 0) {
-    const TokenLoader check(val_sources_, LoaderOptions{layout_, false, 0}, LoaderState{seed_, 0});
+    const TokenLoader check(val_sources_, loader_options(false, 0), LoaderState{seed_, 0});
   }
   if (current_launch().local_rank == 0) {
     std::vector<const TokenShard*> shards;
@@ -119,6 +133,27 @@ void TokenRun::open(uint32_t model_vocab, LoaderState start, uint64_t verify_in_
     }
     verifier_ = std::make_unique<ShardVerifier>(std::move(shards), verify_in_background_above);
   }
+}
+
+LoaderOptions TokenRun::loader_options(bool shuffle, int prefetch_steps) const {
+  LoaderOptions options;
+  options.layout = layout_;
+  options.shuffle = shuffle;
+  options.prefetch_steps = prefetch_steps;
+  if (config_.has_document_masking()) options.document_masking = config_.document_masking();
+  options.end_of_document_id = end_of_document_id_;
+  options.long_examples = config_.long_examples() == config::TokenData::LONG_EXAMPLES_DROP ? LongExamples::kDrop
+                                                                                          : LongExamples::kTruncate;
+  return options;
+}
+
+std::string TokenRun::packing_line() const {
+  const PackingReport& r = loader_->packing_report();
+  if (r.documents == 0) return "";
+  return str_cat("packing:", r.documents, "examples into", r.rows, "rows of", layout_.seq_len, "positions;",
+                 r.truncated, "truncated and", r.dropped, "dropped (longer than seq_len + 1 =",
+                 str_cat(layout_.seq_len + 1) + " tokens, per data.tokens.long_examples, or of one token);",
+                 loader_->document_masking() ? "document masking on" : "document masking off");
 }
 
 void TokenRun::open_source(int i, uint32_t megatron_vocab) {
@@ -181,7 +216,7 @@ bool TokenRun::validation_loss(const std::function<double(std::span<const MicroB
   if (val_sources_.empty() || config_.eval_batches() == 0) return false;
   // In stream order from the start: the same samples at every evaluation. A split shorter than
   // the evaluation wraps around (its next epoch, still in order).
-  TokenLoader val(val_sources_, LoaderOptions{layout_, false, 0}, LoaderState{seed_, 0});
+  TokenLoader val(val_sources_, loader_options(false, 0), LoaderState{seed_, 0});
   double sum = 0;
   for (int i = 0; i < config_.eval_batches(); ++i) {
     const StepBatch batch = val.next();

@@ -68,6 +68,10 @@ class TokenRun {
   LoaderState state() const { return loader_->state(); }
   // "data: ..." line for the log.
   std::string describe() const;
+  // "packing: ..." line for the log: what packing did with instruction data (examples, rows,
+  // truncated and dropped ones); "" when no source is packed.
+  std::string packing_line() const;
+  const TokenLoader& loader() const { return *loader_; }
   uint64_t validation_tokens() const;
   // Whether every host has verified its shards (and all passed).
   bool verified() const { return verified_; }
@@ -75,6 +79,7 @@ class TokenRun {
  private:
   // Opens the sources, the loader and this host's verification.
   void open(uint32_t model_vocab, LoaderState start, uint64_t verify_in_background_above);
+  LoaderOptions loader_options(bool shuffle, int prefetch_steps) const;
   // Opens source i: its training stream, and its validation stream if it has one.
   void open_source(int i, uint32_t megatron_vocab);
   // Collective: throws the first failing rank's message on every rank; sets verified_ once
@@ -84,6 +89,7 @@ class TokenRun {
   config::TokenData config_;
   BatchLayout layout_;
   uint64_t seed_;
+  int32_t end_of_document_id_ = -1;  // with data.tokens.document_masking
   parallel::Communicator& world_;
   std::vector<std::unique_ptr<TokenStream>> owned_;  // datasets and the ranges over them
   std::vector<const TokenDataset*> loom_datasets_;

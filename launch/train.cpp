@@ -37,6 +37,10 @@ const std::vector<FlagSpec>& train_flags() {
       {"fresh", "",
        "start a new run even where an earlier run left checkpoints: they are deleted at this run's "
        "first save, and its metrics file at once"},
+      {"init-from", "MODEL",
+       "start a new run from the weights of MODEL (a model file, a checkpoint or run directory, or a Hugging "
+       "Face model directory) with a fresh optimizer and schedule at step 0; its shape must be the config's; "
+       "refused where checkpoints would be resumed (run again without it to resume, or add --fresh)"},
       {"stop-after-steps", "N",
        "train at most N steps in this process, save a checkpoint and exit 0 (the run resumes with "
        "--resume auto)"},
@@ -61,6 +65,10 @@ TrainOptions train_options_of(const ParsedArgs& parsed, std::chrono::steady_cloc
   }
   options.resume = parsed.get("resume", "");
   options.fresh = parsed.has("fresh");
+  if (parsed.has("init-from") && parsed.get("init-from", "").empty()) {
+    fail_user("--init-from expects a model: a model file, a checkpoint or run directory, or a Hugging Face model directory");
+  }
+  options.init_from = parsed.get("init-from", "");
   options.stop_after_steps = parsed.get_int("stop-after-steps", 0);
   if (parsed.has("stop-after-steps") && options.stop_after_steps <= 0) {
     fail_user("--stop-after-steps is", options.stop_after_steps, "but must be a positive number of steps");

@@ -14,6 +14,7 @@
 #include "core/model/assembly.h"
 #include "launch/earlier_run.h"
 #include "launch/launch_env.h"
+#include "launch/model_source.h"
 #include "launch/run_setup.h"
 #include "parallel/pipeline_schedule.h"
 
@@ -125,6 +126,24 @@ void make_output_directories(TrainingRun& run) {
     }
   }
   agree_on_error(run.world, error);
+}
+
+// --init-from: every rank loads the model whole and copies its shards out of it; the optimizers
+// keep the fresh state build_model gave them, and the run starts at step 0 with its schedule.
+// Collective: a model that fails to load or fit on any rank stops every rank with its message.
+void init_from_model(TrainingRun& run, const std::string& path) {
+  std::string error;
+  try {
+    const LoadedModel loaded = load_trained_model(path);
+    copy_model_into(loaded, run.cfg, run.chunk_ptrs);
+    run.resume_message = "initialised from " + loaded.source +
+                         (loaded.step >= 0 ? " (its step " + std::to_string(loaded.step) + ")" : std::string()) +
+                         ": weights only; fresh optimizer and schedule, step 0";
+  } catch (const UserError& e) {
+    error = "--init-from: " + std::string(e.what());
+  }
+  agree_on_error(run.world, error);
+  if (run.leader) std::printf("%s\n", run.resume_message.c_str());
 }
 
 // Starting afresh (--fresh) where an earlier run left checkpoints: they go once this run has saved
@@ -244,6 +263,9 @@ void print_run(const TrainingRun& run) {
                                     : run.token_run->describe();
   std::printf("data: %s; batch %d x %d replicas x %d accumulation, %d steps\n", data.c_str(), run.B, run.replicas,
               run.accum, run.steps);
+  if (run.token_run && !run.token_run->packing_line().empty()) {
+    std::printf("%s\n", run.token_run->packing_line().c_str());
+  }
   std::fflush(stdout);
 }
 
@@ -319,8 +341,9 @@ std::unique_ptr<TrainingRun> build_training_run(config::RunConfig cfg, const Tra
   build_model(*run);
   run->checkpoint_root = checkpoint_root(run->cfg);
   const EarlierRun earlier = find_earlier_run(run->cfg);
-  const StartPlan plan = plan_start(options.resume, options.fresh, earlier);
+  const StartPlan plan = plan_start(options.resume, options.fresh, earlier, options.init_from);
   const bool resumed = resume_from_checkpoint(*run, plan.resume_spec, options);
+  if (!plan.init_from.empty()) init_from_model(*run, plan.init_from);
   make_output_directories(*run);
   open_checkpointer(*run, set_aside_earlier_run(*run, plan, earlier, resumed));
   make_whole_model(*run);

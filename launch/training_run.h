@@ -47,6 +47,7 @@ struct TrainOptions {
   std::vector<std::string> overrides;  // --set FIELD=VALUE, in order
   std::string resume;                  // --resume: auto, a directory or none; "" when not given
   bool fresh = false;                  // --fresh
+  std::string init_from;               // --init-from: the model whose weights a new run starts from
   int stop_after_steps = 0;            // --stop-after-steps; 0: no limit
   TimeBudget budget;                   // --time-budget; none when not given
 };
@@ -97,7 +98,7 @@ struct TrainingRun {
   std::string checkpoint_root;
   checkpoint::Progress start;  // the resumed checkpoint's progress, or none
   std::string resumed_dir;     // "" when the run did not resume
-  std::string resume_message;  // the line printed for a resume ("" when none)
+  std::string resume_message;  // the line printed for a resume or an --init-from ("" when none)
   FaultPlan faults;            // LOOM_FAULT's entries for this rank
   std::unique_ptr<checkpoint::Checkpointer> checkpointer;
 

@@ -7,7 +7,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <map>
+#include <set>
 
 #include "data/token_data_util.h"
 #include "data/token_dataset.h"
@@ -206,6 +208,187 @@ TEST_F(LoaderTest, BadLayoutsAndSourcesAreUserErrors) {
   message = testing::user_error_of(
       [&] { TokenLoader loader({{train_.get(), 1.0}, {&other, 1.0}}, options_for(1, 1, 1, 0, 0), LoaderState{}); });
   EXPECT_NE(message.find("has vocabulary size 5001"), std::string::npos) << message;
+}
+
+// Instruction data: documents with a loss mask (even ids and the end-of-document token count),
+// some longer than T + 1 = 17 tokens, in a masked split packed by the loader.
+class PackedLoaderTest : public ::testing::Test {
+ protected:
+  static constexpr int32_t kEos = kVocab - 1;
+  static bool counts(int32_t id) { return id % 2 == 0 || id == kEos; }
+
+  void SetUp() override {
+    docs_ = testing::random_documents(300, 1, 24, kVocab, 9);
+    ShardWriter writer(dir_.str(), "train", kVocab, 2048, /*loss_mask=*/true);
+    for (const auto& d : docs_) {
+      std::vector<uint8_t> mask;
+      for (int32_t id : d) mask.push_back(counts(id) ? 1 : 0);
+      writer.add_document(d, mask);
+    }
+    writer.finish();
+    data_ = std::make_unique<TokenDataset>(TokenDataset::open_split(dir_.str(), "train"));
+  }
+  std::vector<BlendSource> sources() const { return {{data_.get(), 1.0}}; }
+
+  TempDir dir_{"packed_loader"};
+  testing::Documents docs_;
+  std::unique_ptr<TokenDataset> data_;
+};
+
+// The document pieces of a row by its doc_starts (checked to be valid); positions from `pad_from`
+// on are the padding, whose targets are all -1.
+std::vector<std::vector<int32_t>> pieces_of(const int32_t* tokens, const int32_t* targets, const int32_t* starts,
+                                            bool (*counts)(int32_t), int pad_from) {
+  std::vector<std::vector<int32_t>> pieces;
+  for (int t = 0; t < kT; ++t) {
+    EXPECT_TRUE(starts[t] >= 0 && starts[t] <= t) << "position " << t << " starts at " << starts[t];
+    if (t > 0) {
+      EXPECT_TRUE(starts[t] == starts[t - 1] || starts[t] == t) << "position " << t;
+    }
+    if (starts[t] == t) pieces.emplace_back();
+    pieces.back().push_back(tokens[t]);
+    // Within a piece the target is the next token where that token counts, else -1.
+    if (t >= pad_from) {
+      EXPECT_EQ(targets[t], -1) << "padding position " << t;
+    } else if (t + 1 < kT && starts[t + 1] == starts[t]) {
+      EXPECT_EQ(targets[t], counts(tokens[t + 1]) ? tokens[t + 1] : -1) << "position " << t;
+    }
+  }
+  return pieces;
+}
+
+TEST_F(PackedLoaderTest, AnEpochOfRowsHoldsEveryDocumentOnceWholeOrTruncated) {
+  LoaderOptions options = options_for(1, 1, 1, 0, 0);
+  TokenLoader loader(sources(), options, LoaderState{7, 0});
+  ASSERT_TRUE(loader.document_masking());
+  const PackingReport& report = loader.packing_report();
+  uint64_t longer = 0, single = 0;
+  std::multiset<std::vector<int32_t>> expected;
+  for (const auto& d : docs_) {
+    longer += d.size() > kT + 1;
+    single += d.size() == 1;
+    if (d.size() >= 2) expected.emplace(d.begin(), d.begin() + static_cast<ptrdiff_t>(std::min<size_t>(d.size(), kT + 1) - 1));
+  }
+  EXPECT_EQ(report.documents, docs_.size());
+  EXPECT_EQ(report.truncated, longer);
+  EXPECT_EQ(report.dropped, single);
+  ASSERT_EQ(loader.order().windows(0), report.rows);
+  std::multiset<std::vector<int32_t>> got;
+  std::vector<int32_t> tokens(kT), targets(kT), starts(kT);
+  for (uint64_t i = 0; i < report.rows; ++i) {
+    loader.read_sample(i, tokens.data(), targets.data(), starts.data());
+    // The padding (a last piece whose targets are all -1 and whose tokens repeat the token before
+    // it) is not a document.
+    const int last = starts[kT - 1];
+    const bool padded = last > 0 && std::all_of(targets.begin() + last, targets.end(), [](int32_t x) { return x == -1; }) &&
+                        std::all_of(tokens.begin() + last, tokens.end(), [&](int32_t x) { return x == tokens[last - 1]; });
+    std::vector<std::vector<int32_t>> pieces =
+        pieces_of(tokens.data(), targets.data(), starts.data(), counts, padded ? last : kT);
+    int used = 0;
+    for (const auto& p : pieces) used += static_cast<int>(p.size());
+    ASSERT_EQ(used, kT);
+    if (padded) pieces.pop_back();
+    for (auto& p : pieces) got.insert(std::move(p));
+  }
+  EXPECT_EQ(got.size(), expected.size());
+  EXPECT_TRUE(got == expected) << "the rows' documents are not the split's documents, each once";
+}
+
+TEST_F(PackedLoaderTest, LongDocumentsAreDroppedWhenAsked) {
+  LoaderOptions options = options_for(1, 1, 1, 0, 0);
+  options.long_examples = LongExamples::kDrop;
+  TokenLoader loader(sources(), options, LoaderState{7, 0});
+  uint64_t longer = 0, single = 0;
+  for (const auto& d : docs_) {
+    longer += d.size() > kT + 1;
+    single += d.size() == 1;
+  }
+  EXPECT_EQ(loader.packing_report().truncated, 0u);
+  EXPECT_EQ(loader.packing_report().dropped, longer + single);
+}
+
+TEST_F(PackedLoaderTest, ResumeAndEveryDataParallelLayoutGiveTheSameGlobalBatches) {
+  const LoaderOptions options = options_for(2, 2, 1, 0, 2);
+  TokenLoader whole(sources(), options, LoaderState{5, 0});
+  const std::vector<StepBatch> expected = draw(whole, 40);  // several epochs of packs
+  LoaderState saved;
+  {
+    TokenLoader first(sources(), options, LoaderState{5, 0});
+    draw(first, 13);
+    saved = first.state();
+  }
+  TokenLoader resumed(sources(), options, saved);
+  const std::vector<StepBatch> rest = draw(resumed, 27);
+  expect_same(rest, std::vector<StepBatch>(expected.begin() + 13, expected.end()));
+  for (size_t s = 0; s < rest.size(); ++s) EXPECT_EQ(rest[s].doc_starts, expected[s + 13].doc_starts) << "step " << s;
+  // dp = 2 with B = 1: rank r's rows are the rows r of each micro-batch of dp = 1, B = 2.
+  for (int rank = 0; rank < 2; ++rank) {
+    TokenLoader part(sources(), options_for(1, 2, 2, rank, 0), LoaderState{5, 0});
+    for (int s = 0; s < 5; ++s) {
+      const StepBatch batch = part.next();
+      for (int m = 0; m < 2; ++m) {
+        const std::vector<int32_t> row(batch.doc_starts_of(m), batch.doc_starts_of(m) + kT);
+        const int32_t* want = expected[static_cast<size_t>(s)].doc_starts_of(m) + rank * kT;
+        EXPECT_EQ(row, std::vector<int32_t>(want, want + kT)) << "rank " << rank << " step " << s;
+        const int32_t* tokens = expected[static_cast<size_t>(s)].tokens_of(m) + rank * kT;
+        EXPECT_EQ(std::vector<int32_t>(batch.tokens_of(m), batch.tokens_of(m) + kT),
+                  std::vector<int32_t>(tokens, tokens + kT)) << "rank " << rank << " step " << s;
+        const int32_t* targets = expected[static_cast<size_t>(s)].targets_of(m) + rank * kT;
+        EXPECT_EQ(std::vector<int32_t>(batch.targets_of(m), batch.targets_of(m) + kT),
+                  std::vector<int32_t>(targets, targets + kT)) << "rank " << rank << " step " << s;
+      }
+    }
+  }
+}
+
+TEST_F(PackedLoaderTest, OtherSeedsPackOtherwiseAndEvaluationPacksInStreamOrder) {
+  TokenLoader a(sources(), options_for(4, 1, 1, 0, 0), LoaderState{1, 0});
+  TokenLoader b(sources(), options_for(4, 1, 1, 0, 0), LoaderState{2, 0});
+  EXPECT_NE(a.next().tokens, b.next().tokens);
+  TokenLoader val(sources(), options_for(1, 1, 1, 0, 0, /*shuffle=*/false), LoaderState{1, 0});
+  const StepBatch first = val.next();
+  // Stream order: the first document (truncated to T + 1 if longer) starts the first row.
+  const auto& d = docs_[0].size() >= 2 ? docs_[0] : docs_[1];
+  const size_t n = std::min<size_t>(d.size(), kT + 1) - 1;
+  EXPECT_EQ(std::vector<int32_t>(first.tokens.begin(), first.tokens.begin() + static_cast<ptrdiff_t>(n)),
+            std::vector<int32_t>(d.begin(), d.begin() + static_cast<ptrdiff_t>(n)));
+  EXPECT_EQ(first.targets[n - 1], counts(d[n]) ? d[n] : -1);
+}
+
+TEST_F(PackedLoaderTest, DocumentMaskingCanBeTurnedOff) {
+  LoaderOptions options = options_for(2, 1, 1, 0, 0);
+  options.document_masking = false;
+  TokenLoader loader(sources(), options, LoaderState{1, 0});
+  const StepBatch batch = loader.next();
+  EXPECT_TRUE(batch.doc_starts.empty());
+  EXPECT_EQ(batch.doc_starts_of(0), nullptr);
+}
+
+TEST_F(LoaderTest, WindowsGetDocStartsFromTheEndOfDocumentTokenWhenAsked) {
+  LoaderOptions options = options_for(4, 1, 1, 0, 0);
+  EXPECT_TRUE(TokenLoader(train_only(), options, LoaderState{3, 0}).next().doc_starts.empty());
+  options.document_masking = true;
+  std::string message = testing::user_error_of([&] { TokenLoader loader(train_only(), options, LoaderState{3, 0}); });
+  EXPECT_NE(message.find("needs the end-of-document token's id"), std::string::npos) << message;
+  options.end_of_document_id = kVocab - 1;  // random_documents end each document with it
+  TokenLoader loader(train_only(), options, LoaderState{3, 0});
+  TokenLoader plain(train_only(), options_for(4, 1, 1, 0, 0), LoaderState{3, 0});
+  const StepBatch batch = loader.next(), same = plain.next();
+  EXPECT_EQ(batch.tokens, same.tokens);
+  EXPECT_EQ(batch.targets, same.targets);
+  ASSERT_EQ(batch.doc_starts.size(), batch.tokens.size());
+  int restarts = 0;
+  for (int b = 0; b < 4; ++b) {
+    const int32_t* tokens = batch.tokens_of(0) + b * kT;
+    const int32_t* starts = batch.doc_starts_of(0) + b * kT;
+    EXPECT_EQ(starts[0], 0);
+    for (int t = 1; t < kT; ++t) {
+      const int32_t want = tokens[t - 1] == kVocab - 1 ? t : starts[t - 1];
+      EXPECT_EQ(starts[t], want) << "row " << b << " position " << t;
+      restarts += starts[t] == t;
+    }
+  }
+  EXPECT_GT(restarts, 0) << "no window crossed a document end: the test shows nothing";
 }
 
 long resident_kib() {

@@ -237,7 +237,7 @@ TEST(MegatronDatasetTest, TheLoaderDrawsWindowsOfItsStream) {
   write_megatron_dataset(prefix, "uint16", docs);
   const MegatronDataset dataset(prefix, 500);
   const std::vector<int32_t> stream = stream_of(docs);
-  TokenLoader loader({{&dataset, 1.0}}, LoaderOptions{BatchLayout{8, 2, 1, 1, 0}, true, 0}, LoaderState{3, 0});
+  TokenLoader loader({{&dataset, 1.0}}, LoaderOptions{BatchLayout{8, 2, 1, 1, 0}, true, 0, {}, -1, LongExamples::kTruncate}, LoaderState{3, 0});
   std::vector<int32_t> tokens(8), targets(8);
   for (uint64_t i = 0; i < 20; ++i) {
     loader.read_sample(i, tokens.data(), targets.data());

@@ -425,6 +425,85 @@ TEST_F(PrepareTest, MegatronDatasetsBecomeShardsDocumentForDocument) {
             std::string::npos);
 }
 
+// Instruction data with the plain template (the tiny tokenizer has no chat template): one
+// document per example, with its loss mask, in version 2 shards of both splits.
+TEST_F(PrepareTest, InstructionDataBecomesMaskedExamples) {
+  std::string jsonl;
+  for (int i = 0; i < 40; ++i) {
+    // Two letters that the tiny tokenizer never merges: its ids are the bytes.
+    const std::string tag = {static_cast<char>('a' + i / 26), static_cast<char>('a' + i % 26)};
+    jsonl += "{\"prompt\": \"Q" + tag + "\", \"completion\": \"A" + tag + "\"}\n";
+  }
+  write_bytes(dir_.file("pc.jsonl"), jsonl);
+  PrepareOptions o = options({dir_.file("pc.jsonl")}, dir_.file("out"));
+  o.val_fraction = 0.2;
+  o.instructions = InstructionOptions{InstructionFormat::kPromptCompletion, /*plain_template=*/true, false, false};
+  const PrepareSummary s = prepare_dataset(o);
+  EXPECT_TRUE(s.instructions);
+  EXPECT_EQ(s.documents, 40u);
+  EXPECT_GT(s.val.documents, 0u);
+  EXPECT_EQ(s.train.documents + s.val.documents, 40u);
+  uint64_t counted = 0;
+  for (const std::string split : {"train", "val"}) {
+    const TokenDataset d = TokenDataset::open_split(o.out_dir, split);
+    ASSERT_TRUE(d.has_loss_mask()) << split;
+    d.verify();
+    std::vector<int32_t> ids(d.tokens());
+    std::vector<uint8_t> mask(d.tokens());
+    d.read(0, ids.size(), ids.data());
+    d.read_loss_mask(0, mask.size(), mask.data());
+    uint64_t begin = 0;
+    for (const uint64_t end : d.document_ends()) {
+      const std::string text = tokenizer_->decode(std::vector<int32_t>(ids.begin() + static_cast<ptrdiff_t>(begin),
+                                                                       ids.begin() + static_cast<ptrdiff_t>(end) - 1));
+      ASSERT_TRUE(text.starts_with("### Instruction:\nQ")) << text;
+      std::string answer;
+      for (uint64_t t = begin; t + 1 < end; ++t) {
+        if (mask[t]) answer += static_cast<char>(ids[t]);
+      }
+      // Q<tag> and A<tag> share the tag: the counted tokens are exactly the answer.
+      EXPECT_EQ("A" + text.substr(text.find('Q') + 1, text.find('\n', text.find('Q')) - text.find('Q') - 1), answer);
+      EXPECT_EQ(ids[end - 1], tokenizer_->eos_id());
+      EXPECT_EQ(mask[end - 1], 1);
+      begin = end;
+    }
+    for (uint8_t m : mask) counted += m;
+  }
+  EXPECT_EQ(counted, s.counted_tokens);
+}
+
+TEST_F(PrepareTest, BadInstructionDataStopsWithNothingWrittenOrIsSkippedAndCounted) {
+  write_bytes(dir_.file("chat.jsonl"),
+              "{\"messages\": [{\"role\": \"user\", \"content\": \"Q\"}, {\"role\": \"assistant\", \"content\": \"A\"}]}\n"
+              "{\"messages\": [{\"role\": \"user\", \"content\": \"Q\"}, {\"role\": \"bot\", \"content\": \"A\"}]}\n");
+  PrepareOptions o = options({dir_.file("chat.jsonl")}, dir_.file("out"));
+  o.max_shard_bytes = 128;
+  o.instructions = InstructionOptions{InstructionFormat::kChat, true, false, false};
+  std::string message = user_error_of([&] { prepare_dataset(o); });
+  EXPECT_NE(message.find(dir_.file("chat.jsonl") + ":2: message 1 has the role \"bot\""), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(o.out_dir)) << "nothing half written";
+  o.instructions->skip_bad_examples = true;
+  const PrepareSummary s = prepare_dataset(o);
+  EXPECT_EQ(s.documents, 1u);
+  EXPECT_EQ(s.bad_examples, 1u);
+  EXPECT_NE(s.first_bad_example.find(":2: message 1"), std::string::npos) << s.first_bad_example;
+  // The tiny GPT-2 tokenizer has no tokenizer_config.json: the model's template is one clear error.
+  o.instructions->plain_template = false;
+  o.out_dir = dir_.file("out2");
+  message = user_error_of([&] { prepare_dataset(o); });
+  EXPECT_EQ(message, "the tokenizer " + dir_.file("gpt2") + " has no chat template (no tokenizer_config.json with a "
+                     "chat_template); pass --template plain to render the examples with Loom's plain instruction template");
+  EXPECT_FALSE(fs::exists(o.out_dir));
+  // All bad: no examples.
+  write_bytes(dir_.file("bad.jsonl"), "{\"x\": 1}\n");
+  o = options({dir_.file("bad.jsonl")}, dir_.file("out3"));
+  o.instructions = InstructionOptions{InstructionFormat::kChat, true, false, true};
+  message = user_error_of([&] { prepare_dataset(o); });
+  EXPECT_NE(message.find("found no examples in the inputs " + dir_.file("bad.jsonl") + " (all 1 were bad; the first: "),
+            std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(o.out_dir));
+}
+
 TEST(DatasetTokenizerPathTest, SentencePieceThenGpt2ThenNothing) {
   TempDir dir("dataset_tokenizer");
   EXPECT_EQ(dataset_tokenizer_path(dir.str()), "");

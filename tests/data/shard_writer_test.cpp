@@ -127,5 +127,93 @@ TEST(ShardWriterTest, BadDocumentsAndSettingsAreUserErrors) {
   EXPECT_THROW(ShardWriter(dir.str(), "train", 100, 64), UserError);
 }
 
+
+// Masks of `docs`: a pseudo-random 0/1 byte per token, the last of each document 1.
+std::vector<std::vector<uint8_t>> masks_of(const Documents& docs) {
+  std::vector<std::vector<uint8_t>> masks;
+  uint32_t x = 12345;
+  for (const auto& d : docs) {
+    std::vector<uint8_t> m(d.size());
+    for (auto& b : m) {
+      x = x * 1103515245u + 12345u;
+      b = static_cast<uint8_t>((x >> 16) & 1);
+    }
+    m.back() = 1;
+    masks.push_back(std::move(m));
+  }
+  return masks;
+}
+
+TEST(ShardWriterTest, LossMasksRoundTripAcrossShardsInFormatVersionTwo) {
+  TempDir dir("shard_writer_mask");
+  const Documents docs = testing::random_documents(200, 2, 150, 1000, 3);
+  const auto masks = masks_of(docs);
+  ShardWriter writer(dir.str(), "train", 1000, 4096, /*loss_mask=*/true);
+  for (size_t i = 0; i < docs.size(); ++i) writer.add_document(docs[i], masks[i]);
+  const std::vector<std::string> paths = writer.finish();
+  ASSERT_GT(paths.size(), 3u);
+  for (const std::string& path : paths) EXPECT_LE(std::filesystem::file_size(path), 4096u) << path;
+  const TokenDataset dataset = TokenDataset::open_split(dir.str(), "train");
+  EXPECT_EQ(dataset.shard(0).header().version, kShardMaskedVersion);
+  ASSERT_TRUE(dataset.has_loss_mask());
+  std::vector<uint8_t> expected;
+  for (const auto& m : masks) expected.insert(expected.end(), m.begin(), m.end());
+  std::vector<uint8_t> got(dataset.tokens());
+  dataset.read_loss_mask(0, got.size(), got.data());
+  EXPECT_EQ(got, expected);
+  std::vector<int32_t> ids(dataset.tokens());
+  dataset.read(0, ids.size(), ids.data());
+  EXPECT_EQ(ids, testing::concatenated(docs));
+  std::vector<uint64_t> ends;
+  uint64_t end = 0;
+  for (const auto& d : docs) ends.push_back(end += d.size());
+  EXPECT_EQ(dataset.document_ends(), ends);
+  dataset.verify();
+  EXPECT_NE(testing::read_bytes(dir.file("train.split.pbtxt")).find("format_version: 2"), std::string::npos);
+}
+
+TEST(ShardWriterTest, AVersionOneSplitHasNoMaskAndCountsEveryToken) {
+  TempDir dir("shard_writer_v1");
+  const Documents docs = testing::random_documents(20, 2, 30, 1000, 4);
+  testing::write_split(dir.str(), "train", 1000, docs);
+  const TokenDataset dataset = TokenDataset::open_split(dir.str(), "train");
+  EXPECT_EQ(dataset.shard(0).header().version, kShardVersion);
+  EXPECT_FALSE(dataset.has_loss_mask());
+  std::vector<uint8_t> mask(dataset.tokens(), 7);
+  dataset.read_loss_mask(0, mask.size(), mask.data());
+  EXPECT_EQ(mask, std::vector<uint8_t>(dataset.tokens(), 1));
+}
+
+TEST(ShardWriterTest, ADamagedMaskIsACorruptShard) {
+  TempDir dir("shard_writer_mask_bad");
+  const Documents docs = testing::random_documents(5, 10, 20, 1000, 5);
+  const auto masks = masks_of(docs);
+  ShardWriter writer(dir.str(), "train", 1000, ShardWriter::kDefaultMaxShardBytes, true);
+  for (size_t i = 0; i < docs.size(); ++i) writer.add_document(docs[i], masks[i]);
+  const std::string path = writer.finish().front();
+  const std::string good = testing::read_bytes(path);
+  const uint64_t tokens = testing::concatenated(docs).size();
+  const uint64_t mask_at = shard_index_offset(TokenType::kU16, tokens) + 8 * docs.size();
+  EXPECT_EQ(good.size(), mask_at + shard_mask_bytes(tokens));
+  std::string bytes = good;
+  bytes[mask_at + 3] = static_cast<char>(bytes[mask_at + 3] ^ 1);  // still 0 or 1: only the checksum sees it
+  testing::write_bytes(path, bytes);
+  std::string message = testing::user_error_of([&] { TokenShard(path).verify_tokens(); });
+  EXPECT_NE(message.find("is corrupt: its loss mask, byte offsets " + std::to_string(mask_at)), std::string::npos)
+      << message;
+  bytes = good;
+  bytes[mask_at + 2] = 5;
+  testing::write_bytes(path, bytes);
+  message = testing::user_error_of([&] {
+    std::vector<uint8_t> mask(tokens);
+    TokenShard(path).read_loss_mask(0, tokens, mask.data());
+  });
+  EXPECT_NE(message.find("holds loss mask byte 5 at byte offset " + std::to_string(mask_at + 2)), std::string::npos)
+      << message;
+  testing::write_bytes(path, good.substr(0, good.size() - 8));
+  message = testing::user_error_of([&] { TokenShard shard(path); });
+  EXPECT_NE(message.find("a truncated or damaged file"), std::string::npos) << message;
+}
+
 }  // namespace
 }  // namespace loom

@@ -86,8 +86,8 @@ TEST_F(TokenShardTest, ShortMissingOrForeignFilesAreNamed) {
 
 TEST_F(TokenShardTest, BadHeaderFieldsNameTheirByteOffset) {
   std::string bytes = good_;
-  put<uint32_t>(bytes, 8, 2);
-  expect_error(bytes, "has format version 2 at byte offset 8 but this Loom reads version 1");
+  put<uint32_t>(bytes, 8, 3);
+  expect_error(bytes, "has format version 3 at byte offset 8 but this Loom reads versions 1 and 2");
   bytes = good_;
   put<uint32_t>(bytes, 12, 3);
   expect_error(bytes, "has dtype 3 at byte offset 12");
@@ -99,6 +99,8 @@ TEST_F(TokenShardTest, BadHeaderFieldsNameTheirByteOffset) {
   bytes = good_;
   put<uint32_t>(bytes, 20, 6);
   expect_error(bytes, "has unknown flags 6 at byte offset 20");
+  put<uint32_t>(bytes, 20, kShardHasLossMask);
+  expect_error(bytes, "has unknown flags 2 at byte offset 20 (version 1 defines only bit 0)");
 }
 
 TEST_F(TokenShardTest, SizesThatDisagreeWithTheHeaderAreTruncation) {

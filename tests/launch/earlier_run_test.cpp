@@ -119,5 +119,27 @@ TEST(PlanStart, ResumeIsTheDefaultAndNoneNeedsFreshOverCheckpoints) {
   EXPECT_EQ(plan_start("ck/step-00000002", false, some).resume_spec, "ck/step-00000002");
 }
 
+TEST(PlanStart, InitFromStartsANewRunAndIsRefusedWhereARunWouldBeResumed) {
+  EarlierRun none;
+  const StartPlan plan = plan_start("", false, none, "base/model.loom");
+  EXPECT_EQ(plan.resume_spec, "none");
+  EXPECT_EQ(plan.init_from, "base/model.loom");
+  EXPECT_FALSE(plan.fresh);
+  EXPECT_EQ(testing::user_error_of([&] { plan_start("auto", false, none, "base/model.loom"); }),
+            "--init-from starts a new run from base/model.loom and --resume auto continues one: pass one of them, not both");
+  EarlierRun some;
+  some.checkpoint_root = "ck";
+  some.checkpoints = {"ck/step-00000008"};
+  EXPECT_EQ(testing::user_error_of([&] { plan_start("", false, some, "base/model.loom"); }),
+            "--init-from starts a new run, but ck holds 1 checkpoint of an earlier run (newest ck/step-00000008): run "
+            "again without --init-from to resume it, add --fresh to start over from base/model.loom (the earlier "
+            "checkpoints are deleted at this run's first save), or choose another train.out_dir");
+  const StartPlan over = plan_start("", true, some, "base/model.loom");
+  EXPECT_EQ(over.resume_spec, "none");
+  EXPECT_TRUE(over.fresh);
+  // Run again without the flag, the run started from the model resumes.
+  EXPECT_EQ(plan_start("", false, some).resume_spec, "auto");
+}
+
 }  // namespace
 }  // namespace loom

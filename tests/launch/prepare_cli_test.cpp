@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "data/gpt2_test_files.h"
 #include "data/megatron_writer.h"
 #include "data/prepare.h"
 #include "data/token_data_util.h"
@@ -268,7 +269,8 @@ TEST(PrepareCliTest, BadInputIsOneClearSentence) {
                     "--out, or pass --force to replace it");
   expect_user_error("prepare --input " + dir.file("good.txt") + " --tokenizer " + dir.file("good.txt") + out,
                     dir.file("good.txt") + " is not a SentencePiece model");
-  expect_user_error("prepare --input " + dir.file("good.txt") + tok + out + " --format xml", "--format is 'xml' but must be text or jsonl");
+  expect_user_error("prepare --input " + dir.file("good.txt") + tok + out + " --format xml",
+                    "--format is 'xml' but must be text, jsonl, chat, prompt-completion or alpaca");
   expect_user_error("prepare --input " + dir.file("good.txt") + tok + out + " --documents lines",
                     "--documents is 'lines' but must be file or blank-line");
   expect_user_error("prepare --input " + dir.file("good.txt") + tok + out + " --val-fraction 1", "--val-fraction is 1 but must be");
@@ -291,6 +293,37 @@ TEST(PrepareCliTest, BadInputIsOneClearSentence) {
   const RunResult r = run_loom("prepare --help");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.out.find("--documents file|blank-line"), std::string::npos) << r.out;
+}
+
+TEST(PrepareCliTest, InstructionFlagsAndBadExamplesAreOneClearSentence) {
+  TempDir dir("prepare_cli_sft");
+  const std::string gpt2 = testing::write_tiny_gpt2(dir.path() / "gpt2").string();
+  write_bytes(dir.file("chat.jsonl"),
+              "{\"messages\": [{\"role\": \"user\", \"content\": \"Q\"}, {\"role\": \"assistant\", \"content\": \"A\"}]}\n"
+              "{\"messages\": [{\"role\": \"user\", \"content\": [\"Q\"]}, {\"role\": \"assistant\", \"content\": \"A\"}]}\n");
+  const std::string in = "prepare --input " + dir.file("chat.jsonl") + " --out " + dir.file("out");
+  const std::string tok = " --tokenizer " + gpt2;
+  expect_user_error(in + " --format chat", "--format chat needs the model's tokenizer: --tokenizer PATH");
+  expect_user_error(in + " --format dialog" + tok,
+                    "--format is 'dialog' but must be text, jsonl, chat, prompt-completion or alpaca");
+  expect_user_error(in + " --format chat --template jinja" + tok, "--template is 'jinja' but must be model or plain");
+  expect_user_error(in + " --format chat --train-on user" + tok, "--train-on is 'user' but must be assistant or all");
+  expect_user_error(in + " --format chat --on-bad-example ignore" + tok,
+                    "--on-bad-example is 'ignore' but must be stop or skip");
+  expect_user_error(in + " --format jsonl --template plain" + tok,
+                    "--template applies to instruction data (--format chat, prompt-completion or alpaca)");
+  expect_user_error(in + " --format chat --jsonl-field text" + tok, "--jsonl-field does not apply to --format chat");
+  expect_user_error(in + " --format chat" + tok, "has no chat template (no tokenizer_config.json with a chat_template); "
+                                                 "pass --template plain");
+  expect_user_error(in + " --format chat --template plain" + tok,
+                    dir.file("chat.jsonl") + ":2: message 0 has a \"content\" that is an array but must be a string");
+  EXPECT_FALSE(fs::exists(dir.path() / "out"));
+  const RunResult r = run_loom(in + " --format chat --template plain --on-bad-example skip --val-fraction 0" + tok);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("skipped 1 bad example; the first: " + dir.file("chat.jsonl") + ":2: message 0"),
+            std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("prepared 1 examples"), std::string::npos) << r.out;
+  EXPECT_TRUE(TokenDataset::open_split(dir.file("out"), "train").has_loss_mask());
 }
 
 }  // namespace
