@@ -352,7 +352,7 @@ std::vector<RowLikelihood> row_log_likelihoods(std::span<GPT* const> chunks,
   for (const MicroBatch& mb : micro_batches) {
     check_token_ids(mb.targets, mb.B, mb.T, 1, V, /*allow_ignore=*/true, "target");
     // Without targets the last stage computes the logits alone (no loss): they are read here.
-    const MicroBatch logits_only{mb.tokens, nullptr, mb.B, mb.T};
+    const MicroBatch logits_only{mb.tokens, nullptr, mb.B, mb.T, mb.doc_starts};
     if (model.pp().size() == 1 && chunks.size() == 1) {
       model.forward(mb.tokens, nullptr, mb.B, mb.T);
     } else {

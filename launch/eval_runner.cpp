@@ -9,6 +9,7 @@
 #include "core/base/check.h"
 #include "core/decoder.h"
 #include "core/train_step.h"
+#include "data/loader.h"
 #include "data/token_dataset.h"
 #include "launch/evaluation.h"
 
@@ -19,6 +20,7 @@ namespace {
 // A sequence to score: tokens (L) and its targets (L, -1 = not counted).
 struct Row {
   std::vector<int32_t> tokens, targets;
+  std::vector<int32_t> doc_starts;  // empty: the row is one document
 };
 
 // The ids of `text`, each checked against the model's vocabulary: a tokenizer of a larger
@@ -52,11 +54,26 @@ std::vector<RowLikelihood> score_rows(const LayoutModel& model, const std::vecto
     if (model.fixed_shape) T = static_cast<size_t>(model.chunks[0]->config().max_seq_len);
     const int B = static_cast<int>(model.fixed_shape ? batch : end - begin);
     std::vector<int32_t> tokens(static_cast<size_t>(B) * T, 0), targets(static_cast<size_t>(B) * T, -1);
+    bool packed = false;
     for (size_t r = begin; r < end; ++r) {
       std::copy(rows[r].tokens.begin(), rows[r].tokens.end(), tokens.begin() + static_cast<int64_t>((r - begin) * T));
       std::copy(rows[r].targets.begin(), rows[r].targets.end(), targets.begin() + static_cast<int64_t>((r - begin) * T));
+      packed = packed || !rows[r].doc_starts.empty();
     }
-    const MicroBatch mb{tokens.data(), targets.data(), B, static_cast<int>(T)};
+    // Packed rows keep their documents apart; a row without doc_starts is one document, and
+    // each padding position a document of its own.
+    std::vector<int32_t> doc_starts;
+    if (packed) {
+      doc_starts.resize(static_cast<size_t>(B) * T);
+      for (size_t r = 0; r < static_cast<size_t>(B); ++r) {
+        const Row* row = begin + r < end ? &rows[begin + r] : nullptr;
+        const size_t own = row ? row->tokens.size() : 0;
+        for (size_t t = 0; t < T; ++t) {
+          doc_starts[r * T + t] = t >= own ? static_cast<int32_t>(t) : row->doc_starts.empty() ? 0 : row->doc_starts[t];
+        }
+      }
+    }
+    const MicroBatch mb{tokens.data(), targets.data(), B, static_cast<int>(T), packed ? doc_starts.data() : nullptr};
     const std::vector<RowLikelihood> got = row_log_likelihoods(model.chunks, std::span<const MicroBatch>(&mb, 1));
     scored.insert(scored.end(), got.begin(), got.begin() + static_cast<int64_t>(end - begin));
   }
@@ -91,29 +108,11 @@ TextCodec addition_codec(const AdditionTask& task) {
   return codec;
 }
 
-LossResult evaluate_loss_task(const LayoutModel& model, const std::string& dir, const std::string& split, int limit) {
-  const GPT& first = *model.chunks[0];
-  const int T = first.config().max_seq_len, V = first.config().vocab_size;
-  const TokenDataset data = TokenDataset::open_split(dir, split);
-  if (static_cast<int64_t>(data.vocab_size()) > V) {
-    fail_user("the dataset", data.name(), "has a vocabulary of", data.vocab_size(), "tokens but the model only", V,
-              "; evaluate on data tokenized with the model's tokenizer");
-  }
-  if (data.tokens() < 2) fail_user("the", split, "split of", dir, "has", data.tokens(), "tokens; at least 2 are needed");
-  int64_t sequences = static_cast<int64_t>((data.tokens() - 2) / static_cast<uint64_t>(T)) + 1;
-  if (limit > 0) sequences = std::min<int64_t>(sequences, limit);
+namespace {
+
+// The loss of this replica's `rows`, summed over the replicas.
+LossResult finish_loss(const LayoutModel& model, const std::vector<Row>& rows, int64_t sequences) {
   parallel::Communicator& dp = *model.dp;
-  std::vector<Row> rows;
-  for (int64_t s = dp.rank(); s < sequences; s += dp.size()) {
-    const uint64_t begin = static_cast<uint64_t>(s) * static_cast<uint64_t>(T);
-    const uint64_t n = std::min<uint64_t>(static_cast<uint64_t>(T) + 1, data.tokens() - begin);
-    std::vector<int32_t> window(n);
-    data.read(begin, n, window.data());
-    Row row;
-    row.tokens.assign(window.begin(), window.end() - 1);
-    row.targets.assign(window.begin() + 1, window.end());
-    rows.push_back(std::move(row));
-  }
   std::vector<double> sums{0, 0};  // log-likelihood, tokens
   for (const RowLikelihood& r : score_rows(model, rows)) {
     sums[0] += r.log_likelihood;
@@ -126,6 +125,55 @@ LossResult evaluate_loss_task(const LayoutModel& model, const std::string& dir, 
   result.loss = -sums[0] / sums[1];
   result.perplexity = std::exp(result.loss);
   return result;
+}
+
+}  // namespace
+
+LossResult evaluate_loss_task(const LayoutModel& model, const std::string& dir, const std::string& split, int limit) {
+  const GPT& first = *model.chunks[0];
+  const int T = first.config().max_seq_len, V = first.config().vocab_size;
+  const TokenDataset data = TokenDataset::open_split(dir, split);
+  if (static_cast<int64_t>(data.vocab_size()) > V) {
+    fail_user("the dataset", data.name(), "has a vocabulary of", data.vocab_size(), "tokens but the model only", V,
+              "; evaluate on data tokenized with the model's tokenizer");
+  }
+  if (data.tokens() < 2) fail_user("the", split, "split of", dir, "has", data.tokens(), "tokens; at least 2 are needed");
+  parallel::Communicator& dp = *model.dp;
+  std::vector<Row> rows;
+  if (data.has_loss_mask()) {
+    // Instruction data: the rows training reads, whole examples packed with document masking,
+    // and only the tokens of the mask counted, in stream order.
+    LoaderOptions options;
+    options.layout.seq_len = T;
+    options.layout.micro_batch_size = 1;
+    options.shuffle = false;
+    options.prefetch_steps = 0;
+    const TokenLoader loader({BlendSource{&data, 1.0}}, options, LoaderState{});
+    int64_t sequences = static_cast<int64_t>(loader.packing_report().rows);
+    if (limit > 0) sequences = std::min<int64_t>(sequences, limit);
+    for (int64_t s = dp.rank(); s < sequences; s += dp.size()) {
+      Row row;
+      row.tokens.resize(static_cast<size_t>(T));
+      row.targets.resize(static_cast<size_t>(T));
+      row.doc_starts.resize(static_cast<size_t>(T));
+      loader.read_sample(static_cast<uint64_t>(s), row.tokens.data(), row.targets.data(), row.doc_starts.data());
+      rows.push_back(std::move(row));
+    }
+    return finish_loss(model, rows, sequences);
+  }
+  int64_t sequences = static_cast<int64_t>((data.tokens() - 2) / static_cast<uint64_t>(T)) + 1;
+  if (limit > 0) sequences = std::min<int64_t>(sequences, limit);
+  for (int64_t s = dp.rank(); s < sequences; s += dp.size()) {
+    const uint64_t begin = static_cast<uint64_t>(s) * static_cast<uint64_t>(T);
+    const uint64_t n = std::min<uint64_t>(static_cast<uint64_t>(T) + 1, data.tokens() - begin);
+    std::vector<int32_t> window(n);
+    data.read(begin, n, window.data());
+    Row row;
+    row.tokens.assign(window.begin(), window.end() - 1);
+    row.targets.assign(window.begin() + 1, window.end());
+    rows.push_back(std::move(row));
+  }
+  return finish_loss(model, rows, sequences);
 }
 
 ChoiceResult evaluate_multiple_choice(const LayoutModel& model, const TextCodec& codec,

@@ -24,7 +24,7 @@ bool has_split(const std::string& dir, const std::string& split) {
 std::vector<MicroBatch> micro_batches_of(const StepBatch& batch) {
   std::vector<MicroBatch> micro;
   for (int m = 0; m < batch.micro_batches; ++m) {
-    micro.push_back(MicroBatch{batch.tokens_of(m), batch.targets_of(m), batch.B, batch.T});
+    micro.push_back(MicroBatch{batch.tokens_of(m), batch.targets_of(m), batch.B, batch.T, batch.doc_starts_of(m)});
   }
   return micro;
 }

@@ -49,6 +49,18 @@ val=$(grep -oE "validation loss [0-9.]+" "$work/tuned.log" | awk '{print $3}')
 [ "$(echo "$val" | wc -l)" -eq 2 ] || { echo "FAIL: expected 2 validation losses"; cat "$work/tuned.log"; exit 1; }
 echo "$val" | awk 'NR == 1 { first = $1 } NR == 2 { if (!(first > 0 && $1 > 0 && $1 < first)) { print "FAIL: validation loss", first, "->", $1; exit 1 } }'
 
+# loom eval scores the val split as training reads it (whole examples packed with document
+# masking, the answers' tokens only): the fine-tuned model's loss is below the base model's.
+for m in base tuned; do
+  "$loom" eval "$work/$m/model.loom" --loss "$work/data:val" --threads 1 --json "$work/eval-$m.json" > "$work/eval-$m.log"
+done
+"$python" - "$work/eval-base.json" "$work/eval-tuned.json" <<'PY' || { cat "$work"/eval-*.log; exit 1; }
+import json, sys
+base, tuned = (json.load(open(p))["tasks"][0] for p in sys.argv[1:])
+assert base["tokens"] == tuned["tokens"] > 0, (base, tuned)
+assert 0 < tuned["loss"] < base["loss"], ("loom eval: no improvement", base, tuned)
+PY
+
 # Stopped at step 8, then run again without --init-from: it resumes to the same losses.
 "$loom" "${tune[@]}" --set train.out_dir="$work/resumed" --init-from "$work/base/model.loom" \
   --stop-after-steps 8 > "$work/first.log"
