@@ -378,7 +378,8 @@ int import_command(const std::vector<std::string>& args) {
               in.c_str(), shape.n_layer, shape.n_head, shape.n_embd, shape.vocab_size, shape.max_seq_len,
               model.num_parameters());
   std::printf("saved %s (weights only, step 0) and its config %s\n", saved.checkpoint.c_str(), config_out.c_str());
-  std::printf("fine-tune it: loom train %s --resume %s\n", config_out.c_str(), out_dir.c_str());
+  std::printf("fine-tune it: loom train YOUR_RUN.pbtxt --init-from %s (its model section: %s)\n", out_dir.c_str(),
+              config_out.c_str());
   return 0;
 }
 

@@ -122,7 +122,8 @@ int import_hf_model_dir(const std::string& in, const std::string& out_dir, const
               shape.n_head, shape.n_embd, shape.vocab_size, shape.max_seq_len, model.num_parameters());
   std::printf("saved %s (weights only, step 0), its config %s and %zu tokenizer file%s\n",
               saved.checkpoint.c_str(), config_out.c_str(), tokenizer.size(), tokenizer.size() == 1 ? "" : "s");
-  std::printf("fine-tune it: loom train %s --resume %s\n", config_out.c_str(), out_dir.c_str());
+  std::printf("fine-tune it: loom train YOUR_RUN.pbtxt --init-from %s (its model section: %s)\n", out_dir.c_str(),
+              config_out.c_str());
   return 0;
 }
 

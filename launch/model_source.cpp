@@ -101,7 +101,13 @@ LoadedModel load_trained_model(const std::string& path) {
 }
 
 void copy_model_into(const LoadedModel& loaded, const config::RunConfig& run, std::span<GPT* const> chunks) {
-  const std::vector<std::string> diffs = ck::model_differences(loaded.config, run);
+  std::vector<std::string> diffs = ck::model_differences(loaded.config, run);
+  // Rotary positions have no weights: a Llama's seq_len (Hugging Face's max_position_embeddings)
+  // is a limit, not a shape, and fine-tuning may use shorter (or longer) sequences.
+  if (loaded.config.model().family() == config::ModelConfig::FAMILY_LLAMA &&
+      run.model().family() == config::ModelConfig::FAMILY_LLAMA) {
+    std::erase_if(diffs, [](const std::string& d) { return d.starts_with("model.seq_len:"); });
+  }
   if (!diffs.empty()) {
     std::string list;
     for (const std::string& d : diffs) list += (list.empty() ? "" : "; ") + d;

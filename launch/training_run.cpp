@@ -217,9 +217,10 @@ void print_run(const TrainingRun& run) {
   const GPTConfig& mc = run.model_config;
   const int n_chunks = pc.virtual_stages();
   const Recompute recompute = static_cast<Recompute>(tc.recompute());
-  std::printf("loom train: GPT %d layers, %d heads, width %d, vocab %d, seq %d: %s parameters\n", mc.n_layer,
-              mc.n_head, mc.n_embd, mc.vocab_size, mc.max_seq_len,
-              format_count(static_cast<double>(run.whole->num_parameters())).c_str());
+  const std::string kv_heads = mc.kv_heads() != mc.n_head ? " (" + std::to_string(mc.kv_heads()) + " key/value)" : "";
+  std::printf("loom train: %s %d layers, %d heads%s, width %d, vocab %d, seq %d: %s parameters\n",
+              mc.llama() ? "Llama" : "GPT", mc.n_layer, mc.n_head, kv_heads.c_str(), mc.n_embd, mc.vocab_size,
+              mc.max_seq_len, format_count(static_cast<double>(run.whole->num_parameters())).c_str());
   std::string stages;
   for (int n : run.split) stages += (stages.empty() ? "" : ", ") + std::to_string(n);
   const std::string pipeline = n_chunks == 1 ? ", blocks per stage " + stages + ", 1F1B"

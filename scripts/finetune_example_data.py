@@ -11,8 +11,7 @@ writes into OUT
                       tokens): the stand-in for a model a user downloads
   corpus.jsonl        plain text, one document per line ({"text": ...}): sentences stating sums
                       ("17 plus 25 is 42."), the base model's pretraining
-  chat-train.jsonl    instructions as chat: {"messages": [user question, assistant answer]}
-  chat-val.jsonl      ... for the validation loss during fine-tuning
+  chat.jsonl          instructions as chat: {"messages": [user question, assistant answer]}
   qa.jsonl            held-out questions for `loom eval --exact-match` ({"prompt", "answer"}),
                       never in the training files
   choice.jsonl        held-out questions as multiple choice ({"context", "choices", "gold"})
@@ -67,24 +66,21 @@ def main():
         question = rng.choice(QUESTIONS).format(a=a, b=b)
         return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer(a, b)}]}
 
-    with open(os.path.join(out, "chat-train.jsonl"), "w") as f:
+    with open(os.path.join(out, "chat.jsonl"), "w") as f:
         for a, b in train:
-            f.write(json.dumps(chat(a, b)) + "\n")
-    with open(os.path.join(out, "chat-val.jsonl"), "w") as f:
-        for a, b in held_out[:100]:
             f.write(json.dumps(chat(a, b)) + "\n")
 
     # Held-out evaluation: the prompt as the chat template renders a user turn, then the
     # assistant's header; the expected answer; four choices for the multiple-choice file.
     with open(os.path.join(out, "qa.jsonl"), "w") as qa, open(os.path.join(out, "choice.jsonl"), "w") as mc:
-        for a, b in held_out[100:300]:
+        for a, b in held_out[:200]:
             question = QUESTIONS[0].format(a=a, b=b)
             prompt = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
             qa.write(json.dumps({"prompt": prompt, "answer": answer(a, b)}) + "\n")
             wrong = rng.sample([c for c in range(a + b - 5, a + b + 6) if c != a + b and c >= 0], 3)
             choices = [str(c) for c in [a + b] + wrong]
             rng.shuffle(choices)
-            mc.write(json.dumps({"context": prompt + f"{a} plus {b} is", "choices": [" " + c for c in choices],
+            mc.write(json.dumps({"context": prompt + f"{a} plus {b} is", "choices": choices,
                                  "gold": choices.index(str(a + b))}) + "\n")
 
     # The tokenizer: byte-level BPE with one digit per piece (as SmolLM's), ChatML's specials.
@@ -103,13 +99,13 @@ def main():
         json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
                    "pad_token": "<|endoftext|>", "chat_template": CHATML, "add_bos_token": False}, f, indent=2)
 
-    # The model: a 2-layer Llama, width 64, grouped-query attention, from random weights.
+    # The model: a 4-layer Llama, width 128, grouped-query attention, from random weights.
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=192,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=128, rope_theta=10000.0, tie_word_embeddings=True,
+    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=128, intermediate_size=384,
+                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=64, rope_theta=10000.0, tie_word_embeddings=True,
                          eos_token_id=tok.token_to_id("<|im_end|>"), bos_token_id=None)
     LlamaForCausalLM(config).save_pretrained(base, safe_serialization=True)
     print(f"wrote {out}: {len(train)} training pairs, {len(held_out)} held out; vocabulary {tok.get_vocab_size()}")

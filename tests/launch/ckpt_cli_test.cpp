@@ -178,7 +178,7 @@ TEST_F(CkptCliTest, ImportThenInspectAndLoad) {
   const std::string imported = root_ / "imported";
   const testing::RunResult r = run_loom("ckpt import " + file + " " + imported);
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_NE(r.out.find("--resume " + imported), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--init-from " + imported), std::string::npos) << r.out;
 
   const testing::RunResult info = run_loom("ckpt inspect " + imported);
   ASSERT_EQ(info.exit_code, 0) << info.out;

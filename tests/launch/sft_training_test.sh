@@ -108,6 +108,18 @@ paste <(losses "$work/llama-one.log") <(losses "$work/llama-four.log") > "$work/
 [ "$(wc -l < "$work/pairs")" -eq 3 ] || { echo "FAIL: expected 3 Llama losses"; cat "$work/llama-four.log"; exit 1; }
 awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4 || NF != 2) { print "FAIL: Llama losses differ on tp=2 x pp=2:", $0; bad = 1 } }
      END { exit bad }' "$work/pairs"
+# A Llama's positions have no weights: it fine-tunes at a shorter seq_len than it was trained at;
+# a GPT-2's learned positions do not allow it.
+"$loom" "${llama[@]}" --set train.steps=2 --set train.eval_every=2 --set model.seq_len=32 --set data.tokens.seq_len=32 \
+  --set train.out_dir="$work/llama-short" --init-from "$work/llama-base/model.loom" > "$work/llama-short.log"
+grep -q "saved $work/llama-short/model.loom" "$work/llama-short.log" || { echo "FAIL: Llama seq_len"; cat "$work/llama-short.log"; exit 1; }
+set +e
+"$loom" "${tune[@]}" --set model.seq_len=32 --set data.tokens.seq_len=32 --set train.out_dir="$work/gpt-short" \
+  --init-from "$work/base/model.loom" > "$work/gpt-short.log" 2>&1
+code=$?
+set -e
+[ $code -eq 2 ] && grep -q "model.seq_len: checkpoint 64, config 32" "$work/gpt-short.log" ||
+  { echo "FAIL: GPT-2 seq_len: exit $code"; cat "$work/gpt-short.log"; exit 1; }
 "$loom" "${tune[@]}" --set train.precision=PRECISION_BF16 --set train.out_dir="$work/bf16" \
   --init-from "$work/base/model.loom" > "$work/bf16.log"
 grep -qE "validation loss [0-9]+\.[0-9]+" "$work/bf16.log" || { echo "FAIL: bf16"; cat "$work/bf16.log"; exit 1; }
