@@ -134,7 +134,6 @@ TEST(RowLogLikelihoods, OneRankMatchesTheLogitsAndEvaluateLoss) {
 }
 
 TEST(RowLogLikelihoods, EveryLayoutMatchesOneRank) {
-  Communicator& world = testing::mpi_world();
   GPT whole(kConfig);
   whole.init_weights(7);
   std::vector<RowLikelihood> want;
@@ -145,30 +144,19 @@ TEST(RowLogLikelihoods, EveryLayoutMatchesOneRank) {
   const std::vector<Batch> batches = make_batches();
   std::vector<MicroBatch> micro;
   for (const Batch& batch : batches) micro.push_back(batch.micro());
-  struct Case {
-    int tp, pp, chunks;
-  };
-  for (const Case& c : {Case{1, 1, 1}, Case{2, 1, 1}, Case{1, 2, 1}, Case{2, 2, 1}, Case{1, 2, 2}}) {
-    if (world.size() % (c.tp * c.pp) != 0) continue;
-    const int dp = world.size() / (c.tp * c.pp);
-    parallel::ProcessGrid grid(world, parallel::GridShape{c.tp, c.pp, dp});
-    const std::vector<int> split = even_block_split(kConfig.n_layer, c.pp * c.chunks);
-    for (bool sp : {false, true}) {
-      if (sp && c.tp == 1) continue;
-      SCOPED_TRACE(::testing::Message() << "tp=" << c.tp << " pp=" << c.pp << " chunks=" << c.chunks << " dp=" << dp
-                                        << " sequence_parallel=" << sp);
-      std::vector<std::unique_ptr<GPT>> chunks;
-      std::vector<GPT*> pointers;
-      for (int k = 0; k < c.chunks; ++k) {
-        ModelParallel layout = model_parallel_for(grid, split, sp, k, c.chunks);
-        layout.gradients = false;
-        chunks.push_back(std::make_unique<GPT>(kConfig, layout));
-        chunks.back()->init_weights(7);
-        pointers.push_back(chunks.back().get());
-      }
-      expect_rows_equal(row_log_likelihoods(pointers, micro), want, 1e-5);
+  testing::for_each_world_layout(kConfig.n_layer, [&](const testing::WorldLayout& l, parallel::ProcessGrid& grid,
+                                                      const std::vector<int>& split) {
+    std::vector<std::unique_ptr<GPT>> chunks;
+    std::vector<GPT*> pointers;
+    for (int k = 0; k < l.chunks; ++k) {
+      ModelParallel layout = model_parallel_for(grid, split, l.sequence_parallel, k, l.chunks);
+      layout.gradients = false;
+      chunks.push_back(std::make_unique<GPT>(kConfig, layout));
+      chunks.back()->init_weights(7);
+      pointers.push_back(chunks.back().get());
     }
-  }
+    expect_rows_equal(row_log_likelihoods(pointers, micro), want, 1e-5);
+  });
 }
 
 }  // namespace

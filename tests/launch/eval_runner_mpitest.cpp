@@ -65,7 +65,6 @@ GPTConfig llama_config() {
 }
 
 void expect_every_layout_scores_as_one_rank(const GPTConfig& config) {
-  Communicator& world = testing::mpi_world();
   GPT whole(config);
   whole.init_weights(7);
   GPT* whole_chunk = &whole;
@@ -74,40 +73,30 @@ void expect_every_layout_scores_as_one_rank(const GPTConfig& config) {
   const std::vector<ChoiceDoc> documents = docs();
   const ChoiceResult want =
       evaluate_multiple_choice(LayoutModel{{&whole_chunk, 1}, &one, 3}, codec, documents, "mc.jsonl");
-  struct Case {
-    int tp, pp, chunks;
-  };
-  for (const Case& c : {Case{1, 1, 1}, Case{2, 1, 1}, Case{1, 2, 1}, Case{2, 2, 1}, Case{1, 2, 2}}) {
-    if (world.size() % (c.tp * c.pp) != 0) continue;
-    const int dp = world.size() / (c.tp * c.pp);
-    parallel::ProcessGrid grid(world, parallel::GridShape{c.tp, c.pp, dp});
-    const std::vector<int> split = even_block_split(config.n_layer, c.pp * c.chunks);
-    for (bool sp : {false, true}) {
-      if (sp && c.tp == 1) continue;
-      SCOPED_TRACE(::testing::Message() << "tp=" << c.tp << " pp=" << c.pp << " chunks=" << c.chunks << " dp=" << dp
-                                        << " sequence_parallel=" << sp);
-      std::vector<std::unique_ptr<GPT>> shards;
-      std::vector<GPT*> chunks;
-      for (int k = 0; k < c.chunks; ++k) {
-        ModelParallel layout = model_parallel_for(grid, split, sp, k, c.chunks);
-        layout.gradients = false;
-        shards.push_back(std::make_unique<GPT>(config, layout));
-        copy_shard_from_whole(whole, *shards.back());
-        chunks.push_back(shards.back().get());
-      }
-      // Sequence parallelism needs one shape that tp divides: 2 rows x 16 positions.
-      const ChoiceResult got = evaluate_multiple_choice(LayoutModel{chunks, &grid.dp(), 2, sp}, codec, documents, "mc.jsonl");
-      ASSERT_EQ(got.log_likelihoods.size(), want.log_likelihoods.size());
-      for (size_t d = 0; d < documents.size(); ++d) {
-        for (size_t k = 0; k < documents[d].choices.size(); ++k) {
-          const double w = want.log_likelihoods[d][k];
-          EXPECT_NEAR(got.log_likelihoods[d][k], w, 1e-5 * std::max(1.0, std::fabs(w))) << "doc " << d << " choice " << k;
-        }
-      }
-      EXPECT_EQ(got.acc.mean, want.acc.mean);
-      EXPECT_EQ(got.acc_norm.mean, want.acc_norm.mean);
+  testing::for_each_world_layout(config.n_layer, [&](const testing::WorldLayout& l, parallel::ProcessGrid& grid,
+                                                     const std::vector<int>& split) {
+    std::vector<std::unique_ptr<GPT>> shards;
+    std::vector<GPT*> chunks;
+    for (int k = 0; k < l.chunks; ++k) {
+      ModelParallel layout = model_parallel_for(grid, split, l.sequence_parallel, k, l.chunks);
+      layout.gradients = false;
+      shards.push_back(std::make_unique<GPT>(config, layout));
+      copy_shard_from_whole(whole, *shards.back());
+      chunks.push_back(shards.back().get());
     }
-  }
+    // Sequence parallelism needs one shape that tp divides: 2 rows x 16 positions.
+    const ChoiceResult got =
+        evaluate_multiple_choice(LayoutModel{chunks, &grid.dp(), 2, l.sequence_parallel}, codec, documents, "mc.jsonl");
+    ASSERT_EQ(got.log_likelihoods.size(), want.log_likelihoods.size());
+    for (size_t d = 0; d < documents.size(); ++d) {
+      for (size_t k = 0; k < documents[d].choices.size(); ++k) {
+        const double w = want.log_likelihoods[d][k];
+        EXPECT_NEAR(got.log_likelihoods[d][k], w, 1e-5 * std::max(1.0, std::fabs(w))) << "doc " << d << " choice " << k;
+      }
+    }
+    EXPECT_EQ(got.acc.mean, want.acc.mean);
+    EXPECT_EQ(got.acc_norm.mean, want.acc_norm.mean);
+  });
 }
 
 TEST(EvalRunnerParallel, EveryLayoutScoresAsOneRank) { expect_every_layout_scores_as_one_rank(kConfig); }
