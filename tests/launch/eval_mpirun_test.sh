@@ -8,7 +8,8 @@
 set -euo pipefail
 loom=$1 mpiexec=$2 python=$3 src=$4 work=$5
 rm -rf "$work" && mkdir -p "$work"
-"$loom" prepare --input "$src/docs" --documents blank-line --vocab-size 400 --val-fraction 0.1 \
+docs=(); for f in "$src"/docs/*.md; do docs+=(--input "$f"); done  # the text, not the images
+"$loom" prepare "${docs[@]}" --documents blank-line --vocab-size 400 --val-fraction 0.1 \
   --threads 2 --out "$work/data" > /dev/null
 "$loom" train "$src/configs/text.pbtxt" --set data.tokens.source.0.path="$work/data" \
   --set data.tokens.seq_len=32 --set model.n_layer=4 --set train.steps=20 --set optimizer.warmup_steps=5 \

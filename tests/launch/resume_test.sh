@@ -16,7 +16,8 @@ set -euo pipefail
 loom=$1 mpiexec=$2 src=$3 work=$4
 rm -rf "$work" && mkdir -p "$work"
 fail() { echo "FAIL: $*"; exit 1; }
-"$loom" prepare --input "$src/docs" --documents blank-line --vocab-size 400 --val-fraction 0.1 \
+docs=(); for f in "$src"/docs/*.md; do docs+=(--input "$f"); done  # the text, not the images
+"$loom" prepare "${docs[@]}" --documents blank-line --vocab-size 400 --val-fraction 0.1 \
   --threads 2 --out "$work/data" > /dev/null
 common=(train "$src/configs/text.pbtxt" --set data.tokens.source.0.path="$work/data"
         --set data.tokens.seq_len=16 --set model.n_layer=2 --set model.n_embd=32 --set model.n_head=4
