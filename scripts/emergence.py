@@ -2,25 +2,26 @@
 """The emergence experiment: does multi-digit addition appear suddenly as models grow?
 
 Trains a ladder of GPT sizes on the same addition task (operands of several lengths, mixed) with
-the same token budget, evaluates each model's held-out exact match per operand length and its
-held-out loss, and draws
+the same token budget, each size with several seeds, evaluates each model's held-out exact match
+per operand length and its held-out loss, and draws
 
-  accuracy against parameters       one line per operand length (log x)
-  accuracy against training compute one line per operand length (log x)
-  held-out loss against compute     with the least-squares power law loss = a * C^b
+  accuracy against parameters       one line per operand length (log x), mean and min-max of the seeds
+  accuracy against training compute the same against model FLOPs
+  held-out loss against compute     every run, the means, and the least-squares power law
+                                    loss = a * C^b over every run
 
-into OUT/emergence.png, with every number in OUT/results.json and OUT/results.tsv. docs/emergence.md
-shows a run and what it means.
+into OUT/emergence.png, with every number in OUT/results.json, OUT/results.tsv and OUT/runs.tsv.
+docs/emergence.md shows a run and what it means.
 
   scripts/emergence.py [--loom build/loom] [--out runs/emergence] [--ladder small|large]
-                       [--sizes LxHxC:LR,...] [--threads N] [--set FIELD=VALUE ...]
+                       [--sizes LxHxC:LR,...] [--seeds N] [--threads N] [--set FIELD=VALUE ...]
 
 The small ladder (the default) is six GPTs from 3.8k to 0.8M parameters (211x) on 1- to
-5-digit addition, 2000 steps of 64 problems each: about a quarter of an hour on two CPU cores.
-The large ladder goes to GPT-2-small widths and is meant for a GPU: add --set train.device=DEVICE_CUDA
-(each rung is one `loom train`; put `mpirun -np N` in front with --loom-prefix for a layout).
+5-digit addition, 2000 steps of 64 problems each, 3 seeds (train.seed 1337, 1338, 1339): about
+8 minutes on two idle CPU cores. The large ladder goes to GPT-2-small widths and is meant for
+GPUs (each run is one `loom train`; put `mpirun -np N` in front with --loom-prefix for a layout).
 
-Each rung is a `loom train` run in OUT/<rung>; a rung whose run finished is not trained again,
+Each run is a `loom train` in OUT/<rung>/seed-<seed>; a run that finished is not trained again,
 and an interrupted one resumes from its checkpoint, so the script can be stopped and rerun. Only
 the plot and the tables are rewritten. Exit 2 with one sentence on bad arguments.
 """
@@ -122,18 +123,19 @@ def power_law_fit(xs, ys):
     return math.exp(log_a), b, 1 - ss_res / ss_tot if ss_tot > 0 else 1.0
 
 
-def train_rung(args, size, run_dir):
+def train_rung(args, size, seed, run_dir):
     n_layer, n_head, n_embd, lr = size
     command = shlex.split(args.loom_prefix) + [args.loom, "train", args.config,
                                                 "--set", f"model.n_layer={n_layer}",
                                                 "--set", f"model.n_head={n_head}",
                                                 "--set", f"model.n_embd={n_embd}",
                                                 "--set", f"optimizer.lr={lr}",
+                                                "--set", f"train.seed={seed}",
                                                 "--set", f"train.threads={args.threads}",
                                                 "--set", f"train.out_dir={run_dir}"]
     for s in args.set:
         command += ["--set", s]
-    print(f"== {rung_name(size)}: {' '.join(shlex.quote(c) for c in command)}", flush=True)
+    print(f"== {rung_name(size)} seed {seed}: {' '.join(shlex.quote(c) for c in command)}", flush=True)
     start = time.time()
     with open(os.path.join(run_dir, "train.log"), "a") as log:
         process = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -142,23 +144,25 @@ def train_rung(args, size, run_dir):
         if line.startswith(("loom train:", "eval", "layout:", "data:")) or "error" in line:
             print("   " + line, flush=True)
     if process.returncode != 0:
-        fail(f"loom train of rung {rung_name(size)} exited {process.returncode}; its output is in "
+        fail(f"loom train of rung {rung_name(size)} seed {seed} exited {process.returncode}; its output is in "
              f"{os.path.join(run_dir, 'train.log')}")
     return time.time() - start
 
 
-def write_plot(out, rows, digits, fit):
+def write_plot(out, digits, fit, seeds):
     data = os.path.join(out, "results.tsv")
+    runs = os.path.join(out, "runs.tsv")
     script = os.path.join(out, "emergence.gp")
     png = os.path.join(out, "emergence.png")
     a, b, r2 = fit
-    # Column layout of results.tsv: 1 params, 2 compute, 3 val_loss, 4 accuracy, then one column
-    # per operand length.
+    # results.tsv: 1 parameters, 2 compute, 3 mean val_loss, then mean, min and max accuracy of
+    # each operand length; runs.tsv: compute and val_loss of every run.
+    over = f"mean of {seeds} seeds, bars: min to max" if seeds > 1 else "one seed"
     lines = [
         "set terminal pngcairo size 1800,560 enhanced font 'Sans,11' linewidth 1.5",
         f"set output '{png}'",
         "set multiplot layout 1,3 title 'Addition exact match and held-out loss over a ladder of model sizes "
-        "(same token budget)'",
+        f"(same token budget; {over})'",
         "set logscale x",
         "set format x '10^{%L}'",
         "set key top left",
@@ -172,8 +176,11 @@ def write_plot(out, rows, digits, fit):
     def accuracy_plot(x_column):
         parts = []
         for i, d in enumerate(digits):
-            parts.append(f"'{data}' using {x_column}:(100*${5 + i}) with linespoints pt 7 lc rgb "
-                         f"'{colours[i % len(colours)]}' title '{d} digit{'s' if d > 1 else ''}'")
+            m = 4 + 3 * i
+            style = "yerrorlines" if seeds > 1 else "linespoints"
+            using = f"{x_column}:(100*${m}):(100*${m + 1}):(100*${m + 2})" if seeds > 1 else f"{x_column}:(100*${m})"
+            parts.append(f"'{data}' using {using} with {style} pt 7 lc rgb '{colours[i % len(colours)]}' "
+                         f"title '{d} digit{'s' if d > 1 else ''}'")
         return "plot " + ", \\\n     ".join(parts)
 
     lines.append(accuracy_plot(1))
@@ -186,7 +193,8 @@ def write_plot(out, rows, digits, fit):
         "set key top right",
         f"fit_a = {a!r}",
         f"fit_b = {b!r}",
-        f"plot '{data}' using 2:3 with points pt 7 ps 1.3 lc rgb '#1f78b4' title 'final held-out loss', \\\n"
+        f"plot '{runs}' using 1:2 with points pt 6 ps 1.2 lc rgb '#1f78b4' title 'each run', \\\n"
+        f"     '{data}' using 2:3 with points pt 7 ps 1.4 lc rgb '#08306b' title 'mean', \\\n"
         f"     fit_a * x**fit_b with lines lc rgb '#e31a1c' dt 2 title sprintf('%.3g C^{{%.3f}}  (R^2 %.3f)', "
         f"fit_a, fit_b, {r2!r})",
         "unset multiplot",
@@ -206,6 +214,7 @@ def main():
     parser.add_argument("--ladder", choices=sorted(LADDERS), default="small")
     parser.add_argument("--sizes", help="the ladder instead: LAYERSxHEADSxWIDTH:LR,...")
     parser.add_argument("--threads", type=int, default=0, help="train.threads of every rung (0: every core)")
+    parser.add_argument("--seeds", type=int, default=3, help="runs of each rung, train.seed 1337, 1338, ...")
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE for every rung's loom train")
     args = parser.parse_args()
 
@@ -218,61 +227,94 @@ def main():
         fail("a ladder needs at least two sizes to fit and draw")
     os.makedirs(args.out, exist_ok=True)
 
+    if any(s.startswith("train.seed=") for s in args.set):
+        fail("set the seeds with --seeds N (train.seed 1337, 1338, ...), not --set train.seed")
+    if args.seeds < 1:
+        fail(f"--seeds is {args.seeds} but must be at least 1")
+    seeds = [1337 + k for k in range(args.seeds)]
+
     rows = []
     for size in sizes:
-        run_dir = os.path.abspath(os.path.join(args.out, rung_name(size)))
-        os.makedirs(run_dir, exist_ok=True)
-        seconds = None
-        if finished(run_dir) is None:
-            seconds = train_rung(args, size, run_dir)
-        final = finished(run_dir)
-        if final is None:
-            fail(f"rung {rung_name(size)} ended without a final evaluation; see {run_dir}/train.log")
-        with open(os.path.join(run_dir, "train.log")) as f:
-            log = f.read()
-        numbers = header_numbers(log)
-        if numbers is None:
-            fail(f"no parameter count and FLOPs per token in {run_dir}/train.log")
-        params_rounded, flops_per_token = numbers
-        train_records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-        train_records = [r for r in train_records if r.get("kind") == "train"]
-        steps = train_records[-1]["steps"]
-        seq = re.search(r"vocab (\d+), seq (\d+)", log)
-        batch = re.search(r"batch (\d+) x (\d+) replicas x (\d+) accumulation", log)
-        vocab, seq_len = int(seq[1]), int(seq[2])
-        tokens = steps * int(batch[1]) * int(batch[2]) * int(batch[3]) * seq_len
-        params = gpt2_parameters(size[0], size[2], vocab, seq_len)
-        if abs(params - params_rounded) > 0.001 * params + 100:
-            fail(f"rung {rung_name(size)}: Loom counts {params_rounded:.0f} parameters, the formula {params}")
-        digits = sorted(int(k[len("accuracy_"):-1]) for k in final if re.fullmatch(r"accuracy_\d+d", k))
+        runs = [train_or_read(args, size, seed) for seed in seeds]
+        first = runs[0]
+        digits = sorted(int(d) for d in first["accuracy_by_digits"])
+        accuracy = {}
+        for d in digits:
+            values = [r["accuracy_by_digits"][str(d)] for r in runs]
+            accuracy[str(d)] = {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+        losses = [r["val_loss"] for r in runs]
         rows.append({
             "rung": rung_name(size), "n_layer": size[0], "n_head": size[1], "n_embd": size[2], "lr": size[3],
-            "parameters": params, "flops_per_token": flops_per_token, "tokens": tokens,
-            "compute": flops_per_token * tokens, "val_loss": final["val_loss"], "accuracy": final["accuracy"],
-            "accuracy_by_digits": {str(d): final[f"accuracy_{d}d"] for d in digits},
-            "train_seconds": seconds,
+            "parameters": first["parameters"], "flops_per_token": first["flops_per_token"], "tokens": first["tokens"],
+            "compute": first["compute"], "val_loss": sum(losses) / len(losses), "accuracy_by_digits": accuracy,
+            "seeds": runs,
         })
-        acc = " ".join(f"{d}d {100 * final[f'accuracy_{d}d']:5.1f}%" for d in digits)
-        print(f"   {rung_name(size):14s} {params:>9,d} parameters  loss {final['val_loss']:.4f}  {acc}", flush=True)
+        acc = " ".join(f"{d}d {100 * accuracy[str(d)]['mean']:5.1f}%" for d in digits)
+        print(f"   {rung_name(size):14s} {first['parameters']:>9,d} parameters  loss {rows[-1]['val_loss']:.4f}  "
+              f"{acc}  (mean of {len(seeds)} seed{'s' if len(seeds) > 1 else ''})", flush=True)
 
     digits = sorted(int(d) for d in rows[0]["accuracy_by_digits"])
-    fit = power_law_fit([r["compute"] for r in rows], [r["val_loss"] for r in rows])
+    points = [(r["compute"], run["val_loss"]) for r in rows for run in r["seeds"]]
+    fit = power_law_fit([c for c, _ in points], [l for _, l in points])
     with open(os.path.join(args.out, "results.tsv"), "w") as f:
-        f.write("# parameters\tcompute\tval_loss\taccuracy\t" + "\t".join(f"accuracy_{d}d" for d in digits) + "\n")
+        f.write("# parameters\tcompute\tval_loss (mean)\t" +
+                "\t".join(f"accuracy_{d}d mean\tmin\tmax" for d in digits) + "\n")
         for r in rows:
-            f.write("\t".join(str(v) for v in [r["parameters"], r["compute"], r["val_loss"], r["accuracy"]] +
-                              [r["accuracy_by_digits"][str(d)] for d in digits]) + "\n")
+            cells = [r["parameters"], r["compute"], r["val_loss"]]
+            for d in digits:
+                a = r["accuracy_by_digits"][str(d)]
+                cells += [a["mean"], a["min"], a["max"]]
+            f.write("\t".join(str(v) for v in cells) + "\n")
+    with open(os.path.join(args.out, "runs.tsv"), "w") as f:
+        f.write("# compute\tval_loss (one line per rung and seed)\n")
+        for c, l in points:
+            f.write(f"{c}\t{l}\n")
     summary = {"config": os.path.relpath(args.config), "ladder": args.sizes or args.ladder, "set": args.set,
-               "rungs": rows, "power_law": {"a": fit[0], "b": fit[1], "r2_log": fit[2],
-                                            "form": "val_loss = a * compute^b"}}
+               "seeds": seeds, "rungs": rows,
+               "power_law": {"a": fit[0], "b": fit[1], "r2_log": fit[2], "points": len(points),
+                             "form": "val_loss = a * compute^b, over every rung and seed"}}
     tmp = os.path.join(args.out, "results.json.tmp")
     with open(tmp, "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(tmp, os.path.join(args.out, "results.json"))
-    png = write_plot(args.out, rows, digits, fit)
+    png = write_plot(args.out, digits, fit, len(seeds))
     span = rows[-1]["parameters"] / rows[0]["parameters"]
-    print(f"power law: held-out loss = {fit[0]:.4g} * C^{fit[1]:.4f} (R^2 {fit[2]:.3f} in log space)")
-    print(f"wrote {png} and {os.path.join(args.out, 'results.json')}: {len(rows)} sizes spanning {span:.0f}x")
+    print(f"power law: held-out loss = {fit[0]:.4g} * C^{fit[1]:.4f} (R^2 {fit[2]:.3f} in log space, {len(points)} runs)")
+    print(f"wrote {png} and {os.path.join(args.out, 'results.json')}: {len(rows)} sizes spanning {span:.0f}x, "
+          f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} each")
+
+
+def train_or_read(args, size, seed):
+    """One rung at one seed: trained unless its run finished, then its numbers."""
+    name = f"{rung_name(size)}/seed-{seed}"
+    run_dir = os.path.abspath(os.path.join(args.out, name))
+    os.makedirs(run_dir, exist_ok=True)
+    seconds = None
+    if finished(run_dir) is None:
+        seconds = train_rung(args, size, seed, run_dir)
+    final = finished(run_dir)
+    if final is None:
+        fail(f"run {name} ended without a final evaluation; see {run_dir}/train.log")
+    with open(os.path.join(run_dir, "train.log")) as f:
+        log = f.read()
+    numbers = header_numbers(log)
+    if numbers is None:
+        fail(f"no parameter count and FLOPs per token in {run_dir}/train.log")
+    params_rounded, flops_per_token = numbers
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        train_records = [r for r in map(json.loads, f) if r.get("kind") == "train"]
+    steps = train_records[-1]["steps"]
+    seq = re.search(r"vocab (\d+), seq (\d+)", log)
+    batch = re.search(r"batch (\d+) x (\d+) replicas x (\d+) accumulation", log)
+    vocab, seq_len = int(seq[1]), int(seq[2])
+    tokens = steps * int(batch[1]) * int(batch[2]) * int(batch[3]) * seq_len
+    params = gpt2_parameters(size[0], size[2], vocab, seq_len)
+    if abs(params - params_rounded) > 0.001 * params + 100:
+        fail(f"run {name}: Loom counts {params_rounded:.0f} parameters, the formula {params}")
+    digits = sorted(int(k[len("accuracy_"):-1]) for k in final if re.fullmatch(r"accuracy_\d+d", k))
+    return {"seed": seed, "parameters": params, "flops_per_token": flops_per_token, "tokens": tokens,
+            "compute": flops_per_token * tokens, "val_loss": final["val_loss"], "accuracy": final["accuracy"],
+            "accuracy_by_digits": {str(d): final[f"accuracy_{d}d"] for d in digits}, "train_seconds": seconds}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""scripts/emergence.py on a two-rung ladder of a few steps: the tables, the fit and the plot are
-written, a second run trains nothing again, and bad arguments are one sentence and exit 2.
+"""scripts/emergence.py on a two-rung ladder of a few steps, two seeds each: the tables, the fit and
+the plot are written, a second run trains nothing again, and bad arguments are one sentence and
+exit 2.
 
   emergence_test.py LOOM WORK_DIR
 """
@@ -25,7 +26,7 @@ def check(condition, message):
 
 def run(loom, out, *extra):
     command = [sys.executable, SCRIPT, "--loom", loom, "--out", out, "--threads", "1",
-               "--sizes", "1x2x16:0.003,1x2x24:0.003", "--set", "train.steps=20", "--set", "optimizer.warmup_steps=5",
+               "--sizes", "1x2x16:0.003,1x2x24:0.003", "--seeds", "2", "--set", "train.steps=20", "--set", "optimizer.warmup_steps=5",
                "--set", "train.eval_every=10", "--set", "data.addition.digits=2", *extra]
     return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -53,25 +54,37 @@ def main():
         check(r["parameters"] == emergence.gpt2_parameters(1, r["n_embd"], 12, 8), f"parameters of {r}")
         check(r["tokens"] == 20 * 64 * 8, f"tokens of {r}")
         check(math.isclose(r["compute"], r["flops_per_token"] * r["tokens"]), f"compute of {r}")
+        check([run["seed"] for run in r["seeds"]] == [1337, 1338], f"seeds of {r}")
+        check(all(run["val_loss"] > 0 and run["train_seconds"] > 0 for run in r["seeds"]), f"runs of {r}")
+        check(math.isclose(r["val_loss"], sum(run["val_loss"] for run in r["seeds"]) / 2), f"mean loss of {r}")
         check(sorted(r["accuracy_by_digits"]) == ["1", "2"], f"lengths of {r}")
-        check(all(0 <= v <= 1 for v in r["accuracy_by_digits"].values()), f"accuracies of {r}")
-        check(r["val_loss"] > 0 and r["train_seconds"] > 0, f"loss and time of {r}")
+        for d, a in r["accuracy_by_digits"].items():
+            values = [run["accuracy_by_digits"][d] for run in r["seeds"]]
+            check(a["min"] == min(values) and a["max"] == max(values) and math.isclose(a["mean"], sum(values) / 2),
+                  f"accuracy of {d} digits in {r}")
+        check(os.path.exists(os.path.join(out, r["rung"], "seed-1338", "model.loom")), f"seed directories of {r}")
+    # Seeds differ: another initialisation and data order.
+    check(rungs[0]["seeds"][0]["val_loss"] != rungs[0]["seeds"][1]["val_loss"], "two seeds, two runs")
     fit = results["power_law"]
-    a, b, _ = emergence.power_law_fit([r["compute"] for r in rungs], [r["val_loss"] for r in rungs])
-    check(math.isclose(fit["a"], a) and math.isclose(fit["b"], b), f"fit {fit}")
+    points = [(r["compute"], run["val_loss"]) for r in rungs for run in r["seeds"]]
+    a, b, _ = emergence.power_law_fit([c for c, _ in points], [l for _, l in points])
+    check(math.isclose(fit["a"], a) and math.isclose(fit["b"], b) and fit["points"] == 4, f"fit {fit}")
     with open(os.path.join(out, "emergence.png"), "rb") as f:
         check(f.read(8) == b"\x89PNG\r\n\x1a\n", "emergence.png is a PNG")
     with open(os.path.join(out, "results.tsv")) as f:
         rows = [line for line in f if not line.startswith("#")]
-    check(len(rows) == 2 and len(rows[0].split("\t")) == 6, f"results.tsv {rows}")
+    check(len(rows) == 2 and len(rows[0].split("\t")) == 3 + 3 * 2, f"results.tsv {rows}")
 
     # Finished rungs are not trained again.
     second = run(loom, out)
     check(second.returncode == 0 and "== " not in second.stdout, "a rerun trains nothing\n" + second.stdout)
-    check(json.load(open(os.path.join(out, "results.json")))["rungs"][0]["train_seconds"] is None, "rerun time")
+    check(json.load(open(os.path.join(out, "results.json")))["rungs"][0]["seeds"][0]["train_seconds"] is None,
+          "rerun time")
 
     bad = run(loom, os.path.join(work, "bad"), "--sizes", "1x3x16:0.003,1x2x16:0.003")
     check(bad.returncode == 2 and "heads dividing the width" in bad.stdout, "bad --sizes\n" + bad.stdout)
+    seeded = run(loom, os.path.join(work, "bad"), "--set", "train.seed=5")
+    check(seeded.returncode == 2 and "--seeds N" in seeded.stdout, "--set train.seed\n" + seeded.stdout)
     missing = subprocess.run([sys.executable, SCRIPT, "--loom", os.path.join(work, "no-loom")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     check(missing.returncode == 2 and "is not an executable" in missing.stdout, "missing loom\n" + missing.stdout)
