@@ -121,6 +121,15 @@ TrainingRun train(const GPTConfig& config, const ModelParallel& given, Communica
   return run;
 }
 
+// Each step's loss of `run` within a relative 1e-5 of the one-rank reference's.
+void expect_losses_match(const TrainingRun& run, const TrainingRun& reference) {
+  for (int step = 0; step < kSteps; ++step) {
+    const double want = reference.losses[static_cast<size_t>(step)];
+    EXPECT_LE(std::fabs(run.losses[static_cast<size_t>(step)] - want) / std::fabs(want), 1e-5)
+        << "step " << step << ": got " << run.losses[static_cast<size_t>(step)] << " want " << want;
+  }
+}
+
 void expect_tp_dp_layouts_match_one_rank(const GPTConfig& config) {
   Communicator& world = testing::mpi_world();
   GPT names(config);
@@ -135,11 +144,7 @@ void expect_tp_dp_layouts_match_one_rank(const GPTConfig& config) {
       SCOPED_TRACE(::testing::Message() << "tp=" << tp << " dp=" << dp << " sequence_parallel=" << sp);
       const ModelParallel layout{&grid.tp(), sp, dp};
       const TrainingRun run = train(config, layout, &grid.dp(), dp);
-      for (int step = 0; step < kSteps; ++step) {
-        const double want = reference.losses[static_cast<size_t>(step)];
-        EXPECT_LE(std::fabs(run.losses[static_cast<size_t>(step)] - want) / std::fabs(want), 1e-5)
-            << "step " << step << ": got " << run.losses[static_cast<size_t>(step)] << " want " << want;
-      }
+      expect_losses_match(run, reference);
       std::vector<float> all_got, all_want;
       for (size_t i = 0; i < run.weights.size(); ++i) {
         std::vector<float> got = run.weights[i], want = reference.weights[i];
@@ -455,11 +460,7 @@ void expect_packed_layouts_match_one_rank(const GPTConfig& blocks, const GPTConf
     parallel::ProcessGrid grid(world, parallel::GridShape{tp, 1, dp});
     const TrainingRun run =
         train(blocks, ModelParallel{&grid.tp(), true, dp}, &grid.dp(), dp, Recompute::kNone, Precision::kF32, true);
-    for (int step = 0; step < kSteps; ++step) {
-      const double want = reference.losses[static_cast<size_t>(step)];
-      EXPECT_LE(std::fabs(run.losses[static_cast<size_t>(step)] - want) / std::fabs(want), 1e-5)
-          << "step " << step << ": got " << run.losses[static_cast<size_t>(step)] << " want " << want;
-    }
+    expect_losses_match(run, reference);
     std::vector<float> all_got, all_want;
     for (size_t i = 0; i < run.weights.size(); ++i) {
       all_got.insert(all_got.end(), run.weights[i].begin(), run.weights[i].end());
