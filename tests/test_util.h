@@ -33,6 +33,17 @@ std::string user_error_of(Call&& call) {
   return "(no error)";
 }
 
+// The what() of the loom::Error (a broken contract) `call` throws, or "(no error)".
+template <typename Call>
+std::string error_of(Call&& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
 // A fresh directory under the system's temporary directory, unique per process and object,
 // removed by the destructor.
 class TempDir {

@@ -632,29 +632,21 @@ TEST(BackendOpsTest, AttentionRefusesBadKeyValueHeads) {
   const DType f32 = DType::kF32;
   const int B = 2, T = 3, N = B * T, NH = 4, HS = 8, Cl = NH * HS;
   Tensor out = backend.zeros({N, Cl}, f32), lse = backend.zeros({B * NH * T}, f32);
-  auto error_of = [](const std::function<void()>& call) -> std::string {
-    try {
-      call();
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "(no error)";
-  };
-  const std::string not_dividing = error_of([&] {
+  const std::string not_dividing = testing::error_of([&] {
     backend.attention_forward(out, lse, backend.zeros({N, Cl + 2 * 3 * HS}, f32), B, T, NH, 3, Tensor());
   });
   EXPECT_NE(not_dividing.find("attention_forward : NKV 3 key/value heads must divide the NH 4 query heads"),
             std::string::npos)
       << not_dividing;
   // A multi-head qkv (N, 3 * Cl) handed to an attention of 2 kv heads, which expects (N, Cl + 2 * 2 * HS).
-  const std::string multi_head_qkv = error_of([&] {
+  const std::string multi_head_qkv = testing::error_of([&] {
     backend.attention_forward(out, lse, backend.zeros({N, 3 * Cl}, f32), B, T, NH, 2, Tensor());
   });
   EXPECT_NE(multi_head_qkv.find("attention_forward : qkv is (6, 96) f32 on cpu ; expected (6, 64) f32"),
             std::string::npos)
       << multi_head_qkv;
   Tensor qkv = backend.zeros({N, Cl + 2 * 2 * HS}, f32);
-  const std::string bad_dqkv = error_of([&] {
+  const std::string bad_dqkv = testing::error_of([&] {
     backend.attention_backward(backend.zeros({N, 3 * Cl}, f32), out, qkv, out, lse, B, T, NH, 2, Tensor());
   });
   EXPECT_NE(bad_dqkv.find("attention_backward : dqkv is (6, 96) f32 on cpu ; expected (6, 64) f32"),
@@ -662,7 +654,7 @@ TEST(BackendOpsTest, AttentionRefusesBadKeyValueHeads) {
       << bad_dqkv;
   // Caches of Cl channels, where 1 kv head needs HS.
   Tensor step_out = backend.zeros({B, Cl}, f32), step_qkv = backend.zeros({B, Cl + 2 * HS}, f32);
-  const std::string bad_cache = error_of([&] {
+  const std::string bad_cache = testing::error_of([&] {
     backend.attention_decode(step_out, backend.zeros({B, 5, Cl}, f32), backend.zeros({B, 5, Cl}, f32), step_qkv,
                              NH, 1, 0);
   });
@@ -677,33 +669,25 @@ TEST(BackendOpsTest, PackedOpsRefuseDocStartsOfAnotherShapeOrDtype) {
   CpuBackend backend(Precision::kF32);
   const DType f32 = DType::kF32, i32 = DType::kI32;
   const int B = 2, T = 3, N = B * T, NH = 2, HS = 8, Cl = NH * HS;
-  auto error_of = [](const std::function<void()>& call) -> std::string {
-    try {
-      call();
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "(no error)";
-  };
   Tensor out = backend.zeros({N, Cl}, f32), lse = backend.zeros({B * NH * T}, f32);
   Tensor qkv = backend.zeros({N, 3 * Cl}, f32);
-  const std::string attention = error_of([&] {
+  const std::string attention = testing::error_of([&] {
     backend.attention_forward(out, lse, qkv, B, T, NH, NH, backend.zeros({N - 1}, i32));
   });
   EXPECT_NE(attention.find("attention_forward : doc_starts is (5) i32 on cpu ; expected (6) i32"), std::string::npos)
       << attention;
-  const std::string attention_backward = error_of([&] {
+  const std::string attention_backward = testing::error_of([&] {
     backend.attention_backward(qkv, out, qkv, out, lse, B, T, NH, NH, backend.zeros({N}, f32));
   });
   EXPECT_NE(attention_backward.find("attention_backward : doc_starts is (6) f32 on cpu ; expected (6) i32"),
             std::string::npos)
       << attention_backward;
-  const std::string rope = error_of([&] {
+  const std::string rope = testing::error_of([&] {
     backend.rope_backward(qkv, backend.zeros({HS / 2}, f32), B, T, NH, NH, backend.zeros({2 * N}, i32));
   });
   EXPECT_NE(rope.find("rope_backward : doc_starts is (12) i32 on cpu ; expected (6) i32"), std::string::npos) << rope;
   // A sequence-parallel rank's 3 rows: doc_starts of the whole micro-batch is refused.
-  const std::string position = error_of([&] {
+  const std::string position = testing::error_of([&] {
     backend.position_embedding_forward(backend.zeros({N / 2, Cl}, f32), backend.zeros({T, Cl}, f32), T, 3,
                                        backend.zeros({N}, i32));
   });
