@@ -54,49 +54,29 @@ if [ "$(id -u)" -ne 0 ]; then
   sudo="sudo"
 fi
 
-# The safetensors Python package for /usr/bin/python3 (the interpreter with python3-torch).
-install_safetensors() {
-  if /usr/bin/python3 -c "import safetensors, sys; sys.exit(safetensors.__version__ != '$safetensors_version')" 2>/dev/null; then
+# A PyPI package at its pinned version for /usr/bin/python3 (the interpreter with python3-torch),
+# unless that version is there already:
+#   safetensors   the tests' and benchmarks' safetensors files
+#   tensorboard   reads back Loom's event files (its dependencies from Debian above)
+#   tokenizers    the reference of Loom's tokenizer.json reader (pip adds huggingface_hub)
+#   sentencepiece the reference of Loom's SentencePiece tokenizer
+#   transformers  builds models from a config, with random weights (nothing is downloaded from
+#                 the hub); after tokenizers, so that pip finds the pinned one
+install_pinned() {
+  local name=$1 version=$2
+  if /usr/bin/python3 -c "import $name, sys; sys.exit($name.__version__ != '$version')" 2>/dev/null; then
     return 0
   fi
-  echo "setup: installing safetensors==$safetensors_version for /usr/bin/python3 (PyPI)"
-  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "safetensors==$safetensors_version"
+  echo "setup: installing $name==$version for /usr/bin/python3 (PyPI)"
+  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "$name==$version"
 }
 
-# The transformers Python package for /usr/bin/python3 (tests only: it builds models from a
-# config, with random weights; nothing is downloaded from the hub).
-install_transformers() {
-  if /usr/bin/python3 -c "import transformers, sys; sys.exit(transformers.__version__ != '$transformers_version')" 2>/dev/null; then
-    return 0
-  fi
-  echo "setup: installing transformers==$transformers_version for /usr/bin/python3 (PyPI)"
-  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "transformers==$transformers_version"
-}
-
-# The tensorboard Python package for /usr/bin/python3, its dependencies from Debian above.
-install_tensorboard() {
-  if /usr/bin/python3 -c "import tensorboard, sys; sys.exit(tensorboard.__version__ != '$tensorboard_version')" 2>/dev/null; then
-    return 0
-  fi
-  echo "setup: installing tensorboard==$tensorboard_version for /usr/bin/python3 (PyPI)"
-  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "tensorboard==$tensorboard_version"
-}
-
-# The tokenizers Python package for /usr/bin/python3 (pip adds huggingface_hub, which it imports).
-install_tokenizers() {
-  if /usr/bin/python3 -c "import tokenizers, sys; sys.exit(tokenizers.__version__ != '$tokenizers_version')" 2>/dev/null; then
-    return 0
-  fi
-  echo "setup: installing tokenizers==$tokenizers_version for /usr/bin/python3 (PyPI)"
-  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "tokenizers==$tokenizers_version"
-}
-
-install_sentencepiece() {
-  if /usr/bin/python3 -c "import sentencepiece, sys; sys.exit(sentencepiece.__version__ != '$sentencepiece_version')" 2>/dev/null; then
-    return 0
-  fi
-  echo "setup: installing sentencepiece==$sentencepiece_version for /usr/bin/python3 (PyPI)"
-  $sudo /usr/bin/python3 -m pip install -q --break-system-packages "sentencepiece==$sentencepiece_version"
+install_python_packages() {
+  install_pinned safetensors "$safetensors_version"
+  install_pinned tensorboard "$tensorboard_version"
+  install_pinned tokenizers "$tokenizers_version"
+  install_pinned sentencepiece "$sentencepiece_version"
+  install_pinned transformers "$transformers_version"
 }
 
 missing=()
@@ -107,11 +87,7 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages present"
-  install_safetensors
-  install_tensorboard
-  install_tokenizers
-  install_sentencepiece
-  install_transformers
+  install_python_packages
   exit 0
 fi
 
@@ -121,9 +97,5 @@ fi
 echo "setup: installing ${missing[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
-install_safetensors
-install_tensorboard
-install_tokenizers
-install_sentencepiece
-install_transformers
+install_python_packages
 echo "setup: done"
